@@ -1,1 +1,438 @@
-fn main(){}
+//! `touchline`: the operator CLI and (later) the controller daemon. Parses
+//! arguments, calls the library, turns errors into exit codes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, anyhow};
+use clap::{Parser, Subcommand, ValueEnum};
+use jiff::Timestamp;
+use touchline_controller::render::{self, BundleMeta, CatalogIndex, Rendered};
+use touchline_controller::validate::{self, Checked};
+use touchline_controller::{example, explain, keys, revision, source};
+use touchline_schemas::{Bundle, SiteId, TrustedKeys};
+
+/// Touchline: run a fleet of offline-prone boxes from git.
+#[derive(Debug, Parser)]
+#[command(name = "touchline", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a manifests directory: schema, references, paths, conflicts.
+    ///
+    /// Prints every problem as `path:line:col: error|warning: message` and a
+    /// summary. Exit status: 0 valid (warnings allowed), 1 invalid, 2 could
+    /// not run.
+    Validate {
+        /// The manifests directory (holds fleet.yaml).
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Render bundles: one site to stdout, or every site into a directory.
+    ///
+    /// The bundle is canonical JSON, byte-identical across runs for the same
+    /// files. Serial, commit and issue time come from git HEAD when DIR is
+    /// the root of a git checkout (see --serial, --commit, --issued-at).
+    Render {
+        /// The manifests directory.
+        dir: PathBuf,
+        /// Render this site and print its bundle body on stdout.
+        #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+        site: Option<String>,
+        /// Render every site into --out as <site>.json.
+        #[arg(long, requires = "out")]
+        all: bool,
+        /// Output directory for --all (created if missing).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Sign with this OpenSSH Ed25519 private key: writes <site>.json.sig.
+        #[arg(long, requires = "all")]
+        key: Option<PathBuf>,
+        #[command(flatten)]
+        ident: Ident,
+    },
+    /// Show every desired value of a site with the file:line that set it.
+    Explain {
+        /// The manifests directory.
+        dir: PathBuf,
+        /// The site.
+        #[arg(long)]
+        site: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Generate an Ed25519 signing key (OpenSSH format, mode 0600) and
+    /// <out>.pub; prints the public key.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Comment in the public key line.
+        #[arg(long, default_value = "touchline")]
+        comment: String,
+        /// Replace an existing key.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Verify a bundle and its detached SSHSIG signature offline.
+    Verify {
+        /// Trusted keys: a .pub file, authorized_keys or allowed_signers.
+        #[arg(long)]
+        key: PathBuf,
+        /// The bundle (bundle.json).
+        bundle: PathBuf,
+        /// The signature (bundle.json.sig).
+        signature: PathBuf,
+        /// Also require the bundle to be for this site.
+        #[arg(long)]
+        site: Option<String>,
+    },
+    /// Content helpers.
+    #[command(subcommand)]
+    Content(ContentCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ContentCommand {
+    /// Write the example fleet's deterministic video and package content and
+    /// check it against the catalog's sha256 and sizes.
+    GenerateExample {
+        /// The manifests directory (e.g. fleet-manifests).
+        dir: PathBuf,
+        /// Where to write the files (videos as <category>/<subcategory>/<file>,
+        /// packages as releases/<version>.tar.gz).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Ident {
+    /// Serial of the bundles (default: first-parent commit count of HEAD, else 0).
+    #[arg(long)]
+    serial: Option<u64>,
+    /// Source commit recorded in the bundles (default: HEAD).
+    #[arg(long)]
+    commit: Option<String>,
+    /// Issue time, RFC 3339 (default: SOURCE_DATE_EPOCH, HEAD's commit time,
+    /// or the newest manifest file's mtime).
+    #[arg(long)]
+    issued_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// An error with the exit status it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure {
+            code: 1,
+            error: e.into(),
+        }
+    }
+}
+
+fn cannot_run(e: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: e.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("error: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Validate { dir, format } => cmd_validate(&dir, format),
+        Command::Render {
+            dir,
+            site,
+            all: _,
+            out,
+            key,
+            ident,
+        } => cmd_render(&dir, site.as_deref(), out.as_deref(), key.as_deref(), ident),
+        Command::Explain { dir, site, format } => cmd_explain(&dir, &site, format),
+        Command::Keygen {
+            out,
+            comment,
+            force,
+        } => {
+            let key = keys::keygen(&out, &comment, force)?;
+            println!("{}", key.public_key_openssh());
+            eprintln!(
+                "wrote {} (secret, 0600) and {}; fingerprint {}",
+                out.display(),
+                keys::pub_path(&out).display(),
+                key.fingerprint()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify {
+            key,
+            bundle,
+            signature,
+            site,
+        } => cmd_verify(&key, &bundle, &signature, site.as_deref()),
+        Command::Content(ContentCommand::GenerateExample { dir, out }) => {
+            cmd_generate_example(&dir, &out)
+        }
+    }
+}
+
+/// Reads and validates; prints diagnostics on stderr when invalid.
+fn load_valid(dir: &Path) -> Result<(Checked, source::SourceSet), Failure> {
+    let set = source::read_dir(dir).map_err(cannot_run)?;
+    let checked = validate::check(&set);
+    if checked.diags.has_errors() {
+        let mut err = std::io::stderr().lock();
+        for d in &checked.diags.0 {
+            let _ = writeln!(err, "{d}");
+        }
+        return Err(anyhow!(
+            "the manifests in `{}` are invalid ({} errors); fix them (see `touchline validate`) before rendering",
+            dir.display(),
+            checked.diags.errors()
+        )
+        .into());
+    }
+    Ok((checked, set))
+}
+
+fn cmd_validate(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
+    let set = source::read_dir(dir).map_err(cannot_run)?;
+    let checked = validate::check(&set);
+    let d = &checked.diags;
+    let files = checked.manifests.files_read;
+    let mut out = std::io::stdout().lock();
+    match format {
+        Format::Text => {
+            for diag in &d.0 {
+                writeln!(out, "{diag}").map_err(cannot_run)?;
+            }
+            writeln!(
+                out,
+                "{} error{}, {} warning{} in {files} file{}",
+                d.errors(),
+                plural(d.errors()),
+                d.warnings(),
+                plural(d.warnings()),
+                plural(files)
+            )
+            .map_err(cannot_run)?;
+        }
+        Format::Json => {
+            let list: Vec<_> = d
+                .0
+                .iter()
+                .map(|x| {
+                    serde_json::json!({
+                        "file": &*x.file, "line": x.pos.line, "column": x.pos.col,
+                        "severity": if x.severity == touchline_controller::diag::Severity::Error { "error" } else { "warning" },
+                        "message": x.message,
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({
+                "valid": !d.has_errors(), "errors": d.errors(), "warnings": d.warnings(),
+                "files": files, "diagnostics": list,
+            });
+            writeln!(out, "{doc:#}").map_err(cannot_run)?;
+        }
+    }
+    Ok(if d.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn meta(dir: &Path, checked: &Checked, set: &source::SourceSet, ident: Ident) -> Result<BundleMeta, Failure> {
+    let expiry = checked
+        .manifests
+        .fleet
+        .as_ref()
+        .map(|f| f.value.bundles.expiry.to_std())
+        .unwrap_or(std::time::Duration::from_secs(7 * 86_400));
+    let o = revision::Overrides {
+        serial: ident.serial,
+        commit: ident.commit,
+        issued_at: ident.issued_at,
+    };
+    revision::meta_for_dir(dir, set, expiry, &o).map_err(cannot_run)
+}
+
+fn parse_site(site: &str) -> Result<SiteId, Failure> {
+    SiteId::new(site).map_err(|e| cannot_run(anyhow!(e)))
+}
+
+fn render_one(checked: &Checked, site: &SiteId, meta: &BundleMeta) -> Result<Rendered, Failure> {
+    let catalog = CatalogIndex::new(&checked.manifests);
+    Ok(render::render_site(
+        &checked.manifests,
+        &checked.members,
+        &catalog,
+        site,
+        meta,
+    )?)
+}
+
+fn cmd_render(
+    dir: &Path,
+    site: Option<&str>,
+    out: Option<&Path>,
+    key: Option<&Path>,
+    ident: Ident,
+) -> Result<ExitCode, Failure> {
+    // Load the key first: a bad key should fail before any work.
+    let key = key.map(keys::load).transpose().map_err(cannot_run)?;
+    let (checked, set) = load_valid(dir)?;
+    let meta = meta(dir, &checked, &set, ident)?;
+    if let Some(site) = site {
+        let site = parse_site(site)?;
+        let r = render_one(&checked, &site, &meta)?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(&r.bundle.to_canonical_json()).map_err(cannot_run)?;
+        stdout.flush().map_err(cannot_run)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = out.ok_or_else(|| cannot_run(anyhow!("--all needs --out <dir>")))?;
+    std::fs::create_dir_all(out)
+        .with_context(|| format!("failed to create `{}`", out.display()))
+        .map_err(cannot_run)?;
+    let written = touchline_controller::bundles::write_all(&checked, &meta, out, key.as_ref())
+        .map_err(cannot_run)?;
+    eprintln!(
+        "rendered {written} site{} into {} (serial {}{})",
+        plural(written),
+        out.display(),
+        meta.serial,
+        if key.is_some() { ", signed" } else { "" }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_explain(dir: &Path, site: &str, format: Format) -> Result<ExitCode, Failure> {
+    let (checked, set) = load_valid(dir)?;
+    let site = parse_site(site)?;
+    let meta = meta(dir, &checked, &set, Ident { serial: None, commit: None, issued_at: None })?;
+    let r = render_one(&checked, &site, &meta)?;
+    match format {
+        Format::Text => print!("{}", explain::text(&r)),
+        Format::Json => println!("{:#}", explain::json(&r)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_verify(key: &Path, bundle: &Path, sig: &Path, site: Option<&str>) -> Result<ExitCode, Failure> {
+    let read = |p: &Path| {
+        std::fs::read(p)
+            .with_context(|| format!("failed to read `{}`", p.display()))
+            .map_err(cannot_run)
+    };
+    let keys_text = String::from_utf8(read(key)?)
+        .map_err(|_| cannot_run(anyhow!("`{}` is not a text file of public keys", key.display())))?;
+    let trusted = TrustedKeys::parse(&keys_text)
+        .with_context(|| format!("failed to read trusted keys from `{}`", key.display()))
+        .map_err(cannot_run)?;
+    let bytes = read(bundle)?;
+    let sig_bytes = read(sig)?;
+    let signer = trusted
+        .verify(&bytes, &sig_bytes)
+        .with_context(|| format!("`{}` is not validly signed", bundle.display()))?
+        .fingerprint(ssh_key_hash())
+        .to_string();
+    let b = Bundle::from_slice(&bytes)
+        .with_context(|| format!("`{}` is signed but not a valid bundle", bundle.display()))?;
+    if let Some(site) = site
+        && b.site.as_str() != site
+    {
+        return Err(anyhow!("bundle is for site `{}`, not `{site}`", b.site).into());
+    }
+    println!(
+        "OK: bundle for site {} serial {}{} signed by {signer}; issued {}, expires {}",
+        b.site,
+        b.serial,
+        b.commit.as_deref().map(|c| format!(" (commit {c})")).unwrap_or_default(),
+        b.issued_at,
+        b.expires_at
+    );
+    if b.expires_at <= Timestamp::now() {
+        eprintln!("warning: this bundle has expired; agents will not apply it");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ssh_key_hash() -> touchline_schemas::sign::HashAlg {
+    touchline_schemas::sign::HashAlg::Sha256
+}
+
+fn cmd_generate_example(dir: &Path, out: &Path) -> Result<ExitCode, Failure> {
+    let (checked, _) = load_valid(dir)?;
+    let m = &checked.manifests;
+    let mut bad = 0usize;
+    let mut n = 0usize;
+    let mut check = |what: &str, id: &str, size: u64, want: &touchline_schemas::Sha256, path: PathBuf, at: String| -> Result<(), Failure> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(cannot_run)?;
+        }
+        let file = std::fs::File::create(&path)
+            .with_context(|| format!("failed to create `{}`", path.display()))
+            .map_err(cannot_run)?;
+        let got = example::write_example(id, size, std::io::BufWriter::new(file)).map_err(cannot_run)?;
+        let got = touchline_schemas::Sha256::from_bytes(got);
+        n += 1;
+        if &got != want {
+            bad += 1;
+            eprintln!("{at}: error: generated {what} `{id}` ({size} bytes) has sha256 {got}, the manifest says {want}");
+        }
+        Ok(())
+    };
+    if let Some(c) = &m.catalog {
+        for (i, v) in c.value.videos.iter().enumerate() {
+            let path = render::target_path(v).map_err(|e| anyhow!(e))?;
+            let line = c.at(&["videos".into(), i.into(), "sha256".into()]).line;
+            check("video", v.id.as_str(), v.size, &v.sha256, out.join(path.as_str()), format!("{}:{line}", c.file))?;
+        }
+    }
+    for (v, r) in &m.releases {
+        let line = r.at(&["package".into(), "sha256".into()]).line;
+        let id = format!("release-{v}");
+        check("package", &id, r.value.package.size, &r.value.package.sha256, out.join("releases").join(format!("{v}.tar.gz")), format!("{}:{line}", r.file))?;
+    }
+    if bad > 0 {
+        return Err(anyhow!("{bad} of {n} generated files do not match their manifest").into());
+    }
+    eprintln!("wrote {n} files into {}, all matching their manifests", out.display());
+    Ok(ExitCode::SUCCESS)
+}

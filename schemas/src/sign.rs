@@ -8,7 +8,8 @@
 //!     -s bundle.json.sig < bundle.json
 //! ```
 
-use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey, PublicKey, SshSig};
+use ssh_key::{Algorithm, LineEnding, PrivateKey, PublicKey, SshSig};
+pub use ssh_key::HashAlg;
 
 /// The SSHSIG namespace of bundle signatures: a signature made for another
 /// purpose (a git commit, a file) can never pass as a bundle signature.

@@ -1,0 +1,163 @@
+//! `touchline explain`: every desired value of a site with the file:line that
+//! set it and the layers it overrode.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::merge;
+use crate::render::{Rendered, Why};
+
+/// Plain text for a terminal.
+pub fn text(r: &Rendered) -> String {
+    let b = &r.bundle;
+    let e = &r.explain;
+    let mut out = String::new();
+    let _ = writeln!(out, "site {} (serial {})", b.site, b.serial);
+
+    let _ = writeln!(out, "\nlayers, first to last (later wins):");
+    let _ = writeln!(out, "  fleet.yaml defaults");
+    for m in &e.groups {
+        let why: Vec<String> = m
+            .why
+            .iter()
+            .map(|w| match w {
+                Why::Selector(o) => format!("selector at {o}"),
+                Why::Listed(o) => format!("listed at {o}"),
+                Why::Joined(o) => format!("joined at {o}"),
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  group {} (priority {}): {}",
+            m.group,
+            m.priority,
+            why.join("; ")
+        );
+    }
+    let _ = writeln!(out, "  sites/{}.yaml overrides", b.site);
+
+    let _ = writeln!(out, "\nsoftware:");
+    match &e.software {
+        Some(t) => {
+            let by = t.set_by.as_ref().map(ToString::to_string).unwrap_or_default();
+            let _ = writeln!(out, "  version {}  set by {by}", t.value);
+            for (o, v) in t.overridden.iter().rev() {
+                let _ = writeln!(out, "    overrides {v} from {o}");
+            }
+        }
+        None => {
+            let _ = writeln!(out, "  none pinned (the box keeps whatever it runs)");
+        }
+    }
+
+    let present = e.videos.values().filter(|t| t.removed_by.is_none()).count();
+    let _ = writeln!(
+        out,
+        "\nvideos: {present} on the box, {} bytes",
+        b.files_bytes()
+    );
+    let path_of = |id: &str| {
+        b.config
+            .get(crate::render::LIBRARY_KEY)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .flat_map(|c| c["subcategories"].as_array().into_iter().flatten())
+            .flat_map(|s| s["videos"].as_array().into_iter().flatten())
+            .find(|v| v["id"] == id)
+            .and_then(|v| v["path"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    for (id, t) in &e.videos {
+        let added: Vec<String> = t.added_by.iter().map(ToString::to_string).collect();
+        match &t.removed_by {
+            None => {
+                let _ = writeln!(
+                    out,
+                    "  + {id}  {}  added by {}",
+                    path_of(id.as_str()),
+                    added.join(", ")
+                );
+            }
+            Some(o) => {
+                let _ = writeln!(
+                    out,
+                    "  - {id}  removed by {o} (added by {})",
+                    added.join(", ")
+                );
+            }
+        }
+    }
+
+    let _ = writeln!(out, "\nconfig (configuration.json):");
+    let leaves = merge::leaves(&b.config);
+    for (pointer, value) in &leaves {
+        if pointer == &format!("/{}", crate::render::LIBRARY_KEY) {
+            let _ = writeln!(
+                out,
+                "  {pointer}  generated from the videos above (videos/catalog.yaml)"
+            );
+            continue;
+        }
+        let touches = e.config.touches.get(pointer);
+        let set_by = touches
+            .and_then(|t| t.last())
+            .map(|t| t.origin.to_string())
+            .unwrap_or_default();
+        let _ = writeln!(out, "  {pointer} = {value}  set by {set_by}");
+        for t in touches.into_iter().flatten().rev().skip(1) {
+            let what = if t.removed { "removed" } else { "set" };
+            let _ = writeln!(out, "    overrides {what} at {}", t.origin);
+        }
+    }
+    for (pointer, touches) in &e.config.touches {
+        let is_leaf = leaves.iter().any(|(p, _)| p == pointer);
+        let is_parent = leaves
+            .iter()
+            .any(|(p, _)| p.starts_with(&format!("{pointer}/")));
+        if !is_leaf && !is_parent && let Some(last) = touches.last() {
+            let _ = writeln!(out, "  {pointer} removed by {}", last.origin);
+        }
+    }
+
+    let _ = writeln!(out, "\nagent:");
+    for (k, t) in &e.agent {
+        let by = t
+            .set_by
+            .as_ref()
+            .map(|o| format!("set by {o}"))
+            .unwrap_or_else(|| "default".into());
+        let _ = writeln!(out, "  {k} = {}  {by}", t.value);
+        for (o, v) in t.overridden.iter().rev() {
+            let _ = writeln!(out, "    overrides {v} from {o}");
+        }
+    }
+    out
+}
+
+/// The same as JSON, for tools.
+pub fn json(r: &Rendered) -> Value {
+    let e = &r.explain;
+    let config: serde_json::Map<String, Value> = e
+        .config
+        .touches
+        .iter()
+        .map(|(p, t)| {
+            let hist: Vec<Value> = t
+                .iter()
+                .map(|t| json!({"at": t.origin.to_string(), "removed": t.removed}))
+                .collect();
+            (p.clone(), Value::Array(hist))
+        })
+        .collect();
+    json!({
+        "site": e.site,
+        "serial": r.bundle.serial,
+        "groups": e.groups,
+        "software": e.software,
+        "videos": e.videos,
+        "config": config,
+        "agent": e.agent,
+    })
+}

@@ -1,0 +1,569 @@
+//! Rendering a site: layering fleet defaults, then each matching group by
+//! (priority, id), then the site's own overrides, into one [`Bundle`] — and
+//! remembering which file and line set every value ([`Explanation`]).
+//!
+//! Pure: works on parsed [`Manifests`] in memory. Rules:
+//! - `software.version`: the last layer that sets it wins.
+//! - `videos`: union of the layers' ids minus ids a later layer removes (a
+//!   later layer may add an id back).
+//! - `config`: JSON Merge Patch (RFC 7386) layer by layer, then the video
+//!   library is written under [`LIBRARY_KEY`].
+//! - `agent`: each field, last layer wins; time zone from the site, else the
+//!   fleet.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, DesiredRelease};
+use touchline_schemas::manifest::{JsonObject, Layer, Video};
+use touchline_schemas::{
+    Bundle, BundleFile, GroupId, ReleaseVersion, SiteId, TargetPath, VideoId,
+};
+
+use crate::merge::{self, ConfigTrace};
+use crate::model::{Doc, Manifests};
+use crate::yaml::{Pos, Positions, Seg};
+
+/// The `configuration.json` key under which the local app finds its video
+/// library (categories → subcategories → videos). Layers may not set it.
+pub const LIBRARY_KEY: &str = "categories";
+
+/// A place in a manifest file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// Relative path.
+    pub file: Arc<str>,
+    /// Line and column.
+    pub pos: Pos,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos.line)
+    }
+}
+
+impl serde::Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The identity of a bundle that does not come from the manifests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleMeta {
+    /// First-parent commit count.
+    pub serial: u64,
+    /// Source commit id.
+    pub commit: Option<String>,
+    /// Signing time.
+    pub issued_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
+/// Why a site is in a group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "by", content = "at", rename_all = "snake_case")]
+pub enum Why {
+    /// The group's selector matches the site's labels.
+    Selector(Origin),
+    /// The group lists the site in `sites:`.
+    Listed(Origin),
+    /// The site lists the group in `groups:`.
+    Joined(Origin),
+}
+
+/// A group a site belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Member {
+    /// The group.
+    pub group: GroupId,
+    /// Its priority.
+    pub priority: i32,
+    /// Every reason it applies.
+    pub why: Vec<Why>,
+}
+
+/// For each site, its groups in layering order (priority, then id).
+pub type Memberships = BTreeMap<SiteId, Vec<Member>>;
+
+/// Computes which groups each site belongs to.
+pub fn memberships(m: &Manifests) -> Memberships {
+    let mut out: Memberships = m.sites.keys().map(|s| (s.clone(), Vec::new())).collect();
+    for (gid, g) in &m.groups {
+        let mut add = |site: &SiteId, why: Why| {
+            if let Some(list) = out.get_mut(site) {
+                match list.iter_mut().find(|mem| &mem.group == gid) {
+                    Some(mem) => mem.why.push(why),
+                    None => list.push(Member {
+                        group: gid.clone(),
+                        priority: g.value.priority,
+                        why: vec![why],
+                    }),
+                }
+            }
+        };
+        if let Some(sel) = &g.value.selector {
+            let at = Origin {
+                file: g.file.clone(),
+                pos: g.at(&["selector".into()]),
+            };
+            for (sid, s) in &m.sites {
+                if sel.matches(&s.value.labels) {
+                    add(sid, Why::Selector(at.clone()));
+                }
+            }
+        }
+        for (i, sid) in g.value.sites.iter().enumerate() {
+            let at = Origin {
+                file: g.file.clone(),
+                pos: g.at(&["sites".into(), i.into()]),
+            };
+            add(sid, Why::Listed(at));
+        }
+    }
+    for (sid, s) in &m.sites {
+        for (i, gid) in s.value.groups.iter().enumerate() {
+            let Some(g) = m.groups.get(gid) else { continue };
+            let at = Origin {
+                file: s.file.clone(),
+                pos: s.at(&["groups".into(), i.into()]),
+            };
+            if let Some(list) = out.get_mut(sid) {
+                match list.iter_mut().find(|mem| &mem.group == gid) {
+                    Some(mem) => mem.why.push(Why::Joined(at)),
+                    None => list.push(Member {
+                        group: gid.clone(),
+                        priority: g.value.priority,
+                        why: vec![Why::Joined(at)],
+                    }),
+                }
+            }
+        }
+    }
+    for list in out.values_mut() {
+        list.sort_by(|a, b| (a.priority, &a.group).cmp(&(b.priority, &b.group)));
+    }
+    out
+}
+
+/// A value with the layer that set it and the ones it overrode.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Traced<T> {
+    /// The value.
+    pub value: T,
+    /// Who set it; `None` for a built-in default.
+    pub set_by: Option<Origin>,
+    /// Earlier layers that set it, with their values, oldest first.
+    pub overridden: Vec<(Origin, T)>,
+}
+
+impl<T: Clone> Traced<T> {
+    fn default_value(value: T) -> Self {
+        Self {
+            value,
+            set_by: None,
+            overridden: Vec::new(),
+        }
+    }
+
+    fn set(&mut self, value: T, origin: Origin) {
+        if let Some(prev) = self.set_by.take() {
+            self.overridden.push((prev, self.value.clone()));
+        }
+        self.value = value;
+        self.set_by = Some(origin);
+    }
+}
+
+/// Why a video is (or is not) on a box.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VideoTrace {
+    /// Every layer that added it, in order.
+    pub added_by: Vec<Origin>,
+    /// The layer that removed it, if it is not on the box.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed_by: Option<Origin>,
+}
+
+/// Where every rendered value came from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Explanation {
+    /// The site.
+    pub site: SiteId,
+    /// Groups in layering order.
+    pub groups: Vec<Member>,
+    /// The release.
+    pub software: Option<Traced<ReleaseVersion>>,
+    /// Videos on the box and videos removed by a layer.
+    pub videos: BTreeMap<VideoId, VideoTrace>,
+    /// Config pointers and their touches.
+    #[serde(skip)]
+    pub config: ConfigTrace,
+    /// Agent settings by name, as text.
+    pub agent: BTreeMap<&'static str, Traced<String>>,
+}
+
+/// A rendered site.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// The bundle body.
+    pub bundle: Bundle,
+    /// The provenance of each value.
+    pub explain: Explanation,
+}
+
+/// Rendering failed: the manifests are inconsistent (validation reports the
+/// same with file:line; this is the backstop).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// No such site.
+    #[error("no site `{0}` in the manifests (sites/{0}.yaml)")]
+    UnknownSite(String),
+    /// fleet.yaml is missing or did not parse.
+    #[error("fleet.yaml is missing or invalid")]
+    NoFleet,
+    /// A reference does not resolve.
+    #[error("{0}")]
+    Dangling(String),
+}
+
+struct LayerRef<'a> {
+    layer: &'a Layer,
+    file: &'a Arc<str>,
+    pos: &'a Positions,
+    base: &'static str,
+}
+
+impl LayerRef<'_> {
+    fn origin(&self, rest: &[Seg]) -> Origin {
+        let mut path = Vec::with_capacity(rest.len() + 1);
+        path.push(Seg::Key(self.base.to_owned()));
+        path.extend_from_slice(rest);
+        Origin {
+            file: self.file.clone(),
+            pos: self.pos.find(&path),
+        }
+    }
+}
+
+fn layer_of<'a, T>(doc: &'a Doc<T>, layer: &'a Layer, base: &'static str) -> LayerRef<'a> {
+    LayerRef {
+        layer,
+        file: &doc.file,
+        pos: &doc.pos,
+        base,
+    }
+}
+
+/// The layers of `site`, in order.
+fn layers<'a>(
+    m: &'a Manifests,
+    site: &'a Doc<touchline_schemas::manifest::Site>,
+    members: &[Member],
+) -> Result<Vec<LayerRef<'a>>, RenderError> {
+    let fleet = m.fleet.as_ref().ok_or(RenderError::NoFleet)?;
+    let mut out = vec![layer_of(fleet, &fleet.value.defaults, "defaults")];
+    for mem in members {
+        let g = m.groups.get(&mem.group).ok_or_else(|| {
+            RenderError::Dangling(format!("unknown group `{}`", mem.group))
+        })?;
+        out.push(layer_of(g, &g.value.desired, "desired"));
+    }
+    out.push(layer_of(site, &site.value.overrides, "overrides"));
+    Ok(out)
+}
+
+/// The catalog as a map, in catalog order.
+#[derive(Debug)]
+pub struct CatalogIndex<'a> {
+    by_id: BTreeMap<&'a VideoId, (usize, &'a Video)>,
+}
+
+impl<'a> CatalogIndex<'a> {
+    /// Indexes the catalog (first entry wins on duplicates).
+    pub fn new(m: &'a Manifests) -> Self {
+        let mut by_id = BTreeMap::new();
+        if let Some(c) = &m.catalog {
+            for (i, v) in c.value.videos.iter().enumerate() {
+                by_id.entry(&v.id).or_insert((i, v));
+            }
+        }
+        Self { by_id }
+    }
+
+    /// Looks up a video.
+    pub fn get(&self, id: &VideoId) -> Option<(usize, &'a Video)> {
+        self.by_id.get(id).copied()
+    }
+}
+
+/// Where a catalog video lands on a box, relative to the videos directory.
+pub fn target_path(v: &Video) -> Result<TargetPath, touchline_schemas::PathError> {
+    TargetPath::from_components([v.category.as_str(), v.subcategory.as_str(), v.file.as_str()])
+}
+
+/// Renders one site.
+pub fn render_site(
+    m: &Manifests,
+    members: &Memberships,
+    catalog: &CatalogIndex<'_>,
+    site_id: &SiteId,
+    meta: &BundleMeta,
+) -> Result<Rendered, RenderError> {
+    let site = m
+        .sites
+        .get(site_id)
+        .ok_or_else(|| RenderError::UnknownSite(site_id.to_string()))?;
+    let fleet = m.fleet.as_ref().ok_or(RenderError::NoFleet)?;
+    let no_members = Vec::new();
+    let groups = members.get(site_id).unwrap_or(&no_members);
+    let layers = layers(m, site, groups)?;
+
+    // Software: last layer wins.
+    let mut software: Option<Traced<ReleaseVersion>> = None;
+    // Videos: ordered set with provenance.
+    let mut videos: BTreeMap<VideoId, VideoTrace> = BTreeMap::new();
+    // Config: merge patch.
+    let mut config = JsonObject::new();
+    let mut trace = ConfigTrace::default();
+    // Agent settings.
+    let defaults = AgentSettings::default();
+    let tz = site
+        .value
+        .timezone
+        .clone()
+        .unwrap_or_else(|| fleet.value.timezone.clone());
+    let tz_origin = Origin {
+        file: if site.value.timezone.is_some() { site.file.clone() } else { fleet.file.clone() },
+        pos: if site.value.timezone.is_some() {
+            site.at(&["timezone".into()])
+        } else {
+            fleet.at(&["timezone".into()])
+        },
+    };
+    let mut agent = AgentTrace::new(&defaults);
+    agent.timezone.set(tz, tz_origin);
+
+    for l in &layers {
+        if let Some(sw) = &l.layer.software {
+            let origin = l.origin(&["software".into(), "version".into()]);
+            match &mut software {
+                Some(t) => t.set(sw.version.clone(), origin),
+                None => {
+                    software = Some(Traced {
+                        value: sw.version.clone(),
+                        set_by: Some(origin),
+                        overridden: Vec::new(),
+                    })
+                }
+            }
+        }
+        for (i, v) in l.layer.videos.iter().enumerate() {
+            let origin = l.origin(&["videos".into(), i.into()]);
+            let entry = videos.entry(v.clone()).or_insert_with(|| VideoTrace {
+                added_by: Vec::new(),
+                removed_by: None,
+            });
+            entry.removed_by = None;
+            entry.added_by.push(origin);
+        }
+        for (i, v) in l.layer.remove_videos.iter().enumerate() {
+            if let Some(entry) = videos.get_mut(v) {
+                entry.removed_by = Some(l.origin(&["remove_videos".into(), i.into()]));
+            }
+        }
+        if let Some(patch) = &l.layer.config {
+            let origin_of = |keys: &[&str]| {
+                let mut path: Vec<Seg> = vec!["config".into()];
+                path.extend(keys.iter().map(|k| Seg::from(*k)));
+                l.origin(&path)
+            };
+            merge::apply(&mut config, patch, &mut trace, &origin_of);
+        }
+        if let Some(a) = &l.layer.agent {
+            let at = |k: &str| l.origin(&["agent".into(), k.into()]);
+            if let Some(v) = a.poll_interval {
+                agent.poll_interval.set(v, at("poll_interval"));
+            }
+            if let Some(v) = a.heartbeat_interval {
+                agent.heartbeat_interval.set(v, at("heartbeat_interval"));
+            }
+            if let Some(v) = a.metrics_interval {
+                agent.metrics_interval.set(v, at("metrics_interval"));
+            }
+            if let Some(v) = a.maintenance_window {
+                agent.maintenance_window.set(v, at("maintenance_window"));
+            }
+            if let Some(v) = &a.allowed_actions {
+                let mut v = v.clone();
+                v.sort();
+                v.dedup();
+                agent.allowed_actions.set(v, at("allowed_actions"));
+            }
+        }
+    }
+
+    // Files and the library, in catalog order.
+    let mut present: Vec<(usize, &Video)> = Vec::new();
+    for (id, t) in &videos {
+        if t.removed_by.is_some() {
+            continue;
+        }
+        let (i, v) = catalog.get(id).ok_or_else(|| {
+            RenderError::Dangling(format!("video `{id}` is not in videos/catalog.yaml"))
+        })?;
+        present.push((i, v));
+    }
+    present.sort_by_key(|(i, _)| *i);
+    let mut files = Vec::with_capacity(present.len());
+    let mut library: Vec<(String, Vec<(String, Vec<Value>)>)> = Vec::new();
+    for (_, v) in &present {
+        let path = target_path(v).map_err(|e| {
+            RenderError::Dangling(format!("video `{}`: {e}", v.id))
+        })?;
+        let entry = json!({
+            "id": v.id.as_str(),
+            "title": v.title,
+            "path": path.as_str(),
+            "size": v.size,
+            "duration": v.duration,
+        });
+        let cat = match library.iter_mut().position(|(c, _)| c == &v.category) {
+            Some(i) => &mut library[i],
+            None => {
+                library.push((v.category.clone(), Vec::new()));
+                library.last_mut().ok_or_else(|| RenderError::Dangling(String::new()))?
+            }
+        };
+        match cat.1.iter_mut().find(|(s, _)| s == &v.subcategory) {
+            Some((_, list)) => list.push(entry),
+            None => cat.1.push((v.subcategory.clone(), vec![entry])),
+        }
+        files.push(BundleFile {
+            path,
+            sha256: v.sha256,
+            size: v.size,
+            urls: v.urls.clone(),
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let library: Vec<Value> = library
+        .into_iter()
+        .map(|(name, subs)| {
+            json!({
+                "name": name,
+                "subcategories": subs.into_iter().map(|(name, videos)| json!({
+                    "name": name,
+                    "videos": videos,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    config.insert(LIBRARY_KEY.to_owned(), Value::Array(library));
+
+    let release = match &software {
+        Some(t) => {
+            let r = m.releases.get(&t.value).ok_or_else(|| {
+                RenderError::Dangling(format!(
+                    "release {} has no releases/{}.yaml",
+                    t.value, t.value
+                ))
+            })?;
+            Some(DesiredRelease::from_manifest(&r.value))
+        }
+        None => None,
+    };
+
+    let bundle = Bundle {
+        format: BUNDLE_FORMAT,
+        site: site_id.clone(),
+        serial: meta.serial,
+        commit: meta.commit.clone(),
+        issued_at: meta.issued_at,
+        expires_at: meta.expires_at,
+        software: release,
+        files,
+        config,
+        agent: AgentSettings {
+            poll_interval: agent.poll_interval.value,
+            heartbeat_interval: agent.heartbeat_interval.value,
+            metrics_interval: agent.metrics_interval.value,
+            maintenance_window: agent.maintenance_window.value,
+            timezone: agent.timezone.value.clone(),
+            allowed_actions: agent.allowed_actions.value.clone(),
+        },
+    };
+    let explain = Explanation {
+        site: site_id.clone(),
+        groups: groups.clone(),
+        software,
+        videos,
+        config: trace,
+        agent: agent.into_text(),
+    };
+    Ok(Rendered { bundle, explain })
+}
+
+struct AgentTrace {
+    poll_interval: Traced<touchline_schemas::HumanDuration>,
+    heartbeat_interval: Traced<touchline_schemas::HumanDuration>,
+    metrics_interval: Traced<touchline_schemas::HumanDuration>,
+    maintenance_window: Traced<touchline_schemas::manifest::MaintenanceWindow>,
+    timezone: Traced<String>,
+    allowed_actions: Traced<Vec<touchline_schemas::manifest::RemoteAction>>,
+}
+
+impl AgentTrace {
+    fn new(d: &AgentSettings) -> Self {
+        Self {
+            poll_interval: Traced::default_value(d.poll_interval),
+            heartbeat_interval: Traced::default_value(d.heartbeat_interval),
+            metrics_interval: Traced::default_value(d.metrics_interval),
+            maintenance_window: Traced::default_value(d.maintenance_window),
+            timezone: Traced::default_value(d.timezone.clone()),
+            allowed_actions: Traced::default_value(d.allowed_actions.clone()),
+        }
+    }
+
+    fn into_text(self) -> BTreeMap<&'static str, Traced<String>> {
+        fn text<T: Clone>(t: Traced<T>, f: impl Fn(&T) -> String) -> Traced<String> {
+            Traced {
+                value: f(&t.value),
+                set_by: t.set_by,
+                overridden: t.overridden.iter().map(|(o, v)| (o.clone(), f(v))).collect(),
+            }
+        }
+        let actions = |v: &Vec<touchline_schemas::manifest::RemoteAction>| {
+            serde_json::to_string(v).unwrap_or_default()
+        };
+        BTreeMap::from([
+            ("poll_interval", text(self.poll_interval, ToString::to_string)),
+            ("heartbeat_interval", text(self.heartbeat_interval, ToString::to_string)),
+            ("metrics_interval", text(self.metrics_interval, ToString::to_string)),
+            ("maintenance_window", text(self.maintenance_window, |w| {
+                let s = w.to_string();
+                if s.is_empty() { "any time".into() } else { s }
+            })),
+            ("timezone", self.timezone),
+            ("allowed_actions", text(self.allowed_actions, actions)),
+        ])
+    }
+}
+
+/// Renders every site with the same meta; stops at the first failure.
+pub fn render_all(
+    m: &Manifests,
+    meta: &BundleMeta,
+) -> Result<Vec<Rendered>, RenderError> {
+    let members = memberships(m);
+    let catalog = CatalogIndex::new(m);
+    m.sites
+        .keys()
+        .map(|id| render_site(m, &members, &catalog, id, meta))
+        .collect()
+}

@@ -1,0 +1,173 @@
+//! Where manifest files come from: a directory on disk (an operator's
+//! checkout, CI) or, in the controller, a git commit. Either way the result
+//! is the same list of [`SourceFile`]s, and everything after works on bytes
+//! in memory.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Largest manifest file read; a larger one is refused without parsing.
+pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// The manifest files, by kind.
+pub const FLEET_FILE: &str = "fleet.yaml";
+/// The video catalog.
+pub const CATALOG_FILE: &str = "videos/catalog.yaml";
+/// Directories holding one manifest per file.
+pub const DIRS: [&str; 3] = ["sites", "groups", "releases"];
+
+/// One file's bytes, or why they were not read.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Path relative to the manifests root, `/`-separated.
+    pub path: Arc<str>,
+    /// The bytes, or the file's size when it is over [`MAX_MANIFEST_BYTES`].
+    pub content: Result<Vec<u8>, u64>,
+}
+
+/// A file the loader looked at and skipped, with the reason (reported as a
+/// warning).
+#[derive(Debug, Clone)]
+pub struct Skipped {
+    /// Relative path.
+    pub path: Arc<str>,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Everything read from a manifests root.
+#[derive(Debug, Default)]
+pub struct SourceSet {
+    /// Manifest files, sorted by path.
+    pub files: Vec<SourceFile>,
+    /// Files that look like manifests but were not read.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Reading failed in a way that is not a problem of the manifests (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The root is missing or not a directory.
+    #[error("`{0}` is not a directory; pass the root of a manifests repository (it holds fleet.yaml)")]
+    NotADirectory(PathBuf),
+    /// I/O failed.
+    #[error("failed to read `{path}`")]
+    Io {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Reads the manifests under `root`. Symbolic links are not followed (a
+/// manifest that points elsewhere on the controller is refused).
+pub fn read_dir(root: &Path) -> Result<SourceSet, SourceError> {
+    let meta = std::fs::metadata(root).map_err(|_| SourceError::NotADirectory(root.into()))?;
+    if !meta.is_dir() {
+        return Err(SourceError::NotADirectory(root.into()));
+    }
+    let mut set = SourceSet::default();
+    for rel in [FLEET_FILE, CATALOG_FILE] {
+        let path = root.join(rel);
+        match std::fs::symlink_metadata(&path) {
+            Ok(_) => read_one(root, rel, &mut set)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(SourceError::Io { path, source }),
+        }
+    }
+    for dir in DIRS {
+        let path = root.join(dir);
+        let entries = match std::fs::read_dir(&path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(SourceError::Io { path, source }),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| SourceError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            names.push(entry.file_name());
+        }
+        names.sort();
+        for name in names {
+            let name = name.to_string_lossy();
+            let rel = format!("{dir}/{name}");
+            match classify(&name) {
+                Some(Kind::Manifest) => read_one(root, &rel, &mut set)?,
+                Some(Kind::Misnamed) => set.skipped.push(Skipped {
+                    path: rel.into(),
+                    reason: "ignored: manifest files must end in `.yaml`",
+                }),
+                None => {}
+            }
+        }
+    }
+    set.files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(set)
+}
+
+enum Kind {
+    Manifest,
+    Misnamed,
+}
+
+/// `.yaml` files are manifests; `.yml` and `.json` look like intended ones;
+/// READMEs and dotfiles are not ours.
+fn classify(name: &str) -> Option<Kind> {
+    if name.starts_with('.') {
+        None
+    } else if name.ends_with(".yaml") {
+        Some(Kind::Manifest)
+    } else if name.ends_with(".yml") || name.ends_with(".json") || name.ends_with(".YAML") {
+        Some(Kind::Misnamed)
+    } else {
+        None
+    }
+}
+
+fn read_one(root: &Path, rel: &str, set: &mut SourceSet) -> Result<(), SourceError> {
+    let path = root.join(rel);
+    let io = |source| SourceError::Io {
+        path: path.clone(),
+        source,
+    };
+    let meta = std::fs::symlink_metadata(&path).map_err(io)?;
+    if meta.file_type().is_symlink() {
+        set.skipped.push(Skipped {
+            path: rel.into(),
+            reason: "ignored: symbolic links are not followed",
+        });
+        return Ok(());
+    }
+    if !meta.is_file() {
+        set.skipped.push(Skipped {
+            path: rel.into(),
+            reason: "ignored: not a regular file",
+        });
+        return Ok(());
+    }
+    let content = if meta.len() > MAX_MANIFEST_BYTES {
+        Err(meta.len())
+    } else {
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        let file = std::fs::File::open(&path).map_err(io)?;
+        // The file may grow between stat and read: cap the read too.
+        file.take(MAX_MANIFEST_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            Err(bytes.len() as u64)
+        } else {
+            Ok(bytes)
+        }
+    };
+    set.files.push(SourceFile {
+        path: rel.into(),
+        content,
+    });
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Semantic validation: everything a schema cannot see. Every problem is
+//! reported (not just the first) with the file and line to fix.
+//!
+//! The controller runs the same code on every new commit before rendering
+//! it, so a commit that passes `touchline validate` in CI is one the
+//! controller accepts.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use touchline_schemas::bundle::MAX_FILE_SIZE;
+use touchline_schemas::manifest::{Layer, Release};
+use touchline_schemas::{GroupId, ReleaseVersion, SiteId, TargetPath, VideoId};
+
+use crate::diag::Diagnostics;
+use crate::model::{Doc, Manifests};
+use crate::render::{LIBRARY_KEY, Memberships, memberships};
+use crate::source::SourceSet;
+use crate::yaml::{Pos, Seg};
+
+/// Longest `poll_interval`: the controller holds a long-poll at most this long.
+pub const MAX_POLL_SECS: u64 = 300;
+
+/// Parsed and checked manifests.
+#[derive(Debug)]
+pub struct Checked {
+    /// What parsed.
+    pub manifests: Manifests,
+    /// Site → groups, in layering order.
+    pub members: Memberships,
+    /// Every problem, sorted by file and line.
+    pub diags: Diagnostics,
+}
+
+/// Parses and validates a set of manifest files.
+pub fn check(set: &SourceSet) -> Checked {
+    let (m, mut diags) = crate::model::parse(set);
+    let members = memberships(&m);
+    semantic(&m, &members, &mut diags);
+    Checked {
+        manifests: m,
+        members,
+        diags: diags.sorted(),
+    }
+}
+
+fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
+    let releases: Vec<String> = m.releases.keys().map(ToString::to_string).collect();
+    let videos = check_catalog(m, d);
+    let ctx = LayerCtx {
+        m,
+        videos: &videos,
+        releases: &releases,
+    };
+
+    if let Some(f) = &m.fleet {
+        check_timezone(d, f, &f.value.timezone, &["timezone".into()]);
+        ctx.check_layer(d, f, &f.value.defaults, "defaults");
+    }
+
+    for s in m.sites.values() {
+        let loc = &s.value.location;
+        if !(-90.0..=90.0).contains(&loc.latitude) {
+            d.error(&s.file, s.at(&["location".into(), "latitude".into()]), format!("latitude {} is out of range (-90 to 90)", loc.latitude));
+        }
+        if !(-180.0..=180.0).contains(&loc.longitude) {
+            d.error(&s.file, s.at(&["location".into(), "longitude".into()]), format!("longitude {} is out of range (-180 to 180)", loc.longitude));
+        }
+        if let Some(tz) = &s.value.timezone {
+            check_timezone(d, s, tz, &["timezone".into()]);
+        }
+        let mut seen = BTreeSet::new();
+        for (i, g) in s.value.groups.iter().enumerate() {
+            let at = s.at(&["groups".into(), i.into()]);
+            if !m.groups.contains_key(g) {
+                d.error(&s.file, at, format!("unknown group `{g}`: there is no groups/{g}.yaml"));
+            } else if !seen.insert(g) {
+                d.warning(&s.file, at, format!("group `{g}` is listed twice"));
+            }
+        }
+        ctx.check_layer(d, s, &s.value.overrides, "overrides");
+    }
+
+    for (gid, g) in &m.groups {
+        let mut seen = BTreeSet::new();
+        for (i, sid) in g.value.sites.iter().enumerate() {
+            let at = g.at(&["sites".into(), i.into()]);
+            if !m.sites.contains_key(sid) {
+                d.error(&g.file, at, format!("unknown site `{sid}`: there is no sites/{sid}.yaml"));
+            } else if !seen.insert(sid) {
+                d.warning(&g.file, at, format!("site `{sid}` is listed twice"));
+            }
+        }
+        let has_members = members.values().any(|ms| ms.iter().any(|mem| &mem.group == gid));
+        if !has_members {
+            let (path, how): (&[Seg], &str) = if g.value.selector.is_some() {
+                (&["selector".into()], "its selector matches no site's labels")
+            } else {
+                (&["id".into()], "it has no selector, lists no site, and no site lists it in `groups:`")
+            };
+            d.warning(&g.file, g.at(path), format!("group `{gid}` matches no site: {how}"));
+        }
+        ctx.check_layer(d, g, &g.value.desired, "desired");
+    }
+
+    for r in m.releases.values() {
+        check_release(d, r);
+    }
+
+    check_version_conflicts(m, members, d);
+}
+
+/// Checks the catalog; returns the video ids it defines.
+fn check_catalog(m: &Manifests, d: &mut Diagnostics) -> BTreeSet<VideoId> {
+    let mut ids: HashMap<&VideoId, Pos> = HashMap::new();
+    let mut paths: HashMap<TargetPath, (&VideoId, Pos)> = HashMap::new();
+    let Some(c) = &m.catalog else {
+        return BTreeSet::new();
+    };
+    for (i, v) in c.value.videos.iter().enumerate() {
+        let at = |k: &str| c.at(&["videos".into(), i.into(), k.into()]);
+        if let Some(first) = ids.get(&v.id) {
+            d.error(&c.file, at("id"), format!("duplicate video id `{}` (first defined at line {})", v.id, first.line));
+            continue;
+        }
+        ids.insert(&v.id, at("id"));
+        let mut parts_ok = true;
+        for (key, value) in [("category", &v.category), ("subcategory", &v.subcategory), ("file", &v.file)] {
+            let problem = if value.contains('/') {
+                Some(format!("{key} `{value}` must be a single name, without `/`"))
+            } else {
+                TargetPath::new(value).err().map(|e| format!("{key}: {e}"))
+            };
+            if let Some(p) = problem {
+                d.error(&c.file, at(key), p);
+                parts_ok = false;
+            }
+        }
+        if parts_ok {
+            match crate::render::target_path(v) {
+                Ok(p) => {
+                    if let Some((other, pos)) = paths.get(&p) {
+                        d.error(&c.file, at("file"), format!(
+                            "videos `{other}` (line {}) and `{}` both render to `{p}` on the box; rename one file or move it to another category",
+                            pos.line, v.id
+                        ));
+                    } else {
+                        paths.insert(p, (&v.id, at("id")));
+                    }
+                }
+                Err(e) => d.error(&c.file, at("file"), e.to_string()),
+            }
+        }
+        if v.size == 0 {
+            d.error(&c.file, at("size"), "size is 0: a video cannot be empty; run `touchline content add --catalog-entry <file>` to get the real size");
+        } else if v.size > MAX_FILE_SIZE {
+            d.error(&c.file, at("size"), format!("size {} bytes is over the {MAX_FILE_SIZE}-byte limit for one file", v.size));
+        }
+        for (j, u) in v.urls.iter().enumerate() {
+            if !is_http_url(u) {
+                d.error(&c.file, c.at(&["videos".into(), i.into(), "urls".into(), j.into()]), format!("`{u}` is not an http:// or https:// URL"));
+            }
+        }
+    }
+    ids.into_keys().cloned().collect()
+}
+
+struct LayerCtx<'a> {
+    m: &'a Manifests,
+    videos: &'a BTreeSet<VideoId>,
+    releases: &'a [String],
+}
+
+impl LayerCtx<'_> {
+    fn check_layer<T>(&self, d: &mut Diagnostics, doc: &Doc<T>, layer: &Layer, base: &str) {
+        let at = |rest: &[Seg]| {
+            let mut p: Vec<Seg> = vec![base.into()];
+            p.extend_from_slice(rest);
+            doc.at(&p)
+        };
+        if let Some(sw) = &layer.software
+            && !self.m.releases.contains_key(&sw.version)
+        {
+            let known = if self.releases.is_empty() {
+                "none defined yet".to_owned()
+            } else {
+                self.releases.join(", ")
+            };
+            d.error(&doc.file, at(&["software".into(), "version".into()]), format!(
+                "release `{}` is not defined: add releases/{}.yaml or pin a defined release ({known})",
+                sw.version, sw.version
+            ));
+        }
+        let mut added = BTreeSet::new();
+        for (i, v) in layer.videos.iter().enumerate() {
+            let pos = at(&["videos".into(), i.into()]);
+            if !self.videos.contains(v) {
+                d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+            } else if !added.insert(v) {
+                d.warning(&doc.file, pos, format!("video `{v}` is listed twice"));
+            }
+        }
+        for (i, v) in layer.remove_videos.iter().enumerate() {
+            let pos = at(&["remove_videos".into(), i.into()]);
+            if !self.videos.contains(v) {
+                d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+            } else if added.contains(v) {
+                d.error(&doc.file, pos, format!("video `{v}` is both added and removed in this layer; keep one"));
+            }
+        }
+        if let Some(cfg) = &layer.config
+            && cfg.contains_key(LIBRARY_KEY)
+        {
+            d.error(&doc.file, at(&["config".into(), LIBRARY_KEY.into()]), format!(
+                "config key `{LIBRARY_KEY}` is generated from the videos; list videos instead of setting it"
+            ));
+        }
+        for (path, pos) in &doc.pos.non_finite {
+            if path.first() == Some(&Seg::Key(base.to_owned()))
+                && path.get(1) == Some(&Seg::Key("config".to_owned()))
+            {
+                d.error(&doc.file, *pos, "`.nan` and `.inf` have no JSON form and cannot go into configuration.json");
+            }
+        }
+        if let Some(a) = &layer.agent {
+            for (key, value) in [
+                ("poll_interval", a.poll_interval),
+                ("heartbeat_interval", a.heartbeat_interval),
+                ("metrics_interval", a.metrics_interval),
+            ] {
+                let Some(v) = value else { continue };
+                let pos = at(&["agent".into(), key.into()]);
+                if v.as_secs() == 0 {
+                    d.error(&doc.file, pos, format!("{key} must be at least 1s"));
+                } else if key == "poll_interval" && v.as_secs() > MAX_POLL_SECS {
+                    d.error(&doc.file, pos, format!("poll_interval {v} is over 5m, the longest the controller holds a long-poll"));
+                }
+            }
+        }
+    }
+}
+
+fn check_timezone<T>(d: &mut Diagnostics, doc: &Doc<T>, tz: &str, path: &[Seg]) {
+    if jiff::tz::db().get(tz).is_err() {
+        d.error(&doc.file, doc.at(path), format!("unknown time zone `{tz}`: use an IANA name such as Europe/Paris"));
+    }
+}
+
+fn check_release(d: &mut Diagnostics, r: &Doc<Release>) {
+    let hc = &r.value.health_check;
+    let at = |k: &str| r.at(&["health_check".into(), k.into()]);
+    match (&hc.http, &hc.command) {
+        (Some(_), Some(_)) | (None, None) => d.error(
+            &r.file,
+            r.at(&["health_check".into()]),
+            "health_check needs exactly one of `http` (a URL that must answer 2xx) or `command` (argv that must exit 0)",
+        ),
+        (Some(url), None) if !is_http_url(url) => {
+            d.error(&r.file, at("http"), format!("health_check.http `{url}` is not an http:// or https:// URL"));
+        }
+        (None, Some(cmd)) if cmd.first().is_none_or(|c| c.trim().is_empty()) => {
+            d.error(&r.file, at("command"), "health_check.command is empty: give the program and its arguments as a list");
+        }
+        _ => {}
+    }
+    if hc.timeout.as_secs() == 0 {
+        d.error(&r.file, at("timeout"), "health_check.timeout must be at least 1s");
+    }
+    let p = &r.value.package;
+    let pat = |k: &str| r.at(&["package".into(), k.into()]);
+    if p.size == 0 {
+        d.error(&r.file, pat("size"), "package size is 0: run `touchline content add --catalog-entry <package>` to get the real size");
+    } else if p.size > MAX_FILE_SIZE {
+        d.error(&r.file, pat("size"), format!("package size {} bytes is over the {MAX_FILE_SIZE}-byte limit", p.size));
+    }
+    for (j, u) in p.urls.iter().enumerate() {
+        if !is_http_url(u) {
+            d.error(&r.file, r.at(&["package".into(), "urls".into(), j.into()]), format!("`{u}` is not an http:// or https:// URL"));
+        }
+    }
+}
+
+/// Two groups of the same priority that set different versions for one
+/// site make the result depend on group names: refused.
+fn check_version_conflicts(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
+    type Pair = (GroupId, GroupId);
+    let mut conflicts: BTreeMap<Pair, Vec<&SiteId>> = BTreeMap::new();
+    for (sid, groups) in members {
+        let mut by_prio: BTreeMap<i32, Vec<(&GroupId, &ReleaseVersion)>> = BTreeMap::new();
+        for mem in groups {
+            if let Some(g) = m.groups.get(&mem.group)
+                && let Some(sw) = &g.value.desired.software
+            {
+                by_prio.entry(mem.priority).or_default().push((&mem.group, &sw.version));
+            }
+        }
+        for setters in by_prio.values() {
+            for (i, (ga, va)) in setters.iter().enumerate() {
+                for (gb, vb) in &setters[i + 1..] {
+                    if va != vb {
+                        conflicts.entry(((*ga).clone(), (*gb).clone())).or_default().push(sid);
+                    }
+                }
+            }
+        }
+    }
+    for ((ga, gb), sites) in conflicts {
+        let (Some(a), Some(b)) = (m.groups.get(&ga), m.groups.get(&gb)) else { continue };
+        let (Some(va), Some(vb)) = (&a.value.desired.software, &b.value.desired.software) else { continue };
+        let path: &[Seg] = &["desired".into(), "software".into(), "version".into()];
+        let shown: Vec<&str> = sites.iter().take(5).map(|s| s.as_str()).collect();
+        let more = if sites.len() > 5 { format!(" and {} more", sites.len() - 5) } else { String::new() };
+        d.error(&b.file, b.at(path), format!(
+            "ambiguous software version: groups `{ga}` ({}, {}:{}) and `{gb}` ({}) both have priority {} and both apply to {}{more}; give one group a higher priority or pin the same version",
+            va.version, a.file, a.at(path).line, vb.version, b.value.priority, shown.join(", ")
+        ));
+    }
+}
+
+fn is_http_url(u: &str) -> bool {
+    let rest = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !u.chars().any(char::is_whitespace))
+}
+
+/// Reads and checks a directory.
+pub fn check_dir(root: &std::path::Path) -> Result<Checked, crate::source::SourceError> {
+    let set: SourceSet = crate::source::read_dir(root)?;
+    Ok(check(&set))
+}

@@ -1,0 +1,310 @@
+//! Reading one manifest file: typed deserialization (serde_yaml) plus a map
+//! from each node's path to its `line:col`, so that semantic errors and
+//! `touchline explain` can point at the exact line that set a value.
+//!
+//! serde_yaml gives positions only for its own errors, so positions come from
+//! a second, event-level pass with `saphyr-parser`. Aliases are not expanded
+//! in that pass (a YAML bomb costs nothing there; serde_yaml caps repetition).
+
+use std::collections::HashMap;
+
+use saphyr_parser::{Event, Parser, ScalarStyle};
+use serde::de::DeserializeOwned;
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// Line, from 1.
+    pub line: u32,
+    /// Column, from 1.
+    pub col: u32,
+}
+
+impl Pos {
+    /// Line 1, column 1.
+    pub const START: Pos = Pos { line: 1, col: 1 };
+}
+
+/// One step of a path into a YAML document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Seg {
+    /// A mapping key.
+    Key(String),
+    /// A sequence index.
+    Index(usize),
+}
+
+impl From<&str> for Seg {
+    fn from(s: &str) -> Self {
+        Seg::Key(s.to_owned())
+    }
+}
+
+impl From<usize> for Seg {
+    fn from(i: usize) -> Self {
+        Seg::Index(i)
+    }
+}
+
+/// Where every node of a document starts. For a mapping entry, the position
+/// of its key (the line an operator reads as "the line that sets it").
+#[derive(Debug, Default)]
+pub struct Positions {
+    map: HashMap<Vec<Seg>, Pos>,
+    /// Plain scalars that YAML reads as non-finite floats (`.nan`, `.inf`):
+    /// they have no JSON form.
+    pub non_finite: Vec<(Vec<Seg>, Pos)>,
+}
+
+impl Positions {
+    /// The position of `path`, or of its nearest ancestor that has one.
+    pub fn find(&self, path: &[Seg]) -> Pos {
+        (0..=path.len())
+            .rev()
+            .find_map(|n| self.map.get(&path[..n]).copied())
+            .unwrap_or(Pos::START)
+    }
+
+    /// The exact position of `path`, if it is in the document.
+    pub fn get(&self, path: &[Seg]) -> Option<Pos> {
+        self.map.get(path).copied()
+    }
+}
+
+/// Builds the path → position map. Returns `None` when the text holds no
+/// document node at all (empty, or only comments).
+pub fn positions(text: &str) -> Option<Positions> {
+    enum Frame {
+        Map { key: Option<(String, Pos)>, expecting_key: bool },
+        Seq { next: usize },
+    }
+    let mut out = Positions::default();
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut path: Vec<Seg> = Vec::new();
+    let mut saw_node = false;
+
+    // The path of the node that starts now, as a child of the top frame.
+    // Returns false when the node is a mapping key (not a value).
+    fn enter(stack: &mut [Frame], path: &mut Vec<Seg>) -> bool {
+        match stack.last_mut() {
+            None => true,
+            Some(Frame::Map { expecting_key, key }) => {
+                if *expecting_key {
+                    return false;
+                }
+                if let Some((k, _)) = key {
+                    path.push(Seg::Key(k.clone()));
+                }
+                true
+            }
+            Some(Frame::Seq { next }) => {
+                path.push(Seg::Index(*next));
+                *next += 1;
+                true
+            }
+        }
+    }
+    // After a value node ends, pop its segment and flip the parent mapping
+    // back to expecting a key.
+    fn leave(stack: &mut [Frame], path: &mut Vec<Seg>) {
+        match stack.last_mut() {
+            Some(Frame::Map { expecting_key, key }) => {
+                if key.is_some() {
+                    path.pop();
+                }
+                *expecting_key = true;
+                *key = None;
+            }
+            Some(Frame::Seq { .. }) => {
+                path.pop();
+            }
+            None => {}
+        }
+    }
+
+    for item in Parser::new_from_str(text) {
+        // Syntax errors are reported by serde_yaml with their own position;
+        // positions found so far are still useful.
+        let Ok((event, span)) = item else { break };
+        let pos = Pos {
+            line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
+            col: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
+        };
+        match event {
+            Event::Scalar(value, style, _, _) => {
+                saw_node = true;
+                if !enter(&mut stack, &mut path) {
+                    // A mapping key: remember it; its value comes next.
+                    if let Some(Frame::Map { key, expecting_key }) = stack.last_mut() {
+                        *key = Some((value.to_string(), pos));
+                        *expecting_key = false;
+                        let mut p = path.clone();
+                        p.push(Seg::Key(value.to_string()));
+                        out.map.entry(p).or_insert(pos);
+                    }
+                    continue;
+                }
+                out.map.entry(path.clone()).or_insert(pos);
+                if style == ScalarStyle::Plain && is_non_finite(&value) {
+                    out.non_finite.push((path.clone(), pos));
+                }
+                leave(&mut stack, &mut path);
+            }
+            Event::Alias(_) => {
+                saw_node = true;
+                if enter(&mut stack, &mut path) {
+                    out.map.entry(path.clone()).or_insert(pos);
+                    leave(&mut stack, &mut path);
+                } else if let Some(Frame::Map { key, expecting_key }) = stack.last_mut() {
+                    *key = None;
+                    *expecting_key = false;
+                }
+            }
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                saw_node = true;
+                if !enter(&mut stack, &mut path) {
+                    // A complex key (a mapping or list as a key): no manifest
+                    // type accepts one, and serde_yaml reports it. Positions
+                    // found so far stay.
+                    break;
+                }
+                out.map.entry(path.clone()).or_insert(pos);
+                stack.push(if matches!(event, Event::MappingStart(..)) {
+                    Frame::Map {
+                        key: None,
+                        expecting_key: true,
+                    }
+                } else {
+                    Frame::Seq { next: 0 }
+                });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                stack.pop();
+                leave(&mut stack, &mut path);
+            }
+            _ => {}
+        }
+    }
+    saw_node.then_some(out)
+}
+
+fn is_non_finite(s: &str) -> bool {
+    matches!(
+        s,
+        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "-.inf" | "-.Inf" | "-.INF" | "+.inf"
+            | "+.Inf" | "+.INF"
+    )
+}
+
+/// A serde_yaml error split into its message and position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    /// Where, if known.
+    pub pos: Option<Pos>,
+    /// What, without the " at line N column M" suffix.
+    pub message: String,
+}
+
+/// Deserializes `text` into `T`.
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let pos = e.location().map(|l| Pos {
+            line: u32::try_from(l.line()).unwrap_or(u32::MAX),
+            col: u32::try_from(l.column()).unwrap_or(u32::MAX),
+        });
+        YamlError {
+            pos,
+            message: strip_marks(&e.to_string()),
+        }
+    })
+}
+
+/// Removes every ` at line N column M` from a libyaml/serde_yaml message.
+fn strip_marks(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut rest = msg;
+    while let Some(i) = rest.find(" at line ") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + " at line ".len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let tail = &after[digits..];
+        if digits > 0 && tail.starts_with(" column ") {
+            let t = &tail[" column ".len()..];
+            let d2 = t.bytes().take_while(u8::is_ascii_digit).count();
+            rest = &t[d2..];
+        } else {
+            out.push_str(" at line ");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(segs: &[Seg]) -> Vec<Seg> {
+        segs.to_vec()
+    }
+
+    #[test]
+    fn positions_of_keys_and_items() {
+        let text = "id: a\nlabels:\n  sport: rugby\ngroups:\n  - beta\n  - north\nconfig: {x: {y: 1}}\n";
+        let pos = positions(text).unwrap();
+        assert_eq!(pos.get(&p(&["id".into()])), Some(Pos { line: 1, col: 1 }));
+        assert_eq!(
+            pos.get(&p(&["labels".into(), "sport".into()])),
+            Some(Pos { line: 3, col: 3 })
+        );
+        assert_eq!(
+            pos.get(&p(&["groups".into(), 1.into()])),
+            Some(Pos { line: 6, col: 5 })
+        );
+        assert_eq!(
+            pos.get(&p(&["config".into(), "x".into(), "y".into()])),
+            Some(Pos { line: 7, col: 14 })
+        );
+        // Unknown paths fall back to the nearest ancestor.
+        assert_eq!(pos.find(&p(&["groups".into(), 7.into()])), Pos { line: 4, col: 1 });
+    }
+
+    #[test]
+    fn empty_and_comment_only_files_have_no_document() {
+        assert!(positions("").is_none());
+        assert!(positions("# nothing\n\n").is_none());
+    }
+
+    #[test]
+    fn non_finite_floats_are_found() {
+        let pos = positions("config:\n  a: .nan\n  b: '.inf'\n  c: -.inf\n").unwrap();
+        let lines: Vec<u32> = pos.non_finite.iter().map(|(_, p)| p.line).collect();
+        assert_eq!(lines, vec![2, 4]);
+    }
+
+    #[test]
+    fn serde_errors_keep_the_position_apart() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+        }
+        let err = from_str::<T>("a: 1\nb: 2\n").unwrap_err();
+        assert_eq!(err.pos, Some(Pos { line: 2, col: 1 }));
+        assert_eq!(err.message, "unknown field `b`, expected `a`");
+        let err = from_str::<T>("a: [1\n").unwrap_err();
+        assert!(err.pos.is_some());
+        assert!(!err.message.contains(" at line "), "{}", err.message);
+    }
+
+    #[test]
+    fn strip_marks_leaves_other_text() {
+        assert_eq!(
+            strip_marks("did not find expected key at line 3 column 1, while parsing a block mapping at line 1 column 1"),
+            "did not find expected key, while parsing a block mapping"
+        );
+        assert_eq!(strip_marks("look at line spacing"), "look at line spacing");
+    }
+}
