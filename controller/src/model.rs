@@ -46,6 +46,23 @@ pub struct Manifests {
     pub releases: BTreeMap<ReleaseVersion, Doc<Release>>,
     /// How many files were read.
     pub files_read: usize,
+    /// Kinds of file of which at least one did not parse. References into
+    /// a broken kind are not reported as dangling: the parse error already
+    /// says what to fix, and a cascade of "unknown" errors would hide it.
+    pub broken: Broken,
+}
+
+/// Which kinds of manifest had a file that did not parse.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Broken {
+    /// A site file.
+    pub sites: bool,
+    /// A group file.
+    pub groups: bool,
+    /// The catalog.
+    pub catalog: bool,
+    /// A release file.
+    pub releases: bool,
 }
 
 /// Parses every file of `set`. Returns what parsed and every problem.
@@ -72,6 +89,22 @@ pub fn parse(set: &SourceSet) -> (Manifests, Diagnostics) {
 }
 
 fn parse_file(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostics) {
+    let before = diags.errors();
+    parse_file_inner(file, m, diags);
+    if diags.errors() > before
+        && let Some((kind, _)) = kind_of(&file.path)
+    {
+        match kind {
+            Kind::Site => m.broken.sites = true,
+            Kind::Group => m.broken.groups = true,
+            Kind::Catalog => m.broken.catalog = true,
+            Kind::Release => m.broken.releases = true,
+            Kind::Fleet => {}
+        }
+    }
+}
+
+fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostics) {
     let path = &file.path;
     let bytes = match &file.content {
         Ok(b) => b,

@@ -72,6 +72,9 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         for (i, g) in s.value.groups.iter().enumerate() {
             let at = s.at(&["groups".into(), i.into()]);
             if !m.groups.contains_key(g) {
+                if m.broken.groups {
+                    continue;
+                }
                 d.error(&s.file, at, format!("unknown group `{g}`: there is no groups/{g}.yaml"));
             } else if !seen.insert(g) {
                 d.warning(&s.file, at, format!("group `{g}` is listed twice"));
@@ -85,13 +88,16 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         for (i, sid) in g.value.sites.iter().enumerate() {
             let at = g.at(&["sites".into(), i.into()]);
             if !m.sites.contains_key(sid) {
+                if m.broken.sites {
+                    continue;
+                }
                 d.error(&g.file, at, format!("unknown site `{sid}`: there is no sites/{sid}.yaml"));
             } else if !seen.insert(sid) {
                 d.warning(&g.file, at, format!("site `{sid}` is listed twice"));
             }
         }
         let has_members = members.values().any(|ms| ms.iter().any(|mem| &mem.group == gid));
-        if !has_members {
+        if !has_members && !m.broken.sites {
             let (path, how): (&[Seg], &str) = if g.value.selector.is_some() {
                 (&["selector".into()], "its selector matches no site's labels")
             } else {
@@ -126,7 +132,7 @@ fn check_catalog(m: &Manifests, d: &mut Diagnostics) -> BTreeSet<VideoId> {
         let mut parts_ok = true;
         for (key, value) in [("category", &v.category), ("subcategory", &v.subcategory), ("file", &v.file)] {
             let problem = if value.contains('/') {
-                Some(format!("{key} `{value}` must be a single name, without `/`"))
+                Some(format!("unsafe {key} `{}`: it must be a single name, without `/`", value.escape_debug()))
             } else {
                 TargetPath::new(value).err().map(|e| format!("{key}: {e}"))
             };
@@ -179,6 +185,7 @@ impl LayerCtx<'_> {
         };
         if let Some(sw) = &layer.software
             && !self.m.releases.contains_key(&sw.version)
+            && !self.m.broken.releases
         {
             let known = if self.releases.is_empty() {
                 "none defined yet".to_owned()
@@ -194,7 +201,9 @@ impl LayerCtx<'_> {
         for (i, v) in layer.videos.iter().enumerate() {
             let pos = at(&["videos".into(), i.into()]);
             if !self.videos.contains(v) {
-                d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+                if !self.m.broken.catalog {
+                    d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+                }
             } else if !added.insert(v) {
                 d.warning(&doc.file, pos, format!("video `{v}` is listed twice"));
             }
@@ -202,7 +211,9 @@ impl LayerCtx<'_> {
         for (i, v) in layer.remove_videos.iter().enumerate() {
             let pos = at(&["remove_videos".into(), i.into()]);
             if !self.videos.contains(v) {
-                d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+                if !self.m.broken.catalog {
+                    d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+                }
             } else if added.contains(v) {
                 d.error(&doc.file, pos, format!("video `{v}` is both added and removed in this layer; keep one"));
             }

@@ -54,6 +54,18 @@ pub struct Positions {
     /// Plain scalars that YAML reads as non-finite floats (`.nan`, `.inf`):
     /// they have no JSON form.
     pub non_finite: Vec<(Vec<Seg>, Pos)>,
+    /// Every scalar (keys too) with its path and position; only collected
+    /// when locating an error (see [`from_str_located`]).
+    scalars: Vec<Scalar>,
+}
+
+#[derive(Debug)]
+struct Scalar {
+    value: String,
+    /// For a key, the path of the mapping holding it.
+    path: Vec<Seg>,
+    pos: Pos,
+    is_key: bool,
 }
 
 impl Positions {
@@ -74,6 +86,10 @@ impl Positions {
 /// Builds the path → position map. Returns `None` when the text holds no
 /// document node at all (empty, or only comments).
 pub fn positions(text: &str) -> Option<Positions> {
+    index(text, false)
+}
+
+fn index(text: &str, collect_scalars: bool) -> Option<Positions> {
     enum Frame {
         Map { key: Option<(String, Pos)>, expecting_key: bool },
         Seq { next: usize },
@@ -135,6 +151,14 @@ pub fn positions(text: &str) -> Option<Positions> {
                 saw_node = true;
                 if !enter(&mut stack, &mut path) {
                     // A mapping key: remember it; its value comes next.
+                    if collect_scalars {
+                        out.scalars.push(Scalar {
+                            value: value.to_string(),
+                            path: path.clone(),
+                            pos,
+                            is_key: true,
+                        });
+                    }
                     if let Some(Frame::Map { key, expecting_key }) = stack.last_mut() {
                         *key = Some((value.to_string(), pos));
                         *expecting_key = false;
@@ -145,6 +169,14 @@ pub fn positions(text: &str) -> Option<Positions> {
                     continue;
                 }
                 out.map.entry(path.clone()).or_insert(pos);
+                if collect_scalars {
+                    out.scalars.push(Scalar {
+                        value: value.to_string(),
+                        path: path.clone(),
+                        pos,
+                        is_key: false,
+                    });
+                }
                 if style == ScalarStyle::Plain && is_non_finite(&value) {
                     out.non_finite.push((path.clone(), pos));
                 }
@@ -205,18 +237,84 @@ pub struct YamlError {
     pub message: String,
 }
 
-/// Deserializes `text` into `T`.
+/// Deserializes `text` into `T`. On error, the position is refined: serde
+/// reports errors raised by a field's own parser (an invalid id, a duplicate
+/// key) at the start of the enclosing mapping, so the offending value is
+/// looked up by the path and the quoted value in the message.
 pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     serde_yaml::from_str(text).map_err(|e| {
         let pos = e.location().map(|l| Pos {
             line: u32::try_from(l.line()).unwrap_or(u32::MAX),
             col: u32::try_from(l.column()).unwrap_or(u32::MAX),
         });
-        YamlError {
-            pos,
-            message: strip_marks(&e.to_string()),
+        let mut message = strip_marks(&e.to_string());
+        let mut pos = refine(text, pos, &message).or(pos);
+        if message.contains("more than one document") {
+            message = "a manifest file holds one YAML document: remove the extra `---` separator and what follows, or move it to its own file".into();
+            let starts = text.lines().enumerate().filter(|(_, l)| l.starts_with("---"));
+            let second = if text.trim_start().starts_with("---") { starts.skip(1).next() } else { starts.take(1).next() };
+            pos = second.map(|(i, _)| Pos { line: u32::try_from(i + 1).unwrap_or(u32::MAX), col: 1 }).or(pos);
         }
+        if let Some(p) = pos
+            && text
+                .lines()
+                .nth(p.line.saturating_sub(1) as usize)
+                .is_some_and(|l| l.trim_start_matches(' ').starts_with('\t'))
+        {
+            message.push_str(" (YAML does not allow tabs for indentation; use spaces)");
+        }
+        YamlError { pos, message }
     })
+}
+
+/// Finds the scalar an error message is about: `<path>: ... `value` ...`
+/// or `duplicate field `name``.
+fn refine(text: &str, reported: Option<Pos>, message: &str) -> Option<Pos> {
+    let (prefix, rest) = match message.split_once(": ") {
+        Some((p, r)) if !p.contains(' ') => (parse_serde_path(p), r),
+        _ => (Vec::new(), message),
+    };
+    let quoted = rest.split('`').nth(1)?;
+    let idx = index(text, true)?;
+    let after = reported.unwrap_or(Pos::START);
+    let under = |s: &&Scalar| s.path.starts_with(&prefix) && s.pos >= after;
+    if rest.starts_with("duplicate field") {
+        // The second occurrence of the key in the same mapping.
+        let keys: Vec<&Scalar> = idx
+            .scalars
+            .iter()
+            .filter(under)
+            .filter(|s| s.is_key && s.value == quoted)
+            .collect();
+        let first = keys.first()?;
+        return keys.iter().find(|k| k.path == first.path && k.pos != first.pos).map(|k| k.pos);
+    }
+    idx.scalars
+        .iter()
+        .filter(under)
+        .find(|s| !s.is_key && s.value == quoted)
+        .map(|s| s.pos)
+}
+
+/// `videos[1].size` → `[videos, 1, size]`; `.` → `[]`.
+fn parse_serde_path(p: &str) -> Vec<Seg> {
+    let mut out = Vec::new();
+    for part in p.split('.').filter(|s| !s.is_empty()) {
+        let mut name = part;
+        let mut indices = Vec::new();
+        while let Some(open) = name.rfind('[') {
+            let Some(i) = name[open + 1..].strip_suffix(']').and_then(|n| n.parse().ok()) else {
+                break;
+            };
+            indices.push(i);
+            name = &name[..open];
+        }
+        if !name.is_empty() {
+            out.push(Seg::Key(name.to_owned()));
+        }
+        out.extend(indices.into_iter().rev().map(Seg::Index));
+    }
+    out
 }
 
 /// Removes every ` at line N column M` from a libyaml/serde_yaml message.
@@ -297,6 +395,36 @@ mod tests {
         let err = from_str::<T>("a: [1\n").unwrap_err();
         assert!(err.pos.is_some());
         assert!(!err.message.contains(" at line "), "{}", err.message);
+    }
+
+    #[test]
+    fn errors_from_field_parsers_point_at_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct V {
+            id: touchline_schemas::SiteId,
+            n: u32,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct T {
+            items: Vec<V>,
+        }
+        let text = "items:\n  - id: ok\n    n: 1\n  - n: 2\n    id: Not_Ok\n";
+        let err = from_str::<T>(text).unwrap_err();
+        assert_eq!(err.pos, Some(Pos { line: 5, col: 9 }), "{}", err.message);
+        let err = from_str::<V>("id: a\nn: 1\nid: b\n").unwrap_err();
+        assert_eq!(err.message, "duplicate field `id`");
+        assert_eq!(err.pos, Some(Pos { line: 3, col: 1 }));
+        let err = from_str::<V>("id: a\n\tn: 1\n").unwrap_err();
+        assert!(err.message.ends_with("use spaces)"), "{}", err.message);
+    }
+
+    #[test]
+    fn serde_paths() {
+        assert_eq!(parse_serde_path("videos[1].size"), vec![Seg::from("videos"), Seg::from(1), Seg::from("size")]);
+        assert_eq!(parse_serde_path("."), Vec::<Seg>::new());
+        assert_eq!(parse_serde_path("a[0][2]"), vec![Seg::from("a"), Seg::from(0), Seg::from(2)]);
     }
 
     #[test]
