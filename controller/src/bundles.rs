@@ -32,13 +32,14 @@ pub fn write_all(
                 let catalog = &catalog;
                 scope.spawn(move || -> anyhow::Result<()> {
                     for site in part {
-                        let r = render_site(&checked.manifests, &checked.members, catalog, site, meta)?;
+                        let r =
+                            render_site(&checked.manifests, &checked.members, catalog, site, meta)?;
                         let bytes = r.bundle.to_canonical_json();
                         write_atomic(&out.join(format!("{site}.json")), &bytes)?;
                         if let Some(key) = key {
-                            let sig = key
-                                .sign(&bytes)
-                                .with_context(|| format!("failed to sign the bundle of `{site}`"))?;
+                            let sig = key.sign(&bytes).with_context(|| {
+                                format!("failed to sign the bundle of `{site}`")
+                            })?;
                             write_atomic(&out.join(format!("{site}.json.sig")), sig.as_bytes())?;
                         }
                     }
@@ -47,7 +48,8 @@ pub fn write_all(
             })
             .collect();
         for h in handles {
-            h.join().map_err(|_| anyhow!("a rendering thread panicked"))??;
+            h.join()
+                .map_err(|_| anyhow!("a rendering thread panicked"))??;
         }
         Ok(sites.len())
     })

@@ -40,7 +40,11 @@ pub fn text(r: &Rendered) -> String {
     let _ = writeln!(out, "\nsoftware:");
     match &e.software {
         Some(t) => {
-            let by = t.set_by.as_ref().map(ToString::to_string).unwrap_or_default();
+            let by = t
+                .set_by
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let _ = writeln!(out, "  version {}  set by {by}", t.value);
             for (o, v) in t.overridden.iter().rev() {
                 let _ = writeln!(out, "    overrides {v} from {o}");
@@ -116,7 +120,10 @@ pub fn text(r: &Rendered) -> String {
         let is_parent = leaves
             .iter()
             .any(|(p, _)| p.starts_with(&format!("{pointer}/")));
-        if !is_leaf && !is_parent && let Some(last) = touches.last() {
+        if !is_leaf
+            && !is_parent
+            && let Some(last) = touches.last()
+        {
             let _ = writeln!(out, "  {pointer} removed by {}", last.origin);
         }
     }

@@ -11,7 +11,9 @@ use touchline_schemas::sign::KeyError;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// Refusing to overwrite.
-    #[error("`{0}` already exists; pass --force to replace it (boxes trusting the old key will refuse new bundles until they trust the new one)")]
+    #[error(
+        "`{0}` already exists; pass --force to replace it (boxes trusting the old key will refuse new bundles until they trust the new one)"
+    )]
     Exists(PathBuf),
     /// I/O.
     #[error("failed to access key file `{path}`")]
@@ -44,7 +46,11 @@ pub fn keygen(out: &Path, comment: &str, force: bool) -> Result<SigningKey, KeyF
         source,
     })?;
     write_file(out, secret.as_bytes(), 0o600)?;
-    write_file(&pub_path, format!("{}\n", key.public_key_openssh()).as_bytes(), 0o644)?;
+    write_file(
+        &pub_path,
+        format!("{}\n", key.public_key_openssh()).as_bytes(),
+        0o644,
+    )?;
     Ok(key)
 }
 

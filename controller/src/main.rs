@@ -277,7 +277,12 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn meta(dir: &Path, checked: &Checked, set: &source::SourceSet, ident: Ident) -> Result<BundleMeta, Failure> {
+fn meta(
+    dir: &Path,
+    checked: &Checked,
+    set: &source::SourceSet,
+    ident: Ident,
+) -> Result<BundleMeta, Failure> {
     let expiry = checked
         .manifests
         .fleet
@@ -322,7 +327,9 @@ fn cmd_render(
         let site = parse_site(site)?;
         let r = render_one(&checked, &site, &meta)?;
         let mut stdout = std::io::stdout().lock();
-        stdout.write_all(&r.bundle.to_canonical_json()).map_err(cannot_run)?;
+        stdout
+            .write_all(&r.bundle.to_canonical_json())
+            .map_err(cannot_run)?;
         stdout.flush().map_err(cannot_run)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -345,7 +352,16 @@ fn cmd_render(
 fn cmd_explain(dir: &Path, site: &str, format: Format) -> Result<ExitCode, Failure> {
     let (checked, set) = load_valid(dir)?;
     let site = parse_site(site)?;
-    let meta = meta(dir, &checked, &set, Ident { serial: None, commit: None, issued_at: None })?;
+    let meta = meta(
+        dir,
+        &checked,
+        &set,
+        Ident {
+            serial: None,
+            commit: None,
+            issued_at: None,
+        },
+    )?;
     let r = render_one(&checked, &site, &meta)?;
     match format {
         Format::Text => print!("{}", explain::text(&r)),
@@ -354,14 +370,23 @@ fn cmd_explain(dir: &Path, site: &str, format: Format) -> Result<ExitCode, Failu
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_verify(key: &Path, bundle: &Path, sig: &Path, site: Option<&str>) -> Result<ExitCode, Failure> {
+fn cmd_verify(
+    key: &Path,
+    bundle: &Path,
+    sig: &Path,
+    site: Option<&str>,
+) -> Result<ExitCode, Failure> {
     let read = |p: &Path| {
         std::fs::read(p)
             .with_context(|| format!("failed to read `{}`", p.display()))
             .map_err(cannot_run)
     };
-    let keys_text = String::from_utf8(read(key)?)
-        .map_err(|_| cannot_run(anyhow!("`{}` is not a text file of public keys", key.display())))?;
+    let keys_text = String::from_utf8(read(key)?).map_err(|_| {
+        cannot_run(anyhow!(
+            "`{}` is not a text file of public keys",
+            key.display()
+        ))
+    })?;
     let trusted = TrustedKeys::parse(&keys_text)
         .with_context(|| format!("failed to read trusted keys from `{}`", key.display()))
         .map_err(cannot_run)?;
@@ -383,7 +408,10 @@ fn cmd_verify(key: &Path, bundle: &Path, sig: &Path, site: Option<&str>) -> Resu
         "OK: bundle for site {} serial {}{} signed by {signer}; issued {}, expires {}",
         b.site,
         b.serial,
-        b.commit.as_deref().map(|c| format!(" (commit {c})")).unwrap_or_default(),
+        b.commit
+            .as_deref()
+            .map(|c| format!(" (commit {c})"))
+            .unwrap_or_default(),
         b.issued_at,
         b.expires_at
     );
@@ -402,19 +430,28 @@ fn cmd_generate_example(dir: &Path, out: &Path) -> Result<ExitCode, Failure> {
     let m = &checked.manifests;
     let mut bad = 0usize;
     let mut n = 0usize;
-    let mut check = |what: &str, id: &str, size: u64, want: &touchline_schemas::Sha256, path: PathBuf, at: String| -> Result<(), Failure> {
+    let mut check = |what: &str,
+                     id: &str,
+                     size: u64,
+                     want: &touchline_schemas::Sha256,
+                     path: PathBuf,
+                     at: String|
+     -> Result<(), Failure> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(cannot_run)?;
         }
         let file = std::fs::File::create(&path)
             .with_context(|| format!("failed to create `{}`", path.display()))
             .map_err(cannot_run)?;
-        let got = example::write_example(id, size, std::io::BufWriter::new(file)).map_err(cannot_run)?;
+        let got =
+            example::write_example(id, size, std::io::BufWriter::new(file)).map_err(cannot_run)?;
         let got = touchline_schemas::Sha256::from_bytes(got);
         n += 1;
         if &got != want {
             bad += 1;
-            eprintln!("{at}: error: generated {what} `{id}` ({size} bytes) has sha256 {got}, the manifest says {want}");
+            eprintln!(
+                "{at}: error: generated {what} `{id}` ({size} bytes) has sha256 {got}, the manifest says {want}"
+            );
         }
         Ok(())
     };
@@ -422,17 +459,34 @@ fn cmd_generate_example(dir: &Path, out: &Path) -> Result<ExitCode, Failure> {
         for (i, v) in c.value.videos.iter().enumerate() {
             let path = render::target_path(v).map_err(|e| anyhow!(e))?;
             let line = c.at(&["videos".into(), i.into(), "sha256".into()]).line;
-            check("video", v.id.as_str(), v.size, &v.sha256, out.join(path.as_str()), format!("{}:{line}", c.file))?;
+            check(
+                "video",
+                v.id.as_str(),
+                v.size,
+                &v.sha256,
+                out.join(path.as_str()),
+                format!("{}:{line}", c.file),
+            )?;
         }
     }
     for (v, r) in &m.releases {
         let line = r.at(&["package".into(), "sha256".into()]).line;
         let id = format!("release-{v}");
-        check("package", &id, r.value.package.size, &r.value.package.sha256, out.join("releases").join(format!("{v}.tar.gz")), format!("{}:{line}", r.file))?;
+        check(
+            "package",
+            &id,
+            r.value.package.size,
+            &r.value.package.sha256,
+            out.join("releases").join(format!("{v}.tar.gz")),
+            format!("{}:{line}", r.file),
+        )?;
     }
     if bad > 0 {
         return Err(anyhow!("{bad} of {n} generated files do not match their manifest").into());
     }
-    eprintln!("wrote {n} files into {}, all matching their manifests", out.display());
+    eprintln!(
+        "wrote {n} files into {}, all matching their manifests",
+        out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

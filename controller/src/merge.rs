@@ -111,9 +111,10 @@ fn apply_at<'p>(
                     apply_at(obj, sub, trace, origin_of, keys, &child);
                     // An empty object is a leaf: say who left it there.
                     if obj.is_empty()
-                        && trace.touches.get(&child).is_none_or(|t| {
-                            t.last().is_some_and(|t| t.removed)
-                        })
+                        && trace
+                            .touches
+                            .get(&child)
+                            .is_none_or(|t| t.last().is_some_and(|t| t.removed))
                     {
                         trace.record(
                             child.clone(),
@@ -182,17 +183,31 @@ mod tests {
             (json!({"a":"b"}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"b"}), json!({"b":"c"}), json!({"a":"b","b":"c"})),
             (json!({"a":"b"}), json!({"a":null}), json!({})),
-            (json!({"a":"b","b":"c"}), json!({"a":null}), json!({"b":"c"})),
+            (
+                json!({"a":"b","b":"c"}),
+                json!({"a":null}),
+                json!({"b":"c"}),
+            ),
             (json!({"a":["b"]}), json!({"a":"c"}), json!({"a":"c"})),
             (json!({"a":"c"}), json!({"a":["b"]}), json!({"a":["b"]})),
-            (json!({"a":{"b":"c"}}), json!({"a":{"b":"d","c":null}}), json!({"a":{"b":"d"}})),
+            (
+                json!({"a":{"b":"c"}}),
+                json!({"a":{"b":"d","c":null}}),
+                json!({"a":{"b":"d"}}),
+            ),
             (json!({"a":[{"b":"c"}]}), json!({"a":[1]}), json!({"a":[1]})),
             (json!({"e":null}), json!({"a":1}), json!({"e":null,"a":1})),
-            (json!({}), json!({"a":{"bb":{"ccc":null}}}), json!({"a":{"bb":{}}})),
+            (
+                json!({}),
+                json!({"a":{"bb":{"ccc":null}}}),
+                json!({"a":{"bb":{}}}),
+            ),
         ];
         for (target, patch, want) in cases {
             let mut t = obj(target);
-            apply(&mut t, &obj(patch), &mut ConfigTrace::default(), &|_| origin(1));
+            apply(&mut t, &obj(patch), &mut ConfigTrace::default(), &|_| {
+                origin(1)
+            });
             assert_eq!(Value::Object(t), want);
         }
     }
@@ -201,16 +216,42 @@ mod tests {
     fn trace_remembers_overrides_and_removals() {
         let mut doc = JsonObject::new();
         let mut trace = ConfigTrace::default();
-        apply(&mut doc, &obj(json!({"club": {"name": "A", "colors": {"main": "red"}}})), &mut trace, &|_| origin(1));
-        apply(&mut doc, &obj(json!({"club": {"name": "B"}})), &mut trace, &|_| origin(2));
-        apply(&mut doc, &obj(json!({"club": {"colors": "blue"}})), &mut trace, &|_| origin(3));
+        apply(
+            &mut doc,
+            &obj(json!({"club": {"name": "A", "colors": {"main": "red"}}})),
+            &mut trace,
+            &|_| origin(1),
+        );
+        apply(
+            &mut doc,
+            &obj(json!({"club": {"name": "B"}})),
+            &mut trace,
+            &|_| origin(2),
+        );
+        apply(
+            &mut doc,
+            &obj(json!({"club": {"colors": "blue"}})),
+            &mut trace,
+            &|_| origin(3),
+        );
         let name = &trace.touches["/club/name"];
-        assert_eq!(name.iter().map(|t| t.origin.pos.line).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            name.iter().map(|t| t.origin.pos.line).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         // The object `colors` replaced by a scalar: the old leaf is folded in.
         let colors = &trace.touches["/club/colors"];
-        assert_eq!(colors.iter().map(|t| t.origin.pos.line).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(
+            colors.iter().map(|t| t.origin.pos.line).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
         assert!(!trace.touches.contains_key("/club/colors/main"));
-        apply(&mut doc, &obj(json!({"club": {"name": null}})), &mut trace, &|_| origin(4));
+        apply(
+            &mut doc,
+            &obj(json!({"club": {"name": null}})),
+            &mut trace,
+            &|_| origin(4),
+        );
         assert!(trace.touches["/club/name"].last().unwrap().removed);
         assert_eq!(Value::Object(doc), json!({"club": {"colors": "blue"}}));
     }
@@ -219,7 +260,12 @@ mod tests {
     fn pointers_escape_slash_and_tilde() {
         let mut doc = JsonObject::new();
         let mut trace = ConfigTrace::default();
-        apply(&mut doc, &obj(json!({"a/b": {"c~d": 1}})), &mut trace, &|_| origin(1));
+        apply(
+            &mut doc,
+            &obj(json!({"a/b": {"c~d": 1}})),
+            &mut trace,
+            &|_| origin(1),
+        );
         assert!(trace.touches.contains_key("/a~1b/c~0d"));
         assert_eq!(leaves(&doc)[0].0, "/a~1b/c~0d");
     }

@@ -177,10 +177,19 @@ fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostic
         Kind::Site => {
             let doc = typed!(Site);
             if doc.value.id.as_str() != stem {
-                name_mismatch(diags, doc.at(&["id".into()]), "site id", doc.value.id.as_str());
+                name_mismatch(
+                    diags,
+                    doc.at(&["id".into()]),
+                    "site id",
+                    doc.value.id.as_str(),
+                );
             }
             if m.sites.contains_key(&doc.value.id) {
-                diags.error(path, doc.at(&["id".into()]), format!("duplicate site id `{}`", doc.value.id));
+                diags.error(
+                    path,
+                    doc.at(&["id".into()]),
+                    format!("duplicate site id `{}`", doc.value.id),
+                );
             } else {
                 m.sites.insert(doc.value.id.clone(), doc);
             }
@@ -188,10 +197,19 @@ fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostic
         Kind::Group => {
             let doc = typed!(Group);
             if doc.value.id.as_str() != stem {
-                name_mismatch(diags, doc.at(&["id".into()]), "group id", doc.value.id.as_str());
+                name_mismatch(
+                    diags,
+                    doc.at(&["id".into()]),
+                    "group id",
+                    doc.value.id.as_str(),
+                );
             }
             if m.groups.contains_key(&doc.value.id) {
-                diags.error(path, doc.at(&["id".into()]), format!("duplicate group id `{}`", doc.value.id));
+                diags.error(
+                    path,
+                    doc.at(&["id".into()]),
+                    format!("duplicate group id `{}`", doc.value.id),
+                );
             } else {
                 m.groups.insert(doc.value.id.clone(), doc);
             }
@@ -203,7 +221,11 @@ fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostic
                 name_mismatch(diags, doc.at(&["version".into()]), "release version", &v);
             }
             if m.releases.contains_key(&doc.value.version) {
-                diags.error(path, doc.at(&["version".into()]), format!("duplicate release `{v}`"));
+                diags.error(
+                    path,
+                    doc.at(&["version".into()]),
+                    format!("duplicate release `{v}`"),
+                );
             } else {
                 m.releases.insert(doc.value.version.clone(), doc);
             }

@@ -19,9 +19,7 @@ use jiff::Timestamp;
 use serde_json::{Value, json};
 use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, DesiredRelease};
 use touchline_schemas::manifest::{JsonObject, Layer, Video};
-use touchline_schemas::{
-    Bundle, BundleFile, GroupId, ReleaseVersion, SiteId, TargetPath, VideoId,
-};
+use touchline_schemas::{Bundle, BundleFile, GroupId, ReleaseVersion, SiteId, TargetPath, VideoId};
 
 use crate::merge::{self, ConfigTrace};
 use crate::model::{Doc, Manifests};
@@ -269,9 +267,10 @@ fn layers<'a>(
     let fleet = m.fleet.as_ref().ok_or(RenderError::NoFleet)?;
     let mut out = vec![layer_of(fleet, &fleet.value.defaults, "defaults")];
     for mem in members {
-        let g = m.groups.get(&mem.group).ok_or_else(|| {
-            RenderError::Dangling(format!("unknown group `{}`", mem.group))
-        })?;
+        let g = m
+            .groups
+            .get(&mem.group)
+            .ok_or_else(|| RenderError::Dangling(format!("unknown group `{}`", mem.group)))?;
         out.push(layer_of(g, &g.value.desired, "desired"));
     }
     out.push(layer_of(site, &site.value.overrides, "overrides"));
@@ -339,7 +338,11 @@ pub fn render_site(
         .clone()
         .unwrap_or_else(|| fleet.value.timezone.clone());
     let tz_origin = Origin {
-        file: if site.value.timezone.is_some() { site.file.clone() } else { fleet.file.clone() },
+        file: if site.value.timezone.is_some() {
+            site.file.clone()
+        } else {
+            fleet.file.clone()
+        },
         pos: if site.value.timezone.is_some() {
             site.at(&["timezone".into()])
         } else {
@@ -421,11 +424,12 @@ pub fn render_site(
     }
     present.sort_by_key(|(i, _)| *i);
     let mut files = Vec::with_capacity(present.len());
-    let mut library: Vec<(String, Vec<(String, Vec<Value>)>)> = Vec::new();
+    // category → [(subcategory, [video entries])], in catalog order.
+    type Subcategories = Vec<(String, Vec<Value>)>;
+    let mut library: Vec<(String, Subcategories)> = Vec::new();
     for (_, v) in &present {
-        let path = target_path(v).map_err(|e| {
-            RenderError::Dangling(format!("video `{}`: {e}", v.id))
-        })?;
+        let path =
+            target_path(v).map_err(|e| RenderError::Dangling(format!("video `{}`: {e}", v.id)))?;
         let entry = json!({
             "id": v.id.as_str(),
             "title": v.title,
@@ -437,7 +441,9 @@ pub fn render_site(
             Some(i) => &mut library[i],
             None => {
                 library.push((v.category.clone(), Vec::new()));
-                library.last_mut().ok_or_else(|| RenderError::Dangling(String::new()))?
+                library
+                    .last_mut()
+                    .ok_or_else(|| RenderError::Dangling(String::new()))?
             }
         };
         match cat.1.iter_mut().find(|(s, _)| s == &v.subcategory) {
@@ -535,20 +541,36 @@ impl AgentTrace {
             Traced {
                 value: f(&t.value),
                 set_by: t.set_by,
-                overridden: t.overridden.iter().map(|(o, v)| (o.clone(), f(v))).collect(),
+                overridden: t
+                    .overridden
+                    .iter()
+                    .map(|(o, v)| (o.clone(), f(v)))
+                    .collect(),
             }
         }
         let actions = |v: &Vec<touchline_schemas::manifest::RemoteAction>| {
             serde_json::to_string(v).unwrap_or_default()
         };
         BTreeMap::from([
-            ("poll_interval", text(self.poll_interval, ToString::to_string)),
-            ("heartbeat_interval", text(self.heartbeat_interval, ToString::to_string)),
-            ("metrics_interval", text(self.metrics_interval, ToString::to_string)),
-            ("maintenance_window", text(self.maintenance_window, |w| {
-                let s = w.to_string();
-                if s.is_empty() { "any time".into() } else { s }
-            })),
+            (
+                "poll_interval",
+                text(self.poll_interval, ToString::to_string),
+            ),
+            (
+                "heartbeat_interval",
+                text(self.heartbeat_interval, ToString::to_string),
+            ),
+            (
+                "metrics_interval",
+                text(self.metrics_interval, ToString::to_string),
+            ),
+            (
+                "maintenance_window",
+                text(self.maintenance_window, |w| {
+                    let s = w.to_string();
+                    if s.is_empty() { "any time".into() } else { s }
+                }),
+            ),
             ("timezone", self.timezone),
             ("allowed_actions", text(self.allowed_actions, actions)),
         ])
@@ -556,14 +578,262 @@ impl AgentTrace {
 }
 
 /// Renders every site with the same meta; stops at the first failure.
-pub fn render_all(
-    m: &Manifests,
-    meta: &BundleMeta,
-) -> Result<Vec<Rendered>, RenderError> {
+pub fn render_all(m: &Manifests, meta: &BundleMeta) -> Result<Vec<Rendered>, RenderError> {
     let members = memberships(m);
     let catalog = CatalogIndex::new(m);
     m.sites
         .keys()
         .map(|id| render_site(m, &members, &catalog, id, meta))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::{SourceFile, SourceSet};
+    use crate::validate::{Checked, check};
+    use proptest::prelude::*;
+
+    fn set(files: &[(&str, String)]) -> SourceSet {
+        SourceSet {
+            files: files
+                .iter()
+                .map(|(p, t)| SourceFile {
+                    path: Arc::from(*p),
+                    content: Ok(t.clone().into_bytes()),
+                })
+                .collect(),
+            skipped: Vec::new(),
+        }
+    }
+
+    fn meta() -> BundleMeta {
+        BundleMeta {
+            serial: 3,
+            commit: Some("abc".into()),
+            issued_at: "2026-11-01T00:00:00Z".parse().unwrap(),
+            expires_at: "2026-11-08T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn catalog(ids: &[&str]) -> String {
+        let mut s = String::from("videos:\n");
+        for (i, id) in ids.iter().enumerate() {
+            s += &format!(
+                "  - id: {id}\n    title: {id}\n    file: {id}.mp4\n    category: C{}\n    subcategory: S\n    sha256: {}\n    size: {}\n",
+                i % 2,
+                touchline_schemas::Sha256::digest(id.as_bytes()),
+                i + 1
+            );
+        }
+        s
+    }
+
+    const FLEET: &str = "name: t\ntimezone: Europe/Paris\ndefaults:\n  software:\n    version: 1.0.0\n  videos: [v0]\n  config:\n    display:\n      volume: 80\n      clock: true\n";
+    const SITE: &str = "id: s1\nname: n\nclub: c\nlocation: {city: x, region: y, latitude: 1, longitude: 2}\nlabels: {sport: rugby}\n";
+
+    fn release(v: &str) -> String {
+        format!(
+            "version: {v}\npackage:\n  sha256: {}\n  size: 1\nhealth_check:\n  http: http://127.0.0.1/h\n",
+            touchline_schemas::Sha256::digest(b"p")
+        )
+    }
+
+    fn checked(extra: &[(&str, String)]) -> Checked {
+        let mut files = vec![
+            ("fleet.yaml", FLEET.to_owned()),
+            ("videos/catalog.yaml", catalog(&["v0", "v1", "v2", "v3"])),
+            ("releases/1.0.0.yaml", release("1.0.0")),
+            ("releases/2.0.0.yaml", release("2.0.0")),
+            ("sites/s1.yaml", SITE.to_owned()),
+        ];
+        for (p, t) in extra {
+            files.retain(|(q, _)| q != p);
+            files.push((p, t.clone()));
+        }
+        let c = check(&set(&files));
+        assert!(!c.diags.has_errors(), "{:?}", c.diags);
+        c
+    }
+
+    fn render(c: &Checked) -> Rendered {
+        let cat = CatalogIndex::new(&c.manifests);
+        render_site(
+            &c.manifests,
+            &c.members,
+            &cat,
+            &SiteId::new("s1").unwrap(),
+            &meta(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn later_layers_win_and_every_value_knows_its_line() {
+        let c = checked(&[
+            ("groups/rugby.yaml", "id: rugby\npriority: 10\nselector:\n  match_labels: {sport: rugby}\ndesired:\n  config:\n    display:\n      volume: 60\n".into()),
+            ("groups/night.yaml", "id: night\npriority: 20\nselector:\n  match_labels: {}\ndesired:\n  config:\n    display:\n      volume: 40\n      clock: null\n".into()),
+            ("sites/s1.yaml", format!("{SITE}overrides:\n  config:\n    club: {{name: Vannes}}\n")),
+        ]);
+        let r = render(&c);
+        let cfg = Value::Object(r.bundle.config.clone());
+        assert_eq!(cfg["display"], json!({"volume": 40}));
+        assert_eq!(cfg["club"], json!({"name": "Vannes"}));
+        let vol = &r.explain.config.touches["/display/volume"];
+        let where_: Vec<String> = vol.iter().map(|t| t.origin.to_string()).collect();
+        assert_eq!(
+            where_,
+            ["fleet.yaml:9", "groups/rugby.yaml:8", "groups/night.yaml:8"]
+        );
+        let clock = &r.explain.config.touches["/display/clock"];
+        assert!(clock.last().unwrap().removed);
+        assert_eq!(
+            clock.last().unwrap().origin.to_string(),
+            "groups/night.yaml:9"
+        );
+        assert_eq!(
+            r.explain.config.touches["/club/name"][0].origin.to_string(),
+            "sites/s1.yaml:8"
+        );
+        // Layering order: priority, then id.
+        let order: Vec<&str> = r.explain.groups.iter().map(|m| m.group.as_str()).collect();
+        assert_eq!(order, ["rugby", "night"]);
+    }
+
+    #[test]
+    fn software_last_layer_wins_and_site_beats_groups() {
+        let beta = (
+            "groups/beta.yaml",
+            "id: beta\npriority: 100\nsites: [s1]\ndesired:\n  software:\n    version: 2.0.0\n"
+                .to_owned(),
+        );
+        let r = render(&checked(std::slice::from_ref(&beta)));
+        let sw = r.bundle.software.as_ref().unwrap();
+        assert_eq!(sw.version.to_string(), "2.0.0");
+        let t = r.explain.software.as_ref().unwrap();
+        assert_eq!(t.set_by.as_ref().unwrap().to_string(), "groups/beta.yaml:6");
+        assert_eq!(t.overridden[0].0.to_string(), "fleet.yaml:5");
+        assert!(matches!(r.explain.groups[0].why[0], Why::Listed(_)));
+
+        let pinned = (
+            "sites/s1.yaml",
+            format!("{SITE}overrides:\n  software:\n    version: 1.0.0\n"),
+        );
+        let r = render(&checked(&[beta, pinned]));
+        assert_eq!(r.bundle.software.unwrap().version.to_string(), "1.0.0");
+    }
+
+    #[test]
+    fn videos_are_a_set_with_removals_and_re_adds() {
+        let g = ("groups/g.yaml", "id: g\npriority: 1\nselector: {match_labels: {}}\ndesired:\n  videos: [v1, v2]\n  remove_videos: [v0]\n".to_owned());
+        let h = ("groups/h.yaml", "id: h\npriority: 2\nselector: {match_labels: {}}\ndesired:\n  videos: [v0]\n  remove_videos: [v2]\n".to_owned());
+        let r = render(&checked(&[g, h]));
+        let paths: Vec<&str> = r.bundle.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["C0/S/v0.mp4", "C1/S/v1.mp4"]);
+        let v2 = &r.explain.videos[&VideoId::new("v2").unwrap()];
+        assert_eq!(
+            v2.removed_by.as_ref().unwrap().to_string(),
+            "groups/h.yaml:6"
+        );
+        let v0 = &r.explain.videos[&VideoId::new("v0").unwrap()];
+        assert!(v0.removed_by.is_none());
+        assert_eq!(v0.added_by.len(), 2);
+    }
+
+    #[test]
+    fn library_is_written_for_the_local_app() {
+        let r = render(&checked(&[(
+            "sites/s1.yaml",
+            format!("{SITE}overrides:\n  videos: [v1, v2]\n"),
+        )]));
+        let lib = &r.bundle.config[LIBRARY_KEY];
+        // Catalog order: v0 (C0), v1 (C1), v2 (C0): categories by first appearance.
+        assert_eq!(lib[0]["name"], "C0");
+        assert_eq!(
+            lib[0]["subcategories"][0]["videos"][1]["path"],
+            "C0/S/v2.mp4"
+        );
+        assert_eq!(lib[1]["subcategories"][0]["videos"][0]["id"], "v1");
+        assert_eq!(r.bundle.agent.timezone, "Europe/Paris");
+    }
+
+    #[test]
+    fn membership_reasons_are_all_kept() {
+        let g = (
+            "groups/g.yaml",
+            "id: g\nselector: {match_labels: {sport: rugby}}\nsites: [s1]\n".to_owned(),
+        );
+        let s = ("sites/s1.yaml", format!("{SITE}groups: [g]\n"));
+        let c = checked(&[g, s]);
+        let why = &c.members[&SiteId::new("s1").unwrap()][0].why;
+        assert!(
+            matches!(why[..], [Why::Selector(_), Why::Listed(_), Why::Joined(_)]),
+            "{why:?}"
+        );
+    }
+
+    /// A random fleet: groups that all match the one site, with priorities
+    /// that often tie, each setting config `k` and adding/removing videos.
+    fn arb_groups() -> impl Strategy<Value = Vec<(i32, Vec<usize>, Vec<usize>)>> {
+        prop::collection::vec(
+            (
+                0i32..3,
+                prop::collection::btree_set(0usize..4, 0..3),
+                prop::collection::btree_set(0usize..4, 0..3),
+            )
+                .prop_map(|(p, add, rm)| {
+                    let rm: Vec<usize> = rm.difference(&add).copied().collect();
+                    (p, add.into_iter().collect(), rm)
+                }),
+            1..6,
+        )
+    }
+
+    fn group_files(groups: &[(i32, Vec<usize>, Vec<usize>)]) -> Vec<(String, String)> {
+        groups
+            .iter()
+            .enumerate()
+            .map(|(i, (p, add, rm))| {
+                let list = |v: &[usize]| v.iter().map(|n| format!("v{n}")).collect::<Vec<_>>().join(", ");
+                (
+                    format!("groups/g{i}.yaml"),
+                    format!("id: g{i}\npriority: {p}\nselector: {{match_labels: {{}}}}\ndesired:\n  videos: [{}]\n  remove_videos: [{}]\n  config: {{k: g{i}}}\n", list(add), list(rm)),
+                )
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn rendering_is_deterministic_and_follows_the_layer_order(groups in arb_groups()) {
+            let files = group_files(&groups);
+            let extra: Vec<(&str, String)> = files.iter().map(|(p, t)| (p.as_str(), t.clone())).collect();
+            let a = render(&checked(&extra));
+            let mut reversed = extra.clone();
+            reversed.reverse();
+            let b = render(&checked(&reversed));
+            prop_assert_eq!(a.bundle.to_canonical_json(), b.bundle.to_canonical_json());
+
+            // Layering order is (priority, id); the last layer sets `k`.
+            let mut order: Vec<(i32, String, usize)> = groups.iter().enumerate().map(|(i, g)| (g.0, format!("g{i}"), i)).collect();
+            order.sort();
+            let last = &order.last().unwrap().1;
+            prop_assert_eq!(&a.bundle.config["k"], &json!(last));
+
+            // A video is present iff the last layer that names it adds it
+            // (fleet defaults add v0 first).
+            for v in 0..4usize {
+                let mut present = v == 0;
+                for (_, _, i) in &order {
+                    let (_, add, rm) = &groups[*i];
+                    if add.contains(&v) { present = true; }
+                    if rm.contains(&v) { present = false; }
+                }
+                let on_box = a.bundle.files.iter().any(|f| f.path.as_str().ends_with(&format!("/v{v}.mp4")));
+                prop_assert_eq!(on_box, present, "video v{}", v);
+            }
+        }
+    }
 }

@@ -49,7 +49,9 @@ pub struct SourceSet {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// The root is missing or not a directory.
-    #[error("`{0}` is not a directory; pass the root of a manifests repository (it holds fleet.yaml)")]
+    #[error(
+        "`{0}` is not a directory; pass the root of a manifests repository (it holds fleet.yaml)"
+    )]
     NotADirectory(PathBuf),
     /// I/O failed.
     #[error("failed to read `{path}`")]

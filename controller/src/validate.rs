@@ -60,10 +60,18 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     for s in m.sites.values() {
         let loc = &s.value.location;
         if !(-90.0..=90.0).contains(&loc.latitude) {
-            d.error(&s.file, s.at(&["location".into(), "latitude".into()]), format!("latitude {} is out of range (-90 to 90)", loc.latitude));
+            d.error(
+                &s.file,
+                s.at(&["location".into(), "latitude".into()]),
+                format!("latitude {} is out of range (-90 to 90)", loc.latitude),
+            );
         }
         if !(-180.0..=180.0).contains(&loc.longitude) {
-            d.error(&s.file, s.at(&["location".into(), "longitude".into()]), format!("longitude {} is out of range (-180 to 180)", loc.longitude));
+            d.error(
+                &s.file,
+                s.at(&["location".into(), "longitude".into()]),
+                format!("longitude {} is out of range (-180 to 180)", loc.longitude),
+            );
         }
         if let Some(tz) = &s.value.timezone {
             check_timezone(d, s, tz, &["timezone".into()]);
@@ -75,7 +83,11 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
                 if m.broken.groups {
                     continue;
                 }
-                d.error(&s.file, at, format!("unknown group `{g}`: there is no groups/{g}.yaml"));
+                d.error(
+                    &s.file,
+                    at,
+                    format!("unknown group `{g}`: there is no groups/{g}.yaml"),
+                );
             } else if !seen.insert(g) {
                 d.warning(&s.file, at, format!("group `{g}` is listed twice"));
             }
@@ -91,19 +103,35 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
                 if m.broken.sites {
                     continue;
                 }
-                d.error(&g.file, at, format!("unknown site `{sid}`: there is no sites/{sid}.yaml"));
+                d.error(
+                    &g.file,
+                    at,
+                    format!("unknown site `{sid}`: there is no sites/{sid}.yaml"),
+                );
             } else if !seen.insert(sid) {
                 d.warning(&g.file, at, format!("site `{sid}` is listed twice"));
             }
         }
-        let has_members = members.values().any(|ms| ms.iter().any(|mem| &mem.group == gid));
+        let has_members = members
+            .values()
+            .any(|ms| ms.iter().any(|mem| &mem.group == gid));
         if !has_members && !m.broken.sites {
             let (path, how): (&[Seg], &str) = if g.value.selector.is_some() {
-                (&["selector".into()], "its selector matches no site's labels")
+                (
+                    &["selector".into()],
+                    "its selector matches no site's labels",
+                )
             } else {
-                (&["id".into()], "it has no selector, lists no site, and no site lists it in `groups:`")
+                (
+                    &["id".into()],
+                    "it has no selector, lists no site, and no site lists it in `groups:`",
+                )
             };
-            d.warning(&g.file, g.at(path), format!("group `{gid}` matches no site: {how}"));
+            d.warning(
+                &g.file,
+                g.at(path),
+                format!("group `{gid}` matches no site: {how}"),
+            );
         }
         ctx.check_layer(d, g, &g.value.desired, "desired");
     }
@@ -125,14 +153,28 @@ fn check_catalog(m: &Manifests, d: &mut Diagnostics) -> BTreeSet<VideoId> {
     for (i, v) in c.value.videos.iter().enumerate() {
         let at = |k: &str| c.at(&["videos".into(), i.into(), k.into()]);
         if let Some(first) = ids.get(&v.id) {
-            d.error(&c.file, at("id"), format!("duplicate video id `{}` (first defined at line {})", v.id, first.line));
+            d.error(
+                &c.file,
+                at("id"),
+                format!(
+                    "duplicate video id `{}` (first defined at line {})",
+                    v.id, first.line
+                ),
+            );
             continue;
         }
         ids.insert(&v.id, at("id"));
         let mut parts_ok = true;
-        for (key, value) in [("category", &v.category), ("subcategory", &v.subcategory), ("file", &v.file)] {
+        for (key, value) in [
+            ("category", &v.category),
+            ("subcategory", &v.subcategory),
+            ("file", &v.file),
+        ] {
             let problem = if value.contains('/') {
-                Some(format!("unsafe {key} `{}`: it must be a single name, without `/`", value.escape_debug()))
+                Some(format!(
+                    "unsafe {key} `{}`: it must be a single name, without `/`",
+                    value.escape_debug()
+                ))
             } else {
                 TargetPath::new(value).err().map(|e| format!("{key}: {e}"))
             };
@@ -159,11 +201,22 @@ fn check_catalog(m: &Manifests, d: &mut Diagnostics) -> BTreeSet<VideoId> {
         if v.size == 0 {
             d.error(&c.file, at("size"), "size is 0: a video cannot be empty; run `touchline content add --catalog-entry <file>` to get the real size");
         } else if v.size > MAX_FILE_SIZE {
-            d.error(&c.file, at("size"), format!("size {} bytes is over the {MAX_FILE_SIZE}-byte limit for one file", v.size));
+            d.error(
+                &c.file,
+                at("size"),
+                format!(
+                    "size {} bytes is over the {MAX_FILE_SIZE}-byte limit for one file",
+                    v.size
+                ),
+            );
         }
         for (j, u) in v.urls.iter().enumerate() {
             if !is_http_url(u) {
-                d.error(&c.file, c.at(&["videos".into(), i.into(), "urls".into(), j.into()]), format!("`{u}` is not an http:// or https:// URL"));
+                d.error(
+                    &c.file,
+                    c.at(&["videos".into(), i.into(), "urls".into(), j.into()]),
+                    format!("`{u}` is not an http:// or https:// URL"),
+                );
             }
         }
     }
@@ -202,7 +255,11 @@ impl LayerCtx<'_> {
             let pos = at(&["videos".into(), i.into()]);
             if !self.videos.contains(v) {
                 if !self.m.broken.catalog {
-                    d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+                    d.error(
+                        &doc.file,
+                        pos,
+                        format!("unknown video `{v}`: it is not in videos/catalog.yaml"),
+                    );
                 }
             } else if !added.insert(v) {
                 d.warning(&doc.file, pos, format!("video `{v}` is listed twice"));
@@ -212,10 +269,18 @@ impl LayerCtx<'_> {
             let pos = at(&["remove_videos".into(), i.into()]);
             if !self.videos.contains(v) {
                 if !self.m.broken.catalog {
-                    d.error(&doc.file, pos, format!("unknown video `{v}`: it is not in videos/catalog.yaml"));
+                    d.error(
+                        &doc.file,
+                        pos,
+                        format!("unknown video `{v}`: it is not in videos/catalog.yaml"),
+                    );
                 }
             } else if added.contains(v) {
-                d.error(&doc.file, pos, format!("video `{v}` is both added and removed in this layer; keep one"));
+                d.error(
+                    &doc.file,
+                    pos,
+                    format!("video `{v}` is both added and removed in this layer; keep one"),
+                );
             }
         }
         if let Some(cfg) = &layer.config
@@ -229,7 +294,11 @@ impl LayerCtx<'_> {
             if path.first() == Some(&Seg::Key(base.to_owned()))
                 && path.get(1) == Some(&Seg::Key("config".to_owned()))
             {
-                d.error(&doc.file, *pos, "`.nan` and `.inf` have no JSON form and cannot go into configuration.json");
+                d.error(
+                    &doc.file,
+                    *pos,
+                    "`.nan` and `.inf` have no JSON form and cannot go into configuration.json",
+                );
             }
         }
         if let Some(a) = &layer.agent {
@@ -252,7 +321,11 @@ impl LayerCtx<'_> {
 
 fn check_timezone<T>(d: &mut Diagnostics, doc: &Doc<T>, tz: &str, path: &[Seg]) {
     if jiff::tz::db().get(tz).is_err() {
-        d.error(&doc.file, doc.at(path), format!("unknown time zone `{tz}`: use an IANA name such as Europe/Paris"));
+        d.error(
+            &doc.file,
+            doc.at(path),
+            format!("unknown time zone `{tz}`: use an IANA name such as Europe/Paris"),
+        );
     }
 }
 
@@ -274,18 +347,33 @@ fn check_release(d: &mut Diagnostics, r: &Doc<Release>) {
         _ => {}
     }
     if hc.timeout.as_secs() == 0 {
-        d.error(&r.file, at("timeout"), "health_check.timeout must be at least 1s");
+        d.error(
+            &r.file,
+            at("timeout"),
+            "health_check.timeout must be at least 1s",
+        );
     }
     let p = &r.value.package;
     let pat = |k: &str| r.at(&["package".into(), k.into()]);
     if p.size == 0 {
         d.error(&r.file, pat("size"), "package size is 0: run `touchline content add --catalog-entry <package>` to get the real size");
     } else if p.size > MAX_FILE_SIZE {
-        d.error(&r.file, pat("size"), format!("package size {} bytes is over the {MAX_FILE_SIZE}-byte limit", p.size));
+        d.error(
+            &r.file,
+            pat("size"),
+            format!(
+                "package size {} bytes is over the {MAX_FILE_SIZE}-byte limit",
+                p.size
+            ),
+        );
     }
     for (j, u) in p.urls.iter().enumerate() {
         if !is_http_url(u) {
-            d.error(&r.file, r.at(&["package".into(), "urls".into(), j.into()]), format!("`{u}` is not an http:// or https:// URL"));
+            d.error(
+                &r.file,
+                r.at(&["package".into(), "urls".into(), j.into()]),
+                format!("`{u}` is not an http:// or https:// URL"),
+            );
         }
     }
 }
@@ -301,25 +389,39 @@ fn check_version_conflicts(m: &Manifests, members: &Memberships, d: &mut Diagnos
             if let Some(g) = m.groups.get(&mem.group)
                 && let Some(sw) = &g.value.desired.software
             {
-                by_prio.entry(mem.priority).or_default().push((&mem.group, &sw.version));
+                by_prio
+                    .entry(mem.priority)
+                    .or_default()
+                    .push((&mem.group, &sw.version));
             }
         }
         for setters in by_prio.values() {
             for (i, (ga, va)) in setters.iter().enumerate() {
                 for (gb, vb) in &setters[i + 1..] {
                     if va != vb {
-                        conflicts.entry(((*ga).clone(), (*gb).clone())).or_default().push(sid);
+                        conflicts
+                            .entry(((*ga).clone(), (*gb).clone()))
+                            .or_default()
+                            .push(sid);
                     }
                 }
             }
         }
     }
     for ((ga, gb), sites) in conflicts {
-        let (Some(a), Some(b)) = (m.groups.get(&ga), m.groups.get(&gb)) else { continue };
-        let (Some(va), Some(vb)) = (&a.value.desired.software, &b.value.desired.software) else { continue };
+        let (Some(a), Some(b)) = (m.groups.get(&ga), m.groups.get(&gb)) else {
+            continue;
+        };
+        let (Some(va), Some(vb)) = (&a.value.desired.software, &b.value.desired.software) else {
+            continue;
+        };
         let path: &[Seg] = &["desired".into(), "software".into(), "version".into()];
         let shown: Vec<&str> = sites.iter().take(5).map(|s| s.as_str()).collect();
-        let more = if sites.len() > 5 { format!(" and {} more", sites.len() - 5) } else { String::new() };
+        let more = if sites.len() > 5 {
+            format!(" and {} more", sites.len() - 5)
+        } else {
+            String::new()
+        };
         d.error(&b.file, b.at(path), format!(
             "ambiguous software version: groups `{ga}` ({}, {}:{}) and `{gb}` ({}) both have priority {} and both apply to {}{more}; give one group a higher priority or pin the same version",
             va.version, a.file, a.at(path).line, vb.version, b.value.priority, shown.join(", ")
@@ -331,7 +433,9 @@ fn is_http_url(u: &str) -> bool {
     let rest = u
         .strip_prefix("https://")
         .or_else(|| u.strip_prefix("http://"));
-    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !u.chars().any(char::is_whitespace))
+    rest.is_some_and(|r| {
+        !r.is_empty() && !r.starts_with('/') && !u.chars().any(char::is_whitespace)
+    })
 }
 
 /// Reads and checks a directory.

@@ -91,8 +91,13 @@ pub fn positions(text: &str) -> Option<Positions> {
 
 fn index(text: &str, collect_scalars: bool) -> Option<Positions> {
     enum Frame {
-        Map { key: Option<(String, Pos)>, expecting_key: bool },
-        Seq { next: usize },
+        Map {
+            key: Option<(String, Pos)>,
+            expecting_key: bool,
+        },
+        Seq {
+            next: usize,
+        },
     }
     let mut out = Positions::default();
     let mut stack: Vec<Frame> = Vec::new();
@@ -223,8 +228,18 @@ fn index(text: &str, collect_scalars: bool) -> Option<Positions> {
 fn is_non_finite(s: &str) -> bool {
     matches!(
         s,
-        ".nan" | ".NaN" | ".NAN" | ".inf" | ".Inf" | ".INF" | "-.inf" | "-.Inf" | "-.INF" | "+.inf"
-            | "+.Inf" | "+.INF"
+        ".nan"
+            | ".NaN"
+            | ".NAN"
+            | ".inf"
+            | ".Inf"
+            | ".INF"
+            | "-.inf"
+            | "-.Inf"
+            | "-.INF"
+            | "+.inf"
+            | "+.Inf"
+            | "+.INF"
     )
 }
 
@@ -252,7 +267,7 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         if message.contains("more than one document") {
             message = "a manifest file holds one YAML document: remove the extra `---` separator and what follows, or move it to its own file".into();
             let starts = text.lines().enumerate().filter(|(_, l)| l.starts_with("---"));
-            let second = if text.trim_start().starts_with("---") { starts.skip(1).next() } else { starts.take(1).next() };
+            let second = if text.trim_start().starts_with("---") { starts.clone().nth(1) } else { starts.clone().next() };
             pos = second.map(|(i, _)| Pos { line: u32::try_from(i + 1).unwrap_or(u32::MAX), col: 1 }).or(pos);
         }
         if let Some(p) = pos
@@ -287,7 +302,10 @@ fn refine(text: &str, reported: Option<Pos>, message: &str) -> Option<Pos> {
             .filter(|s| s.is_key && s.value == quoted)
             .collect();
         let first = keys.first()?;
-        return keys.iter().find(|k| k.path == first.path && k.pos != first.pos).map(|k| k.pos);
+        return keys
+            .iter()
+            .find(|k| k.path == first.path && k.pos != first.pos)
+            .map(|k| k.pos);
     }
     idx.scalars
         .iter()
@@ -303,7 +321,10 @@ fn parse_serde_path(p: &str) -> Vec<Seg> {
         let mut name = part;
         let mut indices = Vec::new();
         while let Some(open) = name.rfind('[') {
-            let Some(i) = name[open + 1..].strip_suffix(']').and_then(|n| n.parse().ok()) else {
+            let Some(i) = name[open + 1..]
+                .strip_suffix(']')
+                .and_then(|n| n.parse().ok())
+            else {
                 break;
             };
             indices.push(i);
@@ -349,7 +370,8 @@ mod tests {
 
     #[test]
     fn positions_of_keys_and_items() {
-        let text = "id: a\nlabels:\n  sport: rugby\ngroups:\n  - beta\n  - north\nconfig: {x: {y: 1}}\n";
+        let text =
+            "id: a\nlabels:\n  sport: rugby\ngroups:\n  - beta\n  - north\nconfig: {x: {y: 1}}\n";
         let pos = positions(text).unwrap();
         assert_eq!(pos.get(&p(&["id".into()])), Some(Pos { line: 1, col: 1 }));
         assert_eq!(
@@ -365,7 +387,10 @@ mod tests {
             Some(Pos { line: 7, col: 14 })
         );
         // Unknown paths fall back to the nearest ancestor.
-        assert_eq!(pos.find(&p(&["groups".into(), 7.into()])), Pos { line: 4, col: 1 });
+        assert_eq!(
+            pos.find(&p(&["groups".into(), 7.into()])),
+            Pos { line: 4, col: 1 }
+        );
     }
 
     #[test]
@@ -422,15 +447,23 @@ mod tests {
 
     #[test]
     fn serde_paths() {
-        assert_eq!(parse_serde_path("videos[1].size"), vec![Seg::from("videos"), Seg::from(1), Seg::from("size")]);
+        assert_eq!(
+            parse_serde_path("videos[1].size"),
+            vec![Seg::from("videos"), Seg::from(1), Seg::from("size")]
+        );
         assert_eq!(parse_serde_path("."), Vec::<Seg>::new());
-        assert_eq!(parse_serde_path("a[0][2]"), vec![Seg::from("a"), Seg::from(0), Seg::from(2)]);
+        assert_eq!(
+            parse_serde_path("a[0][2]"),
+            vec![Seg::from("a"), Seg::from(0), Seg::from(2)]
+        );
     }
 
     #[test]
     fn strip_marks_leaves_other_text() {
         assert_eq!(
-            strip_marks("did not find expected key at line 3 column 1, while parsing a block mapping at line 1 column 1"),
+            strip_marks(
+                "did not find expected key at line 3 column 1, while parsing a block mapping at line 1 column 1"
+            ),
             "did not find expected key, while parsing a block mapping"
         );
         assert_eq!(strip_marks("look at line spacing"), "look at line spacing");

@@ -75,19 +75,31 @@ fn every_bad_case_reports_exactly_its_problems() {
         .filter(|p| p.is_dir())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 25, "the corpus must hold at least 25 cases, has {}", cases.len());
+    assert!(
+        cases.len() >= 25,
+        "the corpus must hold at least 25 cases, has {}",
+        cases.len()
+    );
     let mut failures = Vec::new();
     for case in &cases {
         let name = case.file_name().unwrap().to_string_lossy().to_string();
         let tmp = tempfile::tempdir().unwrap();
         build_case(case, tmp.path());
-        let out = common::touchline().arg("validate").arg(tmp.path()).output().unwrap();
+        let out = common::touchline()
+            .arg("validate")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
         let stdout = String::from_utf8(out.stdout).unwrap();
         let mut lines: Vec<&str> = stdout.lines().collect();
         let summary = lines.pop().unwrap_or_default().to_owned();
         let errors = lines.iter().filter(|l| l.contains(": error: ")).count();
         let warnings = lines.iter().filter(|l| l.contains(": warning: ")).count();
-        assert_eq!(errors + warnings, lines.len(), "{name}: unexpected output {stdout}");
+        assert_eq!(
+            errors + warnings,
+            lines.len(),
+            "{name}: unexpected output {stdout}"
+        );
         assert!(
             summary.starts_with(&format!(
                 "{errors} error{}, {warnings} warning{} in ",
@@ -97,7 +109,12 @@ fn every_bad_case_reports_exactly_its_problems() {
             "{name}: summary `{summary}`"
         );
         let want_code = if errors > 0 { 1 } else { 0 };
-        assert_eq!(out.status.code(), Some(want_code), "{name}: exit status; stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(want_code),
+            "{name}: exit status; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let got = lines.join("\n") + "\n";
         let expect_path = case.join("expect");
         if bless {
@@ -109,7 +126,12 @@ fn every_bad_case_reports_exactly_its_problems() {
             failures.push(format!("--- {name}\nwant:\n{want}got:\n{got}"));
         }
     }
-    assert!(failures.is_empty(), "{} cases differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} cases differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -117,8 +139,16 @@ fn a_problem_never_stops_the_others_from_being_reported() {
     let tmp = tempfile::tempdir().unwrap();
     build_case(&common::data("bad/several-problems"), tmp.path());
     // Also break another file: both files' problems are reported in one run.
-    std::fs::write(tmp.path().join("groups/pilot.yaml"), "id: pilot\npriority: [\n").unwrap();
-    let out = common::touchline().arg("validate").arg(tmp.path()).output().unwrap();
+    std::fs::write(
+        tmp.path().join("groups/pilot.yaml"),
+        "id: pilot\npriority: [\n",
+    )
+    .unwrap();
+    let out = common::touchline()
+        .arg("validate")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("groups/pilot.yaml:"), "{stdout}");
     assert!(stdout.contains("sites/alpha.yaml:"), "{stdout}");

@@ -14,7 +14,9 @@ pub struct HumanDuration(u64);
 
 /// Why a duration was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration `{0}`: write a whole number followed by s, m, h or d (e.g. 30s, 5m, 1h, 7d)")]
+#[error(
+    "invalid duration `{0}`: write a whole number followed by s, m, h or d (e.g. 30s, 5m, 1h, 7d)"
+)]
 pub struct DurationError(String);
 
 /// Longest accepted duration: ten years.
@@ -42,7 +44,10 @@ impl HumanDuration {
             "d" => 86_400,
             _ => return Err(err()),
         };
-        let secs = n.checked_mul(mult).filter(|s| *s <= MAX_SECS).ok_or_else(err)?;
+        let secs = n
+            .checked_mul(mult)
+            .filter(|s| *s <= MAX_SECS)
+            .ok_or_else(err)?;
         Ok(Self(secs))
     }
 
@@ -61,11 +66,11 @@ impl fmt::Display for HumanDuration {
     /// The largest unit that divides the value exactly.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.0;
-        if s != 0 && s % 86_400 == 0 {
+        if s != 0 && s.is_multiple_of(86_400) {
             write!(f, "{}d", s / 86_400)
-        } else if s != 0 && s % 3600 == 0 {
+        } else if s != 0 && s.is_multiple_of(3600) {
             write!(f, "{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             write!(f, "{}m", s / 60)
         } else {
             write!(f, "{s}s")
@@ -128,7 +133,18 @@ mod tests {
 
     #[test]
     fn refuses_what_is_ambiguous() {
-        for bad in ["", "s", "30", "1.5h", "-1s", "1w", "30 s", "99999999999999d", "１s", "s１"] {
+        for bad in [
+            "",
+            "s",
+            "30",
+            "1.5h",
+            "-1s",
+            "1w",
+            "30 s",
+            "99999999999999d",
+            "１s",
+            "s１",
+        ] {
             let err = HumanDuration::parse(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid duration"), "{bad}: {err}");
         }

@@ -38,9 +38,8 @@ fn check_slug(s: &str, max: usize, extra: &[char]) -> bool {
     };
     s.len() <= max
         && (first.is_ascii_lowercase() || first.is_ascii_digit())
-        && chars.all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c)
-        })
+        && chars
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || extra.contains(&c))
 }
 
 macro_rules! slug_id {

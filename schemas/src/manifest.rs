@@ -148,14 +148,7 @@ impl fmt::Display for MaintenanceWindow {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.range {
             None => Ok(()),
-            Some((a, b)) => write!(
-                f,
-                "{:02}:{:02}-{:02}:{:02}",
-                a / 60,
-                a % 60,
-                b / 60,
-                b % 60
-            ),
+            Some((a, b)) => write!(f, "{:02}:{:02}-{:02}:{:02}", a / 60, a % 60, b / 60, b % 60),
         }
     }
 }
@@ -327,7 +320,9 @@ pub struct Selector {
 impl Selector {
     /// Whether a site with `labels` matches.
     pub fn matches(&self, labels: &BTreeMap<LabelKey, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
     }
 }
 
@@ -445,18 +440,22 @@ mod tests {
         assert!(wrap.contains(23 * 60 + 45) && wrap.contains(30) && !wrap.contains(60));
         assert!(MaintenanceWindow::parse("").unwrap().contains(0));
         assert_eq!(wrap.to_string(), "23:30-01:00");
-        for bad in ["3:00-5:00", "24:00-01:00", "03:00", "03:00-03:00", "03:60-04:00", "x"] {
+        for bad in [
+            "3:00-5:00",
+            "24:00-01:00",
+            "03:00",
+            "03:00-03:00",
+            "03:60-04:00",
+            "x",
+        ] {
             assert!(MaintenanceWindow::parse(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn selectors() {
-        let labels: BTreeMap<LabelKey, String> = [(
-            LabelKey::new("sport").unwrap(),
-            "rugby".to_string(),
-        )]
-        .into();
+        let labels: BTreeMap<LabelKey, String> =
+            [(LabelKey::new("sport").unwrap(), "rugby".to_string())].into();
         let sel = |pairs: &[(&str, &str)]| Selector {
             match_labels: pairs
                 .iter()

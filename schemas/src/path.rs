@@ -60,7 +60,13 @@ pub struct TargetPath(String);
 impl TargetPath {
     /// Validates `s`.
     pub fn new(s: &str) -> Result<Self, PathError> {
-        let shown = || s.chars().take(120).collect::<String>().escape_debug().to_string();
+        let shown = || {
+            s.chars()
+                .take(120)
+                .collect::<String>()
+                .escape_debug()
+                .to_string()
+        };
         if s.is_empty() {
             return Err(PathError::Empty);
         }
@@ -91,7 +97,9 @@ impl TargetPath {
     }
 
     /// Joins validated components (each must be a single component).
-    pub fn from_components<'a>(parts: impl IntoIterator<Item = &'a str>) -> Result<Self, PathError> {
+    pub fn from_components<'a>(
+        parts: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, PathError> {
         let parts: Vec<&str> = parts.into_iter().collect();
         for p in &parts {
             if p.contains('/') {
@@ -183,7 +191,7 @@ mod tests {
             let err = TargetPath::new(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
-        assert!(TargetPath::new(&"a/".repeat(9).trim_end_matches('/').to_owned()).is_err());
+        assert!(TargetPath::new("a/".repeat(9).trim_end_matches('/')).is_err());
         assert!(TargetPath::new(&"x".repeat(256)).is_err());
     }
 

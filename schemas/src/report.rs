@@ -67,7 +67,9 @@ pub enum Phase {
 }
 
 /// Severity of a condition.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// For information.
@@ -204,7 +206,12 @@ mod tests {
     #[test]
     fn wrong_types_name_the_field() {
         let json = r#"{"format":1,"site":"a","reports":[{"seq":"one","at":"2026-11-22T10:00:00Z","status":{"phase":"converged"}}]}"#;
-        let err = serde_json::from_str::<ReportBatch>(json).unwrap_err().to_string();
-        assert!(err.contains("invalid type: string \"one\", expected u64"), "{err}");
+        let err = serde_json::from_str::<ReportBatch>(json)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("invalid type: string \"one\", expected u64"),
+            "{err}"
+        );
     }
 }

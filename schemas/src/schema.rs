@@ -14,20 +14,41 @@ fn schema_for<T: JsonSchema>(id: &str) -> Schema {
     let mut schema = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<T>();
-    schema.insert("$id".into(), format!("https://touchline.invalid/schemas/{id}").into());
+    schema.insert(
+        "$id".into(),
+        format!("https://touchline.invalid/schemas/{id}").into(),
+    );
     schema
 }
 
 /// Every schema as `(file name, schema)`.
 pub fn all() -> Vec<(&'static str, Schema)> {
     vec![
-        ("fleet.schema.json", schema_for::<Fleet>("fleet.schema.json")),
+        (
+            "fleet.schema.json",
+            schema_for::<Fleet>("fleet.schema.json"),
+        ),
         ("site.schema.json", schema_for::<Site>("site.schema.json")),
-        ("group.schema.json", schema_for::<Group>("group.schema.json")),
-        ("catalog.schema.json", schema_for::<Catalog>("catalog.schema.json")),
-        ("release.schema.json", schema_for::<Release>("release.schema.json")),
-        ("bundle.schema.json", schema_for::<Bundle>("bundle.schema.json")),
-        ("report.schema.json", schema_for::<ReportBatch>("report.schema.json")),
+        (
+            "group.schema.json",
+            schema_for::<Group>("group.schema.json"),
+        ),
+        (
+            "catalog.schema.json",
+            schema_for::<Catalog>("catalog.schema.json"),
+        ),
+        (
+            "release.schema.json",
+            schema_for::<Release>("release.schema.json"),
+        ),
+        (
+            "bundle.schema.json",
+            schema_for::<Bundle>("bundle.schema.json"),
+        ),
+        (
+            "report.schema.json",
+            schema_for::<ReportBatch>("report.schema.json"),
+        ),
     ]
 }
 

@@ -8,8 +8,8 @@
 //!     -s bundle.json.sig < bundle.json
 //! ```
 
-use ssh_key::{Algorithm, LineEnding, PrivateKey, PublicKey, SshSig};
 pub use ssh_key::HashAlg;
+use ssh_key::{Algorithm, LineEnding, PrivateKey, PublicKey, SshSig};
 
 /// The SSHSIG namespace of bundle signatures: a signature made for another
 /// purpose (a git commit, a file) can never pass as a bundle signature.
@@ -24,19 +24,23 @@ pub enum KeyError {
     #[error("not an OpenSSH private key: {0}")]
     Private(ssh_key::Error),
     /// Passphrase-protected keys cannot sign unattended.
-    #[error("the private key is encrypted with a passphrase; the controller needs an unencrypted key (protect it with file permissions)")]
+    #[error(
+        "the private key is encrypted with a passphrase; the controller needs an unencrypted key (protect it with file permissions)"
+    )]
     Encrypted,
     /// Only Ed25519.
     #[error("the key is {0}, but Touchline signs with Ed25519 keys only (ssh-keygen -t ed25519)")]
     Algorithm(String),
     /// A line of a trusted-keys file did not hold a public key.
-    #[error("line {line}: no public key found (expected `ssh-ed25519 AAAA…` or an allowed_signers line)")]
+    #[error(
+        "line {line}: no public key found (expected `ssh-ed25519 AAAA…` or an allowed_signers line)"
+    )]
     PublicLine {
         /// 1-based line number.
         line: usize,
     },
     /// A key line was found but does not parse.
-    #[error("line {line}: invalid public key: {source}")]
+    #[error("line {line}: invalid public key")]
     Public {
         /// 1-based line number.
         line: usize,
@@ -60,6 +64,11 @@ pub enum SignatureError {
     /// Not an SSHSIG PEM block.
     #[error("not an SSH signature (expected a `-----BEGIN SSH SIGNATURE-----` block): {0}")]
     Parse(ssh_key::Error),
+    /// Parsed, but not in the canonical encoding (altered in transit).
+    #[error(
+        "signature is malformed (not the canonical SSHSIG encoding): it was altered or truncated"
+    )]
+    NotCanonical,
     /// Made for another purpose.
     #[error("signature namespace is `{found}`, expected `{NAMESPACE}`")]
     Namespace {
@@ -75,7 +84,9 @@ pub enum SignatureError {
         trusted: String,
     },
     /// The key is trusted but the bytes do not match.
-    #[error("signature by {fingerprint} does not match the bundle bytes (modified in transit or on disk)")]
+    #[error(
+        "signature by {fingerprint} does not match the bundle bytes (modified in transit or on disk)"
+    )]
     Mismatch {
         /// SHA256 fingerprint of the signing key.
         fingerprint: String,
@@ -188,6 +199,20 @@ impl TrustedKeys {
             return Err(SignatureError::TooLarge(signature.len()));
         }
         let sig = SshSig::from_pem(signature).map_err(SignatureError::Parse)?;
+        // ssh-key's decoder tolerates some malformed length prefixes and
+        // versions. Accept only the canonical encoding: re-encoding the parsed
+        // signature must give back the same base64, so that no byte of a
+        // signature can change without it being rejected.
+        let canonical = sig.to_pem(LineEnding::LF).map_err(SignatureError::Parse)?;
+        let strip = |t: &[u8]| -> Vec<u8> {
+            t.iter()
+                .copied()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect()
+        };
+        if strip(canonical.as_bytes()) != strip(signature) {
+            return Err(SignatureError::NotCanonical);
+        }
         if sig.namespace() != NAMESPACE {
             return Err(SignatureError::Namespace {
                 found: sig.namespace().chars().take(64).collect(),
@@ -207,6 +232,13 @@ impl TrustedKeys {
                 trusted,
             });
         };
+        // The algorithm label inside the signature blob is not covered by
+        // the signature; ssh-key does not compare it with the key's, OpenSSH
+        // does. Refuse a mismatch so that no byte of a signature can change
+        // without the signature being rejected.
+        if sig.signature().algorithm() != key.algorithm() || sig.version() != 1 {
+            return Err(SignatureError::Mismatch { fingerprint });
+        }
         key.verify(NAMESPACE, msg, &sig)
             .map_err(|_| SignatureError::Mismatch { fingerprint })?;
         Ok(key)
@@ -291,16 +323,25 @@ mod tests {
         );
         let trusted = TrustedKeys::parse(&text).unwrap();
         assert_eq!(trusted.keys().len(), 2);
-        trusted.verify(b"m", b.sign(b"m").unwrap().as_bytes()).unwrap();
-        trusted.verify(b"m", a.sign(b"m").unwrap().as_bytes()).unwrap();
+        trusted
+            .verify(b"m", b.sign(b"m").unwrap().as_bytes())
+            .unwrap();
+        trusted
+            .verify(b"m", a.sign(b"m").unwrap().as_bytes())
+            .unwrap();
     }
 
     #[test]
     fn bad_key_files() {
-        assert!(matches!(TrustedKeys::parse("# nothing\n"), Err(KeyError::Empty)));
+        assert!(matches!(
+            TrustedKeys::parse("# nothing\n"),
+            Err(KeyError::Empty)
+        ));
         let err = TrustedKeys::parse("just words\n").unwrap_err().to_string();
         assert!(err.starts_with("line 1: no public key found"), "{err}");
-        let err = TrustedKeys::parse("\nssh-ed25519 AAAAnotbase64\n").unwrap_err().to_string();
+        let err = TrustedKeys::parse("\nssh-ed25519 AAAAnotbase64\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("line 2: invalid public key"), "{err}");
         assert!(SigningKey::from_openssh(b"garbage").is_err());
     }
@@ -314,11 +355,45 @@ mod tests {
     }
 
     #[test]
+    fn any_changed_character_of_a_signature_is_rejected() {
+        let key = SigningKey::generate();
+        let trusted = TrustedKeys::parse(&key.public_key_openssh()).unwrap();
+        let sig = key.sign(b"bundle").unwrap();
+        let lines: Vec<&str> = sig.lines().collect();
+        let (first, last) = (1, lines.len() - 1);
+        let mut tried = 0;
+        for l in first..last {
+            for i in 0..lines[l].len() {
+                let mut changed: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+                let c = changed[l].as_bytes()[i];
+                if c == b'=' {
+                    continue;
+                }
+                let r = if c == b'A' { "B" } else { "A" };
+                changed[l].replace_range(i..i + 1, r);
+                let text = changed.join("\n");
+                assert!(
+                    trusted.verify(b"bundle", text.as_bytes()).is_err(),
+                    "line {l} char {i} changed and still accepted"
+                );
+                tried += 1;
+            }
+        }
+        assert!(tried > 200);
+    }
+
+    #[test]
     fn garbage_signatures() {
         let key = SigningKey::generate();
         let trusted = TrustedKeys::parse(&key.public_key_openssh()).unwrap();
-        assert!(matches!(trusted.verify(b"x", b"nope"), Err(SignatureError::Parse(_))));
+        assert!(matches!(
+            trusted.verify(b"x", b"nope"),
+            Err(SignatureError::Parse(_))
+        ));
         let huge = vec![b'A'; MAX_SIGNATURE_BYTES + 1];
-        assert!(matches!(trusted.verify(b"x", &huge), Err(SignatureError::TooLarge(_))));
+        assert!(matches!(
+            trusted.verify(b"x", &huge),
+            Err(SignatureError::TooLarge(_))
+        ));
     }
 }

@@ -30,7 +30,10 @@ fn json_schemas_are_current() {
 fn schemas_are_draft_2020_12_and_strict_for_manifests() {
     for (name, schema) in touchline_schemas::schema::all() {
         let v = serde_json::to_value(&schema).unwrap();
-        assert_eq!(v["$schema"], "https://json-schema.org/draft/2020-12/schema", "{name}");
+        assert_eq!(
+            v["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name}"
+        );
         let strict = !matches!(name, "bundle.schema.json" | "report.schema.json");
         assert_eq!(v["additionalProperties"] == false, strict, "{name}");
     }

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `tests/data/<rel>` at the repository root.
@@ -54,7 +57,9 @@ pub fn require_tool(program: &str, install_hint: &str) -> Option<PathBuf> {
         Some(p) => Some(p),
         None if in_ci() => panic!("`{program}` is required in CI: {install_hint}"),
         None => {
-            eprintln!("SKIPPED: `{program}` is not installed ({install_hint}); `.ci/run` installs it");
+            eprintln!(
+                "SKIPPED: `{program}` is not installed ({install_hint}); `.ci/run` installs it"
+            );
             None
         }
     }
