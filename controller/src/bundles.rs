@@ -1,8 +1,8 @@
-//! Writing rendered bundles to a directory: `<site>.json` (the exact signed
-//! bytes) and, with a key, `<site>.json.sig`. Rendering and signing run on
-//! every core; each file is written to a temporary and renamed, so a reader
-//! never sees half a bundle.
+//! Rendering and signing every site at once, on every core, and writing the
+//! result to a directory: `<site>.json` (the exact signed bytes) and, with a
+//! key, `<site>.json.sig`.
 
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
@@ -11,13 +11,23 @@ use touchline_schemas::{SigningKey, SiteId};
 use crate::render::{BundleMeta, CatalogIndex, render_site};
 use crate::validate::Checked;
 
-/// Renders (and signs) every site of `checked` into `out`; returns how many.
-pub fn write_all(
+/// One site's bundle bytes and, when signed, its armored signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signed {
+    /// The site.
+    pub site: SiteId,
+    /// Canonical bundle bytes.
+    pub body: Vec<u8>,
+    /// SSHSIG over `body`.
+    pub signature: Option<String>,
+}
+
+/// Renders (and signs) every site of `checked`, in site order.
+pub fn render_all(
     checked: &Checked,
     meta: &BundleMeta,
-    out: &Path,
     key: Option<&SigningKey>,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<Vec<Signed>> {
     let sites: Vec<&SiteId> = checked.manifests.sites.keys().collect();
     let catalog = CatalogIndex::new(&checked.manifests);
     let threads = std::thread::available_parallelism()
@@ -25,45 +35,67 @@ pub fn write_all(
         .unwrap_or(1)
         .min(sites.len().max(1));
     let chunk = sites.len().div_ceil(threads).max(1);
+    let one = |site: &SiteId| -> anyhow::Result<Signed> {
+        let r = render_site(&checked.manifests, &checked.members, &catalog, site, meta)?;
+        let body = r.bundle.to_canonical_json();
+        let signature = key
+            .map(|k| k.sign(&body))
+            .transpose()
+            .with_context(|| format!("failed to sign the bundle of `{site}`"))?;
+        Ok(Signed {
+            site: site.clone(),
+            body,
+            signature,
+        })
+    };
     std::thread::scope(|scope| {
         let handles: Vec<_> = sites
             .chunks(chunk)
             .map(|part| {
-                let catalog = &catalog;
-                scope.spawn(move || -> anyhow::Result<()> {
-                    for site in part {
-                        let r =
-                            render_site(&checked.manifests, &checked.members, catalog, site, meta)?;
-                        let bytes = r.bundle.to_canonical_json();
-                        write_atomic(&out.join(format!("{site}.json")), &bytes)?;
-                        if let Some(key) = key {
-                            let sig = key.sign(&bytes).with_context(|| {
-                                format!("failed to sign the bundle of `{site}`")
-                            })?;
-                            write_atomic(&out.join(format!("{site}.json.sig")), sig.as_bytes())?;
-                        }
-                    }
-                    Ok(())
+                let one = &one;
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|s| one(s))
+                        .collect::<anyhow::Result<Vec<_>>>()
                 })
             })
             .collect();
+        let mut out = Vec::with_capacity(sites.len());
         for h in handles {
-            h.join()
-                .map_err(|_| anyhow!("a rendering thread panicked"))??;
+            out.extend(
+                h.join()
+                    .map_err(|_| anyhow!("a rendering thread panicked"))??,
+            );
         }
-        Ok(sites.len())
+        Ok(out)
     })
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".touchline-")
-        .tempfile_in(dir)
-        .with_context(|| format!("failed to create a temporary file in `{}`", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, bytes)
-        .with_context(|| format!("failed to write `{}`", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("failed to write `{}`", path.display()))?;
-    Ok(())
+/// Renders (and signs) every site into `out`; returns how many.
+///
+/// Files are written in place: a reader racing the writer could see a torn
+/// `<site>.json`, and its signature check would refuse it (nothing outside
+/// the signed bytes is trusted). The controller serves bundles from its
+/// store, not from this directory.
+pub fn write_all(
+    checked: &Checked,
+    meta: &BundleMeta,
+    out: &Path,
+    key: Option<&SigningKey>,
+) -> anyhow::Result<usize> {
+    let all = render_all(checked, meta, key)?;
+    for s in &all {
+        write(&out.join(format!("{}.json", s.site)), &s.body)?;
+        if let Some(sig) = &s.signature {
+            write(&out.join(format!("{}.json.sig", s.site)), sig.as_bytes())?;
+        }
+    }
+    Ok(all.len())
+}
+
+fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut f = std::fs::File::create(path)
+        .with_context(|| format!("failed to create `{}`", path.display()))?;
+    f.write_all(bytes)
+        .with_context(|| format!("failed to write `{}`", path.display()))
 }

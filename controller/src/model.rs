@@ -66,6 +66,9 @@ pub struct Broken {
 }
 
 /// Parses every file of `set`. Returns what parsed and every problem.
+///
+/// Files are decoded on every core (each file on its own, no shared state),
+/// then gathered in path order, so the result does not depend on threads.
 pub fn parse(set: &SourceSet) -> (Manifests, Diagnostics) {
     let mut m = Manifests {
         files_read: set.files.len() + set.skipped.len(),
@@ -75,8 +78,14 @@ pub fn parse(set: &SourceSet) -> (Manifests, Diagnostics) {
     for skipped in &set.skipped {
         diags.warning(&skipped.path, Pos::START, skipped.reason);
     }
-    for file in &set.files {
-        parse_file(file, &mut m, &mut diags);
+    for (file, decoded) in set.files.iter().zip(decode_all(&set.files)) {
+        let failed = decoded.diags.has_errors();
+        diags.extend(decoded.diags);
+        match decoded.doc {
+            Some(doc) => gather(doc, &mut m, &mut diags),
+            None if failed => mark_broken(&file.path, &mut m),
+            None => {}
+        }
     }
     if m.fleet.is_none() && !set.files.iter().any(|f| &*f.path == FLEET_FILE) {
         diags.error(
@@ -88,23 +97,61 @@ pub fn parse(set: &SourceSet) -> (Manifests, Diagnostics) {
     (m, diags)
 }
 
-fn parse_file(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostics) {
-    let before = diags.errors();
-    parse_file_inner(file, m, diags);
-    if diags.errors() > before
-        && let Some((kind, _)) = kind_of(&file.path)
-    {
-        match kind {
-            Kind::Site => m.broken.sites = true,
-            Kind::Group => m.broken.groups = true,
-            Kind::Catalog => m.broken.catalog = true,
-            Kind::Release => m.broken.releases = true,
-            Kind::Fleet => {}
-        }
+fn mark_broken(path: &str, m: &mut Manifests) {
+    match kind_of(path).map(|(k, _)| k) {
+        Some(Kind::Site) => m.broken.sites = true,
+        Some(Kind::Group) => m.broken.groups = true,
+        Some(Kind::Catalog) => m.broken.catalog = true,
+        Some(Kind::Release) => m.broken.releases = true,
+        Some(Kind::Fleet) | None => {}
     }
 }
 
-fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostics) {
+/// One file, decoded on its own.
+struct Decoded {
+    doc: Option<AnyDoc>,
+    diags: Diagnostics,
+}
+
+enum AnyDoc {
+    Fleet(Doc<Fleet>),
+    Catalog(Doc<Catalog>),
+    Site(Doc<Site>, String),
+    Group(Doc<Group>, String),
+    Release(Doc<Release>, String),
+}
+
+fn decode_all(files: &[SourceFile]) -> Vec<Decoded> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if threads < 2 || files.len() < 64 {
+        return files.iter().map(decode).collect();
+    }
+    let chunk = files.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(decode).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(v) => v,
+                // A panic in a parser is a bug; surface it where it happened.
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    })
+}
+
+fn decode(file: &SourceFile) -> Decoded {
+    let mut diags = Diagnostics::default();
+    let doc = decode_inner(file, &mut diags);
+    Decoded { doc, diags }
+}
+
+fn decode_inner(file: &SourceFile, diags: &mut Diagnostics) -> Option<AnyDoc> {
     let path = &file.path;
     let bytes = match &file.content {
         Ok(b) => b,
@@ -116,7 +163,7 @@ fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostic
                     "file is {size} bytes, over the {MAX_MANIFEST_BYTES}-byte limit for a manifest; not parsed"
                 ),
             );
-            return;
+            return None;
         }
     };
     let text = match std::str::from_utf8(bytes) {
@@ -134,20 +181,17 @@ fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostic
                 },
                 format!("file is not valid UTF-8 (byte 0x{byte:02x}); save it as UTF-8"),
             );
-            return;
+            return None;
         }
     };
-    let (kind, stem) = match kind_of(path) {
-        Some(k) => k,
-        None => return,
-    };
+    let (kind, stem) = kind_of(path)?;
     let Some(pos) = yaml::positions(text) else {
         diags.error(
             path,
             Pos::START,
             format!("file is empty: expected {}", kind.what()),
         );
-        return;
+        return None;
     };
     macro_rules! typed {
         ($t:ty) => {
@@ -159,75 +203,93 @@ fn parse_file_inner(file: &SourceFile, m: &mut Manifests, diags: &mut Diagnostic
                 },
                 Err(e) => {
                     diags.error(path, e.pos.unwrap_or(Pos::START), e.message);
-                    return;
+                    return None;
                 }
             }
         };
     }
-    let name_mismatch = |diags: &mut Diagnostics, doc_pos: Pos, what: &str, id: &str| {
+    Some(match kind {
+        Kind::Fleet => AnyDoc::Fleet(typed!(Fleet)),
+        Kind::Catalog => AnyDoc::Catalog(typed!(Catalog)),
+        Kind::Site => AnyDoc::Site(typed!(Site), stem.to_owned()),
+        Kind::Group => AnyDoc::Group(typed!(Group), stem.to_owned()),
+        Kind::Release => AnyDoc::Release(typed!(Release), stem.to_owned()),
+    })
+}
+
+/// Adds a decoded document, checking its name and uniqueness.
+fn gather(doc: AnyDoc, m: &mut Manifests, diags: &mut Diagnostics) {
+    fn check_name<T>(
+        diags: &mut Diagnostics,
+        doc: &Doc<T>,
+        key: &str,
+        what: &str,
+        id: &str,
+        stem: &str,
+    ) -> bool {
+        if id == stem {
+            return true;
+        }
         diags.error(
-            path,
-            doc_pos,
-            format!("{what} `{id}` does not match the file name `{path}`; rename the file to `{id}.yaml` or fix the {what}"),
+            &doc.file,
+            doc.at(&[key.into()]),
+            format!(
+                "{what} `{id}` does not match the file name `{}`; rename the file to `{id}.yaml` or fix the {what}",
+                doc.file
+            ),
         );
-    };
-    match kind {
-        Kind::Fleet => m.fleet = Some(typed!(Fleet)),
-        Kind::Catalog => m.catalog = Some(typed!(Catalog)),
-        Kind::Site => {
-            let doc = typed!(Site);
-            if doc.value.id.as_str() != stem {
-                name_mismatch(
-                    diags,
-                    doc.at(&["id".into()]),
-                    "site id",
-                    doc.value.id.as_str(),
-                );
-            }
-            if m.sites.contains_key(&doc.value.id) {
+        false
+    }
+    match doc {
+        AnyDoc::Fleet(d) => m.fleet = Some(d),
+        AnyDoc::Catalog(d) => m.catalog = Some(d),
+        AnyDoc::Site(d, stem) => {
+            let mut ok = check_name(diags, &d, "id", "site id", d.value.id.as_str(), &stem);
+            if m.sites.contains_key(&d.value.id) {
                 diags.error(
-                    path,
-                    doc.at(&["id".into()]),
-                    format!("duplicate site id `{}`", doc.value.id),
+                    &d.file,
+                    d.at(&["id".into()]),
+                    format!("duplicate site id `{}`", d.value.id),
                 );
+                ok = false;
             } else {
-                m.sites.insert(doc.value.id.clone(), doc);
+                m.sites.insert(d.value.id.clone(), d);
+            }
+            if !ok {
+                m.broken.sites = true;
             }
         }
-        Kind::Group => {
-            let doc = typed!(Group);
-            if doc.value.id.as_str() != stem {
-                name_mismatch(
-                    diags,
-                    doc.at(&["id".into()]),
-                    "group id",
-                    doc.value.id.as_str(),
-                );
-            }
-            if m.groups.contains_key(&doc.value.id) {
+        AnyDoc::Group(d, stem) => {
+            let mut ok = check_name(diags, &d, "id", "group id", d.value.id.as_str(), &stem);
+            if m.groups.contains_key(&d.value.id) {
                 diags.error(
-                    path,
-                    doc.at(&["id".into()]),
-                    format!("duplicate group id `{}`", doc.value.id),
+                    &d.file,
+                    d.at(&["id".into()]),
+                    format!("duplicate group id `{}`", d.value.id),
                 );
+                ok = false;
             } else {
-                m.groups.insert(doc.value.id.clone(), doc);
+                m.groups.insert(d.value.id.clone(), d);
+            }
+            if !ok {
+                m.broken.groups = true;
             }
         }
-        Kind::Release => {
-            let doc = typed!(Release);
-            let v = doc.value.version.to_string();
-            if v != stem {
-                name_mismatch(diags, doc.at(&["version".into()]), "release version", &v);
-            }
-            if m.releases.contains_key(&doc.value.version) {
+        AnyDoc::Release(d, stem) => {
+            let v = d.value.version.to_string();
+            let mut ok = check_name(diags, &d, "version", "release version", &v, &stem);
+            if m.releases.contains_key(&d.value.version) {
                 diags.error(
-                    path,
-                    doc.at(&["version".into()]),
+                    &d.file,
+                    d.at(&["version".into()]),
                     format!("duplicate release `{v}`"),
                 );
+                ok = false;
             } else {
-                m.releases.insert(doc.value.version.clone(), doc);
+                m.releases.insert(d.value.version.clone(), d);
+            }
+            if !ok {
+                m.broken.releases = true;
             }
         }
     }

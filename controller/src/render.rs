@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use jiff::Timestamp;
-use serde_json::{Value, json};
+use serde_json::Value;
 use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, DesiredRelease};
 use touchline_schemas::manifest::{JsonObject, Layer, Video};
 use touchline_schemas::{Bundle, BundleFile, GroupId, ReleaseVersion, SiteId, TargetPath, VideoId};
@@ -430,13 +430,15 @@ pub fn render_site(
     for (_, v) in &present {
         let path =
             target_path(v).map_err(|e| RenderError::Dangling(format!("video `{}`: {e}", v.id)))?;
-        let entry = json!({
-            "id": v.id.as_str(),
-            "title": v.title,
-            "path": path.as_str(),
-            "size": v.size,
-            "duration": v.duration,
-        });
+        // Built by hand: `json!` would serialize (deep-copy) every
+        // interpolated value, which dominated rendering time.
+        let entry = object([
+            ("duration", v.duration.map_or(Value::Null, Value::from)),
+            ("id", Value::from(v.id.as_str())),
+            ("path", Value::from(path.as_str())),
+            ("size", Value::from(v.size)),
+            ("title", Value::from(v.title.as_str())),
+        ]);
         let cat = match library.iter_mut().position(|(c, _)| c == &v.category) {
             Some(i) => &mut library[i],
             None => {
@@ -461,13 +463,19 @@ pub fn render_site(
     let library: Vec<Value> = library
         .into_iter()
         .map(|(name, subs)| {
-            json!({
-                "name": name,
-                "subcategories": subs.into_iter().map(|(name, videos)| json!({
-                    "name": name,
-                    "videos": videos,
-                })).collect::<Vec<_>>(),
-            })
+            let subs = subs
+                .into_iter()
+                .map(|(name, videos)| {
+                    object([
+                        ("name", Value::String(name)),
+                        ("videos", Value::Array(videos)),
+                    ])
+                })
+                .collect();
+            object([
+                ("name", Value::String(name)),
+                ("subcategories", Value::Array(subs)),
+            ])
         })
         .collect();
     config.insert(LIBRARY_KEY.to_owned(), Value::Array(library));
@@ -513,6 +521,15 @@ pub fn render_site(
         agent: agent.into_text(),
     };
     Ok(Rendered { bundle, explain })
+}
+
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
 }
 
 struct AgentTrace {
@@ -593,6 +610,7 @@ mod tests {
     use crate::source::{SourceFile, SourceSet};
     use crate::validate::{Checked, check};
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn set(files: &[(&str, String)]) -> SourceSet {
         SourceSet {
