@@ -17,6 +17,7 @@
 //! (`controller/tests/`).
 
 pub mod bundles;
+pub mod content;
 pub mod diag;
 pub mod example;
 pub mod explain;
@@ -26,5 +27,7 @@ pub mod model;
 pub mod render;
 pub mod revision;
 pub mod source;
+pub mod store;
+pub mod tokens;
 pub mod validate;
 pub mod yaml;

@@ -1,0 +1,646 @@
+//! The controller's durable state behind a [`Store`] trait: site tokens,
+//! published bundles, commit records, each site's latest report, metrics
+//! history, events, and the operator audit log.
+//!
+//! [`SledStore`] keeps it in sled under `<data>/store`. Every write method
+//! returns only once the change is flushed to disk, so an HTTP 2xx means the
+//! data survives `kill -9`.
+
+use std::path::Path;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use sled::Transactional;
+use touchline_schemas::SiteId;
+use touchline_schemas::report::{Metrics, Phase, Report};
+
+use crate::tokens::TokenHash;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled failed.
+    #[error("status store failed")]
+    Sled(#[from] sled::Error),
+    /// A transaction failed.
+    #[error("status store transaction failed")]
+    Transaction(#[from] sled::transaction::TransactionError),
+    /// Data on disk does not decode.
+    #[error("status store holds a record that does not decode (key `{0}`)")]
+    Corrupt(String),
+    /// The database is locked by a running controller.
+    #[error("the status store `{0}` is in use by a running controller")]
+    Locked(String),
+}
+
+/// A bundle as served: exact bytes, signature, ETag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The site.
+    pub site: SiteId,
+    /// Bundle serial.
+    pub serial: u64,
+    /// Source commit.
+    pub commit: Option<String>,
+    /// `"<sha256 of body>"`.
+    pub etag: String,
+    /// Canonical bundle bytes.
+    pub body: Vec<u8>,
+    /// Armored SSHSIG.
+    pub signature: String,
+    /// Signing time.
+    pub issued_at: Timestamp,
+    /// Expiry.
+    pub expires_at: Timestamp,
+}
+
+/// What happened to a commit the controller saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitState {
+    /// Validated, rendered and published.
+    Accepted,
+    /// Refused: boxes stay on the last good commit.
+    Refused,
+}
+
+/// A commit record (`/api/commits`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRecord {
+    /// Commit id.
+    pub id: String,
+    /// First-parent count (the serial its bundles carry).
+    pub serial: u64,
+    /// First line of the commit message.
+    pub summary: String,
+    /// Accepted or refused.
+    pub state: CommitState,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Validation diagnostics (`path:line:col: …`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<String>,
+    /// When the controller processed it.
+    pub processed_at: Timestamp,
+    /// Sites whose bundle changed with it.
+    #[serde(default)]
+    pub sites_changed: Vec<SiteId>,
+}
+
+/// The latest report of a site, with bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteState {
+    /// The site.
+    pub site: SiteId,
+    /// Highest report sequence stored.
+    pub last_seq: u64,
+    /// When the controller received it.
+    pub received_at: Timestamp,
+    /// The report.
+    pub report: Report,
+    /// The latest metrics (reports without metrics keep the previous ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    /// When those metrics were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_at: Option<Timestamp>,
+}
+
+/// Something that happened on a site.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// When.
+    pub at: Timestamp,
+    /// Kind (`phase`, `applied`, `error`).
+    pub kind: String,
+    /// Plain words.
+    pub message: String,
+}
+
+/// The result of storing a batch of reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IngestOutcome {
+    /// Reports stored.
+    pub accepted: usize,
+    /// Reports already stored before (a retried batch).
+    pub duplicates: usize,
+    /// Highest sequence stored for the site.
+    pub last_seq: u64,
+}
+
+/// An operator action, for the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Who (operator name, or `local-admin`, `webhook`).
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// On what.
+    pub target: String,
+}
+
+/// The controller's durable state.
+pub trait Store: Send + Sync + 'static {
+    /// Every site's token hash.
+    fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError>;
+    /// Sets (replaces) a site's token hash.
+    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError>;
+    /// Stores reports not stored yet (by sequence); durable on return.
+    fn ingest(&self, site: &SiteId, reports: &[Report], received_at: Timestamp)
+    -> Result<IngestOutcome, StoreError>;
+    /// The latest state of every site that reported.
+    fn latest_all(&self) -> Result<Vec<SiteState>, StoreError>;
+    /// The latest state of one site.
+    fn latest(&self, site: &SiteId) -> Result<Option<SiteState>, StoreError>;
+    /// Metrics of a site in `[from, to)`, oldest first.
+    fn history(
+        &self,
+        site: &SiteId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, Metrics)>, StoreError>;
+    /// Drops metrics older than `before` (retention).
+    fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError>;
+    /// The most recent events of a site, newest first.
+    fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// Publishes bundles and records the commit that produced them, in one
+    /// transaction; durable on return.
+    fn publish(&self, bundles: &[Published], commit: Option<&CommitRecord>) -> Result<(), StoreError>;
+    /// Every published bundle.
+    fn published(&self) -> Result<Vec<Published>, StoreError>;
+    /// Records a commit (refused ones, typically).
+    fn record_commit(&self, commit: &CommitRecord) -> Result<(), StoreError>;
+    /// The most recent commit records, newest first.
+    fn commits(&self, limit: usize) -> Result<Vec<CommitRecord>, StoreError>;
+    /// A small named value (`last_good`, `last_seen`).
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a small named value; durable on return.
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Appends to the audit log; durable on return.
+    fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// The most recent audit entries, newest first.
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+}
+
+/// [`Store`] on sled.
+#[derive(Debug, Clone)]
+pub struct SledStore {
+    db: sled::Db,
+    tokens: sled::Tree,
+    status: sled::Tree,
+    history: sled::Tree,
+    events: sled::Tree,
+    bundles: sled::Tree,
+    commits: sled::Tree,
+    meta: sled::Tree,
+    audit: sled::Tree,
+}
+
+fn site_key(site: &SiteId, n: u64, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(site.as_str().len() + 17);
+    k.extend_from_slice(site.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&n.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn ts_key(t: Timestamp) -> u64 {
+    // Offset so that times before 1970 still sort (they should not happen).
+    (t.as_nanosecond() / 1000).saturating_add(i128::from(i64::MAX)) as u64
+}
+
+fn from_key(n: u64) -> Timestamp {
+    let micros = i128::from(n) - i128::from(i64::MAX);
+    Timestamp::from_nanosecond(micros * 1000).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn dec<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(v).map_err(|_| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned()))
+}
+
+impl SledStore {
+    /// Opens (creating) the store under `<data>/store`.
+    pub fn open(data: &Path) -> Result<Self, StoreError> {
+        let path = data.join("store");
+        let db = sled::Config::new()
+            .path(&path)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => StoreError::Sled(other),
+            })?;
+        let t = |name: &str| db.open_tree(name);
+        Ok(Self {
+            tokens: t("tokens")?,
+            status: t("status")?,
+            history: t("history")?,
+            events: t("events")?,
+            bundles: t("bundles")?,
+            commits: t("commits")?,
+            meta: t("meta")?,
+            audit: t("audit")?,
+            db,
+        })
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
+    let mut out = Vec::new();
+    let prev_phase = prev.map(|p| p.status.phase);
+    if prev_phase != Some(r.status.phase) {
+        let from = prev_phase.map_or("nothing".to_owned(), phase_name);
+        out.push(Event {
+            at: r.at,
+            kind: "phase".into(),
+            message: format!("{from} → {}", phase_name(r.status.phase)),
+        });
+    }
+    let prev_applied = prev.and_then(|p| p.status.applied_serial);
+    if let Some(a) = r.status.applied_serial
+        && prev_applied != Some(a)
+    {
+        out.push(Event {
+            at: r.at,
+            kind: "applied".into(),
+            message: format!("applied serial {a}"),
+        });
+    }
+    let prev_err = prev.and_then(|p| p.status.last_error.as_deref());
+    if let Some(e) = &r.status.last_error
+        && prev_err != Some(e.as_str())
+    {
+        out.push(Event {
+            at: r.at,
+            kind: "error".into(),
+            message: e.chars().take(500).collect(),
+        });
+    }
+    out
+}
+
+/// The snake_case name of a phase.
+pub fn phase_name(p: Phase) -> String {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+impl Store for SledStore {
+    fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tokens.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let site = SiteId::new(&key).map_err(|_| StoreError::Corrupt(key.clone()))?;
+            let hash: [u8; 32] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt(key))?;
+            out.push((site, TokenHash(hash)));
+        }
+        Ok(out)
+    }
+
+    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError> {
+        self.tokens.insert(site.as_str().as_bytes(), &hash.0[..])?;
+        self.flush()
+    }
+
+    fn ingest(
+        &self,
+        site: &SiteId,
+        reports: &[Report],
+        received_at: Timestamp,
+    ) -> Result<IngestOutcome, StoreError> {
+        let mut sorted: Vec<&Report> = reports.iter().collect();
+        sorted.sort_by_key(|r| r.seq);
+        let key = site.as_str().as_bytes();
+        let outcome = (&self.status, &self.history, &self.events).transaction(|(status, history, events)| {
+            let prev: Option<SiteState> = match status.get(key)? {
+                Some(v) => serde_json::from_slice(&v).ok(),
+                None => None,
+            };
+            let mut last_seq = prev.as_ref().map_or(0, |p| p.last_seq);
+            let mut last_report = prev.as_ref().map(|p| p.report.clone());
+            let mut metrics = prev.as_ref().and_then(|p| p.metrics.clone());
+            let mut metrics_at = prev.as_ref().and_then(|p| p.metrics_at);
+            let (mut accepted, mut duplicates) = (0, 0);
+            for r in &sorted {
+                if r.seq <= last_seq {
+                    duplicates += 1;
+                    continue;
+                }
+                if let Some(m) = &r.metrics {
+                    history.insert(site_key(site, ts_key(r.at), r.seq), enc(m))?;
+                    metrics = Some(m.clone());
+                    metrics_at = Some(r.at);
+                }
+                for (i, e) in transition_events(last_report.as_ref(), r).into_iter().enumerate() {
+                    events.insert(site_key(site, ts_key(e.at), r.seq * 8 + i as u64), enc(&e))?;
+                }
+                last_seq = r.seq;
+                last_report = Some((*r).clone());
+                accepted += 1;
+            }
+            if accepted > 0
+                && let Some(report) = last_report
+            {
+                let state = SiteState {
+                    site: site.clone(),
+                    last_seq,
+                    received_at,
+                    report,
+                    metrics,
+                    metrics_at,
+                };
+                status.insert(key, enc(&state))?;
+            }
+            Ok(IngestOutcome {
+                accepted,
+                duplicates,
+                last_seq,
+            })
+        }).map_err(|e: sled::transaction::TransactionError<()>| match e {
+            sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
+            sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("ingest".into()),
+        })?;
+        if outcome.accepted > 0 {
+            self.flush()?;
+        }
+        Ok(outcome)
+    }
+
+    fn latest_all(&self) -> Result<Vec<SiteState>, StoreError> {
+        self.status
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                dec(&k, &v)
+            })
+            .collect()
+    }
+
+    fn latest(&self, site: &SiteId) -> Result<Option<SiteState>, StoreError> {
+        match self.status.get(site.as_str().as_bytes())? {
+            Some(v) => Ok(Some(dec(site.as_str().as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn history(
+        &self,
+        site: &SiteId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<(Timestamp, Metrics)>, StoreError> {
+        let lo = site_key(site, ts_key(from), 0);
+        let hi = site_key(site, ts_key(to), 0);
+        let mut out = Vec::new();
+        for kv in self.history.range(lo..hi) {
+            let (k, v) = kv?;
+            let n = k.len();
+            let ts = u64::from_be_bytes(k[n - 16..n - 8].try_into().unwrap_or_default());
+            out.push((from_key(ts), dec(&k, &v)?));
+        }
+        Ok(out)
+    }
+
+    fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let cutoff = ts_key(before);
+        let mut removed = 0;
+        for kv in self.history.iter() {
+            let (k, _) = kv?;
+            let n = k.len();
+            let ts = u64::from_be_bytes(k[n - 16..n - 8].try_into().unwrap_or_default());
+            if ts < cutoff {
+                self.history.remove(&k)?;
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            self.flush()?;
+        }
+        Ok(removed)
+    }
+
+    fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut prefix = site.as_str().as_bytes().to_vec();
+        prefix.push(0);
+        self.events
+            .scan_prefix(&prefix)
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                dec(&k, &v)
+            })
+            .collect()
+    }
+
+    fn publish(&self, bundles: &[Published], commit: Option<&CommitRecord>) -> Result<(), StoreError> {
+        let commit_key = self.db.generate_id()?.to_be_bytes();
+        (&self.bundles, &self.commits, &self.meta)
+            .transaction(|(b, c, m)| {
+                for p in bundles {
+                    b.insert(p.site.as_str().as_bytes(), enc(p))?;
+                }
+                if let Some(rec) = commit {
+                    c.insert(&commit_key, enc(rec))?;
+                    if rec.state == CommitState::Accepted {
+                        m.insert("last_good", rec.id.as_bytes())?;
+                    }
+                    m.insert("last_seen", rec.id.as_bytes())?;
+                }
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
+                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("publish".into()),
+            })?;
+        self.flush()
+    }
+
+    fn published(&self) -> Result<Vec<Published>, StoreError> {
+        self.bundles
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                dec(&k, &v)
+            })
+            .collect()
+    }
+
+    fn record_commit(&self, commit: &CommitRecord) -> Result<(), StoreError> {
+        self.publish(&[], Some(commit))
+    }
+
+    fn commits(&self, limit: usize) -> Result<Vec<CommitRecord>, StoreError> {
+        self.commits
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                dec(&k, &v)
+            })
+            .collect()
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .meta
+            .get(key)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(key, value.as_bytes())?;
+        self.flush()
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let id = self.db.generate_id()?;
+        self.audit.insert(id.to_be_bytes(), enc(entry))?;
+        self.flush()
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit
+            .iter()
+            .rev()
+            .take(limit)
+            .map(|kv| {
+                let (k, v) = kv?;
+                dec(&k, &v)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use touchline_schemas::report::Status;
+
+    fn report(seq: u64, at: &str, phase: Phase, cpu: Option<f64>) -> Report {
+        Report {
+            seq,
+            at: at.parse().unwrap(),
+            status: Status {
+                phase,
+                desired_serial: Some(3),
+                applied_serial: Some(seq),
+                release: None,
+                conditions: vec![],
+                last_error: None,
+                agent_version: None,
+            },
+            metrics: cpu.map(|c| Metrics {
+                cpu_percent: Some(c),
+                ..Metrics::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn ingest_is_idempotent_by_sequence_and_survives_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = SiteId::new("a").unwrap();
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        {
+            let s = SledStore::open(tmp.path()).unwrap();
+            let batch = [
+                report(1, "2026-11-22T09:00:00Z", Phase::Starting, None),
+                report(2, "2026-11-22T09:05:00Z", Phase::Converged, Some(10.0)),
+            ];
+            let o = s.ingest(&site, &batch, now).unwrap();
+            assert_eq!((o.accepted, o.duplicates, o.last_seq), (2, 0, 2));
+            // The same batch again (a retry) stores nothing.
+            let o = s.ingest(&site, &batch, now).unwrap();
+            assert_eq!((o.accepted, o.duplicates, o.last_seq), (0, 2, 2));
+            // A batch overlapping the stored range stores only the new report.
+            let o = s
+                .ingest(&site, &[batch[1].clone(), report(3, "2026-11-22T09:10:00Z", Phase::Degraded, Some(20.0))], now)
+                .unwrap();
+            assert_eq!((o.accepted, o.duplicates, o.last_seq), (1, 1, 3));
+        }
+        let s = SledStore::open(tmp.path()).unwrap();
+        let latest = s.latest(&site).unwrap().unwrap();
+        assert_eq!(latest.last_seq, 3);
+        assert_eq!(latest.report.status.phase, Phase::Degraded);
+        let h = s
+            .history(&site, "2026-11-22T00:00:00Z".parse().unwrap(), now)
+            .unwrap();
+        assert_eq!(h.iter().map(|(_, m)| m.cpu_percent.unwrap()).collect::<Vec<_>>(), vec![10.0, 20.0]);
+        let ev = s.events(&site, 10).unwrap();
+        assert_eq!(ev[0].message, "applied serial 3");
+        assert!(ev.iter().any(|e| e.message == "converged → degraded"), "{ev:?}");
+        assert_eq!(s.prune_history("2026-11-22T09:07:00Z".parse().unwrap()).unwrap(), 1);
+    }
+
+    #[test]
+    fn publish_is_atomic_with_its_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = SledStore::open(tmp.path()).unwrap();
+        let p = Published {
+            site: SiteId::new("a").unwrap(),
+            serial: 4,
+            commit: Some("c4".into()),
+            etag: "\"x\"".into(),
+            body: b"{}".to_vec(),
+            signature: "sig".into(),
+            issued_at: Timestamp::UNIX_EPOCH,
+            expires_at: Timestamp::UNIX_EPOCH,
+        };
+        let rec = CommitRecord {
+            id: "c4".into(),
+            serial: 4,
+            summary: "four".into(),
+            state: CommitState::Accepted,
+            reason: None,
+            diagnostics: vec![],
+            processed_at: Timestamp::UNIX_EPOCH,
+            sites_changed: vec![p.site.clone()],
+        };
+        s.publish(std::slice::from_ref(&p), Some(&rec)).unwrap();
+        assert_eq!(s.published().unwrap(), vec![p]);
+        assert_eq!(s.meta("last_good").unwrap().as_deref(), Some("c4"));
+        let refused = CommitRecord {
+            id: "c5".into(),
+            state: CommitState::Refused,
+            reason: Some("invalid".into()),
+            ..rec
+        };
+        s.record_commit(&refused).unwrap();
+        assert_eq!(s.meta("last_good").unwrap().as_deref(), Some("c4"));
+        assert_eq!(s.meta("last_seen").unwrap().as_deref(), Some("c5"));
+        assert_eq!(s.commits(10).unwrap()[0].id, "c5");
+    }
+
+    #[test]
+    fn a_second_open_of_a_locked_store_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = SledStore::open(tmp.path()).unwrap();
+        let err = SledStore::open(tmp.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
+    }
+}
