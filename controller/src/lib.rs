@@ -17,10 +17,12 @@
 //! (`controller/tests/`).
 
 pub mod bundles;
+pub mod config;
 pub mod content;
 pub mod diag;
 pub mod example;
 pub mod explain;
+pub mod git;
 pub mod keys;
 pub mod merge;
 pub mod model;

@@ -112,14 +112,14 @@ pub fn read_dir(root: &Path) -> Result<SourceSet, SourceError> {
     Ok(set)
 }
 
-enum Kind {
+pub(crate) enum Kind {
     Manifest,
     Misnamed,
 }
 
 /// `.yaml` files are manifests; `.yml` and `.json` look like intended ones;
 /// READMEs and dotfiles are not ours.
-fn classify(name: &str) -> Option<Kind> {
+pub(crate) fn classify(name: &str) -> Option<Kind> {
     if name.starts_with('.') {
         None
     } else if name.ends_with(".yaml") {

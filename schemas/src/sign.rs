@@ -70,10 +70,12 @@ pub enum SignatureError {
     )]
     NotCanonical,
     /// Made for another purpose.
-    #[error("signature namespace is `{found}`, expected `{NAMESPACE}`")]
+    #[error("signature namespace is `{found}`, expected `{expected}`")]
     Namespace {
         /// The signature's namespace.
         found: String,
+        /// The one required.
+        expected: String,
     },
     /// Made by a key that is not trusted.
     #[error("signed by untrusted key {fingerprint}; trusted: {trusted}")]
@@ -234,8 +236,20 @@ impl TrustedKeys {
         &self.keys
     }
 
-    /// Verifies an armored SSHSIG over `msg`; returns the key that signed.
+    /// Verifies an armored SSHSIG over `msg` in the bundle namespace;
+    /// returns the key that signed.
     pub fn verify(&self, msg: &[u8], signature: &[u8]) -> Result<&PublicKey, SignatureError> {
+        self.verify_in(NAMESPACE, msg, signature)
+    }
+
+    /// Verifies an armored SSHSIG over `msg` in `namespace` (`git` for
+    /// SSH-signed git commits).
+    pub fn verify_in(
+        &self,
+        namespace: &str,
+        msg: &[u8],
+        signature: &[u8],
+    ) -> Result<&PublicKey, SignatureError> {
         if signature.len() > MAX_SIGNATURE_BYTES {
             return Err(SignatureError::TooLarge(signature.len()));
         }
@@ -254,9 +268,10 @@ impl TrustedKeys {
         if strip(canonical.as_bytes()) != strip(signature) {
             return Err(SignatureError::NotCanonical);
         }
-        if sig.namespace() != NAMESPACE {
+        if sig.namespace() != namespace {
             return Err(SignatureError::Namespace {
                 found: sig.namespace().chars().take(64).collect(),
+                expected: namespace.to_owned(),
             });
         }
         let signer = PublicKey::from(sig.public_key().clone());
@@ -280,7 +295,7 @@ impl TrustedKeys {
         if sig.signature().algorithm() != key.algorithm() || sig.version() != 1 {
             return Err(SignatureError::Mismatch { fingerprint });
         }
-        key.verify(NAMESPACE, msg, &sig)
+        key.verify(namespace, msg, &sig)
             .map_err(|_| SignatureError::Mismatch { fingerprint })?;
         Ok(key)
     }

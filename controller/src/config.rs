@@ -1,0 +1,197 @@
+//! The controller's configuration file (`touchline serve --config <file>`,
+//! TOML). Everything is optional; unknown keys are refused.
+//!
+//! ```toml
+//! sync_interval = "30s"         # fetch the manifests repository this often
+//! resign_after = "1d"           # re-sign unchanged bundles this long after signing
+//! offline_after = "5m"          # a site silent this long is offline
+//! history_retention = "30d"     # metrics older than this are dropped
+//! webhook_secret = "…"          # HMAC-SHA256 secret for POST /api/sync (X-Hub-Signature-256)
+//! require_signed_commits = true
+//! allowed_commit_signers = ["ssh-ed25519 AAAA… alice@example.org"]
+//!
+//! [[operators]]
+//! name = "alice"
+//! role = "admin"                # viewer | operator | admin
+//! token_sha256 = "…"            # `touchline operator token` prints a token and its hash
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+use touchline_schemas::{HumanDuration, TrustedKeys};
+
+use crate::tokens::TokenHash;
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Also trigger syncs and remote actions.
+    Operator,
+    /// Also mint site tokens.
+    Admin,
+}
+
+/// An operator entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operator {
+    /// Name, for the audit log.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// sha256 of the operator's token, hex.
+    pub token_sha256: String,
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Fetch interval.
+    #[serde(default = "Config::default_sync")]
+    pub sync_interval: HumanDuration,
+    /// Re-sign bundles this long after they were signed.
+    #[serde(default = "Config::default_resign")]
+    pub resign_after: HumanDuration,
+    /// Silence after which a site is offline.
+    #[serde(default = "Config::default_offline")]
+    pub offline_after: HumanDuration,
+    /// Metrics retention.
+    #[serde(default = "Config::default_retention")]
+    pub history_retention: HumanDuration,
+    /// Webhook HMAC secret.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Refuse commits whose SSH signature does not verify.
+    #[serde(default)]
+    pub require_signed_commits: bool,
+    /// Public keys allowed to sign commits.
+    #[serde(default)]
+    pub allowed_commit_signers: Vec<String>,
+    /// Operators.
+    #[serde(default)]
+    pub operators: Vec<Operator>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            sync_interval: Self::default_sync(),
+            resign_after: Self::default_resign(),
+            offline_after: Self::default_offline(),
+            history_retention: Self::default_retention(),
+            webhook_secret: None,
+            require_signed_commits: false,
+            allowed_commit_signers: Vec::new(),
+            operators: Vec::new(),
+        }
+    }
+}
+
+/// A configuration problem; names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable.
+    #[error("failed to read config file `{0}`")]
+    Read(String, #[source] std::io::Error),
+    /// Not valid.
+    #[error("invalid config file `{file}`: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// What is wrong (TOML parser message with line, or a rule).
+        message: String,
+    },
+}
+
+impl Config {
+    fn default_sync() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    fn default_resign() -> HumanDuration {
+        HumanDuration::from_secs(86_400)
+    }
+    fn default_offline() -> HumanDuration {
+        HumanDuration::from_secs(300)
+    }
+    fn default_retention() -> HumanDuration {
+        HumanDuration::from_secs(30 * 86_400)
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(file.clone(), e))?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            file: file.to_owned(),
+            message,
+        };
+        let c: Config = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_owned()))?;
+        for (i, op) in c.operators.iter().enumerate() {
+            if TokenHash::from_hex(&op.token_sha256).is_none() {
+                return Err(invalid(format!(
+                    "operators[{i}] ({}): token_sha256 must be 64 hex digits (the sha256 of the token)",
+                    op.name
+                )));
+            }
+        }
+        if c.require_signed_commits && c.allowed_commit_signers.is_empty() {
+            return Err(invalid(
+                "require_signed_commits is true but allowed_commit_signers is empty: list the SSH public keys allowed to sign".into(),
+            ));
+        }
+        if !c.allowed_commit_signers.is_empty() {
+            TrustedKeys::parse(&c.allowed_commit_signers.join("\n"))
+                .map_err(|e| invalid(format!("allowed_commit_signers: {e}")))?;
+        }
+        if c.sync_interval.as_secs() == 0 {
+            return Err(invalid("sync_interval must be at least 1s".into()));
+        }
+        Ok(c)
+    }
+
+    /// The commit signers as trusted keys.
+    pub fn commit_signers(&self) -> Option<TrustedKeys> {
+        if self.allowed_commit_signers.is_empty() {
+            return None;
+        }
+        TrustedKeys::parse(&self.allowed_commit_signers.join("\n")).ok()
+    }
+
+    /// The operator whose token hashes to `hash`.
+    pub fn operator(&self, hash: &TokenHash) -> Option<&Operator> {
+        self.operators.iter().find(|o| {
+            TokenHash::from_hex(&o.token_sha256).is_some_and(|h| h.matches(hash))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_errors() {
+        let c = Config::parse("", "c.toml").unwrap();
+        assert_eq!(c.sync_interval.as_secs(), 30);
+        let err = Config::parse("sync_intervall = \"5s\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.starts_with("invalid config file `c.toml`:") && err.contains("sync_intervall"), "{err}");
+        let err = Config::parse("sync_interval = \"5 minutes\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("invalid duration"), "{err}");
+        let err = Config::parse("[[operators]]\nname = \"a\"\nrole = \"admin\"\ntoken_sha256 = \"xyz\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("operators[0] (a): token_sha256 must be 64 hex digits"), "{err}");
+        let err = Config::parse("require_signed_commits = true\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("allowed_commit_signers is empty"), "{err}");
+        let err = Config::parse("[[operators]]\nname = \"a\"\nrole = \"root\"\ntoken_sha256 = \"00\"\n", "c.toml").unwrap_err().to_string();
+        assert!(err.contains("unknown variant `root`"), "{err}");
+    }
+}

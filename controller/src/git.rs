@@ -1,0 +1,238 @@
+//! Following the manifests repository with git2: a bare mirror under
+//! `<data>/git`, fetched from a local path or a URL (file://, https://),
+//! manifests read straight from the fetched commit's tree (no work tree),
+//! fast-forward checks, and SSH commit signature checks.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use git2::{ObjectType, Oid, Repository};
+use touchline_schemas::TrustedKeys;
+
+use crate::source::{self, Kind, MAX_MANIFEST_BYTES, SourceFile, SourceSet, Skipped};
+
+/// A git failure, naming the repository or commit.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    /// Opening or creating the mirror.
+    #[error("failed to open the git mirror `{0}`")]
+    Open(PathBuf, #[source] git2::Error),
+    /// Fetching.
+    #[error("failed to fetch branch `{branch}` from `{url}`")]
+    Fetch {
+        /// Remote.
+        url: String,
+        /// Branch.
+        branch: String,
+        /// Why.
+        #[source]
+        source: git2::Error,
+    },
+    /// Reading objects.
+    #[error("failed to read commit {commit}")]
+    Read {
+        /// The commit.
+        commit: String,
+        /// Why.
+        #[source]
+        source: git2::Error,
+    },
+}
+
+/// A bare mirror of the manifests repository.
+pub struct Follower {
+    repo: Repository,
+    url: String,
+    branch: String,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower")
+            .field("url", &self.url)
+            .field("branch", &self.branch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A commit's identity and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Id.
+    pub id: Oid,
+    /// First-parent commit count.
+    pub serial: u64,
+    /// First line of the message.
+    pub summary: String,
+}
+
+impl Follower {
+    /// Opens (creating) the mirror in `<data>/git` following `branch` of `url`.
+    /// A local path is made absolute.
+    pub fn open(data: &Path, url: &str, branch: &str) -> Result<Self, GitError> {
+        let path = data.join("git");
+        let repo = match Repository::open_bare(&path) {
+            Ok(r) => r,
+            Err(_) => Repository::init_bare(&path).map_err(|e| GitError::Open(path.clone(), e))?,
+        };
+        let url = if url.contains("://") {
+            url.to_owned()
+        } else {
+            std::path::absolute(url)
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| url.to_owned())
+        };
+        Ok(Self {
+            repo,
+            url,
+            branch: branch.to_owned(),
+        })
+    }
+
+    /// The remote being followed.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Fetches the branch; returns its tip.
+    pub fn fetch(&self) -> Result<Oid, GitError> {
+        let err = |source| GitError::Fetch {
+            url: self.url.clone(),
+            branch: self.branch.clone(),
+            source,
+        };
+        let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
+        let refspec = format!(
+            "+refs/heads/{b}:refs/remotes/origin/{b}",
+            b = self.branch
+        );
+        let mut opts = git2::FetchOptions::new();
+        opts.download_tags(git2::AutotagOption::None);
+        remote
+            .fetch(&[refspec.as_str()], Some(&mut opts), None)
+            .map_err(err)?;
+        let reference = self
+            .repo
+            .find_reference(&format!("refs/remotes/origin/{}", self.branch))
+            .map_err(err)?;
+        reference.peel_to_commit().map(|c| c.id()).map_err(err)
+    }
+
+    fn read_err(&self, commit: Oid) -> impl Fn(git2::Error) -> GitError {
+        move |source| GitError::Read {
+            commit: commit.to_string(),
+            source,
+        }
+    }
+
+    /// Id, serial and summary of a commit.
+    pub fn info(&self, id: Oid) -> Result<CommitInfo, GitError> {
+        let e = self.read_err(id);
+        let commit = self.repo.find_commit(id).map_err(&e)?;
+        Ok(CommitInfo {
+            id,
+            serial: crate::revision::first_parent_count(&self.repo, id).map_err(&e)?,
+            summary: commit.summary().ok().flatten().unwrap_or("").chars().take(200).collect(),
+        })
+    }
+
+    /// Whether `new` is `old` or descends from it.
+    pub fn fast_forward(&self, old: Oid, new: Oid) -> Result<bool, GitError> {
+        if old == new {
+            return Ok(true);
+        }
+        self.repo
+            .graph_descendant_of(new, old)
+            .map_err(self.read_err(new))
+    }
+
+    /// Commits reachable from `to` but not from `from`, oldest first.
+    pub fn range(&self, from: Option<Oid>, to: Oid) -> Result<Vec<Oid>, GitError> {
+        let e = self.read_err(to);
+        let mut walk = self.repo.revwalk().map_err(&e)?;
+        walk.push(to).map_err(&e)?;
+        if let Some(f) = from {
+            walk.hide(f).map_err(&e)?;
+        }
+        walk.set_sorting(git2::Sort::TOPOLOGICAL | git2::Sort::REVERSE)
+            .map_err(&e)?;
+        walk.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
+    /// Checks the SSH signature of a commit against `trusted` (namespace
+    /// `git`, as `git commit -S` with `gpg.format=ssh` makes).
+    pub fn check_signature(&self, id: Oid, trusted: &TrustedKeys) -> Result<(), String> {
+        let (sig, data) = match self.repo.extract_signature(&id, None) {
+            Ok(x) => x,
+            Err(_) => return Err(format!("commit {id} is not signed")),
+        };
+        let sig = sig.as_str().unwrap_or_default();
+        if !sig.trim_start().starts_with("-----BEGIN SSH SIGNATURE-----") {
+            return Err(format!("commit {id} is not signed with an SSH key (only gpg.format=ssh signatures are accepted)"));
+        }
+        trusted
+            .verify_in("git", &data, sig.as_bytes())
+            .map(|_| ())
+            .map_err(|e| format!("commit {id}: {e}"))
+    }
+
+    /// The manifest files of a commit, as [`source::read_dir`] would read
+    /// them from a checkout.
+    pub fn source_set(&self, id: Oid) -> Result<SourceSet, GitError> {
+        let e = self.read_err(id);
+        let commit = self.repo.find_commit(id).map_err(&e)?;
+        let tree = commit.tree().map_err(&e)?;
+        let odb = self.repo.odb().map_err(&e)?;
+        let mut set = SourceSet::default();
+        let read = |path: &str, entry: &git2::TreeEntry<'_>, set: &mut SourceSet| -> Result<(), GitError> {
+            if entry.filemode() == 0o120_000 {
+                set.skipped.push(Skipped {
+                    path: Arc::from(path),
+                    reason: "ignored: symbolic links are not followed",
+                });
+                return Ok(());
+            }
+            if entry.kind() != Some(ObjectType::Blob) {
+                set.skipped.push(Skipped {
+                    path: Arc::from(path),
+                    reason: "ignored: not a regular file",
+                });
+                return Ok(());
+            }
+            let (size, _) = odb.read_header(entry.id()).map_err(&e)?;
+            let content = if size as u64 > MAX_MANIFEST_BYTES {
+                Err(size as u64)
+            } else {
+                Ok(self.repo.find_blob(entry.id()).map_err(&e)?.content().to_vec())
+            };
+            set.files.push(SourceFile {
+                path: Arc::from(path),
+                content,
+            });
+            Ok(())
+        };
+        for rel in [source::FLEET_FILE, source::CATALOG_FILE] {
+            if let Ok(entry) = tree.get_path(Path::new(rel)) {
+                read(rel, &entry, &mut set)?;
+            }
+        }
+        for dir in source::DIRS {
+            let Ok(entry) = tree.get_path(Path::new(dir)) else { continue };
+            let Ok(sub) = self.repo.find_tree(entry.id()) else { continue };
+            for child in sub.iter() {
+                let Ok(name) = child.name() else { continue };
+                let rel = format!("{dir}/{name}");
+                match source::classify(name) {
+                    Some(Kind::Manifest) => read(&rel, &child, &mut set)?,
+                    Some(Kind::Misnamed) => set.skipped.push(Skipped {
+                        path: rel.into(),
+                        reason: "ignored: manifest files must end in `.yaml`",
+                    }),
+                    None => {}
+                }
+            }
+        }
+        set.files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(set)
+    }
+}
