@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 use touchline_controller::render::{self, BundleMeta, CatalogIndex, Rendered};
 use touchline_controller::validate::{self, Checked};
-use touchline_controller::{example, explain, keys, revision, source};
+use touchline_controller::content::ContentStore;
+use touchline_controller::store::{AuditEntry, SledStore, Store, StoreError};
+use touchline_controller::tokens::Token;
+use touchline_controller::{example, explain, keys, revision, serve, source};
 use touchline_schemas::{Bundle, SiteId, TrustedKeys};
 
 /// Touchline: run a fleet of offline-prone boxes from git.
@@ -95,13 +98,73 @@ enum Command {
         #[arg(long)]
         site: Option<String>,
     },
-    /// Content helpers.
+    /// Content store: add files, generate the example content.
     #[command(subcommand)]
     Content(ContentCommand),
+    /// Sites: mint tokens.
+    #[command(subcommand)]
+    Site(SiteCommand),
+    /// Run the controller: follow the manifests repository, sign and serve
+    /// bundles and content, ingest reports, serve the operator API.
+    Serve {
+        /// Manifests repository: a local path or a URL (file://, https://).
+        #[arg(long)]
+        repo: String,
+        /// Branch to follow.
+        #[arg(long, default_value = "main")]
+        branch: String,
+        /// Data directory (store, content, git mirror).
+        #[arg(long)]
+        data: PathBuf,
+        /// Signing key (OpenSSH Ed25519, from `touchline keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Listen address; port 0 picks a free port (printed on stdout).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// How often to fetch the repository (e.g. 30s); overrides the config.
+        #[arg(long)]
+        sync_interval: Option<touchline_schemas::HumanDuration>,
+        /// Controller config file (TOML): operators, webhook secret, commit
+        /// signature policy, retention.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SiteCommand {
+    /// Mint a token for a site and print it (once; only its hash is kept).
+    ///
+    /// Works whether or not `touchline serve` runs on the same data
+    /// directory: when it does, the token is minted through it.
+    Token {
+        /// Data directory of the controller.
+        #[arg(long)]
+        data: PathBuf,
+        /// The site.
+        site: String,
+        /// Replace an existing token (the box must be given the new one).
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum ContentCommand {
+    /// Store files in the content store (streaming, hashed while copying);
+    /// prints `<sha256> <size>` per file.
+    Add {
+        /// Data directory of the controller.
+        #[arg(long)]
+        data: PathBuf,
+        /// Also print a ready-to-paste videos/catalog.yaml entry per file.
+        #[arg(long)]
+        catalog_entry: bool,
+        /// Files to add.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Write the example fleet's deterministic video and package content and
     /// check it against the catalog's sha256 and sizes.
     GenerateExample {
@@ -158,12 +221,29 @@ fn cannot_run(e: impl Into<anyhow::Error>) -> Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing();
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
         }
+    }
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`),
+/// `TOUCHLINE_LOG_FORMAT=json` switches to JSON lines.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if std::env::var("TOUCHLINE_LOG_FORMAT").is_ok_and(|v| v == "json") {
+        builder.json().init();
+    } else {
+        builder.init();
     }
 }
 
@@ -203,6 +283,146 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Content(ContentCommand::GenerateExample { dir, out }) => {
             cmd_generate_example(&dir, &out)
         }
+        Command::Content(ContentCommand::Add {
+            data,
+            catalog_entry,
+            files,
+        }) => cmd_content_add(&data, catalog_entry, &files),
+        Command::Site(SiteCommand::Token { data, site, rotate }) => {
+            cmd_site_token(&data, &site, rotate)
+        }
+        Command::Serve {
+            repo,
+            branch,
+            data,
+            key,
+            listen,
+            sync_interval,
+            config,
+        } => {
+            let opts = serve::ServeOptions {
+                repo,
+                branch,
+                data,
+                key,
+                listen,
+                sync_interval,
+                config,
+            };
+            runtime()?.block_on(serve::serve(
+                opts,
+                |addr| {
+                    println!("listening on http://{addr}");
+                    let _ = std::io::stdout().flush();
+                },
+                shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+        .map_err(cannot_run)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn cmd_content_add(data: &Path, catalog_entry: bool, files: &[PathBuf]) -> Result<ExitCode, Failure> {
+    let store = ContentStore::open(data).map_err(cannot_run)?;
+    for f in files {
+        let (hash, size) = store.add_file(f)?;
+        println!("{hash} {size}");
+        if catalog_entry {
+            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = f.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let id: String = stem
+                .to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+                .split('-')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            println!(
+                "  - id: {id}\n    title: {stem}\n    file: {name}\n    category: CHANGE-ME\n    subcategory: CHANGE-ME\n    sha256: {hash}\n    size: {size}"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode, Failure> {
+    let site = parse_site(site)?;
+    match SledStore::open(data) {
+        Ok(store) => {
+            let exists = store.site_tokens()?.iter().any(|(s, _)| s == &site);
+            if exists && !rotate {
+                return Err(anyhow!(
+                    "site `{site}` already has a token; pass --rotate to replace it (the box must then be given the new one)"
+                )
+                .into());
+            }
+            let token = Token::generate()?;
+            store.set_site_token(&site, &token.hash())?;
+            store.audit(&AuditEntry {
+                at: Timestamp::now(),
+                actor: "cli".into(),
+                action: if exists { "rotate site token" } else { "mint site token" }.into(),
+                target: site.to_string(),
+            })?;
+            println!("{}", token.reveal());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StoreError::Locked(_)) => {
+            // A controller runs on this data directory: go through it.
+            let addr = std::fs::read_to_string(serve::addr_file(data))
+                .context("the store is locked by a running controller, but its address file is missing")
+                .map_err(cannot_run)?;
+            let admin = std::fs::read_to_string(serve::admin_token_file(data))
+                .context("the store is locked by a running controller, but its local admin token is missing")
+                .map_err(cannot_run)?;
+            let url = format!("http://{}/api/sites/{site}/token?rotate={rotate}", addr.trim());
+            let body: serde_json::Value = runtime()?.block_on(async {
+                let resp = reqwest::Client::new()
+                    .post(&url)
+                    .bearer_auth(admin.trim())
+                    .send()
+                    .await
+                    .with_context(|| format!("failed to reach the running controller at {}", addr.trim()))?;
+                let status = resp.status();
+                let body: serde_json::Value = resp.json().await.context("the controller's answer is not JSON")?;
+                if !status.is_success() {
+                    return Err(anyhow!("{}", body["error"].as_str().unwrap_or("the controller refused")));
+                }
+                Ok(body)
+            })?;
+            println!("{}", body["token"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(cannot_run(e)),
     }
 }
 

@@ -1,0 +1,420 @@
+//! The running controller's state: the published bundles, site tokens, the
+//! last good manifests, and the pipeline that turns a fetched commit into
+//! signed bundles (fetch → fast-forward check → signature policy → validate
+//! → render → sign → persist → publish).
+//!
+//! A commit that fails any step is recorded as refused with its reason, and
+//! the bundles of the last good commit keep being served.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use jiff::{SignedDuration, Timestamp};
+use tokio::sync::watch;
+use touchline_schemas::{Bundle, SigningKey, SiteId};
+
+use crate::config::Config;
+use crate::content::ContentStore;
+use crate::git::Follower;
+use crate::render::BundleMeta;
+use crate::store::{CommitRecord, CommitState, Published, Store, StoreError};
+use crate::tokens::TokenHash;
+use crate::validate::{self, Checked};
+
+/// What a sync did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The branch tip was already processed.
+    Unchanged,
+    /// A new commit was published; the sites whose bundle changed.
+    Published {
+        /// Commit id.
+        commit: String,
+        /// Changed sites.
+        changed: Vec<SiteId>,
+    },
+    /// A new commit was refused.
+    Refused {
+        /// Commit id.
+        commit: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A failure of the sync itself (not of the commit).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// git failed (fetch, read).
+    #[error("failed to sync the manifests repository")]
+    Git(#[from] crate::git::GitError),
+    /// The store failed.
+    #[error("failed to persist the sync")]
+    Store(#[from] StoreError),
+    /// Rendering failed after validation passed (a bug).
+    #[error("failed to render bundles")]
+    Render(#[source] anyhow::Error),
+}
+
+/// The controller.
+pub struct Fleet {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Content by sha256.
+    pub content: ContentStore,
+    /// Configuration.
+    pub config: Config,
+    key: SigningKey,
+    follower: Mutex<Follower>,
+    bundles: RwLock<HashMap<SiteId, Arc<Published>>>,
+    generation: watch::Sender<u64>,
+    tokens: RwLock<HashMap<SiteId, TokenHash>>,
+    manifests: RwLock<Option<Arc<Checked>>>,
+    last_sync_error: RwLock<Option<(Timestamp, String)>>,
+    sync_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").finish_non_exhaustive()
+    }
+}
+
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", touchline_schemas::Sha256::digest(body).to_hex())
+}
+
+/// Equal desired state: everything but serial, commit and times.
+fn same_desired(a: &Bundle, b: &Bundle) -> bool {
+    let norm = |x: &Bundle| Bundle {
+        serial: 0,
+        commit: None,
+        issued_at: Timestamp::UNIX_EPOCH,
+        expires_at: Timestamp::UNIX_EPOCH,
+        ..x.clone()
+    };
+    norm(a) == norm(b)
+}
+
+impl Fleet {
+    /// Loads the persisted state; does not fetch.
+    pub fn open(
+        store: Arc<dyn Store>,
+        content: ContentStore,
+        config: Config,
+        key: SigningKey,
+        follower: Follower,
+    ) -> Result<Self, SyncError> {
+        let bundles = store
+            .published()?
+            .into_iter()
+            .map(|p| (p.site.clone(), Arc::new(p)))
+            .collect();
+        let tokens = store.site_tokens()?.into_iter().collect();
+        let fleet = Self {
+            store,
+            content,
+            config,
+            key,
+            follower: Mutex::new(follower),
+            bundles: RwLock::new(bundles),
+            generation: watch::Sender::new(0),
+            tokens: RwLock::new(tokens),
+            manifests: RwLock::new(None),
+            last_sync_error: RwLock::new(None),
+            sync_lock: Mutex::new(()),
+        };
+        fleet.reload_manifests()?;
+        Ok(fleet)
+    }
+
+    /// Re-reads the last good commit's manifests (for the API's desired
+    /// state and site list) after a restart.
+    fn reload_manifests(&self) -> Result<(), SyncError> {
+        let Some(good) = self.store.meta("last_good")? else {
+            return Ok(());
+        };
+        let Ok(oid) = git2::Oid::from_str(&good) else {
+            return Ok(());
+        };
+        let set = self.follower().source_set(oid)?;
+        let checked = validate::check(&set);
+        if let Ok(mut m) = self.manifests.write() {
+            *m = Some(Arc::new(checked));
+        }
+        Ok(())
+    }
+
+    fn follower(&self) -> std::sync::MutexGuard<'_, Follower> {
+        match self.follower.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// The published bundle of a site.
+    pub fn bundle(&self, site: &SiteId) -> Option<Arc<Published>> {
+        self.bundles.read().ok()?.get(site).cloned()
+    }
+
+    /// Every published bundle, by site.
+    pub fn bundles(&self) -> BTreeMap<SiteId, Arc<Published>> {
+        self.bundles
+            .read()
+            .map(|b| b.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// A receiver that changes whenever bundles are published.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// The last good manifests.
+    pub fn manifests(&self) -> Option<Arc<Checked>> {
+        self.manifests.read().ok()?.clone()
+    }
+
+    /// The last sync failure (fetch errors), if the last sync failed.
+    pub fn last_sync_error(&self) -> Option<(Timestamp, String)> {
+        self.last_sync_error.read().ok()?.clone()
+    }
+
+    /// The site a token belongs to, if any.
+    pub fn site_of_token(&self, hash: &TokenHash) -> Option<SiteId> {
+        let tokens = self.tokens.read().ok()?;
+        // Compare with every token (constant time each), not stopping early.
+        let mut found = None;
+        for (site, h) in tokens.iter() {
+            if h.matches(hash) {
+                found = Some(site.clone());
+            }
+        }
+        found
+    }
+
+    /// Whether the site has a token.
+    pub fn has_token(&self, site: &SiteId) -> bool {
+        self.tokens.read().is_ok_and(|t| t.contains_key(site))
+    }
+
+    /// Whether the site exists (in the manifests or with a bundle).
+    pub fn knows_site(&self, site: &SiteId) -> bool {
+        self.bundle(site).is_some()
+            || self
+                .manifests()
+                .is_some_and(|m| m.manifests.sites.contains_key(site))
+    }
+
+    /// Stores a new token hash for a site (durable) and uses it at once.
+    pub fn set_token(&self, site: &SiteId, hash: TokenHash) -> Result<(), StoreError> {
+        self.store.set_site_token(site, &hash)?;
+        if let Ok(mut t) = self.tokens.write() {
+            t.insert(site.clone(), hash);
+        }
+        Ok(())
+    }
+
+    /// Fetches and processes the branch tip. Blocking (git, rendering,
+    /// signing): call from a blocking thread.
+    pub fn sync(&self, now: Timestamp) -> Result<SyncOutcome, SyncError> {
+        // Whole seconds: bundle times read better and compare simply.
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let _one_at_a_time = match self.sync_lock.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let result = self.sync_inner(now);
+        if let Ok(mut e) = self.last_sync_error.write() {
+            *e = match &result {
+                Err(err) => Some((now, error_chain(err))),
+                Ok(_) => None,
+            };
+        }
+        if let Ok(SyncOutcome::Unchanged) = &result {
+            self.resign_due(now)?;
+        }
+        result
+    }
+
+    fn sync_inner(&self, now: Timestamp) -> Result<SyncOutcome, SyncError> {
+        let follower = self.follower();
+        let tip = follower.fetch()?;
+        let tip_s = tip.to_string();
+        if self.store.meta("last_seen")?.as_deref() == Some(tip_s.as_str()) {
+            return Ok(SyncOutcome::Unchanged);
+        }
+        let info = follower.info(tip)?;
+        let last_good = self
+            .store
+            .meta("last_good")?
+            .and_then(|s| git2::Oid::from_str(&s).ok());
+        let refuse = |reason: String, diagnostics: Vec<String>| -> Result<SyncOutcome, SyncError> {
+            tracing::warn!(commit = %tip_s, %reason, "refused a manifests commit");
+            self.store.record_commit(&CommitRecord {
+                id: tip_s.clone(),
+                serial: info.serial,
+                summary: info.summary.clone(),
+                state: CommitState::Refused,
+                reason: Some(reason.clone()),
+                diagnostics,
+                processed_at: now,
+                sites_changed: Vec::new(),
+            })?;
+            Ok(SyncOutcome::Refused {
+                commit: tip_s.clone(),
+                reason,
+            })
+        };
+        if let Some(good) = last_good
+            && !follower.fast_forward(good, tip)?
+        {
+            return refuse(
+                format!("not a fast-forward: the branch now points at {tip}, which does not descend from the last rendered commit {good} (force-push?); boxes stay on {good}"),
+                Vec::new(),
+            );
+        }
+        if self.config.require_signed_commits {
+            let Some(signers) = self.config.commit_signers() else {
+                return refuse("require_signed_commits is set but no signer is configured".into(), Vec::new());
+            };
+            for id in follower.range(last_good, tip)? {
+                if let Err(reason) = follower.check_signature(id, &signers) {
+                    return refuse(format!("unsigned or badly signed commit: {reason}"), Vec::new());
+                }
+            }
+        }
+        let set = follower.source_set(tip)?;
+        drop(follower);
+        let checked = validate::check(&set);
+        if checked.diags.has_errors() {
+            let diags: Vec<String> = checked.diags.0.iter().map(ToString::to_string).collect();
+            return refuse(
+                format!("the manifests are invalid ({} errors)", checked.diags.errors()),
+                diags,
+            );
+        }
+        let expiry = self.expiry(&checked);
+        let meta = BundleMeta {
+            serial: info.serial,
+            commit: Some(tip_s.clone()),
+            issued_at: now,
+            expires_at: now.saturating_add(expiry).unwrap_or(now),
+        };
+        let rendered = crate::bundles::render_all(&checked, &meta, Some(&self.key))
+            .map_err(SyncError::Render)?;
+        let current = self.bundles();
+        let mut changed = Vec::new();
+        for r in rendered {
+            let keep = current.get(&r.site).is_some_and(|old| {
+                match (Bundle::from_slice(&old.body), Bundle::from_slice(&r.body)) {
+                    (Ok(a), Ok(b)) => same_desired(&a, &b),
+                    _ => false,
+                }
+            });
+            if keep {
+                continue;
+            }
+            changed.push(Published {
+                etag: etag_of(&r.body),
+                site: r.site,
+                serial: meta.serial,
+                commit: meta.commit.clone(),
+                body: r.body,
+                signature: r.signature.unwrap_or_default(),
+                issued_at: meta.issued_at,
+                expires_at: meta.expires_at,
+            });
+        }
+        let record = CommitRecord {
+            id: tip_s.clone(),
+            serial: info.serial,
+            summary: info.summary,
+            state: CommitState::Accepted,
+            reason: None,
+            diagnostics: checked.diags.0.iter().map(ToString::to_string).collect(),
+            processed_at: now,
+            sites_changed: changed.iter().map(|p| p.site.clone()).collect(),
+        };
+        self.store.publish(&changed, Some(&record))?;
+        let sites: Vec<SiteId> = record.sites_changed.clone();
+        self.swap_in(changed);
+        if let Ok(mut m) = self.manifests.write() {
+            *m = Some(Arc::new(checked));
+        }
+        tracing::info!(commit = %tip_s, serial = info.serial, changed = sites.len(), "published");
+        Ok(SyncOutcome::Published {
+            commit: tip_s,
+            changed: sites,
+        })
+    }
+
+    fn expiry(&self, checked: &Checked) -> SignedDuration {
+        let secs = checked
+            .manifests
+            .fleet
+            .as_ref()
+            .map_or(7 * 86_400, |f| f.value.bundles.expiry.as_secs());
+        SignedDuration::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+
+    fn swap_in(&self, published: Vec<Published>) {
+        if published.is_empty() {
+            return;
+        }
+        if let Ok(mut b) = self.bundles.write() {
+            for p in published {
+                b.insert(p.site.clone(), Arc::new(p));
+            }
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Re-signs bundles signed more than `resign_after` ago, with new issue
+    /// and expiry times and the same serial and content.
+    pub fn resign_due(&self, now: Timestamp) -> Result<usize, SyncError> {
+        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+        let after = SignedDuration::from_secs(i64::try_from(self.config.resign_after.as_secs()).unwrap_or(i64::MAX));
+        let expiry = self
+            .manifests()
+            .map(|c| self.expiry(&c))
+            .unwrap_or(SignedDuration::from_hours(24 * 7));
+        let mut fresh = Vec::new();
+        for p in self.bundles().values() {
+            if p.issued_at.saturating_add(after).unwrap_or(now) > now {
+                continue;
+            }
+            let Ok(mut b) = Bundle::from_slice(&p.body) else { continue };
+            b.issued_at = now;
+            b.expires_at = now.saturating_add(expiry).unwrap_or(now);
+            let body = b.to_canonical_json();
+            let signature = self.key.sign(&body).map_err(|e| SyncError::Render(e.into()))?;
+            fresh.push(Published {
+                etag: etag_of(&body),
+                body,
+                signature,
+                issued_at: b.issued_at,
+                expires_at: b.expires_at,
+                ..(**p).clone()
+            });
+        }
+        let n = fresh.len();
+        if n > 0 {
+            self.store.publish(&fresh, None)?;
+            self.swap_in(fresh);
+            tracing::info!(bundles = n, "re-signed bundles before expiry");
+        }
+        Ok(n)
+    }
+}
+
+/// An error and its sources, `: `-separated (as `{:#}` prints them).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut chain = vec![e.to_string()];
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push(s.to_string());
+        src = s.source();
+    }
+    chain.join(": ")
+}

@@ -1,0 +1,177 @@
+//! `touchline serve`: wires the store, the content store, the git follower
+//! and the HTTP server; syncs on a timer and on demand; shuts down cleanly.
+//!
+//! Files in `--data`:
+//! - `store/`: the sled status store (locked while the controller runs);
+//! - `content/sha256/`: content by hash;
+//! - `git/`: the bare mirror of the manifests repository;
+//! - `controller.addr` and `local-admin.token` (0600), written while the
+//!   controller runs, so that `touchline site token` can go through it when
+//!   the store is locked.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use jiff::Timestamp;
+use touchline_schemas::HumanDuration;
+
+use crate::config::Config;
+use crate::content::ContentStore;
+use crate::fleet::{Fleet, SyncOutcome, error_chain};
+use crate::git::Follower;
+use crate::http::{AppState, HttpMetrics, router};
+use crate::store::{SledStore, Store, StoreError};
+use crate::tokens::Token;
+
+/// `touchline serve` options.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Manifests repository: a path or URL.
+    pub repo: String,
+    /// Branch to follow.
+    pub branch: String,
+    /// Data directory.
+    pub data: PathBuf,
+    /// Signing key.
+    pub key: PathBuf,
+    /// Listen address (`127.0.0.1:0` picks a free port).
+    pub listen: String,
+    /// Overrides the config's sync interval.
+    pub sync_interval: Option<HumanDuration>,
+    /// Config file.
+    pub config: Option<PathBuf>,
+}
+
+/// The address file of a running controller.
+pub fn addr_file(data: &Path) -> PathBuf {
+    data.join("controller.addr")
+}
+
+/// The local admin token file of a running controller.
+pub fn admin_token_file(data: &Path) -> PathBuf {
+    data.join("local-admin.token")
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+/// Runs the controller until `shutdown` resolves. Calls `on_listening` with
+/// the bound address once the server accepts connections.
+pub async fn serve(
+    opts: ServeOptions,
+    on_listening: impl FnOnce(SocketAddr),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut config = match &opts.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(i) = opts.sync_interval {
+        config.sync_interval = i;
+    }
+    let key = crate::keys::load(&opts.key)?;
+    std::fs::create_dir_all(&opts.data)
+        .with_context(|| format!("failed to create the data directory `{}`", opts.data.display()))?;
+    let store = SledStore::open(&opts.data).map_err(|e| match e {
+        StoreError::Locked(_) => anyhow!(
+            "another controller is already running on `{}` (its store is locked); stop it or use another --data",
+            opts.data.display()
+        ),
+        other => anyhow::Error::from(other),
+    })?;
+    let content = ContentStore::open(&opts.data)?;
+    let follower = Follower::open(&opts.data, &opts.repo, &opts.branch)?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    let fleet = {
+        let store = store.clone();
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Fleet::open(store, content, config, key, follower))
+            .await??
+    };
+    let fleet = Arc::new(fleet);
+
+    let admin = Token::generate()?;
+    write_private(&admin_token_file(&opts.data), admin.reveal())?;
+
+    let listener = tokio::net::TcpListener::bind(&opts.listen)
+        .await
+        .with_context(|| format!("failed to listen on `{}`", opts.listen))?;
+    let addr = listener.local_addr()?;
+    write_private(&addr_file(&opts.data), &addr.to_string())?;
+
+    // First sync before serving, so a fresh controller serves bundles at once.
+    initial_sync(&fleet).await;
+
+    let state = AppState {
+        fleet: fleet.clone(),
+        local_admin: Some(admin.hash()),
+        metrics: Arc::new(HttpMetrics::default()),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx));
+    tracing::info!(%addr, repo = %opts.repo, branch = %opts.branch, "controller listening");
+    on_listening(addr);
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    let _ = stop_tx.send(true);
+    let _ = ticker.await;
+    let _ = std::fs::remove_file(addr_file(&opts.data));
+    let _ = std::fs::remove_file(admin_token_file(&opts.data));
+    served.context("the HTTP server failed")?;
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+async fn run_sync(fleet: &Arc<Fleet>) {
+    let f = fleet.clone();
+    match tokio::task::spawn_blocking(move || f.sync(Timestamp::now())).await {
+        Ok(Ok(SyncOutcome::Unchanged)) => tracing::debug!("manifests unchanged"),
+        Ok(Ok(SyncOutcome::Published { commit, changed })) => {
+            tracing::info!(%commit, changed = changed.len(), "new commit published");
+        }
+        Ok(Ok(SyncOutcome::Refused { commit, reason })) => {
+            tracing::warn!(%commit, %reason, "commit refused; boxes stay on the last good commit");
+        }
+        Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "sync failed; serving the last good bundles"),
+        Err(e) => tracing::error!(error = %e, "sync task failed"),
+    }
+}
+
+async fn initial_sync(fleet: &Arc<Fleet>) {
+    run_sync(fleet).await;
+}
+
+async fn sync_loop(fleet: Arc<Fleet>, config: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(config.sync_interval.to_std());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    let retention = jiff::SignedDuration::from_secs(i64::try_from(config.history_retention.as_secs()).unwrap_or(i64::MAX));
+    let mut last_prune = Timestamp::UNIX_EPOCH;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        run_sync(&fleet).await;
+        let now = Timestamp::now();
+        if now.as_second() - last_prune.as_second() >= 3600 {
+            last_prune = now;
+            let f = fleet.clone();
+            let cutoff = now.saturating_sub(retention).unwrap_or(now);
+            let _ = tokio::task::spawn_blocking(move || f.store.prune_history(cutoff)).await;
+        }
+    }
+}

@@ -1,0 +1,353 @@
+//! What operators see: each site's status derived from its latest report and
+//! its published bundle, the fleet summary, commit convergence. Derived on
+//! request from the store and the published bundles; nothing here is desired
+//! state.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+use serde_json::{Value, json};
+use touchline_schemas::report::{Metrics, Phase, Severity};
+use touchline_schemas::{Bundle, SiteId};
+
+use crate::fleet::{Fleet, SyncOutcome};
+use crate::render::{BundleMeta, CatalogIndex};
+use crate::store::{CommitState, SiteState, StoreError};
+
+/// A site's health as the fleet overview shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Reporting, nothing wrong.
+    Online,
+    /// Reporting, but degraded, stale, or with an error condition.
+    Degraded,
+    /// No report for `offline_after` (or never).
+    Offline,
+}
+
+impl Health {
+    /// Lowercase name.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Health::Online => "online",
+            Health::Degraded => "degraded",
+            Health::Offline => "offline",
+        }
+    }
+}
+
+/// One row of `/api/sites`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteView {
+    /// Site id.
+    pub id: SiteId,
+    /// Installation name.
+    pub name: String,
+    /// Club.
+    pub club: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// City, region, coordinates.
+    pub location: Value,
+    /// Groups, in layering order.
+    pub groups: Vec<String>,
+    /// Online / degraded / offline.
+    pub status: Health,
+    /// Last report received.
+    pub last_seen: Option<Timestamp>,
+    /// What the published bundle says.
+    pub desired: Value,
+    /// What the box last reported as applied.
+    pub applied: Value,
+    /// The agent's phase.
+    pub phase: Option<String>,
+    /// Active condition messages.
+    pub conditions: Vec<String>,
+    /// Applied serial equals the published serial.
+    pub converged: bool,
+    /// Running release (reported, else desired).
+    pub version: Option<String>,
+    /// Latest metrics, if any.
+    pub metrics: Option<Metrics>,
+}
+
+fn disk_percent(m: &Metrics) -> Option<f64> {
+    match (m.disk_used_bytes, m.disk_total_bytes) {
+        (Some(u), Some(t)) if t > 0 => Some(u as f64 * 100.0 / t as f64),
+        _ => None,
+    }
+}
+
+fn health(state: Option<&SiteState>, now: Timestamp, offline_after: u64) -> Health {
+    let Some(s) = state else { return Health::Offline };
+    let limit = SignedDuration::from_secs(i64::try_from(offline_after).unwrap_or(i64::MAX));
+    if s.received_at.saturating_add(limit).unwrap_or(now) < now {
+        return Health::Offline;
+    }
+    let st = &s.report.status;
+    let bad_phase = matches!(st.phase, Phase::Degraded | Phase::Stale);
+    let bad_condition = st.conditions.iter().any(|c| c.severity == Severity::Error);
+    if bad_phase || bad_condition {
+        Health::Degraded
+    } else {
+        Health::Online
+    }
+}
+
+/// Every site of the last good manifests (and any that reported or has a
+/// bundle), with its derived status.
+pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreError> {
+    let latest: BTreeMap<SiteId, SiteState> = fleet
+        .store
+        .latest_all()?
+        .into_iter()
+        .map(|s| (s.site.clone(), s))
+        .collect();
+    let bundles = fleet.bundles();
+    let manifests = fleet.manifests();
+    let mut ids: Vec<SiteId> = bundles.keys().cloned().collect();
+    ids.extend(latest.keys().cloned());
+    if let Some(m) = &manifests {
+        ids.extend(m.manifests.sites.keys().cloned());
+    }
+    ids.sort();
+    ids.dedup();
+    let offline_after = fleet.config.offline_after.as_secs();
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let doc = manifests.as_ref().and_then(|m| m.manifests.sites.get(&id));
+        let state = latest.get(&id);
+        let published = bundles.get(&id);
+        let desired_bundle = published.and_then(|p| Bundle::from_slice(&p.body).ok());
+        let desired_release = desired_bundle
+            .as_ref()
+            .and_then(|b| b.software.as_ref().map(|s| s.version.to_string()));
+        let applied_serial = state.and_then(|s| s.report.status.applied_serial);
+        let applied_release = state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
+        let groups = manifests
+            .as_ref()
+            .and_then(|m| m.members.get(&id))
+            .map(|ms| ms.iter().map(|m| m.group.to_string()).collect())
+            .unwrap_or_default();
+        out.push(SiteView {
+            name: doc.map(|d| d.value.name.clone()).unwrap_or_default(),
+            club: doc.map(|d| d.value.club.clone()).unwrap_or_default(),
+            labels: doc
+                .map(|d| d.value.labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+                .unwrap_or_default(),
+            location: doc
+                .map(|d| serde_json::to_value(&d.value.location).unwrap_or(Value::Null))
+                .unwrap_or(Value::Null),
+            groups,
+            status: health(state, now, offline_after),
+            last_seen: state.map(|s| s.received_at),
+            desired: json!({
+                "serial": published.map(|p| p.serial),
+                "release": desired_release,
+                "etag": published.map(|p| p.etag.clone()),
+                "expires_at": published.map(|p| p.expires_at),
+            }),
+            applied: json!({"serial": applied_serial, "release": applied_release}),
+            phase: state.map(|s| crate::store::phase_name(s.report.status.phase)),
+            conditions: state
+                .map(|s| s.report.status.conditions.iter().map(|c| format!("{}: {}", c.item, c.message)).collect())
+                .unwrap_or_default(),
+            converged: published.is_some_and(|p| applied_serial == Some(p.serial)),
+            version: applied_release.or(desired_release),
+            metrics: state.and_then(|s| s.metrics.clone()),
+            id,
+        });
+    }
+    Ok(out)
+}
+
+/// `/api/sites/{id}`: the row plus the desired state with the manifest line
+/// behind each value, the latest metrics and the last 20 events.
+pub fn site_detail(fleet: &Fleet, site: &SiteId, now: Timestamp) -> Result<Option<Value>, StoreError> {
+    let views = site_views(fleet, now)?;
+    let Some(view) = views.into_iter().find(|v| &v.id == site) else {
+        return Ok(None);
+    };
+    let published = fleet.bundle(site);
+    let bundle = published.as_ref().and_then(|p| Bundle::from_slice(&p.body).ok());
+    let explain = match (fleet.manifests(), &bundle) {
+        (Some(m), Some(b)) if m.manifests.sites.contains_key(site) => {
+            let meta = BundleMeta {
+                serial: b.serial,
+                commit: b.commit.clone(),
+                issued_at: b.issued_at,
+                expires_at: b.expires_at,
+            };
+            let catalog = CatalogIndex::new(&m.manifests);
+            crate::render::render_site(&m.manifests, &m.members, &catalog, site, &meta)
+                .ok()
+                .map(|r| crate::explain::json(&r))
+        }
+        _ => None,
+    };
+    let state = fleet.store.latest(site)?;
+    let events = fleet.store.events(site, 20)?;
+    Ok(Some(json!({
+        "site": view,
+        "bundle": bundle,
+        "origins": explain,
+        "report": state.as_ref().map(|s| &s.report),
+        "metrics_at": state.as_ref().and_then(|s| s.metrics_at),
+        "events": events,
+    })))
+}
+
+/// `/api/stats`, in the shape of NEOPRO's monitoring API, plus the version
+/// distribution. Thresholds: temperature > 75 °C warning, > 80 °C critical;
+/// disk > 90 % warning, > 95 % critical; memory > 90 % warning; a degraded
+/// site is critical.
+pub fn stats(views: &[SiteView]) -> Value {
+    let mut warnings = 0;
+    let mut critical = 0;
+    let mut alerts = 0;
+    let (mut temp, mut cpu, mut mem, mut disk) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut versions: BTreeMap<String, usize> = BTreeMap::new();
+    for v in views {
+        if let Some(ver) = &v.version {
+            *versions.entry(ver.clone()).or_default() += 1;
+        }
+        if v.status == Health::Offline {
+            alerts += 1;
+            continue;
+        }
+        let m = v.metrics.clone().unwrap_or_default();
+        let d = disk_percent(&m);
+        let crit = [
+            m.temperature_c.is_some_and(|t| t > 80.0),
+            d.is_some_and(|d| d > 95.0),
+            v.status == Health::Degraded,
+        ];
+        let warn = [
+            m.temperature_c.is_some_and(|t| t > 75.0 && t <= 80.0),
+            d.is_some_and(|d| d > 90.0 && d <= 95.0),
+            m.memory_percent.is_some_and(|x| x > 90.0),
+        ];
+        let nc = crit.iter().filter(|x| **x).count();
+        let nw = warn.iter().filter(|x| **x).count();
+        alerts += nc + nw;
+        if nc > 0 {
+            critical += 1;
+        } else if nw > 0 {
+            warnings += 1;
+        }
+        temp.extend(m.temperature_c);
+        cpu.extend(m.cpu_percent);
+        mem.extend(m.memory_percent);
+        disk.extend(d);
+    }
+    let avg = |v: &[f64]| -> Value {
+        if v.is_empty() {
+            Value::Null
+        } else {
+            json!((v.iter().sum::<f64>() / v.len() as f64 * 10.0).round() / 10.0)
+        }
+    };
+    let count = |h: Health| views.iter().filter(|v| v.status == h).count();
+    json!({
+        "totalSites": views.len(),
+        "activeSites": count(Health::Online) + count(Health::Degraded),
+        "onlineSites": count(Health::Online),
+        "degradedSites": count(Health::Degraded),
+        "warningsSites": warnings,
+        "criticalSites": critical,
+        "offlineSites": count(Health::Offline),
+        "totalAlerts": alerts,
+        "averageMetrics": {
+            "temperature": avg(&temp),
+            "cpu": avg(&cpu),
+            "memory": avg(&mem),
+            "disk": avg(&disk),
+        },
+        "versions": versions,
+    })
+}
+
+/// `/api/commits`: recent commits, accepted or refused (and why), with how
+/// many of the sites each commit changed have applied it.
+pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
+    let records = fleet.store.commits(limit)?;
+    let latest: BTreeMap<SiteId, SiteState> = fleet
+        .store
+        .latest_all()?
+        .into_iter()
+        .map(|s| (s.site.clone(), s))
+        .collect();
+    let list: Vec<Value> = records
+        .iter()
+        .map(|c| {
+            let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
+            if c.state == CommitState::Accepted {
+                let mut converged = 0;
+                let mut blocked = Vec::new();
+                for site in &c.sites_changed {
+                    let st = latest.get(site);
+                    let applied = st.and_then(|s| s.report.status.applied_serial);
+                    if applied.is_some_and(|a| a >= c.serial) {
+                        converged += 1;
+                    } else {
+                        let why = match st {
+                            None => "never reported".to_owned(),
+                            Some(s) => s
+                                .report
+                                .status
+                                .last_error
+                                .clone()
+                                .unwrap_or_else(|| format!("phase {}", crate::store::phase_name(s.report.status.phase))),
+                        };
+                        blocked.push(json!({"site": site, "applied_serial": applied, "reason": why}));
+                    }
+                }
+                v["converged"] = json!(converged);
+                v["total"] = json!(c.sites_changed.len());
+                v["pending"] = Value::Array(blocked);
+            }
+            v
+        })
+        .collect();
+    Ok(json!({
+        "commits": list,
+        "last_good": fleet.store.meta("last_good")?,
+        "last_sync_error": fleet.last_sync_error().map(|(at, e)| json!({"at": at, "error": e})),
+    }))
+}
+
+/// Metrics history as CSV.
+pub fn history_csv(points: &[(Timestamp, Metrics)]) -> String {
+    let mut out = String::from("at,cpu_percent,memory_percent,temperature_c,disk_used_bytes,disk_total_bytes,uptime_secs\n");
+    let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let u = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
+    for (at, m) in points {
+        let _ = writeln!(
+            out,
+            "{at},{},{},{},{},{},{}",
+            f(m.cpu_percent),
+            f(m.memory_percent),
+            f(m.temperature_c),
+            u(m.disk_used_bytes),
+            u(m.disk_total_bytes),
+            u(m.uptime_secs)
+        );
+    }
+    out
+}
+
+/// The JSON answer of `POST /api/sync`.
+pub fn sync_outcome_json(o: &SyncOutcome) -> Value {
+    match o {
+        SyncOutcome::Unchanged => json!({"result": "unchanged"}),
+        SyncOutcome::Published { commit, changed } => {
+            json!({"result": "published", "commit": commit, "sites_changed": changed})
+        }
+        SyncOutcome::Refused { commit, reason } => {
+            json!({"result": "refused", "commit": commit, "reason": reason})
+        }
+    }
+}
