@@ -135,7 +135,8 @@ impl Config {
             file: file.to_owned(),
             message,
         };
-        let c: Config = toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_owned()))?;
+        let c: Config =
+            toml::from_str(text).map_err(|e| invalid(e.to_string().trim().to_owned()))?;
         for (i, op) in c.operators.iter().enumerate() {
             if TokenHash::from_hex(&op.token_sha256).is_none() {
                 return Err(invalid(format!(
@@ -169,9 +170,9 @@ impl Config {
 
     /// The operator whose token hashes to `hash`.
     pub fn operator(&self, hash: &TokenHash) -> Option<&Operator> {
-        self.operators.iter().find(|o| {
-            TokenHash::from_hex(&o.token_sha256).is_some_and(|h| h.matches(hash))
-        })
+        self.operators
+            .iter()
+            .find(|o| TokenHash::from_hex(&o.token_sha256).is_some_and(|h| h.matches(hash)))
     }
 }
 
@@ -183,15 +184,37 @@ mod tests {
     fn defaults_and_errors() {
         let c = Config::parse("", "c.toml").unwrap();
         assert_eq!(c.sync_interval.as_secs(), 30);
-        let err = Config::parse("sync_intervall = \"5s\"\n", "c.toml").unwrap_err().to_string();
-        assert!(err.starts_with("invalid config file `c.toml`:") && err.contains("sync_intervall"), "{err}");
-        let err = Config::parse("sync_interval = \"5 minutes\"\n", "c.toml").unwrap_err().to_string();
+        let err = Config::parse("sync_intervall = \"5s\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("invalid config file `c.toml`:") && err.contains("sync_intervall"),
+            "{err}"
+        );
+        let err = Config::parse("sync_interval = \"5 minutes\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid duration"), "{err}");
-        let err = Config::parse("[[operators]]\nname = \"a\"\nrole = \"admin\"\ntoken_sha256 = \"xyz\"\n", "c.toml").unwrap_err().to_string();
-        assert!(err.contains("operators[0] (a): token_sha256 must be 64 hex digits"), "{err}");
-        let err = Config::parse("require_signed_commits = true\n", "c.toml").unwrap_err().to_string();
+        let err = Config::parse(
+            "[[operators]]\nname = \"a\"\nrole = \"admin\"\ntoken_sha256 = \"xyz\"\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("operators[0] (a): token_sha256 must be 64 hex digits"),
+            "{err}"
+        );
+        let err = Config::parse("require_signed_commits = true\n", "c.toml")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("allowed_commit_signers is empty"), "{err}");
-        let err = Config::parse("[[operators]]\nname = \"a\"\nrole = \"root\"\ntoken_sha256 = \"00\"\n", "c.toml").unwrap_err().to_string();
+        let err = Config::parse(
+            "[[operators]]\nname = \"a\"\nrole = \"root\"\ntoken_sha256 = \"00\"\n",
+            "c.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown variant `root`"), "{err}");
     }
 }

@@ -92,7 +92,8 @@ impl ContentStore {
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
         tmp.as_file().sync_all().map_err(io("sync", &dest))?;
-        tmp.persist(&dest).map_err(|e| io("store", &dest)(e.error))?;
+        tmp.persist(&dest)
+            .map_err(|e| io("store", &dest)(e.error))?;
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .map_err(io("sync", &dir))?;
@@ -121,7 +122,10 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".incoming"))
             .collect();
         assert!(leftovers.is_empty());
-        let err = store.add_file(&tmp.path().join("missing")).unwrap_err().to_string();
+        let err = store
+            .add_file(&tmp.path().join("missing"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("failed to open `"), "{err}");
     }
 }

@@ -270,17 +270,25 @@ impl Fleet {
             && !follower.fast_forward(good, tip)?
         {
             return refuse(
-                format!("not a fast-forward: the branch now points at {tip}, which does not descend from the last rendered commit {good} (force-push?); boxes stay on {good}"),
+                format!(
+                    "not a fast-forward: the branch now points at {tip}, which does not descend from the last rendered commit {good} (force-push?); boxes stay on {good}"
+                ),
                 Vec::new(),
             );
         }
         if self.config.require_signed_commits {
             let Some(signers) = self.config.commit_signers() else {
-                return refuse("require_signed_commits is set but no signer is configured".into(), Vec::new());
+                return refuse(
+                    "require_signed_commits is set but no signer is configured".into(),
+                    Vec::new(),
+                );
             };
             for id in follower.range(last_good, tip)? {
                 if let Err(reason) = follower.check_signature(id, &signers) {
-                    return refuse(format!("unsigned or badly signed commit: {reason}"), Vec::new());
+                    return refuse(
+                        format!("unsigned or badly signed commit: {reason}"),
+                        Vec::new(),
+                    );
                 }
             }
         }
@@ -290,7 +298,10 @@ impl Fleet {
         if checked.diags.has_errors() {
             let diags: Vec<String> = checked.diags.0.iter().map(ToString::to_string).collect();
             return refuse(
-                format!("the manifests are invalid ({} errors)", checked.diags.errors()),
+                format!(
+                    "the manifests are invalid ({} errors)",
+                    checked.diags.errors()
+                ),
                 diags,
             );
         }
@@ -374,7 +385,9 @@ impl Fleet {
     /// and expiry times and the same serial and content.
     pub fn resign_due(&self, now: Timestamp) -> Result<usize, SyncError> {
         let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
-        let after = SignedDuration::from_secs(i64::try_from(self.config.resign_after.as_secs()).unwrap_or(i64::MAX));
+        let after = SignedDuration::from_secs(
+            i64::try_from(self.config.resign_after.as_secs()).unwrap_or(i64::MAX),
+        );
         let expiry = self
             .manifests()
             .map(|c| self.expiry(&c))
@@ -384,11 +397,16 @@ impl Fleet {
             if p.issued_at.saturating_add(after).unwrap_or(now) > now {
                 continue;
             }
-            let Ok(mut b) = Bundle::from_slice(&p.body) else { continue };
+            let Ok(mut b) = Bundle::from_slice(&p.body) else {
+                continue;
+            };
             b.issued_at = now;
             b.expires_at = now.saturating_add(expiry).unwrap_or(now);
             let body = b.to_canonical_json();
-            let signature = self.key.sign(&body).map_err(|e| SyncError::Render(e.into()))?;
+            let signature = self
+                .key
+                .sign(&body)
+                .map_err(|e| SyncError::Render(e.into()))?;
             fresh.push(Published {
                 etag: etag_of(&body),
                 body,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use git2::{ObjectType, Oid, Repository};
 use touchline_schemas::TrustedKeys;
 
-use crate::source::{self, Kind, MAX_MANIFEST_BYTES, SourceFile, SourceSet, Skipped};
+use crate::source::{self, Kind, MAX_MANIFEST_BYTES, Skipped, SourceFile, SourceSet};
 
 /// A git failure, naming the repository or commit.
 #[derive(Debug, thiserror::Error)]
@@ -102,10 +102,7 @@ impl Follower {
             source,
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
-        let refspec = format!(
-            "+refs/heads/{b}:refs/remotes/origin/{b}",
-            b = self.branch
-        );
+        let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
         let mut opts = git2::FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
         remote
@@ -132,7 +129,14 @@ impl Follower {
         Ok(CommitInfo {
             id,
             serial: crate::revision::first_parent_count(&self.repo, id).map_err(&e)?,
-            summary: commit.summary().ok().flatten().unwrap_or("").chars().take(200).collect(),
+            summary: commit
+                .summary()
+                .ok()
+                .flatten()
+                .unwrap_or("")
+                .chars()
+                .take(200)
+                .collect(),
         })
     }
 
@@ -167,8 +171,13 @@ impl Follower {
             Err(_) => return Err(format!("commit {id} is not signed")),
         };
         let sig = sig.as_str().unwrap_or_default();
-        if !sig.trim_start().starts_with("-----BEGIN SSH SIGNATURE-----") {
-            return Err(format!("commit {id} is not signed with an SSH key (only gpg.format=ssh signatures are accepted)"));
+        if !sig
+            .trim_start()
+            .starts_with("-----BEGIN SSH SIGNATURE-----")
+        {
+            return Err(format!(
+                "commit {id} is not signed with an SSH key (only gpg.format=ssh signatures are accepted)"
+            ));
         }
         trusted
             .verify_in("git", &data, sig.as_bytes())
@@ -184,7 +193,10 @@ impl Follower {
         let tree = commit.tree().map_err(&e)?;
         let odb = self.repo.odb().map_err(&e)?;
         let mut set = SourceSet::default();
-        let read = |path: &str, entry: &git2::TreeEntry<'_>, set: &mut SourceSet| -> Result<(), GitError> {
+        let read = |path: &str,
+                    entry: &git2::TreeEntry<'_>,
+                    set: &mut SourceSet|
+         -> Result<(), GitError> {
             if entry.filemode() == 0o120_000 {
                 set.skipped.push(Skipped {
                     path: Arc::from(path),
@@ -203,7 +215,12 @@ impl Follower {
             let content = if size as u64 > MAX_MANIFEST_BYTES {
                 Err(size as u64)
             } else {
-                Ok(self.repo.find_blob(entry.id()).map_err(&e)?.content().to_vec())
+                Ok(self
+                    .repo
+                    .find_blob(entry.id())
+                    .map_err(&e)?
+                    .content()
+                    .to_vec())
             };
             set.files.push(SourceFile {
                 path: Arc::from(path),
@@ -217,8 +234,12 @@ impl Follower {
             }
         }
         for dir in source::DIRS {
-            let Ok(entry) = tree.get_path(Path::new(dir)) else { continue };
-            let Ok(sub) = self.repo.find_tree(entry.id()) else { continue };
+            let Ok(entry) = tree.get_path(Path::new(dir)) else {
+                continue;
+            };
+            let Ok(sub) = self.repo.find_tree(entry.id()) else {
+                continue;
+            };
             for child in sub.iter() {
                 let Ok(name) = child.name() else { continue };
                 let rel = format!("{dir}/{name}");

@@ -103,18 +103,40 @@ impl Default for HttpMetrics {
         let mut registry = Registry::with_prefix("touchline");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0])
+            Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+            ])
         });
         let sites = Family::<StatusLabels, Gauge>::default();
         let versions = Family::<VersionLabels, Gauge>::default();
         let serial = Gauge::default();
         let sync_ok = Gauge::default();
-        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
         registry.register("sites", "Sites by status", sites.clone());
-        registry.register("sites_by_version", "Sites by running release", versions.clone());
-        registry.register("bundle_serial", "Highest published bundle serial", serial.clone());
-        registry.register("last_sync_ok", "1 when the last sync of the manifests repository succeeded", sync_ok.clone());
+        registry.register(
+            "sites_by_version",
+            "Sites by running release",
+            versions.clone(),
+        );
+        registry.register(
+            "bundle_serial",
+            "Highest published bundle serial",
+            serial.clone(),
+        );
+        registry.register(
+            "last_sync_ok",
+            "1 when the last sync of the manifests repository succeeded",
+            sync_ok.clone(),
+        );
         Self {
             registry,
             requests,
@@ -190,7 +212,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_REPORT_BATCH_BYTES))
-        .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .with_state(state)
 }
 
@@ -223,7 +248,9 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
 
 fn bearer(headers: &HeaderMap) -> Option<Token> {
     let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let t = v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))?;
+    let t = v
+        .strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))?;
     (!t.trim().is_empty()).then(|| Token::new(t.trim()))
 }
 
@@ -238,11 +265,17 @@ fn auth_site(state: &AppState, site: &SiteId, headers: &HeaderMap) -> ApiResult<
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such site"));
     }
     let Some(token) = bearer(headers) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        ));
     };
     match state.fleet.site_of_token(&token.hash()) {
         Some(owner) if &owner == site => Ok(()),
-        Some(_) => Err(ApiError::new(StatusCode::FORBIDDEN, "this token belongs to another site")),
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this token belongs to another site",
+        )),
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
     }
 }
@@ -250,7 +283,10 @@ fn auth_site(state: &AppState, site: &SiteId, headers: &HeaderMap) -> ApiResult<
 /// An authenticated operator: (name, role).
 fn auth_operator(state: &AppState, headers: &HeaderMap, need: Role) -> ApiResult<(String, Role)> {
     let Some(token) = bearer(headers) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        ));
     };
     let hash = token.hash();
     let who = if state.local_admin.as_ref().is_some_and(|h| h.matches(&hash)) {
@@ -263,7 +299,11 @@ fn auth_operator(state: &AppState, headers: &HeaderMap, need: Role) -> ApiResult
     if who.1 < need {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            format!("operator `{}` has role {:?}; this needs {:?}", who.0, who.1, need).to_lowercase(),
+            format!(
+                "operator `{}` has role {:?}; this needs {:?}",
+                who.0, who.1, need
+            )
+            .to_lowercase(),
         ));
     }
     Ok(who)
@@ -314,7 +354,10 @@ async fn serve_bundle(
             && !matches_etag(&headers, &p.etag)
         {
             let (body, ctype) = if signature {
-                (p.signature.clone().into_bytes(), "text/plain; charset=utf-8")
+                (
+                    p.signature.clone().into_bytes(),
+                    "text/plain; charset=utf-8",
+                )
             } else {
                 (p.body.clone(), "application/json")
             };
@@ -330,8 +373,14 @@ async fn serve_bundle(
         }
         if tokio::time::Instant::now() >= deadline {
             return Ok(match current {
-                Some(p) => (StatusCode::NOT_MODIFIED, [(header::ETAG, p.etag.clone())]).into_response(),
-                None => ApiError::new(StatusCode::NOT_FOUND, "no bundle has been published for this site yet").into_response(),
+                Some(p) => {
+                    (StatusCode::NOT_MODIFIED, [(header::ETAG, p.etag.clone())]).into_response()
+                }
+                None => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no bundle has been published for this site yet",
+                )
+                .into_response(),
             });
         }
         tokio::select! {
@@ -374,7 +423,10 @@ enum RangeSpec {
 /// Parses a `Range` header for a file of `size` bytes (one range only;
 /// anything else is served whole, as RFC 9110 allows).
 fn parse_range(h: Option<&HeaderValue>, size: u64) -> RangeSpec {
-    let Some(spec) = h.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("bytes=")) else {
+    let Some(spec) = h
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+    else {
         return RangeSpec::Whole;
     };
     if spec.contains(',') {
@@ -386,11 +438,17 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> RangeSpec {
     let num = |s: &str| s.parse::<u64>().ok();
     match (a.is_empty(), b.is_empty()) {
         (false, _) => {
-            let Some(start) = num(a) else { return RangeSpec::Whole };
+            let Some(start) = num(a) else {
+                return RangeSpec::Whole;
+            };
             if start >= size {
                 return RangeSpec::Unsatisfiable;
             }
-            let end = if b.is_empty() { Some(size - 1) } else { num(b).map(|e| e.min(size - 1)) };
+            let end = if b.is_empty() {
+                Some(size - 1)
+            } else {
+                num(b).map(|e| e.min(size - 1))
+            };
             match end {
                 Some(end) if end >= start => RangeSpec::Part(start, end),
                 Some(_) => RangeSpec::Unsatisfiable,
@@ -424,7 +482,10 @@ async fn get_content(
         ));
     };
     let Some(token) = bearer(&headers) else {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token",
+        ));
     };
     if state.fleet.site_of_token(&token.hash()).is_none() {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"));
@@ -433,9 +494,16 @@ async fn get_content(
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::new(StatusCode::NOT_FOUND, format!("no content {hash} in the store")));
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no content {hash} in the store"),
+            ));
         }
-        Err(e) => return Err(ApiError::internal(format!("failed to open content {hash}: {e}"))),
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "failed to open content {hash}: {e}"
+            )));
+        }
     };
     let size = file
         .metadata()
@@ -469,7 +537,10 @@ async fn get_content(
         .header(header::CONTENT_TYPE, "application/octet-stream")
         .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
     if status == StatusCode::PARTIAL_CONTENT {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{size}", start + len - 1));
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
     }
     if method == Method::HEAD {
         return builder.body(Body::empty()).map_err(ApiError::internal);
@@ -478,7 +549,9 @@ async fn get_content(
         .await
         .map_err(|e| ApiError::internal(format!("failed to read content {hash}: {e}")))?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
-    builder.body(Body::from_stream(stream)).map_err(ApiError::internal)
+    builder
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)
 }
 
 async fn post_reports(
@@ -493,7 +566,9 @@ async fn post_reports(
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!("report batch is over {MAX_REPORT_BATCH_BYTES} bytes; send smaller batches"),
+                format!(
+                    "report batch is over {MAX_REPORT_BATCH_BYTES} bytes; send smaller batches"
+                ),
             )
         } else {
             ApiError::new(e.status(), e.body_text())
@@ -509,21 +584,30 @@ async fn post_reports(
     if batch.format != REPORT_FORMAT {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("report format {} is not supported (this controller reads format {REPORT_FORMAT})", batch.format),
+            format!(
+                "report format {} is not supported (this controller reads format {REPORT_FORMAT})",
+                batch.format
+            ),
         )
         .detail(json!({"field": "format"})));
     }
     if batch.site != site {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("batch is for site `{}` but was posted to `{site}`", batch.site),
+            format!(
+                "batch is for site `{}` but was posted to `{site}`",
+                batch.site
+            ),
         )
         .detail(json!({"field": "site"})));
     }
     if batch.reports.len() > MAX_REPORTS_PER_BATCH {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("{} reports in one batch; at most {MAX_REPORTS_PER_BATCH}", batch.reports.len()),
+            format!(
+                "{} reports in one batch; at most {MAX_REPORTS_PER_BATCH}",
+                batch.reports.len()
+            ),
         )
         .detail(json!({"field": "reports"})));
     }
@@ -555,10 +639,16 @@ async fn api_sites(
     let keep = |v: &status::SiteView| {
         let label = |k: &str| v.labels.get(k).map(String::as_str);
         f.sport.as_deref().is_none_or(|s| label("sport") == Some(s))
-            && f.region.as_deref().is_none_or(|s| label("region") == Some(s))
+            && f.region
+                .as_deref()
+                .is_none_or(|s| label("region") == Some(s))
             && f.status.as_deref().is_none_or(|s| v.status.as_str() == s)
-            && f.group.as_deref().is_none_or(|g| v.groups.iter().any(|x| x == g))
-            && f.version.as_deref().is_none_or(|x| v.version.as_deref() == Some(x))
+            && f.group
+                .as_deref()
+                .is_none_or(|g| v.groups.iter().any(|x| x == g))
+            && f.version
+                .as_deref()
+                .is_none_or(|x| v.version.as_deref() == Some(x))
     };
     let list: Vec<&status::SiteView> = views.iter().filter(|v| keep(v)).collect();
     Ok(Json(json!({"sites": list, "count": list.len()})))
@@ -571,8 +661,11 @@ async fn api_site(
 ) -> ApiResult<Json<Value>> {
     auth_operator(&state, &headers, Role::Viewer)?;
     let site = parse_site(&id)?;
-    let detail = status::site_detail(&state.fleet, &site, Timestamp::now()).map_err(ApiError::internal)?;
-    detail.map(Json).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such site"))
+    let detail =
+        status::site_detail(&state.fleet, &site, Timestamp::now()).map_err(ApiError::internal)?;
+    detail
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such site"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -598,12 +691,20 @@ async fn api_history(
         match v.as_deref() {
             None | Some("") => Ok(default),
             Some(s) => s.parse().map_err(|_| {
-                ApiError::new(StatusCode::BAD_REQUEST, format!("`{name}` must be an RFC 3339 time such as 2026-11-22T10:00:00Z"))
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{name}` must be an RFC 3339 time such as 2026-11-22T10:00:00Z"),
+                )
             }),
         }
     };
     let to = ts(&q.to, "to", now)?;
-    let from = ts(&q.from, "from", to.saturating_sub(jiff::SignedDuration::from_hours(24)).unwrap_or(to))?;
+    let from = ts(
+        &q.from,
+        "from",
+        to.saturating_sub(jiff::SignedDuration::from_hours(24))
+            .unwrap_or(to),
+    )?;
     let store = state.fleet.store.clone();
     let site2 = site.clone();
     let points = tokio::task::spawn_blocking(move || store.history(&site2, from, to))
@@ -643,11 +744,14 @@ async fn api_mint_token(
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let (who, _) = auth_operator(&state, &headers, Role::Admin)?;
-    let site = SiteId::new(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let site =
+        SiteId::new(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     if state.fleet.has_token(&site) && !q.rotate {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("site `{site}` already has a token; rotate it to replace it (the box must then be given the new one)"),
+            format!(
+                "site `{site}` already has a token; rotate it to replace it (the box must then be given the new one)"
+            ),
         ));
     }
     let token = Token::generate().map_err(ApiError::internal)?;
@@ -677,7 +781,9 @@ async fn api_stats(State(state): State<AppState>, headers: HeaderMap) -> ApiResu
 
 async fn api_commits(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
     auth_operator(&state, &headers, Role::Viewer)?;
-    status::commits(&state.fleet, 50).map(Json).map_err(ApiError::internal)
+    status::commits(&state.fleet, 50)
+        .map(Json)
+        .map_err(ApiError::internal)
 }
 
 /// `POST /api/sync`: an operator token, or a git host's webhook signed with
@@ -690,19 +796,28 @@ async fn api_sync(
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let actor = if let Some(sig) = headers.get("x-hub-signature-256") {
         let Some(secret) = state.fleet.config.webhook_secret.as_deref() else {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "webhooks are not configured (no webhook_secret)"));
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "webhooks are not configured (no webhook_secret)",
+            ));
         };
         let given = sig
             .to_str()
             .ok()
             .and_then(|s| s.strip_prefix("sha256="))
             .and_then(|h| hex::decode(h).ok())
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "X-Hub-Signature-256 must be sha256=<hex>"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "X-Hub-Signature-256 must be sha256=<hex>",
+                )
+            })?;
         let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
             .map_err(ApiError::internal)?;
         mac.update(&body);
-        mac.verify_slice(&given)
-            .map_err(|_| ApiError::new(StatusCode::UNAUTHORIZED, "webhook signature does not match"))?;
+        mac.verify_slice(&given).map_err(|_| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "webhook signature does not match")
+        })?;
         "webhook".to_owned()
     } else {
         auth_operator(&state, &headers, Role::Operator)?.0
@@ -714,7 +829,12 @@ async fn api_sync(
             at: Timestamp::now(),
             actor,
             action: "sync".into(),
-            target: fleet.store.meta("last_seen").ok().flatten().unwrap_or_default(),
+            target: fleet
+                .store
+                .meta("last_seen")
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
         });
         r
     })
@@ -722,7 +842,10 @@ async fn api_sync(
     .map_err(ApiError::internal)?;
     match outcome {
         Ok(o) => Ok(Json(status::sync_outcome_json(&o))),
-        Err(e) => Err(ApiError::new(StatusCode::BAD_GATEWAY, crate::fleet::error_chain(&e))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            crate::fleet::error_chain(&e),
+        )),
     }
 }
 
@@ -755,13 +878,24 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
                 .inc();
         }
     }
-    let serial = state.fleet.bundles().values().map(|p| p.serial).max().unwrap_or(0);
+    let serial = state
+        .fleet
+        .bundles()
+        .values()
+        .map(|p| p.serial)
+        .max()
+        .unwrap_or(0);
     m.serial.set(i64::try_from(serial).unwrap_or(i64::MAX));
-    m.sync_ok.set(i64::from(state.fleet.last_sync_error().is_none()));
+    m.sync_ok
+        .set(i64::from(state.fleet.last_sync_error().is_none()));
     let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &m.registry).map_err(ApiError::internal)?;
+    prometheus_client::encoding::text::encode(&mut text, &m.registry)
+        .map_err(ApiError::internal)?;
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         text,
     )
         .into_response())
@@ -775,13 +909,28 @@ mod tests {
     fn ranges() {
         let h = |s: &str| HeaderValue::from_str(s).unwrap();
         assert_eq!(parse_range(None, 10), RangeSpec::Whole);
-        assert_eq!(parse_range(Some(&h("bytes=0-3")), 10), RangeSpec::Part(0, 3));
+        assert_eq!(
+            parse_range(Some(&h("bytes=0-3")), 10),
+            RangeSpec::Part(0, 3)
+        );
         assert_eq!(parse_range(Some(&h("bytes=4-")), 10), RangeSpec::Part(4, 9));
         assert_eq!(parse_range(Some(&h("bytes=-3")), 10), RangeSpec::Part(7, 9));
-        assert_eq!(parse_range(Some(&h("bytes=5-100")), 10), RangeSpec::Part(5, 9));
-        assert_eq!(parse_range(Some(&h("bytes=10-")), 10), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range(Some(&h("bytes=5-2")), 10), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range(Some(&h("bytes=-0")), 10), RangeSpec::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some(&h("bytes=5-100")), 10),
+            RangeSpec::Part(5, 9)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=10-")), 10),
+            RangeSpec::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=5-2")), 10),
+            RangeSpec::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=-0")), 10),
+            RangeSpec::Unsatisfiable
+        );
         assert_eq!(parse_range(Some(&h("bytes=0-1,3-4")), 10), RangeSpec::Whole);
         assert_eq!(parse_range(Some(&h("items=0-1")), 10), RangeSpec::Whole);
         assert_eq!(parse_range(Some(&h("bytes=x-1")), 10), RangeSpec::Whole);
@@ -790,7 +939,12 @@ mod tests {
     #[test]
     fn etag_matching() {
         let mut h = HeaderMap::new();
-        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("\"a\", W/\"b\""));
-        assert!(matches_etag(&h, "\"a\"") && matches_etag(&h, "\"b\"") && !matches_etag(&h, "\"c\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(
+            matches_etag(&h, "\"a\"") && matches_etag(&h, "\"b\"") && !matches_etag(&h, "\"c\"")
+        );
     }
 }

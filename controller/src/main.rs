@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use anyhow::{Context, anyhow};
 use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
-use touchline_controller::render::{self, BundleMeta, CatalogIndex, Rendered};
-use touchline_controller::validate::{self, Checked};
 use touchline_controller::content::ContentStore;
+use touchline_controller::render::{self, BundleMeta, CatalogIndex, Rendered};
 use touchline_controller::store::{AuditEntry, SledStore, Store, StoreError};
 use touchline_controller::tokens::Token;
+use touchline_controller::validate::{self, Checked};
 use touchline_controller::{example, explain, keys, revision, serve, source};
 use touchline_schemas::{Bundle, SiteId, TrustedKeys};
 
@@ -349,14 +349,24 @@ async fn shutdown_signal() {
     }
 }
 
-fn cmd_content_add(data: &Path, catalog_entry: bool, files: &[PathBuf]) -> Result<ExitCode, Failure> {
+fn cmd_content_add(
+    data: &Path,
+    catalog_entry: bool,
+    files: &[PathBuf],
+) -> Result<ExitCode, Failure> {
     let store = ContentStore::open(data).map_err(cannot_run)?;
     for f in files {
         let (hash, size) = store.add_file(f)?;
         println!("{hash} {size}");
         if catalog_entry {
-            let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            let stem = f.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = f
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let stem = f
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let id: String = stem
                 .to_lowercase()
                 .chars()
@@ -390,7 +400,12 @@ fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode, Fai
             store.audit(&AuditEntry {
                 at: Timestamp::now(),
                 actor: "cli".into(),
-                action: if exists { "rotate site token" } else { "mint site token" }.into(),
+                action: if exists {
+                    "rotate site token"
+                } else {
+                    "mint site token"
+                }
+                .into(),
                 target: site.to_string(),
             })?;
             println!("{}", token.reveal());
@@ -399,23 +414,36 @@ fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode, Fai
         Err(StoreError::Locked(_)) => {
             // A controller runs on this data directory: go through it.
             let addr = std::fs::read_to_string(serve::addr_file(data))
-                .context("the store is locked by a running controller, but its address file is missing")
+                .context(
+                    "the store is locked by a running controller, but its address file is missing",
+                )
                 .map_err(cannot_run)?;
             let admin = std::fs::read_to_string(serve::admin_token_file(data))
                 .context("the store is locked by a running controller, but its local admin token is missing")
                 .map_err(cannot_run)?;
-            let url = format!("http://{}/api/sites/{site}/token?rotate={rotate}", addr.trim());
+            let url = format!(
+                "http://{}/api/sites/{site}/token?rotate={rotate}",
+                addr.trim()
+            );
             let body: serde_json::Value = runtime()?.block_on(async {
                 let resp = reqwest::Client::new()
                     .post(&url)
                     .bearer_auth(admin.trim())
                     .send()
                     .await
-                    .with_context(|| format!("failed to reach the running controller at {}", addr.trim()))?;
+                    .with_context(|| {
+                        format!("failed to reach the running controller at {}", addr.trim())
+                    })?;
                 let status = resp.status();
-                let body: serde_json::Value = resp.json().await.context("the controller's answer is not JSON")?;
+                let body: serde_json::Value = resp
+                    .json()
+                    .await
+                    .context("the controller's answer is not JSON")?;
                 if !status.is_success() {
-                    return Err(anyhow!("{}", body["error"].as_str().unwrap_or("the controller refused")));
+                    return Err(anyhow!(
+                        "{}",
+                        body["error"].as_str().unwrap_or("the controller refused")
+                    ));
                 }
                 Ok(body)
             })?;

@@ -61,7 +61,8 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(text.as_bytes())?;
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)?;
     Ok(())
@@ -82,8 +83,12 @@ pub async fn serve(
         config.sync_interval = i;
     }
     let key = crate::keys::load(&opts.key)?;
-    std::fs::create_dir_all(&opts.data)
-        .with_context(|| format!("failed to create the data directory `{}`", opts.data.display()))?;
+    std::fs::create_dir_all(&opts.data).with_context(|| {
+        format!(
+            "failed to create the data directory `{}`",
+            opts.data.display()
+        )
+    })?;
     let store = SledStore::open(&opts.data).map_err(|e| match e {
         StoreError::Locked(_) => anyhow!(
             "another controller is already running on `{}` (its store is locked); stop it or use another --data",
@@ -145,7 +150,9 @@ async fn run_sync(fleet: &Arc<Fleet>) {
         Ok(Ok(SyncOutcome::Refused { commit, reason })) => {
             tracing::warn!(%commit, %reason, "commit refused; boxes stay on the last good commit");
         }
-        Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "sync failed; serving the last good bundles"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %error_chain(&e), "sync failed; serving the last good bundles")
+        }
         Err(e) => tracing::error!(error = %e, "sync task failed"),
     }
 }
@@ -154,11 +161,17 @@ async fn initial_sync(fleet: &Arc<Fleet>) {
     run_sync(fleet).await;
 }
 
-async fn sync_loop(fleet: Arc<Fleet>, config: Config, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn sync_loop(
+    fleet: Arc<Fleet>,
+    config: Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(config.sync_interval.to_std());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let retention = jiff::SignedDuration::from_secs(i64::try_from(config.history_retention.as_secs()).unwrap_or(i64::MAX));
+    let retention = jiff::SignedDuration::from_secs(
+        i64::try_from(config.history_retention.as_secs()).unwrap_or(i64::MAX),
+    );
     let mut last_prune = Timestamp::UNIX_EPOCH;
     loop {
         tokio::select! {

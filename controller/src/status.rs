@@ -82,7 +82,9 @@ fn disk_percent(m: &Metrics) -> Option<f64> {
 }
 
 fn health(state: Option<&SiteState>, now: Timestamp, offline_after: u64) -> Health {
-    let Some(s) = state else { return Health::Offline };
+    let Some(s) = state else {
+        return Health::Offline;
+    };
     let limit = SignedDuration::from_secs(i64::try_from(offline_after).unwrap_or(i64::MAX));
     if s.received_at.saturating_add(limit).unwrap_or(now) < now {
         return Health::Offline;
@@ -126,7 +128,8 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
             .as_ref()
             .and_then(|b| b.software.as_ref().map(|s| s.version.to_string()));
         let applied_serial = state.and_then(|s| s.report.status.applied_serial);
-        let applied_release = state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
+        let applied_release =
+            state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
         let groups = manifests
             .as_ref()
             .and_then(|m| m.members.get(&id))
@@ -136,7 +139,13 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
             name: doc.map(|d| d.value.name.clone()).unwrap_or_default(),
             club: doc.map(|d| d.value.club.clone()).unwrap_or_default(),
             labels: doc
-                .map(|d| d.value.labels.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+                .map(|d| {
+                    d.value
+                        .labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.clone()))
+                        .collect()
+                })
                 .unwrap_or_default(),
             location: doc
                 .map(|d| serde_json::to_value(&d.value.location).unwrap_or(Value::Null))
@@ -153,7 +162,14 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
             applied: json!({"serial": applied_serial, "release": applied_release}),
             phase: state.map(|s| crate::store::phase_name(s.report.status.phase)),
             conditions: state
-                .map(|s| s.report.status.conditions.iter().map(|c| format!("{}: {}", c.item, c.message)).collect())
+                .map(|s| {
+                    s.report
+                        .status
+                        .conditions
+                        .iter()
+                        .map(|c| format!("{}: {}", c.item, c.message))
+                        .collect()
+                })
                 .unwrap_or_default(),
             converged: published.is_some_and(|p| applied_serial == Some(p.serial)),
             version: applied_release.or(desired_release),
@@ -166,13 +182,19 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
 
 /// `/api/sites/{id}`: the row plus the desired state with the manifest line
 /// behind each value, the latest metrics and the last 20 events.
-pub fn site_detail(fleet: &Fleet, site: &SiteId, now: Timestamp) -> Result<Option<Value>, StoreError> {
+pub fn site_detail(
+    fleet: &Fleet,
+    site: &SiteId,
+    now: Timestamp,
+) -> Result<Option<Value>, StoreError> {
     let views = site_views(fleet, now)?;
     let Some(view) = views.into_iter().find(|v| &v.id == site) else {
         return Ok(None);
     };
     let published = fleet.bundle(site);
-    let bundle = published.as_ref().and_then(|p| Bundle::from_slice(&p.body).ok());
+    let bundle = published
+        .as_ref()
+        .and_then(|p| Bundle::from_slice(&p.body).ok());
     let explain = match (fleet.manifests(), &bundle) {
         (Some(m), Some(b)) if m.manifests.sites.contains_key(site) => {
             let meta = BundleMeta {
@@ -295,14 +317,12 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
                     } else {
                         let why = match st {
                             None => "never reported".to_owned(),
-                            Some(s) => s
-                                .report
-                                .status
-                                .last_error
-                                .clone()
-                                .unwrap_or_else(|| format!("phase {}", crate::store::phase_name(s.report.status.phase))),
+                            Some(s) => s.report.status.last_error.clone().unwrap_or_else(|| {
+                                format!("phase {}", crate::store::phase_name(s.report.status.phase))
+                            }),
                         };
-                        blocked.push(json!({"site": site, "applied_serial": applied, "reason": why}));
+                        blocked
+                            .push(json!({"site": site, "applied_serial": applied, "reason": why}));
                     }
                 }
                 v["converged"] = json!(converged);
@@ -321,7 +341,9 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
 
 /// Metrics history as CSV.
 pub fn history_csv(points: &[(Timestamp, Metrics)]) -> String {
-    let mut out = String::from("at,cpu_percent,memory_percent,temperature_c,disk_used_bytes,disk_total_bytes,uptime_secs\n");
+    let mut out = String::from(
+        "at,cpu_percent,memory_percent,temperature_c,disk_used_bytes,disk_total_bytes,uptime_secs\n",
+    );
     let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
     let u = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     for (at, m) in points {

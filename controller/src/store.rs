@@ -149,8 +149,12 @@ pub trait Store: Send + Sync + 'static {
     /// Sets (replaces) a site's token hash.
     fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError>;
     /// Stores reports not stored yet (by sequence); durable on return.
-    fn ingest(&self, site: &SiteId, reports: &[Report], received_at: Timestamp)
-    -> Result<IngestOutcome, StoreError>;
+    fn ingest(
+        &self,
+        site: &SiteId,
+        reports: &[Report],
+        received_at: Timestamp,
+    ) -> Result<IngestOutcome, StoreError>;
     /// The latest state of every site that reported.
     fn latest_all(&self) -> Result<Vec<SiteState>, StoreError>;
     /// The latest state of one site.
@@ -168,7 +172,11 @@ pub trait Store: Send + Sync + 'static {
     fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Publishes bundles and records the commit that produced them, in one
     /// transaction; durable on return.
-    fn publish(&self, bundles: &[Published], commit: Option<&CommitRecord>) -> Result<(), StoreError>;
+    fn publish(
+        &self,
+        bundles: &[Published],
+        commit: Option<&CommitRecord>,
+    ) -> Result<(), StoreError>;
     /// Every published bundle.
     fn published(&self) -> Result<Vec<Published>, StoreError>;
     /// Records a commit (refused ones, typically).
@@ -223,7 +231,8 @@ fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 fn dec<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v).map_err(|_| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned()))
+    serde_json::from_slice(v)
+        .map_err(|_| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned()))
 }
 
 impl SledStore {
@@ -235,7 +244,10 @@ impl SledStore {
             .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("lock") => {
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
                     StoreError::Locked(path.display().to_string())
                 }
                 other => StoreError::Sled(other),
@@ -314,7 +326,10 @@ impl Store for SledStore {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k).into_owned();
             let site = SiteId::new(&key).map_err(|_| StoreError::Corrupt(key.clone()))?;
-            let hash: [u8; 32] = v.as_ref().try_into().map_err(|_| StoreError::Corrupt(key))?;
+            let hash: [u8; 32] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(key))?;
             out.push((site, TokenHash(hash)));
         }
         Ok(out)
@@ -334,55 +349,63 @@ impl Store for SledStore {
         let mut sorted: Vec<&Report> = reports.iter().collect();
         sorted.sort_by_key(|r| r.seq);
         let key = site.as_str().as_bytes();
-        let outcome = (&self.status, &self.history, &self.events).transaction(|(status, history, events)| {
-            let prev: Option<SiteState> = match status.get(key)? {
-                Some(v) => serde_json::from_slice(&v).ok(),
-                None => None,
-            };
-            let mut last_seq = prev.as_ref().map_or(0, |p| p.last_seq);
-            let mut last_report = prev.as_ref().map(|p| p.report.clone());
-            let mut metrics = prev.as_ref().and_then(|p| p.metrics.clone());
-            let mut metrics_at = prev.as_ref().and_then(|p| p.metrics_at);
-            let (mut accepted, mut duplicates) = (0, 0);
-            for r in &sorted {
-                if r.seq <= last_seq {
-                    duplicates += 1;
-                    continue;
-                }
-                if let Some(m) = &r.metrics {
-                    history.insert(site_key(site, ts_key(r.at), r.seq), enc(m))?;
-                    metrics = Some(m.clone());
-                    metrics_at = Some(r.at);
-                }
-                for (i, e) in transition_events(last_report.as_ref(), r).into_iter().enumerate() {
-                    events.insert(site_key(site, ts_key(e.at), r.seq * 8 + i as u64), enc(&e))?;
-                }
-                last_seq = r.seq;
-                last_report = Some((*r).clone());
-                accepted += 1;
-            }
-            if accepted > 0
-                && let Some(report) = last_report
-            {
-                let state = SiteState {
-                    site: site.clone(),
-                    last_seq,
-                    received_at,
-                    report,
-                    metrics,
-                    metrics_at,
+        let outcome = (&self.status, &self.history, &self.events)
+            .transaction(|(status, history, events)| {
+                let prev: Option<SiteState> = match status.get(key)? {
+                    Some(v) => serde_json::from_slice(&v).ok(),
+                    None => None,
                 };
-                status.insert(key, enc(&state))?;
-            }
-            Ok(IngestOutcome {
-                accepted,
-                duplicates,
-                last_seq,
+                let mut last_seq = prev.as_ref().map_or(0, |p| p.last_seq);
+                let mut last_report = prev.as_ref().map(|p| p.report.clone());
+                let mut metrics = prev.as_ref().and_then(|p| p.metrics.clone());
+                let mut metrics_at = prev.as_ref().and_then(|p| p.metrics_at);
+                let (mut accepted, mut duplicates) = (0, 0);
+                for r in &sorted {
+                    if r.seq <= last_seq {
+                        duplicates += 1;
+                        continue;
+                    }
+                    if let Some(m) = &r.metrics {
+                        history.insert(site_key(site, ts_key(r.at), r.seq), enc(m))?;
+                        metrics = Some(m.clone());
+                        metrics_at = Some(r.at);
+                    }
+                    for (i, e) in transition_events(last_report.as_ref(), r)
+                        .into_iter()
+                        .enumerate()
+                    {
+                        events
+                            .insert(site_key(site, ts_key(e.at), r.seq * 8 + i as u64), enc(&e))?;
+                    }
+                    last_seq = r.seq;
+                    last_report = Some((*r).clone());
+                    accepted += 1;
+                }
+                if accepted > 0
+                    && let Some(report) = last_report
+                {
+                    let state = SiteState {
+                        site: site.clone(),
+                        last_seq,
+                        received_at,
+                        report,
+                        metrics,
+                        metrics_at,
+                    };
+                    status.insert(key, enc(&state))?;
+                }
+                Ok(IngestOutcome {
+                    accepted,
+                    duplicates,
+                    last_seq,
+                })
             })
-        }).map_err(|e: sled::transaction::TransactionError<()>| match e {
-            sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-            sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("ingest".into()),
-        })?;
+            .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Corrupt("ingest".into())
+                }
+            })?;
         if outcome.accepted > 0 {
             self.flush()?;
         }
@@ -456,7 +479,11 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn publish(&self, bundles: &[Published], commit: Option<&CommitRecord>) -> Result<(), StoreError> {
+    fn publish(
+        &self,
+        bundles: &[Published],
+        commit: Option<&CommitRecord>,
+    ) -> Result<(), StoreError> {
         let commit_key = self.db.generate_id()?.to_be_bytes();
         (&self.bundles, &self.commits, &self.meta)
             .transaction(|(b, c, m)| {
@@ -474,7 +501,9 @@ impl Store for SledStore {
             })
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
                 sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-                sled::transaction::TransactionError::Abort(()) => StoreError::Corrupt("publish".into()),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Corrupt("publish".into())
+                }
             })?;
         self.flush()
     }
@@ -579,7 +608,14 @@ mod tests {
             assert_eq!((o.accepted, o.duplicates, o.last_seq), (0, 2, 2));
             // A batch overlapping the stored range stores only the new report.
             let o = s
-                .ingest(&site, &[batch[1].clone(), report(3, "2026-11-22T09:10:00Z", Phase::Degraded, Some(20.0))], now)
+                .ingest(
+                    &site,
+                    &[
+                        batch[1].clone(),
+                        report(3, "2026-11-22T09:10:00Z", Phase::Degraded, Some(20.0)),
+                    ],
+                    now,
+                )
                 .unwrap();
             assert_eq!((o.accepted, o.duplicates, o.last_seq), (1, 1, 3));
         }
@@ -590,11 +626,23 @@ mod tests {
         let h = s
             .history(&site, "2026-11-22T00:00:00Z".parse().unwrap(), now)
             .unwrap();
-        assert_eq!(h.iter().map(|(_, m)| m.cpu_percent.unwrap()).collect::<Vec<_>>(), vec![10.0, 20.0]);
+        assert_eq!(
+            h.iter()
+                .map(|(_, m)| m.cpu_percent.unwrap())
+                .collect::<Vec<_>>(),
+            vec![10.0, 20.0]
+        );
         let ev = s.events(&site, 10).unwrap();
         assert_eq!(ev[0].message, "applied serial 3");
-        assert!(ev.iter().any(|e| e.message == "converged → degraded"), "{ev:?}");
-        assert_eq!(s.prune_history("2026-11-22T09:07:00Z".parse().unwrap()).unwrap(), 1);
+        assert!(
+            ev.iter().any(|e| e.message == "converged → degraded"),
+            "{ev:?}"
+        );
+        assert_eq!(
+            s.prune_history("2026-11-22T09:07:00Z".parse().unwrap())
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

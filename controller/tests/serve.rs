@@ -1,0 +1,732 @@
+//! `touchline serve` end to end: the real binary, a real git repository, real
+//! HTTP on 127.0.0.1 with a free port.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use reqwest::blocking::Client;
+use serde_json::{Value, json};
+use touchline_controller::tokens::Token;
+use touchline_schemas::{Bundle, TrustedKeys};
+
+const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
+const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
+const WEBHOOK_SECRET: &str = "s3cret-webhook";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A manifests repository, a data dir, a key and tokens.
+struct World {
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new(extra_config: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path().join("repo");
+        common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["config", "commit.gpgsign", "false"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "initial fleet"]);
+        common::touchline()
+            .args(["keygen", "--out"])
+            .arg(tmp.path().join("key"))
+            .assert()
+            .success();
+        let config = format!(
+            "sync_interval = \"1h\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n{extra_config}\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+            Token::new(OPERATOR).hash().to_hex(),
+            Token::new(VIEWER).hash().to_hex(),
+        );
+        std::fs::write(tmp.path().join("controller.toml"), config).unwrap();
+        Self { tmp }
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.tmp.path().join("repo")
+    }
+
+    fn data(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    fn site_token(&self, site: &str, rotate: bool) -> String {
+        let mut cmd = common::touchline();
+        cmd.args(["site", "token", "--data"])
+            .arg(self.data())
+            .arg(site);
+        if rotate {
+            cmd.arg("--rotate");
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn start(&self) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
+            .arg("serve")
+            .arg("--repo")
+            .arg(self.repo())
+            .arg("--data")
+            .arg(self.data())
+            .arg("--key")
+            .arg(self.tmp.path().join("key"))
+            .args(["--listen", "127.0.0.1:0", "--config"])
+            .arg(self.tmp.path().join("controller.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
+            .to_owned();
+        Server {
+            child,
+            url,
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    fn commit(&self, rel: &str, content: &str, msg: &str) -> String {
+        std::fs::write(self.repo().join(rel), content).unwrap();
+        git(&self.repo(), &["add", "-A"]);
+        git(&self.repo(), &["commit", "-q", "-m", msg]);
+        git(&self.repo(), &["rev-parse", "HEAD"])
+    }
+
+    fn edit(&self, rel: &str, from: &str, to: &str, msg: &str) -> String {
+        let text = std::fs::read_to_string(self.repo().join(rel)).unwrap();
+        assert!(text.contains(from), "{rel} does not contain {from}");
+        self.commit(rel, &text.replacen(from, to, 1), msg)
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    http: Client,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn get(&self, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
+        let mut r = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().unwrap()
+    }
+
+    fn bundle(&self, site: &str, token: &str) -> (Vec<u8>, String) {
+        let r = self.get(&format!("/v1/sites/{site}/bundle"), Some(token));
+        assert_eq!(r.status(), StatusCode::OK);
+        let etag = r.headers()["etag"].to_str().unwrap().to_owned();
+        (r.bytes().unwrap().to_vec(), etag)
+    }
+
+    fn sync(&self) -> Value {
+        let r = self
+            .http
+            .post(format!("{}/api/sync", self.url))
+            .bearer_auth(OPERATOR)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
+        r.json().unwrap()
+    }
+
+    fn json(&self, path: &str) -> Value {
+        let r = self.get(path, Some(VIEWER));
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        r.json().unwrap()
+    }
+
+    fn stop(mut self) {
+        // SIGTERM: a clean shutdown.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("controller did not stop within 10 s of SIGTERM");
+    }
+}
+
+#[test]
+fn a_commit_becomes_a_new_signed_bundle_and_unchanged_sites_keep_their_etag() {
+    let w = World::new("");
+    let cesson = w.site_token("cesson-handball", false);
+    let vannes = w.site_token("vannes-rugby", false);
+    let s = w.start();
+    let (body, etag) = s.bundle("cesson-handball", &cesson);
+    let b = Bundle::from_slice(&body).unwrap();
+    assert_eq!(b.serial, 1);
+    // The signature verifies with the controller's public key.
+    let sig = s.get("/v1/sites/cesson-handball/bundle.sig", Some(&cesson));
+    assert_eq!(sig.headers()["etag"].to_str().unwrap(), etag);
+    let pubkey = std::fs::read_to_string(w.tmp.path().join("key.pub")).unwrap();
+    TrustedKeys::parse(&pubkey)
+        .unwrap()
+        .verify(&body, &sig.bytes().unwrap())
+        .unwrap();
+    // 304 on If-None-Match.
+    let r = s
+        .http
+        .get(format!("{}/v1/sites/cesson-handball/bundle", s.url))
+        .bearer_auth(&cesson)
+        .header("If-None-Match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+
+    let (_, vannes_etag) = s.bundle("vannes-rugby", &vannes);
+    let commit = w.edit(
+        "sites/cesson-handball.yaml",
+        "secondary: \"#000000\"",
+        "secondary: \"#ffffff\"",
+        "cesson: white",
+    );
+    let out = s.sync();
+    assert_eq!(out["result"], "published");
+    assert_eq!(out["sites_changed"], json!(["cesson-handball"]));
+    let (body2, etag2) = s.bundle("cesson-handball", &cesson);
+    assert_ne!(etag2, etag);
+    let b2 = Bundle::from_slice(&body2).unwrap();
+    assert_eq!(b2.serial, 2);
+    assert_eq!(b2.commit.as_deref(), Some(commit.as_str()));
+    assert_eq!(b2.config["club"]["colors"]["secondary"], "#ffffff");
+    // A site the commit did not change keeps its bundle.
+    assert_eq!(s.bundle("vannes-rugby", &vannes).1, vannes_etag);
+    // Nothing new: unchanged.
+    assert_eq!(s.sync()["result"], "unchanged");
+}
+
+#[test]
+fn invalid_commits_and_force_pushes_are_refused_and_the_old_bundle_stays() {
+    let w = World::new("");
+    let tok = w.site_token("massy-rugby", false);
+    let s = w.start();
+    let (_, etag) = s.bundle("massy-rugby", &tok);
+    let good = git(&w.repo(), &["rev-parse", "HEAD"]);
+
+    let bad = w.edit("groups/rugby.yaml", "priority: 10", "prioriti: 10", "typo");
+    let out = s.sync();
+    assert_eq!(out["result"], "refused");
+    assert_eq!(out["commit"], bad);
+    let commits = s.json("/api/commits");
+    let top = &commits["commits"][0];
+    assert_eq!(top["id"], bad);
+    assert_eq!(top["state"], "refused");
+    let diags: Vec<&str> = top["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.starts_with("groups/rugby.yaml:") && d.contains("unknown field `prioriti`")),
+        "{diags:?}"
+    );
+    assert_eq!(commits["last_good"], good);
+    assert_eq!(
+        s.bundle("massy-rugby", &tok).1,
+        etag,
+        "the old bundle keeps being served"
+    );
+
+    // Force-push the branch back to a commit that does not descend from the last good one.
+    git(&w.repo(), &["reset", "-q", "--hard", &good]);
+    git(&w.repo(), &["checkout", "-q", "--orphan", "rewritten"]);
+    git(&w.repo(), &["commit", "-q", "-m", "rewritten history"]);
+    git(&w.repo(), &["branch", "-q", "-f", "main", "rewritten"]);
+    let forced = git(&w.repo(), &["rev-parse", "main"]);
+    let out = s.sync();
+    assert_eq!(out["result"], "refused");
+    let reason = out["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not a fast-forward") && reason.contains(&forced) && reason.contains(&good),
+        "{reason}"
+    );
+    assert_eq!(s.bundle("massy-rugby", &tok).1, etag);
+}
+
+#[test]
+fn long_poll_wakes_within_a_second_of_a_commit() {
+    let w = World::new("");
+    let tok = w.site_token("ivry-handball", false);
+    let s = w.start();
+    let (_, etag) = s.bundle("ivry-handball", &tok);
+    let url = format!("{}/v1/sites/ivry-handball/bundle?wait=30", s.url);
+    let tok2 = tok.clone();
+    let etag2 = etag.clone();
+    let waiter = std::thread::spawn(move || {
+        let c = Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let r = c
+            .get(url)
+            .bearer_auth(tok2)
+            .header("If-None-Match", etag2)
+            .send()
+            .unwrap();
+        (
+            Instant::now(),
+            r.status(),
+            r.headers()["etag"].to_str().unwrap().to_owned(),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    w.edit(
+        "groups/handball.yaml",
+        "volume: 60",
+        "volume: 55",
+        "quieter halls",
+    );
+    s.sync();
+    let published = Instant::now();
+    let (woke, status, new_etag) = waiter.join().unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(new_etag, etag);
+    let lag = woke.saturating_duration_since(published);
+    assert!(
+        lag < Duration::from_secs(1),
+        "woke {lag:?} after publishing"
+    );
+
+    // With no change, the long-poll answers 304 at its timeout.
+    let t = Instant::now();
+    let r = s
+        .http
+        .get(format!("{}/v1/sites/ivry-handball/bundle?wait=1", s.url))
+        .bearer_auth(&tok)
+        .header("If-None-Match", &new_etag)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    // wait over the limit is refused.
+    let r = s.get("/v1/sites/ivry-handball/bundle?wait=301", Some(&tok));
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn tokens_are_checked_per_site() {
+    let w = World::new("");
+    let a = w.site_token("nantes-handball", false);
+    let b = w.site_token("angers-football", false);
+    let s = w.start();
+    let path = "/v1/sites/nantes-handball/bundle";
+    assert_eq!(s.get(path, None).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        s.get(path, Some("not-a-token")).status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = s.get(path, Some(&b));
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["error"], "this token belongs to another site");
+    assert_eq!(s.get(path, Some(&a)).status(), StatusCode::OK);
+    assert_eq!(
+        s.get("/v1/sites/no-such-site/bundle", Some(&a)).status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        s.get("/v1/sites/..%2F..%2Fetc/bundle", Some(&a)).status(),
+        StatusCode::NOT_FOUND
+    );
+    // Operator endpoints refuse site tokens and missing tokens.
+    assert_eq!(
+        s.get("/api/sites", Some(&a)).status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(s.get("/api/sites", None).status(), StatusCode::UNAUTHORIZED);
+    // A viewer cannot sync.
+    let r = s
+        .http
+        .post(format!("{}/api/sync", s.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // Minting while the controller runs goes through it; --rotate replaces.
+    let out = common::touchline()
+        .args(["site", "token", "--data"])
+        .arg(w.data())
+        .arg("nantes-handball")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already has a token"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated = w.site_token("nantes-handball", true);
+    assert_eq!(s.get(path, Some(&a)).status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(s.get(path, Some(&rotated)).status(), StatusCode::OK);
+}
+
+#[test]
+fn content_is_served_by_hash_with_ranges() {
+    let w = World::new("");
+    let tok = w.site_token("brest-basket", false);
+    let file = w.tmp.path().join("clip.mp4");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let out = common::touchline()
+        .args(["content", "add", "--data"])
+        .arg(w.data())
+        .arg(&file)
+        .output()
+        .unwrap();
+    let line = String::from_utf8(out.stdout).unwrap();
+    let hash = touchline_schemas::Sha256::digest(&bytes).to_hex();
+    assert_eq!(line, format!("{hash} 100000\n"));
+    let s = w.start();
+    let path = format!("/v1/content/{hash}");
+    let r = s.get(&path, Some(&tok));
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "100000");
+    assert_eq!(r.bytes().unwrap().to_vec(), bytes);
+    let ranged = |range: &str| {
+        s.http
+            .get(format!("{}{path}", s.url))
+            .bearer_auth(&tok)
+            .header("Range", range)
+            .send()
+            .unwrap()
+    };
+    let r = ranged("bytes=1000-1999");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.headers()["content-range"], "bytes 1000-1999/100000");
+    assert_eq!(r.bytes().unwrap().to_vec(), bytes[1000..2000].to_vec());
+    let r = ranged("bytes=99990-");
+    assert_eq!(r.bytes().unwrap().to_vec(), bytes[99990..].to_vec());
+    let r = ranged("bytes=100000-");
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(r.headers()["content-range"], "bytes */100000");
+    let r = s
+        .http
+        .head(format!("{}{path}", s.url))
+        .bearer_auth(&tok)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-length"], "100000");
+    // Malformed hashes never reach the filesystem; unknown ones are 404.
+    for bad in [
+        "..%2F..%2Fetc%2Fpasswd",
+        "ABC",
+        &hash.to_uppercase(),
+        &format!("{hash}0"),
+    ] {
+        let r = s.get(&format!("/v1/content/{bad}"), Some(&tok));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    assert_eq!(
+        s.get(&format!("/v1/content/{}", "0".repeat(64)), Some(&tok))
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(s.get(&path, None).status(), StatusCode::UNAUTHORIZED);
+}
+
+fn report(seq: u64, phase: &str, applied: u64) -> Value {
+    json!({"seq": seq, "at": "2026-11-22T10:00:00Z", "status": {"phase": phase, "applied_serial": applied, "desired_serial": applied},
+           "metrics": {"cpu_percent": 12.5, "temperature_c": 61.0, "disk_used_bytes": 10, "disk_total_bytes": 100}})
+}
+
+#[test]
+fn reports_are_idempotent_durable_and_bad_bodies_store_nothing() {
+    let w = World::new("");
+    let tok = w.site_token("levallois-basket", false);
+    let s = w.start();
+    let post = |body: &[u8]| {
+        s.http
+            .post(format!("{}/v1/sites/levallois-basket/reports", s.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .unwrap()
+    };
+    let batch = json!({"format": 1, "site": "levallois-basket", "reports": [report(1, "starting", 0), report(2, "converged", 1)]});
+    let r = post(batch.to_string().as_bytes());
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"accepted": 2, "duplicates": 0, "last_seq": 2})
+    );
+    let r = post(batch.to_string().as_bytes());
+    assert_eq!(
+        r.json::<Value>().unwrap(),
+        json!({"accepted": 0, "duplicates": 2, "last_seq": 2})
+    );
+
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (b"{not json".to_vec(), StatusCode::BAD_REQUEST, ""),
+        (
+            json!({"format": 1, "site": "levallois-basket", "reports": [{"seq": "three"}]})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "reports[0].seq",
+        ),
+        (
+            json!({"format": 1, "site": "levallois-basket", "reports": [report(3, "exploded", 1)]})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "reports[0].status.phase",
+        ),
+        (
+            json!({"format": 1, "site": "other-site", "reports": [report(3, "converged", 1)]})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "site",
+        ),
+        (
+            json!({"format": 9, "site": "levallois-basket", "reports": []})
+                .to_string()
+                .into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "format",
+        ),
+        (
+            vec![b' '; 1024 * 1024 + 1],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let r = post(&body);
+        assert_eq!(r.status(), status);
+        let err: Value = r.json().unwrap();
+        assert!(err["error"].is_string(), "{err}");
+        if !field.is_empty() {
+            assert_eq!(err["detail"]["field"], field, "{err}");
+        }
+    }
+    let site = s.json("/api/sites/levallois-basket");
+    assert_eq!(
+        site["report"]["seq"], 2,
+        "nothing from the bad bodies was stored"
+    );
+
+    // kill -9 right after the 2xx: nothing acknowledged is lost.
+    let batch =
+        json!({"format": 1, "site": "levallois-basket", "reports": [report(3, "degraded", 1)]});
+    assert_eq!(post(batch.to_string().as_bytes()).status(), StatusCode::OK);
+    let mut s = s;
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+    drop(s);
+    let s = w.start();
+    let site = s.json("/api/sites/levallois-basket");
+    assert_eq!(site["report"]["seq"], 3);
+    assert_eq!(site["site"]["status"], "degraded");
+    let hist = s.json(
+        "/api/sites/levallois-basket/history?from=2026-11-22T00:00:00Z&to=2026-11-23T00:00:00Z",
+    );
+    // One point per stored report with metrics (seq 1, 2, 3); the retried
+    // batch added none.
+    assert_eq!(hist["points"].as_array().unwrap().len(), 3, "{hist}");
+    let csv = s.get("/api/sites/levallois-basket/history?from=2026-11-22T00:00:00Z&to=2026-11-23T00:00:00Z&format=csv", Some(VIEWER)).text().unwrap();
+    assert!(csv.starts_with("at,cpu_percent,"), "{csv}");
+}
+
+#[test]
+fn restart_keeps_bundles_tokens_and_commits() {
+    let w = World::new("");
+    let tok = w.site_token("la-roche-rugby", false);
+    let s = w.start();
+    let (_, etag) = s.bundle("la-roche-rugby", &tok);
+    s.stop();
+    let s = w.start();
+    assert_eq!(s.bundle("la-roche-rugby", &tok).1, etag);
+    assert_eq!(
+        s.json("/api/commits")["commits"].as_array().unwrap().len(),
+        1
+    );
+    let stats = s.json("/api/stats");
+    assert_eq!(stats["totalSites"], 12);
+    assert_eq!(stats["offlineSites"], 12);
+    let metrics = s.get("/metrics", None).text().unwrap();
+    assert!(
+        metrics.contains("touchline_sites{status=\"offline\"} 12"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("touchline_bundle_serial 1"), "{metrics}");
+}
+
+#[test]
+fn webhook_syncs_only_with_a_valid_hmac() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let w = World::new("");
+    let s = w.start();
+    w.edit("fleet.yaml", "volume: 80", "volume: 75", "a bit quieter");
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let post = |sig: &str| {
+        s.http
+            .post(format!("{}/api/sync", s.url))
+            .header("X-Hub-Signature-256", sig)
+            .body(body.to_vec())
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post("sha256=00").status(), StatusCode::UNAUTHORIZED);
+    let mut mac =
+        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    let good = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let r = post(&good);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.json::<Value>().unwrap()["result"], "published");
+}
+
+fn ssh_keygen(args: &[&str]) {
+    let st = Command::new("ssh-keygen")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-keygen {args:?}");
+}
+
+#[test]
+fn unsigned_commits_are_refused_when_signatures_are_required() {
+    if common::require_tool("ssh-keygen", "apt-get install openssh-client").is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let alice = tmp.path().join("alice");
+    ssh_keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "alice",
+        "-f",
+        alice.to_str().unwrap(),
+    ]);
+    let pubkey = std::fs::read_to_string(alice.with_extension("pub")).unwrap();
+    let w = World::new(&format!(
+        "require_signed_commits = true\nallowed_commit_signers = [\"{}\"]\n",
+        pubkey.trim()
+    ));
+    // Re-sign the initial commit with alice's key.
+    let repo = w.repo();
+    git(&repo, &["config", "gpg.format", "ssh"]);
+    git(
+        &repo,
+        &["config", "user.signingkey", alice.to_str().unwrap()],
+    );
+    git(&repo, &["commit", "-q", "--amend", "-S", "--no-edit"]);
+    let tok = w.site_token("rennes-football", false);
+    let s = w.start();
+    let (_, etag) = s.bundle("rennes-football", &tok);
+
+    // An unsigned commit is refused.
+    w.edit(
+        "groups/football.yaml",
+        "period_minutes: 45",
+        "period_minutes: 40",
+        "unsigned change",
+    );
+    let out = s.sync();
+    assert_eq!(out["result"], "refused", "{out}");
+    assert!(
+        out["reason"].as_str().unwrap().contains("is not signed"),
+        "{out}"
+    );
+    assert_eq!(s.bundle("rennes-football", &tok).1, etag);
+
+    // Signed by a key that is not allowed: refused.
+    let mallory = tmp.path().join("mallory");
+    ssh_keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "mallory",
+        "-f",
+        mallory.to_str().unwrap(),
+    ]);
+    git(
+        &repo,
+        &["config", "user.signingkey", mallory.to_str().unwrap()],
+    );
+    git(&repo, &["commit", "-q", "--amend", "-S", "--no-edit"]);
+    let out = s.sync();
+    assert_eq!(out["result"], "refused", "{out}");
+    assert!(
+        out["reason"].as_str().unwrap().contains("untrusted key"),
+        "{out}"
+    );
+
+    // Signed by alice: accepted.
+    git(
+        &repo,
+        &["config", "user.signingkey", alice.to_str().unwrap()],
+    );
+    git(&repo, &["commit", "-q", "--amend", "-S", "--no-edit"]);
+    let out = s.sync();
+    assert_eq!(out["result"], "published", "{out}");
+    assert_ne!(s.bundle("rennes-football", &tok).1, etag);
+}
