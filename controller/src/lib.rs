@@ -19,6 +19,7 @@
 pub mod bundles;
 pub mod config;
 pub mod content;
+pub mod demo;
 pub mod diag;
 pub mod example;
 pub mod explain;

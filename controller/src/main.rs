@@ -104,6 +104,23 @@ enum Command {
     /// Sites: mint tokens.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// Operators: mint a token for the controller config file.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Run the whole system on this machine with the example fleet: a git
+    /// repository, content, keys, tokens and the controller on a free
+    /// loopback port. Ctrl-C stops it.
+    Demo {
+        /// The example manifests (default: ./fleet-manifests).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        /// Build the workspace here instead of a new temporary directory.
+        #[arg(long)]
+        workspace: Option<PathBuf>,
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
     /// Run the controller: follow the manifests repository, sign and serve
     /// bundles and content, ingest reports, serve the operator API.
     Serve {
@@ -129,6 +146,19 @@ enum Command {
         /// signature policy, retention.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorCommand {
+    /// Print a new operator token and the config entry that grants it.
+    Token {
+        /// Operator name (for the audit log).
+        #[arg(long)]
+        name: String,
+        /// Role.
+        #[arg(long, value_parser = ["viewer", "operator", "admin"], default_value = "viewer")]
+        role: String,
     },
 }
 
@@ -288,6 +318,28 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             catalog_entry,
             files,
         }) => cmd_content_add(&data, catalog_entry, &files),
+        Command::Operator(OperatorCommand::Token { name, role }) => {
+            let token = Token::generate()?;
+            println!("{}", token.reveal());
+            eprintln!(
+                "add to the controller config (only the hash is kept; give the token above to {name}):\n\n[[operators]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{}\"",
+                token.hash().to_hex()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo {
+            manifests,
+            workspace,
+            listen,
+        } => {
+            let opts = touchline_controller::demo::DemoOptions {
+                manifests: manifests.unwrap_or_else(touchline_controller::demo::default_manifests),
+                workspace,
+                listen,
+            };
+            runtime()?.block_on(touchline_controller::demo::run(opts, shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Site(SiteCommand::Token { data, site, rotate }) => {
             cmd_site_token(&data, &site, rotate)
         }

@@ -1,0 +1,126 @@
+//! `touchline demo`: the README's first command, run as a user would.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[test]
+fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path().join("ws");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--workspace"])
+        .arg(&ws)
+        .current_dir(common::repo_root())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = String::new();
+    let mut token = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(u) = line.trim().strip_prefix("controller:") {
+            url = u.trim().to_owned();
+        }
+        if let Some(t) = line.trim().strip_prefix("operator token:") {
+            token = t.trim().to_owned();
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let http = reqwest::blocking::Client::new();
+    let get = |path: &str, tok: &str| -> Value {
+        let r = http
+            .get(format!("{url}{path}"))
+            .bearer_auth(tok)
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    };
+    assert_eq!(get("/api/sites", &token)["count"], 12);
+    let site_token = std::fs::read_to_string(ws.join("tokens/cesson-handball.token")).unwrap();
+    let bundle = http
+        .get(format!("{url}/v1/sites/cesson-handball/bundle"))
+        .bearer_auth(&site_token)
+        .send()
+        .unwrap();
+    assert_eq!(bundle.status(), 200);
+    // Every file the bundle names is in the content store.
+    let b: touchline_schemas::Bundle =
+        touchline_schemas::Bundle::from_slice(&bundle.bytes().unwrap()).unwrap();
+    for f in &b.files {
+        let r = http
+            .head(format!("{url}/v1/content/{}", f.sha256))
+            .bearer_auth(&site_token)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", f.path);
+    }
+
+    // A commit in the demo repository reaches the controller by itself.
+    let repo = ws.join("manifests");
+    let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
+    std::fs::write(
+        repo.join("fleet.yaml"),
+        fleet.replace("volume: 80", "volume: 70"),
+    )
+    .unwrap();
+    let st = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "-qam",
+            "quieter",
+        ])
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let commits = get("/api/commits", &token);
+        if commits["commits"].as_array().unwrap().len() == 2 {
+            assert_eq!(commits["commits"][0]["state"], "accepted");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not pick up the commit: {commits}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Ctrl-C stops everything cleanly.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !ws.join("data/controller.addr").exists(),
+        "the address file is removed on shutdown"
+    );
+}
