@@ -56,6 +56,24 @@ pub enum SyncError {
     Render(#[source] anyhow::Error),
 }
 
+/// Site tokens, by site and by hash. A presented token is hashed (sha256)
+/// and looked up by its hash: the lookup's timing depends on the hash, which
+/// an attacker cannot steer towards a stored one.
+#[derive(Debug, Default)]
+struct Tokens {
+    by_site: HashMap<SiteId, TokenHash>,
+    by_hash: HashMap<[u8; 32], SiteId>,
+}
+
+impl Tokens {
+    fn insert(&mut self, site: SiteId, hash: TokenHash) {
+        if let Some(old) = self.by_site.insert(site.clone(), hash) {
+            self.by_hash.remove(&old.0);
+        }
+        self.by_hash.insert(hash.0, site);
+    }
+}
+
 /// The controller.
 pub struct Fleet {
     /// Durable state.
@@ -68,7 +86,7 @@ pub struct Fleet {
     follower: Mutex<Follower>,
     bundles: RwLock<HashMap<SiteId, Arc<Published>>>,
     generation: watch::Sender<u64>,
-    tokens: RwLock<HashMap<SiteId, TokenHash>>,
+    tokens: RwLock<Tokens>,
     manifests: RwLock<Option<Arc<Checked>>>,
     last_sync_error: RwLock<Option<(Timestamp, String)>>,
     sync_lock: Mutex<()>,
@@ -110,7 +128,10 @@ impl Fleet {
             .into_iter()
             .map(|p| (p.site.clone(), Arc::new(p)))
             .collect();
-        let tokens = store.site_tokens()?.into_iter().collect();
+        let mut tokens = Tokens::default();
+        for (site, hash) in store.site_tokens()? {
+            tokens.insert(site, hash);
+        }
         let fleet = Self {
             store,
             content,
@@ -183,19 +204,20 @@ impl Fleet {
     /// The site a token belongs to, if any.
     pub fn site_of_token(&self, hash: &TokenHash) -> Option<SiteId> {
         let tokens = self.tokens.read().ok()?;
-        // Compare with every token (constant time each), not stopping early.
-        let mut found = None;
-        for (site, h) in tokens.iter() {
-            if h.matches(hash) {
-                found = Some(site.clone());
-            }
-        }
-        found
+        let site = tokens.by_hash.get(&hash.0)?;
+        // Confirm in constant time (the map lookup compared the hashes too).
+        tokens
+            .by_site
+            .get(site)
+            .filter(|h| h.matches(hash))
+            .map(|_| site.clone())
     }
 
     /// Whether the site has a token.
     pub fn has_token(&self, site: &SiteId) -> bool {
-        self.tokens.read().is_ok_and(|t| t.contains_key(site))
+        self.tokens
+            .read()
+            .is_ok_and(|t| t.by_site.contains_key(site))
     }
 
     /// Whether the site exists (in the manifests or with a bundle).

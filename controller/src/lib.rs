@@ -35,6 +35,7 @@ pub mod serve;
 pub mod source;
 pub mod status;
 pub mod store;
+pub mod synthetic;
 pub mod tokens;
 pub mod validate;
 pub mod yaml;

@@ -377,6 +377,9 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Blocking work (sled, git, rendering) is bounded: a burst of reports
+        // queues instead of spawning hundreds of threads (and malloc arenas).
+        .max_blocking_threads(16)
         .build()
         .context("failed to start the async runtime")
         .map_err(cannot_run)

@@ -193,10 +193,27 @@ pub trait Store: Send + Sync + 'static {
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 }
 
+/// Group commit: concurrent writers share one `flush` (one fsync). The
+/// first writer to find no flush running flushes everything written so far;
+/// the others wait until a flush that started after their write completes.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    state: std::sync::Mutex<FlushState>,
+    done: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    requested: u64,
+    flushed: u64,
+    flushing: bool,
+}
+
 /// [`Store`] on sled.
 #[derive(Debug, Clone)]
 pub struct SledStore {
     db: sled::Db,
+    group: std::sync::Arc<GroupCommit>,
     tokens: sled::Tree,
     status: sled::Tree,
     history: sled::Tree,
@@ -263,12 +280,45 @@ impl SledStore {
             meta: t("meta")?,
             audit: t("audit")?,
             db,
+            group: std::sync::Arc::default(),
         })
     }
 
+    /// Returns once everything written before the call is on disk.
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        let g = &self.group;
+        fn lock(m: &std::sync::Mutex<FlushState>) -> std::sync::MutexGuard<'_, FlushState> {
+            match m.lock() {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            }
+        }
+        let mut st = lock(&g.state);
+        st.requested += 1;
+        let mine = st.requested;
+        loop {
+            if st.flushed >= mine {
+                return Ok(());
+            }
+            if !st.flushing {
+                st.flushing = true;
+                let target = st.requested;
+                drop(st);
+                let result = self.db.flush();
+                st = lock(&g.state);
+                st.flushing = false;
+                if result.is_ok() {
+                    st.flushed = st.flushed.max(target);
+                }
+                g.done.notify_all();
+                result?;
+                continue;
+            }
+            st = match g.done.wait(st) {
+                Ok(s) => s,
+                Err(p) => p.into_inner(),
+            };
+        }
     }
 
     /// Bytes on disk.
@@ -682,6 +732,41 @@ mod tests {
         assert_eq!(s.meta("last_good").unwrap().as_deref(), Some("c4"));
         assert_eq!(s.meta("last_seen").unwrap().as_deref(), Some("c5"));
         assert_eq!(s.commits(10).unwrap()[0].id, "c5");
+    }
+
+    #[test]
+    fn concurrent_ingests_share_flushes_and_all_land() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = SledStore::open(tmp.path()).unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let s = &s;
+                scope.spawn(move || {
+                    let site = SiteId::new(&format!("site-{t}")).unwrap();
+                    for seq in 1..=25 {
+                        let o = s
+                            .ingest(
+                                &site,
+                                &[report(
+                                    seq,
+                                    "2026-11-22T09:00:00Z",
+                                    Phase::Converged,
+                                    Some(1.0),
+                                )],
+                                Timestamp::UNIX_EPOCH,
+                            )
+                            .unwrap();
+                        assert_eq!(o.accepted, 1);
+                    }
+                });
+            }
+        });
+        let g = s.group.state.lock().unwrap();
+        assert_eq!(g.requested, 200);
+        assert!(g.flushed >= 200);
+        drop(g);
+        assert_eq!(s.latest_all().unwrap().len(), 8);
+        assert!(s.latest_all().unwrap().iter().all(|x| x.last_seq == 25));
     }
 
     #[test]
