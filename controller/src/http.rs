@@ -576,8 +576,14 @@ async fn post_reports(
     })?;
     let de = &mut serde_json::Deserializer::from_slice(&body);
     let batch: ReportBatch = serde_path_to_error::deserialize(de).map_err(|e| {
+        // `?` is where the parser stopped inside a map before reading a key
+        // (a syntax error): report the document itself.
+        let field = match e.path().to_string() {
+            p if p == "?" => ".".to_owned(),
+            p => p,
+        };
         ApiError::new(StatusCode::BAD_REQUEST, "invalid report batch").detail(json!({
-            "field": e.path().to_string(),
+            "field": field,
             "message": e.inner().to_string(),
         }))
     })?;

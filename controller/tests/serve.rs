@@ -730,3 +730,71 @@ fn unsigned_commits_are_refused_when_signatures_are_required() {
     assert_eq!(out["result"], "published", "{out}");
     assert_ne!(s.bundle("rennes-football", &tok).1, etag);
 }
+
+#[test]
+fn the_corpus_of_bad_report_batches_is_refused_with_the_field_named() {
+    let w = World::new("");
+    let site = "paris13-football";
+    let tok = w.site_token(site, false);
+    let s = w.start();
+    let post = |body: Vec<u8>| {
+        s.http
+            .post(format!("{}/v1/sites/{site}/reports", s.url))
+            .bearer_auth(&tok)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let ok = json!({"format": 1, "site": site, "reports": [report(1, "converged", 1)]});
+    assert_eq!(post(ok.to_string().into_bytes()).status(), StatusCode::OK);
+    let dir = common::data("bad-http/reports");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let body = std::fs::read_to_string(case).unwrap().replace("SITE", site);
+        let expect = std::fs::read_to_string(case.with_extension("expect"))
+            .unwrap()
+            .replace("SITE", site);
+        let mut lines = expect.lines();
+        let status: u16 = lines.next().unwrap().parse().unwrap();
+        let error = lines.next().unwrap();
+        let field = lines.next().unwrap();
+        let r = post(body.into_bytes());
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let got_status = r.status().as_u16();
+        let v: Value = r.json().unwrap();
+        if (
+            got_status,
+            v["error"].as_str(),
+            v["detail"]["field"].as_str(),
+        ) != (status, Some(error), Some(field))
+        {
+            failures.push(format!(
+                "{name}: want {status} {error:?} {field:?}, got {got_status} {v}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // Too many reports in one batch.
+    let many: Vec<Value> = (2..1003).map(|n| report(n, "converged", 1)).collect();
+    let r = post(
+        json!({"format": 1, "site": site, "reports": many})
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().unwrap()["error"],
+        "1001 reports in one batch; at most 1000"
+    );
+    // Nothing of the refused bodies was stored.
+    let detail = s.json(&format!("/api/sites/{site}"));
+    assert_eq!(detail["report"]["seq"], 1, "{detail}");
+}
