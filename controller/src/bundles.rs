@@ -20,6 +20,49 @@ pub struct Signed {
     pub body: Vec<u8>,
     /// SSHSIG over `body`.
     pub signature: Option<String>,
+    /// Digest of the desired state alone (serial, commit and times left
+    /// out): equal digests mean the box has nothing new to do.
+    pub desired: touchline_schemas::Sha256,
+}
+
+/// The digest of a bundle's desired state, without serial, commit and times.
+pub fn desired_digest(b: &touchline_schemas::Bundle) -> touchline_schemas::Sha256 {
+    let normalized = touchline_schemas::Bundle {
+        serial: 0,
+        commit: None,
+        issued_at: jiff::Timestamp::UNIX_EPOCH,
+        expires_at: jiff::Timestamp::UNIX_EPOCH,
+        ..b.clone()
+    };
+    normalized.digest()
+}
+
+/// Signs the bundles that are not signed yet, on every core.
+pub fn sign_all(key: &SigningKey, items: &mut [Signed]) -> anyhow::Result<()> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks_mut(chunk)
+            .map(|part| {
+                scope.spawn(move || -> anyhow::Result<()> {
+                    for s in part.iter_mut().filter(|s| s.signature.is_none()) {
+                        s.signature = Some(key.sign(&s.body).with_context(|| {
+                            format!("failed to sign the bundle of `{}`", s.site)
+                        })?);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow!("a signing thread panicked"))??;
+        }
+        Ok(())
+    })
 }
 
 /// Renders (and signs) every site of `checked`, in site order.
@@ -38,6 +81,7 @@ pub fn render_all(
     let one = |site: &SiteId| -> anyhow::Result<Signed> {
         let r = render_site(&checked.manifests, &checked.members, &catalog, site, meta)?;
         let body = r.bundle.to_canonical_json();
+        let desired = desired_digest(&r.bundle);
         let signature = key
             .map(|k| k.sign(&body))
             .transpose()
@@ -46,6 +90,7 @@ pub fn render_all(
             site: site.clone(),
             body,
             signature,
+            desired,
         })
     };
     std::thread::scope(|scope| {

@@ -102,18 +102,6 @@ fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", touchline_schemas::Sha256::digest(body).to_hex())
 }
 
-/// Equal desired state: everything but serial, commit and times.
-fn same_desired(a: &Bundle, b: &Bundle) -> bool {
-    let norm = |x: &Bundle| Bundle {
-        serial: 0,
-        commit: None,
-        issued_at: Timestamp::UNIX_EPOCH,
-        expires_at: Timestamp::UNIX_EPOCH,
-        ..x.clone()
-    };
-    norm(a) == norm(b)
-}
-
 impl Fleet {
     /// Loads the persisted state; does not fetch.
     pub fn open(
@@ -260,8 +248,10 @@ impl Fleet {
     }
 
     fn sync_inner(&self, now: Timestamp) -> Result<SyncOutcome, SyncError> {
+        let started = std::time::Instant::now();
         let follower = self.follower();
         let tip = follower.fetch()?;
+        let fetched = started.elapsed();
         let tip_s = tip.to_string();
         if self.store.meta("last_seen")?.as_deref() == Some(tip_s.as_str()) {
             return Ok(SyncOutcome::Unchanged);
@@ -317,6 +307,7 @@ impl Fleet {
         let set = follower.source_set(tip)?;
         drop(follower);
         let checked = validate::check(&set);
+        let validated = started.elapsed();
         if checked.diags.has_errors() {
             let diags: Vec<String> = checked.diags.0.iter().map(ToString::to_string).collect();
             return refuse(
@@ -334,21 +325,24 @@ impl Fleet {
             issued_at: now,
             expires_at: now.saturating_add(expiry).unwrap_or(now),
         };
-        let rendered = crate::bundles::render_all(&checked, &meta, Some(&self.key))
-            .map_err(SyncError::Render)?;
+        let rendered =
+            crate::bundles::render_all(&checked, &meta, None).map_err(SyncError::Render)?;
+        let rendered_at = started.elapsed();
+        // A site whose desired state did not change keeps its bundle (same
+        // bytes, same ETag): only changed sites are signed and published.
         let current = self.bundles();
-        let mut changed = Vec::new();
-        for r in rendered {
-            let keep = current.get(&r.site).is_some_and(|old| {
-                match (Bundle::from_slice(&old.body), Bundle::from_slice(&r.body)) {
-                    (Ok(a), Ok(b)) => same_desired(&a, &b),
-                    _ => false,
-                }
-            });
-            if keep {
-                continue;
-            }
-            changed.push(Published {
+        let mut fresh: Vec<crate::bundles::Signed> = rendered
+            .into_iter()
+            .filter(|r| {
+                let old = current.get(&r.site).and_then(|p| p.desired.clone());
+                old.as_deref() != Some(r.desired.to_hex().as_str())
+            })
+            .collect();
+        crate::bundles::sign_all(&self.key, &mut fresh).map_err(SyncError::Render)?;
+        let signed = started.elapsed();
+        let changed: Vec<Published> = fresh
+            .into_iter()
+            .map(|r| Published {
                 etag: etag_of(&r.body),
                 site: r.site,
                 serial: meta.serial,
@@ -357,8 +351,9 @@ impl Fleet {
                 signature: r.signature.unwrap_or_default(),
                 issued_at: meta.issued_at,
                 expires_at: meta.expires_at,
-            });
-        }
+                desired: Some(r.desired.to_hex()),
+            })
+            .collect();
         let record = CommitRecord {
             id: tip_s.clone(),
             serial: info.serial,
@@ -375,7 +370,18 @@ impl Fleet {
         if let Ok(mut m) = self.manifests.write() {
             *m = Some(Arc::new(checked));
         }
-        tracing::info!(commit = %tip_s, serial = info.serial, changed = sites.len(), "published");
+        let ms = |d: std::time::Duration| d.as_millis();
+        tracing::info!(
+            commit = %tip_s,
+            serial = info.serial,
+            changed = sites.len(),
+            fetch_ms = ms(fetched),
+            validate_ms = ms(validated - fetched),
+            render_ms = ms(rendered_at - validated),
+            sign_ms = ms(signed - rendered_at),
+            persist_ms = ms(started.elapsed() - signed),
+            "published"
+        );
         Ok(SyncOutcome::Published {
             commit: tip_s,
             changed: sites,

@@ -52,6 +52,10 @@ pub struct Published {
     pub issued_at: Timestamp,
     /// Expiry.
     pub expires_at: Timestamp,
+    /// Digest of the desired state without serial, commit and times
+    /// (`bundles::desired_digest`).
+    #[serde(default)]
+    pub desired: Option<String>,
 }
 
 /// What happened to a commit the controller saw.
@@ -708,6 +712,7 @@ mod tests {
             signature: "sig".into(),
             issued_at: Timestamp::UNIX_EPOCH,
             expires_at: Timestamp::UNIX_EPOCH,
+            desired: None,
         };
         let rec = CommitRecord {
             id: "c4".into(),
