@@ -200,14 +200,14 @@ impl Follower {
             if entry.filemode() == 0o120_000 {
                 set.skipped.push(Skipped {
                     path: Arc::from(path),
-                    reason: "ignored: symbolic links are not followed",
+                    reason: source::SKIP_SYMLINK,
                 });
                 return Ok(());
             }
             if entry.kind() != Some(ObjectType::Blob) {
                 set.skipped.push(Skipped {
                     path: Arc::from(path),
-                    reason: "ignored: not a regular file",
+                    reason: source::SKIP_NOT_FILE,
                 });
                 return Ok(());
             }
@@ -247,7 +247,7 @@ impl Follower {
                     Some(Kind::Manifest) => read(&rel, &child, &mut set)?,
                     Some(Kind::Misnamed) => set.skipped.push(Skipped {
                         path: rel.into(),
-                        reason: "ignored: manifest files must end in `.yaml`",
+                        reason: source::SKIP_MISNAMED,
                     }),
                     None => {}
                 }

@@ -26,6 +26,13 @@ pub struct SourceFile {
     pub content: Result<Vec<u8>, u64>,
 }
 
+/// Why a file that looks like a manifest is not read.
+pub const SKIP_MISNAMED: &str = "ignored: manifest files must end in `.yaml`";
+/// A symbolic link.
+pub const SKIP_SYMLINK: &str = "ignored: symbolic links are not followed";
+/// A directory or special file where a manifest was expected.
+pub const SKIP_NOT_FILE: &str = "ignored: not a regular file";
+
 /// A file the loader looked at and skipped, with the reason (reported as a
 /// warning).
 #[derive(Debug, Clone)]
@@ -102,7 +109,7 @@ pub fn read_dir(root: &Path) -> Result<SourceSet, SourceError> {
                 Some(Kind::Manifest) => read_one(root, &rel, &mut set)?,
                 Some(Kind::Misnamed) => set.skipped.push(Skipped {
                     path: rel.into(),
-                    reason: "ignored: manifest files must end in `.yaml`",
+                    reason: SKIP_MISNAMED,
                 }),
                 None => {}
             }
@@ -141,14 +148,14 @@ fn read_one(root: &Path, rel: &str, set: &mut SourceSet) -> Result<(), SourceErr
     if meta.file_type().is_symlink() {
         set.skipped.push(Skipped {
             path: rel.into(),
-            reason: "ignored: symbolic links are not followed",
+            reason: SKIP_SYMLINK,
         });
         return Ok(());
     }
     if !meta.is_file() {
         set.skipped.push(Skipped {
             path: rel.into(),
-            reason: "ignored: not a regular file",
+            reason: SKIP_NOT_FILE,
         });
         return Ok(());
     }

@@ -99,15 +99,19 @@ fn health(state: Option<&SiteState>, now: Timestamp, offline_after: u64) -> Heal
     }
 }
 
-/// Every site of the last good manifests (and any that reported or has a
-/// bundle), with its derived status.
-pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreError> {
-    let latest: BTreeMap<SiteId, SiteState> = fleet
+fn latest_by_site(fleet: &Fleet) -> Result<BTreeMap<SiteId, SiteState>, StoreError> {
+    Ok(fleet
         .store
         .latest_all()?
         .into_iter()
         .map(|s| (s.site.clone(), s))
-        .collect();
+        .collect())
+}
+
+/// Every site of the last good manifests (and any that reported or has a
+/// bundle), with its derived status.
+pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreError> {
+    let latest = latest_by_site(fleet)?;
     let bundles = fleet.bundles();
     let manifests = fleet.manifests();
     let mut ids: Vec<SiteId> = bundles.keys().cloned().collect();
@@ -296,12 +300,7 @@ pub fn stats(views: &[SiteView]) -> Value {
 /// many of the sites each commit changed have applied it.
 pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
     let records = fleet.store.commits(limit)?;
-    let latest: BTreeMap<SiteId, SiteState> = fleet
-        .store
-        .latest_all()?
-        .into_iter()
-        .map(|s| (s.site.clone(), s))
-        .collect();
+    let latest = latest_by_site(fleet)?;
     let list: Vec<Value> = records
         .iter()
         .map(|c| {

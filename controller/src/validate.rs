@@ -198,27 +198,9 @@ fn check_catalog(m: &Manifests, d: &mut Diagnostics) -> BTreeSet<VideoId> {
                 Err(e) => d.error(&c.file, at("file"), e.to_string()),
             }
         }
-        if v.size == 0 {
-            d.error(&c.file, at("size"), "size is 0: a video cannot be empty; run `touchline content add --catalog-entry <file>` to get the real size");
-        } else if v.size > MAX_FILE_SIZE {
-            d.error(
-                &c.file,
-                at("size"),
-                format!(
-                    "size {} bytes is over the {MAX_FILE_SIZE}-byte limit for one file",
-                    v.size
-                ),
-            );
-        }
-        for (j, u) in v.urls.iter().enumerate() {
-            if !is_http_url(u) {
-                d.error(
-                    &c.file,
-                    c.at(&["videos".into(), i.into(), "urls".into(), j.into()]),
-                    format!("`{u}` is not an http:// or https:// URL"),
-                );
-            }
-        }
+        check_pinned(d, &c.file, "size", v.size, at("size"), &v.urls, |j| {
+            c.at(&["videos".into(), i.into(), "urls".into(), j.into()])
+        });
     }
     ids.into_keys().cloned().collect()
 }
@@ -354,24 +336,42 @@ fn check_release(d: &mut Diagnostics, r: &Doc<Release>) {
         );
     }
     let p = &r.value.package;
-    let pat = |k: &str| r.at(&["package".into(), k.into()]);
-    if p.size == 0 {
-        d.error(&r.file, pat("size"), "package size is 0: run `touchline content add --catalog-entry <package>` to get the real size");
-    } else if p.size > MAX_FILE_SIZE {
+    check_pinned(
+        d,
+        &r.file,
+        "package size",
+        p.size,
+        r.at(&["package".into(), "size".into()]),
+        &p.urls,
+        |j| r.at(&["package".into(), "urls".into(), j.into()]),
+    );
+}
+
+/// A file pinned by sha256 and size (a video, a release package): not
+/// empty, within the limit, extra sources over http(s) only.
+fn check_pinned(
+    d: &mut Diagnostics,
+    file: &std::sync::Arc<str>,
+    what: &str,
+    size: u64,
+    size_at: Pos,
+    urls: &[String],
+    url_at: impl Fn(usize) -> Pos,
+) {
+    if size == 0 {
+        d.error(file, size_at, format!("{what} is 0: a file cannot be empty; run `touchline content add --catalog-entry <file>` to get the real size"));
+    } else if size > MAX_FILE_SIZE {
         d.error(
-            &r.file,
-            pat("size"),
-            format!(
-                "package size {} bytes is over the {MAX_FILE_SIZE}-byte limit",
-                p.size
-            ),
+            file,
+            size_at,
+            format!("{what} {size} bytes is over the {MAX_FILE_SIZE}-byte limit for one file"),
         );
     }
-    for (j, u) in p.urls.iter().enumerate() {
+    for (j, u) in urls.iter().enumerate() {
         if !is_http_url(u) {
             d.error(
-                &r.file,
-                r.at(&["package".into(), "urls".into(), j.into()]),
+                file,
+                url_at(j),
                 format!("`{u}` is not an http:// or https:// URL"),
             );
         }
