@@ -50,7 +50,7 @@ fn phase(which: &str, dir: &Path, out: &Path) {
         // In memory: render + sign every site (what the controller does on
         // each commit), then, separately, writing the files (disk-bound).
         let t0 = Instant::now();
-        let all = bundles::render_all(&checked, &meta, Some(&key)).unwrap();
+        let all = bundles::render_all(&checked, &meta, Some(&key), false).unwrap();
         let render_secs = t0.elapsed().as_secs_f64();
         assert_eq!(all.len(), checked.manifests.sites.len());
         let bytes: usize = all.iter().map(|s| s.body.len()).sum();

@@ -21,8 +21,9 @@ pub struct Signed {
     /// SSHSIG over `body`.
     pub signature: Option<String>,
     /// Digest of the desired state alone (serial, commit and times left
-    /// out): equal digests mean the box has nothing new to do.
-    pub desired: touchline_schemas::Sha256,
+    /// out): equal digests mean the box has nothing new to do. Computed on
+    /// request (it costs a second serialization).
+    pub desired: Option<touchline_schemas::Sha256>,
 }
 
 /// The digest of a bundle's desired state, without serial, commit and times.
@@ -65,11 +66,13 @@ pub fn sign_all(key: &SigningKey, items: &mut [Signed]) -> anyhow::Result<()> {
     })
 }
 
-/// Renders (and signs) every site of `checked`, in site order.
+/// Renders (and signs, with a key) every site of `checked`, in site order;
+/// with `desired`, also computes each bundle's desired-state digest.
 pub fn render_all(
     checked: &Checked,
     meta: &BundleMeta,
     key: Option<&SigningKey>,
+    desired: bool,
 ) -> anyhow::Result<Vec<Signed>> {
     let sites: Vec<&SiteId> = checked.manifests.sites.keys().collect();
     let catalog = CatalogIndex::new(&checked.manifests);
@@ -81,7 +84,7 @@ pub fn render_all(
     let one = |site: &SiteId| -> anyhow::Result<Signed> {
         let r = render_site(&checked.manifests, &checked.members, &catalog, site, meta)?;
         let body = r.bundle.to_canonical_json();
-        let desired = desired_digest(&r.bundle);
+        let desired = desired.then(|| desired_digest(&r.bundle));
         let signature = key
             .map(|k| k.sign(&body))
             .transpose()
@@ -128,7 +131,7 @@ pub fn write_all(
     out: &Path,
     key: Option<&SigningKey>,
 ) -> anyhow::Result<usize> {
-    let all = render_all(checked, meta, key)?;
+    let all = render_all(checked, meta, key, false)?;
     for s in &all {
         write(&out.join(format!("{}.json", s.site)), &s.body)?;
         if let Some(sig) = &s.signature {

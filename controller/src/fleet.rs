@@ -326,7 +326,7 @@ impl Fleet {
             expires_at: now.saturating_add(expiry).unwrap_or(now),
         };
         let rendered =
-            crate::bundles::render_all(&checked, &meta, None).map_err(SyncError::Render)?;
+            crate::bundles::render_all(&checked, &meta, None, true).map_err(SyncError::Render)?;
         let rendered_at = started.elapsed();
         // A site whose desired state did not change keeps its bundle (same
         // bytes, same ETag): only changed sites are signed and published.
@@ -335,7 +335,7 @@ impl Fleet {
             .into_iter()
             .filter(|r| {
                 let old = current.get(&r.site).and_then(|p| p.desired.clone());
-                old.as_deref() != Some(r.desired.to_hex().as_str())
+                old.is_none() || old != r.desired.map(|d| d.to_hex())
             })
             .collect();
         crate::bundles::sign_all(&self.key, &mut fresh).map_err(SyncError::Render)?;
@@ -351,7 +351,7 @@ impl Fleet {
                 signature: r.signature.unwrap_or_default(),
                 issued_at: meta.issued_at,
                 expires_at: meta.expires_at,
-                desired: Some(r.desired.to_hex()),
+                desired: r.desired.map(|d| d.to_hex()),
             })
             .collect();
         let record = CommitRecord {
