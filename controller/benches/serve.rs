@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -467,5 +467,4 @@ fn main() {
             .next()
             .unwrap_or("?")
     );
-    let _ = PathBuf::new();
 }

@@ -455,12 +455,10 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> RangeSpec {
                 None => RangeSpec::Whole,
             }
         }
+        // A suffix range: the last n bytes.
         (true, false) => match num(b) {
             Some(0) => RangeSpec::Unsatisfiable,
-            Some(n) if size == 0 => {
-                let _ = n;
-                RangeSpec::Unsatisfiable
-            }
+            Some(_) if size == 0 => RangeSpec::Unsatisfiable,
             Some(n) => RangeSpec::Part(size.saturating_sub(n), size - 1),
             None => RangeSpec::Whole,
         },

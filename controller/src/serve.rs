@@ -117,7 +117,7 @@ pub async fn serve(
     write_private(&addr_file(&opts.data), &addr.to_string())?;
 
     // First sync before serving, so a fresh controller serves bundles at once.
-    initial_sync(&fleet).await;
+    run_sync(&fleet).await;
 
     let state = AppState {
         fleet: fleet.clone(),
@@ -155,10 +155,6 @@ async fn run_sync(fleet: &Arc<Fleet>) {
         }
         Err(e) => tracing::error!(error = %e, "sync task failed"),
     }
-}
-
-async fn initial_sync(fleet: &Arc<Fleet>) {
-    run_sync(fleet).await;
 }
 
 async fn sync_loop(
