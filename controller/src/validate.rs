@@ -76,42 +76,28 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         if let Some(tz) = &s.value.timezone {
             check_timezone(d, s, tz, &["timezone".into()]);
         }
-        let mut seen = BTreeSet::new();
-        for (i, g) in s.value.groups.iter().enumerate() {
-            let at = s.at(&["groups".into(), i.into()]);
-            if !m.groups.contains_key(g) {
-                if m.broken.groups {
-                    continue;
-                }
-                d.error(
-                    &s.file,
-                    at,
-                    format!("unknown group `{g}`: there is no groups/{g}.yaml"),
-                );
-            } else if !seen.insert(g) {
-                d.warning(&s.file, at, format!("group `{g}` is listed twice"));
-            }
-        }
+        check_refs(
+            d,
+            s,
+            "groups",
+            &s.value.groups,
+            |g| m.groups.contains_key(g),
+            m.broken.groups,
+            "group",
+        );
         ctx.check_layer(d, s, &s.value.overrides, "overrides");
     }
 
     for (gid, g) in &m.groups {
-        let mut seen = BTreeSet::new();
-        for (i, sid) in g.value.sites.iter().enumerate() {
-            let at = g.at(&["sites".into(), i.into()]);
-            if !m.sites.contains_key(sid) {
-                if m.broken.sites {
-                    continue;
-                }
-                d.error(
-                    &g.file,
-                    at,
-                    format!("unknown site `{sid}`: there is no sites/{sid}.yaml"),
-                );
-            } else if !seen.insert(sid) {
-                d.warning(&g.file, at, format!("site `{sid}` is listed twice"));
-            }
-        }
+        check_refs(
+            d,
+            g,
+            "sites",
+            &g.value.sites,
+            |s| m.sites.contains_key(s),
+            m.broken.sites,
+            "site",
+        );
         let has_members = members
             .values()
             .any(|ms| ms.iter().any(|mem| &mem.group == gid));
@@ -297,6 +283,35 @@ impl LayerCtx<'_> {
                     d.error(&doc.file, pos, format!("poll_interval {v} is over 5m, the longest the controller holds a long-poll"));
                 }
             }
+        }
+    }
+}
+
+/// A list of references (`groups:` of a site, `sites:` of a group): each
+/// must exist, unless a file of that kind failed to parse (its own error
+/// says what to fix), and appear once.
+fn check_refs<T, R: Ord + std::fmt::Display>(
+    d: &mut Diagnostics,
+    doc: &Doc<T>,
+    key: &str,
+    items: &[R],
+    exists: impl Fn(&R) -> bool,
+    kind_broken: bool,
+    kind: &str,
+) {
+    let mut seen = BTreeSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let at = doc.at(&[key.into(), i.into()]);
+        if !exists(item) {
+            if !kind_broken {
+                d.error(
+                    &doc.file,
+                    at,
+                    format!("unknown {kind} `{item}`: there is no {key}/{item}.yaml"),
+                );
+            }
+        } else if !seen.insert(item) {
+            d.warning(&doc.file, at, format!("{kind} `{item}` is listed twice"));
         }
     }
 }

@@ -22,6 +22,17 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
+/// `touchline verify --key <key> <bundle> <sig>`.
+fn verify(key: &Path, bundle: &Path, sig: &Path) -> std::process::Output {
+    touchline()
+        .args(["verify", "--key"])
+        .arg(key)
+        .arg(bundle)
+        .arg(sig)
+        .output()
+        .unwrap()
+}
+
 fn git(dir: &Path, args: &[&str]) {
     let ok = Command::new("git")
         .args([
@@ -194,13 +205,7 @@ fn render_all_signs_every_site_and_verify_accepts_them() {
         if p.extension().is_some_and(|e| e == "json") {
             sites += 1;
             let sig = p.with_extension("json.sig");
-            let v = touchline()
-                .args(["verify", "--key"])
-                .arg(key.with_extension("pub"))
-                .arg(&p)
-                .arg(&sig)
-                .output()
-                .unwrap();
+            let v = verify(&key.with_extension("pub"), &p, &sig);
             assert!(v.status.success(), "{}", stderr(&v));
             assert!(
                 stdout(&v).starts_with("OK: bundle for site "),
@@ -249,13 +254,7 @@ fn verify_rejects_tampering_other_keys_and_other_sites() {
     let bundle = out_dir.join("brest-basket.json");
     let sig = out_dir.join("brest-basket.json.sig");
 
-    let v = touchline()
-        .args(["verify", "--key"])
-        .arg(other.with_extension("pub"))
-        .arg(&bundle)
-        .arg(&sig)
-        .output()
-        .unwrap();
+    let v = verify(&other.with_extension("pub"), &bundle, &sig);
     assert_eq!(v.status.code(), Some(1));
     assert!(
         stderr(&v).contains("signed by untrusted key SHA256:"),
@@ -267,13 +266,7 @@ fn verify_rejects_tampering_other_keys_and_other_sites() {
     bytes[10] ^= 1;
     let tampered = tmp.path().join("tampered.json");
     std::fs::write(&tampered, &bytes).unwrap();
-    let v = touchline()
-        .args(["verify", "--key"])
-        .arg(key.with_extension("pub"))
-        .arg(&tampered)
-        .arg(&sig)
-        .output()
-        .unwrap();
+    let v = verify(&key.with_extension("pub"), &tampered, &sig);
     assert_eq!(v.status.code(), Some(1));
     assert!(
         stderr(&v).contains("does not match the bundle bytes"),
