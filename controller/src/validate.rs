@@ -198,6 +198,28 @@ struct LayerCtx<'a> {
 }
 
 impl LayerCtx<'_> {
+    /// Whether the catalog defines `v`; reports it when not (unless the
+    /// catalog itself failed to parse).
+    fn known_video(
+        &self,
+        d: &mut Diagnostics,
+        file: &std::sync::Arc<str>,
+        pos: Pos,
+        v: &VideoId,
+    ) -> bool {
+        if self.videos.contains(v) {
+            return true;
+        }
+        if !self.m.broken.catalog {
+            d.error(
+                file,
+                pos,
+                format!("unknown video `{v}`: it is not in videos/catalog.yaml"),
+            );
+        }
+        false
+    }
+
     fn check_layer<T>(&self, d: &mut Diagnostics, doc: &Doc<T>, layer: &Layer, base: &str) {
         let at = |rest: &[Seg]| {
             let mut p: Vec<Seg> = vec![base.into()];
@@ -221,29 +243,13 @@ impl LayerCtx<'_> {
         let mut added = BTreeSet::new();
         for (i, v) in layer.videos.iter().enumerate() {
             let pos = at(&["videos".into(), i.into()]);
-            if !self.videos.contains(v) {
-                if !self.m.broken.catalog {
-                    d.error(
-                        &doc.file,
-                        pos,
-                        format!("unknown video `{v}`: it is not in videos/catalog.yaml"),
-                    );
-                }
-            } else if !added.insert(v) {
+            if self.known_video(d, &doc.file, pos, v) && !added.insert(v) {
                 d.warning(&doc.file, pos, format!("video `{v}` is listed twice"));
             }
         }
         for (i, v) in layer.remove_videos.iter().enumerate() {
             let pos = at(&["remove_videos".into(), i.into()]);
-            if !self.videos.contains(v) {
-                if !self.m.broken.catalog {
-                    d.error(
-                        &doc.file,
-                        pos,
-                        format!("unknown video `{v}`: it is not in videos/catalog.yaml"),
-                    );
-                }
-            } else if added.contains(v) {
+            if self.known_video(d, &doc.file, pos, v) && added.contains(v) {
                 d.error(
                     &doc.file,
                     pos,
