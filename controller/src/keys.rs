@@ -73,28 +73,28 @@ pub fn load(path: &Path) -> Result<SigningKey, KeyFileError> {
     })
 }
 
-/// Writes through a temporary in the same directory, then renames, so a
-/// crash never leaves half a key.
-fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyFileError> {
+/// Writes `bytes` to `path` with `mode` through a temporary in the same
+/// directory, fsync and rename (then fsyncs the directory), so a crash never
+/// leaves half a file and a secret is never readable by others on the way
+/// (the temporary is created 0600).
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    let io = |source| KeyFileError::Io {
-        path: path.into(),
-        source,
-    };
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    // NamedTempFile is created 0600, so the secret is never readable by others.
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
     tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        d.sync_all().map_err(io)?;
-    }
-    Ok(())
+        .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyFileError> {
+    write_atomic(path, bytes, mode).map_err(|source| KeyFileError::Io {
+        path: path.into(),
+        source,
+    })
 }

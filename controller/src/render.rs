@@ -95,14 +95,7 @@ pub fn memberships(m: &Manifests) -> Memberships {
     for (gid, g) in &m.groups {
         let mut add = |site: &SiteId, why: Why| {
             if let Some(list) = out.get_mut(site) {
-                match list.iter_mut().find(|mem| &mem.group == gid) {
-                    Some(mem) => mem.why.push(why),
-                    None => list.push(Member {
-                        group: gid.clone(),
-                        priority: g.value.priority,
-                        why: vec![why],
-                    }),
-                }
+                join(list, gid, g.value.priority, why);
             }
         };
         if let Some(sel) = &g.value.selector {
@@ -132,14 +125,7 @@ pub fn memberships(m: &Manifests) -> Memberships {
                 pos: s.at(&["groups".into(), i.into()]),
             };
             if let Some(list) = out.get_mut(sid) {
-                match list.iter_mut().find(|mem| &mem.group == gid) {
-                    Some(mem) => mem.why.push(Why::Joined(at)),
-                    None => list.push(Member {
-                        group: gid.clone(),
-                        priority: g.value.priority,
-                        why: vec![Why::Joined(at)],
-                    }),
-                }
+                join(list, gid, g.value.priority, Why::Joined(at));
             }
         }
     }
@@ -147,6 +133,18 @@ pub fn memberships(m: &Manifests) -> Memberships {
         list.sort_by(|a, b| (a.priority, &a.group).cmp(&(b.priority, &b.group)));
     }
     out
+}
+
+/// Adds a reason for a site to be in `group`, joining it if needed.
+fn join(list: &mut Vec<Member>, group: &GroupId, priority: i32, why: Why) {
+    match list.iter_mut().find(|mem| &mem.group == group) {
+        Some(mem) => mem.why.push(why),
+        None => list.push(Member {
+            group: group.clone(),
+            priority,
+            why: vec![why],
+        }),
+    }
 }
 
 /// A value with the layer that set it and the ones it overrode.

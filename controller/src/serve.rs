@@ -56,16 +56,8 @@ pub fn admin_token_file(data: &Path) -> PathBuf {
 }
 
 fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(text.as_bytes())?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)?;
-    Ok(())
+    crate::keys::write_atomic(path, text.as_bytes(), 0o600)
+        .with_context(|| format!("failed to write `{}`", path.display()))
 }
 
 /// Runs the controller until `shutdown` resolves. Calls `on_listening` with
