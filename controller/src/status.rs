@@ -122,66 +122,85 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
     ids.sort();
     ids.dedup();
     let offline_after = fleet.config.offline_after.as_secs();
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let doc = manifests.as_ref().and_then(|m| m.manifests.sites.get(&id));
-        let state = latest.get(&id);
-        let published = bundles.get(&id);
-        let desired_bundle = published.and_then(|p| Bundle::from_slice(&p.body).ok());
-        let desired_release = desired_bundle
-            .as_ref()
-            .and_then(|b| b.software.as_ref().map(|s| s.version.to_string()));
-        let applied_serial = state.and_then(|s| s.report.status.applied_serial);
-        let applied_release =
-            state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
-        let groups = manifests
-            .as_ref()
-            .and_then(|m| m.members.get(&id))
-            .map(|ms| ms.iter().map(|m| m.group.to_string()).collect())
-            .unwrap_or_default();
-        out.push(SiteView {
-            name: doc.map(|d| d.value.name.clone()).unwrap_or_default(),
-            club: doc.map(|d| d.value.club.clone()).unwrap_or_default(),
-            labels: doc
-                .map(|d| {
-                    d.value
-                        .labels
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.clone()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            location: doc
-                .map(|d| serde_json::to_value(&d.value.location).unwrap_or(Value::Null))
-                .unwrap_or(Value::Null),
-            groups,
-            status: health(state, now, offline_after),
-            last_seen: state.map(|s| s.received_at),
-            desired: json!({
-                "serial": published.map(|p| p.serial),
-                "release": desired_release,
-                "etag": published.map(|p| p.etag.clone()),
-                "expires_at": published.map(|p| p.expires_at),
-            }),
-            applied: json!({"serial": applied_serial, "release": applied_release}),
-            phase: state.map(|s| crate::store::phase_name(s.report.status.phase)),
-            conditions: state
-                .map(|s| {
-                    s.report
-                        .status
-                        .conditions
-                        .iter()
-                        .map(|c| format!("{}: {}", c.item, c.message))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            converged: published.is_some_and(|p| applied_serial == Some(p.serial)),
-            version: applied_release.or(desired_release),
-            metrics: state.and_then(|s| s.metrics.clone()),
-            id,
-        });
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let state = latest.get(&id);
+            let published = bundles.get(&id).map(|p| &**p);
+            view_of(
+                id,
+                manifests.as_deref(),
+                state,
+                published,
+                offline_after,
+                now,
+            )
+        })
+        .collect())
+}
+
+/// One site's row, from its manifest, latest report and published bundle.
+fn view_of(
+    id: SiteId,
+    manifests: Option<&crate::validate::Checked>,
+    state: Option<&SiteState>,
+    published: Option<&crate::store::Published>,
+    offline_after: u64,
+    now: Timestamp,
+) -> SiteView {
+    let doc = manifests.and_then(|m| m.manifests.sites.get(&id));
+    let desired_bundle = published.and_then(|p| Bundle::from_slice(&p.body).ok());
+    let desired_release = desired_bundle
+        .as_ref()
+        .and_then(|b| b.software.as_ref().map(|s| s.version.to_string()));
+    let applied_serial = state.and_then(|s| s.report.status.applied_serial);
+    let applied_release =
+        state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
+    let groups = manifests
+        .and_then(|m| m.members.get(&id))
+        .map(|ms| ms.iter().map(|m| m.group.to_string()).collect())
+        .unwrap_or_default();
+    SiteView {
+        name: doc.map(|d| d.value.name.clone()).unwrap_or_default(),
+        club: doc.map(|d| d.value.club.clone()).unwrap_or_default(),
+        labels: doc
+            .map(|d| {
+                d.value
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        location: doc
+            .map(|d| serde_json::to_value(&d.value.location).unwrap_or(Value::Null))
+            .unwrap_or(Value::Null),
+        groups,
+        status: health(state, now, offline_after),
+        last_seen: state.map(|s| s.received_at),
+        desired: json!({
+            "serial": published.map(|p| p.serial),
+            "release": desired_release,
+            "etag": published.map(|p| p.etag.clone()),
+            "expires_at": published.map(|p| p.expires_at),
+        }),
+        applied: json!({"serial": applied_serial, "release": applied_release}),
+        phase: state.map(|s| crate::store::phase_name(s.report.status.phase)),
+        conditions: state
+            .map(|s| {
+                s.report
+                    .status
+                    .conditions
+                    .iter()
+                    .map(|c| format!("{}: {}", c.item, c.message))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        converged: published.is_some_and(|p| applied_serial == Some(p.serial)),
+        version: applied_release.or(desired_release),
+        metrics: state.and_then(|s| s.metrics.clone()),
+        id,
     }
-    Ok(out)
 }
 
 /// `/api/sites/{id}`: the row plus the desired state with the manifest line
@@ -191,15 +210,27 @@ pub fn site_detail(
     site: &SiteId,
     now: Timestamp,
 ) -> Result<Option<Value>, StoreError> {
-    let views = site_views(fleet, now)?;
-    let Some(view) = views.into_iter().find(|v| &v.id == site) else {
-        return Ok(None);
-    };
+    let state = fleet.store.latest(site)?;
     let published = fleet.bundle(site);
+    let manifests = fleet.manifests();
+    let in_manifests = manifests
+        .as_ref()
+        .is_some_and(|m| m.manifests.sites.contains_key(site));
+    if state.is_none() && published.is_none() && !in_manifests {
+        return Ok(None);
+    }
+    let view = view_of(
+        site.clone(),
+        manifests.as_deref(),
+        state.as_ref(),
+        published.as_deref(),
+        fleet.config.offline_after.as_secs(),
+        now,
+    );
     let bundle = published
         .as_ref()
         .and_then(|p| Bundle::from_slice(&p.body).ok());
-    let explain = match (fleet.manifests(), &bundle) {
+    let explain = match (manifests, &bundle) {
         (Some(m), Some(b)) if m.manifests.sites.contains_key(site) => {
             let meta = BundleMeta {
                 serial: b.serial,
@@ -214,7 +245,6 @@ pub fn site_detail(
         }
         _ => None,
     };
-    let state = fleet.store.latest(site)?;
     let events = fleet.store.events(site, 20)?;
     Ok(Some(json!({
         "site": view,
