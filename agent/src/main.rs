@@ -1,17 +1,195 @@
-//! `touchline-agent`: runs on each box, pulls its signed bundle, verifies it,
-//! fetches content by sha256 and applies it atomically.
+//! `touchline-agent`: runs on each box, pulls its signed bundle, verifies
+//! it, fetches content by sha256 and applies it atomically, and reports.
 //!
-//! Not built yet: the reconcile loop is the subject of the agent issue. Until
-//! then this binary only says so, so that nobody mistakes it for a working
-//! agent. The contract it will implement (bundle verification order, limits)
-//! already lives in `touchline-schemas`.
+//! Exit codes: 0 success / converged, 1 not converged (reason on stderr),
+//! 2 configuration or usage error.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use touchline_agent::agent::{Agent, Origin, Outcome};
+use touchline_agent::clock::SystemClock;
+use touchline_agent::config::Config;
+use touchline_agent::{diagnose, notify, status};
+
+#[derive(Debug, Parser)]
+#[command(name = "touchline-agent", version, about = "The Touchline agent (one per box)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The daemon: long-poll, reconcile, report (systemd Type=notify).
+    Run {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
+    /// One full pass; exit 0 when converged with the controller's bundle.
+    Once {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
+    /// What is desired, applied, pending, and why.
+    Status {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applies a bundle directory (USB stick): bundle.json (or
+    /// <site>.json), its .sig, and content/<sha256>.
+    ApplyDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Checks config, clock, controller reach, token, trusted key, space.
+    Diagnose {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn open(cfg: Config) -> Result<Agent, ExitCode> {
+    Agent::open(cfg, Box::new(SystemClock::from_env())).map_err(|e| {
+        eprintln!("error: {}", touchline_agent::fetch::error_text(&e));
+        ExitCode::from(2)
+    })
+}
 
 fn main() -> ExitCode {
-    eprintln!(
-        "error: touchline-agent {} is not implemented yet; only the contract (touchline-schemas) exists",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TOUCHLINE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Once { config } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let mut agent = match open(cfg) {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                };
+                let outcome = agent.pass(&Origin::Controller { wait: None }).await;
+                if let Err(e) = agent.report(true).await {
+                    eprintln!("warning: report not sent (queued): {e}");
+                }
+                finish(outcome)
+            }
+            Command::ApplyDir { dir, config } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let mut agent = match open(cfg) {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                };
+                let outcome = agent.pass(&Origin::Dir(dir)).await;
+                finish(outcome)
+            }
+            Command::Status { config, json } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                status::print(&cfg, json)
+            }
+            Command::Diagnose { config } => diagnose::run(&config).await,
+            Command::Run { config } => {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                let mut agent = match open(cfg) {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                };
+                let (tx, mut rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    let mut term = tokio::signal::unix::signal(
+                        tokio::signal::unix::SignalKind::terminate(),
+                    )
+                    .ok();
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        () = async {
+                            match term.as_mut() {
+                                Some(t) => { t.recv().await; }
+                                None => std::future::pending::<()>().await,
+                            }
+                        } => {}
+                    }
+                    let _ = tx.send(true);
+                });
+                let notifier = notify::Notifier::from_env();
+                notifier.send("READY=1");
+                let watchdog = notify::watchdog_interval();
+                let mut last_ping = std::time::Instant::now();
+                agent
+                    .run(
+                        || {
+                            if let Some(w) = watchdog
+                                && last_ping.elapsed() >= w / 2
+                            {
+                                notifier.send("WATCHDOG=1");
+                                last_ping = std::time::Instant::now();
+                            }
+                        },
+                        &mut rx,
+                    )
+                    .await;
+                notifier.send("STOPPING=1");
+                // Give a last report a chance.
+                let _ = tokio::time::timeout(Duration::from_secs(5), agent.report(false)).await;
+                ExitCode::SUCCESS
+            }
+        }
+    })
+}
+
+fn finish(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Outcome::Converged => ExitCode::SUCCESS,
+        Outcome::NotConverged(reason) => {
+            eprintln!("not converged: {reason}");
+            ExitCode::from(1)
+        }
+    }
 }

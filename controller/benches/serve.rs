@@ -8,8 +8,14 @@
 //!    new ETag is served, for a change that touches every site;
 //! 4. the controller's RSS at the end.
 //!
+//! Before the controller starts, the status store is filled with
+//! `--history-days` (default 30) days of 5-minute reports for every site,
+//! through the `Store` API in one-day batches, downsampled after each day the
+//! way the controller's hourly housekeeping does; the controller's RSS and a
+//! 30-day history query are measured on that store.
+//!
 //! Run: `cargo bench -p touchline-controller --bench serve`
-//! (`-- --sites N --seconds S`). Needs `wrk` and `nginx` (Debian packages);
+//! (`-- --sites N --seconds S --history-days D`). Needs `wrk` and `nginx` (Debian packages);
 //! without them the comparisons are skipped with a message.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
@@ -169,11 +175,87 @@ function request()
   local s = sites[k * 2 + id + 1]
   local t = 1795000000 + round * 300
   local at = os.date("!%Y-%m-%dT%H:%M:%SZ", t)
-  local body = string.format('{"format":1,"site":"%s","reports":[{"seq":%d,"at":"%s","status":{"phase":"converged","desired_serial":1,"applied_serial":1},"metrics":{"cpu_percent":%d.5,"memory_percent":41.2,"temperature_c":58.0,"disk_used_bytes":12000000000,"disk_total_bytes":32000000000,"uptime_secs":%d}}]}', s.site, round, at, round % 100, round * 300)
+  local body = string.format('{"format":1,"site":"%s","reports":[{"seq":%d,"at":"%s","status":{"phase":"converged","desired_serial":1,"applied_serial":1},"metrics":{"cpu_percent":%d.5,"memory_percent":41.2,"temperature_c":58.0,"disk_used_bytes":12000000000,"disk_total_bytes":32000000000,"uptime_secs":%d}}]}', s.site, 1000000 + round, at, round % 100, round * 300)
   return wrk.format("POST", "/v1/sites/" .. s.site .. "/reports",
     {["Authorization"] = "Bearer " .. s.tok, ["Content-Type"] = "application/json"}, body)
 end
 "#;
+
+/// Fills the store with `days` of 5-minute reports for every site, one
+/// batch per site and day from 4 threads, downsampling after each day.
+fn prefill_history(store: &SledStore, sites: usize, days: u64) {
+    use touchline_schemas::report::{Interface, Metrics, Phase, Report, Status};
+    let t = Instant::now();
+    let now = jiff::Timestamp::now();
+    let start = now - jiff::SignedDuration::from_hours(24 * i64::try_from(days).unwrap());
+    let per_day = 288u64;
+    for day in 0..days {
+        std::thread::scope(|scope| {
+            for worker in 0..4 {
+                scope.spawn(move || {
+                    for i in (worker..sites).step_by(4) {
+                        let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
+                        let reports: Vec<Report> = (0..per_day)
+                            .map(|k| {
+                                let n = day * per_day + k;
+                                let at = start
+                                    + jiff::SignedDuration::from_secs(
+                                        i64::try_from(n * 300).unwrap(),
+                                    );
+                                Report {
+                                    seq: n + 1,
+                                    at,
+                                    status: Status {
+                                        phase: Phase::Converged,
+                                        desired_serial: Some(1),
+                                        applied_serial: Some(1),
+                                        release: Some("2.1.3".parse().unwrap()),
+                                        conditions: vec![],
+                                        last_error: None,
+                                        agent_version: Some("0.1.0".into()),
+                                    },
+                                    metrics: Some(Metrics {
+                                        cpu_percent: Some((n % 97) as f64 + 0.5),
+                                        memory_percent: Some(41.2),
+                                        load: Some([0.4, 0.3, 0.2]),
+                                        temperature_c: Some(50.0 + (n % 20) as f64),
+                                        disk_used_bytes: Some(12_000_000_000 + n),
+                                        disk_total_bytes: Some(32_000_000_000),
+                                        uptime_secs: Some(n * 300),
+                                        interfaces: vec![Interface {
+                                            name: "eth0".into(),
+                                            rx_bytes: n * 1000,
+                                            tx_bytes: n * 100,
+                                        }],
+                                        services: [("neopro-app".to_owned(), "active".to_owned())]
+                                            .into(),
+                                        ..Metrics::default()
+                                    }),
+                                }
+                            })
+                            .collect();
+                        store.ingest(&site, &reports, now).unwrap();
+                    }
+                });
+            }
+        });
+        let day_end =
+            start + jiff::SignedDuration::from_hours(24 * i64::try_from(day + 1).unwrap());
+        store
+            .downsample_history(
+                day_end - jiff::SignedDuration::from_hours(24),
+                jiff::SignedDuration::from_hours(1),
+            )
+            .unwrap();
+    }
+    let reports = sites as u64 * days * per_day;
+    println!(
+        "history prefill: {reports} reports ({sites} sites x {days} days x {per_day}) in {:.1} s ({:.0} reports/s in one-day batches); store on disk {:.0} MB",
+        t.elapsed().as_secs_f64(),
+        reports as f64 / t.elapsed().as_secs_f64(),
+        store.size_on_disk().unwrap() as f64 / 1e6
+    );
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -186,6 +268,7 @@ fn main() {
     };
     let sites = usize::try_from(arg("--sites", 2000)).unwrap();
     let seconds = arg("--seconds", 10);
+    let history_days = arg("--history-days", 30);
     let have_wrk = which("wrk");
     let have_nginx = which("nginx") || Path::new("/usr/sbin/nginx").exists();
     let tmp = tempfile::tempdir().unwrap();
@@ -219,6 +302,9 @@ fn main() {
             let t = Token::generate().unwrap();
             store.set_site_token(&site, &t.hash()).unwrap();
             tokens.push((site.to_string(), t.reveal().to_owned()));
+        }
+        if history_days > 0 {
+            prefill_history(&store, sites, history_days);
         }
     }
     let config = tmp.path().join("controller.toml");
@@ -267,6 +353,25 @@ fn main() {
             .unwrap_or_default()
     };
     println!("controller RSS after start: {}", rss());
+    if history_days > 0 {
+        let (site, _) = &tokens[sites / 3];
+        let t = Instant::now();
+        let r = reqwest::blocking::Client::new()
+            .get(format!(
+                "{url}/api/sites/{site}/history?from=2000-01-01T00:00:00Z"
+            ))
+            .bearer_auth(OPERATOR)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: serde_json::Value = r.json().unwrap();
+        println!(
+            "{history_days}-day history of one site: {} points in {:.1} ms (JSON)",
+            v["points"].as_array().unwrap().len(),
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        println!("controller RSS after the history query: {}", rss());
+    }
     let http = reqwest::blocking::Client::new();
     let www = tmp.path().join("www");
     let mut poll_targets = String::new();

@@ -6,6 +6,8 @@
 //! resign_after = "1d"           # re-sign unchanged bundles this long after signing
 //! offline_after = "5m"          # a site silent this long is offline
 //! history_retention = "30d"     # metrics older than this are dropped
+//! history_full_resolution = "24h" # younger metrics are kept as reported
+//! history_bucket = "1h"         # older ones are merged into one point per bucket
 //! webhook_secret = "…"          # HMAC-SHA256 secret for POST /api/sync (X-Hub-Signature-256)
 //! require_signed_commits = true
 //! allowed_commit_signers = ["ssh-ed25519 AAAA… alice@example.org"]
@@ -63,6 +65,12 @@ pub struct Config {
     /// Metrics retention.
     #[serde(default = "Config::default_retention")]
     pub history_retention: HumanDuration,
+    /// Metrics younger than this keep every report's point.
+    #[serde(default = "Config::default_full_resolution")]
+    pub history_full_resolution: HumanDuration,
+    /// Older metrics are merged into one point per bucket of this length.
+    #[serde(default = "Config::default_bucket")]
+    pub history_bucket: HumanDuration,
     /// Webhook HMAC secret.
     #[serde(default)]
     pub webhook_secret: Option<String>,
@@ -84,6 +92,8 @@ impl Default for Config {
             resign_after: Self::default_resign(),
             offline_after: Self::default_offline(),
             history_retention: Self::default_retention(),
+            history_full_resolution: Self::default_full_resolution(),
+            history_bucket: Self::default_bucket(),
             webhook_secret: None,
             require_signed_commits: false,
             allowed_commit_signers: Vec::new(),
@@ -121,6 +131,12 @@ impl Config {
     fn default_retention() -> HumanDuration {
         HumanDuration::from_secs(30 * 86_400)
     }
+    fn default_full_resolution() -> HumanDuration {
+        HumanDuration::from_secs(86_400)
+    }
+    fn default_bucket() -> HumanDuration {
+        HumanDuration::from_secs(3_600)
+    }
 
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -156,6 +172,9 @@ impl Config {
         }
         if c.sync_interval.as_secs() == 0 {
             return Err(invalid("sync_interval must be at least 1s".into()));
+        }
+        if c.history_bucket.as_secs() < 60 {
+            return Err(invalid("history_bucket must be at least 1m".into()));
         }
         Ok(c)
     }
@@ -216,5 +235,11 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown variant `root`"), "{err}");
+        let err = Config::parse("history_bucket = \"10s\"\n", "c.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("history_bucket must be at least 1m"), "{err}");
+        assert_eq!(c.history_bucket.as_secs(), 3600);
+        assert_eq!(c.history_full_resolution.as_secs(), 86_400);
     }
 }

@@ -720,18 +720,24 @@ async fn api_history(
             "site": site,
             "from": from,
             "to": to,
-            "points": points.iter().map(|(at, m)| json!({"at": at, "metrics": m})).collect::<Vec<_>>(),
+            "points": points,
         }))
         .into_response()),
         Some("csv") => Ok((
             [
                 (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                (header::CONTENT_DISPOSITION, format!("attachment; filename=\"{site}-history.csv\"")),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{site}-history.csv\""),
+                ),
             ],
             status::history_csv(&points),
         )
             .into_response()),
-        Some(other) => Err(ApiError::new(StatusCode::BAD_REQUEST, format!("unknown format `{other}`: use json or csv"))),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("unknown format `{other}`: use json or csv"),
+        )),
     }
 }
 

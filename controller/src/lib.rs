@@ -25,6 +25,7 @@ pub mod example;
 pub mod explain;
 pub mod fleet;
 pub mod git;
+pub mod history;
 pub mod http;
 pub mod keys;
 pub mod merge;

@@ -13,6 +13,7 @@ use touchline_schemas::report::{Metrics, Phase, Severity};
 use touchline_schemas::{Bundle, SiteId};
 
 use crate::fleet::{Fleet, SyncOutcome};
+use crate::history::HistoryPoint;
 use crate::render::{BundleMeta, CatalogIndex};
 use crate::store::{CommitState, SiteState, StoreError};
 
@@ -368,23 +369,28 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
     }))
 }
 
-/// Metrics history as CSV.
-pub fn history_csv(points: &[(Timestamp, Metrics)]) -> String {
+/// Metrics history as CSV (one line per point; `samples` > 1 for a
+/// downsampled point).
+pub fn history_csv(points: &[HistoryPoint]) -> String {
     let mut out = String::from(
-        "at,cpu_percent,memory_percent,temperature_c,disk_used_bytes,disk_total_bytes,uptime_secs\n",
+        "at,cpu_percent,memory_percent,temperature_c,temperature_max_c,load1,disk_used_bytes,disk_total_bytes,uptime_secs,samples\n",
     );
-    let f = |v: Option<f64>| v.map(|x| x.to_string()).unwrap_or_default();
+    let f = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
     let u = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
-    for (at, m) in points {
+    for p in points {
         let _ = writeln!(
             out,
-            "{at},{},{},{},{},{},{}",
-            f(m.cpu_percent),
-            f(m.memory_percent),
-            f(m.temperature_c),
-            u(m.disk_used_bytes),
-            u(m.disk_total_bytes),
-            u(m.uptime_secs)
+            "{},{},{},{},{},{},{},{},{},{}",
+            p.at,
+            f(p.cpu_percent),
+            f(p.memory_percent),
+            f(p.temperature_c),
+            f(p.temperature_max_c),
+            f(p.load1),
+            u(p.disk_used_bytes),
+            u(p.disk_total_bytes),
+            u(p.uptime_secs),
+            p.samples
         );
     }
     out

@@ -14,6 +14,7 @@ use sled::Transactional;
 use touchline_schemas::SiteId;
 use touchline_schemas::report::{Metrics, Phase, Report};
 
+use crate::history::HistoryPoint;
 use crate::tokens::TokenHash;
 
 /// A store failure.
@@ -163,15 +164,24 @@ pub trait Store: Send + Sync + 'static {
     fn latest_all(&self) -> Result<Vec<SiteState>, StoreError>;
     /// The latest state of one site.
     fn latest(&self, site: &SiteId) -> Result<Option<SiteState>, StoreError>;
-    /// Metrics of a site in `[from, to)`, oldest first.
+    /// Metrics history of a site in `[from, to)`, oldest first.
     fn history(
         &self,
         site: &SiteId,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(Timestamp, Metrics)>, StoreError>;
+    ) -> Result<Vec<HistoryPoint>, StoreError>;
     /// Drops metrics older than `before` (retention).
     fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError>;
+    /// Merges the points older than `before` into one point per `bucket`
+    /// ([`HistoryPoint::merge`]); returns how many points were merged away.
+    /// Idempotent, and safe to interrupt: each site's bucket is replaced in
+    /// one atomic batch.
+    fn downsample_history(
+        &self,
+        before: Timestamp,
+        bucket: jiff::SignedDuration,
+    ) -> Result<usize, StoreError>;
     /// The most recent events of a site, newest first.
     fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError>;
     /// Publishes bundles and records the commit that produced them, in one
@@ -245,6 +255,17 @@ fn ts_key(t: Timestamp) -> u64 {
 fn from_key(n: u64) -> Timestamp {
     let micros = i128::from(n) - i128::from(i64::MAX);
     Timestamp::from_nanosecond(micros * 1000).unwrap_or(Timestamp::UNIX_EPOCH)
+}
+
+fn decode_point(key: &[u8], v: &[u8]) -> Result<HistoryPoint, StoreError> {
+    let n = key.len();
+    let corrupt = || StoreError::Corrupt(String::from_utf8_lossy(key).into_owned());
+    let ts = key
+        .get(n.wrapping_sub(16)..n.wrapping_sub(8))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(corrupt)?;
+    HistoryPoint::decode(from_key(ts), v).ok_or_else(corrupt)
 }
 
 fn enc<T: Serialize>(v: &T) -> Vec<u8> {
@@ -420,7 +441,10 @@ impl Store for SledStore {
                         continue;
                     }
                     if let Some(m) = &r.metrics {
-                        history.insert(site_key(site, ts_key(r.at), r.seq), enc(m))?;
+                        history.insert(
+                            site_key(site, ts_key(r.at), r.seq),
+                            &HistoryPoint::from_metrics(r.at, m).encode()[..],
+                        )?;
                         metrics = Some(m.clone());
                         metrics_at = Some(r.at);
                     }
@@ -488,17 +512,87 @@ impl Store for SledStore {
         site: &SiteId,
         from: Timestamp,
         to: Timestamp,
-    ) -> Result<Vec<(Timestamp, Metrics)>, StoreError> {
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
         let lo = site_key(site, ts_key(from), 0);
         let hi = site_key(site, ts_key(to), 0);
         let mut out = Vec::new();
         for kv in self.history.range(lo..hi) {
             let (k, v) = kv?;
-            let n = k.len();
-            let ts = u64::from_be_bytes(k[n - 16..n - 8].try_into().unwrap_or_default());
-            out.push((from_key(ts), dec(&k, &v)?));
+            out.push(decode_point(&k, &v)?);
         }
         Ok(out)
+    }
+
+    fn downsample_history(
+        &self,
+        before: Timestamp,
+        bucket: jiff::SignedDuration,
+    ) -> Result<usize, StoreError> {
+        const MARK: &str = "history_downsampled_until";
+        let bucket_us = bucket.as_micros().max(1);
+        let align = |t: Timestamp| {
+            let us = t.as_microsecond();
+            let start = i128::from(us).div_euclid(bucket_us) * bucket_us;
+            Timestamp::from_microsecond(i64::try_from(start).unwrap_or(us)).unwrap_or(t)
+        };
+        let end = align(before);
+        // Start a little before the previous run's end so that points which
+        // arrived late (a box that was offline) are merged too.
+        let start = match self.meta(MARK)?.and_then(|v| v.parse::<Timestamp>().ok()) {
+            Some(t) => align(
+                t.saturating_sub(jiff::SignedDuration::from_hours(48))
+                    .unwrap_or(t),
+            ),
+            None => Timestamp::UNIX_EPOCH,
+        };
+        if end <= start {
+            return Ok(0);
+        }
+        let mut merged_away = 0;
+        for kv in self.status.iter() {
+            let (site, _) = kv?;
+            let Ok(site) = SiteId::new(&String::from_utf8_lossy(&site)) else {
+                continue;
+            };
+            let mut batch = sled::Batch::default();
+            let mut group: Vec<(sled::IVec, HistoryPoint)> = Vec::new();
+            let mut flush_group = |group: &mut Vec<(sled::IVec, HistoryPoint)>,
+                                   batch: &mut sled::Batch| {
+                let Some((first_key, first)) = group.first() else {
+                    return;
+                };
+                let at = align(first.at);
+                let target = site_key(&site, ts_key(at), 0);
+                if group.len() == 1 && first_key.as_ref() == target.as_slice() {
+                    group.clear();
+                    return;
+                }
+                let points: Vec<HistoryPoint> = group.iter().map(|(_, p)| p.clone()).collect();
+                for (k, _) in group.iter() {
+                    batch.remove(k.clone());
+                }
+                batch.insert(target, &HistoryPoint::merge(at, &points).encode()[..]);
+                merged_away += group.len() - 1;
+                group.clear();
+            };
+            let range = site_key(&site, ts_key(start), 0)..site_key(&site, ts_key(end), 0);
+            for kv in self.history.range(range) {
+                let (k, v) = kv?;
+                let p = decode_point(&k, &v)?;
+                if group
+                    .first()
+                    .is_some_and(|(_, f)| align(f.at) != align(p.at))
+                {
+                    flush_group(&mut group, &mut batch);
+                }
+                group.push((k, p));
+            }
+            flush_group(&mut group, &mut batch);
+            self.history.apply_batch(batch)?;
+        }
+        self.meta.insert(MARK, end.to_string().as_bytes())?;
+        self.flush()?;
+        Ok(merged_away)
     }
 
     fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
@@ -681,9 +775,7 @@ mod tests {
             .history(&site, "2026-11-22T00:00:00Z".parse().unwrap(), now)
             .unwrap();
         assert_eq!(
-            h.iter()
-                .map(|(_, m)| m.cpu_percent.unwrap())
-                .collect::<Vec<_>>(),
+            h.iter().map(|p| p.cpu_percent.unwrap()).collect::<Vec<_>>(),
             vec![10.0, 20.0]
         );
         let ev = s.events(&site, 10).unwrap();
@@ -697,6 +789,84 @@ mod tests {
                 .unwrap(),
             1
         );
+    }
+
+    #[test]
+    fn downsampling_merges_old_points_per_bucket_and_is_idempotent() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = SiteId::new("a").unwrap();
+        let s = SledStore::open(tmp.path()).unwrap();
+        // Three hours of 5-minute reports, cpu = minute of the hour.
+        let start: Timestamp = "2026-11-20T10:00:00Z".parse().unwrap();
+        let reports: Vec<Report> = (0..36u64)
+            .map(|i| {
+                let at = start + jiff::SignedDuration::from_mins(5 * i as i64);
+                let mut r = report(i + 1, &at.to_string(), Phase::Converged, None);
+                r.metrics = Some(Metrics {
+                    cpu_percent: Some(((i % 12) * 5) as f64),
+                    temperature_c: Some(50.0 + i as f64),
+                    disk_used_bytes: Some(i),
+                    ..Metrics::default()
+                });
+                r
+            })
+            .collect();
+        s.ingest(&site, &reports, start).unwrap();
+        let all = |s: &SledStore| {
+            s.history(&site, start, "2026-11-21T00:00:00Z".parse().unwrap())
+                .unwrap()
+        };
+        // Everything before 12:00 is merged per hour; 12:00–13:00 stays raw.
+        let merged = s
+            .downsample_history(
+                "2026-11-20T12:00:00Z".parse().unwrap(),
+                jiff::SignedDuration::from_hours(1),
+            )
+            .unwrap();
+        assert_eq!(merged, 22);
+        let h = all(&s);
+        assert_eq!(h.len(), 2 + 12);
+        assert_eq!(h[0].at, start);
+        assert_eq!(h[0].samples, 12);
+        assert_eq!(h[0].cpu_percent, Some(27.5));
+        assert_eq!(h[0].temperature_max_c, Some(61.0));
+        assert_eq!(h[0].disk_used_bytes, Some(11));
+        assert_eq!(h[1].at.to_string(), "2026-11-20T11:00:00Z");
+        assert_eq!(h[1].temperature_c, Some(67.5));
+        assert!(h[2..].iter().all(|p| p.samples == 1));
+        // Running again changes nothing; a later cutoff merges the rest.
+        let merged = s
+            .downsample_history(
+                "2026-11-20T12:30:00Z".parse().unwrap(),
+                jiff::SignedDuration::from_hours(1),
+            )
+            .unwrap();
+        assert_eq!(merged, 0, "only whole buckets are merged");
+        assert_eq!(all(&s), h);
+        // A late report for an already merged hour is folded into it.
+        let late = {
+            let mut r = report(100, "2026-11-20T10:02:00Z", Phase::Converged, None);
+            r.metrics = Some(Metrics {
+                cpu_percent: Some(92.5),
+                ..Metrics::default()
+            });
+            r
+        };
+        s.ingest(&site, &[late], start).unwrap();
+        drop(s);
+        let s = SledStore::open(tmp.path()).unwrap();
+        let merged = s
+            .downsample_history(
+                "2026-11-20T13:00:00Z".parse().unwrap(),
+                jiff::SignedDuration::from_hours(1),
+            )
+            .unwrap();
+        assert_eq!(merged, 1 + 11);
+        let h = all(&s);
+        assert_eq!(h.len(), 3);
+        assert_eq!(h[0].samples, 13);
+        assert_eq!(h[0].cpu_percent, Some((27.5 * 12.0 + 92.5) / 13.0));
+        assert_eq!(h.iter().map(|p| p.samples).sum::<u32>(), 37);
     }
 
     #[test]

@@ -1,0 +1,836 @@
+//! The reconcile pass and the daemon loop.
+//!
+//! A pass: pull (or read a bundle directory) → verify (DESIGN.md order) →
+//! fetch what the store lacks (free space checked first) → apply (only when
+//! everything is fetched) → reload hook → garbage-collect the store →
+//! report. Any failure leaves the box on what it has; the reason becomes a
+//! condition and `last_error`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use touchline_schemas::report::{Condition, Phase, Report, Severity, Status};
+use touchline_schemas::{Bundle, BundleError, Expectations, Sha256, verify_bundle};
+
+use crate::apply;
+use crate::clock::{Clock, TrustedNow, trusted_now};
+use crate::config::Config;
+use crate::fetch::{self, Limits, Source, Wanted};
+use crate::fsx;
+use crate::metrics::{self, CpuSample};
+use crate::phase;
+use crate::pull::{Backoff, Controller, PullError, Pulled};
+use crate::queue::Queue;
+use crate::state::{Index, Paths, State};
+
+/// Report sequence numbers reserved per write of `state.json`.
+const SEQ_BLOCK: u64 = 1000;
+/// Reports per batch when the queue drains.
+const BATCH: usize = 200;
+
+/// A fatal start-up problem.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// State files.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    /// HTTP client.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Where a bundle comes from in this pass.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// The controller.
+    Controller {
+        /// Long-poll duration.
+        wait: Option<Duration>,
+    },
+    /// A directory (USB stick): `bundle.json` (or `<site>.json`), its
+    /// `.sig`, and `content/<sha256>`.
+    Dir(PathBuf),
+}
+
+/// The result of a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The accepted bundle is applied (with the controller's current one
+    /// when the controller was asked).
+    Converged,
+    /// Not converged, and why.
+    NotConverged(String),
+}
+
+/// The agent.
+pub struct Agent {
+    /// Configuration.
+    pub cfg: Config,
+    /// State paths.
+    pub paths: Paths,
+    store: fetch::Store,
+    controller: Option<Controller>,
+    client: reqwest::Client,
+    clock: Box<dyn Clock>,
+    /// Persisted state (mirror of `state.json`).
+    pub state: State,
+    index: Index,
+    queue: Queue,
+    seq: u64,
+    cpu: Option<CpuSample>,
+    server_offset: Option<SignedDuration>,
+    phase: Phase,
+    last_reported_phase: Option<Phase>,
+    /// Bytes downloaded so far in the current fetch, and bytes needed.
+    pub pending: (u64, u64),
+    backoff: Backoff,
+    floor_saved_at: Timestamp,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("site", &self.cfg.site_id)
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP client for downloads, with the configured connect and read
+/// timeouts (rustls + ring).
+pub fn http_client(cfg: &Config) -> Result<reqwest::Client, AgentError> {
+    client_builder(cfg)
+        .read_timeout(cfg.read_timeout.to_std())
+        .build()
+        .map_err(|e| AgentError::Client(fetch::error_text(&e)))
+}
+
+/// The client for the controller's API: no read timeout (a long-poll is
+/// silent for minutes); each request carries its own total timeout.
+fn api_client(cfg: &Config) -> Result<reqwest::Client, AgentError> {
+    client_builder(cfg)
+        .build()
+        .map_err(|e| AgentError::Client(fetch::error_text(&e)))
+}
+
+fn client_builder(cfg: &Config) -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(cfg.connect_timeout.to_std())
+        .user_agent(concat!("touchline-agent/", env!("CARGO_PKG_VERSION")))
+}
+
+impl Agent {
+    /// Opens the state, cleans what a crash left behind.
+    pub fn open(cfg: Config, clock: Box<dyn Clock>) -> Result<Self, AgentError> {
+        let paths = Paths {
+            root: cfg.state_dir.clone(),
+        };
+        paths.create()?;
+        let mut state = paths.load_state()?;
+        let index = paths.load_index();
+        let client = http_client(&cfg)?;
+        let controller = match (&cfg.controller_url, &cfg.token) {
+            (Some(base), Some(token)) => Some(Controller {
+                client: api_client(&cfg)?,
+                base: base.clone(),
+                site: cfg.site_id.clone(),
+                token: token.clone(),
+            }),
+            _ => None,
+        };
+        apply::clean_temps(&cfg.videos_dir, &cfg.config_path);
+        // Reserve a block of report sequence numbers.
+        let old = state.clone();
+        let seq = state.next_seq.max(1);
+        state.next_seq = seq + SEQ_BLOCK;
+        paths.save_state(&old, &state)?;
+        let queue = Queue::new(paths.queue(), cfg.report_queue_max);
+        Ok(Self {
+            store: fetch::Store::new(paths.clone()),
+            paths,
+            controller,
+            client,
+            clock,
+            state,
+            index,
+            queue,
+            seq,
+            cpu: metrics::cpu_sample(),
+            server_offset: None,
+            phase: Phase::Starting,
+            last_reported_phase: None,
+            pending: (0, 0),
+            backoff: Backoff::default(),
+            floor_saved_at: Timestamp::UNIX_EPOCH,
+            cfg,
+        })
+    }
+
+    /// The time the agent believes.
+    pub fn now(&self) -> TrustedNow {
+        let accepted = self.accepted().map(|b| b.issued_at);
+        let floor = self
+            .state
+            .time_floor
+            .into_iter()
+            .chain(accepted)
+            .max()
+            .unwrap_or(Timestamp::UNIX_EPOCH);
+        trusted_now(self.clock.now(), floor, self.server_offset)
+    }
+
+    /// The accepted bundle on disk, re-verified (signature only: an expired
+    /// bundle keeps running).
+    pub fn accepted(&self) -> Option<Bundle> {
+        let (body, sig) = self.paths.load_accepted()?;
+        self.cfg.trusted_keys.verify(&body, &sig).ok()?;
+        let b = Bundle::from_slice(&body).ok()?;
+        (b.site == self.cfg.site_id).then_some(b)
+    }
+
+    fn accepted_etag(&self) -> Option<String> {
+        let (body, _) = self.paths.load_accepted()?;
+        Some(format!("\"{}\"", Sha256::digest(&body).to_hex()))
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    fn save(&mut self, old: &State) {
+        if let Err(e) = self.paths.save_state(old, &self.state) {
+            tracing::error!(error = %e, "cannot save state");
+        }
+    }
+
+    fn set_condition(&mut self, item: &str, severity: Severity, message: String) {
+        let now = self.now().now;
+        match self.state.conditions.iter_mut().find(|c| c.item == item) {
+            Some(c) if c.message == message && c.severity == severity => {}
+            Some(c) => {
+                c.message = message;
+                c.severity = severity;
+                c.since = now;
+            }
+            None => self.state.conditions.push(Condition {
+                item: item.to_owned(),
+                severity,
+                message,
+                since: now,
+            }),
+        }
+    }
+
+    fn clear_condition(&mut self, item: &str) {
+        self.state.conditions.retain(|c| c.item != item);
+    }
+
+    fn clear_conditions_with_prefix(&mut self, prefix: &str) {
+        self.state.conditions.retain(|c| !c.item.starts_with(prefix));
+    }
+
+    /// Verifies a candidate bundle and, when accepted, persists it (bundle,
+    /// signature, highest serial, time floor) before anything else.
+    fn accept(&mut self, body: &[u8], signature: &[u8]) -> Result<Bundle, BundleError> {
+        let last = self.accepted();
+        let now = self.now().now;
+        let verdict = verify_bundle(
+            body,
+            signature,
+            &self.cfg.trusted_keys,
+            Expectations {
+                site: &self.cfg.site_id,
+                last_accepted: last.as_ref(),
+                now,
+            },
+        )
+        .and_then(|b| {
+            if b.serial < self.state.highest_serial {
+                Err(BundleError::OldSerial {
+                    found: b.serial,
+                    highest: self.state.highest_serial,
+                })
+            } else {
+                Ok(b)
+            }
+        });
+        let old = self.state.clone();
+        match verdict {
+            Ok(b) => {
+                // Body and signature in one file, replaced atomically: a
+                // crash leaves the old pair or the new one.
+                if let Err(e) = self.paths.save_accepted(body, signature) {
+                    tracing::error!(error = %e, "cannot store the accepted bundle");
+                }
+                self.state.highest_serial = self.state.highest_serial.max(b.serial);
+                self.state.time_floor = Some(now.max(b.issued_at));
+                self.state.last_rejected = None;
+                self.clear_condition("bundle");
+                self.save(&old);
+                Ok(b)
+            }
+            Err(e) => {
+                let reason = fetch::error_text(&e);
+                tracing::warn!(reason = %reason, "bundle rejected");
+                self.state.last_rejected = Some(reason.clone());
+                self.set_condition("bundle", Severity::Error, format!("bundle rejected: {reason}"));
+                self.save(&old);
+                Err(e)
+            }
+        }
+    }
+
+    fn sources(&self, sha: &Sha256, urls: &[String], dir: Option<&Path>) -> Vec<Source> {
+        let mut out = Vec::new();
+        if let Some(d) = dir {
+            out.push(Source::File(d.join("content").join(sha.to_hex())));
+        }
+        if let Some(c) = &self.controller {
+            out.push(Source::Http {
+                url: c.content_url(&sha.to_hex()),
+                token: Some(c.token.clone()),
+            });
+        }
+        for u in urls {
+            out.push(Source::Http {
+                url: u.clone(),
+                token: None,
+            });
+        }
+        out
+    }
+
+    /// Checks the store's copy of every wanted blob: a blob whose stat
+    /// changed (a hard-linked video edited in place) is re-hashed, and
+    /// evicted when wrong.
+    fn check_store(&mut self, wanted: &[Wanted]) {
+        for w in wanted {
+            let blob = self.store.blob(&w.sha256);
+            if !self.store.has(w) {
+                continue;
+            }
+            if self.index.vouches(&blob, &w.sha256) {
+                continue;
+            }
+            match fetch::hash_file(&blob) {
+                Ok(h) if h == w.sha256 => {
+                    if let Ok(stamp) = crate::state::Stamp::of(&blob) {
+                        self.index.files.insert(blob, (stamp, h));
+                    }
+                }
+                _ => {
+                    tracing::warn!(sha256 = %w.sha256.to_hex(), "store copy is corrupt; evicting");
+                    self.store.evict(&w.sha256);
+                    self.index.files.remove(&blob);
+                }
+            }
+        }
+    }
+
+    /// Brings the box to `bundle`: fetch, then apply.
+    async fn converge(&mut self, bundle: &Bundle, dir: Option<&Path>) -> Result<(), String> {
+        let wanted: Vec<(Wanted, Vec<String>)> = bundle
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    Wanted {
+                        sha256: f.sha256,
+                        size: f.size,
+                    },
+                    f.urls.clone(),
+                )
+            })
+            .collect();
+        let ws: Vec<Wanted> = wanted.iter().map(|w| w.0).collect();
+        self.check_store(&ws);
+        // A managed video edited in place (hard link): the index notices.
+        let old_index = self.index.clone();
+        let mut plan = apply::plan(
+            bundle,
+            &self.state,
+            &mut self.index,
+            &self.cfg.videos_dir,
+            &self.cfg.config_path,
+        )
+        .map_err(|e| e.to_string())?;
+        // Blobs that a placement needs and the store lacks.
+        let mut missing: Vec<(Wanted, Vec<String>)> = Vec::new();
+        for (w, urls) in &wanted {
+            let needed = plan.place.iter().any(|(_, s)| s == &w.sha256) || !self.store.has(w);
+            if needed && !self.store.has(w) && !missing.iter().any(|m| m.0.sha256 == w.sha256) {
+                missing.push((*w, urls.clone()));
+            }
+        }
+        // If a placed file was edited through its hard link, the store's copy
+        // was evicted above; plan again after fetching.
+        let need: u64 = missing
+            .iter()
+            .map(|(w, _)| w.size.saturating_sub(self.store.partial_bytes(w)))
+            .sum();
+        if need > 0 {
+            let have = fsx::available_space(&self.paths.cas()).unwrap_or(u64::MAX);
+            let want = need.saturating_add(self.cfg.space_reserve_bytes);
+            if want > have {
+                let msg = format!(
+                    "not enough space: need {}, have {}",
+                    fsx::human_bytes(want),
+                    fsx::human_bytes(have)
+                );
+                self.set_condition("disk", Severity::Error, msg.clone());
+                return Err(msg);
+            }
+        }
+        self.clear_condition("disk");
+        if !missing.is_empty() {
+            self.phase = Phase::Fetching;
+            let limits = Limits {
+                max_rate: self.cfg.max_download_rate,
+                min_rate: self.cfg.min_download_rate,
+            };
+            let total: u64 = missing.iter().map(|m| m.0.size).sum();
+            let mut done_before = 0u64;
+            self.pending = (0, total);
+            for (w, urls) in &missing {
+                if w.size > self.cfg.max_download_bytes {
+                    let msg = format!(
+                        "file {} is {} bytes, over max_download_bytes ({})",
+                        w.sha256.to_hex(),
+                        w.size,
+                        self.cfg.max_download_bytes
+                    );
+                    self.set_condition("fetch", Severity::Error, msg.clone());
+                    return Err(msg);
+                }
+                let sources = self.sources(&w.sha256, urls, dir);
+                let store = self.store.clone();
+                let mut progress = |n: u64| {
+                    self.pending.0 = done_before + n;
+                };
+                let r = store
+                    .fetch(&self.client, *w, &sources, limits, &mut progress)
+                    .await;
+                if let Err(e) = r {
+                    let msg = format!("download of {} failed: {e}", w.sha256.to_hex());
+                    self.set_condition("fetch", Severity::Error, msg.clone());
+                    self.pending = (0, 0);
+                    return Err(msg);
+                }
+                done_before += w.size;
+            }
+            self.pending = (0, 0);
+            self.clear_condition("fetch");
+            plan = apply::plan(
+                bundle,
+                &self.state,
+                &mut self.index,
+                &self.cfg.videos_dir,
+                &self.cfg.config_path,
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        // Conflicts: files the club put where the bundle wants ours.
+        self.clear_conditions_with_prefix("file:");
+        for c in &plan.conflicts {
+            self.set_condition(
+                &format!("file:{c}"),
+                Severity::Warning,
+                format!("`{c}` exists and was not placed by the agent: left alone"),
+            );
+        }
+        self.clear_condition("config");
+        if !plan.config_drift.is_empty() {
+            self.set_condition(
+                "config",
+                Severity::Warning,
+                format!(
+                    "configuration.json keys changed on the box and restored: {}",
+                    plan.config_drift.join(", ")
+                ),
+            );
+        }
+        let old = self.state.clone();
+        let changed = !plan.is_empty();
+        let serial_changes = self.state.applied_serial != Some(bundle.serial);
+        if changed {
+            self.phase = Phase::Applying;
+            let store = self.store.clone();
+            let result = apply::execute(
+                &plan,
+                |s| store.blob(s),
+                &mut self.state,
+                &mut self.index,
+                &self.cfg.videos_dir,
+                &self.cfg.config_path,
+            );
+            if let Err(e) = result {
+                let msg = e.to_string();
+                self.set_condition("apply", Severity::Error, msg.clone());
+                self.save(&old);
+                return Err(msg);
+            }
+        }
+        self.clear_condition("apply");
+        self.state.applied_serial = Some(bundle.serial);
+        self.state.applied_digest = Some(bundle.digest());
+        self.save(&old);
+        if let Err(e) = self.paths.save_index(&old_index, &self.index) {
+            tracing::warn!(error = %e, "cannot save the stat index");
+        }
+        if changed || serial_changes {
+            self.run_reload().await;
+            // Keep what the bundle references (and the release package).
+            let mut keep: Vec<Sha256> = bundle.files.iter().map(|f| f.sha256).collect();
+            if let Some(sw) = &bundle.software {
+                keep.push(sw.sha256);
+            }
+            let freed = self.store.gc(&keep);
+            self.store.clean_partials(&keep);
+            if freed > 0 {
+                tracing::info!(bytes = freed, "content store garbage-collected");
+            }
+            let mut idx = self.index.clone();
+            idx.files.retain(|p, _| p.exists());
+            if idx != self.index {
+                let _ = self.paths.save_index(&self.index, &idx);
+                self.index = idx;
+            }
+        }
+        if !plan.conflicts.is_empty() {
+            return Err(format!(
+                "{} listed file(s) are held by files the agent did not place",
+                plan.conflicts.len()
+            ));
+        }
+        Ok(())
+    }
+
+    async fn run_reload(&mut self) {
+        let Some((prog, args)) = self.cfg.reload_command.split_first() else {
+            return;
+        };
+        let out = tokio::process::Command::new(prog)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => self.clear_condition("reload"),
+            Ok(o) => {
+                let tail = String::from_utf8_lossy(&o.stderr);
+                let tail: String = tail.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
+                self.set_condition(
+                    "reload",
+                    Severity::Warning,
+                    format!("reload_command exited with {}: {}", o.status, tail.trim()),
+                );
+            }
+            Err(e) => self.set_condition(
+                "reload",
+                Severity::Warning,
+                format!("reload_command could not start: {e}"),
+            ),
+        }
+    }
+
+    /// One pass. Never touches local files unless a verified bundle is
+    /// fully fetched.
+    pub async fn pass(&mut self, origin: &Origin) -> Outcome {
+        let box_now = self.clock.now();
+        let candidate: Result<Option<(Vec<u8>, Vec<u8>)>, String> = match origin {
+            Origin::Dir(dir) => read_dir_bundle(dir, &self.cfg.site_id.to_string()).map(Some),
+            Origin::Controller { wait } => match &self.controller {
+                None => Err("no controller_url configured".into()),
+                Some(c) => {
+                    let etag = self.accepted_etag();
+                    match c.pull(etag.as_deref(), *wait, box_now).await {
+                        Ok((pulled, offset)) => {
+                            self.server_offset = offset.or(self.server_offset);
+                            self.contact(true);
+                            match pulled {
+                                Pulled::NotModified => Ok(None),
+                                Pulled::New { body, signature } => Ok(Some((body, signature))),
+                            }
+                        }
+                        Err(e) => {
+                            if matches!(e, PullError::Unreachable { .. }) {
+                                self.contact(false);
+                            }
+                            Err(e.to_string())
+                        }
+                    }
+                }
+            },
+        };
+        let dir = match origin {
+            Origin::Dir(d) => Some(d.as_path()),
+            Origin::Controller { .. } => None,
+        };
+        let mut blocking: Option<String> = None;
+        match candidate {
+            Ok(Some((body, sig))) => {
+                if let Err(e) = self.accept(&body, &sig) {
+                    blocking = Some(format!("bundle rejected: {}", fetch::error_text(&e)));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => blocking = Some(e),
+        }
+        let outcome = match self.accepted() {
+            None => Outcome::NotConverged(
+                blocking.clone().unwrap_or_else(|| "no bundle accepted yet".into()),
+            ),
+            Some(b) => match self.converge(&b, dir).await {
+                Ok(()) => match &blocking {
+                    Some(e) => Outcome::NotConverged(e.clone()),
+                    None => Outcome::Converged,
+                },
+                Err(e) => Outcome::NotConverged(e),
+            },
+        };
+        let old = self.state.clone();
+        self.state.last_error = match &outcome {
+            Outcome::Converged => None,
+            Outcome::NotConverged(e) => Some(e.clone()),
+        };
+        let stale = self.accepted().is_some_and(|b| b.expires_at <= self.now().now);
+        self.phase = phase::after_pass(
+            self.phase,
+            &phase::Facts {
+                converged: outcome == Outcome::Converged,
+                has_bundle: self.state.applied_serial.is_some(),
+                stale,
+                failed: matches!(outcome, Outcome::NotConverged(_)) && self.state.applied_serial.is_some(),
+            },
+        );
+        let now = self.now().now;
+        if now.duration_since(self.floor_saved_at) > SignedDuration::from_hours(1) {
+            self.state.time_floor = Some(self.state.time_floor.map_or(now, |f| f.max(now)));
+            self.floor_saved_at = now;
+        }
+        self.save(&old);
+        outcome
+    }
+
+    fn contact(&mut self, ok: bool) {
+        let now = self.now().now;
+        if ok {
+            self.backoff.reset();
+            self.state.offline_since = None;
+            // Persisted with the next state change, not on every poll.
+            self.state.last_contact = Some(now);
+            self.clear_condition("controller");
+        } else if self.state.offline_since.is_none() {
+            self.state.offline_since = Some(now);
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let s = self.seq;
+        self.seq += 1;
+        if self.seq >= self.state.next_seq {
+            let old = self.state.clone();
+            self.state.next_seq = self.seq + SEQ_BLOCK;
+            self.save(&old);
+        }
+        s
+    }
+
+    /// Builds a report of the current status (with metrics when asked).
+    pub async fn build_report(&mut self, with_metrics: bool) -> Report {
+        let accepted = self.accepted();
+        let metrics = if with_metrics {
+            let videos = (
+                self.state.placed.len() as u64,
+                accepted.as_ref().map_or(0, |b| {
+                    b.files
+                        .iter()
+                        .filter(|f| self.state.placed.contains_key(f.path.as_str()))
+                        .map(|f| f.size)
+                        .sum()
+                }),
+            );
+            let (local, _) = apply::local_content(&self.cfg.videos_dir, &self.state);
+            Some(
+                metrics::collect(
+                    &mut self.cpu,
+                    &self.cfg.videos_dir,
+                    &self.cfg.services,
+                    videos,
+                    local,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        let mut conditions = self.state.conditions.clone();
+        if let Some(since) = self.state.offline_since {
+            conditions.push(Condition {
+                item: "controller".into(),
+                severity: Severity::Warning,
+                message: format!("controller unreachable since {since}"),
+                since,
+            });
+        }
+        let now = self.now();
+        if let Some(skew) = now.corrected_by {
+            conditions.push(Condition {
+                item: "clock".into(),
+                severity: Severity::Warning,
+                message: format!(
+                    "the box's clock is off by {}s; using the controller's time",
+                    skew.as_secs()
+                ),
+                since: now.now,
+            });
+        }
+        Report {
+            seq: self.next_seq(),
+            at: now.now,
+            status: Status {
+                phase: self.phase,
+                desired_serial: accepted.as_ref().map(|b| b.serial),
+                applied_serial: self.state.applied_serial,
+                release: None,
+                conditions,
+                last_error: self.state.last_error.clone(),
+                agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            },
+            metrics,
+        }
+    }
+
+    /// Sends a report; queues it (and what is queued) when the controller
+    /// does not take it.
+    pub async fn report(&mut self, with_metrics: bool) -> Result<(), String> {
+        let r = self.build_report(with_metrics).await;
+        let transition = self.last_reported_phase != Some(self.phase);
+        self.last_reported_phase = Some(self.phase);
+        let Some(c) = self.controller.clone() else {
+            return Ok(());
+        };
+        // Drain the queue first, in order.
+        loop {
+            let batch = self.queue.peek(BATCH, 512 * 1024);
+            if batch.is_empty() {
+                break;
+            }
+            let reports: Vec<Report> = batch.iter().map(|b| b.0.clone()).collect();
+            match c.send_reports(&reports).await {
+                Ok(()) => {
+                    let paths: Vec<PathBuf> = batch.into_iter().map(|b| b.1).collect();
+                    self.queue.remove(&paths);
+                }
+                Err(e) => {
+                    self.queue
+                        .push(&r, transition)
+                        .map_err(|q| format!("{e}; and the report could not be queued: {q}"))?;
+                    return Err(e.to_string());
+                }
+            }
+        }
+        match c.send_reports(std::slice::from_ref(&r)).await {
+            Ok(()) => {
+                self.contact(true);
+                Ok(())
+            }
+            Err(e) => {
+                if matches!(e, PullError::Unreachable { .. }) {
+                    self.contact(false);
+                }
+                self.queue
+                    .push(&r, transition)
+                    .map_err(|q| format!("{e}; and the report could not be queued: {q}"))?;
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Reports waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// The daemon loop: long-poll, reconcile, heartbeat, metrics. `ready`
+    /// is called after the first pass, `alive` from the loop itself (the
+    /// systemd watchdog).
+    pub async fn run(
+        &mut self,
+        mut alive: impl FnMut(),
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval.to_std());
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let metrics_every = self.cfg.metrics_interval.to_std();
+        let mut last_metrics: Option<std::time::Instant> = None;
+        let mut delay = Duration::ZERO;
+        loop {
+            alive();
+            let wait = self
+                .accepted()
+                .map_or(self.cfg.poll_interval, |b| b.agent.poll_interval)
+                .to_std()
+                .min(Duration::from_secs(300));
+            // The pass (with its long-poll) races the heartbeat timer; a
+            // heartbeat interrupts the long-poll, never a fetch or apply,
+            // because only the pull is awaited inside `select!`.
+            let origin = Origin::Controller { wait: Some(wait) };
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {
+                    let outcome = self.pass(&origin).await;
+                    delay = match &outcome {
+                        Outcome::Converged => Duration::ZERO,
+                        Outcome::NotConverged(reason) => {
+                            tracing::warn!(reason = %reason, "not converged");
+                            if self.state.offline_since.is_some() {
+                                self.backoff.next(None)
+                            } else {
+                                self.backoff.next(None).max(Duration::from_secs(5))
+                            }
+                        }
+                    };
+                    if self.last_reported_phase != Some(self.phase) {
+                        let _ = self.report(false).await;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let full = last_metrics.is_none_or(|t| t.elapsed() >= metrics_every);
+                    if full {
+                        last_metrics = Some(std::time::Instant::now());
+                    }
+                    if let Err(e) = self.report(full).await {
+                        tracing::debug!(error = %e, "report queued");
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
+
+/// Reads `bundle.json` (or `<site>.json`) and its `.sig` from a directory.
+fn read_dir_bundle(dir: &Path, site: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let candidates = [dir.join("bundle.json"), dir.join(format!("{site}.json"))];
+    let body_path = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| format!("`{}` holds neither bundle.json nor {site}.json", dir.display()))?;
+    let sig_path = PathBuf::from(format!("{}.sig", body_path.display()));
+    let read_capped = |p: &Path, cap: usize| -> Result<Vec<u8>, String> {
+        let len = std::fs::metadata(p)
+            .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?
+            .len();
+        if len > cap as u64 {
+            return Err(format!("`{}` is {len} bytes, over the {cap}-byte limit", p.display()));
+        }
+        std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+    };
+    Ok((
+        read_capped(body_path, touchline_schemas::bundle::MAX_BUNDLE_BYTES)?,
+        read_capped(&sig_path, touchline_schemas::sign::MAX_SIGNATURE_BYTES)?,
+    ))
+}

@@ -1,0 +1,116 @@
+//! File-system steps that must survive a power cut: atomic replacement
+//! (temp file in the same directory + fsync + rename + directory fsync),
+//! directory fsync, and free space.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+/// The temp name used next to `path` while it is being replaced. Hidden
+/// (leading dot) and suffixed so that nobody mistakes it for content, and
+/// so that a crash leftover is recognized and removed.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.touchline-tmp"))
+}
+
+/// Whether a file name is one of our temp names.
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.ends_with(".touchline-tmp")
+}
+
+/// fsyncs a directory so that a rename or unlink in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes`: readers see the old content or the new
+/// one, never a mix, and after return the new content survives a power cut.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = temp_path(path);
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        sync_dir(path.parent().unwrap_or(Path::new(".")))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Bytes available to an unprivileged writer on the filesystem of `path`.
+pub fn available_space(path: &Path) -> io::Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(io::Error::from)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Creates `dir` and its parents, fsyncing each directory it created and
+/// the parent of the topmost one.
+pub fn create_dirs(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(dir.parent().unwrap_or(Path::new("/")))
+}
+
+/// Human-readable bytes (`1.5 GB`), decimal units as `df -H` prints them.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    #[allow(clippy::cast_precision_loss)]
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1000.0 && unit < UNITS.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("configuration.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
+        assert!(is_temp_name(
+            &temp_path(&p).file_name().unwrap().to_string_lossy()
+        ));
+        // A directory in the way: the error is returned, the temp is gone.
+        let d = tmp.path().join("dir");
+        fs::create_dir_all(d.join("x")).unwrap();
+        assert!(write_atomic(&d, b"x").is_err());
+        assert!(!temp_path(&d).exists());
+    }
+
+    #[test]
+    fn sizes_read_like_df() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500_000_000), "1.5 GB");
+        assert!(available_space(Path::new("/")).unwrap() > 0);
+    }
+}

@@ -1,0 +1,28 @@
+//! The Touchline agent as a library (the binary is `src/main.rs`): one
+//! module per step of the reconcile loop in DESIGN.md.
+//!
+//! - [`config`]: the TOML file and its `TOUCHLINE_<KEY>` overrides;
+//! - [`pull`]: the controller's bundle, signature and report endpoints;
+//! - [`fetch`]: the content store, resumable downloads;
+//! - [`apply`]: the video tree and `configuration.json`;
+//! - [`queue`]: reports kept on disk while offline;
+//! - [`metrics`], [`clock`], [`phase`], [`state`], [`fsx`];
+//! - [`agent`]: the pass and the daemon loop;
+//! - [`status`], [`diagnose`], [`notify`]: the commands around it.
+//!
+//! Software releases (the next issue) plug in as a step after apply.
+
+pub mod agent;
+pub mod apply;
+pub mod clock;
+pub mod config;
+pub mod diagnose;
+pub mod fetch;
+pub mod fsx;
+pub mod metrics;
+pub mod notify;
+pub mod phase;
+pub mod pull;
+pub mod queue;
+pub mod state;
+pub mod status;

@@ -1,0 +1,197 @@
+//! Box metrics, read from procfs and sysfs (cheap: a few small files; no
+//! background sampling thread). Whatever a box does not expose is left
+//! absent ("unknown"), never guessed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use touchline_schemas::report::{Interface, Metrics, Throttling};
+
+/// CPU counters between two samples.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CpuSample {
+    busy: u64,
+    total: u64,
+}
+
+fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// `/proc/stat`'s first line.
+pub fn cpu_sample() -> Option<CpuSample> {
+    let stat = read("/proc/stat")?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some(CpuSample {
+        busy: total.saturating_sub(idle),
+        total,
+    })
+}
+
+/// Temperature in °C from the first thermal zone, else the first hwmon.
+fn temperature() -> Option<f64> {
+    let from = |p: &str| {
+        read(p)
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .map(|m| m / 1000.0)
+    };
+    if let Some(t) = from("/sys/class/thermal/thermal_zone0/temp") {
+        return Some(t);
+    }
+    let rd = std::fs::read_dir("/sys/class/hwmon").ok()?;
+    for e in rd.flatten() {
+        if let Some(t) = from(&format!("{}/temp1_input", e.path().display())) {
+            return Some(t);
+        }
+    }
+    None
+}
+
+/// Raspberry Pi throttling flags (`get_throttled` in sysfs, hex).
+fn throttling() -> Option<Throttling> {
+    let raw = read("/sys/devices/platform/soc/soc:firmware/get_throttled")?;
+    let v = u32::from_str_radix(raw.trim().trim_start_matches("0x"), 16).ok()?;
+    Some(Throttling {
+        under_voltage: v & 0x1 != 0,
+        throttled: v & 0x4 != 0,
+        under_voltage_occurred: v & 0x10000 != 0,
+        throttled_occurred: v & 0x40000 != 0,
+    })
+}
+
+fn memory_percent() -> Option<f64> {
+    let info = read("/proc/meminfo")?;
+    let get = |k: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|n| n.parse::<f64>().ok())
+    };
+    let total = get("MemTotal:")?;
+    let avail = get("MemAvailable:")?;
+    (total > 0.0).then(|| ((total - avail) / total * 1000.0).round() / 10.0)
+}
+
+fn load() -> Option<[f64; 3]> {
+    let s = read("/proc/loadavg")?;
+    let v: Vec<f64> = s
+        .split_whitespace()
+        .take(3)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    Some([*v.first()?, *v.get(1)?, *v.get(2)?])
+}
+
+fn uptime() -> Option<u64> {
+    let s = read("/proc/uptime")?;
+    let secs: f64 = s.split_whitespace().next()?.parse().ok()?;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    Some(secs as u64)
+}
+
+fn interfaces() -> Vec<Interface> {
+    let Some(s) = read("/proc/net/dev") else {
+        return Vec::new();
+    };
+    s.lines()
+        .skip(2)
+        .filter_map(|l| {
+            let (name, rest) = l.split_once(':')?;
+            let name = name.trim();
+            if name == "lo" {
+                return None;
+            }
+            let v: Vec<u64> = rest
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            Some(Interface {
+                name: name.to_owned(),
+                rx_bytes: *v.first()?,
+                tx_bytes: *v.get(8)?,
+            })
+        })
+        .collect()
+}
+
+fn root_read_only() -> Option<bool> {
+    let mounts = read("/proc/mounts")?;
+    mounts.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(1) == Some(&"/")).then(|| f.get(3).is_some_and(|o| o.split(',').any(|x| x == "ro")))
+    })
+}
+
+/// `systemctl is-active` of each service; without systemd, `unknown`.
+async fn services(names: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let systemd = Path::new("/run/systemd/system").exists();
+    for n in names {
+        let state = if systemd {
+            match tokio::process::Command::new("systemctl")
+                .args(["is-active", "--", n])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output()
+                .await
+            {
+                Ok(o) => String::from_utf8_lossy(&o.stdout).trim().to_owned(),
+                Err(_) => "unknown".to_owned(),
+            }
+        } else {
+            "unknown".to_owned()
+        };
+        out.insert(n.clone(), if state.is_empty() { "unknown".into() } else { state });
+    }
+    out
+}
+
+/// Collects full metrics. `prev` is the CPU sample of the previous call.
+pub async fn collect(
+    prev: &mut Option<CpuSample>,
+    videos_dir: &Path,
+    services_list: &[String],
+    videos: (u64, u64),
+    local_files: u64,
+) -> Metrics {
+    let now = cpu_sample();
+    let cpu_percent = match (prev.as_ref(), now.as_ref()) {
+        (Some(a), Some(b)) if b.total > a.total => {
+            #[allow(clippy::cast_precision_loss)]
+            let v = (b.busy.saturating_sub(a.busy)) as f64 / (b.total - a.total) as f64 * 100.0;
+            Some((v * 10.0).round() / 10.0)
+        }
+        _ => None,
+    };
+    *prev = now;
+    let (disk_used_bytes, disk_total_bytes) = match rustix::fs::statvfs(videos_dir) {
+        Ok(st) => {
+            let total = st.f_blocks.saturating_mul(st.f_frsize);
+            let free = st.f_bfree.saturating_mul(st.f_frsize);
+            (Some(total.saturating_sub(free)), Some(total))
+        }
+        Err(_) => (None, None),
+    };
+    Metrics {
+        cpu_percent,
+        memory_percent: memory_percent(),
+        load: load(),
+        temperature_c: temperature(),
+        disk_used_bytes,
+        disk_total_bytes,
+        uptime_secs: uptime(),
+        interfaces: interfaces(),
+        services: services(services_list).await,
+        throttling: throttling(),
+        root_read_only: root_read_only(),
+        video_count: Some(videos.0),
+        video_bytes: Some(videos.1),
+        local_files: Some(local_files),
+    }
+}

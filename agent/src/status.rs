@@ -1,0 +1,134 @@
+//! `touchline-agent status`: what is desired, applied, pending, and why,
+//! read from the state directory without changing anything (it works while
+//! the daemon runs).
+
+use std::process::ExitCode;
+
+use serde_json::json;
+use touchline_schemas::Bundle;
+
+use crate::clock::{Clock, SystemClock, trusted_now};
+use crate::config::Config;
+use crate::queue::Queue;
+use crate::state::Paths;
+
+/// Prints the status; exit 0, or 2 when the state cannot be read.
+pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
+    let paths = Paths {
+        root: cfg.state_dir.clone(),
+    };
+    let state = match paths.load_state() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let accepted: Option<Bundle> = paths.load_accepted().and_then(|(body, sig)| {
+        cfg.trusted_keys.verify(&body, &sig).ok()?;
+        Bundle::from_slice(&body).ok()
+    });
+    let queue = Queue::new(paths.queue(), cfg.report_queue_max).len();
+    let partial: Vec<(String, u64)> = std::fs::read_dir(paths.partial())
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| !e.file_name().to_string_lossy().ends_with(".resume"))
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map_or(0, |m| m.len()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let floor = state
+        .time_floor
+        .into_iter()
+        .chain(accepted.as_ref().map(|b| b.issued_at))
+        .max()
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let now = trusted_now(SystemClock::from_env().now(), floor, None);
+    let stale = accepted.as_ref().is_some_and(|b| b.expires_at <= now.now);
+    let converged = accepted.as_ref().map(|b| b.serial) == state.applied_serial
+        && state.last_error.is_none()
+        && accepted.is_some();
+    if as_json {
+        let v = json!({
+            "site": cfg.site_id,
+            "desired_serial": accepted.as_ref().map(|b| b.serial),
+            "applied_serial": state.applied_serial,
+            "highest_serial": state.highest_serial,
+            "converged": converged,
+            "stale": stale,
+            "expires_at": accepted.as_ref().map(|b| b.expires_at),
+            "files_placed": state.placed.len(),
+            "pending_downloads": partial.iter().map(|(h, n)| json!({"sha256": h, "bytes": n})).collect::<Vec<_>>(),
+            "last_error": state.last_error,
+            "last_rejected": state.last_rejected,
+            "conditions": state.conditions,
+            "offline_since": state.offline_since,
+            "last_contact": state.last_contact,
+            "queued_reports": queue,
+            "time_floor": now.floor,
+            "clock": now.clock,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    let opt = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |s| s.to_string());
+    println!("site:            {}", cfg.site_id);
+    println!(
+        "desired serial:  {}{}",
+        opt(accepted.as_ref().map(|b| b.serial)),
+        accepted
+            .as_ref()
+            .map(|b| format!(" (expires {})", b.expires_at))
+            .unwrap_or_default()
+    );
+    println!("applied serial:  {}", opt(state.applied_serial));
+    println!(
+        "state:           {}",
+        if stale {
+            "stale: the accepted bundle has expired; the box keeps running it"
+        } else if converged {
+            "converged"
+        } else {
+            "not converged"
+        }
+    );
+    println!("files placed:    {}", state.placed.len());
+    for (h, n) in &partial {
+        println!("pending:         {h} ({n} bytes so far)");
+    }
+    if let Some(e) = &state.last_error {
+        println!("last error:      {e}");
+    }
+    if let Some(r) = &state.last_rejected {
+        println!("last rejected:   {r}");
+    }
+    for c in &state.conditions {
+        println!(
+            "condition:       [{}] {}: {} (since {})",
+            serde_json::to_value(c.severity)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            c.item,
+            c.message,
+            c.since
+        );
+    }
+    match state.offline_since {
+        Some(t) => println!("controller:      offline since {t}"),
+        None => println!(
+            "controller:      last contact {}",
+            state
+                .last_contact
+                .map_or_else(|| "never".to_owned(), |t| t.to_string())
+        ),
+    }
+    println!("queued reports:  {queue}");
+    println!("time floor:      {} (clock says {})", now.floor, now.clock);
+    ExitCode::SUCCESS
+}
