@@ -13,7 +13,10 @@ fn main() {
                 .unwrap_or(0)
         });
     // Day resolution so that rebuilding the same day does not relink.
-    println!("cargo:rustc-env=TOUCHLINE_BUILD_EPOCH={}", epoch / 86_400 * 86_400);
+    println!(
+        "cargo:rustc-env=TOUCHLINE_BUILD_EPOCH={}",
+        epoch / 86_400 * 86_400
+    );
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-changed=build.rs");
 }

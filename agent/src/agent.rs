@@ -73,8 +73,10 @@ pub struct Agent {
     controller: Option<Controller>,
     client: reqwest::Client,
     clock: Box<dyn Clock>,
-    /// Persisted state (mirror of `state.json`).
+    /// The state (written to `state.json` by `save`).
     pub state: State,
+    /// What `state.json` holds.
+    disk: State,
     index: Index,
     queue: Queue,
     seq: u64,
@@ -85,7 +87,6 @@ pub struct Agent {
     /// Bytes downloaded so far in the current fetch, and bytes needed.
     pub pending: (u64, u64),
     backoff: Backoff,
-    floor_saved_at: Timestamp,
 }
 
 impl std::fmt::Debug for Agent {
@@ -147,6 +148,7 @@ impl Agent {
         state.next_seq = seq + SEQ_BLOCK;
         paths.save_state(&old, &state)?;
         let queue = Queue::new(paths.queue(), cfg.report_queue_max);
+        let disk = state.clone();
         Ok(Self {
             store: fetch::Store::new(paths.clone()),
             paths,
@@ -158,12 +160,12 @@ impl Agent {
             queue,
             seq,
             cpu: metrics::cpu_sample(),
+            disk,
             server_offset: None,
             phase: Phase::Starting,
             last_reported_phase: None,
             pending: (0, 0),
             backoff: Backoff::default(),
-            floor_saved_at: Timestamp::UNIX_EPOCH,
             cfg,
         })
     }
@@ -200,9 +202,28 @@ impl Agent {
         self.phase
     }
 
-    fn save(&mut self, old: &State) {
-        if let Err(e) = self.paths.save_state(old, &self.state) {
-            tracing::error!(error = %e, "cannot save state");
+    /// Writes `state.json` when something that matters changed. The
+    /// contact time and the time floor alone are written at most hourly, so
+    /// that a no-op cycle does not write to the SD card.
+    fn save(&mut self) {
+        let hourly = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
+            (Some(a), Some(b)) => b.duration_since(a).abs() < SignedDuration::from_hours(1),
+            (None, None) => true,
+            _ => false,
+        };
+        let mut cmp = self.state.clone();
+        if hourly(self.disk.last_contact, cmp.last_contact) {
+            cmp.last_contact = self.disk.last_contact;
+        }
+        if hourly(self.disk.time_floor, cmp.time_floor) {
+            cmp.time_floor = self.disk.time_floor;
+        }
+        if cmp == self.disk {
+            return;
+        }
+        match self.paths.save_state(&self.disk, &self.state) {
+            Ok(()) => self.disk = self.state.clone(),
+            Err(e) => tracing::error!(error = %e, "cannot save state"),
         }
     }
 
@@ -229,7 +250,9 @@ impl Agent {
     }
 
     fn clear_conditions_with_prefix(&mut self, prefix: &str) {
-        self.state.conditions.retain(|c| !c.item.starts_with(prefix));
+        self.state
+            .conditions
+            .retain(|c| !c.item.starts_with(prefix));
     }
 
     /// Verifies a candidate bundle and, when accepted, persists it (bundle,
@@ -257,7 +280,6 @@ impl Agent {
                 Ok(b)
             }
         });
-        let old = self.state.clone();
         match verdict {
             Ok(b) => {
                 // Body and signature in one file, replaced atomically: a
@@ -269,15 +291,19 @@ impl Agent {
                 self.state.time_floor = Some(now.max(b.issued_at));
                 self.state.last_rejected = None;
                 self.clear_condition("bundle");
-                self.save(&old);
+                self.save();
                 Ok(b)
             }
             Err(e) => {
                 let reason = fetch::error_text(&e);
                 tracing::warn!(reason = %reason, "bundle rejected");
                 self.state.last_rejected = Some(reason.clone());
-                self.set_condition("bundle", Severity::Error, format!("bundle rejected: {reason}"));
-                self.save(&old);
+                self.set_condition(
+                    "bundle",
+                    Severity::Error,
+                    format!("bundle rejected: {reason}"),
+                );
+                self.save();
                 Err(e)
             }
         }
@@ -452,7 +478,6 @@ impl Agent {
                 ),
             );
         }
-        let old = self.state.clone();
         let changed = !plan.is_empty();
         let serial_changes = self.state.applied_serial != Some(bundle.serial);
         if changed {
@@ -469,14 +494,14 @@ impl Agent {
             if let Err(e) = result {
                 let msg = e.to_string();
                 self.set_condition("apply", Severity::Error, msg.clone());
-                self.save(&old);
+                self.save();
                 return Err(msg);
             }
         }
         self.clear_condition("apply");
         self.state.applied_serial = Some(bundle.serial);
         self.state.applied_digest = Some(bundle.digest());
-        self.save(&old);
+        self.save();
         if let Err(e) = self.paths.save_index(&old_index, &self.index) {
             tracing::warn!(error = %e, "cannot save the stat index");
         }
@@ -521,7 +546,14 @@ impl Agent {
             Ok(o) if o.status.success() => self.clear_condition("reload"),
             Ok(o) => {
                 let tail = String::from_utf8_lossy(&o.stderr);
-                let tail: String = tail.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
+                let tail: String = tail
+                    .chars()
+                    .rev()
+                    .take(500)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
                 self.set_condition(
                     "reload",
                     Severity::Warning,
@@ -540,8 +572,8 @@ impl Agent {
     /// fully fetched.
     pub async fn pass(&mut self, origin: &Origin) -> Outcome {
         let box_now = self.clock.now();
-        let candidate: Result<Option<(Vec<u8>, Vec<u8>)>, String> = match origin {
-            Origin::Dir(dir) => read_dir_bundle(dir, &self.cfg.site_id.to_string()).map(Some),
+        let candidate: Result<Option<SignedPair>, String> = match origin {
+            Origin::Dir(dir) => read_dir_bundle(dir, self.cfg.site_id.as_str()).map(Some),
             Origin::Controller { wait } => match &self.controller {
                 None => Err("no controller_url configured".into()),
                 Some(c) => {
@@ -581,7 +613,9 @@ impl Agent {
         }
         let outcome = match self.accepted() {
             None => Outcome::NotConverged(
-                blocking.clone().unwrap_or_else(|| "no bundle accepted yet".into()),
+                blocking
+                    .clone()
+                    .unwrap_or_else(|| "no bundle accepted yet".into()),
             ),
             Some(b) => match self.converge(&b, dir).await {
                 Ok(()) => match &blocking {
@@ -591,27 +625,26 @@ impl Agent {
                 Err(e) => Outcome::NotConverged(e),
             },
         };
-        let old = self.state.clone();
         self.state.last_error = match &outcome {
             Outcome::Converged => None,
             Outcome::NotConverged(e) => Some(e.clone()),
         };
-        let stale = self.accepted().is_some_and(|b| b.expires_at <= self.now().now);
+        let stale = self
+            .accepted()
+            .is_some_and(|b| b.expires_at <= self.now().now);
         self.phase = phase::after_pass(
             self.phase,
             &phase::Facts {
                 converged: outcome == Outcome::Converged,
                 has_bundle: self.state.applied_serial.is_some(),
                 stale,
-                failed: matches!(outcome, Outcome::NotConverged(_)) && self.state.applied_serial.is_some(),
+                failed: matches!(outcome, Outcome::NotConverged(_))
+                    && self.state.applied_serial.is_some(),
             },
         );
         let now = self.now().now;
-        if now.duration_since(self.floor_saved_at) > SignedDuration::from_hours(1) {
-            self.state.time_floor = Some(self.state.time_floor.map_or(now, |f| f.max(now)));
-            self.floor_saved_at = now;
-        }
-        self.save(&old);
+        self.state.time_floor = Some(self.state.time_floor.map_or(now, |f| f.max(now)));
+        self.save();
         outcome
     }
 
@@ -632,9 +665,8 @@ impl Agent {
         let s = self.seq;
         self.seq += 1;
         if self.seq >= self.state.next_seq {
-            let old = self.state.clone();
             self.state.next_seq = self.seq + SEQ_BLOCK;
-            self.save(&old);
+            self.save();
         }
         s
     }
@@ -812,20 +844,28 @@ impl Agent {
     }
 }
 
+/// Bundle bytes and their signature.
+type SignedPair = (Vec<u8>, Vec<u8>);
+
 /// Reads `bundle.json` (or `<site>.json`) and its `.sig` from a directory.
-fn read_dir_bundle(dir: &Path, site: &str) -> Result<(Vec<u8>, Vec<u8>), String> {
+fn read_dir_bundle(dir: &Path, site: &str) -> Result<SignedPair, String> {
     let candidates = [dir.join("bundle.json"), dir.join(format!("{site}.json"))];
-    let body_path = candidates
-        .iter()
-        .find(|p| p.is_file())
-        .ok_or_else(|| format!("`{}` holds neither bundle.json nor {site}.json", dir.display()))?;
+    let body_path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
+        format!(
+            "`{}` holds neither bundle.json nor {site}.json",
+            dir.display()
+        )
+    })?;
     let sig_path = PathBuf::from(format!("{}.sig", body_path.display()));
     let read_capped = |p: &Path, cap: usize| -> Result<Vec<u8>, String> {
         let len = std::fs::metadata(p)
             .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?
             .len();
         if len > cap as u64 {
-            return Err(format!("`{}` is {len} bytes, over the {cap}-byte limit", p.display()));
+            return Err(format!(
+                "`{}` is {len} bytes, over the {cap}-byte limit",
+                p.display()
+            ));
         }
         std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
     };

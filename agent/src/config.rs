@@ -147,20 +147,17 @@ impl Config {
             file: file.clone(),
             message,
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| {
-            err(e
-                .to_string()
-                .trim()
-                .replace('\n', " ")
-                .replace("  ", " "))
-        })?;
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|e| err(e.to_string().trim().replace('\n', " ").replace("  ", " ")))?;
         for (key, kind) in KEYS {
             let var = format!("TOUCHLINE_{}", key.to_ascii_uppercase());
             let Some(v) = env(&var) else { continue };
             let value = match kind {
                 Kind::Str => toml::Value::String(v),
                 Kind::Int => toml::Value::Integer(v.trim().parse().map_err(|_| {
-                    err(format!("key `{key}` (from ${var}): `{v}` is not a whole number"))
+                    err(format!(
+                        "key `{key}` (from ${var}): `{v}` is not a whole number"
+                    ))
                 })?),
                 Kind::List => toml::Value::Array(
                     v.split_whitespace()
@@ -170,13 +167,8 @@ impl Config {
             };
             table.insert((*key).to_owned(), value);
         }
-        let raw: Raw = Raw::deserialize(toml::Value::Table(table)).map_err(|e| {
-            err(e
-                .to_string()
-                .trim()
-                .replace('\n', " ")
-                .replace("  ", " "))
-        })?;
+        let raw: Raw = Raw::deserialize(toml::Value::Table(table))
+            .map_err(|e| err(e.to_string().trim().replace('\n', " ").replace("  ", " ")))?;
         let token = match (&raw.token, &raw.token_file) {
             (Some(_), Some(_)) => {
                 return Err(err(
@@ -218,8 +210,8 @@ impl Config {
                 raw.trusted_keys.display()
             ))
         })?;
-        let trusted_keys = TrustedKeys::parse(&keys_text)
-            .map_err(|e| err(format!("key `trusted_keys`: {e}")))?;
+        let trusted_keys =
+            TrustedKeys::parse(&keys_text).map_err(|e| err(format!("key `trusted_keys`: {e}")))?;
         let positive = |key: &str, d: Option<HumanDuration>, default: u64| {
             let d = d.unwrap_or(HumanDuration::from_secs(default));
             if d.as_secs() == 0 {
@@ -328,17 +320,50 @@ mod tests {
         assert_eq!(c.max_download_rate, 250_000);
         assert_eq!(c.services, vec!["neopro-app", "nginx"]);
 
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case] = &[
             ("poll_interval = \"5 minutes\"\n", &[], "poll_interval"),
-            ("pol_interval = \"5m\"\n", &[], "unknown field `pol_interval`"),
-            ("", &[("TOUCHLINE_MAX_DOWNLOAD_BYTES", "lots")], "key `max_download_bytes` (from $TOUCHLINE_MAX_DOWNLOAD_BYTES): `lots` is not a whole number"),
-            ("heartbeat_interval = \"0s\"\n", &[], "key `heartbeat_interval`: must be at least 1s"),
-            ("token_file = \"/nonexistent\"\n", &[], "keys `token` and `token_file` are both set"),
-            ("", &[("TOUCHLINE_CONTROLLER_URL", "ftp://x")], "key `controller_url`: `ftp://x` must start with http:// or https://"),
+            (
+                "pol_interval = \"5m\"\n",
+                &[],
+                "unknown field `pol_interval`",
+            ),
+            (
+                "",
+                &[("TOUCHLINE_MAX_DOWNLOAD_BYTES", "lots")],
+                "key `max_download_bytes` (from $TOUCHLINE_MAX_DOWNLOAD_BYTES): `lots` is not a whole number",
+            ),
+            (
+                "heartbeat_interval = \"0s\"\n",
+                &[],
+                "key `heartbeat_interval`: must be at least 1s",
+            ),
+            (
+                "token_file = \"/nonexistent\"\n",
+                &[],
+                "keys `token` and `token_file` are both set",
+            ),
+            (
+                "",
+                &[("TOUCHLINE_CONTROLLER_URL", "ftp://x")],
+                "key `controller_url`: `ftp://x` must start with http:// or https://",
+            ),
             ("", &[("TOUCHLINE_SITE_ID", "../etc")], "site_id"),
-            ("", &[("TOUCHLINE_TRUSTED_KEYS", "/nonexistent/keys")], "key `trusted_keys`: cannot read `/nonexistent/keys`"),
-            ("", &[("TOUCHLINE_VIDEOS_DIR", "videos")], "key `videos_dir`: `videos` must be an absolute path"),
-            ("", &[("TOUCHLINE_VIDEOS_DIR", "/var/lib/touchline/v")], "must not contain each other"),
+            (
+                "",
+                &[("TOUCHLINE_TRUSTED_KEYS", "/nonexistent/keys")],
+                "key `trusted_keys`: cannot read `/nonexistent/keys`",
+            ),
+            (
+                "",
+                &[("TOUCHLINE_VIDEOS_DIR", "videos")],
+                "key `videos_dir`: `videos` must be an absolute path",
+            ),
+            (
+                "",
+                &[("TOUCHLINE_VIDEOS_DIR", "/var/lib/touchline/v")],
+                "must not contain each other",
+            ),
         ];
         for (extra, env, want) in cases {
             let err = parse(&format!("{text}{extra}"), env).unwrap_err();

@@ -47,20 +47,43 @@ pub async fn run(path: &Path) -> ExitCode {
             format!("{clock} is before this agent was built ({}): enable NTP (timedatectl set-ntp true)", build_time())
         },
     );
-    for (what, dir) in [("state_dir", &cfg.state_dir), ("videos_dir", &cfg.videos_dir)] {
-        let probe = if dir.exists() { dir.as_path() } else { dir.parent().unwrap_or(Path::new("/")) };
+    for (what, dir) in [
+        ("state_dir", &cfg.state_dir),
+        ("videos_dir", &cfg.videos_dir),
+    ] {
+        let probe = if dir.exists() {
+            dir.as_path()
+        } else {
+            dir.parent().unwrap_or(Path::new("/"))
+        };
         match fsx::available_space(probe) {
             Ok(n) => r.line(
                 n > cfg.space_reserve_bytes,
                 &format!("free space ({what})"),
-                &format!("{} available, reserve {}", fsx::human_bytes(n), fsx::human_bytes(cfg.space_reserve_bytes)),
+                &format!(
+                    "{} available, reserve {}",
+                    fsx::human_bytes(n),
+                    fsx::human_bytes(cfg.space_reserve_bytes)
+                ),
             ),
-            Err(e) => r.line(false, &format!("free space ({what})"), &format!("cannot stat `{}`: {e}", probe.display())),
+            Err(e) => r.line(
+                false,
+                &format!("free space ({what})"),
+                &format!("cannot stat `{}`: {e}", probe.display()),
+            ),
         }
     }
     let Some(base) = cfg.controller_url.clone() else {
-        r.line(true, "controller", "no controller_url: this box is fed by apply-dir only");
-        return if r.failed { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        r.line(
+            true,
+            "controller",
+            "no controller_url: this box is fed by apply-dir only",
+        );
+        return if r.failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        };
     };
     let client = match http_client(&cfg) {
         Ok(c) => c,
@@ -86,22 +109,51 @@ pub async fn run(path: &Path) -> ExitCode {
         Ok(mut addrs) => match addrs.next() {
             Some(a) => {
                 r.line(true, "dns", &format!("{host} → {}", a.ip()));
-                match tokio::time::timeout(cfg.connect_timeout.to_std(), tokio::net::TcpStream::connect(a)).await {
+                match tokio::time::timeout(
+                    cfg.connect_timeout.to_std(),
+                    tokio::net::TcpStream::connect(a),
+                )
+                .await
+                {
                     Ok(Ok(_)) => r.line(true, "tcp", &format!("connected to {a}")),
-                    Ok(Err(e)) => r.line(false, "tcp", &format!("{a}: {e}: check the network / firewall")),
-                    Err(_) => r.line(false, "tcp", &format!("{a}: no answer within {}", cfg.connect_timeout)),
+                    Ok(Err(e)) => r.line(
+                        false,
+                        "tcp",
+                        &format!("{a}: {e}: check the network / firewall"),
+                    ),
+                    Err(_) => r.line(
+                        false,
+                        "tcp",
+                        &format!("{a}: no answer within {}", cfg.connect_timeout),
+                    ),
                 }
             }
             None => r.line(false, "dns", &format!("{host}: no address")),
         },
-        Err(e) => r.line(false, "dns", &format!("{host}: {e}: check /etc/resolv.conf")),
+        Err(e) => r.line(
+            false,
+            "dns",
+            &format!("{host}: {e}: check /etc/resolv.conf"),
+        ),
     }
     let token = cfg.token.clone().unwrap_or_default();
     let url = format!("{base}/v1/sites/{}/bundle", cfg.site_id);
     match client.get(&url).bearer_auth(&token).send().await {
-        Err(e) => r.line(false, "controller", &format!("{url}: {}", crate::fetch::error_text(&e))),
+        Err(e) => r.line(
+            false,
+            "controller",
+            &format!("{url}: {}", crate::fetch::error_text(&e)),
+        ),
         Ok(resp) => {
-            r.line(true, if base.starts_with("https") { "tls + http" } else { "http" }, &format!("{url} answered {}", resp.status()));
+            r.line(
+                true,
+                if base.starts_with("https") {
+                    "tls + http"
+                } else {
+                    "http"
+                },
+                &format!("{url} answered {}", resp.status()),
+            );
             if let Some(off) = clock_offset(resp.headers(), clock) {
                 r.line(
                     off.abs() <= SKEW_TOLERANCE,
@@ -113,21 +165,49 @@ pub async fn run(path: &Path) -> ExitCode {
                 StatusCode::OK => {
                     r.line(true, "token", "accepted");
                     let body = resp.bytes().await.unwrap_or_default();
-                    let sig = match client.get(format!("{url}.sig")).bearer_auth(&token).send().await {
+                    let sig = match client
+                        .get(format!("{url}.sig"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
+                    {
                         Ok(s) => s.bytes().await.unwrap_or_default(),
                         Err(_) => Default::default(),
                     };
                     match cfg.trusted_keys.verify(&body, &sig) {
-                        Ok(k) => r.line(true, "trusted key", &format!("the served bundle is signed by {}", k.fingerprint(Default::default()))),
-                        Err(e) => r.line(false, "trusted key", &format!("{e}: the controller signs with a key not in trusted_keys")),
+                        Ok(k) => r.line(
+                            true,
+                            "trusted key",
+                            &format!(
+                                "the served bundle is signed by {}",
+                                k.fingerprint(Default::default())
+                            ),
+                        ),
+                        Err(e) => r.line(
+                            false,
+                            "trusted key",
+                            &format!("{e}: the controller signs with a key not in trusted_keys"),
+                        ),
                     }
                 }
-                StatusCode::UNAUTHORIZED => r.line(false, "token", "refused: mint one with `touchline site token --data <dir> <site>`"),
-                StatusCode::FORBIDDEN => r.line(false, "token", "belongs to another site: check site_id"),
-                StatusCode::NOT_FOUND => r.line(false, "site", "the controller does not know this site_id"),
+                StatusCode::UNAUTHORIZED => r.line(
+                    false,
+                    "token",
+                    "refused: mint one with `touchline site token --data <dir> <site>`",
+                ),
+                StatusCode::FORBIDDEN => {
+                    r.line(false, "token", "belongs to another site: check site_id")
+                }
+                StatusCode::NOT_FOUND => {
+                    r.line(false, "site", "the controller does not know this site_id")
+                }
                 s => r.line(false, "controller", &format!("HTTP {s}")),
             }
         }
     }
-    if r.failed { ExitCode::from(1) } else { ExitCode::SUCCESS }
+    if r.failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

@@ -171,7 +171,9 @@ impl Store {
     }
 
     fn resume_file(&self, sha: &Sha256) -> PathBuf {
-        self.paths.partial().join(format!("{}.resume", sha.to_hex()))
+        self.paths
+            .partial()
+            .join(format!("{}.resume", sha.to_hex()))
     }
 
     fn load_resume(&self, w: &Wanted) -> Option<Resume> {
@@ -566,7 +568,7 @@ fn hex_encode(bytes: &[u8]) -> String {
 }
 
 fn decode_state(hex: &str) -> Option<sha2::Sha256> {
-    if hex.len() % 2 != 0 || !hex.is_ascii() {
+    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
         return None;
     }
     let bytes: Vec<u8> = (0..hex.len())

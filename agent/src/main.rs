@@ -16,7 +16,11 @@ use touchline_agent::config::Config;
 use touchline_agent::{diagnose, notify, status};
 
 #[derive(Debug, Parser)]
-#[command(name = "touchline-agent", version, about = "The Touchline agent (one per box)")]
+#[command(
+    name = "touchline-agent",
+    version,
+    about = "The Touchline agent (one per box)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -62,7 +66,7 @@ enum Command {
     },
 }
 
-fn load(path: &PathBuf) -> Result<Config, ExitCode> {
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
@@ -143,10 +147,9 @@ fn main() -> ExitCode {
                 };
                 let (tx, mut rx) = tokio::sync::watch::channel(false);
                 tokio::spawn(async move {
-                    let mut term = tokio::signal::unix::signal(
-                        tokio::signal::unix::SignalKind::terminate(),
-                    )
-                    .ok();
+                    let mut term =
+                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                            .ok();
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         () = async {

@@ -147,7 +147,14 @@ async fn services(names: &[String]) -> BTreeMap<String, String> {
         } else {
             "unknown".to_owned()
         };
-        out.insert(n.clone(), if state.is_empty() { "unknown".into() } else { state });
+        out.insert(
+            n.clone(),
+            if state.is_empty() {
+                "unknown".into()
+            } else {
+                state
+            },
+        );
     }
     out
 }

@@ -15,7 +15,9 @@ impl Notifier {
     /// From `$NOTIFY_SOCKET`.
     pub fn from_env() -> Self {
         Self {
-            target: std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty()),
+            target: std::env::var("NOTIFY_SOCKET")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 

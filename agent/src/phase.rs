@@ -51,9 +51,21 @@ mod tests {
             stale,
             failed,
         };
-        assert_eq!(after_pass(Phase::Starting, &f(true, true, false, false)), Phase::Converged);
-        assert_eq!(after_pass(Phase::Applying, &f(false, true, false, true)), Phase::Degraded);
-        assert_eq!(after_pass(Phase::Converged, &f(true, true, true, false)), Phase::Stale);
-        assert_eq!(after_pass(Phase::Starting, &f(false, false, false, false)), Phase::Starting);
+        assert_eq!(
+            after_pass(Phase::Starting, &f(true, true, false, false)),
+            Phase::Converged
+        );
+        assert_eq!(
+            after_pass(Phase::Applying, &f(false, true, false, true)),
+            Phase::Degraded
+        );
+        assert_eq!(
+            after_pass(Phase::Converged, &f(true, true, true, false)),
+            Phase::Stale
+        );
+        assert_eq!(
+            after_pass(Phase::Starting, &f(false, false, false, false)),
+            Phase::Starting
+        );
     }
 }
