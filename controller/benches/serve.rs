@@ -25,7 +25,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use touchline_controller::store::{SledStore, Store};
+use touchline_controller::redb_store::RedbStore;
+use touchline_controller::store::Store;
 use touchline_controller::synthetic::{Size, generate};
 use touchline_controller::tokens::Token;
 
@@ -183,7 +184,7 @@ end
 
 /// Fills the store with `days` of 5-minute reports for every site, one
 /// batch per site and day from 4 threads, downsampling after each day.
-fn prefill_history(store: &SledStore, sites: usize, days: u64) {
+fn prefill_history(store: &RedbStore, data: &Path, sites: usize, days: u64) {
     use touchline_schemas::report::{Interface, Metrics, Phase, Report, Status};
     let t = Instant::now();
     let now = jiff::Timestamp::now();
@@ -253,7 +254,7 @@ fn prefill_history(store: &SledStore, sites: usize, days: u64) {
         "history prefill: {reports} reports ({sites} sites x {days} days x {per_day}) in {:.1} s ({:.0} reports/s in one-day batches); store on disk {:.0} MB",
         t.elapsed().as_secs_f64(),
         reports as f64 / t.elapsed().as_secs_f64(),
-        store.size_on_disk().unwrap() as f64 / 1e6
+        store.size_on_disk(data) as f64 / 1e6
     );
 }
 
@@ -296,7 +297,7 @@ fn main() {
     // Tokens straight into the store, before the controller starts.
     let mut tokens = Vec::with_capacity(sites);
     {
-        let store = SledStore::open(&data).unwrap();
+        let store = RedbStore::open(&data).unwrap();
         for i in 0..sites {
             let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
             let t = Token::generate().unwrap();
@@ -304,7 +305,7 @@ fn main() {
             tokens.push((site.to_string(), t.reveal().to_owned()));
         }
         if history_days > 0 {
-            prefill_history(&store, sites, history_days);
+            prefill_history(&store, &data, sites, history_days);
         }
     }
     let config = tmp.path().join("controller.toml");
@@ -562,7 +563,7 @@ fn main() {
     );
     let du = Command::new("du")
         .args(["-sh"])
-        .arg(data.join("store"))
+        .arg(data.join("status.redb"))
         .output()
         .unwrap();
     println!(

@@ -15,7 +15,8 @@ use touchline_schemas::HumanDuration;
 
 use crate::content::ContentStore;
 use crate::serve::{ServeOptions, serve};
-use crate::store::{SledStore, Store};
+use crate::redb_store::RedbStore;
+use crate::store::Store;
 use crate::tokens::Token;
 
 /// `touchline demo` options.
@@ -154,7 +155,7 @@ pub fn prepare(opts: &DemoOptions) -> anyhow::Result<Prepared> {
     }
 
     // Tokens.
-    let store = SledStore::open(&data)?;
+    let store = RedbStore::open(&data)?;
     let tokens_dir = root.join("tokens");
     std::fs::create_dir_all(&tokens_dir)?;
     let mut sites = Vec::new();

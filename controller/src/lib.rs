@@ -30,6 +30,7 @@ pub mod http;
 pub mod keys;
 pub mod merge;
 pub mod model;
+pub mod redb_store;
 pub mod render;
 pub mod revision;
 pub mod serve;

@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use jiff::Timestamp;
 use touchline_controller::content::ContentStore;
 use touchline_controller::render::{self, BundleMeta, CatalogIndex, Rendered};
-use touchline_controller::store::{AuditEntry, SledStore, Store, StoreError};
+use touchline_controller::redb_store::RedbStore;
+use touchline_controller::store::{AuditEntry, Store, StoreError};
 use touchline_controller::tokens::Token;
 use touchline_controller::validate::{self, Checked};
 use touchline_controller::{example, explain, keys, revision, serve, source};
@@ -441,7 +442,7 @@ fn cmd_content_add(
 
 fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode, Failure> {
     let site = parse_site(site)?;
-    match SledStore::open(data) {
+    match RedbStore::open(data) {
         Ok(store) => {
             let exists = store.site_tokens()?.iter().any(|(s, _)| s == &site);
             if exists && !rotate {

@@ -23,7 +23,8 @@ use crate::content::ContentStore;
 use crate::fleet::{Fleet, SyncOutcome, error_chain};
 use crate::git::Follower;
 use crate::http::{AppState, HttpMetrics, router};
-use crate::store::{SledStore, Store, StoreError};
+use crate::redb_store::RedbStore;
+use crate::store::{Store, StoreError};
 use crate::tokens::Token;
 
 /// `touchline serve` options.
@@ -81,7 +82,7 @@ pub async fn serve(
             opts.data.display()
         )
     })?;
-    let store = SledStore::open(&opts.data).map_err(|e| match e {
+    let store = RedbStore::open(&opts.data).map_err(|e| match e {
         StoreError::Locked(_) => anyhow!(
             "another controller is already running on `{}` (its store is locked); stop it or use another --data",
             opts.data.display()

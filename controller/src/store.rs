@@ -29,6 +29,9 @@ pub enum StoreError {
     /// Data on disk does not decode.
     #[error("status store holds a record that does not decode (key `{0}`)")]
     Corrupt(String),
+    /// redb failed.
+    #[error("status store failed")]
+    Redb(#[source] Box<redb::Error>),
     /// The database is locked by a running controller.
     #[error("the status store `{0}` is in use by a running controller")]
     Locked(String),
@@ -221,6 +224,8 @@ struct FlushState {
     requested: u64,
     flushed: u64,
     flushing: bool,
+    /// Flushes done (for tests: fewer than writes when they were shared).
+    flushes: u64,
 }
 
 /// [`Store`] on sled.
@@ -238,7 +243,7 @@ pub struct SledStore {
     audit: sled::Tree,
 }
 
-fn site_key(site: &SiteId, n: u64, seq: u64) -> Vec<u8> {
+pub(crate) fn site_key(site: &SiteId, n: u64, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(site.as_str().len() + 17);
     k.extend_from_slice(site.as_str().as_bytes());
     k.push(0);
@@ -247,17 +252,17 @@ fn site_key(site: &SiteId, n: u64, seq: u64) -> Vec<u8> {
     k
 }
 
-fn ts_key(t: Timestamp) -> u64 {
+pub(crate) fn ts_key(t: Timestamp) -> u64 {
     // Offset so that times before 1970 still sort (they should not happen).
     (t.as_nanosecond() / 1000).saturating_add(i128::from(i64::MAX)) as u64
 }
 
-fn from_key(n: u64) -> Timestamp {
+pub(crate) fn from_key(n: u64) -> Timestamp {
     let micros = i128::from(n) - i128::from(i64::MAX);
     Timestamp::from_nanosecond(micros * 1000).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
-fn decode_point(key: &[u8], v: &[u8]) -> Result<HistoryPoint, StoreError> {
+pub(crate) fn decode_point(key: &[u8], v: &[u8]) -> Result<HistoryPoint, StoreError> {
     let n = key.len();
     let corrupt = || StoreError::Corrupt(String::from_utf8_lossy(key).into_owned());
     let ts = key
@@ -268,11 +273,11 @@ fn decode_point(key: &[u8], v: &[u8]) -> Result<HistoryPoint, StoreError> {
     HistoryPoint::decode(from_key(ts), v).ok_or_else(corrupt)
 }
 
-fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn dec<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
+pub(crate) fn dec<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(v)
         .map_err(|_| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned()))
 }
@@ -332,6 +337,7 @@ impl SledStore {
                 let result = self.db.flush();
                 st = lock(&g.state);
                 st.flushing = false;
+                st.flushes += 1;
                 if result.is_ok() {
                     st.flushed = st.flushed.max(target);
                 }
@@ -349,6 +355,80 @@ impl SledStore {
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
         Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// The writes of an ingest, computed from the stored state (pure, so that
+/// both stores share it and a retried transaction recomputes it).
+pub(crate) struct Folded {
+    /// History rows (key, encoded point).
+    pub history: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Event rows.
+    pub events: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The new latest state, when a report was accepted.
+    pub state: Option<SiteState>,
+    /// The answer.
+    pub outcome: IngestOutcome,
+}
+
+/// Folds reports (sorted by sequence) into a site's stored state: reports
+/// at or below the stored sequence are duplicates of a retried batch.
+pub(crate) fn fold_reports(
+    site: &SiteId,
+    prev: Option<SiteState>,
+    sorted: &[Report],
+    received_at: Timestamp,
+) -> Folded {
+    let mut last_seq = prev.as_ref().map_or(0, |p| p.last_seq);
+    let mut last_report = prev.as_ref().map(|p| p.report.clone());
+    let mut metrics = prev.as_ref().and_then(|p| p.metrics.clone());
+    let mut metrics_at = prev.as_ref().and_then(|p| p.metrics_at);
+    let (mut accepted, mut duplicates) = (0, 0);
+    let mut history = Vec::new();
+    let mut events = Vec::new();
+    for r in sorted {
+        if r.seq <= last_seq {
+            duplicates += 1;
+            continue;
+        }
+        if let Some(m) = &r.metrics {
+            history.push((
+                site_key(site, ts_key(r.at), r.seq),
+                HistoryPoint::from_metrics(r.at, m).encode().to_vec(),
+            ));
+            metrics = Some(m.clone());
+            metrics_at = Some(r.at);
+        }
+        for (i, e) in transition_events(last_report.as_ref(), r)
+            .into_iter()
+            .enumerate()
+        {
+            events.push((site_key(site, ts_key(e.at), r.seq * 8 + i as u64), enc(&e)));
+        }
+        last_seq = r.seq;
+        last_report = Some(r.clone());
+        accepted += 1;
+    }
+    let state = match last_report {
+        Some(report) if accepted > 0 => Some(SiteState {
+            site: site.clone(),
+            last_seq,
+            received_at,
+            report,
+            metrics,
+            metrics_at,
+        }),
+        _ => None,
+    };
+    Folded {
+        history,
+        events,
+        state,
+        outcome: IngestOutcome {
+            accepted,
+            duplicates,
+            last_seq,
+        },
     }
 }
 
@@ -430,53 +510,18 @@ impl Store for SledStore {
                     Some(v) => serde_json::from_slice(&v).ok(),
                     None => None,
                 };
-                let mut last_seq = prev.as_ref().map_or(0, |p| p.last_seq);
-                let mut last_report = prev.as_ref().map(|p| p.report.clone());
-                let mut metrics = prev.as_ref().and_then(|p| p.metrics.clone());
-                let mut metrics_at = prev.as_ref().and_then(|p| p.metrics_at);
-                let (mut accepted, mut duplicates) = (0, 0);
-                for r in &sorted {
-                    if r.seq <= last_seq {
-                        duplicates += 1;
-                        continue;
-                    }
-                    if let Some(m) = &r.metrics {
-                        history.insert(
-                            site_key(site, ts_key(r.at), r.seq),
-                            &HistoryPoint::from_metrics(r.at, m).encode()[..],
-                        )?;
-                        metrics = Some(m.clone());
-                        metrics_at = Some(r.at);
-                    }
-                    for (i, e) in transition_events(last_report.as_ref(), r)
-                        .into_iter()
-                        .enumerate()
-                    {
-                        events
-                            .insert(site_key(site, ts_key(e.at), r.seq * 8 + i as u64), enc(&e))?;
-                    }
-                    last_seq = r.seq;
-                    last_report = Some((*r).clone());
-                    accepted += 1;
+                let sorted: Vec<Report> = sorted.iter().map(|r| (*r).clone()).collect();
+                let folded = fold_reports(site, prev, &sorted, received_at);
+                for (k, v) in folded.history {
+                    history.insert(k, v)?;
                 }
-                if accepted > 0
-                    && let Some(report) = last_report
-                {
-                    let state = SiteState {
-                        site: site.clone(),
-                        last_seq,
-                        received_at,
-                        report,
-                        metrics,
-                        metrics_at,
-                    };
-                    status.insert(key, enc(&state))?;
+                for (k, v) in folded.events {
+                    events.insert(k, v)?;
                 }
-                Ok(IngestOutcome {
-                    accepted,
-                    duplicates,
-                    last_seq,
-                })
+                if let Some(state) = &folded.state {
+                    status.insert(key, enc(state))?;
+                }
+                Ok(folded.outcome)
             })
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
                 sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
@@ -716,6 +761,42 @@ impl Store for SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::redb_store::RedbStore;
+
+    /// Both stores run every test.
+    trait Open: Store + Sized + Clone + std::fmt::Debug {
+        fn open(p: &Path) -> Result<Self, StoreError>;
+        fn writes_and_syncs(&self) -> (u64, u64);
+    }
+    impl Open for SledStore {
+        fn open(p: &Path) -> Result<Self, StoreError> {
+            SledStore::open(p)
+        }
+        fn writes_and_syncs(&self) -> (u64, u64) {
+            let g = self.group.state.lock().unwrap();
+            (g.requested, g.flushes)
+        }
+    }
+    impl Open for RedbStore {
+        fn open(p: &Path) -> Result<Self, StoreError> {
+            RedbStore::open(p)
+        }
+        fn writes_and_syncs(&self) -> (u64, u64) {
+            self.writes_and_commits()
+        }
+    }
+
+    macro_rules! both {
+        ($($name:ident),*) => {
+            mod sled_backend {
+                $( #[test] fn $name() { super::$name::<super::SledStore>() } )*
+            }
+            mod redb_backend {
+                $( #[test] fn $name() { super::$name::<super::RedbStore>() } )*
+            }
+        };
+    }
+    both!(ingest_is_idempotent_by_sequence_and_survives_reopen, downsampling_merges_old_points_per_bucket_and_is_idempotent, publish_is_atomic_with_its_commit, concurrent_ingests_share_flushes_and_all_land, a_second_open_of_a_locked_store_says_so);
     use touchline_schemas::report::Status;
 
     fn report(seq: u64, at: &str, phase: Phase, cpu: Option<f64>) -> Report {
@@ -738,13 +819,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn ingest_is_idempotent_by_sequence_and_survives_reopen() {
+    fn ingest_is_idempotent_by_sequence_and_survives_reopen<S: Open>() {
         let tmp = tempfile::tempdir().unwrap();
         let site = SiteId::new("a").unwrap();
         let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
         {
-            let s = SledStore::open(tmp.path()).unwrap();
+            let s = S::open(tmp.path()).unwrap();
             let batch = [
                 report(1, "2026-11-22T09:00:00Z", Phase::Starting, None),
                 report(2, "2026-11-22T09:05:00Z", Phase::Converged, Some(10.0)),
@@ -767,7 +847,7 @@ mod tests {
                 .unwrap();
             assert_eq!((o.accepted, o.duplicates, o.last_seq), (1, 1, 3));
         }
-        let s = SledStore::open(tmp.path()).unwrap();
+        let s = S::open(tmp.path()).unwrap();
         let latest = s.latest(&site).unwrap().unwrap();
         assert_eq!(latest.last_seq, 3);
         assert_eq!(latest.report.status.phase, Phase::Degraded);
@@ -791,11 +871,10 @@ mod tests {
         );
     }
 
-    #[test]
-    fn downsampling_merges_old_points_per_bucket_and_is_idempotent() {
+    fn downsampling_merges_old_points_per_bucket_and_is_idempotent<S: Open>() {
         let tmp = tempfile::tempdir().unwrap();
         let site = SiteId::new("a").unwrap();
-        let s = SledStore::open(tmp.path()).unwrap();
+        let s = S::open(tmp.path()).unwrap();
         // Three hours of 5-minute reports, cpu = minute of the hour.
         let start: Timestamp = "2026-11-20T10:00:00Z".parse().unwrap();
         let reports: Vec<Report> = (0..36u64)
@@ -812,7 +891,7 @@ mod tests {
             })
             .collect();
         s.ingest(&site, &reports, start).unwrap();
-        let all = |s: &SledStore| {
+        let all = |s: &S| {
             s.history(&site, start, "2026-11-21T00:00:00Z".parse().unwrap())
                 .unwrap()
         };
@@ -854,7 +933,7 @@ mod tests {
         };
         s.ingest(&site, &[late], start).unwrap();
         drop(s);
-        let s = SledStore::open(tmp.path()).unwrap();
+        let s = S::open(tmp.path()).unwrap();
         let merged = s
             .downsample_history(
                 "2026-11-20T13:00:00Z".parse().unwrap(),
@@ -869,10 +948,9 @@ mod tests {
         assert_eq!(h.iter().map(|p| p.samples).sum::<u32>(), 37);
     }
 
-    #[test]
-    fn publish_is_atomic_with_its_commit() {
+    fn publish_is_atomic_with_its_commit<S: Open>() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = SledStore::open(tmp.path()).unwrap();
+        let s = S::open(tmp.path()).unwrap();
         let p = Published {
             site: SiteId::new("a").unwrap(),
             serial: 4,
@@ -909,10 +987,9 @@ mod tests {
         assert_eq!(s.commits(10).unwrap()[0].id, "c5");
     }
 
-    #[test]
-    fn concurrent_ingests_share_flushes_and_all_land() {
+    fn concurrent_ingests_share_flushes_and_all_land<S: Open>() {
         let tmp = tempfile::tempdir().unwrap();
-        let s = SledStore::open(tmp.path()).unwrap();
+        let s = S::open(tmp.path()).unwrap();
         std::thread::scope(|scope| {
             for t in 0..8 {
                 let s = &s;
@@ -936,19 +1013,17 @@ mod tests {
                 });
             }
         });
-        let g = s.group.state.lock().unwrap();
-        assert_eq!(g.requested, 200);
-        assert!(g.flushed >= 200);
-        drop(g);
+        let (writes, syncs) = s.writes_and_syncs();
+        assert_eq!(writes, 200);
+        assert!(syncs < writes, "{syncs} syncs for {writes} writes: none shared");
         assert_eq!(s.latest_all().unwrap().len(), 8);
         assert!(s.latest_all().unwrap().iter().all(|x| x.last_seq == 25));
     }
 
-    #[test]
-    fn a_second_open_of_a_locked_store_says_so() {
+    fn a_second_open_of_a_locked_store_says_so<S: Open>() {
         let tmp = tempfile::tempdir().unwrap();
-        let _first = SledStore::open(tmp.path()).unwrap();
-        let err = SledStore::open(tmp.path()).unwrap_err();
+        let _first = S::open(tmp.path()).unwrap();
+        let err = S::open(tmp.path()).unwrap_err();
         assert!(matches!(err, StoreError::Locked(_)), "{err:?}");
     }
 }

@@ -1,0 +1,531 @@
+//! [`Store`] on redb, in `<data>/status.redb`: the controller's default
+//! store since the measurements in `docs/architecture.md` (sled used 12×
+//! the logical size on disk for 30 days of history, redb a small multiple).
+//!
+//! Durability: every write goes through one writer thread that gathers the
+//! writes waiting at that moment into a single redb transaction, committed
+//! with fsync (`Durability::Immediate`), before any of their callers
+//! returns: an HTTP 2xx means the data survives `kill -9` and a power cut,
+//! and concurrent reports share one fsync (group commit). If one write of a
+//! group fails, the group is rolled back and each write is retried alone,
+//! so one bad write never takes others down with it.
+
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use jiff::Timestamp;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use touchline_schemas::SiteId;
+use touchline_schemas::report::Report;
+
+use crate::history::HistoryPoint;
+use crate::store::{
+    AuditEntry, CommitRecord, CommitState, Event, IngestOutcome, Published, SiteState, Store,
+    StoreError, decode_point, dec, enc, fold_reports, site_key, ts_key,
+};
+use crate::tokens::TokenHash;
+
+type Bytes = TableDefinition<'static, &'static [u8], &'static [u8]>;
+const TOKENS: Bytes = TableDefinition::new("tokens");
+const STATUS: Bytes = TableDefinition::new("status");
+const HISTORY: Bytes = TableDefinition::new("history");
+const EVENTS: Bytes = TableDefinition::new("events");
+const BUNDLES: Bytes = TableDefinition::new("bundles");
+const COMMITS: Bytes = TableDefinition::new("commits");
+const META: Bytes = TableDefinition::new("meta");
+const AUDIT: Bytes = TableDefinition::new("audit");
+const ALL: [Bytes; 8] = [TOKENS, STATUS, HISTORY, EVENTS, BUNDLES, COMMITS, META, AUDIT];
+
+/// Writes waiting at once, at most, in one transaction.
+const GROUP_MAX: usize = 256;
+
+fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Redb(Box::new(e.into()))
+}
+
+type Job = Box<dyn FnMut(&WriteTransaction) -> Result<(), StoreError> + Send>;
+type Reply = mpsc::Sender<Result<(), StoreError>>;
+
+struct Inner {
+    db: Arc<Database>,
+    /// Writes done and transactions committed (group commit when fewer).
+    counters: Arc<(AtomicU64, AtomicU64)>,
+    jobs: Mutex<Option<mpsc::Sender<(Job, Reply)>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel ends the writer; joining it releases the file.
+        if let Ok(mut j) = self.jobs.lock() {
+            j.take();
+        }
+        if let Ok(mut w) = self.writer.lock()
+            && let Some(h) = w.take()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
+/// [`Store`] on redb.
+#[derive(Clone)]
+pub struct RedbStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+fn writer_loop(
+    db: &Database,
+    rx: &mpsc::Receiver<(Job, Reply)>,
+    counters: &(AtomicU64, AtomicU64),
+) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let together = (|| {
+            let txn = db.begin_write().map_err(db_err)?;
+            for (job, _) in &mut group {
+                job(&txn)?;
+            }
+            txn.commit().map_err(db_err)
+        })();
+        counters.0.fetch_add(group.len() as u64, Ordering::Relaxed);
+        counters.1.fetch_add(1, Ordering::Relaxed);
+        match together {
+            Ok(()) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(_) if group.len() > 1 => {
+                // Retry each alone so that only the failing one fails.
+                for (mut job, reply) in group {
+                    let alone = (|| {
+                        let txn = db.begin_write().map_err(db_err)?;
+                        job(&txn)?;
+                        txn.commit().map_err(db_err)
+                    })();
+                    let _ = reply.send(alone);
+                }
+            }
+            Err(e) => {
+                for (_, reply) in group {
+                    let _ = reply.send(Err(StoreError::Corrupt(e.to_string())));
+                }
+            }
+        }
+    }
+}
+
+impl RedbStore {
+    /// Opens (creating) `<data>/status.redb`.
+    pub fn open(data: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data).map_err(|e| db_err(redb::Error::Io(e)))?;
+        let path = data.join("status.redb");
+        let db = Database::builder()
+            .set_cache_size(32 * 1024 * 1024)
+            .create(&path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::Locked(path.display().to_string())
+                }
+                other => db_err(other),
+            })?;
+        let txn = db.begin_write().map_err(db_err)?;
+        for t in ALL {
+            txn.open_table(t).map_err(db_err)?;
+        }
+        txn.commit().map_err(db_err)?;
+        let db = Arc::new(db);
+        let (tx, rx) = mpsc::channel::<(Job, Reply)>();
+        let wdb = db.clone();
+        let counters: Arc<(AtomicU64, AtomicU64)> = Arc::default();
+        let wcounters = counters.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(&wdb, &rx, &wcounters))
+            .map_err(|e| db_err(redb::Error::Io(e)))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                db,
+                counters,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+            }),
+        })
+    }
+
+    /// Runs `f` in a write transaction shared with the other writes
+    /// waiting now; returns once it is committed and fsynced.
+    fn write<T: Send + 'static>(
+        &self,
+        mut f: impl FnMut(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let slot: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+        let s2 = slot.clone();
+        let job: Job = Box::new(move |txn| {
+            let v = f(txn)?;
+            if let Ok(mut s) = s2.lock() {
+                *s = Some(v);
+            }
+            Ok(())
+        });
+        let (reply_tx, reply_rx) = mpsc::channel();
+        {
+            let jobs = self
+                .inner
+                .jobs
+                .lock()
+                .map_err(|_| StoreError::Corrupt("writer lock poisoned".into()))?;
+            let sender = jobs
+                .as_ref()
+                .ok_or_else(|| StoreError::Corrupt("store closed".into()))?;
+            sender
+                .send((job, reply_tx))
+                .map_err(|_| StoreError::Corrupt("store writer stopped".into()))?;
+        }
+        reply_rx
+            .recv()
+            .map_err(|_| StoreError::Corrupt("store writer stopped".into()))??;
+        let v = slot
+            .lock()
+            .map_err(|_| StoreError::Corrupt("result lock poisoned".into()))?
+            .take();
+        v.ok_or_else(|| StoreError::Corrupt("write produced no result".into()))
+    }
+
+    fn read_range<T>(
+        &self,
+        table: Bytes,
+        range: impl RangeBounds<&'static [u8]>,
+        reverse: bool,
+        limit: usize,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(table).map_err(db_err)?;
+        let mut out = Vec::new();
+        let it = t.range::<&[u8]>(range).map_err(db_err)?;
+        let mut push = |kv: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| -> Result<(), StoreError> {
+            let (k, v) = kv.map_err(db_err)?;
+            out.push(f(k.value(), v.value())?);
+            Ok(())
+        };
+        if reverse {
+            for kv in it.rev().take(limit) {
+                push(kv)?;
+            }
+        } else {
+            for kv in it.take(limit) {
+                push(kv)?;
+            }
+        }
+        Ok(out)
+    }
+
+    fn get(&self, table: Bytes, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(table).map_err(db_err)?;
+        Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
+    }
+
+    /// Writes done and transactions committed so far.
+    pub fn writes_and_commits(&self) -> (u64, u64) {
+        (
+            self.inner.counters.0.load(Ordering::Relaxed),
+            self.inner.counters.1.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Bytes of the database file.
+    pub fn size_on_disk(&self, data: &Path) -> u64 {
+        std::fs::metadata(data.join("status.redb")).map_or(0, |m| m.len())
+    }
+}
+
+/// The next id of an append-only table (last key + 1).
+fn next_id(t: &redb::Table<&[u8], &[u8]>) -> Result<u64, StoreError> {
+    Ok(match t.last().map_err(db_err)? {
+        Some((k, _)) => {
+            u64::from_be_bytes(k.value().try_into().unwrap_or([0; 8])).saturating_add(1)
+        }
+        None => 1,
+    })
+}
+
+impl Store for RedbStore {
+    fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError> {
+        self.read_range(TOKENS, .., false, usize::MAX, |k, v| {
+            let key = String::from_utf8_lossy(k).into_owned();
+            let site = SiteId::new(&key).map_err(|_| StoreError::Corrupt(key.clone()))?;
+            let hash: [u8; 32] = v.try_into().map_err(|_| StoreError::Corrupt(key))?;
+            Ok((site, TokenHash(hash)))
+        })
+    }
+
+    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError> {
+        let (site, hash) = (site.clone(), hash.0);
+        self.write(move |txn| {
+            let mut t = txn.open_table(TOKENS).map_err(db_err)?;
+            t.insert(site.as_str().as_bytes(), &hash[..])
+                .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn ingest(
+        &self,
+        site: &SiteId,
+        reports: &[Report],
+        received_at: Timestamp,
+    ) -> Result<IngestOutcome, StoreError> {
+        let site = site.clone();
+        let mut sorted: Vec<Report> = reports.to_vec();
+        sorted.sort_by_key(|r| r.seq);
+        self.write(move |txn| {
+            let mut status = txn.open_table(STATUS).map_err(db_err)?;
+            let mut history = txn.open_table(HISTORY).map_err(db_err)?;
+            let mut events = txn.open_table(EVENTS).map_err(db_err)?;
+            let key = site.as_str().as_bytes();
+            let prev: Option<SiteState> = status
+                .get(key)
+                .map_err(db_err)?
+                .and_then(|v| serde_json::from_slice(v.value()).ok());
+            let folded = fold_reports(&site, prev, &sorted, received_at);
+            for (k, v) in &folded.history {
+                history.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            for (k, v) in &folded.events {
+                events.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
+            if let Some(state) = &folded.state {
+                status.insert(key, enc(state).as_slice()).map_err(db_err)?;
+            }
+            Ok(folded.outcome)
+        })
+    }
+
+    fn latest_all(&self) -> Result<Vec<SiteState>, StoreError> {
+        self.read_range(STATUS, .., false, usize::MAX, dec)
+    }
+
+    fn latest(&self, site: &SiteId) -> Result<Option<SiteState>, StoreError> {
+        let key = site.as_str().as_bytes();
+        self.get(STATUS, key)?.map(|v| dec(key, &v)).transpose()
+    }
+
+    fn history(
+        &self,
+        site: &SiteId,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<HistoryPoint>, StoreError> {
+        let lo = site_key(site, ts_key(from), 0);
+        let hi = site_key(site, ts_key(to), 0);
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(HISTORY).map_err(db_err)?;
+        let mut out = Vec::new();
+        for kv in t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
+            let (k, v) = kv.map_err(db_err)?;
+            out.push(decode_point(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let cutoff = ts_key(before);
+        self.write(move |txn| {
+            let mut t = txn.open_table(HISTORY).map_err(db_err)?;
+            let mut removed = 0;
+            t.retain(|k, _| {
+                let n = k.len();
+                let ts = k
+                    .get(n.wrapping_sub(16)..n.wrapping_sub(8))
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(u64::MAX, u64::from_be_bytes);
+                let keep = ts >= cutoff;
+                removed += usize::from(!keep);
+                keep
+            })
+            .map_err(db_err)?;
+            Ok(removed)
+        })
+    }
+
+    fn downsample_history(
+        &self,
+        before: Timestamp,
+        bucket: jiff::SignedDuration,
+    ) -> Result<usize, StoreError> {
+        const MARK: &str = "history_downsampled_until";
+        let bucket_us = bucket.as_micros().max(1);
+        let align = move |t: Timestamp| {
+            let us = t.as_microsecond();
+            let start = i128::from(us).div_euclid(bucket_us) * bucket_us;
+            Timestamp::from_microsecond(i64::try_from(start).unwrap_or(us)).unwrap_or(t)
+        };
+        let end = align(before);
+        let start = match self.meta(MARK)?.and_then(|v| v.parse::<Timestamp>().ok()) {
+            Some(t) => align(
+                t.saturating_sub(jiff::SignedDuration::from_hours(48))
+                    .unwrap_or(t),
+            ),
+            None => Timestamp::UNIX_EPOCH,
+        };
+        if end <= start {
+            return Ok(0);
+        }
+        let sites: Vec<SiteId> = self.read_range(STATUS, .., false, usize::MAX, |k, _| {
+            Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+        let mut merged_away = 0;
+        // One transaction per site keeps each commit small; a crash
+        // between sites leaves whole sites done and the rest for next time.
+        for site in sites {
+            merged_away += self.write(move |txn| {
+                let mut t = txn.open_table(HISTORY).map_err(db_err)?;
+                let lo = site_key(&site, ts_key(start), 0);
+                let hi = site_key(&site, ts_key(end), 0);
+                let mut groups: Vec<(Timestamp, Vec<(Vec<u8>, HistoryPoint)>)> = Vec::new();
+                for kv in t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
+                    let (k, v) = kv.map_err(db_err)?;
+                    let p = decode_point(k.value(), v.value())?;
+                    let b = align(p.at);
+                    match groups.last_mut() {
+                        Some((gb, g)) if *gb == b => g.push((k.value().to_vec(), p)),
+                        _ => groups.push((b, vec![(k.value().to_vec(), p)])),
+                    }
+                }
+                let mut n = 0;
+                for (b, g) in groups {
+                    let target = site_key(&site, ts_key(b), 0);
+                    if g.len() == 1 && g[0].0 == target {
+                        continue;
+                    }
+                    let points: Vec<HistoryPoint> = g.iter().map(|(_, p)| p.clone()).collect();
+                    for (k, _) in &g {
+                        t.remove(k.as_slice()).map_err(db_err)?;
+                    }
+                    t.insert(
+                        target.as_slice(),
+                        &HistoryPoint::merge(b, &points).encode()[..],
+                    )
+                    .map_err(db_err)?;
+                    n += g.len() - 1;
+                }
+                Ok(n)
+            })?;
+        }
+        self.set_meta(MARK, &end.to_string())?;
+        Ok(merged_away)
+    }
+
+    fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let lo = site_key(site, 0, 0);
+        let hi = site_key(site, u64::MAX, u64::MAX);
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(EVENTS).map_err(db_err)?;
+        let mut out = Vec::new();
+        for kv in t
+            .range::<&[u8]>(lo.as_slice()..=hi.as_slice())
+            .map_err(db_err)?
+            .rev()
+            .take(limit)
+        {
+            let (k, v) = kv.map_err(db_err)?;
+            out.push(dec(k.value(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn publish(
+        &self,
+        bundles: &[Published],
+        commit: Option<&CommitRecord>,
+    ) -> Result<(), StoreError> {
+        let encoded: Vec<(String, Vec<u8>)> = bundles
+            .iter()
+            .map(|p| (p.site.as_str().to_owned(), enc(p)))
+            .collect();
+        let commit = commit.cloned();
+        self.write(move |txn| {
+            let mut b = txn.open_table(BUNDLES).map_err(db_err)?;
+            for (site, body) in &encoded {
+                b.insert(site.as_bytes(), body.as_slice()).map_err(db_err)?;
+            }
+            if let Some(rec) = &commit {
+                let mut c = txn.open_table(COMMITS).map_err(db_err)?;
+                let id = next_id(&c)?;
+                c.insert(&id.to_be_bytes()[..], enc(rec).as_slice())
+                    .map_err(db_err)?;
+                let mut m = txn.open_table(META).map_err(db_err)?;
+                if rec.state == CommitState::Accepted {
+                    m.insert(&b"last_good"[..], rec.id.as_bytes())
+                        .map_err(db_err)?;
+                }
+                m.insert(&b"last_seen"[..], rec.id.as_bytes())
+                    .map_err(db_err)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn published(&self) -> Result<Vec<Published>, StoreError> {
+        self.read_range(BUNDLES, .., false, usize::MAX, dec)
+    }
+
+    fn record_commit(&self, commit: &CommitRecord) -> Result<(), StoreError> {
+        self.publish(&[], Some(commit))
+    }
+
+    fn commits(&self, limit: usize) -> Result<Vec<CommitRecord>, StoreError> {
+        self.read_range(COMMITS, .., true, limit, dec)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(META, key.as_bytes())?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(move |txn| {
+            let mut m = txn.open_table(META).map_err(db_err)?;
+            m.insert(key.as_bytes(), value.as_bytes()).map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        let body = enc(entry);
+        self.write(move |txn| {
+            let mut t = txn.open_table(AUDIT).map_err(db_err)?;
+            let id = next_id(&t)?;
+            t.insert(&id.to_be_bytes()[..], body.as_slice())
+                .map_err(db_err)?;
+            Ok(())
+        })
+    }
+
+    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        self.read_range(AUDIT, .., true, limit, dec)
+    }
+}
