@@ -7,6 +7,8 @@
 //! condition and `last_error`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
@@ -87,6 +89,12 @@ pub struct Agent {
     /// Bytes downloaded so far in the current fetch, and bytes needed.
     pub pending: (u64, u64),
     backoff: Backoff,
+    /// Monotonic seconds of the last sign of progress (loop turn,
+    /// downloaded bytes): the systemd watchdog is pinged only while it moves.
+    pub liveness: Arc<AtomicU64>,
+    started: std::time::Instant,
+    /// The controller's last `Retry-After`.
+    retry_after: Option<Duration>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -166,6 +174,9 @@ impl Agent {
             last_reported_phase: None,
             pending: (0, 0),
             backoff: Backoff::default(),
+            liveness: Arc::default(),
+            started: std::time::Instant::now(),
+            retry_after: None,
             cfg,
         })
     }
@@ -195,6 +206,17 @@ impl Agent {
     fn accepted_etag(&self) -> Option<String> {
         let (body, _) = self.paths.load_accepted()?;
         Some(format!("\"{}\"", Sha256::digest(&body).to_hex()))
+    }
+
+    /// Records progress for the watchdog.
+    pub fn alive(&self) {
+        self.liveness
+            .store(self.started.elapsed().as_secs(), Ordering::Relaxed);
+    }
+
+    /// Seconds since start of the last progress, and since start now.
+    pub fn liveness_probe(&self) -> (Arc<AtomicU64>, std::time::Instant) {
+        (self.liveness.clone(), self.started)
     }
 
     /// The current phase.
@@ -372,9 +394,9 @@ impl Agent {
             })
             .collect();
         let ws: Vec<Wanted> = wanted.iter().map(|w| w.0).collect();
-        self.check_store(&ws);
-        // A managed video edited in place (hard link): the index notices.
         let old_index = self.index.clone();
+        // A managed video edited in place (hard link): the index notices.
+        self.check_store(&ws);
         let mut plan = apply::plan(
             bundle,
             &self.state,
@@ -416,6 +438,7 @@ impl Agent {
             let limits = Limits {
                 max_rate: self.cfg.max_download_rate,
                 min_rate: self.cfg.min_download_rate,
+                window: self.cfg.download_watchdog.to_std(),
             };
             let total: u64 = missing.iter().map(|m| m.0.size).sum();
             let mut done_before = 0u64;
@@ -433,8 +456,10 @@ impl Agent {
                 }
                 let sources = self.sources(&w.sha256, urls, dir);
                 let store = self.store.clone();
+                let (live, started) = (self.liveness.clone(), self.started);
                 let mut progress = |n: u64| {
                     self.pending.0 = done_before + n;
+                    live.store(started.elapsed().as_secs(), Ordering::Relaxed);
                 };
                 let r = store
                     .fetch(&self.client, *w, &sources, limits, &mut progress)
@@ -446,6 +471,11 @@ impl Agent {
                     return Err(msg);
                 }
                 done_before += w.size;
+                // Hashed while downloading: the index vouches for it now.
+                let blob = self.store.blob(&w.sha256);
+                if let Ok(stamp) = crate::state::Stamp::of(&blob) {
+                    self.index.files.insert(blob, (stamp, w.sha256));
+                }
             }
             self.pending = (0, 0);
             self.clear_condition("fetch");
@@ -571,36 +601,56 @@ impl Agent {
     /// One pass. Never touches local files unless a verified bundle is
     /// fully fetched.
     pub async fn pass(&mut self, origin: &Origin) -> Outcome {
-        let box_now = self.clock.now();
-        let candidate: Result<Option<SignedPair>, String> = match origin {
-            Origin::Dir(dir) => read_dir_bundle(dir, self.cfg.site_id.as_str()).map(Some),
-            Origin::Controller { wait } => match &self.controller {
-                None => Err("no controller_url configured".into()),
-                Some(c) => {
-                    let etag = self.accepted_etag();
-                    match c.pull(etag.as_deref(), *wait, box_now).await {
-                        Ok((pulled, offset)) => {
-                            self.server_offset = offset.or(self.server_offset);
-                            self.contact(true);
-                            match pulled {
-                                Pulled::NotModified => Ok(None),
-                                Pulled::New { body, signature } => Ok(Some((body, signature))),
-                            }
-                        }
-                        Err(e) => {
-                            if matches!(e, PullError::Unreachable { .. }) {
-                                self.contact(false);
-                            }
-                            Err(e.to_string())
-                        }
-                    }
+        match origin {
+            Origin::Dir(dir) => {
+                let candidate = read_dir_bundle(dir, self.cfg.site_id.as_str()).map(Some);
+                self.settle(candidate, Some(dir)).await
+            }
+            Origin::Controller { wait } => {
+                let Some(c) = self.controller.clone() else {
+                    return self
+                        .settle(Err("no controller_url configured".into()), None)
+                        .await;
+                };
+                let etag = self.accepted_etag();
+                let r = c.pull(etag.as_deref(), *wait, self.clock.now()).await;
+                let candidate = self.absorb_pull(r);
+                self.settle(candidate, None).await
+            }
+        }
+    }
+
+    /// Takes a poll's answer: contact bookkeeping, clock offset.
+    fn absorb_pull(
+        &mut self,
+        r: Result<(Pulled, Option<SignedDuration>), PullError>,
+    ) -> Result<Option<SignedPair>, String> {
+        match r {
+            Ok((pulled, offset)) => {
+                self.server_offset = offset.or(self.server_offset);
+                self.contact(true);
+                match pulled {
+                    Pulled::NotModified => Ok(None),
+                    Pulled::New { body, signature } => Ok(Some((body, signature))),
                 }
-            },
-        };
-        let dir = match origin {
-            Origin::Dir(d) => Some(d.as_path()),
-            Origin::Controller { .. } => None,
-        };
+            }
+            Err(e) => {
+                if let PullError::Unreachable { retry_after, .. } = &e {
+                    self.retry_after = *retry_after;
+                    self.contact(false);
+                }
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The rest of a pass once the candidate is known: verify, converge,
+    /// phase, state.
+    async fn settle(
+        &mut self,
+        candidate: Result<Option<SignedPair>, String>,
+        dir: Option<&Path>,
+    ) -> Outcome {
         let mut blocking: Option<String> = None;
         match candidate {
             Ok(Some((body, sig))) => {
@@ -787,58 +837,65 @@ impl Agent {
         self.queue.len()
     }
 
-    /// The daemon loop: long-poll, reconcile, heartbeat, metrics. `ready`
-    /// is called after the first pass, `alive` from the loop itself (the
-    /// systemd watchdog).
-    pub async fn run(
-        &mut self,
-        mut alive: impl FnMut(),
-        stop: &mut tokio::sync::watch::Receiver<bool>,
-    ) {
+    /// The daemon loop: long-poll, reconcile, heartbeat, metrics. Each
+    /// turn (and each downloaded chunk) records liveness for the watchdog.
+    pub async fn run(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) {
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval.to_std());
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let metrics_every = self.cfg.metrics_interval.to_std();
         let mut last_metrics: Option<std::time::Instant> = None;
         let mut delay = Duration::ZERO;
+        let Some(c) = self.controller.clone() else {
+            tracing::error!("run needs controller_url (a box fed by USB uses apply-dir)");
+            return;
+        };
         loop {
-            alive();
+            self.alive();
             let wait = self
                 .accepted()
                 .map_or(self.cfg.poll_interval, |b| b.agent.poll_interval)
                 .to_std()
                 .min(Duration::from_secs(300));
-            // The pass (with its long-poll) races the heartbeat timer; a
-            // heartbeat interrupts the long-poll, never a fetch or apply,
-            // because only the pull is awaited inside `select!`.
-            let origin = Origin::Controller { wait: Some(wait) };
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {
-                    let outcome = self.pass(&origin).await;
-                    delay = match &outcome {
-                        Outcome::Converged => Duration::ZERO,
-                        Outcome::NotConverged(reason) => {
-                            tracing::warn!(reason = %reason, "not converged");
-                            if self.state.offline_since.is_some() {
-                                self.backoff.next(None)
-                            } else {
-                                self.backoff.next(None).max(Duration::from_secs(5))
-                            }
+            // The backoff sleep and the long-poll race the heartbeat timer;
+            // fetch and apply (in `settle`) are never interrupted.
+            let etag = self.accepted_etag();
+            let box_now = self.clock.now();
+            let pause = delay;
+            let pull = async {
+                tokio::time::sleep(pause).await;
+                c.pull(etag.as_deref(), Some(wait), box_now).await
+            };
+            tokio::pin!(pull);
+            let answer = loop {
+                tokio::select! {
+                    r = &mut pull => break r,
+                    _ = heartbeat.tick() => {
+                        self.alive();
+                        let full = last_metrics.is_none_or(|t| t.elapsed() >= metrics_every);
+                        if full {
+                            last_metrics = Some(std::time::Instant::now());
                         }
-                    };
-                    if self.last_reported_phase != Some(self.phase) {
-                        let _ = self.report(false).await;
+                        if let Err(e) = self.report(full).await {
+                            tracing::debug!(error = %e, "report queued");
+                        }
                     }
+                    _ = stop.changed() => return,
                 }
-                _ = heartbeat.tick() => {
-                    let full = last_metrics.is_none_or(|t| t.elapsed() >= metrics_every);
-                    if full {
-                        last_metrics = Some(std::time::Instant::now());
-                    }
-                    if let Err(e) = self.report(full).await {
-                        tracing::debug!(error = %e, "report queued");
-                    }
+            };
+            let candidate = self.absorb_pull(answer);
+            let outcome = self.settle(candidate, None).await;
+            delay = match &outcome {
+                Outcome::Converged => {
+                    self.backoff.reset();
+                    Duration::ZERO
                 }
-                _ = stop.changed() => return,
+                Outcome::NotConverged(reason) => {
+                    tracing::warn!(reason = %reason, "not converged");
+                    self.backoff.next(self.retry_after.take())
+                }
+            };
+            if self.last_reported_phase != Some(self.phase) {
+                let _ = self.report(false).await;
             }
         }
     }

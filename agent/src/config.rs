@@ -33,6 +33,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_download_bytes", Kind::Int),
     ("max_download_rate", Kind::Int),
     ("min_download_rate", Kind::Int),
+    ("download_watchdog", Kind::Str),
     ("space_reserve_bytes", Kind::Int),
     ("reload_command", Kind::List),
     ("services", Kind::List),
@@ -60,6 +61,7 @@ struct Raw {
     max_download_bytes: Option<u64>,
     max_download_rate: Option<u64>,
     min_download_rate: Option<u64>,
+    download_watchdog: Option<HumanDuration>,
     space_reserve_bytes: Option<u64>,
     reload_command: Option<Vec<String>>,
     services: Option<Vec<String>>,
@@ -100,8 +102,11 @@ pub struct Config {
     pub max_download_bytes: u64,
     /// Download rate cap, bytes/s (0 = none).
     pub max_download_rate: u64,
-    /// Below this average rate over 30 s a download is abandoned, bytes/s.
+    /// Below this average rate over `download_watchdog` a download is
+    /// abandoned (and resumed later), bytes/s.
     pub min_download_rate: u64,
+    /// Window of the minimum-throughput watchdog.
+    pub download_watchdog: HumanDuration,
     /// Free space kept on the videos filesystem beyond what is downloaded.
     pub space_reserve_bytes: u64,
     /// Run after a change so the local app reloads (argv).
@@ -261,6 +266,7 @@ impl Config {
             max_download_bytes: raw.max_download_bytes.unwrap_or(16 * 1024 * 1024 * 1024),
             max_download_rate: raw.max_download_rate.unwrap_or(0),
             min_download_rate: raw.min_download_rate.unwrap_or(1024),
+            download_watchdog: positive("download_watchdog", raw.download_watchdog, 30)?,
             space_reserve_bytes: raw.space_reserve_bytes.unwrap_or(256 * 1024 * 1024),
             reload_command: raw.reload_command.unwrap_or_default(),
             services: raw.services.unwrap_or_default(),

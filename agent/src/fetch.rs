@@ -10,7 +10,7 @@
 //!
 //! Slow or hostile servers: connect and read timeouts on the client, a
 //! minimum-throughput watchdog (average below `min_download_rate` over
-//! [`WATCHDOG_WINDOW`] aborts), and an optional rate cap.
+//! `download_watchdog` aborts), and an optional rate cap.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -27,8 +27,6 @@ use crate::state::Paths;
 
 /// Bytes between two durable checkpoints of a download.
 pub const CHECKPOINT: u64 = 8 * 1024 * 1024;
-/// Window of the minimum-throughput watchdog.
-pub const WATCHDOG_WINDOW: Duration = Duration::from_secs(30);
 const BUFFER: usize = 1024 * 1024;
 
 /// Where a file can come from.
@@ -125,6 +123,8 @@ pub struct Limits {
     pub max_rate: u64,
     /// Watchdog minimum, bytes/s (0 = none).
     pub min_rate: u64,
+    /// Watchdog window.
+    pub window: Duration,
 }
 
 /// Saved between runs next to a partial file.
@@ -507,7 +507,7 @@ impl Store {
                 }
             }
             let w_elapsed = window_start.elapsed();
-            if w_elapsed >= WATCHDOG_WINDOW {
+            if w_elapsed >= limits.window {
                 let rate = window_bytes / w_elapsed.as_secs().max(1);
                 if limits.min_rate > 0 && rate < limits.min_rate {
                     let _ = flush(&mut file, &mut buf, &part);

@@ -161,23 +161,26 @@ fn main() -> ExitCode {
                     }
                     let _ = tx.send(true);
                 });
-                let notifier = notify::Notifier::from_env();
+                let notifier = std::sync::Arc::new(notify::Notifier::from_env());
                 notifier.send("READY=1");
-                let watchdog = notify::watchdog_interval();
-                let mut last_ping = std::time::Instant::now();
-                agent
-                    .run(
-                        || {
-                            if let Some(w) = watchdog
-                                && last_ping.elapsed() >= w / 2
-                            {
-                                notifier.send("WATCHDOG=1");
-                                last_ping = std::time::Instant::now();
+                if let Some(w) = notify::watchdog_interval() {
+                    // Ping while the loop shows progress; a stuck loop
+                    // stops the pings and systemd restarts the agent.
+                    let (live, started) = agent.liveness_probe();
+                    let n = notifier.clone();
+                    tokio::spawn(async move {
+                        let mut tick = tokio::time::interval(w / 3);
+                        loop {
+                            tick.tick().await;
+                            let now = started.elapsed().as_secs();
+                            let last = live.load(std::sync::atomic::Ordering::Relaxed);
+                            if now.saturating_sub(last) < w.as_secs().max(1) {
+                                n.send("WATCHDOG=1");
                             }
-                        },
-                        &mut rx,
-                    )
-                    .await;
+                        }
+                    });
+                }
+                agent.run(&mut rx).await;
                 notifier.send("STOPPING=1");
                 // Give a last report a chance.
                 let _ = tokio::time::timeout(Duration::from_secs(5), agent.report(false)).await;

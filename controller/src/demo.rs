@@ -14,8 +14,8 @@ use anyhow::{Context, anyhow, bail};
 use touchline_schemas::HumanDuration;
 
 use crate::content::ContentStore;
-use crate::serve::{ServeOptions, serve};
 use crate::redb_store::RedbStore;
+use crate::serve::{ServeOptions, serve};
 use crate::store::Store;
 use crate::tokens::Token;
 

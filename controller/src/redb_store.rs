@@ -12,8 +12,8 @@
 
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::mpsc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
@@ -24,7 +24,7 @@ use touchline_schemas::report::Report;
 use crate::history::HistoryPoint;
 use crate::store::{
     AuditEntry, CommitRecord, CommitState, Event, IngestOutcome, Published, SiteState, Store,
-    StoreError, decode_point, dec, enc, fold_reports, site_key, ts_key,
+    StoreError, dec, decode_point, enc, fold_reports, site_key, ts_key,
 };
 use crate::tokens::TokenHash;
 
@@ -37,7 +37,9 @@ const BUNDLES: Bytes = TableDefinition::new("bundles");
 const COMMITS: Bytes = TableDefinition::new("commits");
 const META: Bytes = TableDefinition::new("meta");
 const AUDIT: Bytes = TableDefinition::new("audit");
-const ALL: [Bytes; 8] = [TOKENS, STATUS, HISTORY, EVENTS, BUNDLES, COMMITS, META, AUDIT];
+const ALL: [Bytes; 8] = [
+    TOKENS, STATUS, HISTORY, EVENTS, BUNDLES, COMMITS, META, AUDIT,
+];
 
 /// Writes waiting at once, at most, in one transaction.
 const GROUP_MAX: usize = 256;
@@ -45,6 +47,17 @@ const GROUP_MAX: usize = 256;
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Redb(Box::new(e.into()))
 }
+
+/// A row as redb iterates it.
+type Row<'a> = Result<
+    (
+        redb::AccessGuard<'a, &'static [u8]>,
+        redb::AccessGuard<'a, &'static [u8]>,
+    ),
+    redb::StorageError,
+>;
+/// Points of one bucket (key, point), keyed by the bucket's start.
+type Buckets = Vec<(Timestamp, Vec<(Vec<u8>, HistoryPoint)>)>;
 
 type Job = Box<dyn FnMut(&WriteTransaction) -> Result<(), StoreError> + Send>;
 type Reply = mpsc::Sender<Result<(), StoreError>>;
@@ -220,7 +233,7 @@ impl RedbStore {
         let t = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         let it = t.range::<&[u8]>(range).map_err(db_err)?;
-        let mut push = |kv: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| -> Result<(), StoreError> {
+        let mut push = |kv: Row<'_>| -> Result<(), StoreError> {
             let (k, v) = kv.map_err(db_err)?;
             out.push(f(k.value(), v.value())?);
             Ok(())
@@ -339,7 +352,10 @@ impl Store for RedbStore {
         let txn = self.inner.db.begin_read().map_err(db_err)?;
         let t = txn.open_table(HISTORY).map_err(db_err)?;
         let mut out = Vec::new();
-        for kv in t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
+        for kv in t
+            .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+            .map_err(db_err)?
+        {
             let (k, v) = kv.map_err(db_err)?;
             out.push(decode_point(k.value(), v.value())?);
         }
@@ -389,12 +405,13 @@ impl Store for RedbStore {
         if end <= start {
             return Ok(0);
         }
-        let sites: Vec<SiteId> = self.read_range(STATUS, .., false, usize::MAX, |k, _| {
-            Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
-        })?
-        .into_iter()
-        .flatten()
-        .collect();
+        let sites: Vec<SiteId> = self
+            .read_range(STATUS, .., false, usize::MAX, |k, _| {
+                Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
+            })?
+            .into_iter()
+            .flatten()
+            .collect();
         let mut merged_away = 0;
         // One transaction per site keeps each commit small; a crash
         // between sites leaves whole sites done and the rest for next time.
@@ -403,8 +420,11 @@ impl Store for RedbStore {
                 let mut t = txn.open_table(HISTORY).map_err(db_err)?;
                 let lo = site_key(&site, ts_key(start), 0);
                 let hi = site_key(&site, ts_key(end), 0);
-                let mut groups: Vec<(Timestamp, Vec<(Vec<u8>, HistoryPoint)>)> = Vec::new();
-                for kv in t.range::<&[u8]>(lo.as_slice()..hi.as_slice()).map_err(db_err)? {
+                let mut groups: Buckets = Vec::new();
+                for kv in t
+                    .range::<&[u8]>(lo.as_slice()..hi.as_slice())
+                    .map_err(db_err)?
+                {
                     let (k, v) = kv.map_err(db_err)?;
                     let p = decode_point(k.value(), v.value())?;
                     let b = align(p.at);

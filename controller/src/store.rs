@@ -796,7 +796,13 @@ mod tests {
             }
         };
     }
-    both!(ingest_is_idempotent_by_sequence_and_survives_reopen, downsampling_merges_old_points_per_bucket_and_is_idempotent, publish_is_atomic_with_its_commit, concurrent_ingests_share_flushes_and_all_land, a_second_open_of_a_locked_store_says_so);
+    both!(
+        ingest_is_idempotent_by_sequence_and_survives_reopen,
+        downsampling_merges_old_points_per_bucket_and_is_idempotent,
+        publish_is_atomic_with_its_commit,
+        concurrent_ingests_share_flushes_and_all_land,
+        a_second_open_of_a_locked_store_says_so
+    );
     use touchline_schemas::report::Status;
 
     fn report(seq: u64, at: &str, phase: Phase, cpu: Option<f64>) -> Report {
@@ -1015,7 +1021,10 @@ mod tests {
         });
         let (writes, syncs) = s.writes_and_syncs();
         assert_eq!(writes, 200);
-        assert!(syncs < writes, "{syncs} syncs for {writes} writes: none shared");
+        assert!(
+            syncs < writes,
+            "{syncs} syncs for {writes} writes: none shared"
+        );
         assert_eq!(s.latest_all().unwrap().len(), 8);
         assert!(s.latest_all().unwrap().iter().all(|x| x.last_seq == 25));
     }

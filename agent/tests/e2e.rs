@@ -1,0 +1,843 @@
+//! End to end, with the real binaries: `touchline serve` and
+//! `touchline-agent`, real git, real HTTP on 127.0.0.1, real files.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, BundleFile};
+use touchline_schemas::{Bundle, Sha256, SigningKey, SiteId, TargetPath};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_touchline-agent"))
+}
+
+/// The controller binary, next to the agent's (built by `cargo test
+/// --workspace`; built here when the agent's tests run alone).
+fn controller_bin() -> PathBuf {
+    let bin = agent_bin().with_file_name("touchline");
+    if !bin.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "-p", "touchline-controller", "--bin", "touchline"])
+            .current_dir(repo_root())
+            .status()
+            .unwrap();
+        assert!(st.success(), "building the controller");
+    }
+    bin
+}
+
+fn http() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::new()
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    run(Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir));
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Every regular file under `dir` (relative path → content hash).
+fn tree(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else if let Ok(bytes) = std::fs::read(e.path()) {
+                // (A file removed between listing and reading is skipped.)
+                let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, Sha256::digest(&bytes).to_hex());
+            }
+        }
+    }
+    out
+}
+
+struct Controller {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A controller with the example fleet, its content, and a box root.
+struct World {
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let w = Self { tmp };
+        let repo = w.repo();
+        copy_tree(&repo_root().join("fleet-manifests"), &repo);
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "fleet"]);
+        let t = controller_bin();
+        run(Command::new(&t)
+            .args(["keygen", "--out"])
+            .arg(w.path("key")));
+        let content = w.path("content");
+        run(Command::new(&t)
+            .args(["content", "generate-example", "--out"])
+            .arg(&content)
+            .arg(&repo));
+        let files: Vec<PathBuf> = tree(&content).keys().map(|k| content.join(k)).collect();
+        run(Command::new(&t)
+            .args(["content", "add", "--data"])
+            .arg(w.path("data"))
+            .args(&files));
+        std::fs::write(w.path("controller.toml"), "sync_interval = \"1h\"\n").unwrap();
+        w
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    fn token(&self, site: &str) -> String {
+        let out = run(Command::new(controller_bin())
+            .args(["site", "token", "--data"])
+            .arg(self.path("data"))
+            .arg(site));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn start(&self, listen: &str) -> Controller {
+        let mut child = Command::new(controller_bin())
+            .arg("serve")
+            .arg("--repo")
+            .arg(self.repo())
+            .arg("--data")
+            .arg(self.path("data"))
+            .arg("--key")
+            .arg(self.path("key"))
+            .args(["--listen", listen, "--config"])
+            .arg(self.path("controller.toml"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        Controller { child, url }
+    }
+
+    fn sync(&self, c: &Controller) {
+        // The sync endpoint needs an operator token: the local admin token
+        // the controller writes into its data dir.
+        let admin = std::fs::read_to_string(self.path("data").join("local-admin.token")).unwrap();
+        let r = http()
+            .post(format!("{}/api/sync", c.url))
+            .bearer_auth(admin.trim())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success(), "{:?}", r.text());
+    }
+
+    /// A box (its own fake root) for `site`, fed by `url`.
+    fn agent_config(&self, name: &str, site: &str, url: Option<&str>, extra: &str) -> PathBuf {
+        let root = self.path(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let mut cfg = format!(
+            "site_id = \"{site}\"\ntrusted_keys = \"{}\"\nstate_dir = \"{}\"\nvideos_dir = \"{}\"\nconfig_path = \"{}\"\n{extra}\n",
+            self.path("key.pub").display(),
+            root.join("state").display(),
+            root.join("videos").display(),
+            root.join("app/configuration.json").display(),
+        );
+        if let Some(u) = url {
+            cfg.push_str(&format!(
+                "controller_url = \"{u}\"\ntoken = \"{}\"\n",
+                self.token(site)
+            ));
+        }
+        let path = root.join("agent.toml");
+        std::fs::write(&path, cfg).unwrap();
+        path
+    }
+}
+
+fn agent(args: &[&str], config: &Path) -> Output {
+    Command::new(agent_bin())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("TOUCHLINE_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn bundle_of(c: &Controller, site: &str, token: &str) -> Bundle {
+    let body = http()
+        .get(format!("{}/v1/sites/{site}/bundle", c.url))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    Bundle::from_slice(&body).unwrap()
+}
+
+#[test]
+fn once_converges_follows_commits_and_leaves_the_clubs_files_alone() {
+    let w = World::new();
+    let c = w.start("127.0.0.1:0");
+    let cfg = w.agent_config("box", "angers-football", Some(&c.url), "");
+    let root = w.path("box");
+    let videos = root.join("videos");
+    let out = agent(&["once"], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let check = |b: &Bundle| {
+        let on_disk = tree(&videos);
+        let want: BTreeMap<String, String> = b
+            .files
+            .iter()
+            .map(|f| (f.path.to_string(), f.sha256.to_hex()))
+            .collect();
+        let managed: BTreeMap<String, String> = on_disk
+            .iter()
+            .filter(|(k, _)| !k.starts_with("club/"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        assert_eq!(managed, want, "videos on disk match the bundle by hash");
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(root.join("app/configuration.json")).unwrap())
+                .unwrap();
+        for (k, v) in &b.config {
+            assert_eq!(&config[k], v, "configuration.json key {k}");
+        }
+        config
+    };
+    let tok = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("token = \"")
+                .map(|t| t.trim_end_matches('"').to_owned())
+        })
+        .unwrap();
+    let first = bundle_of(&c, "angers-football", &tok);
+    check(&first);
+
+    // The club's own video and its own configuration key.
+    std::fs::create_dir_all(videos.join("club")).unwrap();
+    std::fs::write(videos.join("club/tournoi.mp4"), b"our tournament").unwrap();
+    let conf_path = root.join("app/configuration.json");
+    let mut conf: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&conf_path).unwrap()).unwrap();
+    conf["local_playlist"] = serde_json::json!(["club/tournoi.mp4"]);
+    std::fs::write(&conf_path, serde_json::to_vec_pretty(&conf).unwrap()).unwrap();
+
+    // A no-op pass hashes nothing and rewrites no video.
+    let stamps = |d: &Path| -> BTreeMap<String, (u64, i64)> {
+        tree(d)
+            .keys()
+            .map(|k| {
+                use std::os::unix::fs::MetadataExt;
+                let m = std::fs::metadata(d.join(k)).unwrap();
+                (k.clone(), (m.ino(), m.mtime_nsec()))
+            })
+            .collect()
+    };
+    let before = stamps(&videos);
+    let out = agent(&["once"], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stamps(&videos),
+        before,
+        "no video rewritten by a no-op pass"
+    );
+
+    // Commit: the football group drops one video, adds another, and
+    // changes a configuration value.
+    let group = w.repo().join("groups/football.yaml");
+    let text = std::fs::read_to_string(&group)
+        .unwrap()
+        .replace("- training-football-pressing", "- training-rugby-melee")
+        .replace("period_minutes: 45", "period_minutes: 40");
+    std::fs::write(&group, text).unwrap();
+    git(
+        &w.repo(),
+        &["commit", "-qam", "football: new drill, shorter periods"],
+    );
+    w.sync(&c);
+    let out = agent(&["once"], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let second = bundle_of(&c, "angers-football", &tok);
+    assert!(second.serial > first.serial);
+    let config = check(&second);
+    assert_eq!(config["scoreboard"]["period_minutes"], 40);
+    assert!(
+        !tree(&videos).keys().any(|k| k.contains("pressing")),
+        "the removed video is gone"
+    );
+    assert!(tree(&videos).keys().any(|k| k.contains("melee")));
+    assert_eq!(
+        std::fs::read(videos.join("club/tournoi.mp4")).unwrap(),
+        b"our tournament",
+        "the club's file is untouched"
+    );
+    assert_eq!(
+        config["local_playlist"],
+        serde_json::json!(["club/tournoi.mp4"]),
+        "the club's configuration key is kept"
+    );
+
+    // A managed video deleted and another edited locally come back.
+    let victim = second.files[0].path.to_string();
+    std::fs::remove_file(videos.join(&victim)).unwrap();
+    let edited = second.files[1].path.to_string();
+    std::fs::write(videos.join(&edited), b"scribbled over").unwrap();
+    let out = agent(&["once"], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    check(&second);
+
+    // status says converged; the controller has the box's report.
+    let out = agent(&["status", "--json"], &cfg);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["converged"], true, "{st}");
+    assert_eq!(st["applied_serial"], second.serial);
+    assert_eq!(st["queued_reports"], 0);
+
+    // Controller gone: once exits 1 with the reason; nothing changes.
+    let before = tree(&root.join("videos"));
+    drop(c);
+    let out = agent(&["once"], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("controller unreachable"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree(&root.join("videos")), before);
+    let out = agent(&["status", "--json"], &cfg);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(st["offline_since"].is_string(), "{st}");
+    assert_eq!(st["queued_reports"], 1, "the report waits on disk");
+}
+
+/// Signs bundles for apply-dir tests.
+struct Signer {
+    key: SigningKey,
+}
+
+impl Signer {
+    fn write(&self, dir: &Path, b: &Bundle) {
+        self.write_raw(dir, &b.to_canonical_json());
+    }
+    fn write_raw(&self, dir: &Path, body: &[u8]) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("bundle.json"), body).unwrap();
+        std::fs::write(dir.join("bundle.json.sig"), self.key.sign(body).unwrap()).unwrap();
+    }
+}
+
+fn sample_bundle(site: &str, serial: u64, files: &[(&str, &[u8])], urls: &[String]) -> Bundle {
+    let now = jiff::Timestamp::now();
+    Bundle {
+        agent: AgentSettings::default(),
+        commit: None,
+        config: serde_json::json!({"volume": serial, "club": {"name": "Test"}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        expires_at: now + jiff::SignedDuration::from_hours(24 * 7),
+        files: files
+            .iter()
+            .map(|(p, bytes)| BundleFile {
+                path: TargetPath::new(p).unwrap(),
+                sha256: Sha256::digest(bytes),
+                size: bytes.len() as u64,
+                urls: urls
+                    .iter()
+                    .map(|u| format!("{u}/{}", Sha256::digest(bytes).to_hex()))
+                    .collect(),
+            })
+            .collect(),
+        format: BUNDLE_FORMAT,
+        issued_at: now,
+        serial,
+        site: SiteId::new(site).unwrap(),
+        software: None,
+    }
+}
+
+/// A box with no controller, fed by bundle directories.
+fn offline_box(tmp: &Path, extra: &str) -> (PathBuf, Signer) {
+    let key = SigningKey::generate();
+    std::fs::write(tmp.join("trusted"), key.public_key_openssh()).unwrap();
+    let cfg = tmp.join("agent.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "site_id = \"cesson-handball\"\ntrusted_keys = \"{}\"\nstate_dir = \"{}\"\nvideos_dir = \"{}\"\nconfig_path = \"{}\"\nspace_reserve_bytes = 0\n{extra}\n",
+            tmp.join("trusted").display(),
+            tmp.join("state").display(),
+            tmp.join("videos").display(),
+            tmp.join("app/configuration.json").display(),
+        ),
+    )
+    .unwrap();
+    (cfg, Signer { key })
+}
+
+fn with_content(dir: &Path, files: &[(&str, &[u8])]) {
+    std::fs::create_dir_all(dir.join("content")).unwrap();
+    for (_, bytes) in files {
+        std::fs::write(
+            dir.join("content").join(Sha256::digest(bytes).to_hex()),
+            bytes,
+        )
+        .unwrap();
+    }
+}
+
+/// The box's files and state, to prove a refusal changed nothing.
+fn snapshot(root: &Path) -> BTreeMap<String, String> {
+    let mut t = tree(&root.join("videos"));
+    for f in ["app/configuration.json", "state/accepted.json"] {
+        if let Ok(b) = std::fs::read(root.join(f)) {
+            t.insert(f.to_owned(), Sha256::digest(&b).to_hex());
+        }
+    }
+    t
+}
+
+#[test]
+fn bad_bundles_are_refused_with_the_reason_and_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    let files: &[(&str, &[u8])] = &[("Sponsors/a.mp4", b"aaaa"), ("Sponsors/b.mp4", b"bbbb")];
+    let good = tmp.path().join("good");
+    signer.write(&good, &sample_bundle("cesson-handball", 5, files, &[]));
+    with_content(&good, files);
+    let out = agent(&["apply-dir", good.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let before = snapshot(tmp.path());
+    assert_eq!(before.len(), 4);
+
+    let other = SigningKey::generate();
+    type Case<'a> = (&'a str, Box<dyn Fn(&Path) + 'a>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "flipped byte",
+            Box::new(|d: &Path| {
+                let mut body = sample_bundle("cesson-handball", 6, files, &[]).to_canonical_json();
+                signer.write_raw(d, &body);
+                let i = body.len() / 2;
+                body[i] ^= 1;
+                std::fs::write(d.join("bundle.json"), body).unwrap();
+            }),
+            "bundle signature rejected",
+        ),
+        (
+            "untrusted key",
+            Box::new(|d: &Path| {
+                Signer { key: other.clone() }
+                    .write(d, &sample_bundle("cesson-handball", 6, files, &[]));
+            }),
+            "bundle signature rejected",
+        ),
+        (
+            "another site",
+            Box::new(|d: &Path| signer.write(d, &sample_bundle("brest-basket", 6, files, &[]))),
+            "bundle is for site `brest-basket`, this box is `cesson-handball`",
+        ),
+        (
+            "older serial",
+            Box::new(|d: &Path| signer.write(d, &sample_bundle("cesson-handball", 4, files, &[]))),
+            "bundle serial 4 is older than serial 5 already accepted",
+        ),
+        (
+            "expired",
+            Box::new(|d: &Path| {
+                let mut b = sample_bundle("cesson-handball", 6, files, &[]);
+                b.issued_at = "2026-01-01T00:00:00Z".parse().unwrap();
+                b.expires_at = "2026-01-08T00:00:00Z".parse().unwrap();
+                signer.write(d, &b);
+            }),
+            "bundle expired at 2026-01-08T00:00:00Z",
+        ),
+        (
+            "path traversal",
+            Box::new(|d: &Path| {
+                let body = String::from_utf8(
+                    sample_bundle("cesson-handball", 6, files, &[]).to_canonical_json(),
+                )
+                .unwrap()
+                .replace("Sponsors/a.mp4", "../../etc/passwd");
+                signer.write_raw(d, body.as_bytes());
+            }),
+            "bundle is not valid",
+        ),
+        (
+            "oversize",
+            Box::new(|d: &Path| {
+                let mut b = sample_bundle("cesson-handball", 6, files, &[]);
+                b.config
+                    .insert("padding".into(), "x".repeat(5 * 1024 * 1024).into());
+                signer.write(d, &b);
+            }),
+            "over the 4194304-byte limit",
+        ),
+    ];
+    for (name, make, want) in cases {
+        let dir = tmp.path().join(name.replace(' ', "-"));
+        make(&dir);
+        with_content(&dir, files);
+        let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{name}: {}", stderr(&out));
+        assert_eq!(snapshot(tmp.path()), before, "{name}: nothing changed");
+        let st = agent(&["status"], &cfg);
+        assert!(
+            String::from_utf8_lossy(&st.stdout).contains(want),
+            "{name}: status shows the reason: {}",
+            String::from_utf8_lossy(&st.stdout)
+        );
+    }
+}
+
+/// A hostile mirror: `/wrong/<h>` right length, wrong bytes;
+/// `/endless/<h>` no length, never ends; `/liar/<h>` a false
+/// Content-Length; `/tarpit/<h>` one byte a second.
+fn hostile_mirror(good: Vec<u8>) -> (String, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop2.load(Ordering::Relaxed) {
+                return;
+            }
+            let Ok(mut s) = conn else { continue };
+            let good = good.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                    req.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&req).to_string();
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let n = good.len();
+                if path.starts_with("/wrong/") {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+                    );
+                    let _ = s.write_all(&vec![b'x'; n]);
+                } else if path.starts_with("/endless/") {
+                    let _ = write!(s, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                    while s.write_all(&[b'y'; 4096]).is_ok() {}
+                } else if path.starts_with("/liar/") {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        n * 10
+                    );
+                    let _ = s.write_all(&good);
+                } else if path.starts_with("/tarpit/") {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n"
+                    );
+                    for byte in &good {
+                        if s.write_all(&[*byte]).is_err() {
+                            break;
+                        }
+                        std::thread::sleep(Duration::from_millis(700));
+                    }
+                }
+            });
+        }
+    });
+    (url, stop)
+}
+
+#[test]
+fn hostile_mirrors_are_refused_with_a_precise_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(
+        tmp.path(),
+        "min_download_rate = 1000\ndownload_watchdog = \"2s\"\nread_timeout = \"5s\"",
+    );
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 241) as u8).collect();
+    let files: &[(&str, &[u8])] = &[("Sponsors/big.mp4", &content)];
+    let (mirror, stop) = hostile_mirror(content.clone());
+    let cases = [
+        ("wrong", "sha256 mismatch"),
+        ("endless", "more than the 200000 bytes the bundle says"),
+        (
+            "liar",
+            "Content-Length says 2000000 bytes, the bundle says 200000",
+        ),
+        ("tarpit", "too slow"),
+    ];
+    for (serial, (mode, want)) in cases.iter().enumerate() {
+        let dir = tmp.path().join(mode);
+        signer.write(
+            &dir,
+            &sample_bundle(
+                "cesson-handball",
+                serial as u64 + 1,
+                files,
+                &[format!("{mirror}/{mode}")],
+            ),
+        );
+        let started = Instant::now();
+        let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+        assert!(stderr(&out).contains(want), "{mode}: {}", stderr(&out));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{mode} did not hold the agent"
+        );
+        assert!(
+            tree(&tmp.path().join("videos")).is_empty(),
+            "{mode}: nothing placed"
+        );
+        assert!(!tmp.path().join("app/configuration.json").exists());
+        // No partial file of a rejected download stays in the store.
+        let store: BTreeSet<String> = tree(&tmp.path().join("state/cas/sha256"))
+            .into_keys()
+            .collect();
+        assert!(store.is_empty(), "{mode}: {store:?}");
+    }
+    stop.store(true, Ordering::Relaxed);
+}
+
+#[test]
+fn kill_9_at_random_points_never_exposes_a_half_written_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    // Two versions of a 24-file tree of 256 KB files, alternating.
+    let make = |v: u8| -> Vec<(String, Vec<u8>)> {
+        (0..24u8)
+            .map(|i| {
+                let path = format!("Sponsors/S{}/clip-{i:02}.mp4", i % 3);
+                let bytes: Vec<u8> = (0..256 * 1024u32)
+                    .map(|k| (k as u8) ^ i ^ v.wrapping_mul(31))
+                    .collect();
+                (path, bytes)
+            })
+            .collect()
+    };
+    let versions = [make(1), make(2)];
+    let mut valid: BTreeSet<String> = BTreeSet::new();
+    for v in &versions {
+        for (_, b) in v {
+            valid.insert(Sha256::digest(b).to_hex());
+        }
+    }
+    let dirs: Vec<PathBuf> = (0..2).map(|i| tmp.path().join(format!("v{i}"))).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let videos = tmp.path().join("videos");
+    let conf = tmp.path().join("app/configuration.json");
+    // The watcher reads what the local app would read, all the time.
+    let watcher = {
+        let stop = stop.clone();
+        let valid = valid.clone();
+        let videos = videos.clone();
+        let conf = conf.clone();
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for (rel, hash) in tree(&videos) {
+                    let name = rel.rsplit('/').next().unwrap_or_default();
+                    if name.starts_with('.') {
+                        continue; // the agent's hidden temp names
+                    }
+                    assert!(valid.contains(&hash), "half-written or foreign file {rel}");
+                    checks += 1;
+                }
+                if let Ok(b) = std::fs::read(&conf) {
+                    serde_json::from_slice::<serde_json::Value>(&b)
+                        .expect("configuration.json is whole");
+                    checks += 1;
+                }
+            }
+            checks
+        })
+    };
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut kills = 0;
+    for round in 0..80u64 {
+        let v = (round % 2) as usize;
+        let files: Vec<(&str, &[u8])> = versions[v]
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .collect();
+        let dir = &dirs[v];
+        let _ = std::fs::remove_dir_all(dir);
+        signer.write(
+            dir,
+            &sample_bundle("cesson-handball", round + 1, &files, &[]),
+        );
+        with_content(dir, &files);
+        let mut child = Command::new(agent_bin())
+            .args(["apply-dir"])
+            .arg(dir)
+            .arg("--config")
+            .arg(&cfg)
+            .env("TOUCHLINE_LOG", "off")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_micros(rng % 40_000));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // After the last kill, a clean run converges on the last bundle.
+    let last = &dirs[1];
+    let out = agent(&["apply-dir", last.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stop.store(true, Ordering::Relaxed);
+    let checks = watcher.join().expect("the watcher saw only whole files");
+    let want: BTreeMap<String, String> = versions[1]
+        .iter()
+        .map(|(p, b)| (p.clone(), Sha256::digest(b).to_hex()))
+        .collect();
+    assert_eq!(tree(&videos), want);
+    assert!(kills >= 50, "only {kills} runs were killed mid-way");
+    assert!(checks > 0);
+    println!("{kills} kills, {checks} file reads by the watcher");
+}
+
+#[test]
+fn a_clock_in_1970_or_2031_still_applies_a_valid_bundle() {
+    let w = World::new();
+    let c = w.start("127.0.0.1:0");
+    for (name, site, clock) in [
+        ("box1970", "brest-basket", "1970-01-01T00:00:05Z"),
+        ("box2031", "le-mans-basket", "2031-06-01T12:00:00Z"),
+    ] {
+        let cfg = w.agent_config(name, site, Some(&c.url), "");
+        let out = Command::new(agent_bin())
+            .args(["once", "--config"])
+            .arg(&cfg)
+            .env("TOUCHLINE_TEST_CLOCK", clock)
+            .env("TOUCHLINE_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        assert!(!tree(&w.path(name).join("videos")).is_empty(), "{name}");
+    }
+    // An expired bundle is refused whatever the clock, and the box keeps
+    // what it has.
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    let files: &[(&str, &[u8])] = &[("a.mp4", b"a")];
+    let ok = tmp.path().join("ok");
+    signer.write(&ok, &sample_bundle("cesson-handball", 1, files, &[]));
+    with_content(&ok, files);
+    assert!(
+        agent(&["apply-dir", ok.to_str().unwrap()], &cfg)
+            .status
+            .success()
+    );
+    let before = snapshot(tmp.path());
+    let old = tmp.path().join("old");
+    let mut b = sample_bundle("cesson-handball", 2, files, &[]);
+    b.issued_at = "2025-01-01T00:00:00Z".parse().unwrap();
+    b.expires_at = "2025-01-08T00:00:00Z".parse().unwrap();
+    signer.write(&old, &b);
+    for clock in ["1970-01-01T00:00:05Z", "2025-01-02T00:00:00Z"] {
+        let out = Command::new(agent_bin())
+            .args(["apply-dir"])
+            .arg(&old)
+            .arg("--config")
+            .arg(&cfg)
+            .env("TOUCHLINE_TEST_CLOCK", clock)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("bundle expired at 2025-01-08T00:00:00Z"),
+            "{}",
+            stderr(&out)
+        );
+        assert_eq!(snapshot(tmp.path()), before);
+    }
+}
