@@ -3,12 +3,19 @@
 //! Creates a workspace in a temporary directory: a real git repository made
 //! from `fleet-manifests/`, the example content in the content store, a
 //! signing key, a token per site and an admin operator token; then runs the
-//! controller on a free loopback port until Ctrl-C.
+//! controller on a free loopback port and one real `touchline-agent run`
+//! process per site, each with its own fake root under `boxes/<site>/`
+//! (videos, configuration.json, state), until Ctrl-C.
+//!
+//! The agent binary is looked up next to this one; when it is missing and
+//! the sources are at hand (a `cargo run` from the repository), the demo
+//! builds it first with the same profile.
 
 use std::fmt::Write as _;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, anyhow, bail};
 use touchline_schemas::HumanDuration;
@@ -239,9 +246,80 @@ pub fn banner(p: &Prepared, url: &str) -> String {
     let _ = writeln!(s);
     let _ = writeln!(
         s,
-        "Ctrl-C stops the demo (the workspace stays for inspection)."
+        "Ctrl-C stops the demo and its boxes (the workspace stays for inspection)."
     );
     s
+}
+
+/// The `touchline-agent` binary next to this one, built when missing.
+pub fn agent_binary() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let bin = exe.with_file_name("touchline-agent");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    if !sources.join("agent/Cargo.toml").is_file() {
+        bail!(
+            "`{}` is missing; install touchline-agent next to touchline",
+            bin.display()
+        );
+    }
+    let release = exe
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release");
+    eprintln!("building touchline-agent for the demo boxes (once)…");
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["build", "-q", "-p", "touchline-agent"])
+        .current_dir(&sources);
+    if release {
+        cmd.arg("--release");
+    }
+    let st = cmd
+        .status()
+        .context("failed to run cargo to build touchline-agent")?;
+    if !st.success() || !bin.is_file() {
+        bail!("building touchline-agent failed; run `cargo build -p touchline-agent`");
+    }
+    Ok(bin)
+}
+
+/// Writes `boxes/<site>/agent.toml` for each site and starts one agent per
+/// site against `url`. Logs go to `boxes/<site>/agent.log`.
+pub fn start_boxes(p: &Prepared, url: &str, agent: &Path) -> anyhow::Result<Vec<Child>> {
+    let mut children = Vec::new();
+    for site in &p.sites {
+        let dir = p.root.join("boxes").join(site);
+        std::fs::create_dir_all(&dir)?;
+        let config = dir.join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "# Demo box for {site} (see agent/dist/agent.toml for every key).\ncontroller_url = \"{url}\"\nsite_id = \"{site}\"\ntoken_file = \"{}\"\ntrusted_keys = \"{}\"\nstate_dir = \"{}\"\nvideos_dir = \"{}\"\nconfig_path = \"{}\"\nheartbeat_interval = \"10s\"\nmetrics_interval = \"30s\"\nspace_reserve_bytes = 0\n",
+                p.root
+                    .join("tokens")
+                    .join(format!("{site}.token"))
+                    .display(),
+                p.serve.key.with_extension("key.pub").display(),
+                dir.join("state").display(),
+                dir.join("videos").display(),
+                dir.join("app/configuration.json").display(),
+            ),
+        )?;
+        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let child = Command::new(agent)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("TOUCHLINE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("failed to start `{}`", agent.display()))?;
+        children.push(child);
+    }
+    Ok(children)
 }
 
 /// Prepares and runs the demo until `shutdown`.
@@ -253,13 +331,60 @@ pub async fn run(
         .await
         .map_err(|e| anyhow!("demo setup failed: {e}"))??;
     let serve_opts = prepared.serve.clone();
-    serve(
+    let agent = tokio::task::spawn_blocking(agent_binary)
+        .await
+        .map_err(|e| anyhow!("demo setup failed: {e}"))?;
+    let boxes: Arc<Mutex<Vec<Child>>> = Arc::default();
+    let boxes2 = boxes.clone();
+    let result = serve(
         serve_opts,
         move |addr| {
-            print!("{}", banner(&prepared, &format!("http://{addr}")));
+            let url = format!("http://{addr}");
+            let mut text = String::new();
+            match agent.as_deref().map_err(|e| anyhow!("{e:#}")).and_then(|a| start_boxes(&prepared, &url, a)) {
+                Ok(children) => {
+                    let _ = writeln!(
+                        text,
+                        "Boxes: one touchline-agent per site, each under {}/boxes/<site>/ (videos/, app/configuration.json, agent.log):",
+                        prepared.root.display()
+                    );
+                    let _ = writeln!(
+                        text,
+                        "  ls {}/boxes/{}/videos/*/*",
+                        prepared.root.display(),
+                        prepared.sites.first().cloned().unwrap_or_default()
+                    );
+                    let _ = writeln!(
+                        text,
+                        "  {} status --config {}/boxes/{}/agent.toml",
+                        agent.as_deref().map(|a| a.display().to_string()).unwrap_or_default(),
+                        prepared.root.display(),
+                        prepared.sites.first().cloned().unwrap_or_default()
+                    );
+                    if let Ok(mut b) = boxes2.lock() {
+                        *b = children;
+                    }
+                }
+                Err(e) => {
+                    let _ = writeln!(text, "Boxes not started: {e}");
+                }
+            }
+            let banner = banner(&prepared, &url)
+                .replace("Ctrl-C stops the demo", &format!("{text}\nCtrl-C stops the demo"));
+            print!("{banner}");
             let _ = std::io::Write::flush(&mut std::io::stdout());
         },
         shutdown,
     )
-    .await
+    .await;
+    // Stop the boxes (Ctrl-C in a terminal reached them already).
+    if let Ok(mut b) = boxes.lock() {
+        for c in b.iter_mut() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+        }
+        for c in b.iter_mut() {
+            let _ = c.wait();
+        }
+    }
+    result
 }

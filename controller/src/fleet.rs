@@ -86,6 +86,7 @@ pub struct Fleet {
     follower: Mutex<Follower>,
     bundles: RwLock<HashMap<SiteId, Arc<Published>>>,
     generation: watch::Sender<u64>,
+    stopping: std::sync::atomic::AtomicBool,
     tokens: RwLock<Tokens>,
     manifests: RwLock<Option<Arc<Checked>>>,
     last_sync_error: RwLock<Option<(Timestamp, String)>>,
@@ -128,6 +129,7 @@ impl Fleet {
             follower: Mutex::new(follower),
             bundles: RwLock::new(bundles),
             generation: watch::Sender::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             tokens: RwLock::new(tokens),
             manifests: RwLock::new(None),
             last_sync_error: RwLock::new(None),
@@ -172,6 +174,19 @@ impl Fleet {
             .read()
             .map(|b| b.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
+    }
+
+    /// Marks the controller as stopping: long-polls answer at once (so a
+    /// graceful shutdown does not wait for minutes-long polls).
+    pub fn begin_shutdown(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Whether [`Fleet::begin_shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A receiver that changes whenever bundles are published.

@@ -371,7 +371,7 @@ async fn serve_bundle(
             )
                 .into_response());
         }
-        if tokio::time::Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline || state.fleet.is_stopping() {
             return Ok(match current {
                 Some(p) => {
                     (StatusCode::NOT_MODIFIED, [(header::ETAG, p.etag.clone())]).into_response()

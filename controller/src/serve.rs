@@ -121,8 +121,14 @@ pub async fn serve(
     let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx));
     tracing::info!(%addr, repo = %opts.repo, branch = %opts.branch, "controller listening");
     on_listening(addr);
+    let f2 = fleet.clone();
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // End the long-polls so that the graceful shutdown does not wait
+            // for them (they answer 304; boxes poll again later).
+            f2.begin_shutdown();
+        })
         .await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;

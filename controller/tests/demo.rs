@@ -9,6 +9,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Stops the demo (and so its boxes) if the test fails half-way.
+struct DemoGuard(u32);
+impl Drop for DemoGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.to_string()])
+            .status();
+    }
+}
+
 #[test]
 fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
     let tmp = tempfile::tempdir().unwrap();
@@ -21,6 +31,7 @@ fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let guard = DemoGuard(child.id());
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut url = String::new();
     let mut token = String::new();
@@ -105,6 +116,45 @@ fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The boxes: one real agent per site converges on the new commit.
+    let agent =
+        std::path::Path::new(env!("CARGO_BIN_EXE_touchline")).with_file_name("touchline-agent");
+    if agent.is_file() {
+        // (Handball and basketball set their own volume; rugby takes the
+        // fleet's.)
+        let conf = ws.join("boxes/massy-rugby/app/configuration.json");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = std::fs::read_to_string(&conf).unwrap_or_default();
+            if text.contains("\"volume\": 70") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the massy-rugby box did not apply the commit: {text}\n{}",
+                std::fs::read_to_string(ws.join("boxes/massy-rugby/agent.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let videos = std::fs::read_dir(ws.join("boxes/massy-rugby/videos"))
+            .unwrap()
+            .count();
+        assert!(videos > 0, "videos placed");
+        let sites = get("/api/sites", &token);
+        let reporting = sites["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| !s["last_seen"].is_null())
+            .count();
+        assert_eq!(reporting, 12, "every box reported: {sites}");
+    } else {
+        println!(
+            "SKIPPED boxes: {} is not built (cargo test --workspace builds it)",
+            agent.display()
+        );
+    }
+
     // Ctrl-C stops everything cleanly.
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -119,8 +169,19 @@ fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    std::mem::forget(guard);
     assert!(
         !ws.join("data/controller.addr").exists(),
         "the address file is removed on shutdown"
     );
+    // No agent of this demo is left running.
+    let ws_text = ws.display().to_string();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("touchline-agent") && c.contains(&ws_text))
+        .collect();
+    assert!(left.is_empty(), "agents still running: {left:?}");
 }
