@@ -2,7 +2,7 @@
 //!
 //! Each file goes to `cas/partial/<hex>` while it is hashed (streaming
 //! sha256), capped at the size the signed bundle gives, and is renamed into
-//! the store only when size and hash match. Every [`CHECKPOINT`] bytes the
+//! the store only when size and hash match. Every [`CHECKPOINT`] bytes (or 30 s on a slow line) the
 //! partial file is fsynced and the hash state saved next to it
 //! (`<hex>.resume`), so an interrupted download resumes with `Range` +
 //! `If-Range` from the checkpoint without re-reading what it already has.
@@ -26,7 +26,7 @@ use crate::fsx;
 use crate::state::Paths;
 
 /// Bytes between two durable checkpoints of a download.
-pub const CHECKPOINT: u64 = 8 * 1024 * 1024;
+pub const CHECKPOINT: u64 = 64 * 1024 * 1024;
 const BUFFER: usize = 1024 * 1024;
 
 /// Where a file can come from.
@@ -449,54 +449,99 @@ impl Store {
         file.set_len(offset).map_err(Self::local(&part))?;
         file.seek(SeekFrom::Start(offset))
             .map_err(Self::local(&part))?;
+        // Receiving runs here; hashing and writing run on a worker thread
+        // (two cores: the copy out of the socket overlaps the hashing).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(64);
+        let worker = {
+            let store = self.clone();
+            let validator = validator.clone();
+            let url = url.to_owned();
+            let part = part.clone();
+            std::thread::spawn(move || -> Result<(File, sha2::Sha256, u64), FetchError> {
+                let mut buf: Vec<u8> = Vec::with_capacity(BUFFER);
+                let mut got = offset;
+                for piece in rx {
+                    match piece {
+                        Piece::Data(chunk) => {
+                            hasher.update(&chunk);
+                            buf.extend_from_slice(&chunk);
+                            got += chunk.len() as u64;
+                            if buf.len() >= BUFFER {
+                                flush(&mut file, &mut buf, &part)?;
+                            }
+                        }
+                        Piece::Checkpoint => {
+                            flush(&mut file, &mut buf, &part)?;
+                            if validator.is_some() && got > offset {
+                                store.save_checkpoint(
+                                    &w,
+                                    &file,
+                                    &hasher,
+                                    got,
+                                    validator.as_deref(),
+                                    &url,
+                                )?;
+                            }
+                        }
+                    }
+                }
+                flush(&mut file, &mut buf, &part)?;
+                Ok((file, hasher, got))
+            })
+        };
+        let join =
+            |worker: std::thread::JoinHandle<Result<(File, sha2::Sha256, u64), FetchError>>| {
+                worker.join().unwrap_or_else(|_| {
+                    Err(FetchError::Local {
+                        path: part.display().to_string(),
+                        source: io::Error::other("download writer panicked"),
+                    })
+                })
+            };
         let mut got = offset;
-        let mut buf: Vec<u8> = Vec::with_capacity(BUFFER);
         let mut next_checkpoint = offset + CHECKPOINT;
+        let mut last_checkpoint = Instant::now();
         let started = Instant::now();
         let mut window_start = Instant::now();
         let mut window_bytes = 0u64;
         let mut session_bytes = 0u64;
+        let mut last_progress = 0u64;
         progress(got);
-        loop {
+        let failure: Option<FetchError> = loop {
             let chunk = match resp.chunk().await {
                 Ok(Some(c)) => c,
-                Ok(None) => break,
+                Ok(None) => break None,
                 Err(e) => {
-                    let _ = flush(&mut file, &mut buf, &part);
-                    if got > offset && validator.is_some() {
-                        let _ = self.save_checkpoint(
-                            &w,
-                            &file,
-                            &hasher,
-                            got,
-                            validator.as_deref(),
-                            url,
-                        );
-                    }
-                    return Err(transport(error_text(&e)));
+                    let _ = tx.send(Piece::Checkpoint);
+                    break Some(transport(error_text(&e)));
                 }
             };
             if got + chunk.len() as u64 > w.size {
-                drop(file);
+                drop(tx);
+                let _ = join(worker);
                 self.discard_partial(&w.sha256);
                 return Err(FetchError::TooLong {
                     source_name: url.to_owned(),
                     size: w.size,
                 });
             }
-            hasher.update(&chunk);
-            buf.extend_from_slice(&chunk);
-            got += chunk.len() as u64;
-            session_bytes += chunk.len() as u64;
-            window_bytes += chunk.len() as u64;
-            if buf.len() >= BUFFER {
-                flush(&mut file, &mut buf, &part)?;
+            let n = chunk.len() as u64;
+            if tx.send(Piece::Data(chunk)).is_err() {
+                // The writer stopped: its error says why.
+                break None;
+            }
+            got += n;
+            session_bytes += n;
+            window_bytes += n;
+            if got - last_progress >= BUFFER as u64 {
+                last_progress = got;
                 progress(got);
             }
-            if got >= next_checkpoint && validator.is_some() {
-                flush(&mut file, &mut buf, &part)?;
-                self.save_checkpoint(&w, &file, &hasher, got, validator.as_deref(), url)?;
+            // Durable checkpoints every CHECKPOINT bytes or 30 s.
+            if got >= next_checkpoint || last_checkpoint.elapsed() >= Duration::from_secs(30) {
+                let _ = tx.send(Piece::Checkpoint);
                 next_checkpoint = got + CHECKPOINT;
+                last_checkpoint = Instant::now();
             }
             if limits.max_rate > 0 {
                 #[allow(clippy::cast_precision_loss)]
@@ -510,18 +555,8 @@ impl Store {
             if w_elapsed >= limits.window {
                 let rate = window_bytes / w_elapsed.as_secs().max(1);
                 if limits.min_rate > 0 && rate < limits.min_rate {
-                    let _ = flush(&mut file, &mut buf, &part);
-                    if validator.is_some() {
-                        let _ = self.save_checkpoint(
-                            &w,
-                            &file,
-                            &hasher,
-                            got,
-                            validator.as_deref(),
-                            url,
-                        );
-                    }
-                    return Err(FetchError::TooSlow {
+                    let _ = tx.send(Piece::Checkpoint);
+                    break Some(FetchError::TooSlow {
                         source_name: url.to_owned(),
                         rate,
                         window: w_elapsed.as_secs(),
@@ -531,11 +566,24 @@ impl Store {
                 window_start = Instant::now();
                 window_bytes = 0;
             }
+        };
+        drop(tx);
+        let written = join(worker);
+        if let Some(e) = failure {
+            return Err(e);
         }
-        flush(&mut file, &mut buf, &part)?;
+        let (file, hasher, got) = written?;
         progress(got);
         self.finish(&w, file, hasher, got, url)
     }
+}
+
+/// What the receiving loop hands the writer thread.
+enum Piece {
+    /// Bytes, in order.
+    Data(bytes::Bytes),
+    /// Flush, fsync and save the hash state now.
+    Checkpoint,
 }
 
 fn flush(file: &mut File, buf: &mut Vec<u8>, path: &Path) -> Result<(), FetchError> {
@@ -579,6 +627,10 @@ fn decode_state(hex: &str) -> Option<sha2::Sha256> {
     sha2::Sha256::deserialize(&state).ok()
 }
 
+/// Bytes of existing files hashed by this process (not downloads): a
+/// no-op pass must leave it unchanged (benchmark and tests read it).
+pub static BYTES_REHASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<Sha256> {
     let mut f = File::open(path)?;
@@ -590,6 +642,7 @@ pub fn hash_file(path: &Path) -> io::Result<Sha256> {
             break;
         }
         h.update(&buf[..n]);
+        BYTES_REHASHED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
     Ok(Sha256::from_bytes(h.finalize().into()))
 }
