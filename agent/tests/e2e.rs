@@ -682,6 +682,100 @@ fn hostile_mirrors_are_refused_with_a_precise_reason() {
     stop.store(true, Ordering::Relaxed);
 }
 
+/// A mirror with ETag and Range support whose first answer breaks off
+/// after `cut` bytes. Records the `Range` / `If-Range` of each request.
+fn flaky_mirror(good: Vec<u8>, cut: usize) -> (String, Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let seen2 = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { continue };
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                req.push(b[0]);
+            }
+            let text = String::from_utf8_lossy(&req).to_lowercase();
+            let header = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
+            };
+            let range = header("range:");
+            let if_range = header("if-range:");
+            seen2
+                .lock()
+                .unwrap()
+                .push(format!("{range:?} {if_range:?}"));
+            let len = good.len();
+            match (range, if_range.as_deref()) {
+                (Some(r), Some("\"v1\"")) => {
+                    let from: usize = r
+                        .trim_start_matches("bytes=")
+                        .trim_end_matches('-')
+                        .parse()
+                        .unwrap();
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 206 Partial Content\r\nETag: \"v1\"\r\nContent-Range: bytes {from}-{}/{len}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        len - 1,
+                        len - from
+                    );
+                    let _ = s.write_all(&good[from..]);
+                }
+                _ => {
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\nETag: \"v1\"\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n"
+                    );
+                    let end = if n == 0 { cut } else { len };
+                    let _ = s.write_all(&good[..end]);
+                }
+            }
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn an_interrupted_download_resumes_from_its_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "read_timeout = \"3s\"");
+    // 80 MB, cut at 70 MB (past the first 64 MB checkpoint).
+    let content: Vec<u8> = (0..80 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+        .collect();
+    let cut = 70 * 1024 * 1024;
+    let (mirror, seen) = flaky_mirror(content.clone(), cut);
+    let files: &[(&str, &[u8])] = &[("Sponsors/long.mp4", &content)];
+    let dir = tmp.path().join("usb");
+    signer.write(
+        &dir,
+        &sample_bundle("cesson-handball", 1, files, &[format!("{mirror}/f")]),
+    );
+    let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+    assert_eq!(out.status.code(), Some(1), "the first attempt breaks off");
+    let st = agent(&["status", "--json"], &cfg);
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let pending = st["pending_downloads"][0]["bytes"].as_u64().unwrap();
+    assert!(pending >= 64 * 1024 * 1024, "checkpointed bytes kept: {st}");
+    let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0], "None None");
+    assert_eq!(
+        seen[1],
+        format!("Some(\"bytes={cut}-\") Some(\"\\\"v1\\\"\")"),
+        "resumed where the connection broke (a checkpoint is taken on the error), with If-Range"
+    );
+    assert_eq!(
+        Sha256::digest(&std::fs::read(tmp.path().join("videos/Sponsors/long.mp4")).unwrap()),
+        Sha256::digest(&content)
+    );
+}
+
 #[test]
 fn kill_9_at_random_points_never_exposes_a_half_written_file() {
     let tmp = tempfile::tempdir().unwrap();
