@@ -95,6 +95,8 @@ pub struct Agent {
     started: std::time::Instant,
     /// The controller's last `Retry-After`.
     retry_after: Option<Duration>,
+    /// What the last report said (to skip unchanged heartbeats).
+    last_sent: Option<String>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -177,6 +179,7 @@ impl Agent {
             liveness: Arc::default(),
             started: std::time::Instant::now(),
             retry_after: None,
+            last_sent: None,
             cfg,
         })
     }
@@ -786,10 +789,30 @@ impl Agent {
         }
     }
 
+    /// What a status report would say, without times and counters.
+    fn status_fingerprint(&self) -> String {
+        let conditions: Vec<(&str, &str)> = self
+            .state
+            .conditions
+            .iter()
+            .map(|c| (c.item.as_str(), c.message.as_str()))
+            .collect();
+        format!(
+            "{:?} {:?} {:?} {:?} {:?} {:?}",
+            self.phase,
+            self.state.applied_serial,
+            self.state.highest_serial,
+            self.state.last_error,
+            self.state.offline_since.is_some(),
+            conditions
+        )
+    }
+
     /// Sends a report; queues it (and what is queued) when the controller
     /// does not take it.
     pub async fn report(&mut self, with_metrics: bool) -> Result<(), String> {
         let r = self.build_report(with_metrics).await;
+        self.last_sent = Some(self.status_fingerprint());
         let transition = self.last_reported_phase != Some(self.phase);
         self.last_reported_phase = Some(self.phase);
         let Some(c) = self.controller.clone() else {
@@ -871,11 +894,17 @@ impl Agent {
                     r = &mut pull => break r,
                     _ = heartbeat.tick() => {
                         self.alive();
+                        // The long-poll itself tells the controller the box
+                        // is alive; a status report goes out when the status
+                        // changed, with full metrics every metrics_interval.
                         let full = last_metrics.is_none_or(|t| t.elapsed() >= metrics_every);
+                        let changed = self.last_sent.as_deref() != Some(self.status_fingerprint().as_str());
                         if full {
                             last_metrics = Some(std::time::Instant::now());
                         }
-                        if let Err(e) = self.report(full).await {
+                        if (full || changed)
+                            && let Err(e) = self.report(full).await
+                        {
                             tracing::debug!(error = %e, "report queued");
                         }
                     }

@@ -87,6 +87,9 @@ pub struct Fleet {
     bundles: RwLock<HashMap<SiteId, Arc<Published>>>,
     generation: watch::Sender<u64>,
     stopping: std::sync::atomic::AtomicBool,
+    /// When each site last polled its bundle (memory only: after a restart
+    /// a box counts as seen again at its next poll or report).
+    polls: RwLock<std::collections::HashMap<SiteId, Timestamp>>,
     tokens: RwLock<Tokens>,
     manifests: RwLock<Option<Arc<Checked>>>,
     last_sync_error: RwLock<Option<(Timestamp, String)>>,
@@ -130,6 +133,7 @@ impl Fleet {
             bundles: RwLock::new(bundles),
             generation: watch::Sender::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            polls: RwLock::default(),
             tokens: RwLock::new(tokens),
             manifests: RwLock::new(None),
             last_sync_error: RwLock::new(None),
@@ -182,6 +186,18 @@ impl Fleet {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Records that a site polled its bundle (its liveness signal).
+    pub fn note_poll(&self, site: &SiteId) {
+        if let Ok(mut p) = self.polls.write() {
+            p.insert(site.clone(), Timestamp::now());
+        }
+    }
+
+    /// When a site last polled.
+    pub fn last_poll(&self, site: &SiteId) -> Option<Timestamp> {
+        self.polls.read().ok()?.get(site).copied()
     }
 
     /// Whether [`Fleet::begin_shutdown`] was called.

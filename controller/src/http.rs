@@ -333,6 +333,7 @@ async fn serve_bundle(
 ) -> ApiResult<Response> {
     let site = parse_site(&id)?;
     auth_site(&state, &site, &headers)?;
+    state.fleet.note_poll(&site);
     let wait = match query.wait.as_deref() {
         None | Some("") => 0,
         Some(w) => match w.parse::<u64>() {

@@ -82,14 +82,30 @@ fn disk_percent(m: &Metrics) -> Option<f64> {
     }
 }
 
-fn health(state: Option<&SiteState>, now: Timestamp, offline_after: u64) -> Health {
-    let Some(s) = state else {
-        return Health::Offline;
-    };
+/// When the site was last heard from: its latest report or its latest
+/// bundle poll (a box's long-poll is its liveness signal between reports).
+fn last_seen(state: Option<&SiteState>, last_poll: Option<Timestamp>) -> Option<Timestamp> {
+    state
+        .map(|s| s.received_at)
+        .into_iter()
+        .chain(last_poll)
+        .max()
+}
+
+fn health(
+    state: Option<&SiteState>,
+    last_poll: Option<Timestamp>,
+    now: Timestamp,
+    offline_after: u64,
+) -> Health {
     let limit = SignedDuration::from_secs(i64::try_from(offline_after).unwrap_or(i64::MAX));
-    if s.received_at.saturating_add(limit).unwrap_or(now) < now {
-        return Health::Offline;
+    match last_seen(state, last_poll) {
+        Some(t) if t.saturating_add(limit).unwrap_or(now) >= now => {}
+        _ => return Health::Offline,
     }
+    let Some(s) = state else {
+        return Health::Online;
+    };
     let st = &s.report.status;
     let bad_phase = matches!(st.phase, Phase::Degraded | Phase::Stale);
     let bad_condition = st.conditions.iter().any(|c| c.severity == Severity::Error);
@@ -128,10 +144,12 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
         .map(|id| {
             let state = latest.get(&id);
             let published = bundles.get(&id).map(|p| &**p);
+            let polled = fleet.last_poll(&id);
             view_of(
                 id,
                 manifests.as_deref(),
                 state,
+                polled,
                 published,
                 offline_after,
                 now,
@@ -145,6 +163,7 @@ fn view_of(
     id: SiteId,
     manifests: Option<&crate::validate::Checked>,
     state: Option<&SiteState>,
+    last_poll: Option<Timestamp>,
     published: Option<&crate::store::Published>,
     offline_after: u64,
     now: Timestamp,
@@ -177,8 +196,8 @@ fn view_of(
             .map(|d| serde_json::to_value(&d.value.location).unwrap_or(Value::Null))
             .unwrap_or(Value::Null),
         groups,
-        status: health(state, now, offline_after),
-        last_seen: state.map(|s| s.received_at),
+        status: health(state, last_poll, now, offline_after),
+        last_seen: last_seen(state, last_poll),
         desired: json!({
             "serial": published.map(|p| p.serial),
             "release": desired_release,
@@ -224,6 +243,7 @@ pub fn site_detail(
         site.clone(),
         manifests.as_deref(),
         state.as_ref(),
+        fleet.last_poll(site),
         published.as_deref(),
         fleet.config.offline_after.as_secs(),
         now,

@@ -770,7 +770,19 @@ mod tests {
     }
     impl Open for SledStore {
         fn open(p: &Path) -> Result<Self, StoreError> {
-            SledStore::open(p)
+            // sled's flusher thread releases the file lock a moment after
+            // the last handle is dropped: a reopen in the same process may
+            // need to wait for it.
+            let mut tries = 0;
+            loop {
+                match SledStore::open(p) {
+                    Err(StoreError::Locked(_)) if tries < 50 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    other => return other,
+                }
+            }
         }
         fn writes_and_syncs(&self) -> (u64, u64) {
             let g = self.group.state.lock().unwrap();
