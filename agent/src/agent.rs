@@ -841,6 +841,8 @@ impl Agent {
         match c.send_reports(std::slice::from_ref(&r)).await {
             Ok(()) => {
                 self.contact(true);
+                // Back online is a state change `status` must show.
+                self.save();
                 Ok(())
             }
             Err(e) => {

@@ -56,6 +56,11 @@ fn temperature() -> Option<f64> {
 /// Raspberry Pi throttling flags (`get_throttled` in sysfs, hex).
 fn throttling() -> Option<Throttling> {
     let raw = read("/sys/devices/platform/soc/soc:firmware/get_throttled")?;
+    decode_throttled(&raw)
+}
+
+/// `get_throttled` text (`0x50005`) → flags, as `vcgencmd` documents them.
+fn decode_throttled(raw: &str) -> Option<Throttling> {
     let v = u32::from_str_radix(raw.trim().trim_start_matches("0x"), 16).ok()?;
     Some(Throttling {
         under_voltage: v & 0x1 != 0,
@@ -200,5 +205,64 @@ pub async fn collect(
         video_count: Some(videos.0),
         video_bytes: Some(videos.1),
         local_files: Some(local_files),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_linux_box_reports_what_procfs_has_and_leaves_the_rest_unknown() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut prev = cpu_sample();
+        // Some work so that the CPU counters move.
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert_ne!(x, 1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let m = rt.block_on(collect(
+            &mut prev,
+            Path::new("/"),
+            &["touchline-no-such-unit".to_owned()],
+            (3, 300),
+            1,
+        ));
+        let cpu = m.cpu_percent.expect("cpu from /proc/stat");
+        assert!((0.0..=100.0).contains(&cpu), "{cpu}");
+        let mem = m.memory_percent.expect("memory from /proc/meminfo");
+        assert!(mem > 0.0 && mem < 100.0, "{mem}");
+        assert!(m.uptime_secs.is_some_and(|u| u > 0));
+        assert!(m.load.is_some());
+        let (used, total) = (m.disk_used_bytes.unwrap(), m.disk_total_bytes.unwrap());
+        assert!(used <= total && total > 0);
+        assert_eq!(m.root_read_only, Some(false));
+        assert_eq!(
+            (m.video_count, m.video_bytes, m.local_files),
+            (Some(3), Some(300), Some(1))
+        );
+        // A unit that does not exist is not "active"; without systemd it
+        // is unknown.
+        let state = &m.services["touchline-no-such-unit"];
+        assert_ne!(state, "active");
+    }
+
+    #[test]
+    fn throttling_flags_decode_like_vcgencmd() {
+        // 0x50005: under-voltage and throttled, now and since boot.
+        let t = decode_throttled("0x50005\n").unwrap();
+        assert!(t.under_voltage && t.throttled && t.under_voltage_occurred && t.throttled_occurred);
+        // 0x50000: it happened since boot, not now.
+        let t = decode_throttled("0x50000").unwrap();
+        assert!(
+            !t.under_voltage && !t.throttled && t.under_voltage_occurred && t.throttled_occurred
+        );
+        assert_eq!(decode_throttled("0x0"), Some(Throttling::default()));
+        assert_eq!(decode_throttled("garbage"), None);
     }
 }

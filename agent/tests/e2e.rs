@@ -935,3 +935,156 @@ fn a_clock_in_1970_or_2031_still_applies_a_valid_bundle() {
         assert_eq!(snapshot(tmp.path()), before);
     }
 }
+
+#[test]
+fn not_enough_space_is_a_clear_condition_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A reserve larger than any disk: the free-space check must refuse.
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "space_reserve_bytes = 0",
+        "space_reserve_bytes = 900000000000000000",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let files: &[(&str, &[u8])] = &[("Sponsors/a.mp4", b"0123456789")];
+    let dir = tmp.path().join("usb");
+    signer.write(&dir, &sample_bundle("cesson-handball", 1, files, &[]));
+    with_content(&dir, files);
+    let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not enough space: need 900000.0 TB, have "),
+        "{err}"
+    );
+    assert!(tree(&tmp.path().join("videos")).is_empty());
+    assert!(
+        tree(&tmp.path().join("state/cas")).is_empty(),
+        "nothing downloaded"
+    );
+    let st = agent(&["status"], &cfg);
+    assert!(String::from_utf8_lossy(&st.stdout).contains("[error] disk: not enough space"));
+}
+
+#[test]
+fn offline_for_a_long_stretch_keeps_the_files_and_delivers_queued_reports_in_order() {
+    let w = World::new();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let c = w.start(&listen);
+    let cfg = w.agent_config(
+        "box",
+        "nantes-handball",
+        Some(&c.url),
+        "heartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"",
+    );
+    assert!(agent(&["once"], &cfg).status.success());
+    let videos = w.path("box/videos");
+    let before = tree(&videos);
+    assert!(!before.is_empty());
+    let mut daemon = Command::new(agent_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("TOUCHLINE_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    // The controller goes away for a long stretch (simulated: every
+    // metrics interval is one report).
+    drop(c);
+    std::thread::sleep(Duration::from_secs(8));
+    let out = agent(&["status", "--json"], &cfg);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        st["offline_since"].is_string(),
+        "status says offline since T: {st}"
+    );
+    let queued = st["queued_reports"].as_u64().unwrap();
+    assert!(queued >= 4, "reports queue up while offline: {st}");
+    assert_eq!(tree(&videos), before, "the box keeps its files");
+    // Back: the queue drains, in order, nothing twice.
+    let c = w.start(&listen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = agent(&["status", "--json"], &cfg);
+        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if st["queued_reports"] == 0 && st["offline_since"].is_null() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let admin = std::fs::read_to_string(w.path("data").join("local-admin.token")).unwrap();
+    let hist: serde_json::Value = serde_json::from_slice(
+        &http()
+            .get(format!(
+                "{}/api/sites/nantes-handball/history?from=2000-01-01T00:00:00Z",
+                c.url
+            ))
+            .bearer_auth(admin.trim())
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap(),
+    )
+    .unwrap();
+    let points = hist["points"].as_array().unwrap();
+    let times: Vec<&str> = points.iter().map(|p| p["at"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(times, sorted, "history in order, no duplicates");
+    assert!(
+        points.len() as u64 >= queued + 1,
+        "every queued metrics report arrived: {} points, {queued} were queued",
+        points.len()
+    );
+}
+
+#[test]
+fn diagnose_says_ok_or_what_to_do() {
+    let w = World::new();
+    let c = w.start("127.0.0.1:0");
+    let cfg = w.agent_config("box", "ivry-handball", Some(&c.url), "");
+    let out = agent(&["diagnose"], &cfg);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for check in [
+        "OK   config",
+        "OK   clock",
+        "OK   dns",
+        "OK   tcp",
+        "OK   http",
+        "OK   token: accepted",
+        "OK   trusted key",
+    ] {
+        assert!(text.contains(check), "{check}: {text}");
+    }
+    let bad = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            if l.starts_with("token = ") {
+                "token = \"wrong\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg, bad).unwrap();
+    let out = agent(&["diagnose"], &cfg);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("FAIL token: refused: mint one with `touchline site token"),
+        "{text}"
+    );
+}
