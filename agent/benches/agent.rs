@@ -1,5 +1,5 @@
 //! Agent benchmark: `cargo bench -p touchline-agent --bench agent`
-//! (`-- --idle-seconds N --download-mb M`).
+//! (`-- --idle-seconds N --download-mb M`; `--idle-seconds 0` skips 4).
 //!
 //! 1. stripped release binary size;
 //! 2. a no-op pass with 200 videos present (in process): time and bytes
@@ -382,6 +382,7 @@ fn main() {
     std::fs::write(usb.join("bundle.json.sig"), key.sign(&body).unwrap()).unwrap();
     let mut agent_s = Vec::new();
     let mut curl_s = Vec::new();
+    let mut curl_sync_s = Vec::new();
     for round in 0..3 {
         let _ = std::fs::remove_dir_all(dl_box.join("state"));
         let _ = std::fs::remove_dir_all(dl_box.join("videos"));
@@ -419,6 +420,11 @@ fn main() {
                 .unwrap();
             curl_s.push(t0.elapsed().as_secs_f64());
             assert!(st.success());
+            // The same bytes made durable (the agent fsyncs before it
+            // renames into the store): curl's time plus `sync <file>`.
+            let t1 = Instant::now();
+            let _ = Command::new("sync").arg(&dest).status();
+            curl_sync_s.push(curl_s.last().copied().unwrap_or(0.0) + t1.elapsed().as_secs_f64());
             let _ = std::fs::remove_file(dest);
         }
     }
@@ -432,16 +438,26 @@ fn main() {
     );
     if have_curl {
         curl_s.sort_by(f64::total_cmp);
+        curl_sync_s.sort_by(f64::total_cmp);
         println!(
             "  curl -o of the same URL: median {:.2} s = {:.0} MB/s; agent / curl throughput: {:.0} %",
             curl_s[1],
             mbps(curl_s[1]),
             100.0 * curl_s[1] / agent_s[1]
         );
+        println!(
+            "  curl -o + sync of the file (durable, like the agent): median {:.2} s = {:.0} MB/s; agent / that: {:.0} %",
+            curl_sync_s[1],
+            mbps(curl_sync_s[1]),
+            100.0 * curl_sync_s[1] / agent_s[1]
+        );
     } else {
         println!("  SKIPPED curl reference: curl is not installed");
     }
 
+    if idle == 0 {
+        return;
+    }
     // 4. Idle daemon at defaults, through a byte-counting relay.
     let addr: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
     let (relay_url, wire) = relay(addr);

@@ -26,7 +26,7 @@ use crate::fsx;
 use crate::state::Paths;
 
 /// Bytes between two durable checkpoints of a download.
-pub const CHECKPOINT: u64 = 64 * 1024 * 1024;
+pub const CHECKPOINT: u64 = 256 * 1024 * 1024;
 const BUFFER: usize = 1024 * 1024;
 
 /// Where a file can come from.

@@ -742,7 +742,7 @@ fn flaky_mirror(good: Vec<u8>, cut: usize) -> (String, Arc<std::sync::Mutex<Vec<
 fn an_interrupted_download_resumes_from_its_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, signer) = offline_box(tmp.path(), "read_timeout = \"3s\"");
-    // 80 MB, cut at 70 MB (past the first 64 MB checkpoint).
+    // 80 MB, cut at 70 MB: the error itself takes a checkpoint.
     let content: Vec<u8> = (0..80 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
         .collect();
