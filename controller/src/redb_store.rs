@@ -23,8 +23,9 @@ use touchline_schemas::report::Report;
 
 use crate::history::HistoryPoint;
 use crate::store::{
-    AuditEntry, CommitRecord, CommitState, Event, IngestOutcome, Published, SiteState, Store,
-    StoreError, dec, decode_point, enc, fold_reports, site_key, ts_key,
+    AuditEntry, CommitRecord, CommitState, DOWNSAMPLE_MARK, Downsample, Event, IngestOutcome,
+    Published, SiteState, Store, StoreError, dec, decode_point, enc, fold_reports, site_key,
+    ts_key,
 };
 use crate::tokens::TokenHash;
 
@@ -387,24 +388,11 @@ impl Store for RedbStore {
         before: Timestamp,
         bucket: jiff::SignedDuration,
     ) -> Result<usize, StoreError> {
-        const MARK: &str = "history_downsampled_until";
-        let bucket_us = bucket.as_micros().max(1);
-        let align = move |t: Timestamp| {
-            let us = t.as_microsecond();
-            let start = i128::from(us).div_euclid(bucket_us) * bucket_us;
-            Timestamp::from_microsecond(i64::try_from(start).unwrap_or(us)).unwrap_or(t)
-        };
-        let end = align(before);
-        let start = match self.meta(MARK)?.and_then(|v| v.parse::<Timestamp>().ok()) {
-            Some(t) => align(
-                t.saturating_sub(jiff::SignedDuration::from_hours(48))
-                    .unwrap_or(t),
-            ),
-            None => Timestamp::UNIX_EPOCH,
-        };
-        if end <= start {
+        let Some(win) = Downsample::window(self.meta(DOWNSAMPLE_MARK)?, before, bucket) else {
             return Ok(0);
-        }
+        };
+        let (start, end) = (win.start, win.end);
+        let align = move |t: Timestamp| win.align(t);
         let sites: Vec<SiteId> = self
             .read_range(STATUS, .., false, usize::MAX, |k, _| {
                 Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
@@ -453,7 +441,7 @@ impl Store for RedbStore {
                 Ok(n)
             })?;
         }
-        self.set_meta(MARK, &end.to_string())?;
+        self.set_meta(DOWNSAMPLE_MARK, &end.to_string())?;
         Ok(merged_away)
     }
 

@@ -358,6 +358,51 @@ impl SledStore {
     }
 }
 
+/// Where the downsampling of history left off (meta key).
+pub(crate) const DOWNSAMPLE_MARK: &str = "history_downsampled_until";
+
+/// The bucket arithmetic of a downsampling run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Downsample {
+    bucket_us: i128,
+    /// Merge points in `[start, end)`.
+    pub start: Timestamp,
+    /// End (a bucket boundary).
+    pub end: Timestamp,
+}
+
+impl Downsample {
+    /// The window of a run: whole buckets before `before`, from a little
+    /// before where the previous run (`mark`) ended, so that points which
+    /// arrived late (a box that was offline) are merged too.
+    pub(crate) fn window(
+        mark: Option<String>,
+        before: Timestamp,
+        bucket: jiff::SignedDuration,
+    ) -> Option<Self> {
+        let mut d = Self {
+            bucket_us: bucket.as_micros().max(1),
+            start: Timestamp::UNIX_EPOCH,
+            end: Timestamp::UNIX_EPOCH,
+        };
+        d.end = d.align(before);
+        if let Some(t) = mark.and_then(|v| v.parse::<Timestamp>().ok()) {
+            d.start = d.align(
+                t.saturating_sub(jiff::SignedDuration::from_hours(48))
+                    .unwrap_or(t),
+            );
+        }
+        (d.start < d.end).then_some(d)
+    }
+
+    /// The start of the bucket holding `t`.
+    pub(crate) fn align(&self, t: Timestamp) -> Timestamp {
+        let us = t.as_microsecond();
+        let start = i128::from(us).div_euclid(self.bucket_us) * self.bucket_us;
+        Timestamp::from_microsecond(i64::try_from(start).unwrap_or(us)).unwrap_or(t)
+    }
+}
+
 /// The writes of an ingest, computed from the stored state (pure, so that
 /// both stores share it and a retried transaction recomputes it).
 pub(crate) struct Folded {
@@ -573,26 +618,11 @@ impl Store for SledStore {
         before: Timestamp,
         bucket: jiff::SignedDuration,
     ) -> Result<usize, StoreError> {
-        const MARK: &str = "history_downsampled_until";
-        let bucket_us = bucket.as_micros().max(1);
-        let align = |t: Timestamp| {
-            let us = t.as_microsecond();
-            let start = i128::from(us).div_euclid(bucket_us) * bucket_us;
-            Timestamp::from_microsecond(i64::try_from(start).unwrap_or(us)).unwrap_or(t)
-        };
-        let end = align(before);
-        // Start a little before the previous run's end so that points which
-        // arrived late (a box that was offline) are merged too.
-        let start = match self.meta(MARK)?.and_then(|v| v.parse::<Timestamp>().ok()) {
-            Some(t) => align(
-                t.saturating_sub(jiff::SignedDuration::from_hours(48))
-                    .unwrap_or(t),
-            ),
-            None => Timestamp::UNIX_EPOCH,
-        };
-        if end <= start {
+        let Some(win) = Downsample::window(self.meta(DOWNSAMPLE_MARK)?, before, bucket) else {
             return Ok(0);
-        }
+        };
+        let (start, end) = (win.start, win.end);
+        let align = |t: Timestamp| win.align(t);
         let mut merged_away = 0;
         for kv in self.status.iter() {
             let (site, _) = kv?;
@@ -635,7 +665,8 @@ impl Store for SledStore {
             flush_group(&mut group, &mut batch);
             self.history.apply_batch(batch)?;
         }
-        self.meta.insert(MARK, end.to_string().as_bytes())?;
+        self.meta
+            .insert(DOWNSAMPLE_MARK, end.to_string().as_bytes())?;
         self.flush()?;
         Ok(merged_away)
     }
