@@ -408,16 +408,19 @@ impl Agent {
             &self.cfg.config_path,
         )
         .map_err(|e| e.to_string())?;
-        // Blobs that a placement needs and the store lacks.
+        // Blobs that a placement needs and the store lacks (a file the box
+        // already holds with the right content is adopted, not fetched
+        // again: an SD card cannot hold every video twice).
         let mut missing: Vec<(Wanted, Vec<String>)> = Vec::new();
         for (w, urls) in &wanted {
-            let needed = plan.place.iter().any(|(_, s)| s == &w.sha256) || !self.store.has(w);
-            if needed && !self.store.has(w) && !missing.iter().any(|m| m.0.sha256 == w.sha256) {
+            let placed_from_store = plan.place.iter().any(|(_, s)| s == &w.sha256);
+            if placed_from_store
+                && !self.store.has(w)
+                && !missing.iter().any(|m| m.0.sha256 == w.sha256)
+            {
                 missing.push((*w, urls.clone()));
             }
         }
-        // If a placed file was edited through its hard link, the store's copy
-        // was evicted above; plan again after fetching.
         let need: u64 = missing
             .iter()
             .map(|(w, _)| w.size.saturating_sub(self.store.partial_bytes(w)))

@@ -1088,3 +1088,37 @@ fn diagnose_says_ok_or_what_to_do() {
         "{text}"
     );
 }
+
+#[test]
+fn a_file_already_on_the_box_with_the_right_content_is_adopted_not_fetched() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    // Placed by hand before the agent (the old SSH way).
+    let videos = tmp.path().join("videos/Sponsors");
+    std::fs::create_dir_all(&videos).unwrap();
+    std::fs::write(videos.join("old.mp4"), b"already here").unwrap();
+    let ino = std::fs::metadata(videos.join("old.mp4")).unwrap().ino();
+    let files: &[(&str, &[u8])] = &[
+        ("Sponsors/old.mp4", b"already here"),
+        ("Sponsors/new.mp4", b"new"),
+    ];
+    let dir = tmp.path().join("usb");
+    signer.write(&dir, &sample_bundle("cesson-handball", 1, files, &[]));
+    // The stick carries only the new file: the old one needs no source.
+    with_content(&dir, &files[1..]);
+    let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::metadata(videos.join("old.mp4")).unwrap().ino(),
+        ino,
+        "not replaced"
+    );
+    assert_eq!(std::fs::read(videos.join("new.mp4")).unwrap(), b"new");
+    // Adopted: the agent manages it now (a later bundle without it removes it).
+    signer.write(&dir, &sample_bundle("cesson-handball", 2, &files[1..], &[]));
+    let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!videos.join("old.mp4").exists());
+    assert!(videos.join("new.mp4").exists());
+}
