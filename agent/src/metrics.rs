@@ -7,6 +7,10 @@ use std::path::Path;
 
 use touchline_schemas::report::{Interface, Metrics, Throttling};
 
+/// Fewest `/proc/stat` ticks (USER_HZ, all cores) between two samples for
+/// a CPU figure.
+const MIN_CPU_TICKS: u64 = 100;
+
 /// CPU counters between two samples.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CpuSample {
@@ -173,16 +177,27 @@ pub async fn collect(
     local_files: u64,
 ) -> Metrics {
     let now = cpu_sample();
+    // Over at least half a second of all cores' ticks: a shorter interval
+    // (the first report right after start) says more about the agent's own
+    // start-up than about the box.
     let cpu_percent = match (prev.as_ref(), now.as_ref()) {
-        (Some(a), Some(b)) if b.total > a.total => {
+        (Some(a), Some(b)) if b.total >= a.total + MIN_CPU_TICKS => {
             #[allow(clippy::cast_precision_loss)]
             let v = (b.busy.saturating_sub(a.busy)) as f64 / (b.total - a.total) as f64 * 100.0;
             Some((v * 10.0).round() / 10.0)
         }
         _ => None,
     };
-    *prev = now;
-    let (disk_used_bytes, disk_total_bytes) = match rustix::fs::statvfs(videos_dir) {
+    if cpu_percent.is_some() || prev.is_none() {
+        *prev = now;
+    }
+    // The videos filesystem: the nearest existing ancestor before the first
+    // apply has created the directory.
+    let disk_probe = videos_dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"));
+    let (disk_used_bytes, disk_total_bytes) = match rustix::fs::statvfs(disk_probe) {
         Ok(st) => {
             let total = st.f_blocks.saturating_mul(st.f_frsize);
             let free = st.f_bfree.saturating_mul(st.f_frsize);
@@ -225,10 +240,11 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         assert_ne!(x, 1);
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        // Enough wall time for MIN_CPU_TICKS on any core count.
+        std::thread::sleep(std::time::Duration::from_millis(600));
         let m = rt.block_on(collect(
             &mut prev,
-            Path::new("/"),
+            Path::new("/no/such/videos/dir"),
             &["touchline-no-such-unit".to_owned()],
             (3, 300),
             1,
@@ -250,6 +266,10 @@ mod tests {
         // is unknown.
         let state = &m.services["touchline-no-such-unit"];
         assert_ne!(state, "active");
+        // Right after, too short an interval: no CPU figure rather than a
+        // wrong one.
+        let m = rt.block_on(collect(&mut prev, Path::new("/"), &[], (0, 0), 0));
+        assert_eq!(m.cpu_percent, None);
     }
 
     #[test]
