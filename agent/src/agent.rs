@@ -86,8 +86,6 @@ pub struct Agent {
     server_offset: Option<SignedDuration>,
     phase: Phase,
     last_reported_phase: Option<Phase>,
-    /// Bytes downloaded so far in the current fetch, and bytes needed.
-    pub pending: (u64, u64),
     backoff: Backoff,
     /// Monotonic seconds of the last sign of progress (loop turn,
     /// downloaded bytes): the systemd watchdog is pinged only while it moves.
@@ -174,7 +172,6 @@ impl Agent {
             server_offset: None,
             phase: Phase::Starting,
             last_reported_phase: None,
-            pending: (0, 0),
             backoff: Backoff::default(),
             liveness: Arc::default(),
             started: std::time::Instant::now(),
@@ -446,9 +443,6 @@ impl Agent {
                 min_rate: self.cfg.min_download_rate,
                 window: self.cfg.download_watchdog.to_std(),
             };
-            let total: u64 = missing.iter().map(|m| m.0.size).sum();
-            let mut done_before = 0u64;
-            self.pending = (0, total);
             for (w, urls) in &missing {
                 if w.size > self.cfg.max_download_bytes {
                     let msg = format!(
@@ -463,8 +457,7 @@ impl Agent {
                 let sources = self.sources(&w.sha256, urls, dir);
                 let store = self.store.clone();
                 let (live, started) = (self.liveness.clone(), self.started);
-                let mut progress = |n: u64| {
-                    self.pending.0 = done_before + n;
+                let mut progress = |_: u64| {
                     live.store(started.elapsed().as_secs(), Ordering::Relaxed);
                 };
                 let r = store
@@ -473,17 +466,14 @@ impl Agent {
                 if let Err(e) = r {
                     let msg = format!("download of {} failed: {e}", w.sha256.to_hex());
                     self.set_condition("fetch", Severity::Error, msg.clone());
-                    self.pending = (0, 0);
                     return Err(msg);
                 }
-                done_before += w.size;
                 // Hashed while downloading: the index vouches for it now.
                 let blob = self.store.blob(&w.sha256);
                 if let Ok(stamp) = crate::state::Stamp::of(&blob) {
                     self.index.files.insert(blob, (stamp, w.sha256));
                 }
             }
-            self.pending = (0, 0);
             self.clear_condition("fetch");
             plan = apply::plan(
                 bundle,
