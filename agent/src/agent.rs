@@ -508,6 +508,17 @@ impl Agent {
         let serial_changes = self.state.applied_serial != Some(bundle.serial);
         if changed {
             self.phase = Phase::Applying;
+            // Write-ahead: record every path (and directory) this apply is
+            // about to create as the agent's before touching the disk, so
+            // that a kill between a rename and the end of the pass never
+            // leaves one of our files looking like the club's.
+            apply::claim(&plan, &mut self.state, &self.cfg.videos_dir);
+            if let Err(e) = self.paths.save_state(&self.disk, &self.state) {
+                let msg = format!("cannot record the apply in state.json: {e}");
+                self.set_condition("apply", Severity::Error, msg.clone());
+                return Err(msg);
+            }
+            self.disk = self.state.clone();
             let store = self.store.clone();
             let result = apply::execute(
                 &plan,

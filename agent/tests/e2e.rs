@@ -862,6 +862,16 @@ fn kill_9_at_random_points_never_exposes_a_half_written_file() {
         }
         let _ = child.kill();
         let _ = child.wait();
+        // After each kill, a restart converges (on every other round, so
+        // that the next kill also lands in the middle of a change).
+        if round % 2 == 1 {
+            let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+            assert!(
+                out.status.success(),
+                "round {round}: restart after kill -9 did not converge: {}",
+                stderr(&out)
+            );
+        }
     }
     // After the last kill, a clean run converges on the last bundle.
     let last = &dirs[1];
@@ -1121,4 +1131,62 @@ fn a_file_already_on_the_box_with_the_right_content_is_adopted_not_fetched() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!videos.join("old.mp4").exists());
     assert!(videos.join("new.mp4").exists());
+}
+
+#[test]
+fn a_crash_right_after_any_placement_converges_on_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    let version = |v: u8| -> Vec<(String, Vec<u8>)> {
+        (0..6u8)
+            .map(|i| (format!("Sponsors/c{i}.mp4"), vec![v, i, v, i]))
+            .collect()
+    };
+    let mut serial = 0u64;
+    let mut write = |v: u8| -> (PathBuf, Vec<(String, Vec<u8>)>) {
+        serial += 1;
+        let files = version(v);
+        let refs: Vec<(&str, &[u8])> = files
+            .iter()
+            .map(|(p, b)| (p.as_str(), b.as_slice()))
+            .collect();
+        let dir = tmp.path().join(format!("s{serial}"));
+        signer.write(&dir, &sample_bundle("cesson-handball", serial, &refs, &[]));
+        with_content(&dir, &refs);
+        (dir, files)
+    };
+    for n in 1..=6u64 {
+        // A change is cut short (abort, like a power cut) right after its
+        // n-th rename into place…
+        // (The box holds version 2 after each round: version 1 is a change.)
+        let (cut, _) = write(1);
+        let out = Command::new(agent_bin())
+            .args(["apply-dir"])
+            .arg(&cut)
+            .arg("--config")
+            .arg(&cfg)
+            .env("TOUCHLINE_TEST_CRASH_AT", format!("place:{n}"))
+            .env("TOUCHLINE_LOG", "off")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "crash point place:{n} reached");
+        // …and the next bundle, with other content at the same paths,
+        // must still converge after the restart.
+        let (next, files) = write(2);
+        let out = agent(&["apply-dir", next.to_str().unwrap()], &cfg);
+        assert!(
+            out.status.success(),
+            "crash after place {n}: {}",
+            stderr(&out)
+        );
+        let want: BTreeMap<String, String> = files
+            .iter()
+            .map(|(p, b)| (p.clone(), Sha256::digest(b).to_hex()))
+            .collect();
+        assert_eq!(
+            tree(&tmp.path().join("videos")),
+            want,
+            "crash after place {n}"
+        );
+    }
 }
