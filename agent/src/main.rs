@@ -73,6 +73,11 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Loads the config and opens the agent's state (exit 2 on failure).
+fn load_and_open(path: &std::path::Path) -> Result<Agent, ExitCode> {
+    open(load(path)?)
+}
+
 fn open(cfg: Config) -> Result<Agent, ExitCode> {
     Agent::open(cfg, Box::new(SystemClock::from_env())).map_err(|e| {
         eprintln!("error: {}", touchline_agent::fetch::error_text(&e));
@@ -102,11 +107,7 @@ fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command {
             Command::Once { config } => {
-                let cfg = match load(&config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let mut agent = match open(cfg) {
+                let mut agent = match load_and_open(&config) {
                     Ok(a) => a,
                     Err(code) => return code,
                 };
@@ -117,11 +118,7 @@ fn main() -> ExitCode {
                 finish(outcome)
             }
             Command::ApplyDir { dir, config } => {
-                let cfg = match load(&config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let mut agent = match open(cfg) {
+                let mut agent = match load_and_open(&config) {
                     Ok(a) => a,
                     Err(code) => return code,
                 };
@@ -137,11 +134,7 @@ fn main() -> ExitCode {
             }
             Command::Diagnose { config } => diagnose::run(&config).await,
             Command::Run { config } => {
-                let cfg = match load(&config) {
-                    Ok(c) => c,
-                    Err(code) => return code,
-                };
-                let mut agent = match open(cfg) {
+                let mut agent = match load_and_open(&config) {
                     Ok(a) => a,
                     Err(code) => return code,
                 };
