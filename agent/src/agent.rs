@@ -397,7 +397,9 @@ impl Agent {
         let old_index = self.index.clone();
         // A managed video edited in place (hard link): the index notices.
         self.check_store(&ws);
-        let mut plan = apply::plan(
+        // The plan depends on the targets, the state and the config file,
+        // not on the store: fetching below does not change it.
+        let plan = apply::plan(
             bundle,
             &self.state,
             &mut self.index,
@@ -475,14 +477,6 @@ impl Agent {
                 }
             }
             self.clear_condition("fetch");
-            plan = apply::plan(
-                bundle,
-                &self.state,
-                &mut self.index,
-                &self.cfg.videos_dir,
-                &self.cfg.config_path,
-            )
-            .map_err(|e| e.to_string())?;
         }
         // Conflicts: files the club put where the bundle wants ours.
         self.clear_conditions_with_prefix("file:");
