@@ -378,6 +378,54 @@ impl Agent {
         }
     }
 
+    /// Free space for this pass, before anything is written: the downloads
+    /// on the store's filesystem, and the copies on the videos filesystem
+    /// when it is another one (no hard links across filesystems). Each
+    /// needs its bytes plus `space_reserve_bytes`.
+    fn check_space(
+        &self,
+        plan: &apply::Plan,
+        wanted: &[Wanted],
+        missing: &[(Wanted, Vec<String>)],
+    ) -> Result<(), String> {
+        let cas = self.paths.cas();
+        let download: u64 = missing
+            .iter()
+            .map(|(w, _)| w.size.saturating_sub(self.store.partial_bytes(w)))
+            .sum();
+        let mut checks = vec![(cas.clone(), download, "downloads")];
+        if !fsx::same_filesystem(&cas, &self.cfg.videos_dir) {
+            let copies: u64 = plan
+                .place
+                .iter()
+                .filter_map(|(_, sha)| wanted.iter().find(|w| w.sha256 == *sha))
+                .map(|w| w.size)
+                .sum();
+            checks.push((
+                self.cfg.videos_dir.clone(),
+                copies,
+                "copies into the videos directory",
+            ));
+        }
+        for (path, need, what) in checks {
+            if need == 0 {
+                continue;
+            }
+            let probe = fsx::existing_ancestor(&path);
+            let have = fsx::available_space(probe).unwrap_or(u64::MAX);
+            let want = need.saturating_add(self.cfg.space_reserve_bytes);
+            if want > have {
+                return Err(format!(
+                    "not enough space: need {}, have {} ({what}, on the filesystem of {})",
+                    fsx::human_bytes(want),
+                    fsx::human_bytes(have),
+                    probe.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Brings the box to `bundle`: fetch, then apply.
     async fn converge(&mut self, bundle: &Bundle, dir: Option<&Path>) -> Result<(), String> {
         let wanted: Vec<(Wanted, Vec<String>)> = bundle
@@ -420,22 +468,9 @@ impl Agent {
                 missing.push((*w, urls.clone()));
             }
         }
-        let need: u64 = missing
-            .iter()
-            .map(|(w, _)| w.size.saturating_sub(self.store.partial_bytes(w)))
-            .sum();
-        if need > 0 {
-            let have = fsx::available_space(&self.paths.cas()).unwrap_or(u64::MAX);
-            let want = need.saturating_add(self.cfg.space_reserve_bytes);
-            if want > have {
-                let msg = format!(
-                    "not enough space: need {}, have {}",
-                    fsx::human_bytes(want),
-                    fsx::human_bytes(have)
-                );
-                self.set_condition("disk", Severity::Error, msg.clone());
-                return Err(msg);
-            }
+        if let Err(msg) = self.check_space(&plan, &ws, &missing) {
+            self.set_condition("disk", Severity::Error, msg.clone());
+            return Err(msg);
         }
         self.clear_condition("disk");
         if !missing.is_empty() {
@@ -466,6 +501,14 @@ impl Agent {
                     .fetch(&self.client, *w, &sources, limits, &mut progress)
                     .await;
                 if let Err(e) = r {
+                    if e.is_disk_full() {
+                        let msg = format!(
+                            "not enough space: download of {} stopped: {e}; the partial file was removed",
+                            w.sha256.to_hex()
+                        );
+                        self.set_condition("disk", Severity::Error, msg.clone());
+                        return Err(msg);
+                    }
                     let msg = format!("download of {} failed: {e}", w.sha256.to_hex());
                     self.set_condition("fetch", Severity::Error, msg.clone());
                     return Err(msg);
@@ -523,8 +566,12 @@ impl Agent {
                 &self.cfg.config_path,
             );
             if let Err(e) = result {
-                let msg = e.to_string();
-                self.set_condition("apply", Severity::Error, msg.clone());
+                let (item, msg) = if e.is_disk_full() {
+                    ("disk", format!("not enough space: {e}"))
+                } else {
+                    ("apply", e.to_string())
+                };
+                self.set_condition(item, Severity::Error, msg.clone());
                 self.save();
                 return Err(msg);
             }

@@ -74,6 +74,17 @@ pub enum ApplyError {
     },
 }
 
+impl ApplyError {
+    /// The filesystem is full (or over quota).
+    pub fn is_disk_full(&self) -> bool {
+        let Self::Io { source, .. } = self;
+        matches!(
+            source.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+    }
+}
+
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ApplyError + 'a {
     move |source| ApplyError::Io {
         action,
@@ -194,10 +205,18 @@ fn place(blob: &Path, target: &Path) -> Result<(), ApplyError> {
         Ok(()) => {}
         Err(_) => {
             // Another filesystem (or links not allowed): copy + fsync.
-            fs::copy(blob, &tmp).map_err(io_err("copying to", &tmp))?;
-            fs::File::open(&tmp)
-                .and_then(|f| f.sync_all())
-                .map_err(io_err("syncing", &tmp))?;
+            // A failed copy (disk full) leaves no temp file behind.
+            let copied = fs::copy(blob, &tmp)
+                .map_err(io_err("copying to", &tmp))
+                .and_then(|_| {
+                    fs::File::open(&tmp)
+                        .and_then(|f| f.sync_all())
+                        .map_err(io_err("syncing", &tmp))
+                });
+            if let Err(e) = copied {
+                let _ = fs::remove_file(&tmp);
+                return Err(e);
+            }
         }
     }
     fs::rename(&tmp, target).map_err(|e| {

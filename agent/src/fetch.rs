@@ -107,6 +107,14 @@ pub enum FetchError {
     AllFailed(String),
 }
 
+impl FetchError {
+    /// The local filesystem is full (or over quota).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, Self::Local { source, .. }
+            if matches!(source.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded))
+    }
+}
+
 /// What to fetch.
 #[derive(Debug, Clone, Copy)]
 pub struct Wanted {
@@ -253,7 +261,15 @@ impl Store {
             };
             match r {
                 Ok(()) => return Ok(()),
-                Err(e @ FetchError::Local { .. }) => return Err(e),
+                Err(e @ FetchError::Local { .. }) => {
+                    // A full disk: free what this download took, so the
+                    // club's own app can still write (nothing to resume
+                    // into until space is freed anyway).
+                    if e.is_disk_full() {
+                        self.discard_partial(&w.sha256);
+                    }
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "download failed");
                     errors.push(e.to_string());

@@ -51,6 +51,27 @@ pub fn available_space(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// The nearest existing ancestor of `path` (itself when it exists): what
+/// to ask about a filesystem before the first apply created the directory.
+pub fn existing_ancestor(path: &Path) -> &Path {
+    path.ancestors()
+        .find(|p| p.exists())
+        .unwrap_or(Path::new("/"))
+}
+
+/// Whether two paths (or their nearest existing ancestors) are on the same
+/// filesystem, where a hard link between them works.
+pub fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        fs::metadata(existing_ancestor(a)),
+        fs::metadata(existing_ancestor(b)),
+    ) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev(),
+        _ => true,
+    }
+}
+
 /// Creates `dir` and its parents, fsyncing each directory it created and
 /// the parent of the topmost one.
 pub fn create_dirs(dir: &Path) -> io::Result<()> {

@@ -193,10 +193,7 @@ pub async fn collect(
     }
     // The videos filesystem: the nearest existing ancestor before the first
     // apply has created the directory.
-    let disk_probe = videos_dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
+    let disk_probe = crate::fsx::existing_ancestor(videos_dir);
     let (disk_used_bytes, disk_total_bytes) = match rustix::fs::statvfs(disk_probe) {
         Ok(st) => {
             let total = st.f_blocks.saturating_mul(st.f_frsize);

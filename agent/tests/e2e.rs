@@ -1190,3 +1190,438 @@ fn a_crash_right_after_any_placement_converges_on_restart() {
         );
     }
 }
+
+/// A tmpfs of `size` mounted on `dir` for the life of the value.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts, or says why it cannot (not root, no mount permission).
+    fn mount(dir: &Path, size: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if out.status.success() {
+            Ok(Self(dir.to_path_buf()))
+        } else {
+            Err(stderr(&out))
+        }
+    }
+
+    /// Writes a club file until the filesystem is full.
+    fn fill(&self, path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut f = std::fs::File::create(path).unwrap();
+        let block = vec![7u8; 64 * 1024];
+        loop {
+            if let Err(e) = f.write_all(&block) {
+                assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{e}");
+                break;
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A mirror that sends the first `first` bytes of its first answer, then
+/// waits for `go` before sending the rest; later answers are whole.
+fn gated_mirror(good: Vec<u8>, first: usize) -> (String, Arc<AtomicBool>, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (reached, go) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (reached2, go2) = (reached.clone(), go.clone());
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut s) = conn else { continue };
+            let mut req = Vec::new();
+            let mut b = [0u8; 1];
+            while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                req.push(b[0]);
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                good.len()
+            );
+            if n == 0 {
+                let _ = s.write_all(&good[..first]);
+                let _ = s.flush();
+                reached2.store(true, Ordering::SeqCst);
+                while !go2.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = s.write_all(&good[first..]);
+            } else {
+                let _ = s.write_all(&good);
+            }
+        }
+    });
+    (url, reached, go)
+}
+
+fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+/// Waits for `flag` (the mirror has sent its first part), up to 30 s.
+fn wait_for(flag: &AtomicBool) {
+    let t0 = Instant::now();
+    while !flag.load(Ordering::SeqCst) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the agent never asked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Let the agent write what it received.
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+#[test]
+fn a_disk_that_fills_up_mid_download_or_mid_copy_is_a_clear_condition_and_keeps_the_old_state() {
+    let outside = tempfile::tempdir().unwrap();
+    let disk = match Tmpfs::mount(&outside.path().join("disk"), "16m") {
+        Ok(m) => m,
+        Err(why) => {
+            println!("SKIPPED: cannot mount a tmpfs here ({})", why.trim());
+            return;
+        }
+    };
+    let root = disk.0.clone();
+    let (cfg, signer) = offline_box(&root, "");
+    let old: &[(&str, &[u8])] = &[("Sponsors/old.mp4", b"the sponsor reel")];
+    let usb = outside.path().join("usb1");
+    signer.write(&usb, &sample_bundle("cesson-handball", 1, old, &[]));
+    with_content(&usb, old);
+    let out = agent(&["apply-dir", usb.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The files the app reads (the new bundle itself is accepted: valid,
+    // just not applicable yet).
+    let mut before = snapshot(&root);
+    before.remove("state/accepted.json");
+
+    // 1. The club uploads a video while the agent downloads an 8 MB one:
+    //    the disk fills up in the middle of the download.
+    let big = pseudo_random(8 * 1024 * 1024, 1);
+    let (mirror, reached, go) = gated_mirror(big.clone(), 3 * 1024 * 1024);
+    let files: &[(&str, &[u8])] = &[
+        ("Sponsors/old.mp4", b"the sponsor reel"),
+        ("Sponsors/big.mp4", &big),
+    ];
+    let usb2 = outside.path().join("usb2");
+    signer.write(
+        &usb2,
+        &sample_bundle("cesson-handball", 2, files, &[format!("{mirror}/f")]),
+    );
+    let running = Command::new(agent_bin())
+        .args(["apply-dir", usb2.to_str().unwrap(), "--config"])
+        .arg(&cfg)
+        .env("TOUCHLINE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&reached);
+    let upload = root.join("videos/Club/upload.mp4");
+    disk.fill(&upload);
+    go.store(true, Ordering::SeqCst);
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not enough space: download of ")
+            && err.contains("No space left on device")
+            && err.contains("the partial file was removed"),
+        "{err}"
+    );
+    let mut now = snapshot(&root);
+    assert!(now.remove("Club/upload.mp4").is_some());
+    now.remove("state/accepted.json");
+    assert_eq!(now, before, "the old state is intact");
+    assert!(
+        tree(&root.join("state/cas/partial")).is_empty(),
+        "the partial download is removed"
+    );
+    let st = agent(&["status"], &cfg);
+    let st = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(
+        st.contains("[error] disk: not enough space: download of"),
+        "{st}"
+    );
+    // The club frees space: the next pass converges.
+    std::fs::remove_file(&upload).unwrap();
+    let out = agent(&["apply-dir", usb2.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(root.join("videos/Sponsors/big.mp4")).unwrap(),
+        big
+    );
+    let st = agent(&["status"], &cfg);
+    assert!(!String::from_utf8_lossy(&st.stdout).contains("disk:"));
+
+    // 2. Videos on their own small filesystem (a USB disk): no hard links,
+    //    so every placement is a copy, and its space is checked too.
+    let vdisk = Tmpfs::mount(&outside.path().join("vdisk"), "8m").unwrap();
+    let box2 = outside.path().join("box2");
+    std::fs::create_dir_all(&box2).unwrap();
+    let (cfg2, signer2) = offline_box(&box2, "");
+    let text = std::fs::read_to_string(&cfg2).unwrap().replace(
+        &format!("videos_dir = \"{}\"", box2.join("videos").display()),
+        &format!("videos_dir = \"{}\"", vdisk.0.join("videos").display()),
+    );
+    std::fs::write(&cfg2, text).unwrap();
+    let usb3 = outside.path().join("usb3");
+    signer2.write(&usb3, &sample_bundle("cesson-handball", 1, old, &[]));
+    with_content(&usb3, old);
+    assert!(
+        agent(&["apply-dir", usb3.to_str().unwrap()], &cfg2)
+            .status
+            .success()
+    );
+    let before = tree(&vdisk.0);
+    // 2a. More than the videos filesystem holds: refused before anything.
+    let huge = pseudo_random(9 * 1024 * 1024, 2);
+    let files: &[(&str, &[u8])] = &[
+        ("Sponsors/old.mp4", b"the sponsor reel"),
+        ("Sponsors/huge.mp4", &huge),
+    ];
+    let usb4 = outside.path().join("usb4");
+    signer2.write(&usb4, &sample_bundle("cesson-handball", 2, files, &[]));
+    with_content(&usb4, files);
+    let out = agent(&["apply-dir", usb4.to_str().unwrap()], &cfg2);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not enough space: need 9.4 MB, have ")
+            && err.contains("(copies into the videos directory, on the filesystem of "),
+        "{err}"
+    );
+    assert!(
+        !box2
+            .join("state/cas/sha256")
+            .join(Sha256::digest(&huge).to_hex())
+            .exists(),
+        "nothing downloaded"
+    );
+    assert_eq!(tree(&vdisk.0), before);
+    // 2b. It fits when checked, then the club fills the disk while the
+    //     agent downloads the second file: the copy fails half-way.
+    let a = pseudo_random(3 * 1024 * 1024, 3);
+    let b = pseudo_random(3 * 1024 * 1024, 4);
+    let (mirror, reached, go) = gated_mirror(b.clone(), 1024 * 1024);
+    let files: &[(&str, &[u8])] = &[
+        ("Sponsors/old.mp4", b"the sponsor reel"),
+        ("Sponsors/a.mp4", &a),
+        ("Sponsors/b.mp4", &b),
+    ];
+    let usb5 = outside.path().join("usb5");
+    let mut bundle = sample_bundle("cesson-handball", 3, files, &[format!("{mirror}/f")]);
+    bundle.files.iter_mut().for_each(|f| {
+        if f.sha256 != Sha256::digest(&b) {
+            f.urls.clear();
+        }
+    });
+    signer2.write(&usb5, &bundle);
+    with_content(&usb5, &files[..2]);
+    let running = Command::new(agent_bin())
+        .args(["apply-dir", usb5.to_str().unwrap(), "--config"])
+        .arg(&cfg2)
+        .env("TOUCHLINE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&reached);
+    // Leave 4 MB: room for a.mp4, not for b.mp4 after it.
+    let upload = vdisk.0.join("videos/Club/upload.mp4");
+    disk_fill_leaving(&upload, &vdisk.0, 4 * 1024 * 1024);
+    go.store(true, Ordering::SeqCst);
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("not enough space: copying to `")
+            && err.contains(".b.mp4.touchline-tmp`: No space left on device"),
+        "{err}"
+    );
+    let now = tree(&vdisk.0);
+    assert!(
+        now.keys().all(|k| !k.ends_with(".touchline-tmp")),
+        "no temp file left: {now:?}"
+    );
+    assert_eq!(
+        now.get("videos/Sponsors/old.mp4"),
+        before.get("videos/Sponsors/old.mp4")
+    );
+    assert!(!now.contains_key("videos/Sponsors/b.mp4"));
+    std::fs::remove_file(&upload).unwrap();
+    let out = agent(&["apply-dir", usb5.to_str().unwrap()], &cfg2);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(vdisk.0.join("videos/Sponsors/b.mp4")).unwrap(),
+        b
+    );
+}
+
+/// Writes a club file so that about `leave` bytes stay free on `fs`.
+fn disk_fill_leaving(path: &Path, fs: &Path, leave: u64) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let st = rustix::fs::statvfs(fs).unwrap();
+    let free = st.f_bavail * st.f_frsize;
+    let n = free.saturating_sub(leave);
+    std::fs::write(path, vec![9u8; n as usize]).unwrap();
+}
+
+/// A mirror of `files` (served at `/<sha256>`, with an ETag and `Range`
+/// support) that sends 64 KB every `pause`: downloads take a while.
+fn slow_mirror(files: Vec<Vec<u8>>, pause: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let files: Arc<BTreeMap<String, Vec<u8>>> = Arc::new(
+        files
+            .into_iter()
+            .map(|b| (Sha256::digest(&b).to_hex(), b))
+            .collect(),
+    );
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let files = files.clone();
+            std::thread::spawn(move || {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1];
+                while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                    req.push(b[0]);
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let path = text.split_whitespace().nth(1).unwrap_or("/");
+                let Some(body) = files.get(path.trim_start_matches('/')) else {
+                    let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                    return;
+                };
+                let from = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_lowercase()
+                            .strip_prefix("range: bytes=")
+                            .map(str::to_owned)
+                    })
+                    .and_then(|r| r.trim_end_matches('-').trim().parse::<usize>().ok())
+                    .filter(|_| text.to_lowercase().contains("if-range: \"x\""))
+                    .unwrap_or(0);
+                let len = body.len();
+                let head = if from > 0 {
+                    format!(
+                        "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {from}-{}/{len}\r\n",
+                        len - 1
+                    )
+                } else {
+                    "HTTP/1.1 200 OK\r\n".to_owned()
+                };
+                let _ = write!(
+                    s,
+                    "{head}ETag: \"x\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    len - from
+                );
+                for piece in body[from..].chunks(64 * 1024) {
+                    if s.write_all(piece).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(pause);
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn kill_9_during_downloads_never_leaves_a_bad_file_in_the_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    // 6 files of 1 MB at 64 KB / 10 ms: a whole pass takes about a second.
+    let files: Vec<(String, Vec<u8>)> = (0..6u32)
+        .map(|i| {
+            (
+                format!("Sponsors/dl-{i}.mp4"),
+                pseudo_random(1024 * 1024, 100 + i),
+            )
+        })
+        .collect();
+    let mirror = slow_mirror(
+        files.iter().map(|f| f.1.clone()).collect(),
+        Duration::from_millis(10),
+    );
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    let dir = tmp.path().join("usb");
+    signer.write(
+        &dir,
+        &sample_bundle("cesson-handball", 1, &refs, std::slice::from_ref(&mirror)),
+    );
+    let cas = tmp.path().join("state/cas/sha256");
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut kills = 0;
+    for round in 0..30 {
+        let mut child = Command::new(agent_bin())
+            .args(["apply-dir"])
+            .arg(&dir)
+            .arg("--config")
+            .arg(&cfg)
+            .env("TOUCHLINE_LOG", "off")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(rng % 600));
+        if child.try_wait().unwrap().is_none() {
+            kills += 1;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever the moment: every file in the store is what its name
+        // says, and the videos directory holds only whole, signed files.
+        for (name, hash) in tree(&cas) {
+            assert_eq!(name, hash, "round {round}: a store file is not its hash");
+        }
+        for (rel, hash) in tree(&tmp.path().join("videos")) {
+            assert!(
+                files
+                    .iter()
+                    .any(|(p, b)| *p == rel && Sha256::digest(b).to_hex() == hash),
+                "round {round}: unexpected {rel}"
+            );
+        }
+        // Start over now and then, so that kills land early in a pass too.
+        if round % 3 == 2 {
+            let _ = std::fs::remove_dir_all(tmp.path().join("state"));
+            let _ = std::fs::remove_dir_all(tmp.path().join("videos"));
+        }
+    }
+    let out = agent(&["apply-dir", dir.to_str().unwrap()], &cfg);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want: BTreeMap<String, String> = files
+        .iter()
+        .map(|(p, b)| (p.clone(), Sha256::digest(b).to_hex()))
+        .collect();
+    assert_eq!(tree(&tmp.path().join("videos")), want);
+    assert!(tree(&tmp.path().join("state/cas/partial")).is_empty());
+    assert!(kills >= 20, "only {kills} runs were killed mid-way");
+    println!("{kills} kills during downloads");
+}
