@@ -26,3 +26,4 @@ pub mod pull;
 pub mod queue;
 pub mod state;
 pub mod status;
+pub mod unpack;

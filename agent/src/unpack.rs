@@ -1,0 +1,454 @@
+//! Unpacking a release package (`tar.gz`) into a staging directory, with
+//! every entry checked before anything is written: no absolute path, no
+//! `..`, no link pointing outside the release, no device or fifo, the
+//! total size and the number of entries capped. A package that fails a
+//! check is refused with the entry named; the staging directory is removed.
+
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::path::{Component, Path, PathBuf};
+
+use tar::EntryType;
+use touchline_schemas::manifest::PackageFormat;
+
+/// Caps on what a package may unpack to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Sum of the file sizes.
+    pub max_bytes: u64,
+    /// Number of entries.
+    pub max_entries: u64,
+}
+
+/// Why a package was refused or could not be unpacked.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackError {
+    /// An entry breaks a rule.
+    #[error("entry `{entry}`: {why}")]
+    Entry {
+        /// The entry's path as written in the archive.
+        entry: String,
+        /// The rule.
+        why: String,
+    },
+    /// Over a cap.
+    #[error("{0}")]
+    Limit(String),
+    /// Not a readable archive.
+    #[error("not a valid {format} archive: {source}")]
+    Format {
+        /// The expected format.
+        format: &'static str,
+        /// The reader's error.
+        source: io::Error,
+    },
+    /// Local I/O (disk full…).
+    #[error("writing `{path}`: {source}")]
+    Io {
+        /// Where.
+        path: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
+    move |source| UnpackError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A relative path made only of normal components, or why not.
+fn safe_relative(p: &Path) -> Result<PathBuf, String> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => return Err("`..` in the path".into()),
+            Component::RootDir | Component::Prefix(_) => return Err("absolute path".into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a symlink at `link` (relative to the release) with `target`
+/// stays inside the release, resolved lexically.
+fn link_stays_inside(link: &Path, target: &Path) -> bool {
+    if target.is_absolute() {
+        return false;
+    }
+    let mut depth: Vec<&std::ffi::OsStr> = link
+        .parent()
+        .map(|p| {
+            p.components()
+                .filter_map(|c| match c {
+                    Component::Normal(n) => Some(n),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    for c in target.components() {
+        match c {
+            Component::Normal(n) => depth.push(n),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if depth.pop().is_none() {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    true
+}
+
+/// Refuses to write through a symlink the archive created earlier: every
+/// existing ancestor of `rel` under `root` must be a real directory.
+fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), String> {
+    let mut p = root.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in parts.iter().take(parts.len().saturating_sub(1)) {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(format!(
+                    "goes through the symlink `{}`",
+                    p.strip_prefix(root).unwrap_or(&p).display()
+                ));
+            }
+            Ok(m) if !m.is_dir() => {
+                return Err(format!(
+                    "`{}` is a file, not a directory",
+                    p.strip_prefix(root).unwrap_or(&p).display()
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Unpacks `package` into `dest` (created; must not exist). On any error
+/// `dest` is removed. Files are made durable with one `syncfs` at the end.
+pub fn unpack(
+    package: &Path,
+    format: PackageFormat,
+    dest: &Path,
+    limits: Limits,
+) -> Result<(), UnpackError> {
+    let result = unpack_inner(package, format, dest, limits);
+    if result.is_err() {
+        let _ = fs::remove_dir_all(dest);
+    }
+    result
+}
+
+fn unpack_inner(
+    package: &Path,
+    format: PackageFormat,
+    dest: &Path,
+    limits: Limits,
+) -> Result<(), UnpackError> {
+    let reader: Box<dyn Read> = match format {
+        PackageFormat::TarGz => Box::new(flate2::read::GzDecoder::new(
+            File::open(package).map_err(io_at(package))?,
+        )),
+        PackageFormat::TarZst => {
+            return Err(UnpackError::Limit(
+                "tar.zst packages are not supported by this agent; publish the release as tar.gz"
+                    .into(),
+            ));
+        }
+    };
+    let format_err = |source| UnpackError::Format {
+        format: "tar.gz",
+        source,
+    };
+    fs::create_dir(dest).map_err(io_at(dest))?;
+    let mut archive = tar::Archive::new(reader);
+    let mut entries_seen = 0u64;
+    let mut bytes = 0u64;
+    for entry in archive.entries().map_err(format_err)? {
+        let mut entry = entry.map_err(format_err)?;
+        entries_seen += 1;
+        if entries_seen > limits.max_entries {
+            return Err(UnpackError::Limit(format!(
+                "more than {} entries",
+                limits.max_entries
+            )));
+        }
+        let raw = entry.path().map_err(format_err)?.into_owned();
+        let name = raw.display().to_string();
+        let bad = |why: String| UnpackError::Entry {
+            entry: name.clone(),
+            why,
+        };
+        let kind = entry.header().entry_type();
+        let rel = safe_relative(&raw).map_err(bad)?;
+        if rel.as_os_str().is_empty() {
+            if kind.is_dir() {
+                continue; // "./"
+            }
+            return Err(bad("empty path".into()));
+        }
+        no_symlink_on_the_way(dest, &rel).map_err(bad)?;
+        let target = dest.join(&rel);
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        match kind {
+            EntryType::Directory => {
+                fs::create_dir_all(&target).map_err(io_at(&target))?;
+                set_mode(&target, mode | 0o700)?;
+            }
+            EntryType::Regular | EntryType::Continuous => {
+                let size = entry.header().size().map_err(format_err)?;
+                bytes = bytes.saturating_add(size);
+                if bytes > limits.max_bytes {
+                    return Err(UnpackError::Limit(format!(
+                        "unpacks to more than {} bytes (at `{name}`)",
+                        limits.max_bytes
+                    )));
+                }
+                create_parent(&target)?;
+                remove_existing(&target)?;
+                let mut out = File::create(&target).map_err(io_at(&target))?;
+                let copied = io::copy(&mut (&mut entry).take(size), &mut out)
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                            io_at(&target)(e)
+                        }
+                        _ => format_err(e),
+                    })?;
+                if copied != size {
+                    return Err(bad(format!("truncated: {copied} of {size} bytes")));
+                }
+                drop(out);
+                set_mode(&target, mode)?;
+            }
+            EntryType::Symlink => {
+                let link = entry
+                    .link_name()
+                    .map_err(format_err)?
+                    .ok_or_else(|| bad("symlink without a target".into()))?
+                    .into_owned();
+                if !link_stays_inside(&rel, &link) {
+                    return Err(bad(format!(
+                        "symlink to `{}` points outside the release",
+                        link.display()
+                    )));
+                }
+                create_parent(&target)?;
+                remove_existing(&target)?;
+                std::os::unix::fs::symlink(&link, &target).map_err(io_at(&target))?;
+            }
+            EntryType::Link => {
+                let link = entry
+                    .link_name()
+                    .map_err(format_err)?
+                    .ok_or_else(|| bad("hard link without a target".into()))?
+                    .into_owned();
+                let link_rel = safe_relative(&link).map_err(|why| {
+                    bad(format!(
+                        "hard link to `{}` points outside the release ({why})",
+                        link.display()
+                    ))
+                })?;
+                no_symlink_on_the_way(dest, &link_rel).map_err(bad)?;
+                let source = dest.join(&link_rel);
+                if !fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
+                    return Err(bad(format!(
+                        "hard link to `{}`, which is not a file earlier in the package",
+                        link.display()
+                    )));
+                }
+                create_parent(&target)?;
+                remove_existing(&target)?;
+                fs::hard_link(&source, &target).map_err(io_at(&target))?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                return Err(bad("device files and fifos are not allowed".into()));
+            }
+            EntryType::XGlobalHeader | EntryType::XHeader => {}
+            other => {
+                return Err(bad(format!("unsupported entry type {other:?}")));
+            }
+        }
+    }
+    // One syncfs for every file written (an SD card pays per fsync).
+    let d = File::open(dest).map_err(io_at(dest))?;
+    rustix::fs::syncfs(&d)
+        .map_err(io::Error::from)
+        .map_err(io_at(dest))?;
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), UnpackError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_at(path))
+}
+
+fn create_parent(target: &Path) -> Result<(), UnpackError> {
+    match target.parent() {
+        Some(p) => fs::create_dir_all(p).map_err(io_at(p)),
+        None => Ok(()),
+    }
+}
+
+/// A later entry replaces an earlier one (tar semantics), never through it.
+fn remove_existing(target: &Path) -> Result<(), UnpackError> {
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() => Err(UnpackError::Entry {
+            entry: target.display().to_string(),
+            why: "a directory with that name came earlier in the package".into(),
+        }),
+        Ok(_) => fs::remove_file(target).map_err(io_at(target)),
+        Err(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_bytes: 1 << 20,
+        max_entries: 100,
+    };
+
+    /// Builds a tar.gz from raw headers, so that hostile entries (which
+    /// the `tar` builder refuses to write) can be made.
+    fn package(entries: &[(&str, EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+            let mut b = tar::Builder::new(gz);
+            for (path, kind, data, link) in entries {
+                let mut h = tar::Header::new_old();
+                {
+                    let raw = h.as_old_mut();
+                    raw.name[..path.len()].copy_from_slice(path.as_bytes());
+                    if let Some(l) = link {
+                        raw.linkname[..l.len()].copy_from_slice(l.as_bytes());
+                    }
+                }
+                h.set_entry_type(*kind);
+                h.set_size(data.len() as u64);
+                h.set_mode(0o755);
+                h.set_cksum();
+                b.append(&h, *data).unwrap();
+            }
+            b.into_inner().unwrap().finish().unwrap();
+        }
+        out
+    }
+
+    fn try_unpack(entries: &[(&str, EntryType, &[u8], Option<&str>)]) -> (tempfile::TempDir, Result<(), UnpackError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("p.tar.gz");
+        fs::write(&pkg, package(entries)).unwrap();
+        let dest = tmp.path().join("out");
+        let r = unpack(&pkg, PackageFormat::TarGz, &dest, LIMITS);
+        (tmp, r)
+    }
+
+    fn refused(entries: &[(&str, EntryType, &[u8], Option<&str>)], want: &str) {
+        let (tmp, r) = try_unpack(entries);
+        let msg = r.expect_err("must be refused").to_string();
+        assert_eq!(msg, want);
+        assert!(!tmp.path().join("out").exists(), "nothing left behind");
+        assert!(!tmp.path().join("evil").exists());
+    }
+
+    #[test]
+    fn a_good_package_unpacks_with_links_and_modes() {
+        let (tmp, r) = try_unpack(&[
+            ("app/", EntryType::Directory, b"", None),
+            ("app/run.sh", EntryType::Regular, b"#!/bin/sh\n", None),
+            ("app/current-run", EntryType::Symlink, b"", Some("run.sh")),
+            ("app/www/index.html", EntryType::Regular, b"<p>hi</p>", None),
+            ("app/www/up", EntryType::Symlink, b"", Some("../run.sh")),
+            ("app/again.sh", EntryType::Link, b"", Some("app/run.sh")),
+        ]);
+        r.unwrap();
+        let out = tmp.path().join("out");
+        assert_eq!(fs::read(out.join("app/run.sh")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(fs::read(out.join("app/current-run")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(fs::read(out.join("app/www/up")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(fs::read(out.join("app/again.sh")).unwrap(), b"#!/bin/sh\n");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(out.join("app/run.sh")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn hostile_entries_are_refused_by_name() {
+        refused(
+            &[("/etc/passwd", EntryType::Regular, b"x", None)],
+            "entry `/etc/passwd`: absolute path",
+        );
+        refused(
+            &[("app/../../evil", EntryType::Regular, b"x", None)],
+            "entry `app/../../evil`: `..` in the path",
+        );
+        refused(
+            &[("app/link", EntryType::Symlink, b"", Some("../../evil"))],
+            "entry `app/link`: symlink to `../../evil` points outside the release",
+        );
+        refused(
+            &[("link", EntryType::Symlink, b"", Some("/etc"))],
+            "entry `link`: symlink to `/etc` points outside the release",
+        );
+        refused(
+            &[("hard", EntryType::Link, b"", Some("../evil"))],
+            "entry `hard`: hard link to `../evil` points outside the release (`..` in the path)",
+        );
+        refused(
+            &[("hard", EntryType::Link, b"", Some("/etc/shadow"))],
+            "entry `hard`: hard link to `/etc/shadow` points outside the release (absolute path)",
+        );
+        refused(
+            &[("dev/sda", EntryType::Block, b"", None)],
+            "entry `dev/sda`: device files and fifos are not allowed",
+        );
+        refused(
+            &[("fifo", EntryType::Fifo, b"", None)],
+            "entry `fifo`: device files and fifos are not allowed",
+        );
+        // A symlink inside the release, then a file written "through" it.
+        refused(
+            &[
+                ("d", EntryType::Symlink, b"", Some(".")),
+                ("d/x", EntryType::Regular, b"x", None),
+            ],
+            "entry `d/x`: goes through the symlink `d`",
+        );
+    }
+
+    #[test]
+    fn caps_on_size_and_entries() {
+        let big = vec![0u8; (LIMITS.max_bytes + 1) as usize];
+        refused(
+            &[("big.bin", EntryType::Regular, &big, None)],
+            "unpacks to more than 1048576 bytes (at `big.bin`)",
+        );
+        let names: Vec<String> = (0..=LIMITS.max_entries).map(|i| format!("f{i}")).collect();
+        let entries: Vec<(&str, EntryType, &[u8], Option<&str>)> = names
+            .iter()
+            .map(|n| (n.as_str(), EntryType::Regular, &b"x"[..], None))
+            .collect();
+        refused(&entries, "more than 100 entries");
+    }
+
+    #[test]
+    fn not_an_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("p.tar.gz");
+        fs::write(&pkg, b"this is not gzip at all").unwrap();
+        let dest = tmp.path().join("out");
+        let e = unpack(&pkg, PackageFormat::TarGz, &dest, LIMITS).unwrap_err();
+        assert!(e.to_string().starts_with("not a valid tar.gz archive: "), "{e}");
+        assert!(!dest.exists());
+    }
+}
