@@ -40,6 +40,12 @@ const KEYS: &[(&str, Kind)] = &[
     ("report_queue_max", Kind::Int),
     ("connect_timeout", Kind::Str),
     ("read_timeout", Kind::Str),
+    ("stop_command", Kind::List),
+    ("start_command", Kind::List),
+    ("update_lock", Kind::Str),
+    ("keep_releases", Kind::Int),
+    ("max_unpacked_bytes", Kind::Int),
+    ("max_package_entries", Kind::Int),
 ];
 
 /// The file as written.
@@ -68,6 +74,12 @@ struct Raw {
     report_queue_max: Option<u64>,
     connect_timeout: Option<HumanDuration>,
     read_timeout: Option<HumanDuration>,
+    stop_command: Option<Vec<String>>,
+    start_command: Option<Vec<String>>,
+    update_lock: Option<PathBuf>,
+    keep_releases: Option<u64>,
+    max_unpacked_bytes: Option<u64>,
+    max_package_entries: Option<u64>,
 }
 
 /// The agent's configuration, checked.
@@ -90,8 +102,22 @@ pub struct Config {
     pub videos_dir: PathBuf,
     /// The local app's `configuration.json`.
     pub config_path: PathBuf,
-    /// Where software releases live (releases issue).
+    /// Where software releases live: `releases/<version>/` and the
+    /// `current` symlink. `None`: releases in bundles are not installed.
     pub software_root: Option<PathBuf>,
+    /// Stops the local services before a switch (argv; default
+    /// `systemctl stop <services>`, nothing without services).
+    pub stop_command: Vec<String>,
+    /// Starts them after a switch (default `systemctl start <services>`).
+    pub start_command: Vec<String>,
+    /// The lock the local app holds (`flock`) while a match is played.
+    pub update_lock: PathBuf,
+    /// Release directories kept (the current and previous always are).
+    pub keep_releases: usize,
+    /// Cap on what a release package unpacks to, bytes.
+    pub max_unpacked_bytes: u64,
+    /// Cap on the number of entries in a release package.
+    pub max_package_entries: u64,
     /// Long-poll duration (until the bundle's settings say otherwise).
     pub poll_interval: HumanDuration,
     /// Status report interval.
@@ -243,6 +269,42 @@ impl Config {
                 "keys `videos_dir` and `state_dir` must not contain each other".into(),
             ));
         }
+        for (key, cmd) in [
+            ("stop_command", &raw.stop_command),
+            ("start_command", &raw.start_command),
+        ] {
+            if cmd.as_ref().is_some_and(|c| c.is_empty()) {
+                return Err(err(format!(
+                    "key `{key}`: an empty list; leave the key out for the default (systemctl on `services`)"
+                )));
+            }
+        }
+        if let Some(root) = &raw.software_root
+            && !root.is_absolute()
+        {
+            return Err(err(format!(
+                "key `software_root`: `{}` must be an absolute path",
+                root.display()
+            )));
+        }
+        if raw.keep_releases.is_some_and(|k| k < 2) {
+            return Err(err(
+                "key `keep_releases`: at least 2 (the current release and the one to roll back to)"
+                    .into(),
+            ));
+        }
+        let services = raw.services.clone().unwrap_or_default();
+        let systemctl = |verb: &str| -> Vec<String> {
+            if services.is_empty() {
+                Vec::new()
+            } else {
+                ["systemctl", verb]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .chain(services.iter().cloned())
+                    .collect()
+            }
+        };
         if raw.reload_command.as_ref().is_some_and(|c| c.is_empty()) {
             return Err(err(
                 "key `reload_command`: an empty list; leave the key out to run nothing".into(),
@@ -275,6 +337,14 @@ impl Config {
                 .max(16),
             connect_timeout: positive("connect_timeout", raw.connect_timeout, 10)?,
             read_timeout: positive("read_timeout", raw.read_timeout, 30)?,
+            stop_command: raw.stop_command.unwrap_or_else(|| systemctl("stop")),
+            start_command: raw.start_command.unwrap_or_else(|| systemctl("start")),
+            update_lock: raw
+                .update_lock
+                .unwrap_or_else(|| PathBuf::from("/run/touchline/update.lock")),
+            keep_releases: usize::try_from(raw.keep_releases.unwrap_or(5)).unwrap_or(5),
+            max_unpacked_bytes: raw.max_unpacked_bytes.unwrap_or(4 * 1024 * 1024 * 1024),
+            max_package_entries: raw.max_package_entries.unwrap_or(100_000),
         })
     }
 }

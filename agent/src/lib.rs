@@ -24,6 +24,7 @@ pub mod notify;
 pub mod phase;
 pub mod pull;
 pub mod queue;
+pub mod release;
 pub mod state;
 pub mod status;
 pub mod unpack;

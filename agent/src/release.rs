@@ -1,0 +1,779 @@
+//! Software releases on the box: `software_root/releases/<version>/` holds
+//! unpacked releases, `software_root/current` is a symlink to the active
+//! one (the local services run from it).
+//!
+//! A switch is a small state machine persisted in `state_dir/release.json`
+//! (the journal) before each step, so that a power cut anywhere ends, on
+//! the next start, in one of two places: the new release running and
+//! healthy, or the old one back:
+//!
+//! ```text
+//! (none) ──begin──▶ stopping ──current→new──▶ switched ──healthy──▶ (none, committed)
+//!                                               └──unhealthy──▶ rolling-back ──current→old──▶ (none, rolled back)
+//! ```
+//!
+//! `current` is only ever replaced by an atomic rename of a new symlink
+//! (plus a directory fsync), and only ever points at a complete release
+//! directory: packages are unpacked into `releases/<version>.partial/` and
+//! renamed when whole.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use touchline_schemas::bundle::BundleHealthCheck;
+use touchline_schemas::manifest::MaintenanceWindow;
+
+use crate::fsx;
+
+/// Bytes of health-check output kept in a rollback report.
+pub const OUTPUT_TAIL: usize = 2048;
+/// Pause between two health-check attempts.
+const HEALTH_RETRY: Duration = Duration::from_secs(1);
+/// Longest a stop or start command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where a switch stands (persisted before each step).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Services are being stopped; `current` still points at `from`.
+    Stopping,
+    /// `current` points at `to`; services started, health being checked.
+    Switched,
+    /// `to` failed; `current` goes back to `from`.
+    RollingBack,
+}
+
+/// The journal of a switch in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The release `current` pointed at before (none on a fresh box).
+    pub from: Option<String>,
+    /// The release being switched to.
+    pub to: String,
+    /// The bundle serial that asked for it (`None`: a manual rollback).
+    pub serial: Option<u64>,
+    /// The step reached.
+    pub step: Step,
+    /// When the switch began.
+    pub started: Timestamp,
+    /// Why the switch is being rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A rollback, kept for `status` and reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rollback {
+    /// The release that failed.
+    pub from: String,
+    /// The release running again.
+    pub to: Option<String>,
+    /// The serial that asked for `from`.
+    pub serial: Option<u64>,
+    /// When.
+    pub at: Timestamp,
+    /// Why: the health check's output (last 2 KB).
+    pub output: String,
+}
+
+/// `release.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseState {
+    /// A switch in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<Journal>,
+    /// Releases switched to, oldest first (for retention).
+    #[serde(default)]
+    pub history: Vec<String>,
+    /// The health check of each installed release (a rollback checks the
+    /// old release with its own).
+    #[serde(default)]
+    pub health: BTreeMap<String, BundleHealthCheck>,
+    /// The last rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<Rollback>,
+    /// A version not to try again for this serial (no update loop).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<(String, u64)>,
+}
+
+/// How a switch ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchResult {
+    /// The new release is healthy and current.
+    Committed,
+    /// It failed its health check; the old release is current again.
+    RolledBack(Rollback),
+}
+
+/// The releases directory and its `current` symlink.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// `software_root`.
+    pub root: PathBuf,
+}
+
+impl Layout {
+    /// `releases/`.
+    pub fn releases(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+    /// `releases/<version>`.
+    pub fn dir(&self, version: &str) -> PathBuf {
+        self.releases().join(version)
+    }
+    /// `releases/<version>.partial`.
+    pub fn partial(&self, version: &str) -> PathBuf {
+        self.releases().join(format!("{version}.partial"))
+    }
+    /// `current`.
+    pub fn current_link(&self) -> PathBuf {
+        self.root.join("current")
+    }
+
+    /// The release `current` points at, when it is a symlink into
+    /// `releases/`.
+    pub fn current(&self) -> Option<String> {
+        let target = fs::read_link(self.current_link()).ok()?;
+        let name = target.file_name()?.to_string_lossy().into_owned();
+        self.dir(&name).is_dir().then_some(name)
+    }
+
+    /// Whether `version` is unpacked and complete.
+    pub fn staged(&self, version: &str) -> bool {
+        self.dir(version).is_dir()
+    }
+
+    /// Complete release directories.
+    pub fn installed(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(rd) = fs::read_dir(self.releases()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.ends_with(".partial") && e.path().is_dir() {
+                    out.push(name);
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Creates `releases/`; removes `.partial` directories a crash left.
+    pub fn prepare(&self) -> io::Result<()> {
+        fsx::create_dirs(&self.releases())?;
+        for e in fs::read_dir(self.releases())?.flatten() {
+            if e.file_name().to_string_lossy().ends_with(".partial") {
+                fs::remove_dir_all(e.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A box that ran its software from a plain `current` directory:
+    /// moves it to `releases/<name>` and points `current` at it. Returns
+    /// the name it was adopted as. Safe to run again after a crash.
+    pub fn adopt_plain_current(&self, now: Timestamp) -> io::Result<Option<String>> {
+        let link = self.current_link();
+        let meta = match fs::symlink_metadata(&link) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if meta.file_type().is_symlink() || !meta.is_dir() {
+            return Ok(None);
+        }
+        // A VERSION file names it when there is one.
+        let named = fs::read_to_string(link.join("VERSION"))
+            .ok()
+            .map(|v| v.trim().to_owned())
+            .filter(|v| touchline_schemas::ReleaseVersion::new(v).is_ok());
+        let name = named.unwrap_or_else(|| {
+            format!("adopted-{}", now.strftime("%Y%m%d%H%M%S"))
+        });
+        let dest = self.dir(&name);
+        if dest.exists() {
+            return Err(io::Error::other(format!(
+                "`{}` is a directory and `{}` exists already: move one away",
+                link.display(),
+                dest.display()
+            )));
+        }
+        fsx::create_dirs(&self.releases())?;
+        fs::rename(&link, &dest)?;
+        fsx::sync_dir(&self.root)?;
+        fsx::sync_dir(&self.releases())?;
+        self.point_current_at(&name)?;
+        Ok(Some(name))
+    }
+
+    /// Atomically points `current` at `releases/<version>`: a new symlink
+    /// under a temp name renamed over `current`, then a directory fsync.
+    pub fn point_current_at(&self, version: &str) -> io::Result<()> {
+        let link = self.current_link();
+        let tmp = fsx::temp_path(&link);
+        let _ = fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(Path::new("releases").join(version), &tmp)?;
+        if let Err(e) = fs::rename(&tmp, &link) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fsx::sync_dir(&self.root)
+    }
+
+    /// Deletes release directories beyond the `keep` most recently used;
+    /// never one in `protect`.
+    pub fn prune(&self, history: &[String], keep: usize, protect: &[&str]) -> Vec<String> {
+        let mut recent: Vec<&str> = Vec::new();
+        for v in history.iter().rev() {
+            if !recent.contains(&v.as_str()) {
+                recent.push(v);
+            }
+        }
+        recent.truncate(keep);
+        let mut removed = Vec::new();
+        for v in self.installed() {
+            if recent.contains(&v.as_str()) || protect.contains(&v.as_str()) {
+                continue;
+            }
+            if fs::remove_dir_all(self.dir(&v)).is_ok() {
+                removed.push(v);
+            }
+        }
+        if !removed.is_empty() {
+            let _ = fsx::sync_dir(&self.releases());
+        }
+        removed
+    }
+}
+
+/// Loads `release.json` (absent: empty).
+pub fn load_state(path: &Path) -> Result<ReleaseState, String> {
+    match fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map_err(|e| format!("`{}` is not valid: {e}", path.display())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ReleaseState::default()),
+        Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+    }
+}
+
+/// Saves `release.json` atomically (fsync + rename + directory fsync).
+pub fn save_state(path: &Path, state: &ReleaseState) -> io::Result<()> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(io::Error::other)?;
+    fsx::write_atomic(path, &bytes)
+}
+
+/// Whether the maintenance window is open at `now` in `timezone`. Local
+/// wall-clock time: on the day clocks go forward a window inside the
+/// skipped hour does not open; on the day they go back it can open twice.
+pub fn window_open(
+    window: &MaintenanceWindow,
+    timezone: &str,
+    now: Timestamp,
+) -> Result<bool, String> {
+    if window.range.is_none() {
+        return Ok(true);
+    }
+    let tz = jiff::tz::TimeZone::get(timezone)
+        .map_err(|e| format!("time zone `{timezone}`: {e}"))?;
+    let local = now.to_zoned(tz);
+    let minute = u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute()))
+        .unwrap_or(0);
+    Ok(window.contains(minute))
+}
+
+/// The update lock: held by the local app (`flock`) while a match is
+/// played. `Ok(Some(file))` means it was free and is now held by us until
+/// the file is dropped; `Ok(None)` means someone holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<Option<File>>> {
+    let file = match fs::OpenOptions::new().read(true).open(path) {
+        Ok(f) => f,
+        // No lock file: nobody holds it.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(None)),
+        Err(e) => return Err(e),
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(Some(file))),
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The last `n` bytes of `s`, on a character boundary.
+pub fn tail(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        return s.to_owned();
+    }
+    let mut start = s.len() - n;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    s[start..].to_owned()
+}
+
+/// Runs an argv with `TOUCHLINE_SOFTWARE_ROOT` and `TOUCHLINE_RELEASE` in
+/// its environment; returns whether it succeeded and its output.
+pub async fn run_command(
+    argv: &[String],
+    root: &Path,
+    release: Option<&str>,
+    timeout: Duration,
+) -> (bool, String) {
+    let Some((prog, args)) = argv.split_first() else {
+        return (true, String::new());
+    };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .env("TOUCHLINE_SOFTWARE_ROOT", root)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(r) = release {
+        cmd.env("TOUCHLINE_RELEASE", r);
+        let dir = root.join("releases").join(r);
+        if dir.is_dir() {
+            cmd.current_dir(dir);
+        }
+    }
+    match tokio::time::timeout(timeout, cmd.output()).await {
+        Ok(Ok(o)) => {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            let ok = o.status.success();
+            if !ok {
+                text.push_str(&format!("\n`{}` exited with {}", argv.join(" "), o.status));
+            }
+            (ok, text)
+        }
+        Ok(Err(e)) => (false, format!("`{prog}` could not start: {e}")),
+        Err(_) => (
+            false,
+            format!("`{}` did not finish within {}s", argv.join(" "), timeout.as_secs()),
+        ),
+    }
+}
+
+/// Runs a release's health check until it passes or its timeout runs
+/// out; returns whether it passed and the last attempt's output.
+pub async fn health_check(
+    check: &BundleHealthCheck,
+    client: &reqwest::Client,
+    root: &Path,
+    release: &str,
+) -> (bool, String) {
+    if check.http.is_none() && check.command.is_none() {
+        return (true, "no health check defined".into());
+    }
+    let budget = check.timeout.to_std();
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let (ok, out) = health_once(check, client, root, release, deadline).await;
+        if ok {
+            return (true, out);
+        }
+        if tokio::time::Instant::now() + HEALTH_RETRY >= deadline {
+            return (
+                false,
+                format!(
+                    "health check failed for {}s ({attempts} attempts); last: {}",
+                    budget.as_secs(),
+                    out.trim()
+                ),
+            );
+        }
+        tokio::time::sleep(HEALTH_RETRY).await;
+    }
+}
+
+async fn health_once(
+    check: &BundleHealthCheck,
+    client: &reqwest::Client,
+    root: &Path,
+    release: &str,
+    deadline: tokio::time::Instant,
+) -> (bool, String) {
+    let left = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .max(Duration::from_secs(1));
+    if let Some(url) = &check.http {
+        let r = client
+            .get(url)
+            .timeout(left.min(Duration::from_secs(10)))
+            .send()
+            .await;
+        match r {
+            Ok(resp) => {
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                if !status.is_success() {
+                    return (
+                        false,
+                        format!("GET {url}: HTTP {status}: {}", tail(body.trim(), 512)),
+                    );
+                }
+            }
+            Err(e) => {
+                return (
+                    false,
+                    format!("GET {url}: {}", crate::fetch::error_text(&e)),
+                );
+            }
+        }
+    }
+    if let Some(argv) = &check.command {
+        let (ok, out) = run_command(argv, root, Some(release), left).await;
+        if !ok {
+            return (false, out);
+        }
+    }
+    (true, "healthy".into())
+}
+
+/// Performs and recovers switches; owns nothing but borrows everything.
+#[allow(missing_debug_implementations)]
+pub struct Switcher<'a> {
+    /// The releases directory.
+    pub layout: &'a Layout,
+    /// `release.json`.
+    pub state_path: &'a Path,
+    /// Its content.
+    pub state: &'a mut ReleaseState,
+    /// Stops the services (argv; empty: nothing).
+    pub stop: &'a [String],
+    /// Starts them.
+    pub start: &'a [String],
+    /// For HTTP health checks.
+    pub client: &'a reqwest::Client,
+    /// Called while waiting (the systemd watchdog).
+    pub tick: &'a (dyn Fn() + Send + Sync),
+}
+
+impl Switcher<'_> {
+    fn save(&self) -> Result<(), String> {
+        save_state(self.state_path, self.state)
+            .map_err(|e| format!("cannot write `{}`: {e}", self.state_path.display()))
+    }
+
+    async fn command(&self, argv: &[String], release: Option<&str>) -> (bool, String) {
+        (self.tick)();
+        let r = run_command(argv, &self.layout.root, release, COMMAND_TIMEOUT).await;
+        (self.tick)();
+        r
+    }
+
+    async fn check(&self, release: &str) -> (bool, String) {
+        let Some(check) = self.state.health.get(release).cloned() else {
+            return (true, format!("no health check known for {release}"));
+        };
+        let ticking = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                (self.tick)();
+            }
+        };
+        tokio::select! {
+            r = health_check(&check, self.client, &self.layout.root, release) => r,
+            () = ticking => unreachable!("the ticker never ends"),
+        }
+    }
+
+    /// Switches `current` to `to` (staged), then health-checks it and
+    /// commits or rolls back. Call with the update lock held.
+    pub async fn switch(
+        &mut self,
+        to: &str,
+        serial: Option<u64>,
+        now: Timestamp,
+    ) -> Result<SwitchResult, String> {
+        if !self.layout.staged(to) {
+            return Err(format!("release {to} is not staged"));
+        }
+        self.state.journal = Some(Journal {
+            from: self.layout.current(),
+            to: to.to_owned(),
+            serial,
+            step: Step::Stopping,
+            started: now,
+            reason: None,
+        });
+        self.save()?;
+        let from = self.state.journal.as_ref().and_then(|j| j.from.clone());
+        let (ok, out) = self.command(self.stop, from.as_deref()).await;
+        if !ok {
+            tracing::warn!(output = %out.trim(), "stop_command failed; switching anyway");
+        }
+        if let Err(e) = self.layout.point_current_at(to) {
+            // Nothing switched: the old release starts again.
+            let _ = self.command(self.start, from.as_deref()).await;
+            self.state.journal = None;
+            self.save()?;
+            return Err(format!("cannot switch `current` to {to}: {e}"));
+        }
+        self.set_step(Step::Switched)?;
+        self.finish(now).await
+    }
+
+    fn set_step(&mut self, step: Step) -> Result<(), String> {
+        if let Some(j) = &mut self.state.journal {
+            j.step = step;
+        }
+        self.save()
+    }
+
+    /// `current` points at the new release: start, check, commit or roll
+    /// back.
+    async fn finish(&mut self, now: Timestamp) -> Result<SwitchResult, String> {
+        let Some(j) = self.state.journal.clone() else {
+            return Err("no switch in progress".into());
+        };
+        let (started, start_out) = self.command(self.start, Some(&j.to)).await;
+        let (healthy, out) = if started {
+            self.check(&j.to).await
+        } else {
+            (false, start_out)
+        };
+        if healthy {
+            self.state.journal = None;
+            self.state.history.retain(|v| v != &j.to);
+            self.state.history.push(j.to.clone());
+            let excess = self.state.history.len().saturating_sub(32);
+            self.state.history.drain(..excess);
+            self.save()?;
+            tracing::info!(release = %j.to, "release applied");
+            return Ok(SwitchResult::Committed);
+        }
+        tracing::warn!(release = %j.to, output = %out.trim(), "release unhealthy; rolling back");
+        if let Some(j) = &mut self.state.journal {
+            j.reason = Some(tail(out.trim(), OUTPUT_TAIL));
+        }
+        self.set_step(Step::RollingBack)?;
+        self.roll_back(now).await
+    }
+
+    /// `to` failed: back to `from`, started and checked.
+    async fn roll_back(&mut self, now: Timestamp) -> Result<SwitchResult, String> {
+        let Some(j) = self.state.journal.clone() else {
+            return Err("no switch in progress".into());
+        };
+        let mut output = j.reason.clone().unwrap_or_default();
+        if let Some(from) = &j.from {
+            let _ = self.command(self.stop, Some(&j.to)).await;
+            self.layout
+                .point_current_at(from)
+                .map_err(|e| format!("cannot switch `current` back to {from}: {e}"))?;
+            let (started, start_out) = self.command(self.start, Some(from)).await;
+            let (healthy, out) = if started {
+                self.check(from).await
+            } else {
+                (false, start_out)
+            };
+            if !healthy {
+                output.push_str(&format!(
+                    "\nthe previous release {from} is not healthy either: {}",
+                    out.trim()
+                ));
+            }
+        } else {
+            output.push_str("\nno previous release to go back to: it keeps running");
+        }
+        let rb = Rollback {
+            from: j.to.clone(),
+            to: j.from.clone(),
+            serial: j.serial,
+            at: now,
+            output: tail(&output, OUTPUT_TAIL),
+        };
+        self.state.last_rollback = Some(rb.clone());
+        if let Some(s) = j.serial {
+            self.state.blocked = Some((j.to.clone(), s));
+        }
+        self.state.journal = None;
+        self.save()?;
+        Ok(SwitchResult::RolledBack(rb))
+    }
+
+    /// After a restart (power cut, kill): finishes or undoes the switch the
+    /// journal describes. `None` when there was nothing to recover or the
+    /// switch had not happened yet (it will be tried again).
+    pub async fn recover(&mut self, now: Timestamp) -> Result<Option<SwitchResult>, String> {
+        let Some(j) = self.state.journal.clone() else {
+            return Ok(None);
+        };
+        tracing::warn!(release = %j.to, step = ?j.step, "finishing an interrupted release switch");
+        match j.step {
+            Step::Stopping if self.layout.current().as_deref() == Some(j.to.as_str()) => {
+                // Cut between the rename and the journal update.
+                self.set_step(Step::Switched)?;
+                self.finish(now).await.map(Some)
+            }
+            Step::Stopping => {
+                let _ = self.command(self.start, j.from.as_deref()).await;
+                self.state.journal = None;
+                self.save()?;
+                Ok(None)
+            }
+            Step::Switched => self.finish(now).await.map(Some),
+            Step::RollingBack => self.roll_back(now).await.map(Some),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_window_is_local_time_in_the_fleet_zone() {
+        let w = MaintenanceWindow::parse("03:00-05:00").unwrap();
+        // Winter: Paris is UTC+1.
+        assert!(!window_open(&w, "Europe/Paris", at("2026-01-10T01:59:00Z")).unwrap());
+        assert!(window_open(&w, "Europe/Paris", at("2026-01-10T02:00:00Z")).unwrap());
+        assert!(window_open(&w, "Europe/Paris", at("2026-01-10T03:59:00Z")).unwrap());
+        assert!(!window_open(&w, "Europe/Paris", at("2026-01-10T04:00:00Z")).unwrap());
+        // Summer: UTC+2.
+        assert!(window_open(&w, "Europe/Paris", at("2026-07-10T01:00:00Z")).unwrap());
+        assert!(!window_open(&w, "Europe/Paris", at("2026-07-10T03:00:00Z")).unwrap());
+        assert!(window_open(&MaintenanceWindow::ANY_TIME, "Nowhere/Atlantis", at("2026-07-10T03:00:00Z")).unwrap());
+        assert!(
+            window_open(&w, "Nowhere/Atlantis", at("2026-07-10T03:00:00Z"))
+                .unwrap_err()
+                .starts_with("time zone `Nowhere/Atlantis`")
+        );
+    }
+
+    /// Every minute of a day, in UTC, for which the window is open.
+    fn open_minutes(w: &str, day: &str) -> Vec<Timestamp> {
+        let w = MaintenanceWindow::parse(w).unwrap();
+        let start = at(&format!("{day}T00:00:00Z")) - jiff::SignedDuration::from_hours(2);
+        (0..24 * 60)
+            .map(|m| start + jiff::SignedDuration::from_mins(m))
+            .filter(|t| window_open(&w, "Europe/Paris", *t).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn dst_changeover_days() {
+        // 2026-03-29: 02:00 local jumps to 03:00. A 03:00-05:00 window is
+        // two real hours, starting at 01:00Z (03:00 CEST).
+        let spring = open_minutes("03:00-05:00", "2026-03-29");
+        assert_eq!(spring.len(), 120);
+        assert_eq!(spring[0], at("2026-03-29T01:00:00Z"));
+        // A window inside the skipped hour does not open that night.
+        let skipped = open_minutes("02:00-02:30", "2026-03-29");
+        assert!(
+            skipped.iter().all(|t| *t < at("2026-03-29T00:00:00Z") || *t >= at("2026-03-30T00:00:00Z")),
+            "{skipped:?}"
+        );
+        // 2026-10-25: 03:00 local falls back to 02:00. 02:00-03:00 local
+        // happens twice: two real hours.
+        let autumn: Vec<_> = open_minutes("02:00-03:00", "2026-10-25")
+            .into_iter()
+            .filter(|t| *t >= at("2026-10-24T22:00:00Z"))
+            .collect();
+        assert_eq!(autumn.len(), 120);
+        assert_eq!(autumn[0], at("2026-10-25T00:00:00Z"));
+        // 03:00-05:00 that day: 03:00 CET = 02:00Z, two real hours.
+        let after: Vec<_> = open_minutes("03:00-05:00", "2026-10-25")
+            .into_iter()
+            .filter(|t| *t >= at("2026-10-24T22:00:00Z"))
+            .collect();
+        assert_eq!(after.len(), 120);
+        assert_eq!(after[0], at("2026-10-25T02:00:00Z"));
+    }
+
+    #[test]
+    fn current_switches_atomically_and_prunes_keep_the_protected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout {
+            root: tmp.path().to_path_buf(),
+        };
+        l.prepare().unwrap();
+        for v in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] {
+            fs::create_dir_all(l.dir(v)).unwrap();
+        }
+        fs::create_dir_all(l.partial("1.4.0")).unwrap();
+        l.prepare().unwrap();
+        assert!(!l.partial("1.4.0").exists(), "a crash leftover is removed");
+        assert_eq!(l.current(), None);
+        l.point_current_at("1.0.0").unwrap();
+        assert_eq!(l.current().as_deref(), Some("1.0.0"));
+        l.point_current_at("1.3.0").unwrap();
+        assert_eq!(l.current().as_deref(), Some("1.3.0"));
+        assert_eq!(
+            fs::read_link(l.current_link()).unwrap(),
+            Path::new("releases/1.3.0"),
+            "relative, so the tree can move"
+        );
+        let history: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"].map(String::from).into();
+        let removed = l.prune(&history, 2, &["1.3.0", "1.0.0"]);
+        assert_eq!(removed, vec!["1.1.0"]);
+        assert_eq!(l.installed(), vec!["1.0.0", "1.2.0", "1.3.0"]);
+    }
+
+    #[test]
+    fn a_plain_current_directory_is_adopted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout {
+            root: tmp.path().to_path_buf(),
+        };
+        fs::create_dir_all(l.current_link().join("www")).unwrap();
+        fs::write(l.current_link().join("VERSION"), "2.0.9\n").unwrap();
+        fs::write(l.current_link().join("www/index.html"), "hi").unwrap();
+        let name = l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(name.as_deref(), Some("2.0.9"));
+        assert_eq!(l.current().as_deref(), Some("2.0.9"));
+        assert_eq!(fs::read_to_string(l.current_link().join("www/index.html")).unwrap(), "hi");
+        // Again: nothing to do.
+        assert_eq!(l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap(), None);
+        // Without a VERSION file: a dated name.
+        let tmp = tempfile::tempdir().unwrap();
+        let l = Layout {
+            root: tmp.path().to_path_buf(),
+        };
+        fs::create_dir_all(l.current_link()).unwrap();
+        let name = l.adopt_plain_current(at("2026-01-02T03:04:05Z")).unwrap();
+        assert_eq!(name.as_deref(), Some("adopted-20260102030405"));
+    }
+
+    #[test]
+    fn the_update_lock_is_seen_when_another_process_holds_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("update.lock");
+        assert!(matches!(try_lock(&path).unwrap(), Some(None)), "no file: free");
+        fs::write(&path, "").unwrap();
+        // -o: the lock stays with flock itself, not with `sleep`.
+        let mut holder = std::process::Command::new("flock")
+            .arg("-o")
+            .arg(&path)
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        while try_lock(&path).unwrap().is_some() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "flock never took the lock");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        let held = try_lock(&path).unwrap();
+        assert!(matches!(held, Some(Some(_))), "free again, and held by us");
+    }
+
+    #[test]
+    fn tail_keeps_the_end_on_a_char_boundary() {
+        assert_eq!(tail("abc", 10), "abc");
+        assert_eq!(tail("température", 8), "érature");
+        assert_eq!(tail("température", 7), "rature");
+    }
+}
