@@ -63,6 +63,9 @@ pub enum Outcome {
     Converged,
     /// Not converged, and why.
     NotConverged(String),
+    /// Everything applied but a staged release, which waits for the
+    /// maintenance window or the update lock (why).
+    Waiting(String),
 }
 
 /// The agent.
@@ -71,10 +74,10 @@ pub struct Agent {
     pub cfg: Config,
     /// State paths.
     pub paths: Paths,
-    store: fetch::Store,
-    controller: Option<Controller>,
-    client: reqwest::Client,
-    clock: Box<dyn Clock>,
+    pub(crate) store: fetch::Store,
+    pub(crate) controller: Option<Controller>,
+    pub(crate) client: reqwest::Client,
+    pub(crate) clock: Box<dyn Clock>,
     /// The state (written to `state.json` by `save`).
     pub state: State,
     /// What `state.json` holds.
@@ -84,17 +87,19 @@ pub struct Agent {
     seq: u64,
     cpu: Option<CpuSample>,
     server_offset: Option<SignedDuration>,
-    phase: Phase,
+    pub(crate) phase: Phase,
     last_reported_phase: Option<Phase>,
     backoff: Backoff,
     /// Monotonic seconds of the last sign of progress (loop turn,
     /// downloaded bytes): the systemd watchdog is pinged only while it moves.
     pub liveness: Arc<AtomicU64>,
-    started: std::time::Instant,
+    pub(crate) started: std::time::Instant,
     /// The controller's last `Retry-After`.
     retry_after: Option<Duration>,
     /// What the last report said (to skip unchanged heartbeats).
     last_sent: Option<String>,
+    /// Software releases, when `software_root` is set.
+    pub(crate) releases: Option<crate::software::Releases>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -136,6 +141,7 @@ impl Agent {
         let paths = Paths {
             root: cfg.state_dir.clone(),
         };
+        let paths_root = paths.root.clone();
         paths.create()?;
         let mut state = paths.load_state()?;
         let index = paths.load_index();
@@ -177,6 +183,10 @@ impl Agent {
             started: std::time::Instant::now(),
             retry_after: None,
             last_sent: None,
+            releases: cfg
+                .software_root
+                .clone()
+                .map(|root| crate::software::Releases::new(root, paths_root.join("release.json"))),
             cfg,
         })
     }
@@ -227,7 +237,7 @@ impl Agent {
     /// Writes `state.json` when something that matters changed. The
     /// contact time and the time floor alone are written at most hourly, so
     /// that a no-op cycle does not write to the SD card.
-    fn save(&mut self) {
+    pub(crate) fn save(&mut self) {
         let hourly = |a: Option<Timestamp>, b: Option<Timestamp>| match (a, b) {
             (Some(a), Some(b)) => b.duration_since(a).abs() < SignedDuration::from_hours(1),
             (None, None) => true,
@@ -249,7 +259,7 @@ impl Agent {
         }
     }
 
-    fn set_condition(&mut self, item: &str, severity: Severity, message: String) {
+    pub(crate) fn set_condition(&mut self, item: &str, severity: Severity, message: String) {
         let now = self.now().now;
         match self.state.conditions.iter_mut().find(|c| c.item == item) {
             Some(c) if c.message == message && c.severity == severity => {}
@@ -267,7 +277,7 @@ impl Agent {
         }
     }
 
-    fn clear_condition(&mut self, item: &str) {
+    pub(crate) fn clear_condition(&mut self, item: &str) {
         self.state.conditions.retain(|c| c.item != item);
     }
 
@@ -331,7 +341,7 @@ impl Agent {
         }
     }
 
-    fn sources(&self, sha: &Sha256, urls: &[String], dir: Option<&Path>) -> Vec<Source> {
+    pub(crate) fn sources(&self, sha: &Sha256, urls: &[String], dir: Option<&Path>) -> Vec<Source> {
         let mut out = Vec::new();
         if let Some(d) = dir {
             out.push(Source::File(d.join("content").join(sha.to_hex())));
@@ -709,6 +719,13 @@ impl Agent {
             Ok(None) => {}
             Err(e) => blocking = Some(e),
         }
+        // One pass at a time on this state directory (the daemon, `once`,
+        // `rollback`…), and a switch a power cut interrupted is finished
+        // before anything else.
+        let _pass = self.pass_lock().await;
+        if let Err(e) = self.recover_release().await {
+            blocking.get_or_insert(e);
+        }
         let outcome = match self.accepted() {
             None => Outcome::NotConverged(
                 blocking
@@ -716,15 +733,19 @@ impl Agent {
                     .unwrap_or_else(|| "no bundle accepted yet".into()),
             ),
             Some(b) => match self.converge(&b, dir).await {
-                Ok(()) => match &blocking {
-                    Some(e) => Outcome::NotConverged(e.clone()),
-                    None => Outcome::Converged,
+                Ok(()) => match self.software(&b, dir).await {
+                    Err(e) => Outcome::NotConverged(e),
+                    Ok(waiting) => match (&blocking, waiting) {
+                        (Some(e), _) => Outcome::NotConverged(e.clone()),
+                        (None, Some(w)) => Outcome::Waiting(w),
+                        (None, None) => Outcome::Converged,
+                    },
                 },
                 Err(e) => Outcome::NotConverged(e),
             },
         };
         self.state.last_error = match &outcome {
-            Outcome::Converged => None,
+            Outcome::Converged | Outcome::Waiting(_) => None,
             Outcome::NotConverged(e) => Some(e.clone()),
         };
         let stale = self
@@ -734,12 +755,14 @@ impl Agent {
             self.phase,
             &phase::Facts {
                 converged: outcome == Outcome::Converged,
+                waiting: matches!(outcome, Outcome::Waiting(_)),
                 has_bundle: self.state.applied_serial.is_some(),
                 stale,
                 failed: matches!(outcome, Outcome::NotConverged(_))
                     && self.state.applied_serial.is_some(),
             },
         );
+        self.state.phase = Some(self.phase);
         let now = self.now().now;
         self.state.time_floor = Some(self.state.time_floor.map_or(now, |f| f.max(now)));
         self.save();
@@ -825,7 +848,7 @@ impl Agent {
                 phase: self.phase,
                 desired_serial: accepted.as_ref().map(|b| b.serial),
                 applied_serial: self.state.applied_serial,
-                release: None,
+                release: self.running_release(),
                 conditions,
                 last_error: self.state.last_error.clone(),
                 agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
@@ -961,7 +984,9 @@ impl Agent {
             let candidate = self.absorb_pull(answer);
             let outcome = self.settle(candidate, None).await;
             delay = match &outcome {
-                Outcome::Converged => {
+                // Waiting for the window or the lock: the long-poll paces
+                // the next look.
+                Outcome::Converged | Outcome::Waiting(_) => {
                     self.backoff.reset();
                     Duration::ZERO
                 }

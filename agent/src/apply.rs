@@ -226,25 +226,6 @@ fn place(blob: &Path, target: &Path) -> Result<(), ApplyError> {
     fsx::sync_dir(dir).map_err(io_err("syncing", dir))
 }
 
-/// Fault injection for the crash tests: with
-/// `TOUCHLINE_TEST_CRASH_AT=<step>:<n>` in the environment the process
-/// aborts (like a power cut) right after the n-th time it passes `step`.
-fn crash_point(step: &str) {
-    static PASSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let Ok(spec) = std::env::var("TOUCHLINE_TEST_CRASH_AT") else {
-        return;
-    };
-    let Some((at, n)) = spec.split_once(':') else {
-        return;
-    };
-    if at == step {
-        let seen = PASSED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        if n.parse::<u64>().is_ok_and(|n| n == seen) {
-            std::process::abort();
-        }
-    }
-}
-
 /// Marks what a plan will create as the agent's, before [`execute`] runs:
 /// the files it places (and adopts) and the directories it will create.
 /// The caller persists the state before executing.
@@ -321,7 +302,7 @@ pub fn execute(
             fs::remove_dir(&target).map_err(io_err("replacing directory", &target))?;
         }
         place(&blob(sha), &target)?;
-        crash_point("place");
+        fsx::crash_point("place");
         state.placed.insert(path.clone(), *sha);
         if let Ok(stamp) = Stamp::of(&target) {
             index.files.insert(target, (stamp, *sha));

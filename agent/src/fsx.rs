@@ -51,6 +51,25 @@ pub fn available_space(path: &Path) -> io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Fault injection for the crash tests: with
+/// `TOUCHLINE_TEST_CRASH_AT=<step>:<n>` in the environment the process
+/// aborts (like a power cut) right after the n-th time it passes `step`.
+pub fn crash_point(step: &str) {
+    static PASSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let Ok(spec) = std::env::var("TOUCHLINE_TEST_CRASH_AT") else {
+        return;
+    };
+    let Some((at, n)) = spec.split_once(':') else {
+        return;
+    };
+    if at == step {
+        let seen = PASSED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n.parse::<u64>().is_ok_and(|n| n == seen) {
+            std::process::abort();
+        }
+    }
+}
+
 /// The nearest existing ancestor of `path` (itself when it exists): what
 /// to ask about a filesystem before the first apply created the directory.
 pub fn existing_ancestor(path: &Path) -> &Path {

@@ -25,6 +25,7 @@ pub mod phase;
 pub mod pull;
 pub mod queue;
 pub mod release;
+pub mod software;
 pub mod state;
 pub mod status;
 pub mod unpack;

@@ -58,6 +58,19 @@ enum Command {
         #[arg(long, env = "TOUCHLINE_CONFIG")]
         config: PathBuf,
     },
+    /// Switches back to the previous release (health checked); the release
+    /// left stays held back until a new commit or `retry-release`.
+    Rollback {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Lets the next pass try again a release that was rolled back.
+    RetryRelease {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
     /// Checks config, clock, controller reach, token, trusted key, space.
     Diagnose {
         /// Configuration file.
@@ -133,6 +146,22 @@ fn main() -> ExitCode {
                 status::print(&cfg, json)
             }
             Command::Diagnose { config } => diagnose::run(&config).await,
+            Command::Rollback { config } => {
+                let mut agent = match load_and_open(&config) {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                };
+                let m = agent.manual_rollback().await;
+                let _ = tokio::time::timeout(Duration::from_secs(10), agent.report(false)).await;
+                manual(m)
+            }
+            Command::RetryRelease { config } => {
+                let mut agent = match load_and_open(&config) {
+                    Ok(a) => a,
+                    Err(code) => return code,
+                };
+                manual(agent.retry_release().await)
+            }
             Command::Run { config } => {
                 let mut agent = match load_and_open(&config) {
                     Ok(a) => a,
@@ -183,11 +212,28 @@ fn main() -> ExitCode {
     })
 }
 
+fn manual(m: touchline_agent::software::Manual) -> ExitCode {
+    match m {
+        touchline_agent::software::Manual::Done(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        touchline_agent::software::Manual::Failed(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn finish(outcome: Outcome) -> ExitCode {
     match outcome {
         Outcome::Converged => ExitCode::SUCCESS,
         Outcome::NotConverged(reason) => {
             eprintln!("not converged: {reason}");
+            ExitCode::from(1)
+        }
+        Outcome::Waiting(reason) => {
+            eprintln!("not converged yet: {reason}");
             ExitCode::from(1)
         }
     }

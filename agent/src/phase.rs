@@ -5,11 +5,13 @@
 //! starting ──pass──▶ converged | degraded | stale
 //! converged ──new bundle──▶ fetching ──▶ applying ──▶ converged
 //!                               └─────────┴──failure──▶ degraded
+//! applying ──release staged, window closed or update lock held──▶ waiting
+//! waiting ──window open, lock free──▶ updating ──▶ converged | degraded (rolled back)
 //! any ──accepted bundle expired (box keeps it)──▶ stale
 //! ```
 //! `fetching` and `applying` are entered inside a pass (the reconcile code
 //! sets them as it goes); the end of every pass goes through
-//! [`after_pass`]. `waiting` and `updating` belong to software releases.
+//! [`after_pass`]. `updating` is set by the software step during a switch.
 
 use touchline_schemas::report::Phase;
 
@@ -24,6 +26,8 @@ pub struct Facts {
     pub stale: bool,
     /// The pass failed while a bundle is applied.
     pub failed: bool,
+    /// Files applied; a staged release waits for its window or the lock.
+    pub waiting: bool,
 }
 
 /// The phase at the end of a pass.
@@ -32,6 +36,8 @@ pub fn after_pass(_current: Phase, f: &Facts) -> Phase {
         Phase::Stale
     } else if f.converged {
         Phase::Converged
+    } else if f.waiting && !f.failed {
+        Phase::Waiting
     } else if f.failed || f.has_bundle {
         Phase::Degraded
     } else {
@@ -50,6 +56,7 @@ mod tests {
             has_bundle,
             stale,
             failed,
+            waiting: false,
         };
         assert_eq!(
             after_pass(Phase::Starting, &f(true, true, false, false)),
@@ -67,5 +74,15 @@ mod tests {
             after_pass(Phase::Starting, &f(false, false, false, false)),
             Phase::Starting
         );
+        let waiting = Facts {
+            waiting: true,
+            ..f(false, true, false, false)
+        };
+        assert_eq!(after_pass(Phase::Updating, &waiting), Phase::Waiting);
+        let failed = Facts {
+            waiting: true,
+            ..f(false, true, false, true)
+        };
+        assert_eq!(after_pass(Phase::Updating, &failed), Phase::Degraded);
     }
 }

@@ -194,9 +194,7 @@ impl Layout {
             .ok()
             .map(|v| v.trim().to_owned())
             .filter(|v| touchline_schemas::ReleaseVersion::new(v).is_ok());
-        let name = named.unwrap_or_else(|| {
-            format!("adopted-{}", now.strftime("%Y%m%d%H%M%S"))
-        });
+        let name = named.unwrap_or_else(|| format!("adopted-{}", now.strftime("%Y%m%d%H%M%S")));
         let dest = self.dir(&name);
         if dest.exists() {
             return Err(io::Error::other(format!(
@@ -280,11 +278,11 @@ pub fn window_open(
     if window.range.is_none() {
         return Ok(true);
     }
-    let tz = jiff::tz::TimeZone::get(timezone)
-        .map_err(|e| format!("time zone `{timezone}`: {e}"))?;
+    let tz =
+        jiff::tz::TimeZone::get(timezone).map_err(|e| format!("time zone `{timezone}`: {e}"))?;
     let local = now.to_zoned(tz);
-    let minute = u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute()))
-        .unwrap_or(0);
+    let minute =
+        u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
     Ok(window.contains(minute))
 }
 
@@ -353,7 +351,11 @@ pub async fn run_command(
         Ok(Err(e)) => (false, format!("`{prog}` could not start: {e}")),
         Err(_) => (
             false,
-            format!("`{}` did not finish within {}s", argv.join(" "), timeout.as_secs()),
+            format!(
+                "`{}` did not finish within {}s",
+                argv.join(" "),
+                timeout.as_secs()
+            ),
         ),
     }
 }
@@ -504,6 +506,7 @@ impl Switcher<'_> {
             reason: None,
         });
         self.save()?;
+        fsx::crash_point("release-journal");
         let from = self.state.journal.as_ref().and_then(|j| j.from.clone());
         let (ok, out) = self.command(self.stop, from.as_deref()).await;
         if !ok {
@@ -516,7 +519,9 @@ impl Switcher<'_> {
             self.save()?;
             return Err(format!("cannot switch `current` to {to}: {e}"));
         }
+        fsx::crash_point("release-switched");
         self.set_step(Step::Switched)?;
+        fsx::crash_point("release-started");
         self.finish(now).await
     }
 
@@ -534,6 +539,7 @@ impl Switcher<'_> {
             return Err("no switch in progress".into());
         };
         let (started, start_out) = self.command(self.start, Some(&j.to)).await;
+        fsx::crash_point("release-checking");
         let (healthy, out) = if started {
             self.check(&j.to).await
         } else {
@@ -554,6 +560,7 @@ impl Switcher<'_> {
             j.reason = Some(tail(out.trim(), OUTPUT_TAIL));
         }
         self.set_step(Step::RollingBack)?;
+        fsx::crash_point("release-rolling-back");
         self.roll_back(now).await
     }
 
@@ -568,6 +575,7 @@ impl Switcher<'_> {
             self.layout
                 .point_current_at(from)
                 .map_err(|e| format!("cannot switch `current` back to {from}: {e}"))?;
+            fsx::crash_point("release-switched-back");
             let (started, start_out) = self.command(self.start, Some(from)).await;
             let (healthy, out) = if started {
                 self.check(from).await
@@ -644,7 +652,14 @@ mod tests {
         // Summer: UTC+2.
         assert!(window_open(&w, "Europe/Paris", at("2026-07-10T01:00:00Z")).unwrap());
         assert!(!window_open(&w, "Europe/Paris", at("2026-07-10T03:00:00Z")).unwrap());
-        assert!(window_open(&MaintenanceWindow::ANY_TIME, "Nowhere/Atlantis", at("2026-07-10T03:00:00Z")).unwrap());
+        assert!(
+            window_open(
+                &MaintenanceWindow::ANY_TIME,
+                "Nowhere/Atlantis",
+                at("2026-07-10T03:00:00Z")
+            )
+            .unwrap()
+        );
         assert!(
             window_open(&w, "Nowhere/Atlantis", at("2026-07-10T03:00:00Z"))
                 .unwrap_err()
@@ -672,7 +687,9 @@ mod tests {
         // A window inside the skipped hour does not open that night.
         let skipped = open_minutes("02:00-02:30", "2026-03-29");
         assert!(
-            skipped.iter().all(|t| *t < at("2026-03-29T00:00:00Z") || *t >= at("2026-03-30T00:00:00Z")),
+            skipped
+                .iter()
+                .all(|t| *t < at("2026-03-29T00:00:00Z") || *t >= at("2026-03-30T00:00:00Z")),
             "{skipped:?}"
         );
         // 2026-10-25: 03:00 local falls back to 02:00. 02:00-03:00 local
@@ -715,7 +732,9 @@ mod tests {
             Path::new("releases/1.3.0"),
             "relative, so the tree can move"
         );
-        let history: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"].map(String::from).into();
+        let history: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
+            .map(String::from)
+            .into();
         let removed = l.prune(&history, 2, &["1.3.0", "1.0.0"]);
         assert_eq!(removed, vec!["1.1.0"]);
         assert_eq!(l.installed(), vec!["1.0.0", "1.2.0", "1.3.0"]);
@@ -733,9 +752,15 @@ mod tests {
         let name = l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap();
         assert_eq!(name.as_deref(), Some("2.0.9"));
         assert_eq!(l.current().as_deref(), Some("2.0.9"));
-        assert_eq!(fs::read_to_string(l.current_link().join("www/index.html")).unwrap(), "hi");
+        assert_eq!(
+            fs::read_to_string(l.current_link().join("www/index.html")).unwrap(),
+            "hi"
+        );
         // Again: nothing to do.
-        assert_eq!(l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap(), None);
+        assert_eq!(
+            l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap(),
+            None
+        );
         // Without a VERSION file: a dated name.
         let tmp = tempfile::tempdir().unwrap();
         let l = Layout {
@@ -750,7 +775,10 @@ mod tests {
     fn the_update_lock_is_seen_when_another_process_holds_it() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("update.lock");
-        assert!(matches!(try_lock(&path).unwrap(), Some(None)), "no file: free");
+        assert!(
+            matches!(try_lock(&path).unwrap(), Some(None)),
+            "no file: free"
+        );
         fs::write(&path, "").unwrap();
         // -o: the lock stays with flock itself, not with `sleep`.
         let mut holder = std::process::Command::new("flock")
@@ -761,7 +789,10 @@ mod tests {
             .unwrap();
         let t0 = std::time::Instant::now();
         while try_lock(&path).unwrap().is_some() {
-            assert!(t0.elapsed() < Duration::from_secs(10), "flock never took the lock");
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "flock never took the lock"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         holder.kill().unwrap();

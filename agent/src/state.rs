@@ -53,6 +53,9 @@ pub struct State {
     /// Last error, for `status`.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Phase at the end of the last pass, for `status`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<touchline_schemas::report::Phase>,
     /// Conditions of the last pass, for `status`.
     #[serde(default)]
     pub conditions: Vec<Condition>,

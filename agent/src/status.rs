@@ -12,6 +12,23 @@ use crate::config::Config;
 use crate::queue::Queue;
 use crate::state::Paths;
 
+/// The release part of the status (null without `software_root`).
+fn release_status(cfg: &Config, paths: &Paths, accepted: Option<&Bundle>) -> serde_json::Value {
+    let Some(root) = &cfg.software_root else {
+        return serde_json::Value::Null;
+    };
+    let layout = crate::release::Layout { root: root.clone() };
+    let state = crate::release::load_state(&paths.root.join("release.json")).unwrap_or_default();
+    json!({
+        "current": layout.current(),
+        "desired": accepted.and_then(|b| b.software.as_ref()).map(|s| s.version.to_string()),
+        "staged": layout.installed(),
+        "journal": state.journal,
+        "last_rollback": state.last_rollback,
+        "held_back": state.blocked.map(|(version, serial)| json!({"version": version, "serial": serial})),
+    })
+}
+
 /// Prints the status; exit 0, or 2 when the state cannot be read.
 pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
     let paths = Paths {
@@ -50,6 +67,7 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let now = trusted_now(SystemClock::from_env().now(), floor, None);
     let stale = accepted.as_ref().is_some_and(|b| b.expires_at <= now.now);
+    let release = release_status(cfg, &paths, accepted.as_ref());
     let converged = accepted.as_ref().map(|b| b.serial) == state.applied_serial
         && state.last_error.is_none()
         && accepted.is_some();
@@ -60,6 +78,8 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
             "applied_serial": state.applied_serial,
             "highest_serial": state.highest_serial,
             "converged": converged,
+            "phase": state.phase,
+            "release": release,
             "stale": stale,
             "expires_at": accepted.as_ref().map(|b| b.expires_at),
             "files_placed": state.placed.len(),
@@ -97,7 +117,55 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
             "not converged"
         }
     );
+    if let Some(p) = state.phase {
+        println!(
+            "phase:           {}",
+            serde_json::to_value(p)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        );
+    }
     println!("files placed:    {}", state.placed.len());
+    if !release.is_null() {
+        let s = |k: &str| {
+            release[k]
+                .as_str()
+                .map_or_else(|| "none".to_owned(), str::to_owned)
+        };
+        println!(
+            "release:         current {}, desired {}",
+            s("current"),
+            s("desired")
+        );
+        if let Some(staged) = release["staged"].as_array() {
+            let names: Vec<&str> = staged.iter().filter_map(|v| v.as_str()).collect();
+            println!("  installed:     {}", names.join(", "));
+        }
+        if let Some(j) = release.get("journal").filter(|j| !j.is_null()) {
+            println!(
+                "  switching:     to {} (step {}), interrupted; the next start finishes it",
+                j["to"].as_str().unwrap_or("?"),
+                j["step"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(rb) = release.get("last_rollback").filter(|r| !r.is_null()) {
+            println!(
+                "  last rollback: from {} to {} at {}: {}",
+                rb["from"].as_str().unwrap_or("?"),
+                rb["to"].as_str().unwrap_or("(none)"),
+                rb["at"].as_str().unwrap_or("?"),
+                rb["output"].as_str().unwrap_or("").trim()
+            );
+        }
+        if let Some(b) = release.get("held_back").filter(|b| !b.is_null()) {
+            println!(
+                "  held back:     {} for serial {} (`touchline-agent retry-release` lifts it)",
+                b["version"].as_str().unwrap_or("?"),
+                b["serial"]
+            );
+        }
+    }
     for (h, n) in &partial {
         println!("pending:         {h} ({n} bytes so far)");
     }

@@ -214,12 +214,14 @@ fn unpack_inner(
                 create_parent(&target)?;
                 remove_existing(&target)?;
                 let mut out = File::create(&target).map_err(io_at(&target))?;
-                let copied = io::copy(&mut (&mut entry).take(size), &mut out)
-                    .map_err(|e| match e.kind() {
-                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                            io_at(&target)(e)
+                let copied =
+                    io::copy(&mut (&mut entry).take(size), &mut out).map_err(|e| {
+                        match e.kind() {
+                            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                                io_at(&target)(e)
+                            }
+                            _ => format_err(e),
                         }
-                        _ => format_err(e),
                     })?;
                 if copied != size {
                     return Err(bad(format!("truncated: {copied} of {size} bytes")));
@@ -344,7 +346,9 @@ mod tests {
         out
     }
 
-    fn try_unpack(entries: &[(&str, EntryType, &[u8], Option<&str>)]) -> (tempfile::TempDir, Result<(), UnpackError>) {
+    fn try_unpack(
+        entries: &[(&str, EntryType, &[u8], Option<&str>)],
+    ) -> (tempfile::TempDir, Result<(), UnpackError>) {
         let tmp = tempfile::tempdir().unwrap();
         let pkg = tmp.path().join("p.tar.gz");
         fs::write(&pkg, package(entries)).unwrap();
@@ -374,11 +378,17 @@ mod tests {
         r.unwrap();
         let out = tmp.path().join("out");
         assert_eq!(fs::read(out.join("app/run.sh")).unwrap(), b"#!/bin/sh\n");
-        assert_eq!(fs::read(out.join("app/current-run")).unwrap(), b"#!/bin/sh\n");
+        assert_eq!(
+            fs::read(out.join("app/current-run")).unwrap(),
+            b"#!/bin/sh\n"
+        );
         assert_eq!(fs::read(out.join("app/www/up")).unwrap(), b"#!/bin/sh\n");
         assert_eq!(fs::read(out.join("app/again.sh")).unwrap(), b"#!/bin/sh\n");
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(out.join("app/run.sh")).unwrap().permissions().mode();
+        let mode = fs::metadata(out.join("app/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o755);
     }
 
@@ -448,7 +458,10 @@ mod tests {
         fs::write(&pkg, b"this is not gzip at all").unwrap();
         let dest = tmp.path().join("out");
         let e = unpack(&pkg, PackageFormat::TarGz, &dest, LIMITS).unwrap_err();
-        assert!(e.to_string().starts_with("not a valid tar.gz archive: "), "{e}");
+        assert!(
+            e.to_string().starts_with("not a valid tar.gz archive: "),
+            "{e}"
+        );
         assert!(!dest.exists());
     }
 }
