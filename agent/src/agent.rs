@@ -849,6 +849,7 @@ impl Agent {
                 desired_serial: accepted.as_ref().map(|b| b.serial),
                 applied_serial: self.state.applied_serial,
                 release: self.running_release(),
+                software: self.software_status(accepted.as_ref()),
                 conditions,
                 last_error: self.state.last_error.clone(),
                 agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),

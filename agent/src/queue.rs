@@ -158,6 +158,7 @@ mod tests {
                 desired_serial: None,
                 applied_serial: None,
                 release: None,
+                software: None,
                 conditions: vec![],
                 last_error: None,
                 agent_version: None,

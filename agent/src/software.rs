@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use jiff::Timestamp;
 use touchline_schemas::bundle::DesiredRelease;
-use touchline_schemas::report::{Phase, Severity};
+use touchline_schemas::report::{Phase, RollbackReport, Severity, SoftwareStatus};
 use touchline_schemas::{Bundle, ReleaseVersion};
 
 use crate::agent::Agent;
@@ -35,6 +35,8 @@ pub struct Releases {
     lock_since: Option<Timestamp>,
     /// Leftovers of an interrupted unpack were removed.
     prepared: bool,
+    /// Why the staged release waits (last pass).
+    waiting: Option<String>,
 }
 
 impl Releases {
@@ -46,6 +48,7 @@ impl Releases {
             state: ReleaseState::default(),
             lock_since: None,
             prepared: false,
+            waiting: None,
         }
     }
 }
@@ -101,6 +104,26 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// The software part of a report.
+    pub(crate) fn software_status(&self, accepted: Option<&Bundle>) -> Option<SoftwareStatus> {
+        let r = self.releases.as_ref()?;
+        Some(SoftwareStatus {
+            current: r.layout.current(),
+            desired: accepted
+                .and_then(|b| b.software.as_ref())
+                .map(|s| s.version.clone()),
+            installed: r.layout.installed(),
+            waiting: r.waiting.clone(),
+            held_back: r.state.blocked.as_ref().map(|(v, _)| v.clone()),
+            last_rollback: r.state.last_rollback.as_ref().map(|rb| RollbackReport {
+                from: rb.from.clone(),
+                to: rb.to.clone(),
+                at: rb.at,
+                output: rb.output.clone(),
+            }),
+        })
     }
 
     /// The release `current` points at, as a version.
@@ -171,6 +194,18 @@ impl Agent {
     /// The software step. `Ok(Some(why))`: staged, waiting; `Ok(None)`:
     /// nothing to do or switched; `Err`: refused, failed or rolled back.
     pub(crate) async fn software(
+        &mut self,
+        bundle: &Bundle,
+        dir: Option<&Path>,
+    ) -> Result<Option<String>, String> {
+        let r = self.software_step(bundle, dir).await;
+        if let Some(rel) = self.releases.as_mut() {
+            rel.waiting = r.as_ref().ok().and_then(Clone::clone);
+        }
+        r
+    }
+
+    async fn software_step(
         &mut self,
         bundle: &Bundle,
         dir: Option<&Path>,

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -16,57 +15,16 @@ use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, BundleHealthCheck,
 use touchline_schemas::manifest::{MaintenanceWindow, PackageFormat};
 use touchline_schemas::{Bundle, HumanDuration, ReleaseVersion, Sha256, SigningKey, SiteId};
 
+#[path = "support/fake_app.rs"]
+mod fake_app;
+use fake_app::{App, package};
+
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_touchline-agent"))
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// How a fake release behaves.
-#[derive(Clone, Copy)]
-enum App {
-    /// Serves /health and /version.
-    Healthy,
-    /// Serves /version only: /health is a 404.
-    NoHealth,
-    /// Its process exits right after start.
-    Crashes,
-}
-
-/// A tar.gz of a fake release.
-fn package(version: &str, app: App) -> Vec<u8> {
-    let run = match app {
-        App::Healthy | App::NoHealth => {
-            "#!/bin/sh\nnohup python3 -m http.server \"$APP_PORT\" --bind 127.0.0.1 --directory www >/dev/null 2>&1 &\necho $! > \"$TOUCHLINE_SOFTWARE_ROOT/app.pid\"\n"
-        }
-        App::Crashes => {
-            "#!/bin/sh\n(sleep 0.1; exit 3) &\necho $! > \"$TOUCHLINE_SOFTWARE_ROOT/app.pid\"\n"
-        }
-    };
-    let mut files: Vec<(String, Vec<u8>, u32)> = vec![
-        ("run.sh".into(), run.as_bytes().to_vec(), 0o755),
-        ("www/version".into(), version.as_bytes().to_vec(), 0o644),
-        ("VERSION".into(), version.as_bytes().to_vec(), 0o644),
-    ];
-    if matches!(app, App::Healthy) {
-        files.push(("www/health".into(), b"ok".to_vec(), 0o644));
-    }
-    let mut out = Vec::new();
-    {
-        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
-        let mut b = tar::Builder::new(gz);
-        for (path, data, mode) in &files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(data.len() as u64);
-            h.set_mode(*mode);
-            h.set_mtime(0);
-            b.append_data(&mut h, path, data.as_slice()).unwrap();
-        }
-        b.into_inner().unwrap().finish().unwrap();
-    }
-    out
 }
 
 /// A box with a software root, fed by bundle directories.
@@ -88,24 +46,14 @@ impl BoxUnderTest {
             .local_addr()
             .unwrap()
             .port();
-        // The box's service manager: start runs the current release's
-        // run.sh; stop kills what it started.
-        std::fs::write(
-            root.join("start.sh"),
-            "p=\"$TOUCHLINE_SOFTWARE_ROOT/app.pid\"\nif [ -f \"$p\" ] && kill -0 \"$(cat \"$p\")\" 2>/dev/null; then exit 0; fi\ncd \"$TOUCHLINE_SOFTWARE_ROOT/current\" && exec ./run.sh\n",
-        )
-        .unwrap();
-        std::fs::write(
-            root.join("stop.sh"),
-            "p=\"$TOUCHLINE_SOFTWARE_ROOT/app.pid\"\n[ -f \"$p\" ] && kill \"$(cat \"$p\")\" 2>/dev/null\nrm -f \"$p\"\n# wait for the port to be free\nfor i in $(seq 50); do (exec 3<>/dev/tcp/127.0.0.1/$APP_PORT) 2>/dev/null || exit 0; sleep 0.1; done\n",
-        )
-        .unwrap();
+        fake_app::service_scripts(root);
         std::fs::write(
             root.join("agent.toml"),
             format!(
-                "site_id = \"cesson-handball\"\ntrusted_keys = \"{t}\"\nstate_dir = \"{r}/state\"\nvideos_dir = \"{r}/videos\"\nconfig_path = \"{r}/app/configuration.json\"\nsoftware_root = \"{r}/software\"\nspace_reserve_bytes = 0\nstart_command = [\"bash\", \"{r}/start.sh\"]\nstop_command = [\"bash\", \"{r}/stop.sh\"]\nupdate_lock = \"{r}/update.lock\"\n{extra}\n",
+                "site_id = \"cesson-handball\"\ntrusted_keys = \"{t}\"\nstate_dir = \"{r}/state\"\nvideos_dir = \"{r}/videos\"\nconfig_path = \"{r}/app/configuration.json\"\nspace_reserve_bytes = 0\n{sw}{extra}\n",
                 t = root.join("trusted").display(),
                 r = root.display(),
+                sw = fake_app::software_config(root),
             ),
         )
         .unwrap();
@@ -194,18 +142,7 @@ impl BoxUnderTest {
 
     /// The version the running app serves (None: nothing answers).
     fn serving(&self) -> Option<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        use std::io::Write;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET /version HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        text.contains(" 200 ").then(|| {
-            text.rsplit("\r\n\r\n")
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        fake_app::serving(self.port)
     }
 
     fn status(&self) -> serde_json::Value {
@@ -226,11 +163,7 @@ impl BoxUnderTest {
 
 impl Drop for BoxUnderTest {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(self.path("stop.sh"))
-            .env("TOUCHLINE_SOFTWARE_ROOT", self.path("software"))
-            .env("APP_PORT", self.port.to_string())
-            .status();
+        fake_app::stop(self.tmp.path(), self.port);
     }
 }
 

@@ -211,6 +211,7 @@ fn prefill_history(store: &RedbStore, data: &Path, sites: usize, days: u64) {
                                         desired_serial: Some(1),
                                         applied_serial: Some(1),
                                         release: Some("2.1.3".parse().unwrap()),
+                                        software: None,
                                         conditions: vec![],
                                         last_error: None,
                                         agent_version: Some("0.1.0".into()),

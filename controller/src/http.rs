@@ -206,6 +206,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sites/{id}/history", get(api_history))
         .route("/api/sites/{id}/token", post(api_mint_token))
         .route("/api/stats", get(api_stats))
+        .route("/api/releases", get(api_releases))
         .route("/api/commits", get(api_commits))
         .route("/api/sync", post(api_sync))
         .route("/healthz", get(healthz))
@@ -788,6 +789,12 @@ async fn api_stats(State(state): State<AppState>, headers: HeaderMap) -> ApiResu
     auth_operator(&state, &headers, Role::Viewer)?;
     let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
     Ok(Json(status::stats(&views)))
+}
+
+async fn api_releases(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    auth_operator(&state, &headers, Role::Viewer)?;
+    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    Ok(Json(status::releases(&state.fleet, &views)))
 }
 
 async fn api_commits(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {

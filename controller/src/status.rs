@@ -73,6 +73,8 @@ pub struct SiteView {
     pub version: Option<String>,
     /// Latest metrics, if any.
     pub metrics: Option<Metrics>,
+    /// Software releases on the box, as reported.
+    pub software: Option<touchline_schemas::report::SoftwareStatus>,
 }
 
 fn disk_percent(m: &Metrics) -> Option<f64> {
@@ -219,6 +221,7 @@ fn view_of(
         converged: published.is_some_and(|p| applied_serial == Some(p.serial)),
         version: applied_release.or(desired_release),
         metrics: state.and_then(|s| s.metrics.clone()),
+        software: state.and_then(|s| s.report.status.software.clone()),
         id,
     }
 }
@@ -275,6 +278,108 @@ pub fn site_detail(
         "metrics_at": state.as_ref().and_then(|s| s.metrics_at),
         "events": events,
     })))
+}
+
+/// `/api/releases`: every release in the manifests (and any other a box
+/// reports running), newest first, with its adoption: sites that should
+/// run it, run it, have it staged, wait for their window or update lock,
+/// and rolled it back (with the health check's output).
+pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Value {
+    #[derive(Default)]
+    struct Row {
+        manifest: Option<Value>,
+        desired: Vec<String>,
+        running: Vec<String>,
+        staged: Vec<String>,
+        waiting: Vec<Value>,
+        rolled_back: Vec<Value>,
+        held_back: Vec<String>,
+    }
+    let manifests = fleet.manifests();
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    if let Some(m) = &manifests {
+        for (v, doc) in &m.manifests.releases {
+            let r = &doc.value;
+            rows.entry(v.to_string()).or_default().manifest = Some(json!({
+                "file": doc.file.to_string(),
+                "changelog": r.changelog,
+                "urgent": r.urgent,
+                "package": {"sha256": r.package.sha256, "size": r.package.size},
+                "health_check": r.health_check,
+            }));
+        }
+    }
+    for v in views {
+        let site = v.id.to_string();
+        if let Some(d) = v.desired["release"].as_str() {
+            rows.entry(d.to_owned())
+                .or_default()
+                .desired
+                .push(site.clone());
+        }
+        let Some(sw) = &v.software else {
+            if let Some(r) = v.applied["release"].as_str() {
+                rows.entry(r.to_owned()).or_default().running.push(site);
+            }
+            continue;
+        };
+        if let Some(cur) = &sw.current {
+            rows.entry(cur.clone())
+                .or_default()
+                .running
+                .push(site.clone());
+        }
+        for i in &sw.installed {
+            if Some(i) != sw.current.as_ref() {
+                rows.entry(i.clone()).or_default().staged.push(site.clone());
+            }
+        }
+        if let (Some(w), Some(d)) = (&sw.waiting, &sw.desired) {
+            rows.entry(d.to_string())
+                .or_default()
+                .waiting
+                .push(json!({"site": site, "reason": w}));
+        }
+        if let Some(rb) = &sw.last_rollback {
+            rows.entry(rb.from.clone())
+                .or_default()
+                .rolled_back
+                .push(json!({
+                    "site": site, "to": rb.to, "at": rb.at, "output": rb.output,
+                }));
+        }
+        if let Some(h) = &sw.held_back {
+            rows.entry(h.clone())
+                .or_default()
+                .held_back
+                .push(site.clone());
+        }
+    }
+    let latest = manifests
+        .as_ref()
+        .and_then(|m| m.manifests.releases.keys().max().map(ToString::to_string));
+    let mut list: Vec<(String, Row)> = rows.into_iter().collect();
+    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
+    list.sort_by(|a, b| key(&b.0).cmp(&key(&a.0)).then_with(|| b.0.cmp(&a.0)));
+    let releases: Vec<Value> = list
+        .into_iter()
+        .map(|(version, r)| {
+            json!({
+                "version": version,
+                "in_manifests": r.manifest.is_some(),
+                "manifest": r.manifest,
+                "desired": r.desired.len(),
+                "running": r.running.len(),
+                "sites_desired": r.desired,
+                "sites_running": r.running,
+                "staged": r.staged,
+                "waiting": r.waiting,
+                "rolled_back": r.rolled_back,
+                "held_back": r.held_back,
+            })
+        })
+        .collect();
+    json!({"latest": latest, "releases": releases})
 }
 
 /// `/api/stats`, in the shape of NEOPRO's monitoring API, plus the version

@@ -498,6 +498,37 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
             message: format!("applied serial {a}"),
         });
     }
+    // Releases: a switch, and a rollback (with the health check's output).
+    let prev_sw = prev.and_then(|p| p.status.software.as_ref());
+    if let Some(sw) = &r.status.software {
+        if let Some(cur) = &sw.current
+            && prev_sw.and_then(|p| p.current.as_ref()) != Some(cur)
+            && prev.is_some()
+        {
+            out.push(Event {
+                at: r.at,
+                kind: "release".into(),
+                message: match prev_sw.and_then(|p| p.current.as_deref()) {
+                    Some(old) => format!("running release {cur} (was {old})"),
+                    None => format!("running release {cur}"),
+                },
+            });
+        }
+        if let Some(rb) = &sw.last_rollback
+            && prev_sw.and_then(|p| p.last_rollback.as_ref()) != Some(rb)
+        {
+            out.push(Event {
+                at: rb.at,
+                kind: "rolled-back".into(),
+                message: format!(
+                    "rolled back from {} to {}: {}",
+                    rb.from,
+                    rb.to.as_deref().unwrap_or("(none)"),
+                    rb.output.chars().take(2048).collect::<String>()
+                ),
+            });
+        }
+    }
     let prev_err = prev.and_then(|p| p.status.last_error.as_deref());
     if let Some(e) = &r.status.last_error
         && prev_err != Some(e.as_str())
@@ -857,6 +888,7 @@ mod tests {
                 desired_serial: Some(3),
                 applied_serial: Some(seq),
                 release: None,
+                software: None,
                 conditions: vec![],
                 last_error: None,
                 agent_version: None,

@@ -107,6 +107,10 @@ pub struct Status {
     /// Release running now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<ReleaseVersion>,
+    /// Where software releases stand on the box (absent: the box does not
+    /// install releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software: Option<SoftwareStatus>,
     /// Active conditions.
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -116,6 +120,45 @@ pub struct Status {
     /// Agent version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+}
+
+/// Software releases on a box.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SoftwareStatus {
+    /// What `current` points at (a release directory name; an adopted
+    /// pre-Touchline install has no version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    /// The release the accepted bundle asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<ReleaseVersion>,
+    /// Release directories unpacked on the box.
+    #[serde(default)]
+    pub installed: Vec<String>,
+    /// Why the desired release, staged, is not switched to yet (window,
+    /// update lock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// A release rolled back and not retried for the current serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
+    /// The last rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<RollbackReport>,
+}
+
+/// A rollback, as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RollbackReport {
+    /// The release that failed.
+    pub from: String,
+    /// The release running again (none: nothing to go back to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// When.
+    pub at: Timestamp,
+    /// Why: the health check's output (at most 2 KB).
+    pub output: String,
 }
 
 /// Full metrics. A value the box cannot measure is absent ("unknown"), never
