@@ -127,6 +127,7 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     }
 
     check_version_conflicts(m, members, d);
+    check_downgrades(m, members, d);
 }
 
 /// Checks the catalog; returns the video ids it defines.
@@ -447,6 +448,77 @@ fn check_version_conflicts(m: &Manifests, members: &Memberships, d: &mut Diagnos
             "ambiguous software version: groups `{ga}` ({}, {}:{}) and `{gb}` ({}) both have priority {} and both apply to {}{more}; give one group a higher priority or pin the same version",
             va.version, a.file, a.at(path).line, vb.version, b.value.priority, shown.join(", ")
         ));
+    }
+}
+
+/// A layer that pins an older release than a layer under it (a box held
+/// back, a rollback by commit): allowed, and flagged so that a reviewer
+/// sees it. One warning per pinning line, naming the sites.
+fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
+    type Setter<'a> = (&'a std::sync::Arc<str>, Pos, &'a ReleaseVersion);
+    let Some(fleet) = &m.fleet else {
+        return;
+    };
+    let sw: &[Seg] = &["software".into(), "version".into()];
+    let under = |base: &str| -> Vec<Seg> {
+        std::iter::once(Seg::from(base))
+            .chain(sw.iter().cloned())
+            .collect()
+    };
+    // (file, line, col) → (pinned, newer, where the newer one is set, sites)
+    type Found<'a> = (&'a std::sync::Arc<str>, Pos, &'a ReleaseVersion, &'a ReleaseVersion, String, Vec<&'a SiteId>);
+    let mut found: BTreeMap<(String, u32, u32), Found<'_>> = BTreeMap::new();
+    for (sid, site) in &m.sites {
+        let mut setters: Vec<Setter<'_>> = Vec::new();
+        if let Some(s) = &fleet.value.defaults.software {
+            setters.push((&fleet.file, fleet.at(&under("defaults")), &s.version));
+        }
+        for mem in members.get(sid).map(Vec::as_slice).unwrap_or_default() {
+            if let Some(g) = m.groups.get(&mem.group)
+                && let Some(s) = &g.value.desired.software
+            {
+                setters.push((&g.file, g.at(&under("desired")), &s.version));
+            }
+        }
+        if let Some(s) = &site.value.overrides.software {
+            setters.push((&site.file, site.at(&under("overrides")), &s.version));
+        }
+        let Some((last, below)) = setters.split_last() else {
+            continue;
+        };
+        let Some(newer) = below.iter().filter(|s| s.2 > last.2).max_by_key(|s| s.2) else {
+            continue;
+        };
+        found
+            .entry((last.0.to_string(), last.1.line, last.1.col))
+            .or_insert_with(|| {
+                (
+                    last.0,
+                    last.1,
+                    last.2,
+                    newer.2,
+                    format!("{}:{}", newer.0, newer.1.line),
+                    Vec::new(),
+                )
+            })
+            .5
+            .push(sid);
+    }
+    for (file, pos, pinned, newer, at, sites) in found.into_values() {
+        let shown: Vec<&str> = sites.iter().take(5).map(|s| s.as_str()).collect();
+        let more = if sites.len() > 5 {
+            format!(" and {} more", sites.len() - 5)
+        } else {
+            String::new()
+        };
+        d.warning(
+            file,
+            pos,
+            format!(
+                "downgrade: release {pinned} pinned here is older than {newer} set by {at}, for {}{more}; allowed (boxes switch back in their maintenance window), check that it is meant",
+                shown.join(", ")
+            ),
+        );
     }
 }
 
