@@ -255,9 +255,14 @@ impl Agent {
             self.stage(&want, dir).await?;
         }
         // The maintenance window, in the box's local time (time floor
-        // clock), unless the release is urgent.
+        // clock), unless the release is urgent or nothing runs yet (a first
+        // install interrupts no screen).
         let now = self.now().now;
-        if !want.urgent {
+        let first_install = self.releases.as_ref().is_some_and(|r| {
+            r.layout.current().is_none()
+                && std::fs::symlink_metadata(r.layout.current_link()).is_err()
+        });
+        if !want.urgent && !first_install {
             let open = window_open(
                 &bundle.agent.maintenance_window,
                 &bundle.agent.timezone,

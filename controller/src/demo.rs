@@ -296,7 +296,7 @@ pub fn start_boxes(p: &Prepared, url: &str, agent: &Path) -> anyhow::Result<Vec<
         std::fs::write(
             &config,
             format!(
-                "# Demo box for {site} (see agent/dist/agent.toml for every key).\ncontroller_url = \"{url}\"\nsite_id = \"{site}\"\ntoken_file = \"{}\"\ntrusted_keys = \"{}\"\nstate_dir = \"{}\"\nvideos_dir = \"{}\"\nconfig_path = \"{}\"\nheartbeat_interval = \"10s\"\nmetrics_interval = \"30s\"\nspace_reserve_bytes = 0\n",
+                "# Demo box for {site} (see agent/dist/agent.toml for every key).\ncontroller_url = \"{url}\"\nsite_id = \"{site}\"\ntoken_file = \"{}\"\ntrusted_keys = \"{}\"\nstate_dir = \"{}\"\nvideos_dir = \"{}\"\nconfig_path = \"{}\"\nheartbeat_interval = \"10s\"\nmetrics_interval = \"30s\"\nspace_reserve_bytes = 0\n# Releases: unpacked under software/releases/, software/current is the active one.\n# The demo has no real services to stop and start: the commands only log.\nsoftware_root = \"{}\"\nstop_command = [\"sh\", \"-c\", \"echo stopping the app of $TOUCHLINE_RELEASE\"]\nstart_command = [\"sh\", \"-c\", \"echo starting the app of $TOUCHLINE_RELEASE\"]\nupdate_lock = \"{}\"\n",
                 p.root
                     .join("tokens")
                     .join(format!("{site}.token"))
@@ -305,6 +305,8 @@ pub fn start_boxes(p: &Prepared, url: &str, agent: &Path) -> anyhow::Result<Vec<
                 dir.join("state").display(),
                 dir.join("videos").display(),
                 dir.join("app/configuration.json").display(),
+                dir.join("software").display(),
+                dir.join("update.lock").display(),
             ),
         )?;
         let log = std::fs::File::create(dir.join("agent.log"))?;

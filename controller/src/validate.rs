@@ -466,7 +466,14 @@ fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
             .collect()
     };
     // (file, line, col) → (pinned, newer, where the newer one is set, sites)
-    type Found<'a> = (&'a std::sync::Arc<str>, Pos, &'a ReleaseVersion, &'a ReleaseVersion, String, Vec<&'a SiteId>);
+    type Found<'a> = (
+        &'a std::sync::Arc<str>,
+        Pos,
+        &'a ReleaseVersion,
+        &'a ReleaseVersion,
+        String,
+        Vec<&'a SiteId>,
+    );
     let mut found: BTreeMap<(String, u32, u32), Found<'_>> = BTreeMap::new();
     for (sid, site) in &m.sites {
         let mut setters: Vec<Setter<'_>> = Vec::new();

@@ -148,6 +148,34 @@ fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
             .filter(|s| !s["last_seen"].is_null())
             .count();
         assert_eq!(reporting, 12, "every box reported: {sites}");
+        // Every box installed its release (a first install does not wait
+        // for the maintenance window) and runs what its bundle asks for.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let rel = get("/api/releases", &token);
+            let rows = rel["releases"].as_array().unwrap();
+            let all_match = rows
+                .iter()
+                .all(|r| r["sites_running"] == r["sites_desired"]);
+            let running: u64 = rows.iter().map(|r| r["running"].as_u64().unwrap()).sum();
+            if all_match && running == 12 {
+                assert!(
+                    rows.iter()
+                        .any(|r| r["version"] == "2.1.3" && r["running"].as_u64() > Some(0)),
+                    "{rel}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the boxes did not all install their release: {rel}\n{}",
+                std::fs::read_to_string(ws.join("boxes/massy-rugby/agent.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let current = std::fs::read_link(ws.join("boxes/massy-rugby/software/current")).unwrap();
+        let current = current.display().to_string();
+        assert!(current.starts_with("releases/2.1."), "{current}");
     } else {
         println!(
             "SKIPPED boxes: {} is not built (cargo test --workspace builds it)",
