@@ -547,6 +547,13 @@ impl Switcher<'_> {
         };
         if healthy {
             self.state.journal = None;
+            // The release switched from (an adopted one is not in the
+            // history yet) stays the previous one: never pruned.
+            if let Some(from) = &j.from
+                && !self.state.history.contains(from)
+            {
+                self.state.history.push(from.clone());
+            }
             self.state.history.retain(|v| v != &j.to);
             self.state.history.push(j.to.clone());
             let excess = self.state.history.len().saturating_sub(32);

@@ -508,3 +508,58 @@ fn a_hostile_package_is_refused_with_the_entry_named_and_changes_nothing() {
     assert_eq!(b.serving().as_deref(), Some("4.0.0"));
     assert!(!b.path("evil").exists() && !b.path("software/evil").exists());
 }
+
+#[test]
+fn a_box_running_from_a_plain_current_directory_is_adopted_on_its_first_switch() {
+    if !have_python() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 is required in CI"
+        );
+        println!("SKIPPED: python3 (the fake app) is not installed");
+        return;
+    }
+    let mut b = BoxUnderTest::new("");
+    // What the clubs' boxes have today: the app unpacked by hand in
+    // software/current, running.
+    let plain = b.path("software/current");
+    std::fs::create_dir_all(&plain).unwrap();
+    let old = fake_app::package("0.9.0", App::Healthy);
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&old[..]));
+    ar.unpack(&plain).unwrap();
+    let start = Command::new("bash")
+        .arg(b.path("start.sh"))
+        .env("TOUCHLINE_SOFTWARE_ROOT", b.path("software"))
+        .env("APP_PORT", b.port.to_string())
+        .status()
+        .unwrap();
+    assert!(start.success());
+    let t0 = Instant::now();
+    while b.serving().is_none() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the old app did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.serving().as_deref(), Some("0.9.0"));
+    // The first release: the window applies (something runs), so make it
+    // urgent; the plain directory becomes releases/0.9.0 (its VERSION).
+    let first = b.bundle("1.0.0", App::Healthy, true, "03:00-05:00");
+    let out = b.apply(&first, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(b.current().as_deref(), Some("1.0.0"));
+    assert_eq!(b.installed(), vec!["0.9.0", "1.0.0"]);
+    assert_eq!(b.serving().as_deref(), Some("1.0.0"));
+    // And it is what a rollback goes back to.
+    let out = b.agent(&["rollback"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(b.current().as_deref(), Some("0.9.0"));
+    // (An adopted release has no known health check: the rollback does not
+    // wait for it to answer.)
+    let t0 = Instant::now();
+    while b.serving().as_deref() != Some("0.9.0") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "0.9.0 did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

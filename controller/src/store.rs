@@ -509,8 +509,8 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
                 at: r.at,
                 kind: "release".into(),
                 message: match prev_sw.and_then(|p| p.current.as_deref()) {
-                    Some(old) => format!("running release {cur} (was {old})"),
-                    None => format!("running release {cur}"),
+                    Some(old) => format!("applied release {cur} (was {old})"),
+                    None => format!("applied release {cur}"),
                 },
             });
         }
