@@ -559,7 +559,10 @@ fn a_box_running_from_a_plain_current_directory_is_adopted_on_its_first_switch()
     // wait for it to answer.)
     let t0 = Instant::now();
     while b.serving().as_deref() != Some("0.9.0") {
-        assert!(t0.elapsed() < Duration::from_secs(10), "0.9.0 did not come back");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "0.9.0 did not come back"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
