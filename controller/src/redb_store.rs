@@ -522,6 +522,40 @@ impl Store for RedbStore {
         })
     }
 
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(META).map_err(db_err)?;
+        let mut out = Vec::new();
+        for kv in t.range::<&[u8]>(prefix.as_bytes()..).map_err(db_err)? {
+            let (k, v) = kv.map_err(db_err)?;
+            if !k.value().starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((
+                String::from_utf8_lossy(k.value()).into_owned(),
+                String::from_utf8_lossy(v.value()).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError> {
+        self.write(move |txn| {
+            let mut m = txn.open_table(META).map_err(db_err)?;
+            for (k, v) in &changes {
+                match v {
+                    Some(v) => {
+                        m.insert(k.as_bytes(), v.as_bytes()).map_err(db_err)?;
+                    }
+                    None => {
+                        m.remove(k.as_bytes()).map_err(db_err)?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let body = enc(entry);
         self.write(move |txn| {

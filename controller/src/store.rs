@@ -204,6 +204,12 @@ pub trait Store: Send + Sync + 'static {
     fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
     /// Sets a small named value; durable on return.
     fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Named values whose key starts with `prefix`, in key order (alert
+    /// states, the notification outbox).
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
+    /// Sets (`Some`) and removes (`None`) named values in one atomic,
+    /// durable write.
+    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError>;
     /// Appends to the audit log; durable on return.
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The most recent audit entries, newest first.
@@ -801,6 +807,30 @@ impl Store for SledStore {
         self.flush()
     }
 
+    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.meta.scan_prefix(prefix.as_bytes()) {
+            let (k, v) = kv?;
+            out.push((
+                String::from_utf8_lossy(&k).into_owned(),
+                String::from_utf8_lossy(&v).into_owned(),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in changes {
+            match v {
+                Some(v) => batch.insert(k.as_bytes(), v.as_bytes()),
+                None => batch.remove(k.as_bytes()),
+            }
+        }
+        self.meta.apply_batch(batch)?;
+        self.flush()
+    }
+
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let id = self.db.generate_id()?;
         self.audit.insert(id.to_be_bytes(), enc(entry))?;
@@ -875,7 +905,8 @@ mod tests {
         downsampling_merges_old_points_per_bucket_and_is_idempotent,
         publish_is_atomic_with_its_commit,
         concurrent_ingests_share_flushes_and_all_land,
-        a_second_open_of_a_locked_store_says_so
+        a_second_open_of_a_locked_store_says_so,
+        meta_writes_are_atomic_and_scans_stay_in_their_prefix
     );
     use touchline_schemas::report::Status;
 
@@ -1027,6 +1058,38 @@ mod tests {
         assert_eq!(h[0].samples, 13);
         assert_eq!(h[0].cpu_percent, Some((27.5 * 12.0 + 92.5) / 13.0));
         assert_eq!(h.iter().map(|p| p.samples).sum::<u32>(), 37);
+    }
+
+    fn meta_writes_are_atomic_and_scans_stay_in_their_prefix<S: Open>() {
+        let tmp = tempfile::tempdir().unwrap();
+        {
+            let s = S::open(tmp.path()).unwrap();
+            s.meta_write(vec![
+                ("alert/a/1".into(), Some("x".into())),
+                ("alert/b/1".into(), Some("y".into())),
+                ("alerts".into(), Some("not mine".into())),
+                ("outbox/0001".into(), Some("n1".into())),
+            ])
+            .unwrap();
+            s.meta_write(vec![
+                ("alert/a/1".into(), None),
+                ("outbox/0002".into(), Some("n2".into())),
+            ])
+            .unwrap();
+        }
+        let s = S::open(tmp.path()).unwrap();
+        assert_eq!(
+            s.meta_scan("alert/").unwrap(),
+            vec![("alert/b/1".to_owned(), "y".to_owned())]
+        );
+        assert_eq!(
+            s.meta_scan("outbox/").unwrap(),
+            vec![
+                ("outbox/0001".to_owned(), "n1".to_owned()),
+                ("outbox/0002".to_owned(), "n2".to_owned())
+            ]
+        );
+        assert_eq!(s.meta("alerts").unwrap().as_deref(), Some("not mine"));
     }
 
     fn publish_is_atomic_with_its_commit<S: Open>() {
