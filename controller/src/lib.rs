@@ -16,6 +16,7 @@
 //! is unit-tested without files; the CLI is tested through the built binary
 //! (`controller/tests/`).
 
+pub mod alerts;
 pub mod bundles;
 pub mod config;
 pub mod content;

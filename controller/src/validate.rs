@@ -54,6 +54,7 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
 
     if let Some(f) = &m.fleet {
         check_timezone(d, f, &f.value.timezone, &["timezone".into()]);
+        check_alerts(d, f, &f.value.alerts);
         ctx.check_layer(d, f, &f.value.defaults, "defaults");
     }
 
@@ -120,6 +121,7 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
             );
         }
         ctx.check_layer(d, g, &g.value.desired, "desired");
+        check_alerts(d, g, &g.value.alerts);
     }
 
     for r in m.releases.values() {
@@ -526,6 +528,53 @@ fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
                 shown.join(", ")
             ),
         );
+    }
+}
+
+/// Alert thresholds that cannot be meant: a percentage outside 0–100, a
+/// warning above its critical level.
+fn check_alerts<T>(d: &mut Diagnostics, doc: &Doc<T>, a: &touchline_schemas::manifest::AlertRules) {
+    let at = |k: &str| doc.at(&["alerts".into(), k.into()]);
+    for (k, v) in [
+        ("disk_warning_percent", a.disk_warning_percent),
+        ("disk_critical_percent", a.disk_critical_percent),
+        ("memory_warning_percent", a.memory_warning_percent),
+    ] {
+        if let Some(v) = v
+            && !(0.0..=100.0).contains(&v)
+        {
+            d.error(
+                &doc.file,
+                at(k),
+                format!("alerts.{k} {v} is not a percentage (0 to 100)"),
+            );
+        }
+    }
+    for (w, c, wk, ck) in [
+        (
+            a.temperature_warning,
+            a.temperature_critical,
+            "temperature_warning",
+            "temperature_critical",
+        ),
+        (
+            a.disk_warning_percent,
+            a.disk_critical_percent,
+            "disk_warning_percent",
+            "disk_critical_percent",
+        ),
+    ] {
+        if let (Some(w), Some(c)) = (w, c)
+            && w > c
+        {
+            d.error(
+                &doc.file,
+                at(wk),
+                format!(
+                    "alerts.{wk} ({w}) is above alerts.{ck} ({c}): the warning would never show"
+                ),
+            );
+        }
     }
 }
 

@@ -207,6 +207,48 @@ pub struct Fleet {
     /// The first layer, applied to every site.
     #[serde(default)]
     pub defaults: Layer,
+    /// Alert thresholds for the whole fleet (groups may override some).
+    #[serde(default)]
+    pub alerts: AlertRules,
+}
+
+/// Alert thresholds and timing. Every key is optional: the fleet's values
+/// replace the built-in defaults (NEOPRO's monitoring), a group's replace
+/// the fleet's for its members (groups in layering order).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRules {
+    /// SoC temperature for a warning, °C (default 75).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_warning: Option<f64>,
+    /// SoC temperature for a critical alert, °C (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_critical: Option<f64>,
+    /// Videos disk use for a warning, % (default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_warning_percent: Option<f64>,
+    /// Videos disk use for a critical alert, % (default 95).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_critical_percent: Option<f64>,
+    /// Free space below which a warning fires, bytes (default 2 GB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_warning_bytes: Option<u64>,
+    /// Memory use for a warning, % (default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_warning_percent: Option<f64>,
+    /// Silence after which a site is offline (critical; default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_after: Option<HumanDuration>,
+    /// Releases behind the fleet's latest for a warning (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub releases_behind_warning: Option<u32>,
+    /// A condition must hold this long before its alert fires, and be gone
+    /// this long before it resolves (flap damping; default 2m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HumanDuration>,
+    /// At most one notification per alert within this time (default 1h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown: Option<HumanDuration>,
 }
 
 /// `bundles:` in `fleet.yaml`.
@@ -306,6 +348,9 @@ pub struct Group {
     /// What the group sets for its members.
     #[serde(default)]
     pub desired: Layer,
+    /// Alert thresholds for its members, over the fleet's.
+    #[serde(default)]
+    pub alerts: AlertRules,
 }
 
 /// A label selector. Every listed label must match; an empty
