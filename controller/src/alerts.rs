@@ -213,15 +213,20 @@ pub fn observe(
     if let Some(seen) = input.last_seen {
         let silent = now.duration_since(seen);
         if silent.as_secs() > i64::try_from(e.offline_after.as_secs()).unwrap_or(i64::MAX) {
-            let mins = silent.as_secs() / 60;
+            let secs = silent.as_secs();
+            let span = if secs < 120 {
+                format!("{secs} s")
+            } else {
+                format!("{} min", secs / 60)
+            };
             push(
                 Rule::Offline,
                 Level::Critical,
-                format!("{mins} min"),
+                span.clone(),
                 if fr {
-                    format!("hors ligne depuis {mins} min")
+                    format!("hors ligne depuis {span}")
                 } else {
-                    format!("offline for {mins} min")
+                    format!("offline for {span}")
                 },
             );
             // Metrics of a silent box are stale: nothing else is judged.

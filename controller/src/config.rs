@@ -83,6 +83,14 @@ pub struct Config {
     /// Operators.
     #[serde(default)]
     pub operators: Vec<Operator>,
+    /// Alert notifications: webhook URLs (Slack-compatible JSON). Kept out
+    /// of the manifests: a Slack webhook URL is a secret.
+    #[serde(default)]
+    pub webhooks: Vec<String>,
+    /// How often every site's alerts are evaluated (offline needs a
+    /// timer; reports also trigger an evaluation).
+    #[serde(default = "Config::default_alerts_interval")]
+    pub alerts_interval: HumanDuration,
 }
 
 impl Default for Config {
@@ -98,6 +106,8 @@ impl Default for Config {
             require_signed_commits: false,
             allowed_commit_signers: Vec::new(),
             operators: Vec::new(),
+            webhooks: Vec::new(),
+            alerts_interval: Self::default_alerts_interval(),
         }
     }
 }
@@ -133,6 +143,9 @@ impl Config {
     }
     fn default_full_resolution() -> HumanDuration {
         HumanDuration::from_secs(86_400)
+    }
+    fn default_alerts_interval() -> HumanDuration {
+        HumanDuration::from_secs(30)
     }
     fn default_bucket() -> HumanDuration {
         HumanDuration::from_secs(3_600)
@@ -172,6 +185,19 @@ impl Config {
         }
         if c.sync_interval.as_secs() == 0 {
             return Err(invalid("sync_interval must be at least 1s".into()));
+        }
+        for (i, u) in c.webhooks.iter().enumerate() {
+            if reqwest::Url::parse(u)
+                .ok()
+                .is_none_or(|url| !matches!(url.scheme(), "http" | "https"))
+            {
+                return Err(invalid(format!(
+                    "webhooks[{i}]: `{u}` is not an http:// or https:// URL"
+                )));
+            }
+        }
+        if c.alerts_interval.as_secs() == 0 {
+            return Err(invalid("alerts_interval must be at least 1s".into()));
         }
         if c.history_bucket.as_secs() < 60 {
             return Err(invalid("history_bucket must be at least 1m".into()));

@@ -94,6 +94,8 @@ pub struct Fleet {
     manifests: RwLock<Option<Arc<Checked>>>,
     last_sync_error: RwLock<Option<(Timestamp, String)>>,
     sync_lock: Mutex<()>,
+    /// Wakes the alert loop (a report arrived).
+    pub alerts_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -138,6 +140,7 @@ impl Fleet {
             manifests: RwLock::new(None),
             last_sync_error: RwLock::new(None),
             sync_lock: Mutex::new(()),
+            alerts_wake: tokio::sync::Notify::new(),
         };
         fleet.reload_manifests()?;
         Ok(fleet)

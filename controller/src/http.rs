@@ -207,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sites/{id}/token", post(api_mint_token))
         .route("/api/stats", get(api_stats))
         .route("/api/releases", get(api_releases))
+        .route("/api/alerts", get(api_alerts))
         .route("/api/commits", get(api_commits))
         .route("/api/sync", post(api_sync))
         .route("/healthz", get(healthz))
@@ -623,6 +624,10 @@ async fn post_reports(
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))?;
+    if outcome.accepted > 0 {
+        // Alerts look at the new report soon (coalesced, off this request).
+        state.fleet.alerts_wake.notify_one();
+    }
     Ok(Json(outcome).into_response())
 }
 
@@ -795,6 +800,16 @@ async fn api_releases(State(state): State<AppState>, headers: HeaderMap) -> ApiR
     auth_operator(&state, &headers, Role::Viewer)?;
     let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
     Ok(Json(status::releases(&state.fleet, &views)))
+}
+
+async fn api_alerts(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    auth_operator(&state, &headers, Role::Viewer)?;
+    let f = state.fleet.clone();
+    tokio::task::spawn_blocking(move || crate::notify::api(&f))
+        .await
+        .map_err(ApiError::internal)?
+        .map(Json)
+        .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))
 }
 
 async fn api_commits(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {

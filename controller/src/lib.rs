@@ -31,6 +31,7 @@ pub mod http;
 pub mod keys;
 pub mod merge;
 pub mod model;
+pub mod notify;
 pub mod redb_store;
 pub mod render;
 pub mod revision;

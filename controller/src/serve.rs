@@ -118,7 +118,8 @@ pub async fn serve(
         metrics: Arc::new(HttpMetrics::default()),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx));
+    let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx.clone()));
+    let alerts = tokio::spawn(alert_loop(fleet.clone(), config.clone(), stop_rx));
     tracing::info!(%addr, repo = %opts.repo, branch = %opts.branch, "controller listening");
     on_listening(addr);
     let f2 = fleet.clone();
@@ -132,11 +133,56 @@ pub async fn serve(
         .await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;
+    let _ = alerts.await;
     let _ = std::fs::remove_file(addr_file(&opts.data));
     let _ = std::fs::remove_file(admin_token_file(&opts.data));
     served.context("the HTTP server failed")?;
     tracing::info!("controller stopped");
     Ok(())
+}
+
+/// Evaluates alerts on a timer and soon after reports (at most once a
+/// second), and delivers due notifications every second.
+async fn alert_loop(
+    fleet: Arc<Fleet>,
+    config: Config,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = match reqwest::Client::builder()
+        .user_agent(concat!("touchline/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client; no notifications");
+            return;
+        }
+    };
+    let every = config.alerts_interval.to_std();
+    let mut last_eval: Option<std::time::Instant> = None;
+    let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
+    second.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut woken = false;
+    loop {
+        tokio::select! {
+            _ = second.tick() => {}
+            () = fleet.alerts_wake.notified() => { woken = true; continue; }
+            _ = stop.changed() => return,
+        }
+        if woken || last_eval.is_none_or(|t| t.elapsed() >= every) {
+            woken = false;
+            last_eval = Some(std::time::Instant::now());
+            let f = fleet.clone();
+            match tokio::task::spawn_blocking(move || crate::notify::evaluate(&f, Timestamp::now()))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "alert evaluation failed"),
+                Err(e) => tracing::warn!(error = %e, "alert evaluation panicked"),
+            }
+        }
+        crate::notify::deliver(&fleet, &client, Timestamp::now()).await;
+    }
 }
 
 async fn run_sync(fleet: &Arc<Fleet>) {

@@ -1,0 +1,336 @@
+//! The alert engine and its notifications.
+//!
+//! [`evaluate`] runs after every report batch and on a timer (offline
+//! needs one): it layers each site's alert rules, observes, steps every
+//! (site, rule) alert ([`crate::alerts::step`]) and writes the changed
+//! states *and* the notifications they cause in one durable write to the
+//! store (`alert/<site>/<rule>` and `outbox/<id>`). [`deliver`] sends what
+//! is due in the outbox, with retries and backoff; a dead webhook never
+//! blocks report ingestion, and a restart loses nothing (an item leaves the
+//! outbox only after its receiver answered 2xx).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use touchline_schemas::manifest::Language;
+use touchline_schemas::{ReleaseVersion, SiteId};
+
+use crate::alerts::{
+    self, AlertState, Effective, Input, Level, Observation, Rule, Stage, Transition,
+};
+use crate::fleet::Fleet;
+use crate::store::StoreError;
+
+/// Longest wait between two attempts of one notification.
+const MAX_BACKOFF: SignedDuration = SignedDuration::from_secs(3600);
+
+/// A notification waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    /// The webhook URL.
+    pub url: String,
+    /// The JSON body.
+    pub body: Value,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Not before.
+    pub next_at: Timestamp,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+fn alert_key(site: &SiteId, rule: Rule) -> String {
+    format!("alert/{site}/{}", rule.name())
+}
+
+/// Every alert state, by site and rule.
+pub fn load_alerts(fleet: &Fleet) -> Result<BTreeMap<(SiteId, Rule), AlertState>, StoreError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in fleet.store.meta_scan("alert/")? {
+        let mut parts = k.splitn(3, '/').skip(1);
+        let (Some(site), Some(rule)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(site), Ok(rule), Ok(state)) = (
+            SiteId::new(site),
+            serde_json::from_value::<Rule>(Value::String(rule.to_owned())),
+            serde_json::from_str::<AlertState>(&v),
+        ) else {
+            tracing::warn!(key = %k, "unreadable alert state skipped");
+            continue;
+        };
+        out.insert((site, rule), state);
+    }
+    Ok(out)
+}
+
+/// Evaluates every site's alerts at `now`; returns how many fired or
+/// resolved.
+pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
+    let Some(checked) = fleet.manifests() else {
+        return Ok(0);
+    };
+    let m = &checked.manifests;
+    let Some(fleet_doc) = &m.fleet else {
+        return Ok(0);
+    };
+    let lang = fleet_doc.value.language;
+    let releases: Vec<ReleaseVersion> = m.releases.keys().cloned().collect();
+    let latest = releases.iter().max();
+    let latest_states: BTreeMap<SiteId, crate::store::SiteState> = fleet
+        .store
+        .latest_all()?
+        .into_iter()
+        .map(|s| (s.site.clone(), s))
+        .collect();
+    let mut alerts = load_alerts(fleet)?;
+    let mut writes: Vec<(String, Option<String>)> = Vec::new();
+    let mut transitions = 0;
+    for (site, doc) in &m.sites {
+        let mut rules = vec![&fleet_doc.value.alerts];
+        for mem in checked
+            .members
+            .get(site)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            if let Some(g) = m.groups.get(&mem.group) {
+                rules.push(&g.value.alerts);
+            }
+        }
+        let eff = Effective::layered(rules);
+        let state = latest_states.get(site);
+        let last_seen = state
+            .map(|s| s.received_at)
+            .into_iter()
+            .chain(fleet.last_poll(site))
+            .max();
+        let input = Input {
+            status: state.map(|s| &s.report.status),
+            metrics: state.and_then(|s| s.metrics.as_ref()),
+            last_seen,
+            latest_release: latest,
+            releases: &releases,
+        };
+        let observed: BTreeMap<Rule, Observation> = alerts::observe(&eff, &input, now, lang)
+            .into_iter()
+            .map(|o| (o.rule, o))
+            .collect();
+        let mut rules_here: Vec<Rule> = observed.keys().copied().collect();
+        rules_here.extend(
+            alerts
+                .range((site.clone(), Rule::Temperature)..)
+                .take_while(|((s, _), _)| s == site)
+                .map(|((_, r), _)| *r),
+        );
+        rules_here.sort();
+        rules_here.dedup();
+        // A silent box's last metrics are stale: its other alerts neither
+        // fire nor resolve until it reports again.
+        let offline = observed.contains_key(&Rule::Offline);
+        for rule in rules_here {
+            if offline && rule != Rule::Offline {
+                continue;
+            }
+            let key = (site.clone(), rule);
+            let prev = alerts.get(&key);
+            let (next, tr) = alerts::step(prev, observed.get(&rule), eff.hold, now);
+            let Some(mut next) = next else {
+                if prev.is_some() {
+                    writes.push((alert_key(site, rule), None));
+                    alerts.remove(&key);
+                }
+                continue;
+            };
+            if let Some(tr) = tr {
+                transitions += 1;
+                let notify = match tr {
+                    Transition::Fired => alerts::due_for_notice(&next, eff.cooldown, now),
+                    // A resolve is told when its firing was.
+                    Transition::Resolved => next
+                        .notified_at
+                        .zip(next.fired_at)
+                        .is_some_and(|(n, f)| n >= f),
+                };
+                if notify {
+                    if tr == Transition::Fired {
+                        next.notified_at = Some(now);
+                    }
+                    let name = &doc.value.name;
+                    for (i, url) in fleet.config.webhooks.iter().enumerate() {
+                        let body = webhook_body(site, name, rule, &next, tr, lang);
+                        let item = Outgoing {
+                            url: url.clone(),
+                            body,
+                            attempts: 0,
+                            next_at: now,
+                            last_error: None,
+                        };
+                        writes.push((
+                            format!(
+                                "outbox/{:020}-{site}-{}-{i}",
+                                now.as_nanosecond(),
+                                rule.name()
+                            ),
+                            serde_json::to_string(&item).ok(),
+                        ));
+                    }
+                }
+                tracing::info!(site = %site, rule = rule.name(), transition = ?tr, notify, "alert");
+            }
+            if prev != Some(&next) {
+                writes.push((alert_key(site, rule), serde_json::to_string(&next).ok()));
+                alerts.insert(key, next);
+            }
+        }
+    }
+    if !writes.is_empty() {
+        fleet.store.meta_write(writes)?;
+    }
+    Ok(transitions)
+}
+
+/// The Slack-compatible body: `text` plus the structured alert.
+fn webhook_body(
+    site: &SiteId,
+    name: &str,
+    rule: Rule,
+    s: &AlertState,
+    tr: Transition,
+    lang: Language,
+) -> Value {
+    let level = match s.level {
+        Level::Warning => "WARNING",
+        Level::Critical => "CRITICAL",
+    };
+    let text = match (tr, lang) {
+        (Transition::Fired, _) => format!("[Touchline {level}] {name} — {}", s.message),
+        (Transition::Resolved, Language::Fr) => {
+            format!("[Touchline RÉSOLU] {name} — {}", s.message)
+        }
+        (Transition::Resolved, Language::En) => {
+            format!("[Touchline RESOLVED] {name} — {}", s.message)
+        }
+    };
+    json!({
+        "text": text,
+        "alert": {
+            "id": format!("{site}/{}/{}", rule.name(), s.since.as_second()),
+            "site": site,
+            "site_name": name,
+            "rule": rule,
+            "level": s.level,
+            "state": match tr { Transition::Fired => "firing", Transition::Resolved => "resolved" },
+            "value": s.value,
+            "message": s.message,
+            "since": s.since,
+            "fired_at": s.fired_at,
+            "resolved_at": s.resolved_at,
+        }
+    })
+}
+
+/// Sends the outbox items due at `now`, one by one; returns how many were
+/// delivered. A failure is kept with the next attempt pushed back
+/// (1 s, 2 s, 4 s… up to an hour).
+pub async fn deliver(fleet: &Arc<Fleet>, client: &reqwest::Client, now: Timestamp) -> usize {
+    let f = fleet.clone();
+    let items = match tokio::task::spawn_blocking(move || f.store.meta_scan("outbox/")).await {
+        Ok(Ok(items)) => items,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the outbox");
+            return 0;
+        }
+        Err(_) => return 0,
+    };
+    let mut delivered = 0;
+    for (key, value) in items {
+        let Ok(mut item) = serde_json::from_str::<Outgoing>(&value) else {
+            tracing::warn!(%key, "unreadable outbox item dropped");
+            let _ = write(fleet, vec![(key, None)]).await;
+            continue;
+        };
+        if item.next_at > now {
+            continue;
+        }
+        let sent = client
+            .post(&item.url)
+            .json(&item.body)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        let outcome = match sent {
+            Ok(r) if r.status().is_success() => Ok(()),
+            Ok(r) => Err(format!("HTTP {}", r.status())),
+            Err(e) => Err(crate::fleet::error_chain(&e)),
+        };
+        match outcome {
+            Ok(()) => {
+                delivered += 1;
+                let _ = write(fleet, vec![(key, None)]).await;
+            }
+            Err(e) => {
+                item.attempts += 1;
+                let wait =
+                    SignedDuration::from_secs(1i64 << item.attempts.min(12)).min(MAX_BACKOFF);
+                item.next_at = now.saturating_add(wait).unwrap_or(now);
+                tracing::warn!(url = %item.url, attempts = item.attempts, error = %e, "webhook failed; retrying later");
+                item.last_error = Some(e);
+                let _ = write(fleet, vec![(key, serde_json::to_string(&item).ok())]).await;
+            }
+        }
+    }
+    delivered
+}
+
+async fn write(fleet: &Arc<Fleet>, changes: Vec<(String, Option<String>)>) -> Result<(), String> {
+    let f = fleet.clone();
+    tokio::task::spawn_blocking(move || f.store.meta_write(changes))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// `/api/alerts`: firing ones first, then pending and resolved, newest
+/// first, with the site, the rule, the level and the value.
+pub fn api(fleet: &Fleet) -> Result<Value, StoreError> {
+    let mut rows: Vec<(SiteId, Rule, AlertState)> = load_alerts(fleet)?
+        .into_iter()
+        .map(|((s, r), a)| (s, r, a))
+        .collect();
+    let rank = |s: Stage| match s {
+        Stage::Firing => 0,
+        Stage::Pending => 1,
+        Stage::Resolved => 2,
+    };
+    rows.sort_by(|a, b| {
+        rank(a.2.state)
+            .cmp(&rank(b.2.state))
+            .then(b.2.level.cmp(&a.2.level))
+            .then(b.2.since.cmp(&a.2.since))
+    });
+    let outbox = fleet.store.meta_scan("outbox/")?.len();
+    let list: Vec<Value> = rows
+        .iter()
+        .map(|(site, rule, a)| {
+            json!({
+                "site": site,
+                "rule": rule,
+                "state": a.state,
+                "level": a.level,
+                "value": a.value,
+                "message": a.message,
+                "since": a.since,
+                "fired_at": a.fired_at,
+                "resolved_at": a.resolved_at,
+                "notified_at": a.notified_at,
+            })
+        })
+        .collect();
+    let firing = rows.iter().filter(|r| r.2.state == Stage::Firing).count();
+    Ok(json!({"firing": firing, "alerts": list, "outbox": outbox}))
+}

@@ -1,0 +1,289 @@
+//! Alerts end to end: the real controller, reports over real HTTP, and a
+//! real webhook receiver (an HTTP server in this test) that is down at
+//! first. Thresholds and timing come from the example fleet's
+//! `fleet.yaml`, shortened (hold 1 s, offline after 3 s).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use touchline_controller::tokens::Token;
+
+const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
+
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let st = Command::new("git")
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@e",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An HTTP server that records every JSON body POSTed to it.
+fn receiver(listener: TcpListener) -> Arc<Mutex<Vec<Value>>> {
+    let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(s) = conn else { continue };
+            let mut r = BufReader::new(s);
+            let mut len = 0usize;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok() {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    g.lock().unwrap().push(v);
+                }
+                let mut s = r.into_inner();
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        }
+    });
+    got
+}
+
+fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
+    let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
+    let fleet = fleet
+        .replace("hold: 2m", "hold: 1s")
+        .replace("offline_after: 5m", "offline_after: 3s");
+    std::fs::write(repo.join("fleet.yaml"), fleet).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "fleet"]);
+    common::touchline()
+        .args(["keygen", "--out"])
+        .arg(tmp.path().join("key"))
+        .assert()
+        .success();
+    // The webhook receiver's port, with nothing listening yet.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        tmp.path().join("controller.toml"),
+        format!(
+            "sync_interval = \"1h\"\nalerts_interval = \"1s\"\nwebhooks = [\"http://127.0.0.1:{port}/hook\"]\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+            Token::new(VIEWER).hash().to_hex()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    let site_token = {
+        let out = common::touchline()
+            .args(["site", "token", "--data"])
+            .arg(&data)
+            .arg("cesson-handball")
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .arg("serve")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--data")
+        .arg(&data)
+        .arg("--key")
+        .arg(tmp.path().join("key"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(tmp.path().join("controller.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Killed(child);
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let http = reqwest::blocking::Client::new();
+
+    // The box reports every 300 ms; the test sets its temperature (None:
+    // the box goes silent).
+    let temp: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(Some(82.0)));
+    {
+        let (temp, url, token, http) =
+            (temp.clone(), url.clone(), site_token.clone(), http.clone());
+        std::thread::spawn(move || {
+            for seq in 1u64.. {
+                let t = *temp.lock().unwrap();
+                if let Some(t) = t {
+                    let body = json!({"format": 1, "site": "cesson-handball", "reports": [{
+                        "seq": seq, "at": jiff::Timestamp::now(),
+                        "status": {"phase": "converged", "applied_serial": 1, "desired_serial": 1},
+                        "metrics": {"temperature_c": t, "disk_used_bytes": 8_000_000_000u64, "disk_total_bytes": 32_000_000_000u64}}]});
+                    let _ = http
+                        .post(format!("{url}/v1/sites/cesson-handball/reports"))
+                        .bearer_auth(&token)
+                        .json(&body)
+                        .send();
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        });
+    }
+    let alerts = || -> Value {
+        http.get(format!("{url}/api/alerts"))
+            .bearer_auth(VIEWER)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let find = |v: &Value, rule: &str| -> Option<Value> {
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["site"] == "cesson-handball" && a["rule"] == rule)
+            .cloned()
+    };
+
+    // 82 °C held for the hold time: firing, critical, queued in the outbox
+    // while the receiver is down.
+    let a = wait_until("the temperature alert to fire", 20, || {
+        let v = alerts();
+        find(&v, "temperature")
+            .filter(|a| a["state"] == "firing")
+            .map(|a| (a, v))
+    });
+    assert_eq!(a.0["level"], "critical");
+    assert_eq!(a.0["message"], "température 82,0 °C");
+    wait_until("a failed delivery kept in the outbox", 10, || {
+        (alerts()["outbox"].as_u64() == Some(1)).then_some(())
+    });
+    // Nothing else fires: the other sites never reported (not offline).
+    assert_eq!(alerts()["firing"], 1);
+
+    // The receiver comes up: the outbox retries and delivers once.
+    let got = receiver(TcpListener::bind(("127.0.0.1", port)).unwrap());
+    let first = wait_until("the webhook", 30, || got.lock().unwrap().first().cloned());
+    assert_eq!(
+        first["text"],
+        "[Touchline CRITICAL] Cesson — Glaz Arena — température 82,0 °C"
+    );
+    assert_eq!(first["alert"]["rule"], "temperature");
+    assert_eq!(first["alert"]["state"], "firing");
+    assert_eq!(first["alert"]["value"], "82,0 °C");
+    wait_until("the outbox to empty", 10, || {
+        (alerts()["outbox"].as_u64() == Some(0)).then_some(())
+    });
+
+    // Back to normal for longer than the hold: resolved, and told.
+    *temp.lock().unwrap() = Some(60.0);
+    let resolved = wait_until("the resolved notification", 20, || {
+        got.lock().unwrap().get(1).cloned()
+    });
+    assert_eq!(resolved["alert"]["state"], "resolved");
+    assert!(
+        resolved["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("[Touchline RÉSOLU] ")
+    );
+    assert_eq!(find(&alerts(), "temperature").unwrap()["state"], "resolved");
+
+    // Hot again within the cooldown: it fires, nobody is told twice.
+    *temp.lock().unwrap() = Some(83.0);
+    wait_until("the alert to fire again", 20, || {
+        find(&alerts(), "temperature").filter(|a| a["state"] == "firing")
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        got.lock().unwrap().len(),
+        2,
+        "cooldown: no second firing notice"
+    );
+
+    // The box goes silent: offline after 3 s, critical, notified.
+    *temp.lock().unwrap() = None;
+    let offline = wait_until("the offline notification", 30, || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["alert"]["rule"] == "offline")
+            .cloned()
+    });
+    assert_eq!(offline["alert"]["level"], "critical");
+    assert!(
+        offline["text"]
+            .as_str()
+            .unwrap()
+            .contains("— hors ligne depuis "),
+        "{offline}"
+    );
+    // While offline, its stale metrics neither fire nor resolve anything:
+    // the temperature alert stays as it was.
+    std::thread::sleep(Duration::from_secs(2));
+    let v = alerts();
+    assert_eq!(v["firing"], 2, "{v}");
+    assert_eq!(find(&v, "temperature").unwrap()["state"], "firing");
+    // It reports again: offline resolves.
+    *temp.lock().unwrap() = Some(50.0);
+    wait_until("offline to resolve", 20, || {
+        got.lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["alert"]["rule"] == "offline" && v["alert"]["state"] == "resolved")
+            .cloned()
+    });
+}
