@@ -12,6 +12,18 @@
 //! require_signed_commits = true
 //! allowed_commit_signers = ["ssh-ed25519 AAAA… alice@example.org"]
 //!
+//! webhooks = ["https://hooks.slack.com/services/…"]  # alert notifications
+//! alerts_interval = "30s"
+//!
+//! [email]                       # alert notifications by email
+//! smtp_host = "smtp.example.org"
+//! smtp_port = 587               # default: 587 for starttls, 465 for tls, 25 for none
+//! tls = "starttls"              # starttls | tls | none (none: loopback relays only)
+//! username = "alerts@example.org"
+//! password_file = "/etc/touchline/smtp.password"
+//! from = "Touchline <alerts@example.org>"
+//! to = ["ops@example.org"]
+//!
 //! [[operators]]
 //! name = "alice"
 //! role = "admin"                # viewer | operator | admin
@@ -47,6 +59,54 @@ pub struct Operator {
     pub role: Role,
     /// sha256 of the operator's token, hex.
     pub token_sha256: String,
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    /// Plain connection upgraded with STARTTLS (required).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// No encryption: only for a relay on the same machine.
+    None,
+}
+
+/// Alert email settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Email {
+    /// SMTP server.
+    pub smtp_host: String,
+    /// Port (default by `tls`).
+    #[serde(default)]
+    pub smtp_port: Option<u16>,
+    /// Connection security.
+    #[serde(default)]
+    pub tls: EmailTls,
+    /// SMTP user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the SMTP password (read at each send).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+    /// Sender.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
+}
+
+impl Email {
+    /// The port to connect to.
+    pub fn port(&self) -> u16 {
+        self.smtp_port.unwrap_or(match self.tls {
+            EmailTls::Starttls => 587,
+            EmailTls::Tls => 465,
+            EmailTls::None => 25,
+        })
+    }
 }
 
 /// The configuration file.
@@ -91,6 +151,9 @@ pub struct Config {
     /// timer; reports also trigger an evaluation).
     #[serde(default = "Config::default_alerts_interval")]
     pub alerts_interval: HumanDuration,
+    /// Alert notifications by email.
+    #[serde(default)]
+    pub email: Option<Email>,
 }
 
 impl Default for Config {
@@ -108,6 +171,7 @@ impl Default for Config {
             operators: Vec::new(),
             webhooks: Vec::new(),
             alerts_interval: Self::default_alerts_interval(),
+            email: None,
         }
     }
 }
@@ -193,6 +257,33 @@ impl Config {
             {
                 return Err(invalid(format!(
                     "webhooks[{i}]: `{u}` is not an http:// or https:// URL"
+                )));
+            }
+        }
+        if let Some(e) = &c.email {
+            for (k, a) in std::iter::once(("from", &e.from)).chain(e.to.iter().map(|t| ("to", t))) {
+                if a.parse::<lettre::message::Mailbox>().is_err() {
+                    return Err(invalid(format!(
+                        "email.{k}: `{a}` is not an email address (write `name@example.org` or `Name <name@example.org>`)"
+                    )));
+                }
+            }
+            if e.to.is_empty() {
+                return Err(invalid(
+                    "email.to is empty: list at least one recipient".into(),
+                ));
+            }
+            if e.username.is_some() != e.password_file.is_some() {
+                return Err(invalid(
+                    "email: give both username and password_file, or neither".into(),
+                ));
+            }
+            if let Some(p) = &e.password_file
+                && !p.is_file()
+            {
+                return Err(invalid(format!(
+                    "email.password_file: `{}` is not a readable file",
+                    p.display()
                 )));
             }
         }

@@ -27,13 +27,33 @@ use crate::store::StoreError;
 /// Longest wait between two attempts of one notification.
 const MAX_BACKOFF: SignedDuration = SignedDuration::from_secs(3600);
 
+/// Where a notification goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Target {
+    /// POST `body` to `url`.
+    Webhook {
+        /// The webhook URL.
+        url: String,
+        /// The JSON body.
+        body: Value,
+    },
+    /// An email to the configured recipients.
+    Email {
+        /// Subject line.
+        subject: String,
+        /// Plain-text part.
+        text: String,
+        /// HTML part.
+        html: String,
+    },
+}
+
 /// A notification waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outgoing {
-    /// The webhook URL.
-    pub url: String,
-    /// The JSON body.
-    pub body: Value,
+    /// Where it goes.
+    pub target: Target,
     /// Attempts so far.
     pub attempts: u32,
     /// Not before.
@@ -161,11 +181,21 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
                         next.notified_at = Some(now);
                     }
                     let name = &doc.value.name;
-                    for (i, url) in fleet.config.webhooks.iter().enumerate() {
-                        let body = webhook_body(site, name, rule, &next, tr, lang);
-                        let item = Outgoing {
+                    let mut targets: Vec<Target> = fleet
+                        .config
+                        .webhooks
+                        .iter()
+                        .map(|url| Target::Webhook {
                             url: url.clone(),
-                            body,
+                            body: webhook_body(site, name, rule, &next, tr, lang),
+                        })
+                        .collect();
+                    if fleet.config.email.is_some() {
+                        targets.push(email_body(site, name, rule, &next, tr, lang));
+                    }
+                    for (i, target) in targets.into_iter().enumerate() {
+                        let item = Outgoing {
+                            target,
                             attempts: 0,
                             next_at: now,
                             last_error: None,
@@ -203,19 +233,7 @@ fn webhook_body(
     tr: Transition,
     lang: Language,
 ) -> Value {
-    let level = match s.level {
-        Level::Warning => "WARNING",
-        Level::Critical => "CRITICAL",
-    };
-    let text = match (tr, lang) {
-        (Transition::Fired, _) => format!("[Touchline {level}] {name} — {}", s.message),
-        (Transition::Resolved, Language::Fr) => {
-            format!("[Touchline RÉSOLU] {name} — {}", s.message)
-        }
-        (Transition::Resolved, Language::En) => {
-            format!("[Touchline RESOLVED] {name} — {}", s.message)
-        }
-    };
+    let text = subject(name, s, tr, lang);
     json!({
         "text": text,
         "alert": {
@@ -232,6 +250,141 @@ fn webhook_body(
             "resolved_at": s.resolved_at,
         }
     })
+}
+
+/// The subject line: `[Touchline CRITICAL] <site name> — <message>`.
+fn subject(name: &str, s: &AlertState, tr: Transition, lang: Language) -> String {
+    let tag = match (tr, s.level, lang) {
+        (Transition::Resolved, _, Language::Fr) => "RÉSOLU",
+        (Transition::Resolved, _, Language::En) => "RESOLVED",
+        (Transition::Fired, Level::Warning, _) => "WARNING",
+        (Transition::Fired, Level::Critical, _) => "CRITICAL",
+    };
+    format!("[Touchline {tag}] {name} — {}", s.message)
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The email: subject, plain text and HTML, in the fleet's language.
+fn email_body(
+    site: &SiteId,
+    name: &str,
+    rule: Rule,
+    s: &AlertState,
+    tr: Transition,
+    lang: Language,
+) -> Target {
+    let fr = lang == Language::Fr;
+    let state = match (tr, fr) {
+        (Transition::Fired, true) => "active",
+        (Transition::Fired, false) => "firing",
+        (Transition::Resolved, true) => "résolue",
+        (Transition::Resolved, false) => "resolved",
+    };
+    let level = match (s.level, fr) {
+        (Level::Warning, true) => "avertissement",
+        (Level::Warning, false) => "warning",
+        (Level::Critical, true) => "critique",
+        (Level::Critical, false) => "critical",
+    };
+    let rows: Vec<(&str, String)> = vec![
+        ("Site", format!("{name} ({site})")),
+        (if fr { "Alerte" } else { "Alert" }, s.message.clone()),
+        (if fr { "Valeur" } else { "Value" }, s.value.clone()),
+        (if fr { "Niveau" } else { "Level" }, level.to_owned()),
+        (if fr { "État" } else { "State" }, state.to_owned()),
+        (if fr { "Règle" } else { "Rule" }, rule.name().to_owned()),
+        (
+            if fr { "Depuis" } else { "Since" },
+            s.since.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+        ),
+    ];
+    let text: String = rows
+        .iter()
+        .map(|(k, v)| format!("{k} : {v}\n").replace(" : ", if fr { " : " } else { ": " }))
+        .collect();
+    let html_rows: String = rows
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
+                escape_html(k),
+                escape_html(v)
+            )
+        })
+        .collect();
+    let subject = subject(name, s, tr, lang);
+    let html = format!(
+        "<!doctype html><html><body><h2>{}</h2><table>{html_rows}</table></body></html>",
+        escape_html(&subject)
+    );
+    Target::Email {
+        subject,
+        text,
+        html,
+    }
+}
+
+/// Sends one email with the configured SMTP server.
+async fn send_email(
+    cfg: &crate::config::Email,
+    subject: &str,
+    text: &str,
+    html: &str,
+) -> Result<(), String> {
+    use lettre::message::{Mailbox, MultiPart};
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    let parse = |a: &str| a.parse::<Mailbox>().map_err(|e| format!("`{a}`: {e}"));
+    let mut b = Message::builder().from(parse(&cfg.from)?).subject(subject);
+    for t in &cfg.to {
+        b = b.to(parse(t)?);
+    }
+    let msg = b
+        .multipart(MultiPart::alternative_plain_html(
+            text.to_owned(),
+            html.to_owned(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let host = cfg.smtp_host.as_str();
+    let builder = match cfg.tls {
+        crate::config::EmailTls::Starttls => {
+            AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host).map_err(|e| e.to_string())?
+        }
+        crate::config::EmailTls::Tls => {
+            AsyncSmtpTransport::<Tokio1Executor>::relay(host).map_err(|e| e.to_string())?
+        }
+        crate::config::EmailTls::None => {
+            AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        }
+    };
+    let mut builder = builder
+        .port(cfg.port())
+        .timeout(Some(std::time::Duration::from_secs(20)));
+    if let (Some(user), Some(pf)) = (&cfg.username, &cfg.password_file) {
+        let password = std::fs::read_to_string(pf)
+            .map_err(|e| format!("cannot read `{}`: {e}", pf.display()))?;
+        builder = builder.credentials(Credentials::new(user.clone(), password.trim().to_owned()));
+    }
+    builder
+        .build()
+        .send(msg)
+        .await
+        .map(|_| ())
+        .map_err(|e| crate::fleet::error_chain(&e))
 }
 
 /// Sends the outbox items due at `now`, one by one; returns how many were
@@ -257,16 +410,36 @@ pub async fn deliver(fleet: &Arc<Fleet>, client: &reqwest::Client, now: Timestam
         if item.next_at > now {
             continue;
         }
-        let sent = client
-            .post(&item.url)
-            .json(&item.body)
-            .timeout(std::time::Duration::from_secs(10))
-            .send()
-            .await;
-        let outcome = match sent {
-            Ok(r) if r.status().is_success() => Ok(()),
-            Ok(r) => Err(format!("HTTP {}", r.status())),
-            Err(e) => Err(crate::fleet::error_chain(&e)),
+        let (outcome, to) = match &item.target {
+            Target::Webhook { url, body } => {
+                let sent = client
+                    .post(url)
+                    .json(body)
+                    .timeout(std::time::Duration::from_secs(10))
+                    .send()
+                    .await;
+                let outcome = match sent {
+                    Ok(r) if r.status().is_success() => Ok(()),
+                    Ok(r) => Err(format!("HTTP {}", r.status())),
+                    Err(e) => Err(crate::fleet::error_chain(&e)),
+                };
+                (outcome, url.clone())
+            }
+            Target::Email {
+                subject,
+                text,
+                html,
+            } => match &fleet.config.email {
+                Some(cfg) => (
+                    send_email(cfg, subject, text, html).await,
+                    format!("smtp://{}:{}", cfg.smtp_host, cfg.port()),
+                ),
+                None => {
+                    // Email was switched off since: drop it.
+                    let _ = write(fleet, vec![(key, None)]).await;
+                    continue;
+                }
+            },
         };
         match outcome {
             Ok(()) => {
@@ -278,7 +451,7 @@ pub async fn deliver(fleet: &Arc<Fleet>, client: &reqwest::Client, now: Timestam
                 let wait =
                     SignedDuration::from_secs(1i64 << item.attempts.min(12)).min(MAX_BACKOFF);
                 item.next_at = now.saturating_add(wait).unwrap_or(now);
-                tracing::warn!(url = %item.url, attempts = item.attempts, error = %e, "webhook failed; retrying later");
+                tracing::warn!(to = %to, attempts = item.attempts, error = %e, "notification failed; retrying later");
                 item.last_error = Some(e);
                 let _ = write(fleet, vec![(key, serde_json::to_string(&item).ok())]).await;
             }

@@ -89,8 +89,10 @@ fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-#[test]
-fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve() {
+/// A controller on the example fleet (hold 1 s, offline after 3 s) with
+/// `extra` in its config; returns the temp dir, its URL, the server and a
+/// site token for cesson-handball.
+fn start(extra: &str) -> (tempfile::TempDir, String, Killed, String) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
@@ -107,16 +109,10 @@ fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve
         .arg(tmp.path().join("key"))
         .assert()
         .success();
-    // The webhook receiver's port, with nothing listening yet.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     std::fs::write(
         tmp.path().join("controller.toml"),
         format!(
-            "sync_interval = \"1h\"\nalerts_interval = \"1s\"\nwebhooks = [\"http://127.0.0.1:{port}/hook\"]\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+            "sync_interval = \"1h\"\nalerts_interval = \"1s\"\n{extra}\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
             Token::new(VIEWER).hash().to_hex()
         ),
     )
@@ -149,38 +145,61 @@ fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let _server = Killed(child);
+    let server = Killed(child);
     let url = line
         .trim()
         .strip_prefix("listening on ")
         .unwrap()
         .to_owned();
+    (tmp, url, server, site_token)
+}
+
+/// A box that reports every 300 ms with the temperature the test sets
+/// (None: silent).
+fn reporting_box(url: &str, token: &str, first: Option<f64>) -> Arc<Mutex<Option<f64>>> {
+    let temp: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(first));
+    let (t2, url, token) = (temp.clone(), url.to_owned(), token.to_owned());
+    let http = reqwest::blocking::Client::new();
+    std::thread::spawn(move || {
+        for seq in 1u64.. {
+            let t = *t2.lock().unwrap();
+            if let Some(t) = t {
+                let body = json!({"format": 1, "site": "cesson-handball", "reports": [{
+                    "seq": seq, "at": jiff::Timestamp::now(),
+                    "status": {"phase": "converged", "applied_serial": 1, "desired_serial": 1},
+                    "metrics": {"temperature_c": t, "disk_used_bytes": 8_000_000_000u64, "disk_total_bytes": 32_000_000_000u64}}]});
+                let _ = http
+                    .post(format!("{url}/v1/sites/cesson-handball/reports"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send();
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    temp
+}
+
+/// A free loopback port (nothing listens on it when this returns).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve() {
+    // The webhook receiver's port, with nothing listening yet.
+    let port = free_port();
+    let (_tmp, url, _server, site_token) =
+        start(&format!("webhooks = [\"http://127.0.0.1:{port}/hook\"]"));
     let http = reqwest::blocking::Client::new();
 
     // The box reports every 300 ms; the test sets its temperature (None:
     // the box goes silent).
-    let temp: Arc<Mutex<Option<f64>>> = Arc::new(Mutex::new(Some(82.0)));
-    {
-        let (temp, url, token, http) =
-            (temp.clone(), url.clone(), site_token.clone(), http.clone());
-        std::thread::spawn(move || {
-            for seq in 1u64.. {
-                let t = *temp.lock().unwrap();
-                if let Some(t) = t {
-                    let body = json!({"format": 1, "site": "cesson-handball", "reports": [{
-                        "seq": seq, "at": jiff::Timestamp::now(),
-                        "status": {"phase": "converged", "applied_serial": 1, "desired_serial": 1},
-                        "metrics": {"temperature_c": t, "disk_used_bytes": 8_000_000_000u64, "disk_total_bytes": 32_000_000_000u64}}]});
-                    let _ = http
-                        .post(format!("{url}/v1/sites/cesson-handball/reports"))
-                        .bearer_auth(&token)
-                        .json(&body)
-                        .send();
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        });
-    }
+    let temp = reporting_box(&url, &site_token, Some(82.0));
     let alerts = || -> Value {
         http.get(format!("{url}/api/alerts"))
             .bearer_auth(VIEWER)
@@ -286,4 +305,89 @@ fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve
             .find(|v| v["alert"]["rule"] == "offline" && v["alert"]["state"] == "resolved")
             .cloned()
     });
+}
+
+#[test]
+fn an_alert_email_reaches_a_real_smtp_server_with_both_parts() {
+    let py = Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !py {
+        assert!(
+            !common::in_ci(),
+            "aiosmtpd (pip install aiosmtpd) is required in CI"
+        );
+        println!("SKIPPED: python3 with aiosmtpd is not installed (pip install aiosmtpd)");
+        return;
+    }
+    let port = free_port();
+    let maildir = tempfile::tempdir().unwrap();
+    let smtp = Command::new("python3")
+        .args([
+            "-m",
+            "aiosmtpd",
+            "-n",
+            "-l",
+            &format!("127.0.0.1:{port}"),
+            "-c",
+            "aiosmtpd.handlers.Mailbox",
+        ])
+        .arg(maildir.path().join("box"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _smtp = Killed(smtp);
+    wait_until("the SMTP server", 20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    let (_tmp, url, _server, token) = start(&format!(
+        "[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"Touchline <alerts@example.org>\"\nto = [\"ops@example.org\", \"Astreinte <oncall@example.org>\"]\n"
+    ));
+    let _box = reporting_box(&url, &token, Some(82.0));
+    let new = maildir.path().join("box/new");
+    let file = wait_until("the email", 30, || {
+        std::fs::read_dir(&new)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .next()
+    });
+    // Python's email package reads it back: decoded subject, recipients,
+    // and each part's type and text.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import email, email.header, json, sys\nm = email.message_from_binary_file(open(sys.argv[1], 'rb'))\nparts = [(p.get_content_type(), p.get_payload(decode=True).decode(p.get_content_charset() or 'utf-8')) for p in m.walk() if not p.is_multipart()]\nprint(json.dumps({'subject': str(email.header.make_header(email.header.decode_header(m['Subject']))), 'to': m['To'], 'from': m['From'], 'type': m.get_content_type(), 'parts': parts}))",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["subject"],
+        "[Touchline CRITICAL] Cesson — Glaz Arena — température 82,0 °C"
+    );
+    assert_eq!(v["to"], "ops@example.org, Astreinte <oncall@example.org>");
+    assert_eq!(v["from"], "Touchline <alerts@example.org>");
+    assert_eq!(v["type"], "multipart/alternative");
+    assert_eq!(v["parts"][0][0], "text/plain");
+    assert_eq!(v["parts"][1][0], "text/html");
+    let text = v["parts"][0][1].as_str().unwrap();
+    assert!(
+        text.contains("Valeur : 82,0 °C") && text.contains("Niveau : critique"),
+        "{text}"
+    );
+    let html = v["parts"][1][1].as_str().unwrap();
+    assert!(
+        html.contains("<th align=\"left\">Valeur</th><td>82,0 °C</td>"),
+        "{html}"
+    );
 }
