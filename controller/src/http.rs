@@ -62,6 +62,8 @@ pub struct AppState {
     pub local_admin: Option<TokenHash>,
     /// Prometheus metrics.
     pub metrics: Arc<HttpMetrics>,
+    /// Status page sessions.
+    pub sessions: Arc<crate::web::Sessions>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -210,6 +212,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/alerts", get(api_alerts))
         .route("/api/commits", get(api_commits))
         .route("/api/sync", post(api_sync))
+        .route("/", get(crate::web::overview))
+        .route(
+            "/login",
+            get(crate::web::login_form).post(crate::web::login),
+        )
+        .route("/logout", post(crate::web::logout))
+        .route("/sync", post(crate::web::sync))
+        .route("/lang/{code}", get(crate::web::set_lang))
+        .route("/sites", get(crate::web::sites))
+        .route("/sites/{id}", get(crate::web::site))
+        .route("/alerts", get(crate::web::alerts))
+        .route("/releases", get(crate::web::releases))
+        .route("/static/app.css", get(crate::web::css))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

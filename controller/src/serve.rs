@@ -116,6 +116,7 @@ pub async fn serve(
         fleet: fleet.clone(),
         local_admin: Some(admin.hash()),
         metrics: Arc::new(HttpMetrics::default()),
+        sessions: Arc::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx.clone()));

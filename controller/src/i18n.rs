@@ -1,0 +1,276 @@
+//! French and English for the status page: every string, numbers and dates
+//! in the reader's style, times in the fleet's time zone.
+
+use jiff::Timestamp;
+
+/// A page language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// Français.
+    Fr,
+    /// English.
+    En,
+}
+
+impl Lang {
+    /// `fr` / `en`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Fr => "fr",
+            Self::En => "en",
+        }
+    }
+
+    /// From a cookie value or a path segment.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "fr" => Some(Self::Fr),
+            "en" => Some(Self::En),
+            _ => None,
+        }
+    }
+
+    /// The first of `fr` / `en` in an `Accept-Language` header, by weight.
+    pub fn from_accept_language(header: &str) -> Option<Self> {
+        let mut best: Option<(f32, Self)> = None;
+        for part in header.split(',') {
+            let mut it = part.split(';');
+            let tag = it.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = it
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|v| v.parse::<f32>().ok())
+                })
+                .unwrap_or(1.0);
+            let lang = match tag.split('-').next() {
+                Some("fr") => Self::Fr,
+                Some("en") => Self::En,
+                _ => continue,
+            };
+            if best.is_none_or(|(bq, _)| q > bq) {
+                best = Some((q, lang));
+            }
+        }
+        best.map(|(_, l)| l)
+    }
+}
+
+/// What a page needs to speak the reader's language.
+#[derive(Debug, Clone)]
+pub struct L10n {
+    /// The language.
+    pub lang: Lang,
+    /// The fleet's time zone.
+    pub tz: jiff::tz::TimeZone,
+    /// Now.
+    pub now: Timestamp,
+}
+
+impl L10n {
+    /// The string for `key` (the key itself when unknown, so a missing
+    /// translation shows up in tests).
+    pub fn t(&self, key: &str) -> &'static str {
+        let (fr, en) = match key {
+            "overview" => ("Vue d'ensemble", "Overview"),
+            "sites" => ("Sites", "Sites"),
+            "alerts" => ("Alertes", "Alerts"),
+            "releases" => ("Versions", "Releases"),
+            "logout" => ("Déconnexion", "Log out"),
+            "login" => ("Connexion", "Log in"),
+            "login_title" => ("Connexion à Touchline", "Log in to Touchline"),
+            "token" => ("Jeton d'opérateur", "Operator token"),
+            "login_failed" => ("Jeton refusé.", "Token refused."),
+            "online" => ("En ligne", "Online"),
+            "degraded" => ("Dégradé", "Degraded"),
+            "offline" => ("Hors ligne", "Offline"),
+            "stale" => ("Périmé", "Stale"),
+            "total" => ("Sites", "Sites"),
+            "versions" => ("Versions en service", "Versions running"),
+            "active_alerts" => ("Alertes actives", "Active alerts"),
+            "no_alerts" => ("Aucune alerte active.", "No active alert."),
+            "last_commits" => ("Derniers commits", "Last commits"),
+            "applied" => ("appliqué", "applied"),
+            "blocked" => ("en attente", "pending"),
+            "map" => ("Carte", "Map"),
+            "health" => ("Santé", "Health"),
+            "health_dist" => ("Répartition de la santé", "Health distribution"),
+            "search" => ("Rechercher", "Search"),
+            "filter" => ("Filtrer", "Filter"),
+            "all" => ("Tous", "All"),
+            "sport" => ("Sport", "Sport"),
+            "region" => ("Région", "Region"),
+            "group" => ("Groupe", "Group"),
+            "status" => ("État", "Status"),
+            "version" => ("Version", "Version"),
+            "name" => ("Nom", "Name"),
+            "last_seen" => ("Vu", "Last seen"),
+            "never" => ("jamais", "never"),
+            "cpu" => ("CPU", "CPU"),
+            "memory" => ("Mémoire", "Memory"),
+            "temperature" => ("Température", "Temperature"),
+            "disk" => ("Disque", "Disk"),
+            "phase" => ("Phase", "Phase"),
+            "identity" => ("Identité", "Identity"),
+            "club" => ("Club", "Club"),
+            "labels" => ("Étiquettes", "Labels"),
+            "groups" => ("Groupes", "Groups"),
+            "desired" => ("Voulu", "Desired"),
+            "running" => ("En place", "Applied"),
+            "set_by" => ("défini par", "set by"),
+            "serial" => ("Numéro", "Serial"),
+            "release" => ("Version logicielle", "Software release"),
+            "videos" => ("Vidéos", "Videos"),
+            "config" => ("Configuration", "Configuration"),
+            "conditions" => ("Conditions", "Conditions"),
+            "last_error" => ("Dernière erreur", "Last error"),
+            "none" => ("aucune", "none"),
+            "charts" => ("Courbes", "Charts"),
+            "events" => ("Événements récents", "Recent events"),
+            "export" => ("Exporter l'historique (CSV)", "Export history (CSV)"),
+            "rule" => ("Règle", "Rule"),
+            "level" => ("Niveau", "Level"),
+            "value" => ("Valeur", "Value"),
+            "since" => ("Depuis", "Since"),
+            "firing" => ("active", "firing"),
+            "pending" => ("en attente", "pending"),
+            "resolved" => ("résolue", "resolved"),
+            "warning" => ("avertissement", "warning"),
+            "critical" => ("critique", "critical"),
+            "site" => ("Site", "Site"),
+            "adoption" => ("Adoption", "Adoption"),
+            "rolled_back" => ("Annulée sur", "Rolled back on"),
+            "staged" => ("Préparée sur", "Staged on"),
+            "waiting" => ("En attente sur", "Waiting on"),
+            "changelog" => ("Changements", "Changes"),
+            "sync" => ("Synchroniser maintenant", "Sync now"),
+            "sync_done" => ("Synchronisation lancée.", "Sync started."),
+            "no_data" => ("Pas encore de mesures.", "No measurements yet."),
+            "sites_count" => ("sites", "sites"),
+            "language" => ("English", "Français"),
+            "refresh" => ("Actualisé toutes les 60 s", "Refreshed every 60 s"),
+            _ => return "??",
+        };
+        match self.lang {
+            Lang::Fr => fr,
+            Lang::En => en,
+        }
+    }
+
+    /// The other language's code (for the switch link).
+    pub fn other(&self) -> &'static str {
+        match self.lang {
+            Lang::Fr => "en",
+            Lang::En => "fr",
+        }
+    }
+
+    /// A number with `decimals`, in the reader's style (`78,2` / `78.2`).
+    pub fn num(&self, v: f64, decimals: usize) -> String {
+        let s = format!("{v:.decimals$}");
+        match self.lang {
+            Lang::Fr => s.replace('.', ","),
+            Lang::En => s,
+        }
+    }
+
+    /// An optional number, or `–`.
+    pub fn opt(&self, v: Option<f64>, decimals: usize, unit: &str) -> String {
+        v.map_or_else(
+            || "–".to_owned(),
+            |v| format!("{} {unit}", self.num(v, decimals)),
+        )
+    }
+
+    /// A time in the fleet's time zone (`23/11/2026 14:05` / `2026-11-23 14:05`).
+    pub fn time(&self, t: &Timestamp) -> String {
+        let z = t.to_zoned(self.tz.clone());
+        match self.lang {
+            Lang::Fr => z.strftime("%d/%m/%Y %H:%M").to_string(),
+            Lang::En => z.strftime("%Y-%m-%d %H:%M").to_string(),
+        }
+    }
+
+    /// How long ago (`il y a 3 min` / `3 min ago`).
+    pub fn ago(&self, t: &Timestamp) -> String {
+        let s = self.now.duration_since(*t).as_secs().max(0);
+        let span = if s < 60 {
+            format!("{s} s")
+        } else if s < 3600 {
+            format!("{} min", s / 60)
+        } else if s < 86_400 {
+            format!("{} h", s / 3600)
+        } else {
+            match self.lang {
+                Lang::Fr => format!("{} j", s / 86_400),
+                Lang::En => format!("{} d", s / 86_400),
+            }
+        };
+        match self.lang {
+            Lang::Fr => format!("il y a {span}"),
+            Lang::En => format!("{span} ago"),
+        }
+    }
+
+    /// `ago` of an optional time, or "never".
+    pub fn ago_opt(&self, t: &Option<Timestamp>) -> String {
+        t.as_ref()
+            .map_or_else(|| self.t("never").to_owned(), |t| self.ago(t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l(lang: Lang) -> L10n {
+        L10n {
+            lang,
+            tz: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
+            now: "2026-11-23T14:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn accept_language_picks_by_weight() {
+        assert_eq!(
+            Lang::from_accept_language("fr-FR,fr;q=0.9,en;q=0.8"),
+            Some(Lang::Fr)
+        );
+        assert_eq!(
+            Lang::from_accept_language("de-DE, en-GB;q=0.7, fr;q=0.3"),
+            Some(Lang::En)
+        );
+        assert_eq!(Lang::from_accept_language("de, es"), None);
+    }
+
+    #[test]
+    fn numbers_dates_and_ages_in_the_readers_style() {
+        let t: Timestamp = "2026-11-23T13:57:00Z".parse().unwrap();
+        assert_eq!(l(Lang::Fr).num(78.25, 1), "78,2");
+        assert_eq!(l(Lang::En).num(78.25, 1), "78.2");
+        assert_eq!(l(Lang::Fr).time(&t), "23/11/2026 14:57");
+        assert_eq!(l(Lang::En).time(&t), "2026-11-23 14:57");
+        assert_eq!(l(Lang::Fr).ago(&t), "il y a 3 min");
+        assert_eq!(l(Lang::En).ago(&t), "3 min ago");
+    }
+
+    #[test]
+    fn every_key_used_by_the_templates_is_translated() {
+        let templates = [
+            include_str!("../templates/layout.html"),
+            include_str!("../templates/login.html"),
+            include_str!("../templates/overview.html"),
+            include_str!("../templates/sites.html"),
+            include_str!("../templates/site.html"),
+            include_str!("../templates/alerts.html"),
+            include_str!("../templates/releases.html"),
+        ];
+        for text in templates {
+            for part in text.split("l.t(\"").skip(1) {
+                let key = &part[..part.find('"').unwrap()];
+                assert_ne!(l(Lang::Fr).t(key), "??", "no translation for `{key}`");
+            }
+        }
+    }
+}
