@@ -2,6 +2,8 @@
 //! the built `touchline` binary.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 /// The repository root.

@@ -1,0 +1,195 @@
+//! The status page in a real browser: headless Chromium driven through
+//! chromedriver (WebDriver). Logs in, opens the overview, filters the
+//! sites, opens a site with charts, switches French/English, and saves a
+//! screenshot of each page under `target/screenshots/`. Assertions are on
+//! the DOM. Skipped with a printed reason only when Chromium is absent
+//! outside CI.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{VIEWER, start};
+use fantoccini::{ClientBuilder, Locator};
+use serde_json::json;
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn screenshots() -> std::path::PathBuf {
+    let dir = common::repo_root().join("target/screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn the_status_page_in_headless_chromium() {
+    let (Some(driver), Some(chromium)) = (
+        common::require_tool("chromedriver", "apt-get install chromium-driver"),
+        common::require_tool("chromium", "apt-get install chromium"),
+    ) else {
+        return;
+    };
+    let s = start();
+    // A site with a day of metrics, for its charts.
+    let out = common::touchline()
+        .args(["site", "token", "--data"])
+        .arg(&s.data)
+        .arg("massy-rugby")
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let now = jiff::Timestamp::now();
+    let reports: Vec<serde_json::Value> = (1..=48)
+        .map(|i| {
+            json!({"seq": i, "at": now - jiff::SignedDuration::from_mins(30 * (48 - i)),
+                   "status": {"phase": "converged", "applied_serial": 1, "desired_serial": 1},
+                   "metrics": {"cpu_percent": 10.0 + (i % 7) as f64 * 5.0, "memory_percent": 40.0,
+                               "temperature_c": 50.0 + (i % 5) as f64, "disk_used_bytes": 8_000_000_000u64,
+                               "disk_total_bytes": 32_000_000_000u64}})
+        })
+        .collect();
+    let r = s
+        .http
+        .post(format!("{}/v1/sites/massy-rugby/reports", s.url))
+        .bearer_auth(&token)
+        .json(&json!({"format": 1, "site": "massy-rugby", "reports": reports}))
+        .send()
+        .unwrap();
+    assert!(r.status().is_success());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _driver = Killed(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--window-size=1280,900", "--lang=fr-FR",
+                         format!("--user-data-dir={}", profile.path().display())],
+                "prefs": {"intl.accept_languages": "fr-FR,fr"}
+            }),
+        );
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        let shot = |name: &'static str, c: fantoccini::Client| async move {
+            let png = c.screenshot().await.unwrap();
+            assert!(png.starts_with(b"\x89PNG"));
+            std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
+            c
+        };
+        // The text of `css` once the page that has it is loaded (a click
+        // navigates; the old page's elements go stale meanwhile).
+        let text = |c: &fantoccini::Client, css: &'static str| {
+            let c = c.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    if let Ok(e) = c.wait().for_element(Locator::Css(css)).await
+                        && let Ok(t) = e.text().await
+                    {
+                        return t;
+                    }
+                    assert!(Instant::now() < deadline, "no `{css}`");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+
+        // Not logged in: the login page.
+        c.goto(&s.url).await.unwrap();
+        assert!(c.current_url().await.unwrap().path().ends_with("/login"));
+        let c = shot("login", c).await;
+        c.find(Locator::Css("#token")).await.unwrap().send_keys("wrong").await.unwrap();
+        c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&c, "#login-error").await, "Jeton refusé.");
+        c.find(Locator::Css("#token")).await.unwrap().send_keys(VIEWER).await.unwrap();
+        c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
+        text(&c, "#count-total").await;
+
+        // Overview, in French (the browser's language).
+        assert_eq!(text(&c, "h1").await, "Vue d'ensemble");
+        assert_eq!(text(&c, "#count-total").await, "12");
+        let dots = c.find_all(Locator::Css("#map circle.site")).await.unwrap();
+        assert_eq!(dots.len(), 12, "a dot per site on the map");
+        let c = shot("overview-fr", c).await;
+
+        // Sites, filtered to rugby with the form.
+        c.find(Locator::Css("#nav-sites")).await.unwrap().click().await.unwrap();
+        text(&c, "#site-count").await;
+        let all = c.find_all(Locator::Css("#sites-table tbody tr")).await.unwrap();
+        assert_eq!(all.len(), 12);
+        c.find(Locator::Css("#f-sport")).await.unwrap().select_by_value("rugby").await.unwrap();
+        c.find(Locator::Css("#apply-filters")).await.unwrap().click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !c.current_url().await.unwrap().as_str().contains("sport=rugby") {
+            assert!(Instant::now() < deadline, "the filter did not submit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        text(&c, "#site-count").await;
+        let rows = c.find_all(Locator::Css("#sites-table tbody tr")).await.unwrap();
+        let mut ids = Vec::new();
+        for r in &rows {
+            ids.push(r.attr("data-site").await.unwrap().unwrap());
+        }
+        assert_eq!(ids, ["la-roche-rugby", "massy-rugby", "vannes-rugby"]);
+        assert!(c.current_url().await.unwrap().query().unwrap().contains("sport=rugby"));
+        let c = shot("sites-rugby", c).await;
+
+        // A site with its charts.
+        c.find(Locator::Css("tr[data-site=massy-rugby] a")).await.unwrap().click().await.unwrap();
+        text(&c, "#site-name").await;
+        for m in ["cpu", "memory", "temperature", "disk"] {
+            let fig = c
+                .find(Locator::Css(&format!("figure[data-metric={m}] svg polyline")))
+                .await
+                .unwrap();
+            let points = fig.attr("points").await.unwrap().unwrap();
+            assert_eq!(points.split(' ').count(), 48, "{m}: one point per report");
+        }
+        let c = shot("site-fr", c).await;
+
+        // English, remembered across pages.
+        c.find(Locator::Css("#lang-switch")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&c, "figure[data-metric=temperature] figcaption").await, "Temperature");
+        c.find(Locator::Css("#nav-overview")).await.unwrap().click().await.unwrap();
+        assert_eq!(text(&c, "h1").await, "Overview");
+        let c = shot("overview-en", c).await;
+        c.close().await.unwrap();
+    });
+    println!("screenshots in {}", screenshots().display());
+}
