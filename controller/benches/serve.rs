@@ -374,6 +374,64 @@ fn main() {
         );
         println!("controller RSS after the history query: {}", rss());
     }
+    // The status page with every site and the history: median of 5 loads
+    // (loopback, so close to the server's time) and the page weight.
+    {
+        let web = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let form = web.get(format!("{url}/login")).send().unwrap();
+        let pre = form
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("tl_login="))
+            .map(|c| c.split(';').next().unwrap().to_owned())
+            .unwrap();
+        let r = web
+            .post(format!("{url}/login"))
+            .header("cookie", format!("tl_login={pre}"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={OPERATOR}&csrf={pre}"))
+            .send()
+            .unwrap();
+        let session = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|c| c.strip_prefix("tl_session="))
+            .map(|c| format!("tl_session={}", c.split(';').next().unwrap()))
+            .expect("a session");
+        let (site, _) = &tokens[sites / 3];
+        for (what, path) in [
+            ("overview page", "/".to_owned()),
+            ("sites page", "/sites".to_owned()),
+            ("site page, 7-day charts", format!("/sites/{site}?range=7d")),
+        ] {
+            let mut times = Vec::new();
+            let mut bytes = 0;
+            for _ in 0..5 {
+                let t = Instant::now();
+                let r = web
+                    .get(format!("{url}{path}"))
+                    .header("cookie", &session)
+                    .send()
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{path}");
+                bytes = r.bytes().unwrap().len();
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "status page, {what} ({sites} sites): median {:.1} ms, {} KB",
+                times[2],
+                bytes / 1000
+            );
+        }
+    }
     let http = reqwest::blocking::Client::new();
     let www = tmp.path().join("www");
     let mut poll_targets = String::new();
