@@ -222,6 +222,7 @@ pub fn router(state: AppState) -> Router {
         .route("/lang/{code}", get(crate::web::set_lang))
         .route("/sites", get(crate::web::sites))
         .route("/sites/{id}", get(crate::web::site))
+        .route("/sites/{id}/history.csv", get(crate::web::history_csv))
         .route("/alerts", get(crate::web::alerts))
         .route("/releases", get(crate::web::releases))
         .route("/static/app.css", get(crate::web::css))

@@ -171,10 +171,19 @@ fn view_of(
     now: Timestamp,
 ) -> SiteView {
     let doc = manifests.and_then(|m| m.manifests.sites.get(&id));
-    let desired_bundle = published.and_then(|p| Bundle::from_slice(&p.body).ok());
-    let desired_release = desired_bundle
-        .as_ref()
-        .and_then(|b| b.software.as_ref().map(|s| s.version.to_string()));
+    // Only the release of the bundle (parsing whole bundles for every site
+    // is most of a 2,000-site page).
+    #[derive(serde::Deserialize)]
+    struct Sw {
+        version: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Desired {
+        software: Option<Sw>,
+    }
+    let desired_release = published
+        .and_then(|p| serde_json::from_slice::<Desired>(&p.body).ok())
+        .and_then(|d| d.software.map(|s| s.version));
     let applied_serial = state.and_then(|s| s.report.status.applied_serial);
     let applied_release =
         state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
@@ -224,6 +233,32 @@ fn view_of(
         software: state.and_then(|s| s.report.status.software.clone()),
         id,
     }
+}
+
+/// One site's row (what [`site_views`] gives for it, without the others).
+pub fn site_view(
+    fleet: &Fleet,
+    site: &SiteId,
+    now: Timestamp,
+) -> Result<Option<SiteView>, StoreError> {
+    let state = fleet.store.latest(site)?;
+    let published = fleet.bundle(site);
+    let manifests = fleet.manifests();
+    let known = manifests
+        .as_ref()
+        .is_some_and(|m| m.manifests.sites.contains_key(site));
+    if state.is_none() && published.is_none() && !known {
+        return Ok(None);
+    }
+    Ok(Some(view_of(
+        site.clone(),
+        manifests.as_deref(),
+        state.as_ref(),
+        fleet.last_poll(site),
+        published.as_deref(),
+        fleet.config.offline_after.as_secs(),
+        now,
+    )))
 }
 
 /// `/api/sites/{id}`: the row plus the desired state with the manifest line

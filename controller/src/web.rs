@@ -601,7 +601,7 @@ fn map_svg(views: &[SiteView]) -> String {
         })
         .collect();
     let mut s = format!(
-        "<svg id=\"map\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"map\" xmlns=\"http://www.w3.org/2000/svg\"><polygon points=\"{}\" fill=\"#f3f4f6\" stroke=\"#9aa4af\"/>",
+        "<svg id=\"map\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"map\" xmlns=\"http://www.w3.org/2000/svg\"><style>circle{{stroke:#fff}}.online{{fill:#1a7f37}}.degraded{{fill:#b35900}}.offline{{fill:#c62828}}</style><polygon points=\"{}\" fill=\"#f3f4f6\" stroke=\"#9aa4af\"/>",
         pts.join(" ")
     );
     for v in views {
@@ -611,17 +611,12 @@ fn map_svg(views: &[SiteView]) -> String {
             continue;
         };
         let (x, y) = xy(lon, lat);
-        let colour = match v.status {
-            Health::Online => "#1a7f37",
-            Health::Degraded => "#b35900",
-            Health::Offline => "#c62828",
-        };
         // Names go through askama's escaper rules by hand here: the SVG is
         // inserted as is.
         let title = escape(&format!("{} — {}", v.name, v.status.as_str()));
+        // Compact (2,000 dots): the colour comes from the class.
         s.push_str(&format!(
-            "<a href=\"/sites/{}\"><circle class=\"site {}\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"6\" fill=\"{colour}\" stroke=\"#fff\"><title>{title}</title></circle></a>",
-            v.id,
+            "<circle class=\"site {}\" cx=\"{x:.0}\" cy=\"{y:.0}\" r=\"6\"><title>{title}</title></circle>",
             v.status.as_str()
         ));
     }
@@ -755,6 +750,10 @@ struct SitesPage {
     filters: Vec<Filter>,
     headers: Vec<(String, String)>,
     rows: Vec<SiteRow>,
+    /// Sites matching the filters (all pages).
+    matching: usize,
+    /// `page N / M`, with links (empty on a single page).
+    pager: Vec<(String, String)>,
 }
 
 /// `GET /sites` query.
@@ -767,7 +766,11 @@ pub struct SitesQuery {
     status: Option<String>,
     version: Option<String>,
     sort: Option<String>,
+    page: Option<usize>,
 }
+
+/// Rows per page of the sites table (page weight with 2,000 sites).
+const SITES_PER_PAGE: usize = 200;
 
 /// `GET /sites`: search, filters, sort (all in the query string: works
 /// without JavaScript, and a filtered view is a link).
@@ -915,8 +918,24 @@ pub async fn sites(
         (c.l.t("disk").to_owned(), link("disk")),
         (c.l.t("phase").to_owned(), link("phase")),
     ];
+    let matching = list.len();
+    let pages = matching.div_ceil(SITES_PER_PAGE).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, pages);
+    let mut pager = Vec::new();
+    if pages > 1 {
+        let with_sort = |p: usize| format!("{}&page={p}", link(&sort));
+        if page_no > 1 {
+            pager.push(("‹".to_owned(), with_sort(page_no - 1)));
+        }
+        pager.push((format!("{page_no} / {pages}"), with_sort(page_no)));
+        if page_no < pages {
+            pager.push(("›".to_owned(), with_sort(page_no + 1)));
+        }
+    }
     let rows = list
         .into_iter()
+        .skip((page_no - 1) * SITES_PER_PAGE)
+        .take(SITES_PER_PAGE)
         .map(|v| {
             let m = v.metrics.as_ref();
             #[allow(clippy::cast_precision_loss)]
@@ -941,6 +960,8 @@ pub async fn sites(
         })
         .collect();
     render(&SitesPage {
+        matching,
+        pager,
         q: q.q.unwrap_or_default(),
         filters,
         headers: headers_row,
@@ -1064,10 +1085,10 @@ pub async fn site(
     let Ok(view) = serde_json::from_value::<serde_json::Value>(detail["site"].clone()) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "bad site view").into_response();
     };
-    let views = crate::status::site_views(&state.fleet, now).unwrap_or_default();
-    let Some(v) = views.iter().find(|v| v.id == site) else {
+    let Ok(Some(v)) = crate::status::site_view(&state.fleet, &site, now) else {
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     };
+    let v = &v;
     let origin = |path: &str| -> String {
         detail["origins"]
             .pointer(path)
@@ -1222,6 +1243,51 @@ pub async fn site(
         c,
     };
     render(&page)
+}
+
+/// `GET /sites/{id}/history.csv?range=`: the history export for a logged-in
+/// reader (the JSON API wants a bearer token, which a browser link lacks).
+pub async fn history_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<SiteQuery>,
+) -> Response {
+    if session(&state, &headers).is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    let Ok(site) = SiteId::new(&id) else {
+        return (StatusCode::NOT_FOUND, "no such site").into_response();
+    };
+    if !state.fleet.knows_site(&site) {
+        return (StatusCode::NOT_FOUND, "no such site").into_response();
+    }
+    let days = match q.range.as_deref() {
+        Some("7d") => 7,
+        Some("30d") => 30,
+        _ => 1,
+    };
+    let now = Timestamp::now();
+    let from = now
+        .saturating_sub(SignedDuration::from_hours(24 * days))
+        .unwrap_or(now);
+    let store = state.fleet.store.clone();
+    let site2 = site.clone();
+    let points = tokio::task::spawn_blocking(move || store.history(&site2, from, now)).await;
+    let Ok(Ok(points)) = points else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the history").into_response();
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{site}-history.csv\""),
+            ),
+        ],
+        crate::status::history_csv(&points),
+    )
+        .into_response()
 }
 
 #[derive(Template)]

@@ -215,6 +215,22 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
         "{html}"
     );
     assert!(html.contains("applied serial 1"), "events");
+    // The export link works with the session (the API would want a token).
+    assert!(html.contains("href=\"/sites/massy-rugby/history.csv?range=24h\" id=\"export\""));
+    let csv = s.get("/sites/massy-rugby/history.csv?range=24h", &cookies, "fr");
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = csv.text().unwrap();
+    assert_eq!(csv.lines().count(), 7, "a header and 6 points: {csv}");
+    assert_eq!(
+        s.get("/sites/massy-rugby/history.csv", "", "fr").headers()["location"],
+        "/login"
+    );
     let en = s
         .get("/sites/massy-rugby?range=7d", &both, "fr")
         .text()
