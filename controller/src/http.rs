@@ -224,6 +224,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sites/{id}", get(crate::web::site))
         .route("/sites/{id}/history.csv", get(crate::web::history_csv))
         .route("/alerts", get(crate::web::alerts))
+        .route("/groups", get(crate::web::groups))
         .route("/releases", get(crate::web::releases))
         .route("/static/app.css", get(crate::web::css))
         .route("/healthz", get(healthz))
@@ -757,9 +758,23 @@ async fn api_history(
             status::history_csv(&points),
         )
             .into_response()),
+        Some("jsonl") => Ok((
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/jsonl; charset=utf-8".to_owned(),
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{site}-history.jsonl\""),
+                ),
+            ],
+            status::history_jsonl(&site, &points),
+        )
+            .into_response()),
         Some(other) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
-            format!("unknown format `{other}`: use json or csv"),
+            format!("unknown format `{other}`: use json, csv or jsonl"),
         )),
     }
 }

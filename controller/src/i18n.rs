@@ -149,6 +149,10 @@ impl L10n {
             "sites_count" => ("sites", "sites"),
             "language" => ("English", "Français"),
             "refresh" => ("Actualisé toutes les 60 s", "Refreshed every 60 s"),
+            "priority" => ("priorité", "priority"),
+            "rule_members" => ("Règle", "Rule"),
+            "members" => ("Membres", "Members"),
+            "sets" => ("Ce que le groupe fixe", "What the group sets"),
             _ => return "??",
         };
         match self.lang {
@@ -265,6 +269,7 @@ mod tests {
             include_str!("../templates/site.html"),
             include_str!("../templates/alerts.html"),
             include_str!("../templates/releases.html"),
+            include_str!("../templates/groups.html"),
         ];
         for text in templates {
             for part in text.split("l.t(\"").skip(1) {

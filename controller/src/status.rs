@@ -529,6 +529,19 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
     }))
 }
 
+/// Metrics history as JSON Lines: one object per point, with the site, so
+/// that exports of several sites can be concatenated.
+pub fn history_jsonl(site: &SiteId, points: &[HistoryPoint]) -> String {
+    let mut out = String::new();
+    for p in points {
+        let mut v = serde_json::to_value(p).unwrap_or(Value::Null);
+        v["site"] = json!(site);
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    out
+}
+
 /// Metrics history as CSV (one line per point; `samples` > 1 for a
 /// downsampled point).
 pub fn history_csv(points: &[HistoryPoint]) -> String {

@@ -231,6 +231,39 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
         s.get("/sites/massy-rugby/history.csv", "", "fr").headers()["location"],
         "/login"
     );
+    // JSON Lines from the API: one object per point, with the site.
+    let jl = s
+        .http
+        .get(format!(
+            "{}/api/sites/massy-rugby/history?format=jsonl",
+            s.url
+        ))
+        .bearer_auth(common::server::VIEWER)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let lines: Vec<serde_json::Value> = jl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["site"] == "massy-rugby" && l["temperature_c"] == 55.5)
+    );
+    // Groups: the rule, the members, what the group sets.
+    let html = s.get("/groups", &cookies, "fr").text().unwrap();
+    let rugby = &html[html.find("id=\"group-rugby\"").unwrap()..];
+    let rugby = &rugby[..rugby.find("</section>").unwrap()];
+    assert!(rugby.contains("<code>sport=rugby</code>"), "{rugby}");
+    for m in ["la-roche-rugby", "massy-rugby", "vannes-rugby"] {
+        assert!(
+            rugby.contains(&format!("<a href=\"/sites/{m}\">{m}</a>")),
+            "{m}"
+        );
+    }
     let en = s
         .get("/sites/massy-rugby?range=7d", &both, "fr")
         .text()
