@@ -217,6 +217,10 @@ pub fn banner(p: &Prepared, url: &str) -> String {
     let _ = writeln!(s, "Try:");
     let _ = writeln!(
         s,
+        "  open {url}/ in a browser and log in with the operator token (the status page)"
+    );
+    let _ = writeln!(
+        s,
         "  curl -s -H 'Authorization: Bearer {}' {url}/api/sites | head -c 600",
         p.operator_token
     );
@@ -241,6 +245,19 @@ pub fn banner(p: &Prepared, url: &str) -> String {
     let _ = writeln!(
         s,
         "  curl -s -H 'Authorization: Bearer {}' {url}/api/commits | head -c 600",
+        p.operator_token
+    );
+    let _ = writeln!(
+        s,
+        "  # a new software release for everyone: staged now, switched in the 03:00-05:00 window"
+    );
+    let _ = writeln!(
+        s,
+        "  cd {repo} && sed -i 's/version: 2.1.2/version: 2.1.3/' fleet.yaml && git commit -qam '2.1.3 for all' && cd -"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -H 'Authorization: Bearer {}' {url}/api/releases | head -c 600",
         p.operator_token
     );
     let _ = writeln!(s);
