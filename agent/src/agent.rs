@@ -633,15 +633,7 @@ impl Agent {
         match out {
             Ok(o) if o.status.success() => self.clear_condition("reload"),
             Ok(o) => {
-                let tail = String::from_utf8_lossy(&o.stderr);
-                let tail: String = tail
-                    .chars()
-                    .rev()
-                    .take(500)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect();
+                let tail = crate::release::tail(&String::from_utf8_lossy(&o.stderr), 500);
                 self.set_condition(
                     "reload",
                     Severity::Warning,

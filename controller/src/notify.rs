@@ -263,21 +263,6 @@ fn subject(name: &str, s: &AlertState, tr: Transition, lang: Language) -> String
     format!("[Touchline {tag}] {name} — {}", s.message)
 }
 
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The email: subject, plain text and HTML, in the fleet's language.
 fn email_body(
     site: &SiteId,
@@ -321,15 +306,15 @@ fn email_body(
         .map(|(k, v)| {
             format!(
                 "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
-                escape_html(k),
-                escape_html(v)
+                crate::web::escape(k),
+                crate::web::escape(v)
             )
         })
         .collect();
     let subject = subject(name, s, tr, lang);
     let html = format!(
         "<!doctype html><html><body><h2>{}</h2><table>{html_rows}</table></body></html>",
-        escape_html(&subject)
+        crate::web::escape(&subject)
     );
     Target::Email {
         subject,
@@ -468,9 +453,9 @@ async fn write(fleet: &Arc<Fleet>, changes: Vec<(String, Option<String>)>) -> Re
         .map_err(|e| e.to_string())
 }
 
-/// `/api/alerts`: firing ones first, then pending and resolved, newest
-/// first, with the site, the rule, the level and the value.
-pub fn api(fleet: &Fleet) -> Result<Value, StoreError> {
+/// Every alert, firing first, then pending and resolved; the worst and
+/// newest first within each.
+pub fn sorted_alerts(fleet: &Fleet) -> Result<Vec<(SiteId, Rule, AlertState)>, StoreError> {
     let mut rows: Vec<(SiteId, Rule, AlertState)> = load_alerts(fleet)?
         .into_iter()
         .map(|((s, r), a)| (s, r, a))
@@ -486,6 +471,13 @@ pub fn api(fleet: &Fleet) -> Result<Value, StoreError> {
             .then(b.2.level.cmp(&a.2.level))
             .then(b.2.since.cmp(&a.2.since))
     });
+    Ok(rows)
+}
+
+/// `/api/alerts`: firing ones first, then pending and resolved, newest
+/// first, with the site, the rule, the level and the value.
+pub fn api(fleet: &Fleet) -> Result<Value, StoreError> {
+    let rows = sorted_alerts(fleet)?;
     let outbox = fleet.store.meta_scan("outbox/")?.len();
     let list: Vec<Value> = rows
         .iter()

@@ -477,25 +477,12 @@ fn alert_rows(state: &AppState, l: &L10n, only_active: bool) -> Vec<AlertRow> {
                 .collect()
         })
         .unwrap_or_default();
-    let Ok(alerts) = crate::notify::load_alerts(&state.fleet) else {
+    let Ok(mut rows) = crate::notify::sorted_alerts(&state.fleet) else {
         return Vec::new();
     };
-    let mut rows: Vec<(SiteId, crate::alerts::Rule, crate::alerts::AlertState)> = alerts
-        .into_iter()
-        .map(|((s, r), a)| (s, r, a))
-        .filter(|(_, _, a)| !only_active || a.state == Stage::Firing)
-        .collect();
-    let rank = |s: Stage| match s {
-        Stage::Firing => 0,
-        Stage::Pending => 1,
-        Stage::Resolved => 2,
-    };
-    rows.sort_by(|a, b| {
-        rank(a.2.state)
-            .cmp(&rank(b.2.state))
-            .then(b.2.level.cmp(&a.2.level))
-            .then(b.2.since.cmp(&a.2.since))
-    });
+    if only_active {
+        rows.retain(|(_, _, a)| a.state == Stage::Firing);
+    }
     rows.into_iter()
         .map(|(site, rule, a)| AlertRow {
             site_name: names
@@ -624,7 +611,9 @@ fn map_svg(views: &[SiteView]) -> String {
     s
 }
 
-fn escape(s: &str) -> String {
+/// HTML-escapes `s` (askama's escaper: also for SVG built by hand and the
+/// alert emails).
+pub fn escape(s: &str) -> String {
     askama::filters::escape(s, askama::filters::Html)
         .map(|e| e.to_string())
         .unwrap_or_default()
@@ -971,14 +960,9 @@ pub async fn sites(
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    askama::filters::urlencode(s)
+        .map(|e| e.to_string())
+        .unwrap_or_default()
 }
 
 #[derive(Template)]
