@@ -167,21 +167,9 @@ impl Drop for BoxUnderTest {
     }
 }
 
-fn have_python() -> bool {
-    Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn a_bad_release_rolls_back_by_itself_and_a_good_one_commits() {
-    if !have_python() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is required in CI"
-        );
-        println!("SKIPPED: python3 (the fake app) is not installed");
+    if !fake_app::python_or_skip() {
         return;
     }
     let mut b = BoxUnderTest::new("");
@@ -295,12 +283,7 @@ fn a_bad_release_rolls_back_by_itself_and_a_good_one_commits() {
 
 #[test]
 fn the_maintenance_window_and_the_update_lock_hold_a_staged_release() {
-    if !have_python() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is required in CI"
-        );
-        println!("SKIPPED: python3 (the fake app) is not installed");
+    if !fake_app::python_or_skip() {
         return;
     }
     let mut b = BoxUnderTest::new("");
@@ -386,12 +369,7 @@ fn the_maintenance_window_and_the_update_lock_hold_a_staged_release() {
 
 #[test]
 fn a_cut_at_any_step_of_a_switch_ends_healthy_or_rolled_back() {
-    if !have_python() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is required in CI"
-        );
-        println!("SKIPPED: python3 (the fake app) is not installed");
+    if !fake_app::python_or_skip() {
         return;
     }
     let steps = [
@@ -450,12 +428,7 @@ fn a_cut_at_any_step_of_a_switch_ends_healthy_or_rolled_back() {
 
 #[test]
 fn a_hostile_package_is_refused_with_the_entry_named_and_changes_nothing() {
-    if !have_python() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is required in CI"
-        );
-        println!("SKIPPED: python3 (the fake app) is not installed");
+    if !fake_app::python_or_skip() {
         return;
     }
     let mut b = BoxUnderTest::new("");
@@ -511,12 +484,7 @@ fn a_hostile_package_is_refused_with_the_entry_named_and_changes_nothing() {
 
 #[test]
 fn a_box_running_from_a_plain_current_directory_is_adopted_on_its_first_switch() {
-    if !have_python() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 is required in CI"
-        );
-        println!("SKIPPED: python3 (the fake app) is not installed");
+    if !fake_app::python_or_skip() {
         return;
     }
     let mut b = BoxUnderTest::new("");

@@ -6,9 +6,11 @@
 
 mod common;
 
+use common::server::{Killed, git, serve};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,31 +18,6 @@ use serde_json::{Value, json};
 use touchline_controller::tokens::Token;
 
 const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
-
-fn git(dir: &std::path::Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@e",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An HTTP server that records every JSON body POSTed to it.
 fn receiver(listener: TcpListener) -> Arc<Mutex<Vec<Value>>> {
@@ -127,30 +104,8 @@ fn start(extra: &str) -> (tempfile::TempDir, String, Killed, String) {
             .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
-        .arg("serve")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(tmp.path().join("key"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(tmp.path().join("controller.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, url) = serve(tmp.path());
     let server = Killed(child);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
     (tmp, url, server, site_token)
 }
 

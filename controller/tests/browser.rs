@@ -8,20 +8,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{VIEWER, start};
+use common::server::{Killed, VIEWER, start};
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn screenshots() -> std::path::PathBuf {
     let dir = common::repo_root().join("target/screenshots");

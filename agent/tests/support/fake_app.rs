@@ -105,6 +105,20 @@ pub fn serving(port: u16) -> Option<String> {
     })
 }
 
+/// Whether the fake app can run; outside CI, prints why a test is skipped
+/// when python3 is missing; in CI, its absence fails the test.
+pub fn python_or_skip() -> bool {
+    if have_python() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "python3 is required in CI"
+    );
+    println!("SKIPPED: python3 (the fake app) is not installed");
+    false
+}
+
 /// Whether python3 (the fake app) runs here.
 pub fn have_python() -> bool {
     Command::new("python3")

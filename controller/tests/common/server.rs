@@ -49,6 +49,45 @@ impl Drop for Server {
 }
 
 /// The example fleet, with one club name that tries to inject a script.
+/// A child process killed when dropped.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `touchline serve` on a free loopback port over `dir`'s `repo`,
+/// `data`, `key` and `controller.toml`; returns the process and its URL.
+pub fn serve(dir: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .arg("serve")
+        .arg("--repo")
+        .arg(dir.join("repo"))
+        .arg("--data")
+        .arg(dir.join("data"))
+        .arg("--key")
+        .arg(dir.join("key"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.join("controller.toml"))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
+        .to_owned();
+    (child, url)
+}
+
 pub fn start() -> Server {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
@@ -83,29 +122,7 @@ pub fn start() -> Server {
     )
     .unwrap();
     let data = tmp.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
-        .arg("serve")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(tmp.path().join("key"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(tmp.path().join("controller.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (child, url) = serve(tmp.path());
     Server {
         child,
         url,
