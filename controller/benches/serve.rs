@@ -10,9 +10,10 @@
 //!
 //! Before the controller starts, the status store is filled with
 //! `--history-days` (default 30) days of 5-minute reports for every site,
-//! through the `Store` API in one-day batches, downsampled after each day the
-//! way the controller's hourly housekeeping does; the controller's RSS and a
-//! 30-day history query are measured on that store.
+//! through the `Store` API in one-day batches, housekept after each day the
+//! way the controller's hourly housekeeping does (default tiers: raw for
+//! 48 h, 5-minute points after that); the controller's RSS and a 30-day
+//! history query are measured on that store.
 //!
 //! Run: `cargo bench -p touchline-controller --bench serve`
 //! (`-- --sites N --seconds S --history-days D`). Needs `wrk` and `nginx` (Debian packages);
@@ -183,76 +184,22 @@ end
 "#;
 
 /// Fills the store with `days` of 5-minute reports for every site, one
-/// batch per site and day from 4 threads, downsampling after each day.
+/// batch per site and day from 4 threads, with the default history tiers'
+/// housekeeping after each day.
 fn prefill_history(store: &RedbStore, data: &Path, sites: usize, days: u64) {
-    use touchline_schemas::report::{Interface, Metrics, Phase, Report, Status};
     let t = Instant::now();
-    let now = jiff::Timestamp::now();
-    let start = now - jiff::SignedDuration::from_hours(24 * i64::try_from(days).unwrap());
-    let per_day = 288u64;
-    for day in 0..days {
-        std::thread::scope(|scope| {
-            for worker in 0..4 {
-                scope.spawn(move || {
-                    for i in (worker..sites).step_by(4) {
-                        let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
-                        let reports: Vec<Report> = (0..per_day)
-                            .map(|k| {
-                                let n = day * per_day + k;
-                                let at = start
-                                    + jiff::SignedDuration::from_secs(
-                                        i64::try_from(n * 300).unwrap(),
-                                    );
-                                Report {
-                                    seq: n + 1,
-                                    at,
-                                    status: Status {
-                                        phase: Phase::Converged,
-                                        desired_serial: Some(1),
-                                        applied_serial: Some(1),
-                                        release: Some("2.1.3".parse().unwrap()),
-                                        software: None,
-                                        conditions: vec![],
-                                        last_error: None,
-                                        agent_version: Some("0.1.0".into()),
-                                    },
-                                    metrics: Some(Metrics {
-                                        cpu_percent: Some((n % 97) as f64 + 0.5),
-                                        memory_percent: Some(41.2),
-                                        load: Some([0.4, 0.3, 0.2]),
-                                        temperature_c: Some(50.0 + (n % 20) as f64),
-                                        disk_used_bytes: Some(12_000_000_000 + n),
-                                        disk_total_bytes: Some(32_000_000_000),
-                                        uptime_secs: Some(n * 300),
-                                        interfaces: vec![Interface {
-                                            name: "eth0".into(),
-                                            rx_bytes: n * 1000,
-                                            tx_bytes: n * 100,
-                                        }],
-                                        services: [("neopro-app".to_owned(), "active".to_owned())]
-                                            .into(),
-                                        ..Metrics::default()
-                                    }),
-                                }
-                            })
-                            .collect();
-                        store.ingest(&site, &reports, now).unwrap();
-                    }
-                });
-            }
-        });
-        let day_end =
-            start + jiff::SignedDuration::from_hours(24 * i64::try_from(day + 1).unwrap());
-        store
-            .downsample_history(
-                day_end - jiff::SignedDuration::from_hours(24),
-                jiff::SignedDuration::from_hours(1),
-            )
-            .unwrap();
-    }
-    let reports = sites as u64 * days * per_day;
+    let config = touchline_controller::config::Config::default();
+    let reports = touchline_controller::synthetic::simulate_history(
+        store,
+        sites,
+        days,
+        jiff::Timestamp::now(),
+        jiff::SignedDuration::from_secs(config.history_retention.as_secs() as i64),
+        &config.history_tiers,
+        4,
+    );
     println!(
-        "history prefill: {reports} reports ({sites} sites x {days} days x {per_day}) in {:.1} s ({:.0} reports/s in one-day batches); store on disk {:.0} MB",
+        "history prefill: {reports} reports ({sites} sites x {days} days x 288) in {:.1} s ({:.0} reports/s in one-day batches); store on disk {:.0} MB",
         t.elapsed().as_secs_f64(),
         reports as f64 / t.elapsed().as_secs_f64(),
         store.size_on_disk(data) as f64 / 1e6

@@ -5,9 +5,10 @@
 //! sync_interval = "30s"         # fetch the manifests repository this often
 //! resign_after = "1d"           # re-sign unchanged bundles this long after signing
 //! offline_after = "5m"          # a site silent this long is offline
-//! history_retention = "30d"     # metrics older than this are dropped
-//! history_full_resolution = "24h" # younger metrics are kept as reported
-//! history_bucket = "1h"         # older ones are merged into one point per bucket
+//! history_retention = "365d"    # metrics older than this are dropped
+//! # Metrics younger than the first tier keep every report's point; older
+//! # ones are merged into one point per bucket of the tier they fall in.
+//! history_tiers = [{ after = "48h", bucket = "5m" }, { after = "30d", bucket = "1h" }]
 //! webhook_secret = "…"          # HMAC-SHA256 secret for POST /api/sync (X-Hub-Signature-256)
 //! require_signed_commits = true
 //! allowed_commit_signers = ["ssh-ed25519 AAAA… alice@example.org"]
@@ -125,12 +126,16 @@ pub struct Config {
     /// Metrics retention.
     #[serde(default = "Config::default_retention")]
     pub history_retention: HumanDuration,
-    /// Metrics younger than this keep every report's point.
-    #[serde(default = "Config::default_full_resolution")]
-    pub history_full_resolution: HumanDuration,
-    /// Older metrics are merged into one point per bucket of this length.
-    #[serde(default = "Config::default_bucket")]
-    pub history_bucket: HumanDuration,
+    /// Downsampling tiers, finest first: metrics older than a tier's
+    /// `after` are merged into one point per its `bucket`.
+    #[serde(default = "Config::default_tiers")]
+    pub history_tiers: Vec<HistoryTier>,
+    /// Replaced by `history_tiers` (refused with a message saying so).
+    #[serde(default)]
+    history_full_resolution: Option<toml::Value>,
+    /// Replaced by `history_tiers` (refused with a message saying so).
+    #[serde(default)]
+    history_bucket: Option<toml::Value>,
     /// Webhook HMAC secret.
     #[serde(default)]
     pub webhook_secret: Option<String>,
@@ -163,8 +168,9 @@ impl Default for Config {
             resign_after: Self::default_resign(),
             offline_after: Self::default_offline(),
             history_retention: Self::default_retention(),
-            history_full_resolution: Self::default_full_resolution(),
-            history_bucket: Self::default_bucket(),
+            history_tiers: Self::default_tiers(),
+            history_full_resolution: None,
+            history_bucket: None,
             webhook_secret: None,
             require_signed_commits: false,
             allowed_commit_signers: Vec::new(),
@@ -174,6 +180,59 @@ impl Default for Config {
             email: None,
         }
     }
+}
+
+/// A downsampling tier of the metrics history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryTier {
+    /// Points older than this fall in the tier.
+    pub after: HumanDuration,
+    /// One point per bucket of this length.
+    pub bucket: HumanDuration,
+}
+
+/// Tiers must nest: each older and coarser than the one before, its bucket
+/// a whole number of the previous bucket (so merged points merge again
+/// cleanly), and all of them inside the retention.
+fn check_tiers(tiers: &[HistoryTier], retention: HumanDuration) -> Result<(), String> {
+    let mut prev: Option<HistoryTier> = None;
+    for (i, t) in tiers.iter().enumerate() {
+        if t.bucket.as_secs() < 60 {
+            return Err(format!(
+                "history_tiers[{i}].bucket is {}: it must be at least 1m",
+                t.bucket
+            ));
+        }
+        if t.after.as_secs() >= retention.as_secs() {
+            return Err(format!(
+                "history_tiers[{i}].after is {}, not shorter than history_retention ({retention}): those points would be dropped before they are merged",
+                t.after
+            ));
+        }
+        if let Some(p) = prev {
+            if t.after.as_secs() <= p.after.as_secs() || t.bucket.as_secs() <= p.bucket.as_secs() {
+                return Err(format!(
+                    "history_tiers[{i}] ({} / {}) must come after and be coarser than history_tiers[{}] ({} / {}): list the tiers finest first",
+                    t.after,
+                    t.bucket,
+                    i - 1,
+                    p.after,
+                    p.bucket
+                ));
+            }
+            if t.bucket.as_secs() % p.bucket.as_secs() != 0 {
+                return Err(format!(
+                    "history_tiers[{i}].bucket ({}) must be a whole multiple of history_tiers[{}].bucket ({})",
+                    t.bucket,
+                    i - 1,
+                    p.bucket
+                ));
+            }
+        }
+        prev = Some(*t);
+    }
+    Ok(())
 }
 
 /// A configuration problem; names the file.
@@ -203,16 +262,23 @@ impl Config {
         HumanDuration::from_secs(300)
     }
     fn default_retention() -> HumanDuration {
-        HumanDuration::from_secs(30 * 86_400)
+        HumanDuration::from_secs(365 * 86_400)
     }
-    fn default_full_resolution() -> HumanDuration {
-        HumanDuration::from_secs(86_400)
+    /// Raw for 48 h, 5-minute means for 30 days, hourly after that.
+    fn default_tiers() -> Vec<HistoryTier> {
+        vec![
+            HistoryTier {
+                after: HumanDuration::from_secs(48 * 3_600),
+                bucket: HumanDuration::from_secs(300),
+            },
+            HistoryTier {
+                after: HumanDuration::from_secs(30 * 86_400),
+                bucket: HumanDuration::from_secs(3_600),
+            },
+        ]
     }
     fn default_alerts_interval() -> HumanDuration {
         HumanDuration::from_secs(30)
-    }
-    fn default_bucket() -> HumanDuration {
-        HumanDuration::from_secs(3_600)
     }
 
     /// Reads and checks a config file.
@@ -290,9 +356,12 @@ impl Config {
         if c.alerts_interval.as_secs() == 0 {
             return Err(invalid("alerts_interval must be at least 1s".into()));
         }
-        if c.history_bucket.as_secs() < 60 {
-            return Err(invalid("history_bucket must be at least 1m".into()));
+        if c.history_full_resolution.is_some() || c.history_bucket.is_some() {
+            return Err(invalid(
+                "history_full_resolution and history_bucket were replaced by history_tiers: write e.g. history_tiers = [{ after = \"48h\", bucket = \"5m\" }, { after = \"30d\", bucket = \"1h\" }]".into(),
+            ));
         }
+        check_tiers(&c.history_tiers, c.history_retention).map_err(invalid)?;
         Ok(c)
     }
 
@@ -352,11 +421,44 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("unknown variant `root`"), "{err}");
-        let err = Config::parse("history_bucket = \"10s\"\n", "c.toml")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("history_bucket must be at least 1m"), "{err}");
-        assert_eq!(c.history_bucket.as_secs(), 3600);
-        assert_eq!(c.history_full_resolution.as_secs(), 86_400);
+        assert_eq!(c.history_retention.as_secs(), 365 * 86_400);
+        assert_eq!(
+            c.history_tiers
+                .iter()
+                .map(|t| (t.after.as_secs(), t.bucket.as_secs()))
+                .collect::<Vec<_>>(),
+            [(48 * 3600, 300), (30 * 86_400, 3600)]
+        );
+        for (text, want) in [
+            (
+                "history_bucket = \"1h\"\n",
+                "history_full_resolution and history_bucket were replaced by history_tiers",
+            ),
+            (
+                "history_tiers = [{ after = \"1h\", bucket = \"10s\" }]\n",
+                "history_tiers[0].bucket is 10s: it must be at least 1m",
+            ),
+            (
+                "history_tiers = [{ after = \"1d\", bucket = \"5m\" }, { after = \"2d\", bucket = \"7m\" }]\n",
+                "history_tiers[1].bucket (7m) must be a whole multiple of history_tiers[0].bucket (5m)",
+            ),
+            (
+                "history_tiers = [{ after = \"30d\", bucket = \"1h\" }, { after = \"2d\", bucket = \"5m\" }]\n",
+                "history_tiers[1] (2d / 5m) must come after and be coarser than history_tiers[0] (30d / 1h)",
+            ),
+            (
+                "history_retention = \"7d\"\nhistory_tiers = [{ after = \"30d\", bucket = \"1h\" }]\n",
+                "history_tiers[0].after is 30d, not shorter than history_retention (7d)",
+            ),
+            (
+                "history_tiers = [{ after = \"1d\", every = \"5m\" }]\n",
+                "unknown field `every`",
+            ),
+        ] {
+            let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let c = Config::parse("history_tiers = []\n", "c.toml").unwrap();
+        assert!(c.history_tiers.is_empty(), "no tiers: every point kept");
     }
 }

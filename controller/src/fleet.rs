@@ -250,6 +250,16 @@ impl Fleet {
                 .is_some_and(|m| m.manifests.sites.contains_key(site))
     }
 
+    /// Every site the controller knows (in the manifests or with a
+    /// published bundle), in order.
+    pub fn site_ids(&self) -> Vec<SiteId> {
+        let mut ids: std::collections::BTreeSet<SiteId> = self.bundles().into_keys().collect();
+        if let Some(m) = self.manifests() {
+            ids.extend(m.manifests.sites.keys().cloned());
+        }
+        ids.into_iter().collect()
+    }
+
     /// Stores a new token hash for a site (durable) and uses it at once.
     pub fn set_token(&self, site: &SiteId, hash: TokenHash) -> Result<(), StoreError> {
         self.store.set_site_token(site, &hash)?;

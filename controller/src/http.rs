@@ -207,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/sites/{id}", get(api_site))
         .route("/api/sites/{id}/history", get(api_history))
         .route("/api/sites/{id}/token", post(api_mint_token))
+        .route("/api/history", get(api_fleet_history))
         .route("/api/stats", get(api_stats))
         .route("/api/releases", get(api_releases))
         .route("/api/alerts", get(api_alerts))
@@ -223,6 +224,7 @@ pub fn router(state: AppState) -> Router {
         .route("/sites", get(crate::web::sites))
         .route("/sites/{id}", get(crate::web::site))
         .route("/sites/{id}/history.csv", get(crate::web::history_csv))
+        .route("/history.csv", get(crate::web::fleet_history_csv))
         .route("/alerts", get(crate::web::alerts))
         .route("/groups", get(crate::web::groups))
         .route("/releases", get(crate::web::releases))
@@ -714,25 +716,7 @@ async fn api_history(
     if !state.fleet.knows_site(&site) {
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such site"));
     }
-    let now = Timestamp::now();
-    let ts = |v: &Option<String>, name: &str, default: Timestamp| -> ApiResult<Timestamp> {
-        match v.as_deref() {
-            None | Some("") => Ok(default),
-            Some(s) => s.parse().map_err(|_| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("`{name}` must be an RFC 3339 time such as 2026-11-22T10:00:00Z"),
-                )
-            }),
-        }
-    };
-    let to = ts(&q.to, "to", now)?;
-    let from = ts(
-        &q.from,
-        "from",
-        to.saturating_sub(jiff::SignedDuration::from_hours(24))
-            .unwrap_or(to),
-    )?;
+    let (from, to) = history_range(&q)?;
     let store = state.fleet.store.clone();
     let site2 = site.clone();
     let points = tokio::task::spawn_blocking(move || store.history(&site2, from, to))
@@ -777,6 +761,77 @@ async fn api_history(
             format!("unknown format `{other}`: use json, csv or jsonl"),
         )),
     }
+}
+
+/// `GET /api/history?from=&to=&format=csv|jsonl`: every site's history,
+/// streamed (JSON Lines by default; the whole fleet for a year does not fit
+/// in one JSON document a client would want to parse).
+async fn api_fleet_history(
+    State(state): State<AppState>,
+    Query(q): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    auth_operator(&state, &headers, Role::Viewer)?;
+    let format = match q.format.as_deref() {
+        None | Some("") => status::Export::Jsonl,
+        Some(f) => status::Export::parse(f).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format `{f}` for the fleet's history: use csv or jsonl"),
+            )
+        })?,
+    };
+    let (from, to) = history_range(&q)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, format.content_type().to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"fleet-history.{}\"",
+                    format.extension()
+                ),
+            ),
+        ],
+        status::fleet_history_body(
+            state.fleet.store.clone(),
+            state.fleet.site_ids(),
+            from,
+            to,
+            format,
+        ),
+    )
+        .into_response())
+}
+
+/// `from` and `to` of a history query (default: the last 24 hours).
+fn history_range(q: &HistoryQuery) -> ApiResult<(Timestamp, Timestamp)> {
+    let now = Timestamp::now();
+    let ts = |v: &Option<String>, name: &str, default: Timestamp| -> ApiResult<Timestamp> {
+        match v.as_deref() {
+            None | Some("") => Ok(default),
+            Some(s) => s.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{name}` must be an RFC 3339 time such as 2026-11-22T10:00:00Z"),
+                )
+            }),
+        }
+    };
+    let to = ts(&q.to, "to", now)?;
+    let from = ts(
+        &q.from,
+        "from",
+        to.saturating_sub(jiff::SignedDuration::from_hours(24))
+            .unwrap_or(to),
+    )?;
+    if from > to {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`from` ({from}) is after `to` ({to})"),
+        ));
+    }
+    Ok((from, to))
 }
 
 #[derive(Debug, Deserialize)]

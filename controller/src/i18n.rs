@@ -128,6 +128,10 @@ impl L10n {
             "charts" => ("Courbes", "Charts"),
             "events" => ("Événements récents", "Recent events"),
             "export" => ("Exporter l'historique (CSV)", "Export history (CSV)"),
+            "fleet_export" => (
+                "Historique de tout le parc (CSV) :",
+                "The whole fleet's history (CSV):",
+            ),
             "rule" => ("Règle", "Rule"),
             "level" => ("Niveau", "Level"),
             "value" => ("Valeur", "Value"),

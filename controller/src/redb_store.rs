@@ -23,9 +23,8 @@ use touchline_schemas::report::Report;
 
 use crate::history::HistoryPoint;
 use crate::store::{
-    AuditEntry, CommitRecord, CommitState, DOWNSAMPLE_MARK, Downsample, Event, IngestOutcome,
-    Published, SiteState, Store, StoreError, dec, decode_point, enc, fold_reports, site_key,
-    ts_key,
+    AuditEntry, CommitRecord, CommitState, Downsample, Event, IngestOutcome, Published, SiteState,
+    Store, StoreError, dec, decode_point, downsample_mark, enc, fold_reports, site_key, ts_key,
 };
 use crate::tokens::TokenHash;
 
@@ -388,7 +387,8 @@ impl Store for RedbStore {
         before: Timestamp,
         bucket: jiff::SignedDuration,
     ) -> Result<usize, StoreError> {
-        let Some(win) = Downsample::window(self.meta(DOWNSAMPLE_MARK)?, before, bucket) else {
+        let Some(win) = Downsample::window(self.meta(&downsample_mark(bucket))?, before, bucket)
+        else {
             return Ok(0);
         };
         let (start, end) = (win.start, win.end);
@@ -441,7 +441,7 @@ impl Store for RedbStore {
                 Ok(n)
             })?;
         }
-        self.set_meta(DOWNSAMPLE_MARK, &end.to_string())?;
+        self.set_meta(&downsample_mark(bucket), &end.to_string())?;
         Ok(merged_away)
     }
 

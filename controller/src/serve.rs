@@ -211,14 +211,10 @@ async fn sync_loop(
     let mut tick = tokio::time::interval(config.sync_interval.to_std());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    let secs = |d: touchline_schemas::HumanDuration| {
-        jiff::SignedDuration::from_secs(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-    };
-    let (retention, full, bucket) = (
-        secs(config.history_retention),
-        secs(config.history_full_resolution),
-        secs(config.history_bucket),
+    let retention = jiff::SignedDuration::from_secs(
+        i64::try_from(config.history_retention.as_secs()).unwrap_or(i64::MAX),
     );
+    let tiers = config.history_tiers.clone();
     let mut last_housekeeping = Timestamp::UNIX_EPOCH;
     loop {
         tokio::select! {
@@ -230,19 +226,18 @@ async fn sync_loop(
         if now.as_second() - last_housekeeping.as_second() >= 3600 {
             last_housekeeping = now;
             let f = fleet.clone();
+            let tiers = tiers.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let pruned = f
-                    .store
-                    .prune_history(now.saturating_sub(retention).unwrap_or(now))?;
-                let merged = f
-                    .store
-                    .downsample_history(now.saturating_sub(full).unwrap_or(now), bucket)?;
-                Ok::<_, crate::store::StoreError>((pruned, merged))
+                crate::history::housekeeping(&*f.store, now, retention, &tiers)
             })
             .await;
             match result {
-                Ok(Ok((pruned, merged))) => {
-                    tracing::info!(pruned, merged, "metrics history housekeeping");
+                Ok(Ok(done)) => {
+                    tracing::info!(
+                        pruned = done.pruned,
+                        merged = done.merged,
+                        "metrics history housekeeping"
+                    );
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %crate::fleet::error_chain(&e), "metrics history housekeeping failed")

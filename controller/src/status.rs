@@ -529,6 +529,44 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
     }))
 }
 
+/// An export format of the metrics history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Export {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON object per point, with its `site`.
+    Jsonl,
+}
+
+impl Export {
+    /// `csv` or `jsonl`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "csv" => Some(Self::Csv),
+            "jsonl" => Some(Self::Jsonl),
+            _ => None,
+        }
+    }
+
+    /// The `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Csv => "text/csv; charset=utf-8",
+            Self::Jsonl => "application/jsonl; charset=utf-8",
+        }
+    }
+
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Jsonl => "jsonl",
+        }
+    }
+}
+
+const CSV_COLUMNS: &str = "at,cpu_percent,memory_percent,temperature_c,temperature_max_c,load1,disk_used_bytes,disk_total_bytes,uptime_secs,samples";
+
 /// Metrics history as JSON Lines: one object per point, with the site, so
 /// that exports of several sites can be concatenated.
 pub fn history_jsonl(site: &SiteId, points: &[HistoryPoint]) -> String {
@@ -545,12 +583,20 @@ pub fn history_jsonl(site: &SiteId, points: &[HistoryPoint]) -> String {
 /// Metrics history as CSV (one line per point; `samples` > 1 for a
 /// downsampled point).
 pub fn history_csv(points: &[HistoryPoint]) -> String {
-    let mut out = String::from(
-        "at,cpu_percent,memory_percent,temperature_c,temperature_max_c,load1,disk_used_bytes,disk_total_bytes,uptime_secs,samples\n",
-    );
+    let mut out = format!("{CSV_COLUMNS}\n");
+    csv_rows(&mut out, None, points);
+    out
+}
+
+/// CSV lines of `points`, each starting with `site,` when given.
+fn csv_rows(out: &mut String, site: Option<&SiteId>, points: &[HistoryPoint]) {
     let f = |v: Option<f32>| v.map(|x| x.to_string()).unwrap_or_default();
     let u = |v: Option<u64>| v.map(|x| x.to_string()).unwrap_or_default();
     for p in points {
+        if let Some(site) = site {
+            out.push_str(site.as_str());
+            out.push(',');
+        }
         let _ = writeln!(
             out,
             "{},{},{},{},{},{},{},{},{},{}",
@@ -566,7 +612,55 @@ pub fn history_csv(points: &[HistoryPoint]) -> String {
             p.samples
         );
     }
-    out
+}
+
+/// The fleet's metrics history in `[from, to)` as a streamed body: a
+/// blocking task reads one site at a time (in site order) and hands its
+/// rows to the response, so a year of the whole fleet never sits in memory
+/// and a slow client only holds one site's rows. CSV has a `site` column
+/// first. A store error mid-way aborts the body (the client sees a
+/// truncated transfer, not a short file that looks complete).
+pub fn fleet_history_body(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    sites: Vec<SiteId>,
+    from: Timestamp,
+    to: Timestamp,
+    format: Export,
+) -> axum::body::Body {
+    type Chunk = Result<axum::body::Bytes, std::io::Error>;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(2);
+    tokio::task::spawn_blocking(move || {
+        if format == Export::Csv
+            && tx
+                .blocking_send(Ok(format!("site,{CSV_COLUMNS}\n").into()))
+                .is_err()
+        {
+            return;
+        }
+        for site in sites {
+            let chunk = match store.history(&site, from, to) {
+                Ok(points) if points.is_empty() => continue,
+                Ok(points) => match format {
+                    Export::Csv => {
+                        let mut out = String::with_capacity(points.len() * 80);
+                        csv_rows(&mut out, Some(&site), &points);
+                        Ok(out.into())
+                    }
+                    Export::Jsonl => Ok(history_jsonl(&site, &points).into()),
+                },
+                Err(e) => Err(std::io::Error::other(format!(
+                    "reading the history of {site}: {e}"
+                ))),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    }))
 }
 
 /// The JSON answer of `POST /api/sync`.

@@ -364,8 +364,11 @@ impl SledStore {
     }
 }
 
-/// Where the downsampling of history left off (meta key).
-pub(crate) const DOWNSAMPLE_MARK: &str = "history_downsampled_until";
+/// Where the downsampling of history into `bucket`-long points left off
+/// (meta key; one per tier, so that each tier resumes on its own).
+pub(crate) fn downsample_mark(bucket: jiff::SignedDuration) -> String {
+    format!("history_downsampled_until/{}s", bucket.as_secs())
+}
 
 /// The bucket arithmetic of a downsampling run.
 #[derive(Debug, Clone, Copy)]
@@ -655,7 +658,8 @@ impl Store for SledStore {
         before: Timestamp,
         bucket: jiff::SignedDuration,
     ) -> Result<usize, StoreError> {
-        let Some(win) = Downsample::window(self.meta(DOWNSAMPLE_MARK)?, before, bucket) else {
+        let Some(win) = Downsample::window(self.meta(&downsample_mark(bucket))?, before, bucket)
+        else {
             return Ok(0);
         };
         let (start, end) = (win.start, win.end);
@@ -703,7 +707,7 @@ impl Store for SledStore {
             self.history.apply_batch(batch)?;
         }
         self.meta
-            .insert(DOWNSAMPLE_MARK, end.to_string().as_bytes())?;
+            .insert(downsample_mark(bucket), end.to_string().as_bytes())?;
         self.flush()?;
         Ok(merged_away)
     }
@@ -903,6 +907,7 @@ mod tests {
     both!(
         ingest_is_idempotent_by_sequence_and_survives_reopen,
         downsampling_merges_old_points_per_bucket_and_is_idempotent,
+        housekeeping_walks_the_tiers_finest_first_and_drops_what_retention_drops,
         publish_is_atomic_with_its_commit,
         concurrent_ingests_share_flushes_and_all_land,
         a_second_open_of_a_locked_store_says_so,
@@ -1058,6 +1063,77 @@ mod tests {
         assert_eq!(h[0].samples, 13);
         assert_eq!(h[0].cpu_percent, Some((27.5 * 12.0 + 92.5) / 13.0));
         assert_eq!(h.iter().map(|p| p.samples).sum::<u32>(), 37);
+    }
+
+    fn housekeeping_walks_the_tiers_finest_first_and_drops_what_retention_drops<S: Open>() {
+        use crate::config::HistoryTier;
+        use touchline_schemas::HumanDuration;
+        let tmp = tempfile::tempdir().unwrap();
+        let site = SiteId::new("a").unwrap();
+        let s = S::open(tmp.path()).unwrap();
+        // Seven hours of 5-minute reports.
+        let start: Timestamp = "2026-11-20T10:00:00Z".parse().unwrap();
+        let reports: Vec<Report> = (0..84u64)
+            .map(|i| {
+                let at = start + jiff::SignedDuration::from_mins(5 * i as i64);
+                let mut r = report(i + 1, &at.to_string(), Phase::Converged, None);
+                r.metrics = Some(Metrics {
+                    cpu_percent: Some(i as f64),
+                    ..Metrics::default()
+                });
+                r
+            })
+            .collect();
+        s.ingest(&site, &reports, start).unwrap();
+        // Raw for 2 h, 15-minute points after that, hourly after 4 h, gone
+        // after 6 h.
+        let tiers = [
+            HistoryTier {
+                after: HumanDuration::from_secs(2 * 3600),
+                bucket: HumanDuration::from_secs(900),
+            },
+            HistoryTier {
+                after: HumanDuration::from_secs(4 * 3600),
+                bucket: HumanDuration::from_secs(3600),
+            },
+        ];
+        let now = start + jiff::SignedDuration::from_hours(7);
+        let done =
+            crate::history::housekeeping(&s, now, jiff::SignedDuration::from_hours(6), &tiers)
+                .unwrap();
+        assert_eq!(done.pruned, 12, "the first hour is past the retention");
+        // 11:00–13:00 hourly (2 points of 12), 13:00–15:00 by 15 minutes
+        // (8 of 3), 15:00–17:00 raw (24).
+        assert_eq!(done.merged, (24 - 2) + (24 - 8));
+        let h = s.history(&site, start, now).unwrap();
+        let shape: Vec<(String, u32)> = h.iter().map(|p| (p.at.to_string(), p.samples)).collect();
+        assert_eq!(shape.len(), 2 + 8 + 24, "{shape:?}");
+        assert_eq!(shape[0], ("2026-11-20T11:00:00Z".into(), 12));
+        assert_eq!(shape[1], ("2026-11-20T12:00:00Z".into(), 12));
+        assert_eq!(shape[2], ("2026-11-20T13:00:00Z".into(), 3));
+        assert_eq!(shape[9], ("2026-11-20T14:45:00Z".into(), 3));
+        assert!(shape[10..].iter().all(|(_, n)| *n == 1));
+        // The hourly means are the means of the raw samples (12..24 → 17.5).
+        assert_eq!(h[0].cpu_percent, Some(17.5));
+        // Idempotent; an hour later one more hour moves down each tier.
+        let again =
+            crate::history::housekeeping(&s, now, jiff::SignedDuration::from_hours(6), &tiers)
+                .unwrap();
+        assert_eq!(again, crate::history::Housekept::default());
+        drop(s);
+        let s = S::open(tmp.path()).unwrap();
+        let later = crate::history::housekeeping(
+            &s,
+            now + jiff::SignedDuration::from_hours(1),
+            jiff::SignedDuration::from_hours(6),
+            &tiers,
+        )
+        .unwrap();
+        assert_eq!(later.pruned, 1, "11:00 is dropped");
+        assert_eq!(later.merged, (4 - 1) + (12 - 4));
+        let h = s.history(&site, start, now).unwrap();
+        assert_eq!(h.len(), 2 + 8 + 12);
+        assert_eq!(h.iter().map(|p| p.samples).sum::<u32>(), 84 - 12 - 12);
     }
 
     fn meta_writes_are_atomic_and_scans_stay_in_their_prefix<S: Open>() {

@@ -140,3 +140,95 @@ pub fn generate(dir: &Path, size: &Size) {
         .unwrap();
     }
 }
+
+/// The `count` 5-minute reports of synthetic site `site` from report number
+/// `first` on (report `n` is taken at `start + 5 min × n`, sequence `n + 1`):
+/// converged, with varying CPU, temperature and disk figures.
+///
+/// # Panics
+/// Never for in-range inputs (a benchmark and test helper).
+#[allow(
+    clippy::unwrap_used,
+    clippy::cast_precision_loss,
+    clippy::missing_panics_doc
+)]
+pub fn reports(
+    first: u64,
+    count: u64,
+    start: jiff::Timestamp,
+) -> Vec<touchline_schemas::report::Report> {
+    use touchline_schemas::report::{Interface, Metrics, Phase, Report, Status};
+    (first..first + count)
+        .map(|n| Report {
+            seq: n + 1,
+            at: start + jiff::SignedDuration::from_secs(i64::try_from(n * 300).unwrap_or(0)),
+            status: Status {
+                phase: Phase::Converged,
+                desired_serial: Some(1),
+                applied_serial: Some(1),
+                release: Some("2.1.3".parse().unwrap()),
+                software: None,
+                conditions: vec![],
+                last_error: None,
+                agent_version: Some("0.1.0".into()),
+            },
+            metrics: Some(Metrics {
+                cpu_percent: Some((n % 97) as f64 + 0.5),
+                memory_percent: Some(41.2),
+                load: Some([0.4, 0.3, 0.2]),
+                temperature_c: Some(50.0 + (n % 20) as f64),
+                disk_used_bytes: Some(12_000_000_000 + n),
+                disk_total_bytes: Some(32_000_000_000),
+                uptime_secs: Some(n * 300),
+                interfaces: vec![Interface {
+                    name: "eth0".into(),
+                    rx_bytes: n * 1000,
+                    tx_bytes: n * 100,
+                }],
+                services: [("neopro-app".to_owned(), "active".to_owned())].into(),
+                ..Metrics::default()
+            }),
+        })
+        .collect()
+}
+
+/// Simulates `days` of a fleet's history ending at `end`: for each day,
+/// every site (`site-00000`…) sends its 288 five-minute reports in one
+/// batch (from `threads` threads), then the controller's housekeeping runs
+/// as of the end of that day ([`crate::history::housekeeping`]), as the
+/// hourly housekeeping of a controller that ran all along would have.
+/// Returns the reports ingested.
+///
+/// # Panics
+/// On store errors: this is a benchmark helper.
+#[allow(clippy::unwrap_used)]
+pub fn simulate_history(
+    store: &dyn crate::store::Store,
+    sites: usize,
+    days: u64,
+    end: jiff::Timestamp,
+    retention: jiff::SignedDuration,
+    tiers: &[crate::config::HistoryTier],
+    threads: usize,
+) -> u64 {
+    let per_day = 288u64;
+    let start = end - jiff::SignedDuration::from_hours(24 * i64::try_from(days).unwrap_or(0));
+    let threads = threads.max(1);
+    for day in 0..days {
+        std::thread::scope(|scope| {
+            for worker in 0..threads {
+                scope.spawn(move || {
+                    for i in (worker..sites).step_by(threads) {
+                        let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
+                        let batch = reports(day * per_day, per_day, start);
+                        store.ingest(&site, &batch, end).unwrap();
+                    }
+                });
+            }
+        });
+        let day_end =
+            start + jiff::SignedDuration::from_hours(24 * i64::try_from(day + 1).unwrap_or(0));
+        crate::history::housekeeping(store, day_end, retention, tiers).unwrap();
+    }
+    sites as u64 * days * per_day
+}

@@ -1126,11 +1126,17 @@ pub async fn site(
     let from = now
         .saturating_sub(SignedDuration::from_hours(hours))
         .unwrap_or(now);
-    let points = state
-        .fleet
-        .store
-        .history(&site, from, now)
-        .unwrap_or_default();
+    // One point per pixel of the 600-wide chart is all it can show.
+    let points = crate::history::for_display(
+        state
+            .fleet
+            .store
+            .history(&site, from, now)
+            .unwrap_or_default(),
+        from,
+        now,
+        600,
+    );
     let mut charts = Vec::new();
     let series =
         |f: &dyn Fn(&crate::history::HistoryPoint) -> Option<f64>| -> Vec<(Timestamp, f64)> {
@@ -1270,6 +1276,45 @@ pub async fn history_csv(
             ),
         ],
         crate::status::history_csv(&points),
+    )
+        .into_response()
+}
+
+/// `GET /history.csv?range=24h|7d|30d|365d`: every site's history for a
+/// logged-in reader, streamed (a `site` column first).
+pub async fn fleet_history_csv(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<SiteQuery>,
+) -> Response {
+    if session(&state, &headers).is_none() {
+        return Redirect::to("/login").into_response();
+    }
+    let days = match q.range.as_deref() {
+        Some("7d") => 7,
+        Some("30d") => 30,
+        Some("365d") => 365,
+        _ => 1,
+    };
+    let now = Timestamp::now();
+    let from = now
+        .saturating_sub(SignedDuration::from_hours(24 * days))
+        .unwrap_or(now);
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"fleet-history.csv\"".to_owned(),
+            ),
+        ],
+        crate::status::fleet_history_body(
+            state.fleet.store.clone(),
+            state.fleet.site_ids(),
+            from,
+            now,
+            crate::status::Export::Csv,
+        ),
     )
         .into_response()
 }

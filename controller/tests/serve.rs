@@ -587,6 +587,113 @@ fn reports_are_idempotent_durable_and_bad_bodies_store_nothing() {
 }
 
 #[test]
+fn the_fleet_history_exports_every_site_streamed_as_jsonl_or_csv() {
+    let w = World::new("");
+    let sites = ["levallois-basket", "la-roche-rugby"];
+    let tokens: Vec<String> = sites.iter().map(|s| w.site_token(s, false)).collect();
+    let s = w.start();
+    for (i, (site, tok)) in sites.iter().zip(&tokens).enumerate() {
+        let reports: Vec<Value> = (1..=3u64)
+            .map(|seq| {
+                let mut r = report(seq, "converged", 1);
+                r["at"] = json!(format!("2026-11-22T1{i}:0{seq}:00Z"));
+                r["metrics"]["cpu_percent"] = json!(10 * (i + 1));
+                r
+            })
+            .collect();
+        let r = s
+            .http
+            .post(format!("{}/v1/sites/{site}/reports", s.url))
+            .bearer_auth(tok)
+            .json(&json!({"format": 1, "site": site, "reports": reports}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    let range = "from=2026-11-22T00:00:00Z&to=2026-11-23T00:00:00Z";
+    // JSON Lines (the default): every point of every site, site by site in
+    // site order, each line a whole object with its site.
+    let r = s.get(&format!("/api/history?{range}"), Some(VIEWER));
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/jsonl; charset=utf-8"
+    );
+    assert!(
+        r.headers().get("content-length").is_none(),
+        "streamed, not buffered"
+    );
+    let lines: Vec<Value> = r
+        .text()
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let got: Vec<(String, f64)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["site"].as_str().unwrap().to_owned(),
+                v["cpu_percent"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("la-roche-rugby".to_owned(), 20.0),
+            ("la-roche-rugby".to_owned(), 20.0),
+            ("la-roche-rugby".to_owned(), 20.0),
+            ("levallois-basket".to_owned(), 10.0),
+            ("levallois-basket".to_owned(), 10.0),
+            ("levallois-basket".to_owned(), 10.0),
+        ]
+    );
+    // CSV: a site column first; the range cuts.
+    let csv = s
+        .get(
+            "/api/history?from=2026-11-22T10:02:00Z&to=2026-11-22T11:02:00Z&format=csv",
+            Some(VIEWER),
+        )
+        .text()
+        .unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "site,at,cpu_percent,memory_percent,temperature_c,temperature_max_c,load1,disk_used_bytes,disk_total_bytes,uptime_secs,samples"
+    );
+    assert_eq!(
+        rows[1..],
+        [
+            "la-roche-rugby,2026-11-22T11:01:00Z,20,,61,61,,10,100,,1",
+            "levallois-basket,2026-11-22T10:02:00Z,10,,61,61,,10,100,,1",
+            "levallois-basket,2026-11-22T10:03:00Z,10,,61,61,,10,100,,1",
+        ]
+    );
+    // Bad queries: a clear 400; no token: 401.
+    for (q, want) in [
+        (
+            "format=json",
+            "unknown format `json` for the fleet's history: use csv or jsonl",
+        ),
+        ("from=yesterday", "`from` must be an RFC 3339 time"),
+        (
+            "from=2026-11-23T00:00:00Z&to=2026-11-22T00:00:00Z",
+            "`from` (2026-11-23T00:00:00Z) is after `to` (2026-11-22T00:00:00Z)",
+        ),
+    ] {
+        let r = s.get(&format!("/api/history?{q}"), Some(VIEWER));
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{q}");
+        let err: Value = r.json().unwrap();
+        assert!(err["error"].as_str().unwrap().contains(want), "{q}: {err}");
+    }
+    assert_eq!(
+        s.get(&format!("/api/history?{range}"), None).status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[test]
 fn restart_keeps_bundles_tokens_and_commits() {
     let w = World::new("");
     let tok = w.site_token("la-roche-rugby", false);

@@ -231,6 +231,28 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
         s.get("/sites/massy-rugby/history.csv", "", "fr").headers()["location"],
         "/login"
     );
+    // The whole fleet's export, linked from the sites page: only massy-rugby
+    // reported, so its 6 points with a site column.
+    let list = s.get("/sites", &cookies, "fr").text().unwrap();
+    assert!(
+        list.contains("<a href=\"/history.csv?range=7d\">7d</a>"),
+        "{list}"
+    );
+    let fleet = s
+        .get("/history.csv?range=7d", &cookies, "fr")
+        .text()
+        .unwrap();
+    let rows: Vec<&str> = fleet.lines().collect();
+    assert!(rows[0].starts_with("site,at,cpu_percent,"), "{fleet}");
+    assert_eq!(rows.len(), 7, "{fleet}");
+    assert!(
+        rows[1..].iter().all(|r| r.starts_with("massy-rugby,")),
+        "{fleet}"
+    );
+    assert_eq!(
+        s.get("/history.csv", "", "fr").headers()["location"],
+        "/login"
+    );
     // JSON Lines from the API: one object per point, with the site.
     let jl = s
         .http
