@@ -15,6 +15,7 @@
 //!
 //! webhooks = ["https://hooks.slack.com/services/…"]  # alert notifications
 //! alerts_interval = "30s"
+//! digest_at = "08:00"           # a daily digest at this time of day (fleet's time zone)
 //!
 //! [email]                       # alert notifications by email
 //! smtp_host = "smtp.example.org"
@@ -159,6 +160,10 @@ pub struct Config {
     /// Alert notifications by email.
     #[serde(default)]
     pub email: Option<Email>,
+    /// Send a daily digest (fleet counts, firing alerts, the last day's
+    /// alerts) at this local time of day, `HH:MM` in the fleet's time zone.
+    #[serde(default)]
+    pub digest_at: Option<String>,
 }
 
 impl Default for Config {
@@ -178,6 +183,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             alerts_interval: Self::default_alerts_interval(),
             email: None,
+            digest_at: None,
         }
     }
 }
@@ -353,6 +359,18 @@ impl Config {
                 )));
             }
         }
+        if let Some(at) = &c.digest_at {
+            if c.digest_time().is_none() {
+                return Err(invalid(format!(
+                    "digest_at: `{at}` is not a time of day: write HH:MM, e.g. \"08:00\""
+                )));
+            }
+            if c.webhooks.is_empty() && c.email.is_none() {
+                return Err(invalid(
+                    "digest_at is set but there is nowhere to send the digest: add webhooks or an [email] section".into(),
+                ));
+            }
+        }
         if c.alerts_interval.as_secs() == 0 {
             return Err(invalid("alerts_interval must be at least 1s".into()));
         }
@@ -363,6 +381,16 @@ impl Config {
         }
         check_tiers(&c.history_tiers, c.history_retention).map_err(invalid)?;
         Ok(c)
+    }
+
+    /// The digest's time of day.
+    pub fn digest_time(&self) -> Option<jiff::civil::Time> {
+        let at = self.digest_at.as_deref()?;
+        let (h, m) = at.split_once(':')?;
+        if h.len() != 2 || m.len() != 2 {
+            return None;
+        }
+        jiff::civil::Time::new(h.parse().ok()?, m.parse().ok()?, 0, 0).ok()
     }
 
     /// The commit signers as trusted keys.
@@ -458,6 +486,29 @@ mod tests {
             let err = Config::parse(text, "c.toml").unwrap_err().to_string();
             assert!(err.contains(want), "{text}: {err}");
         }
+        for (text, want) in [
+            (
+                "webhooks = [\"http://127.0.0.1:9/h\"]\ndigest_at = \"8h\"\n",
+                "digest_at: `8h` is not a time of day: write HH:MM",
+            ),
+            (
+                "webhooks = [\"http://127.0.0.1:9/h\"]\ndigest_at = \"24:00\"\n",
+                "digest_at: `24:00` is not a time of day",
+            ),
+            (
+                "digest_at = \"08:00\"\n",
+                "digest_at is set but there is nowhere to send the digest",
+            ),
+        ] {
+            let err = Config::parse(text, "c.toml").unwrap_err().to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+        let c = Config::parse(
+            "webhooks = [\"http://127.0.0.1:9/h\"]\ndigest_at = \"07:30\"\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(c.digest_time(), Some(jiff::civil::time(7, 30, 0, 0)));
         let c = Config::parse("history_tiers = []\n", "c.toml").unwrap();
         assert!(c.history_tiers.is_empty(), "no tiers: every point kept");
     }

@@ -109,6 +109,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
         .collect();
     let mut alerts = load_alerts(fleet)?;
     let mut writes: Vec<(String, Option<String>)> = Vec::new();
+    let mut events: Vec<(SiteId, crate::store::Event)> = Vec::new();
     let mut transitions = 0;
     for (site, doc) in &m.sites {
         let mut rules = vec![&fleet_doc.value.alerts];
@@ -168,6 +169,14 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
             };
             if let Some(tr) = tr {
                 transitions += 1;
+                events.push((
+                    site.clone(),
+                    crate::store::Event {
+                        at: now,
+                        kind: "alert".into(),
+                        message: event_message(&next, tr, lang),
+                    },
+                ));
                 let notify = match tr {
                     Transition::Fired => alerts::due_for_notice(&next, eff.cooldown, now),
                     // A resolve is told when its firing was.
@@ -218,10 +227,27 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
             }
         }
     }
-    if !writes.is_empty() {
-        fleet.store.meta_write(writes)?;
+    if !writes.is_empty() || !events.is_empty() {
+        fleet.store.meta_write_with_events(writes, events)?;
     }
     Ok(transitions)
+}
+
+/// The site event of an alert that fired or resolved, in the fleet's
+/// language.
+fn event_message(s: &AlertState, tr: Transition, lang: Language) -> String {
+    let what = match (tr, s.level, lang) {
+        (Transition::Fired, Level::Critical, Language::Fr) => "alerte critique",
+        (Transition::Fired, Level::Warning, Language::Fr) => "avertissement",
+        (Transition::Resolved, _, Language::Fr) => "alerte résolue",
+        (Transition::Fired, Level::Critical, Language::En) => "critical alert",
+        (Transition::Fired, Level::Warning, Language::En) => "warning",
+        (Transition::Resolved, _, Language::En) => "alert resolved",
+    };
+    match lang {
+        Language::Fr => format!("{what} : {}", s.message),
+        Language::En => format!("{what}: {}", s.message),
+    }
 }
 
 /// The Slack-compatible body: `text` plus the structured alert.
@@ -299,7 +325,7 @@ fn email_body(
     ];
     let text: String = rows
         .iter()
-        .map(|(k, v)| format!("{k} : {v}\n").replace(" : ", if fr { " : " } else { ": " }))
+        .map(|(k, v)| format!("{k}{}{v}\n", if fr { " : " } else { ": " }))
         .collect();
     let html_rows: String = rows
         .iter()
@@ -321,6 +347,226 @@ fn email_body(
         text,
         html,
     }
+}
+
+/// Meta key of the last day a digest was queued for (`YYYY-MM-DD`, fleet
+/// time zone).
+const DIGEST_MARK: &str = "digest/last";
+
+/// Queues the daily digest when it is due: once per day, at or after
+/// `digest_at` in the fleet's time zone. The digest and the day's mark are
+/// one atomic write, so a restart neither loses it (the outbox keeps it)
+/// nor sends it twice (the mark says it was queued). A controller that was
+/// down at the digest time sends it when it comes back, the same day; a
+/// day it was down entirely gets none. Returns whether one was queued.
+pub fn digest(fleet: &Fleet, now: Timestamp) -> Result<bool, StoreError> {
+    let Some(at) = fleet.config.digest_time() else {
+        return Ok(false);
+    };
+    let Some(checked) = fleet.manifests() else {
+        return Ok(false);
+    };
+    let Some(fleet_doc) = &checked.manifests.fleet else {
+        return Ok(false);
+    };
+    let tz = jiff::tz::TimeZone::get(&fleet_doc.value.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let local = now.to_zoned(tz);
+    if local.time() < at {
+        return Ok(false);
+    }
+    let day = local.date().to_string();
+    if fleet.store.meta(DIGEST_MARK)?.as_deref() == Some(day.as_str()) {
+        return Ok(false);
+    }
+    let lang = fleet_doc.value.language;
+    let d = digest_content(fleet, &fleet_doc.value.name, &local, lang)?;
+    let mut writes: Vec<(String, Option<String>)> = vec![(DIGEST_MARK.into(), Some(day))];
+    let mut targets: Vec<Target> = fleet
+        .config
+        .webhooks
+        .iter()
+        .map(|url| Target::Webhook {
+            url: url.clone(),
+            body: json!({"text": d.text, "digest": d.data}),
+        })
+        .collect();
+    if fleet.config.email.is_some() {
+        targets.push(Target::Email {
+            subject: d.subject.clone(),
+            text: d.text.clone(),
+            html: d.html.clone(),
+        });
+    }
+    for (i, target) in targets.into_iter().enumerate() {
+        let item = Outgoing {
+            target,
+            attempts: 0,
+            next_at: now,
+            last_error: None,
+        };
+        writes.push((
+            format!("outbox/{:020}-digest-{i}", now.as_nanosecond()),
+            serde_json::to_string(&item).ok(),
+        ));
+    }
+    fleet.store.meta_write(writes)?;
+    tracing::info!("daily digest queued");
+    Ok(true)
+}
+
+/// A digest's words and figures.
+struct Digest {
+    subject: String,
+    text: String,
+    html: String,
+    data: Value,
+}
+
+/// The digest: site counts by status, the firing alerts (worst first), and
+/// how many alerts fired and resolved in the last 24 hours.
+fn digest_content(
+    fleet: &Fleet,
+    fleet_name: &str,
+    local: &jiff::Zoned,
+    lang: Language,
+) -> Result<Digest, StoreError> {
+    use crate::status::Health;
+    let now = local.timestamp();
+    let fr = lang == Language::Fr;
+    let views = crate::status::site_views(fleet, now)?;
+    let count = |h: Health| views.iter().filter(|v| v.status == h).count();
+    let (online, degraded, offline) = (
+        count(Health::Online),
+        count(Health::Degraded),
+        count(Health::Offline),
+    );
+    let names: BTreeMap<&SiteId, &str> = views.iter().map(|v| (&v.id, v.name.as_str())).collect();
+    let day_ago = now
+        .saturating_sub(SignedDuration::from_hours(24))
+        .unwrap_or(now);
+    let rows = sorted_alerts(fleet)?;
+    let firing: Vec<&(SiteId, Rule, AlertState)> =
+        rows.iter().filter(|r| r.2.state == Stage::Firing).collect();
+    let fired_24h = rows
+        .iter()
+        .filter(|r| r.2.fired_at.is_some_and(|t| t >= day_ago))
+        .count();
+    let resolved_24h = rows
+        .iter()
+        .filter(|r| r.2.resolved_at.is_some_and(|t| t >= day_ago))
+        .count();
+    let tz = local.time_zone().clone();
+    let when = |t: Timestamp| {
+        let z = t.to_zoned(tz.clone());
+        if fr {
+            z.strftime("%d/%m %H:%M").to_string()
+        } else {
+            z.strftime("%m-%d %H:%M").to_string()
+        }
+    };
+    let date = if fr {
+        local.strftime("%d/%m/%Y").to_string()
+    } else {
+        local.strftime("%Y-%m-%d").to_string()
+    };
+    let level = |l: Level| match (l, fr) {
+        (Level::Critical, true) => "CRITIQUE",
+        (Level::Critical, false) => "CRITICAL",
+        (Level::Warning, true) => "AVERTISSEMENT",
+        (Level::Warning, false) => "WARNING",
+    };
+    let lines: Vec<String> = firing
+        .iter()
+        .map(|(site, _, a)| {
+            let name = names.get(site).copied().unwrap_or(site.as_str());
+            if fr {
+                format!(
+                    "{} {name} : {} (depuis {})",
+                    level(a.level),
+                    a.message,
+                    when(a.fired_at.unwrap_or(a.since))
+                )
+            } else {
+                format!(
+                    "{} {name}: {} (since {})",
+                    level(a.level),
+                    a.message,
+                    when(a.fired_at.unwrap_or(a.since))
+                )
+            }
+        })
+        .collect();
+    let total = views.len();
+    let subject = if fr {
+        format!(
+            "[Touchline] Résumé du {date} — {fleet_name} : {} alerte(s) active(s), {offline} site(s) hors ligne sur {total}",
+            firing.len()
+        )
+    } else {
+        format!(
+            "[Touchline] Digest for {date} — {fleet_name}: {} firing alert(s), {offline} of {total} site(s) offline",
+            firing.len()
+        )
+    };
+    let counts = if fr {
+        format!("{total} sites : {online} en ligne, {degraded} dégradé(s), {offline} hors ligne")
+    } else {
+        format!("{total} sites: {online} online, {degraded} degraded, {offline} offline")
+    };
+    let last_day = if fr {
+        format!("Dernières 24 h : {fired_24h} alerte(s) déclenchée(s), {resolved_24h} résolue(s).")
+    } else {
+        format!("Last 24 h: {fired_24h} alert(s) fired, {resolved_24h} resolved.")
+    };
+    let firing_title = if fr {
+        format!("Alertes actives ({}) :", firing.len())
+    } else {
+        format!("Firing alerts ({}):", firing.len())
+    };
+    let none = if fr { "aucune" } else { "none" };
+    let mut text = format!("{subject}\n\n{counts}\n\n{firing_title}\n");
+    if lines.is_empty() {
+        text.push_str(&format!("- {none}\n"));
+    }
+    for l in &lines {
+        text.push_str(&format!("- {l}\n"));
+    }
+    text.push_str(&format!("\n{last_day}\n"));
+    let esc = crate::web::escape;
+    let items: String = if lines.is_empty() {
+        format!("<li>{none}</li>")
+    } else {
+        lines
+            .iter()
+            .map(|l| format!("<li>{}</li>", esc(l)))
+            .collect()
+    };
+    let html = format!(
+        "<!doctype html><html><body><h2>{}</h2><p>{}</p><h3>{}</h3><ul>{items}</ul><p>{}</p></body></html>",
+        esc(&subject),
+        esc(&counts),
+        esc(&firing_title),
+        esc(&last_day)
+    );
+    let data = json!({
+        "date": local.date().to_string(),
+        "sites": total,
+        "online": online,
+        "degraded": degraded,
+        "offline": offline,
+        "firing": firing.iter().map(|(site, rule, a)| json!({
+            "site": site, "rule": rule, "level": a.level, "message": a.message,
+            "value": a.value, "fired_at": a.fired_at,
+        })).collect::<Vec<_>>(),
+        "fired_24h": fired_24h,
+        "resolved_24h": resolved_24h,
+    });
+    Ok(Digest {
+        subject,
+        text,
+        html,
+        data,
+    })
 }
 
 /// Sends one email with the configured SMTP server.

@@ -24,7 +24,8 @@ use touchline_schemas::report::Report;
 use crate::history::HistoryPoint;
 use crate::store::{
     AuditEntry, CommitRecord, CommitState, Downsample, Event, IngestOutcome, Published, SiteState,
-    Store, StoreError, dec, decode_point, downsample_mark, enc, fold_reports, site_key, ts_key,
+    Store, StoreError, controller_event_key, dec, decode_point, downsample_mark, enc, fold_reports,
+    site_key, ts_key,
 };
 use crate::tokens::TokenHash;
 
@@ -264,6 +265,17 @@ impl RedbStore {
         )
     }
 
+    /// The sites that ever reported (those with a latest state).
+    fn reported_sites(&self) -> Result<Vec<SiteId>, StoreError> {
+        Ok(self
+            .read_range(STATUS, .., false, usize::MAX, |k, _| {
+                Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
+            })?
+            .into_iter()
+            .flatten()
+            .collect())
+    }
+
     /// Bytes of the database file.
     pub fn size_on_disk(&self, data: &Path) -> u64 {
         std::fs::metadata(data.join("status.redb")).map_or(0, |m| m.len())
@@ -363,23 +375,27 @@ impl Store for RedbStore {
     }
 
     fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
+        // Per site, only the range before the cutoff (typically the hour
+        // that just expired), one small transaction each: a year of a big
+        // fleet is tens of millions of points, and a scan of them all would
+        // hold the writer (and the reports waiting on it) for seconds.
         let cutoff = ts_key(before);
-        self.write(move |txn| {
-            let mut t = txn.open_table(HISTORY).map_err(db_err)?;
-            let mut removed = 0;
-            t.retain(|k, _| {
-                let n = k.len();
-                let ts = k
-                    .get(n.wrapping_sub(16)..n.wrapping_sub(8))
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(u64::MAX, u64::from_be_bytes);
-                let keep = ts >= cutoff;
-                removed += usize::from(!keep);
-                keep
-            })
-            .map_err(db_err)?;
-            Ok(removed)
-        })
+        let mut removed = 0;
+        for site in self.reported_sites()? {
+            removed += self.write(move |txn| {
+                let mut t = txn.open_table(HISTORY).map_err(db_err)?;
+                let lo = site_key(&site, 0, 0);
+                let hi = site_key(&site, cutoff, 0);
+                let mut n = 0;
+                t.retain_in::<&[u8], _>(lo.as_slice()..hi.as_slice(), |_, _| {
+                    n += 1;
+                    false
+                })
+                .map_err(db_err)?;
+                Ok(n)
+            })?;
+        }
+        Ok(removed)
     }
 
     fn downsample_history(
@@ -393,13 +409,7 @@ impl Store for RedbStore {
         };
         let (start, end) = (win.start, win.end);
         let align = move |t: Timestamp| win.align(t);
-        let sites: Vec<SiteId> = self
-            .read_range(STATUS, .., false, usize::MAX, |k, _| {
-                Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
-            })?
-            .into_iter()
-            .flatten()
-            .collect();
+        let sites = self.reported_sites()?;
         let mut merged_away = 0;
         // One transaction per site keeps each commit small; a crash
         // between sites leaves whole sites done and the rest for next time.
@@ -539,8 +549,21 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError> {
+    fn meta_write_with_events(
+        &self,
+        changes: Vec<(String, Option<String>)>,
+        events: Vec<(SiteId, Event)>,
+    ) -> Result<(), StoreError> {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (site, e))| (controller_event_key(site, e.at, i), enc(e)))
+            .collect();
         self.write(move |txn| {
+            let mut ev = txn.open_table(EVENTS).map_err(db_err)?;
+            for (k, v) in &rows {
+                ev.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
+            }
             let mut m = txn.open_table(META).map_err(db_err)?;
             for (k, v) in &changes {
                 match v {

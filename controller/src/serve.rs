@@ -181,6 +181,14 @@ async fn alert_loop(
                 Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "alert evaluation failed"),
                 Err(e) => tracing::warn!(error = %e, "alert evaluation panicked"),
             }
+            let f = fleet.clone();
+            match tokio::task::spawn_blocking(move || crate::notify::digest(&f, Timestamp::now()))
+                .await
+            {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "daily digest failed"),
+                Err(e) => tracing::warn!(error = %e, "daily digest panicked"),
+            }
         }
         crate::notify::deliver(&fleet, &client, Timestamp::now()).await;
     }

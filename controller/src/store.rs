@@ -209,7 +209,16 @@ pub trait Store: Send + Sync + 'static {
     fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError>;
     /// Sets (`Some`) and removes (`None`) named values in one atomic,
     /// durable write.
-    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError>;
+    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError> {
+        self.meta_write_with_events(changes, Vec::new())
+    }
+    /// [`Store::meta_write`] and site events (an alert that fired or
+    /// resolved) in the same atomic, durable write.
+    fn meta_write_with_events(
+        &self,
+        changes: Vec<(String, Option<String>)>,
+        events: Vec<(SiteId, Event)>,
+    ) -> Result<(), StoreError>;
     /// Appends to the audit log; durable on return.
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
     /// The most recent audit entries, newest first.
@@ -247,6 +256,13 @@ pub struct SledStore {
     commits: sled::Tree,
     meta: sled::Tree,
     audit: sled::Tree,
+}
+
+/// The key of an event the controller itself records (an alert): report
+/// events use `seq × 8 + i` as their last part, these the top half of the
+/// range, so the two never collide.
+pub(crate) fn controller_event_key(site: &SiteId, at: Timestamp, i: usize) -> Vec<u8> {
+    site_key(site, ts_key(at), (1 << 63) | i as u64)
 }
 
 pub(crate) fn site_key(site: &SiteId, n: u64, seq: u64) -> Vec<u8> {
@@ -713,13 +729,19 @@ impl Store for SledStore {
     }
 
     fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
+        // Per site, only the range before the cutoff.
         let cutoff = ts_key(before);
         let mut removed = 0;
-        for kv in self.history.iter() {
-            let (k, _) = kv?;
-            let n = k.len();
-            let ts = u64::from_be_bytes(k[n - 16..n - 8].try_into().unwrap_or_default());
-            if ts < cutoff {
+        for kv in self.status.iter() {
+            let (site, _) = kv?;
+            let Ok(site) = SiteId::new(&String::from_utf8_lossy(&site)) else {
+                continue;
+            };
+            for kv in self
+                .history
+                .range(site_key(&site, 0, 0)..site_key(&site, cutoff, 0))
+            {
+                let (k, _) = kv?;
                 self.history.remove(&k)?;
                 removed += 1;
             }
@@ -823,15 +845,40 @@ impl Store for SledStore {
         Ok(out)
     }
 
-    fn meta_write(&self, changes: Vec<(String, Option<String>)>) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for (k, v) in changes {
-            match v {
-                Some(v) => batch.insert(k.as_bytes(), v.as_bytes()),
-                None => batch.remove(k.as_bytes()),
-            }
-        }
-        self.meta.apply_batch(batch)?;
+    fn meta_write_with_events(
+        &self,
+        changes: Vec<(String, Option<String>)>,
+        events: Vec<(SiteId, Event)>,
+    ) -> Result<(), StoreError> {
+        use sled::Transactional;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, (site, e))| (controller_event_key(site, e.at, i), enc(e)))
+            .collect();
+        (&self.meta, &self.events)
+            .transaction(|(m, ev)| {
+                for (k, v) in &changes {
+                    match v {
+                        Some(v) => {
+                            m.insert(k.as_bytes(), v.as_bytes())?;
+                        }
+                        None => {
+                            m.remove(k.as_bytes())?;
+                        }
+                    }
+                }
+                for (k, v) in &rows {
+                    ev.insert(k.as_slice(), v.as_slice())?;
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
+                    (),
+                )
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
+                sled::transaction::TransactionError::Abort(never) => match never {},
+            })?;
         self.flush()
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod server;
+pub mod webhook;
 
 use std::path::{Path, PathBuf};
 
