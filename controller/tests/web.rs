@@ -292,3 +292,87 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
         .unwrap();
     assert!(en.contains("55.5 °C</title>") && en.contains("class=\"current\">7d</a>"));
 }
+
+/// The `data-site` ids of a sites page, in order.
+fn row_ids(html: &str) -> Vec<String> {
+    html.split("data-site=\"")
+        .skip(1)
+        .map(|s| s[..s.find('"').unwrap()].to_owned())
+        .collect()
+}
+
+#[test]
+fn the_sites_table_pages_450_sites_200_at_a_time_keeping_sort_and_filters() {
+    let s = common::server::start_synthetic(450);
+    let (cookies, _) = s.login(VIEWER);
+    let page = |q: &str| {
+        let r = s.get(&format!("/sites?{q}"), &cookies, "en");
+        assert_eq!(r.status(), StatusCode::OK, "{q}");
+        r.text().unwrap()
+    };
+    // Sorted by name, 200 a page, three pages that together hold every
+    // site once, in order.
+    let first = page("");
+    assert!(first.contains("450 sites"), "{first}");
+    assert!(first.contains(">1 / 3</a>"), "{first}");
+    assert!(
+        first.contains("href=\"/sites?sort=name&#38;page=2\">›</a>"),
+        "{first}"
+    );
+    let mut all = Vec::new();
+    for p in 1..=3 {
+        let ids = row_ids(&page(&format!("sort=name&page={p}")));
+        assert_eq!(ids.len(), if p < 3 { 200 } else { 50 }, "page {p}");
+        all.extend(ids);
+    }
+    let mut want: Vec<(String, String)> = (0..450)
+        .map(|i| (format!("Site {i}"), format!("site-{i:05}")))
+        .collect();
+    want.sort();
+    assert_eq!(
+        all,
+        want.into_iter().map(|(_, id)| id).collect::<Vec<_>>(),
+        "every site once, in name order"
+    );
+    // Past the end: the last page.
+    assert_eq!(row_ids(&page("page=99")), row_ids(&page("page=3")));
+    // A filter narrows the count and the pages; the pager keeps it.
+    let rugby = page("sport=rugby");
+    let n = rugby
+        .split("id=\"site-count\">")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse::<usize>()
+        .unwrap();
+    assert!((100..=130).contains(&n), "{n}");
+    let ids = row_ids(&rugby);
+    assert_eq!(ids.len(), n.min(200));
+    if n <= 200 {
+        assert!(!rugby.contains("id=\"pager\""), "one page: no pager");
+    }
+    let api = s
+        .http
+        .get(format!("{}/api/sites", s.url))
+        .bearer_auth(VIEWER)
+        .send()
+        .unwrap()
+        .json::<serde_json::Value>()
+        .unwrap();
+    let rugby_ids: std::collections::BTreeSet<String> = api["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| v["labels"]["sport"] == "rugby")
+        .map(|v| v["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids.iter()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        rugby_ids,
+        "the filtered page holds exactly the rugby sites"
+    );
+}

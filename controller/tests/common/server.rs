@@ -104,6 +104,27 @@ pub fn start() -> Server {
         text.replace(&club_line, "club: \"<script>alert('x')</script> Ivry\""),
     )
     .unwrap();
+    launch(tmp)
+}
+
+/// A controller on a synthetic fleet of `sites` sites (`site-00000`…).
+pub fn start_synthetic(sites: usize) -> Server {
+    let tmp = tempfile::tempdir().unwrap();
+    touchline_controller::synthetic::generate(
+        &tmp.path().join("repo"),
+        &touchline_controller::synthetic::Size {
+            sites,
+            groups: 18,
+            videos: 5,
+        },
+    );
+    launch(tmp)
+}
+
+/// Commits `tmp/repo`, writes a key and the config (an operator and a
+/// viewer), and starts the controller.
+fn launch(tmp: tempfile::TempDir) -> Server {
+    let repo = tmp.path().join("repo");
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "-q", "-m", "fleet"]);
