@@ -1,6 +1,7 @@
 //! `touchline explain`: every desired value of a site with the file:line that
 //! set it and the layers it overrode.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
@@ -143,9 +144,72 @@ pub fn text(r: &Rendered) -> String {
     out
 }
 
+/// What a site's bundle holds, each with where it came from: the videos
+/// on the box (id, path, the manifest `file:line`s that added it) and the
+/// `configuration.json` leaves (pointer, value, the `file:line` that set
+/// it; the generated video library says so).
+pub fn provenance(r: &Rendered) -> (Vec<[String; 3]>, Vec<[String; 3]>) {
+    let e = &r.explain;
+    let b = &r.bundle;
+    let mut paths: BTreeMap<String, String> = BTreeMap::new();
+    for v in b
+        .config
+        .get(crate::render::LIBRARY_KEY)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["subcategories"].as_array().into_iter().flatten())
+        .flat_map(|s| s["videos"].as_array().into_iter().flatten())
+    {
+        if let (Some(id), Some(path)) = (v["id"].as_str(), v["path"].as_str()) {
+            paths.insert(id.to_owned(), path.to_owned());
+        }
+    }
+    let videos = e
+        .videos
+        .iter()
+        .filter(|(_, t)| t.removed_by.is_none())
+        .map(|(id, t)| {
+            [
+                id.to_string(),
+                paths.get(id.as_str()).cloned().unwrap_or_default(),
+                t.added_by
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    let library = format!("/{}", crate::render::LIBRARY_KEY);
+    let config = merge::leaves(&b.config)
+        .into_iter()
+        .map(|(pointer, value)| {
+            let set_by = if pointer == library {
+                "videos/catalog.yaml".to_owned()
+            } else {
+                e.config
+                    .touches
+                    .get(&pointer)
+                    .and_then(|t| t.last())
+                    .map(|t| t.origin.to_string())
+                    .unwrap_or_default()
+            };
+            let value = if pointer == library {
+                format!("[{} videos]", paths.len())
+            } else {
+                value.to_string()
+            };
+            [pointer, value, set_by]
+        })
+        .collect();
+    (videos, config)
+}
+
 /// The same as JSON, for tools.
 pub fn json(r: &Rendered) -> Value {
     let e = &r.explain;
+    let (video_rows, config_rows) = provenance(r);
     let config: serde_json::Map<String, Value> = e
         .config
         .touches
@@ -166,5 +230,7 @@ pub fn json(r: &Rendered) -> Value {
         "videos": e.videos,
         "config": config,
         "agent": e.agent,
+        "video_rows": video_rows,
+        "config_rows": config_rows,
     })
 }

@@ -986,6 +986,10 @@ struct SitePage {
     ranges: Vec<(&'static str, bool)>,
     charts: Vec<(String, String, String)>,
     events: Vec<(String, String, String)>,
+    /// Videos wanted: id, path, added by.
+    video_rows: Vec<(String, String, String)>,
+    /// `configuration.json` leaves: pointer, value, set by.
+    config_rows: Vec<(String, String, String)>,
 }
 
 /// `GET /sites/{id}` query.
@@ -1205,7 +1209,21 @@ pub async fn site(
             )
         })
         .collect();
+    let rows = |key: &str| -> Vec<(String, String, String)> {
+        detail["origins"][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                let col = |i: usize| r[i].as_str().unwrap_or("").to_owned();
+                (col(0), col(1), col(2))
+            })
+            .collect()
+    };
+    let (video_rows, config_rows) = (rows("video_rows"), rows("config_rows"));
     let page = SitePage {
+        video_rows,
+        config_rows,
         id: site.to_string(),
         name: v.name.clone(),
         club: v.club.clone(),

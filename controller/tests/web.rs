@@ -215,6 +215,20 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
         "{html}"
     );
     assert!(html.contains("applied serial 1"), "events");
+    // What the bundle wants, each with the manifest line that set it.
+    assert!(html.contains("Vidéos voulues (11)"), "{html}");
+    assert!(
+        html.contains("<td><code>training-rugby-melee</code></td><td><code>Entraînement/Rugby/melee.mp4</code></td><td><code>groups/rugby.yaml:10</code></td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td><code>/scoreboard/period_minutes</code></td><td><code>40</code></td><td><code>groups/rugby.yaml:16</code></td>"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td><code>/club/name</code></td><td><code>&#34;RC Massy Essonne&#34;</code></td><td><code>sites/massy-rugby.yaml:17</code></td>"),
+        "{html}"
+    );
     // The export link works with the session (the API would want a token).
     assert!(html.contains("href=\"/sites/massy-rugby/history.csv?range=24h\" id=\"export\""));
     let csv = s.get("/sites/massy-rugby/history.csv?range=24h", &cookies, "fr");
