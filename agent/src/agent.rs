@@ -132,6 +132,7 @@ fn client_builder(cfg: &Config) -> reqwest::ClientBuilder {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .connect_timeout(cfg.connect_timeout.to_std())
+        .tls_certs_merge(cfg.extra_roots.iter().cloned())
         .user_agent(concat!("touchline-agent/", env!("CARGO_PKG_VERSION")))
 }
 

@@ -46,6 +46,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("keep_releases", Kind::Int),
     ("max_unpacked_bytes", Kind::Int),
     ("max_package_entries", Kind::Int),
+    ("ca_file", Kind::Str),
 ];
 
 /// The file as written.
@@ -80,6 +81,7 @@ struct Raw {
     keep_releases: Option<u64>,
     max_unpacked_bytes: Option<u64>,
     max_package_entries: Option<u64>,
+    ca_file: Option<PathBuf>,
 }
 
 /// The agent's configuration, checked.
@@ -145,6 +147,9 @@ pub struct Config {
     pub connect_timeout: HumanDuration,
     /// Timeout between two reads of a response.
     pub read_timeout: HumanDuration,
+    /// Extra certificate authorities trusted for HTTPS (from `ca_file`, PEM),
+    /// on top of the system's: a controller behind a private CA.
+    pub extra_roots: Vec<reqwest::Certificate>,
 }
 
 /// A configuration problem: the process exits 2.
@@ -310,7 +315,29 @@ impl Config {
                 "key `reload_command`: an empty list; leave the key out to run nothing".into(),
             ));
         }
+        let extra_roots = match &raw.ca_file {
+            None => Vec::new(),
+            Some(f) => {
+                let pem = std::fs::read(f).map_err(|e| {
+                    err(format!("key `ca_file`: cannot read `{}`: {e}", f.display()))
+                })?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                    err(format!(
+                        "key `ca_file`: `{}` is not PEM certificates: {e}",
+                        f.display()
+                    ))
+                })?;
+                if certs.is_empty() {
+                    return Err(err(format!(
+                        "key `ca_file`: `{}` holds no certificate (expected -----BEGIN CERTIFICATE-----)",
+                        f.display()
+                    )));
+                }
+                certs
+            }
+        };
         Ok(Self {
+            extra_roots,
             file: path.to_owned(),
             controller_url: raw
                 .controller_url
@@ -372,6 +399,28 @@ mod tests {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
         .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn ca_file_must_hold_pem_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text = base(tmp.path());
+        let missing = tmp.path().join("missing.pem");
+        let err = parse(&format!("{text}ca_file = \"{}\"\n", missing.display()), &[]).unwrap_err();
+        assert!(err.contains("key `ca_file`: cannot read"), "{err}");
+        let empty = tmp.path().join("empty.pem");
+        std::fs::write(&empty, "just words\n").unwrap();
+        let err = parse(&format!("{text}ca_file = \"{}\"\n", empty.display()), &[]).unwrap_err();
+        assert!(err.contains("holds no certificate"), "{err}");
+        let garbled = tmp.path().join("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = parse(&format!("{text}ca_file = \"{}\"\n", garbled.display()), &[]).unwrap_err();
+        assert!(err.contains("key `ca_file`"), "{err}");
+        assert!(parse(&text, &[]).unwrap().extra_roots.is_empty());
     }
 
     #[test]

@@ -139,11 +139,27 @@ pub async fn run(path: &Path) -> ExitCode {
     let token = cfg.token.clone().unwrap_or_default();
     let url = format!("{base}/v1/sites/{}/bundle", cfg.site_id);
     match client.get(&url).bearer_auth(&token).send().await {
-        Err(e) => r.line(
-            false,
-            "controller",
-            &format!("{url}: {}", crate::fetch::error_text(&e)),
-        ),
+        Err(e) => {
+            let text = crate::fetch::error_text(&e);
+            let hint = if text.contains("certificate") {
+                if cfg.extra_roots.is_empty() {
+                    ": the controller's certificate is not trusted: if it comes from a private CA, set ca_file to that CA's PEM"
+                } else {
+                    ": the controller's certificate is not trusted: check that ca_file holds the CA that issued it, and the name in controller_url is one the certificate names"
+                }
+            } else {
+                ""
+            };
+            r.line(
+                false,
+                if base.starts_with("https") {
+                    "tls + http"
+                } else {
+                    "http"
+                },
+                &format!("{url}: {text}{hint}"),
+            );
+        }
         Ok(resp) => {
             r.line(
                 true,

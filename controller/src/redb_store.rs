@@ -276,6 +276,21 @@ impl RedbStore {
             .collect())
     }
 
+    /// How the history table uses the file: bytes of keys and values,
+    /// of the B-tree's metadata, and lost to fragmentation (for the
+    /// benchmarks).
+    pub fn history_table_bytes(&self) -> Result<(u64, u64, u64), StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let t = txn.open_table(HISTORY).map_err(db_err)?;
+        let st = t.stats().map_err(db_err)?;
+        Ok((
+            st.stored_bytes(),
+            st.metadata_bytes(),
+            st.fragmented_bytes(),
+        ))
+    }
+
     /// Bytes of the database file.
     pub fn size_on_disk(&self, data: &Path) -> u64 {
         std::fs::metadata(data.join("status.redb")).map_or(0, |m| m.len())
