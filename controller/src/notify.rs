@@ -190,34 +190,13 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
                         next.notified_at = Some(now);
                     }
                     let name = &doc.value.name;
-                    let mut targets: Vec<Target> = fleet
-                        .config
-                        .webhooks
-                        .iter()
-                        .map(|url| Target::Webhook {
-                            url: url.clone(),
-                            body: webhook_body(site, name, rule, &next, tr, lang),
-                        })
-                        .collect();
-                    if fleet.config.email.is_some() {
-                        targets.push(email_body(site, name, rule, &next, tr, lang));
-                    }
-                    for (i, target) in targets.into_iter().enumerate() {
-                        let item = Outgoing {
-                            target,
-                            attempts: 0,
-                            next_at: now,
-                            last_error: None,
-                        };
-                        writes.push((
-                            format!(
-                                "outbox/{:020}-{site}-{}-{i}",
-                                now.as_nanosecond(),
-                                rule.name()
-                            ),
-                            serde_json::to_string(&item).ok(),
-                        ));
-                    }
+                    writes.extend(outbox_rows(
+                        fleet,
+                        now,
+                        &format!("{site}-{}", rule.name()),
+                        &webhook_body(site, name, rule, &next, tr, lang),
+                        || email_body(site, name, rule, &next, tr, lang),
+                    ));
                 }
                 tracing::info!(site = %site, rule = rule.name(), transition = ?tr, notify, "alert");
             }
@@ -248,6 +227,45 @@ fn event_message(s: &AlertState, tr: Transition, lang: Language) -> String {
         Language::Fr => format!("{what} : {}", s.message),
         Language::En => format!("{what}: {}", s.message),
     }
+}
+
+/// The outbox rows that send `body` to every webhook and, when email is
+/// configured, `email()`, due at `now`. Keys sort by time, then `tag`.
+fn outbox_rows(
+    fleet: &Fleet,
+    now: Timestamp,
+    tag: &str,
+    body: &Value,
+    email: impl FnOnce() -> Target,
+) -> Vec<(String, Option<String>)> {
+    let mut targets: Vec<Target> = fleet
+        .config
+        .webhooks
+        .iter()
+        .map(|url| Target::Webhook {
+            url: url.clone(),
+            body: body.clone(),
+        })
+        .collect();
+    if fleet.config.email.is_some() {
+        targets.push(email());
+    }
+    targets
+        .into_iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let item = Outgoing {
+                target,
+                attempts: 0,
+                next_at: now,
+                last_error: None,
+            };
+            (
+                format!("outbox/{:020}-{tag}-{i}", now.as_nanosecond()),
+                serde_json::to_string(&item).ok(),
+            )
+        })
+        .collect()
 }
 
 /// The Slack-compatible body: `text` plus the structured alert.
@@ -381,34 +399,17 @@ pub fn digest(fleet: &Fleet, now: Timestamp) -> Result<bool, StoreError> {
     let lang = fleet_doc.value.language;
     let d = digest_content(fleet, &fleet_doc.value.name, &local, lang)?;
     let mut writes: Vec<(String, Option<String>)> = vec![(DIGEST_MARK.into(), Some(day))];
-    let mut targets: Vec<Target> = fleet
-        .config
-        .webhooks
-        .iter()
-        .map(|url| Target::Webhook {
-            url: url.clone(),
-            body: json!({"text": d.text, "digest": d.data}),
-        })
-        .collect();
-    if fleet.config.email.is_some() {
-        targets.push(Target::Email {
+    writes.extend(outbox_rows(
+        fleet,
+        now,
+        "digest",
+        &json!({"text": d.text, "digest": d.data}),
+        || Target::Email {
             subject: d.subject.clone(),
             text: d.text.clone(),
             html: d.html.clone(),
-        });
-    }
-    for (i, target) in targets.into_iter().enumerate() {
-        let item = Outgoing {
-            target,
-            attempts: 0,
-            next_at: now,
-            last_error: None,
-        };
-        writes.push((
-            format!("outbox/{:020}-digest-{i}", now.as_nanosecond()),
-            serde_json::to_string(&item).ok(),
-        ));
-    }
+        },
+    ));
     fleet.store.meta_write(writes)?;
     tracing::info!("daily digest queued");
     Ok(true)

@@ -1270,15 +1270,7 @@ pub async fn history_csv(
     if !state.fleet.knows_site(&site) {
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     }
-    let days = match q.range.as_deref() {
-        Some("7d") => 7,
-        Some("30d") => 30,
-        _ => 1,
-    };
-    let now = Timestamp::now();
-    let from = now
-        .saturating_sub(SignedDuration::from_hours(24 * days))
-        .unwrap_or(now);
+    let (from, now) = export_range(q.range.as_deref());
     let store = state.fleet.store.clone();
     let site2 = site.clone();
     let points = tokio::task::spawn_blocking(move || store.history(&site2, from, now)).await;
@@ -1286,16 +1278,37 @@ pub async fn history_csv(
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the history").into_response();
     };
     (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{site}-history.csv\""),
-            ),
-        ],
+        csv_headers(&format!("{site}-history.csv")),
         crate::status::history_csv(&points),
     )
         .into_response()
+}
+
+/// The span of a history export link: `range` is `24h` (default), `7d`,
+/// `30d` or `365d`; returns (from, now).
+fn export_range(range: Option<&str>) -> (Timestamp, Timestamp) {
+    let days = match range {
+        Some("7d") => 7,
+        Some("30d") => 30,
+        Some("365d") => 365,
+        _ => 1,
+    };
+    let now = Timestamp::now();
+    let from = now
+        .saturating_sub(SignedDuration::from_hours(24 * days))
+        .unwrap_or(now);
+    (from, now)
+}
+
+/// The headers of a CSV download named `file`.
+fn csv_headers(file: &str) -> [(header::HeaderName, String); 2] {
+    [
+        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"{file}\""),
+        ),
+    ]
 }
 
 /// `GET /history.csv?range=24h|7d|30d|365d`: every site's history for a
@@ -1308,24 +1321,9 @@ pub async fn fleet_history_csv(
     if session(&state, &headers).is_none() {
         return Redirect::to("/login").into_response();
     }
-    let days = match q.range.as_deref() {
-        Some("7d") => 7,
-        Some("30d") => 30,
-        Some("365d") => 365,
-        _ => 1,
-    };
-    let now = Timestamp::now();
-    let from = now
-        .saturating_sub(SignedDuration::from_hours(24 * days))
-        .unwrap_or(now);
+    let (from, now) = export_range(q.range.as_deref());
     (
-        [
-            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                "attachment; filename=\"fleet-history.csv\"".to_owned(),
-            ),
-        ],
+        csv_headers("fleet-history.csv"),
         crate::status::fleet_history_body(
             state.fleet.store.clone(),
             state.fleet.site_ids(),
