@@ -128,6 +128,17 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// How long this rule's condition must hold before it fires, and be
+    /// gone before it resolves: the fleet's `hold`, except for offline,
+    /// which already waited `offline_after` to fire and is over as soon as
+    /// the box reports again.
+    pub fn hold(self, hold: HumanDuration) -> HumanDuration {
+        match self {
+            Self::Offline => HumanDuration::from_secs(0),
+            _ => hold,
+        }
+    }
+
     /// The kebab-case name.
     pub fn name(self) -> &'static str {
         match self {
@@ -520,8 +531,7 @@ pub fn step(
                 }
                 _ => {
                     s.level = o.level;
-                    // Offline already waited `offline_after`: no extra hold.
-                    if o.rule == Rule::Offline || held(s.since) {
+                    if held(s.since) {
                         s.state = Stage::Firing;
                         s.fired_at = Some(now);
                         (Some(s), Some(Transition::Fired))
@@ -744,8 +754,12 @@ mod tests {
             value: "6 min".into(),
             message: "offline for 6 min".into(),
         };
-        let (_, tr) = step(None, Some(&off), hold, t(600));
+        let (s, tr) = step(None, Some(&off), Rule::Offline.hold(hold), t(600));
         assert_eq!(tr, Some(Transition::Fired));
+        // ... and resolves as soon as the box is back.
+        let (_, tr) = step(s.as_ref(), None, Rule::Offline.hold(hold), t(610));
+        assert_eq!(tr, Some(Transition::Resolved));
+        assert_eq!(Rule::Temperature.hold(hold), hold);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
         return Ok(0);
     };
     let lang = fleet_doc.value.language;
+    let tz = jiff::tz::TimeZone::get(&fleet_doc.value.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
     let releases: Vec<ReleaseVersion> = m.releases.keys().cloned().collect();
     let latest = releases.iter().max();
     let latest_states: BTreeMap<SiteId, crate::store::SiteState> = fleet
@@ -159,7 +160,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
             }
             let key = (site.clone(), rule);
             let prev = alerts.get(&key);
-            let (next, tr) = alerts::step(prev, observed.get(&rule), eff.hold, now);
+            let (next, tr) = alerts::step(prev, observed.get(&rule), rule.hold(eff.hold), now);
             let Some(mut next) = next else {
                 if prev.is_some() {
                     writes.push((alert_key(site, rule), None));
@@ -195,7 +196,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
                         now,
                         &format!("{site}-{}", rule.name()),
                         &webhook_body(site, name, rule, &next, tr, lang),
-                        || email_body(site, name, rule, &next, tr, lang),
+                        || email_body(site, name, rule, &next, tr, (lang, &tz)),
                     ));
                 }
                 tracing::info!(site = %site, rule = rule.name(), transition = ?tr, notify, "alert");
@@ -314,7 +315,7 @@ fn email_body(
     rule: Rule,
     s: &AlertState,
     tr: Transition,
-    lang: Language,
+    (lang, tz): (Language, &jiff::tz::TimeZone),
 ) -> Target {
     let fr = lang == Language::Fr;
     let state = match (tr, fr) {
@@ -338,7 +339,10 @@ fn email_body(
         (if fr { "Règle" } else { "Rule" }, rule.name().to_owned()),
         (
             if fr { "Depuis" } else { "Since" },
-            s.since.strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            s.since
+                .to_zoned(tz.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string(),
         ),
     ];
     let text: String = rows

@@ -295,6 +295,15 @@ fn an_alert_email_reaches_a_real_smtp_server_with_both_parts() {
         text.contains("Valeur : 82,0 °C") && text.contains("Niveau : critique"),
         "{text}"
     );
+    // Times in the fleet's time zone (Europe/Paris: CET or CEST).
+    let since = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Depuis : "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        since.ends_with(" CET") || since.ends_with(" CEST"),
+        "{since}"
+    );
     let html = v["parts"][1][1].as_str().unwrap();
     assert!(
         html.contains("<th align=\"left\">Valeur</th><td>82,0 °C</td>"),

@@ -226,6 +226,27 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
         assert_eq!(got[2]["alert"]["value"], "84,0 °C");
     }
 
+    // Silent for the fleet's 5 minutes: offline fires (no extra hold), and
+    // resolves at the next report.
+    let offline = |fleet: &Fleet| {
+        notify::api(fleet).unwrap()["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["site"] == "cesson-handball" && a["rule"] == "offline")
+            .map(|a| a["state"].clone())
+    };
+    notify::evaluate(&fleet, at(76)).unwrap();
+    assert_eq!(offline(&fleet), None, "4 minutes: not offline");
+    notify::evaluate(&fleet, at(77) + SignedDuration::from_secs(1)).unwrap();
+    assert_eq!(offline(&fleet), Some(json!("firing")), "5 minutes: offline");
+    notify::deliver(&fleet, &client, at(78)).await;
+    assert_eq!(got.lock().unwrap()[3]["alert"]["rule"], "offline");
+    report(&fleet, 12, at(79), 84.0);
+    assert_eq!(offline(&fleet), Some(json!("resolved")));
+    notify::deliver(&fleet, &client, at(79)).await;
+    assert_eq!(got.lock().unwrap()[4]["alert"]["state"], "resolved");
+
     // Every transition is an event of the site, in the fleet's language.
     let events: Vec<String> = fleet
         .store
@@ -235,33 +256,41 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
         .filter(|e| e.kind == "alert")
         .map(|e| format!("{} {}", e.at, e.message))
         .collect();
-    assert_eq!(events.len(), 5, "{events:#?}");
-    assert_eq!(
-        events[0],
-        format!("{} alerte critique : température 84,0 °C", at(72))
+    assert_eq!(events.len(), 7, "{events:#?}");
+    assert!(
+        events[0].starts_with(&format!("{} alerte résolue : hors ligne", at(79))),
+        "{events:#?}"
     );
     assert!(
-        events[1].starts_with(&format!("{} alerte résolue : ", at(15))),
+        events[1].contains(" alerte critique : hors ligne depuis "),
         "{events:#?}"
     );
     assert_eq!(
-        events[4],
+        events[2],
+        format!("{} alerte critique : température 84,0 °C", at(72))
+    );
+    assert!(
+        events[3].starts_with(&format!("{} alerte résolue : ", at(15))),
+        "{events:#?}"
+    );
+    assert_eq!(
+        events[6],
         format!("{} alerte critique : température 82,0 °C", at(2))
     );
 
-    // The daily digest at 08:00 Paris: not at 07:59, once at 08:12 (the
+    // The daily digest at 08:00 Paris: not at 07:59, once at 08:20 (the
     // first evaluation after 08:00), not again that day, again the next.
     assert!(!notify::digest(&fleet, at(59)).unwrap());
-    assert!(notify::digest(&fleet, at(72)).unwrap());
-    assert!(!notify::digest(&fleet, at(73)).unwrap());
+    assert!(notify::digest(&fleet, at(80)).unwrap());
+    assert!(!notify::digest(&fleet, at(81)).unwrap());
     drop(fleet);
-    let fleet = w.open(at(74));
+    let fleet = w.open(at(82));
     assert!(
-        !notify::digest(&fleet, at(74)).unwrap(),
+        !notify::digest(&fleet, at(82)).unwrap(),
         "a restart does not send the day's digest again"
     );
-    notify::deliver(&fleet, &client, at(74)).await;
-    let digest = got.lock().unwrap()[3].clone();
+    notify::deliver(&fleet, &client, at(82)).await;
+    let digest = got.lock().unwrap()[5].clone();
     assert!(
         digest["text"]
             .as_str()
@@ -279,19 +308,19 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     assert_eq!(digest["digest"]["sites"], 12);
     assert_eq!(digest["digest"]["offline"], 11);
     assert_eq!(digest["digest"]["firing"][0]["site"], "cesson-handball");
-    assert_eq!(digest["digest"]["fired_24h"], 1);
+    assert_eq!(digest["digest"]["fired_24h"], 2, "temperature and offline");
     let next_day = at(24 * 60 + 61);
-    report(&fleet, 12, next_day, 60.0);
+    report(&fleet, 13, next_day, 60.0);
     assert!(notify::digest(&fleet, next_day).unwrap());
     notify::deliver(&fleet, &client, next_day).await;
     let got = got.lock().unwrap();
-    assert_eq!(got.len(), 5, "the next day's digest");
+    assert_eq!(got.len(), 7, "the next day's digest");
     assert!(
-        got[4]["text"]
+        got[6]["text"]
             .as_str()
             .unwrap()
             .starts_with("[Touchline] Résumé du 24/11/2026"),
         "{}",
-        got[4]
+        got[6]
     );
 }
