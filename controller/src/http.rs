@@ -717,50 +717,35 @@ async fn api_history(
         return Err(ApiError::new(StatusCode::NOT_FOUND, "no such site"));
     }
     let (from, to) = history_range(&q)?;
+    let format = match q.format.as_deref() {
+        None | Some("json") => None,
+        Some(f) => Some(status::Export::parse(f).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format `{f}`: use json, csv or jsonl"),
+            )
+        })?),
+    };
     let store = state.fleet.store.clone();
     let site2 = site.clone();
     let points = tokio::task::spawn_blocking(move || store.history(&site2, from, to))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    match q.format.as_deref() {
-        None | Some("json") => Ok(Json(json!({
+    Ok(match format {
+        None => Json(json!({
             "site": site,
             "from": from,
             "to": to,
             "points": points,
         }))
-        .into_response()),
-        Some("csv") => Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{site}-history.csv\""),
-                ),
-            ],
-            status::history_csv(&points),
+        .into_response(),
+        Some(f) => (
+            f.headers(&format!("{site}-history")),
+            f.render(&site, &points),
         )
-            .into_response()),
-        Some("jsonl") => Ok((
-            [
-                (
-                    header::CONTENT_TYPE,
-                    "application/jsonl; charset=utf-8".to_owned(),
-                ),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{site}-history.jsonl\""),
-                ),
-            ],
-            status::history_jsonl(&site, &points),
-        )
-            .into_response()),
-        Some(other) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("unknown format `{other}`: use json, csv or jsonl"),
-        )),
-    }
+            .into_response(),
+    })
 }
 
 /// `GET /api/history?from=&to=&format=csv|jsonl`: every site's history,
@@ -783,16 +768,7 @@ async fn api_fleet_history(
     };
     let (from, to) = history_range(&q)?;
     Ok((
-        [
-            (header::CONTENT_TYPE, format.content_type().to_owned()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!(
-                    "attachment; filename=\"fleet-history.{}\"",
-                    format.extension()
-                ),
-            ),
-        ],
+        format.headers("fleet-history"),
         status::fleet_history_body(
             state.fleet.store.clone(),
             state.fleet.site_ids(),

@@ -563,6 +563,28 @@ impl Export {
             Self::Jsonl => "jsonl",
         }
     }
+
+    /// The headers of a download of `<stem>.<extension>`.
+    pub fn headers(self, stem: &str) -> [(axum::http::HeaderName, String); 2] {
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                self.content_type().to_owned(),
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{stem}.{}\"", self.extension()),
+            ),
+        ]
+    }
+
+    /// One site's points in this format.
+    pub fn render(self, site: &SiteId, points: &[HistoryPoint]) -> String {
+        match self {
+            Self::Csv => history_csv(points),
+            Self::Jsonl => history_jsonl(site, points),
+        }
+    }
 }
 
 const CSV_COLUMNS: &str = "at,cpu_percent,memory_percent,temperature_c,temperature_max_c,load1,disk_used_bytes,disk_total_bytes,uptime_secs,samples";

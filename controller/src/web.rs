@@ -1278,7 +1278,7 @@ pub async fn history_csv(
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the history").into_response();
     };
     (
-        csv_headers(&format!("{site}-history.csv")),
+        crate::status::Export::Csv.headers(&format!("{site}-history")),
         crate::status::history_csv(&points),
     )
         .into_response()
@@ -1300,17 +1300,6 @@ fn export_range(range: Option<&str>) -> (Timestamp, Timestamp) {
     (from, now)
 }
 
-/// The headers of a CSV download named `file`.
-fn csv_headers(file: &str) -> [(header::HeaderName, String); 2] {
-    [
-        (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-        (
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"{file}\""),
-        ),
-    ]
-}
-
 /// `GET /history.csv?range=24h|7d|30d|365d`: every site's history for a
 /// logged-in reader, streamed (a `site` column first).
 pub async fn fleet_history_csv(
@@ -1323,7 +1312,7 @@ pub async fn fleet_history_csv(
     }
     let (from, now) = export_range(q.range.as_deref());
     (
-        csv_headers("fleet-history.csv"),
+        crate::status::Export::Csv.headers("fleet-history"),
         crate::status::fleet_history_body(
             state.fleet.store.clone(),
             state.fleet.site_ids(),

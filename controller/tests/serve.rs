@@ -691,6 +691,23 @@ fn the_fleet_history_exports_every_site_streamed_as_jsonl_or_csv() {
         s.get(&format!("/api/history?{range}"), None).status(),
         StatusCode::UNAUTHORIZED
     );
+    // One site's export: the same formats plus JSON; others are named.
+    let r = s.get(
+        &format!("/api/sites/la-roche-rugby/history?{range}&format=xml"),
+        Some(VIEWER),
+    );
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["error"], "unknown format `xml`: use json, csv or jsonl");
+    let r = s.get(
+        &format!("/api/sites/la-roche-rugby/history?{range}&format=jsonl"),
+        Some(VIEWER),
+    );
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"la-roche-rugby-history.jsonl\""
+    );
+    assert_eq!(r.text().unwrap().lines().count(), 3);
 }
 
 #[test]
