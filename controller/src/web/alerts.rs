@@ -1,0 +1,100 @@
+//! The alerts page, and the alert rows the overview shows too.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use touchline_schemas::SiteId;
+
+use crate::alerts::{Level, Stage};
+use crate::http::AppState;
+use crate::i18n::L10n;
+
+use super::{Chrome, page, render};
+
+pub(super) struct AlertRow {
+    pub(super) site: String,
+    pub(super) site_name: String,
+    pub(super) level: String,
+    pub(super) level_label: String,
+    pub(super) state: String,
+    pub(super) state_label: String,
+    pub(super) rule: String,
+    pub(super) value: String,
+    pub(super) message: String,
+    pub(super) since: String,
+}
+
+pub(super) fn alert_rows(state: &AppState, l: &L10n, only_active: bool) -> Vec<AlertRow> {
+    let names: BTreeMap<SiteId, String> = state
+        .fleet
+        .manifests()
+        .map(|m| {
+            m.manifests
+                .sites
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.name.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let Ok(mut rows) = crate::notify::sorted_alerts(&state.fleet) else {
+        return Vec::new();
+    };
+    if only_active {
+        rows.retain(|(_, _, a)| a.state == Stage::Firing);
+    }
+    rows.into_iter()
+        .map(|(site, rule, a)| AlertRow {
+            site_name: names
+                .get(&site)
+                .cloned()
+                .unwrap_or_else(|| site.to_string()),
+            site: site.to_string(),
+            level: match a.level {
+                Level::Warning => "warning".into(),
+                Level::Critical => "critical".into(),
+            },
+            level_label: l
+                .t(match a.level {
+                    Level::Warning => "warning",
+                    Level::Critical => "critical",
+                })
+                .to_owned(),
+            state: match a.state {
+                Stage::Firing => "firing".into(),
+                Stage::Pending => "pending".into(),
+                Stage::Resolved => "resolved".into(),
+            },
+            state_label: l
+                .t(match a.state {
+                    Stage::Firing => "firing",
+                    Stage::Pending => "pending",
+                    Stage::Resolved => "resolved",
+                })
+                .to_owned(),
+            rule: rule.name().to_owned(),
+            value: a.value,
+            message: a.message,
+            since: l.ago(&a.since),
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    c: Chrome,
+    rows: Vec<AlertRow>,
+}
+
+/// `GET /alerts`.
+pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (c, _) = match page(&state, &headers, "/alerts", "alerts", true) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let rows = alert_rows(&state, &c.l, false);
+    render(&AlertsPage { c, rows })
+}

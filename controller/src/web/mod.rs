@@ -1,0 +1,479 @@
+//! The status page: server-rendered HTML (askama templates compiled into
+//! the binary, escaped by default), usable with JavaScript off, in French
+//! and English, behind a login.
+//!
+//! Login: an operator token (the same as the API's) is exchanged for a
+//! session cookie (`HttpOnly`, `SameSite=Strict`, `Secure` when the request
+//! came over HTTPS through a proxy), kept in memory (a restart asks to log
+//! in again). Every POST carries the session's CSRF token; the login form
+//! carries a pre-session one (double-submit cookie). The viewer role sees
+//! everything and cannot act. The JSON API never accepts the cookie: another
+//! origin cannot read it with a user's session.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use jiff::{SignedDuration, Timestamp};
+use serde::Deserialize;
+
+use crate::config::Role;
+use crate::http::AppState;
+use crate::i18n::{L10n, Lang};
+use crate::status::{Health, SiteView};
+use crate::tokens::Token;
+
+mod alerts;
+mod groups;
+mod overview;
+mod releases;
+mod site;
+mod sites;
+
+pub use alerts::alerts;
+pub use groups::groups;
+pub use overview::overview;
+pub use releases::releases;
+pub use site::{fleet_history_csv, history_csv, site};
+pub use sites::sites;
+
+/// Session lifetime.
+const SESSION_HOURS: i64 = 12;
+const SESSION_COOKIE: &str = "tl_session";
+const LOGIN_CSRF_COOKIE: &str = "tl_login";
+const LANG_COOKIE: &str = "tl_lang";
+
+/// A logged-in operator.
+#[derive(Debug, Clone)]
+struct Session {
+    name: String,
+    role: Role,
+    csrf: String,
+    expires: Timestamp,
+}
+
+/// Sessions in memory.
+#[derive(Debug, Default)]
+pub struct Sessions(Mutex<HashMap<String, Session>>);
+
+fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    // getrandom fails only without an OS RNG; then no session can start.
+    if getrandom::fill(&mut b).is_err() {
+        return String::new();
+    }
+    hex::encode(b)
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+/// Whether the request came over HTTPS (directly behind a proxy that says
+/// so): the cookie is then `Secure`.
+fn secure(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let mut c = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+    if secure(headers) {
+        c.push_str("; Secure");
+    }
+    HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The reader's language: cookie, then `Accept-Language`, then the fleet's.
+fn lang(state: &AppState, headers: &HeaderMap) -> Lang {
+    cookie(headers, LANG_COOKIE)
+        .and_then(Lang::parse)
+        .or_else(|| {
+            headers
+                .get(header::ACCEPT_LANGUAGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Lang::from_accept_language)
+        })
+        .unwrap_or_else(|| {
+            match state
+                .fleet
+                .manifests()
+                .and_then(|m| m.manifests.fleet.as_ref().map(|f| f.value.language))
+            {
+                Some(touchline_schemas::manifest::Language::En) => Lang::En,
+                _ => Lang::Fr,
+            }
+        })
+}
+
+fn l10n(state: &AppState, headers: &HeaderMap) -> L10n {
+    let tz = state
+        .fleet
+        .manifests()
+        .and_then(|m| m.manifests.fleet.as_ref().map(|f| f.value.timezone.clone()))
+        .and_then(|z| jiff::tz::TimeZone::get(&z).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    L10n {
+        lang: lang(state, headers),
+        tz,
+        now: Timestamp::now(),
+    }
+}
+
+fn session(state: &AppState, headers: &HeaderMap) -> Option<Session> {
+    let id = cookie(headers, SESSION_COOKIE)?;
+    let mut map = state.sessions.0.lock().ok()?;
+    let s = map.get(id)?.clone();
+    if s.expires < Timestamp::now() {
+        map.remove(id);
+        return None;
+    }
+    Some(s)
+}
+
+/// The page frame.
+#[derive(Debug)]
+pub struct Chrome {
+    l: L10n,
+    title: String,
+    fleet_name: String,
+    path: String,
+    csrf: String,
+    who: String,
+    refresh: bool,
+}
+
+fn render<T: Template>(t: &T) -> Response {
+    match t.render() {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("template error: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// A page for a logged-in operator, or the redirect to the login page.
+fn page(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    title_key: &str,
+    refresh: bool,
+) -> Result<(Chrome, Session), Box<Response>> {
+    let Some(s) = session(state, headers) else {
+        return Err(Box::new(Redirect::to("/login").into_response()));
+    };
+    let l = l10n(state, headers);
+    let fleet_name = state
+        .fleet
+        .manifests()
+        .and_then(|m| m.manifests.fleet.as_ref().map(|f| f.value.name.clone()))
+        .unwrap_or_default();
+    Ok((
+        Chrome {
+            title: l.t(title_key).to_owned(),
+            l,
+            fleet_name,
+            path: path.to_owned(),
+            csrf: s.csrf.clone(),
+            who: format!("{} ({:?})", s.name, s.role).to_lowercase(),
+            refresh,
+        },
+        s,
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    l: L10n,
+    csrf: String,
+    failed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    failed: Option<String>,
+}
+
+/// `GET /login`.
+pub async fn login_form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
+    let csrf = random_hex();
+    let mut resp = render(&LoginPage {
+        l: l10n(&state, &headers),
+        csrf: csrf.clone(),
+        failed: q.failed.is_some(),
+    });
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&headers, LOGIN_CSRF_COOKIE, &csrf, 3600),
+    );
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    token: String,
+    csrf: String,
+}
+
+/// `POST /login`: an operator token for a session.
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if cookie(&headers, LOGIN_CSRF_COOKIE).is_none_or(|c| c.is_empty() || c != f.csrf) {
+        return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
+    }
+    let hash = Token::new(f.token.trim()).hash();
+    let who = if state.local_admin.as_ref().is_some_and(|h| h.matches(&hash)) {
+        Some(("local-admin".to_owned(), Role::Admin))
+    } else {
+        state
+            .fleet
+            .config
+            .operator(&hash)
+            .map(|op| (op.name.clone(), op.role))
+    };
+    let Some((name, role)) = who else {
+        tracing::warn!("status page login refused");
+        return Redirect::to("/login?failed=1").into_response();
+    };
+    let id = random_hex();
+    if id.is_empty() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no random source").into_response();
+    }
+    let s = Session {
+        name,
+        role,
+        csrf: random_hex(),
+        expires: Timestamp::now()
+            .saturating_add(SignedDuration::from_hours(SESSION_HOURS))
+            .unwrap_or_else(|_| Timestamp::now()),
+    };
+    if let Ok(mut map) = state.sessions.0.lock() {
+        let now = Timestamp::now();
+        map.retain(|_, s| s.expires > now);
+        map.insert(id.clone(), s);
+    }
+    let mut resp = Redirect::to("/").into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&headers, SESSION_COOKIE, &id, SESSION_HOURS * 3600),
+    );
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&headers, LOGIN_CSRF_COOKIE, "", 0),
+    );
+    resp
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: Option<String>,
+}
+
+/// A POST by a logged-in operator with the right CSRF token and role.
+fn act(
+    state: &AppState,
+    headers: &HeaderMap,
+    f: &CsrfForm,
+    need: Role,
+) -> Result<Session, Box<Response>> {
+    let refuse = |r: Response| Err(Box::new(r));
+    let Some(s) = session(state, headers) else {
+        return refuse(Redirect::to("/login").into_response());
+    };
+    if f.csrf.as_deref() != Some(s.csrf.as_str()) {
+        return refuse((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response());
+    }
+    if s.role < need {
+        return refuse(
+            (
+                StatusCode::FORBIDDEN,
+                format!("{} has role {:?}: this needs {:?}", s.name, s.role, need).to_lowercase(),
+            )
+                .into_response(),
+        );
+    }
+    Ok(s)
+}
+
+/// `POST /logout`.
+pub async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = act(&state, &headers, &f, Role::Viewer) {
+        return *r;
+    }
+    if let (Some(id), Ok(mut map)) = (cookie(&headers, SESSION_COOKIE), state.sessions.0.lock()) {
+        map.remove(id);
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&headers, SESSION_COOKIE, "", 0),
+    );
+    resp
+}
+
+/// `POST /sync` (operator): fetch the manifests now.
+pub async fn sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<CsrfForm>,
+) -> Response {
+    let s = match act(&state, &headers, &f, Role::Operator) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    let fleet = state.fleet.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = fleet.sync(Timestamp::now()) {
+            tracing::warn!(error = %crate::fleet::error_chain(&e), "sync from the status page failed");
+        }
+    });
+    tracing::info!(operator = %s.name, "sync requested from the status page");
+    Redirect::to("/").into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LangQuery {
+    back: Option<String>,
+}
+
+/// `GET /lang/{fr|en}?back=/path`: remembers the language in a cookie.
+pub async fn set_lang(
+    Path(code): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+) -> Response {
+    let Some(l) = Lang::parse(&code) else {
+        return (StatusCode::NOT_FOUND, "fr or en").into_response();
+    };
+    // Only a local path (no open redirect).
+    let back = q
+        .back
+        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .unwrap_or_else(|| "/".to_owned());
+    let mut resp = Redirect::to(&back).into_response();
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&headers, LANG_COOKIE, l.code(), 365 * 86_400),
+    );
+    resp
+}
+
+/// `GET /static/app.css`.
+pub async fn css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/app.css"),
+    )
+        .into_response()
+}
+
+/// The health score of a site, 0–100 (documented in docs/operators.md):
+/// 100, minus 100 offline; 30 degraded; 20 stale; 15 / 30 for a
+/// temperature over the warning / critical level; 10 / 25 for the disk;
+/// 10 for memory; 20 per failed service (at most 40); 20 for a rolled-back
+/// release; 10 when the last report is older than 2 minutes.
+pub fn health_score(v: &SiteView, now: Timestamp) -> u8 {
+    if v.status == Health::Offline {
+        return 0;
+    }
+    let mut score: i32 = 100;
+    if v.status == Health::Degraded {
+        score -= 30;
+    }
+    if v.phase.as_deref() == Some("stale") {
+        score -= 20;
+    }
+    let e = crate::alerts::Effective::default();
+    if let Some(m) = &v.metrics {
+        if let Some(t) = m.temperature_c {
+            if t > e.temperature_critical {
+                score -= 30;
+            } else if t > e.temperature_warning {
+                score -= 15;
+            }
+        }
+        if let (Some(u), Some(t)) = (m.disk_used_bytes, m.disk_total_bytes)
+            && t > 0
+        {
+            #[allow(clippy::cast_precision_loss)]
+            let pct = u as f64 * 100.0 / t as f64;
+            if pct > e.disk_critical_percent {
+                score -= 25;
+            } else if pct > e.disk_warning_percent {
+                score -= 10;
+            }
+        }
+        if m.memory_percent
+            .is_some_and(|p| p > e.memory_warning_percent)
+        {
+            score -= 10;
+        }
+        let failed = m
+            .services
+            .values()
+            .filter(|s| s.as_str() != "active" && s.as_str() != "unknown")
+            .count();
+        score -= i32::try_from(failed.min(2) * 20).unwrap_or(40);
+    }
+    if v.software
+        .as_ref()
+        .is_some_and(|s| s.held_back.is_some() && s.last_rollback.is_some())
+    {
+        score -= 20;
+    }
+    if v.last_seen
+        .is_some_and(|t| now.duration_since(t) > SignedDuration::from_mins(2))
+    {
+        score -= 10;
+    }
+    u8::try_from(score.clamp(0, 100)).unwrap_or(0)
+}
+
+fn status_label(l: &L10n, h: Health) -> &'static str {
+    l.t(h.as_str())
+}
+
+/// HTML-escapes `s` (askama's escaper: also for SVG built by hand and the
+/// alert emails).
+pub fn escape(s: &str) -> String {
+    askama::filters::escape(s, askama::filters::Html)
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+fn urlencode(s: &str) -> String {
+    askama::filters::urlencode(s)
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}

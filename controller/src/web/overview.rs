@@ -1,0 +1,197 @@
+//! The overview: counts, alerts, versions, health, the map, commits.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+
+use crate::config::Role;
+use crate::http::AppState;
+use crate::status::{Health, SiteView};
+
+use super::alerts::{AlertRow, alert_rows};
+use super::{Chrome, escape, health_score, page, render};
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage {
+    c: Chrome,
+    total: usize,
+    online: usize,
+    degraded: usize,
+    offline: usize,
+    stale: usize,
+    alerts: Vec<AlertRow>,
+    versions: Vec<(String, usize)>,
+    health_dist: Vec<(String, usize)>,
+    commits: Vec<CommitRow>,
+    map_svg: String,
+    can_act: bool,
+}
+
+struct CommitRow {
+    id: String,
+    at: String,
+    state: String,
+    progress: String,
+    blocked: String,
+}
+
+/// The map of France: one dot per site from its coordinates, coloured by
+/// status, on a rough outline of the country (inline SVG, no tiles).
+fn map_svg(views: &[SiteView]) -> String {
+    // Equirectangular over metropolitan France, x scaled by cos(46.5°).
+    let (lon0, lon1, lat0, lat1) = (-5.3_f64, 9.8_f64, 41.2_f64, 51.2_f64);
+    let k = 46.5_f64.to_radians().cos();
+    let (w, h) = (
+        ((lon1 - lon0) * k * 40.0).round(),
+        ((lat1 - lat0) * 40.0).round(),
+    );
+    let xy = |lon: f64, lat: f64| ((lon - lon0) * k * 40.0, (lat1 - lat) * 40.0);
+    let outline: [(f64, f64); 22] = [
+        (2.55, 51.09),
+        (4.15, 50.0),
+        (5.8, 49.55),
+        (6.5, 49.45),
+        (8.2, 48.95),
+        (7.55, 47.6),
+        (6.95, 47.45),
+        (6.1, 46.2),
+        (7.0, 45.9),
+        (7.65, 44.2),
+        (7.5, 43.78),
+        (6.2, 43.1),
+        (4.6, 43.35),
+        (3.1, 43.1),
+        (3.15, 42.45),
+        (-1.75, 43.35),
+        (-1.2, 44.6),
+        (-1.2, 46.2),
+        (-2.5, 47.3),
+        (-4.75, 48.4),
+        (-1.6, 49.7),
+        (1.6, 50.9),
+    ];
+    let pts: Vec<String> = outline
+        .iter()
+        .map(|(lo, la)| {
+            let (x, y) = xy(*lo, *la);
+            format!("{x:.0},{y:.0}")
+        })
+        .collect();
+    let mut s = format!(
+        "<svg id=\"map\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"map\" xmlns=\"http://www.w3.org/2000/svg\"><style>circle{{stroke:#fff}}.online{{fill:#1a7f37}}.degraded{{fill:#b35900}}.offline{{fill:#c62828}}</style><polygon points=\"{}\" fill=\"#f3f4f6\" stroke=\"#9aa4af\"/>",
+        pts.join(" ")
+    );
+    for v in views {
+        let lat = v.location["latitude"].as_f64();
+        let lon = v.location["longitude"].as_f64();
+        let (Some(lat), Some(lon)) = (lat, lon) else {
+            continue;
+        };
+        let (x, y) = xy(lon, lat);
+        // Names go through askama's escaper rules by hand here: the SVG is
+        // inserted as is.
+        let title = escape(&format!("{} — {}", v.name, v.status.as_str()));
+        // Compact (2,000 dots): the colour comes from the class.
+        s.push_str(&format!(
+            "<circle class=\"site {}\" cx=\"{x:.0}\" cy=\"{y:.0}\" r=\"6\"><title>{title}</title></circle>",
+            v.status.as_str()
+        ));
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// `GET /`.
+pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let (c, s) = match page(&state, &headers, "/", "overview", true) {
+        Ok(p) => p,
+        Err(r) => return *r,
+    };
+    let now = c.l.now;
+    let Ok(views) = crate::status::site_views(&state.fleet, now) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();
+    };
+    let count = |h: Health| views.iter().filter(|v| v.status == h).count();
+    let mut versions: BTreeMap<String, usize> = BTreeMap::new();
+    let mut dist: BTreeMap<u8, usize> = BTreeMap::new();
+    for v in &views {
+        *versions
+            .entry(v.version.clone().unwrap_or_else(|| "–".into()))
+            .or_default() += 1;
+        let band = match health_score(v, now) {
+            90..=100 => 0,
+            70..=89 => 1,
+            40..=69 => 2,
+            _ => 3,
+        };
+        *dist.entry(band).or_default() += 1;
+    }
+    let bands = ["90–100", "70–89", "40–69", "0–39"];
+    let commits = crate::status::commits(&state.fleet, 5)
+        .ok()
+        .and_then(|v| v["commits"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .map(|cm| CommitRow {
+            id: cm["commit"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(10)
+                .collect(),
+            at: cm["at"]
+                .as_str()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(|t| c.l.time(&t))
+                .unwrap_or_default(),
+            state: cm["state"].as_str().unwrap_or("").to_owned(),
+            progress: match (cm["converged"].as_u64(), cm["total"].as_u64()) {
+                (Some(a), Some(t)) => format!("{a} / {t} {}", c.l.t("applied")),
+                _ => String::new(),
+            },
+            blocked: cm["pending"]
+                .as_array()
+                .map(|p| {
+                    p.iter()
+                        .take(5)
+                        .map(|b| {
+                            format!(
+                                "{} ({})",
+                                b["site"].as_str().unwrap_or(""),
+                                b["reason"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default(),
+        })
+        .collect();
+    let stale = views
+        .iter()
+        .filter(|v| v.phase.as_deref() == Some("stale"))
+        .count();
+    let page = OverviewPage {
+        total: views.len(),
+        online: count(Health::Online),
+        degraded: count(Health::Degraded),
+        offline: count(Health::Offline),
+        stale,
+        alerts: alert_rows(&state, &c.l, true),
+        versions: versions.into_iter().collect(),
+        health_dist: dist
+            .into_iter()
+            .map(|(b, n)| (bands[usize::from(b)].to_owned(), n))
+            .collect(),
+        commits,
+        map_svg: map_svg(&views),
+        can_act: s.role >= Role::Operator,
+        c,
+    };
+    render(&page)
+}
