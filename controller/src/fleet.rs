@@ -250,6 +250,19 @@ impl Fleet {
                 .is_some_and(|m| m.manifests.sites.contains_key(site))
     }
 
+    /// The fleet's time zone (`timezone` in `fleet.yaml`; UTC before the
+    /// first valid commit).
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.manifests()
+            .and_then(|m| {
+                m.manifests
+                    .fleet
+                    .as_ref()
+                    .and_then(|f| jiff::tz::TimeZone::get(&f.value.timezone).ok())
+            })
+            .unwrap_or(jiff::tz::TimeZone::UTC)
+    }
+
     /// Every site the controller knows (in the manifests or with a
     /// published bundle), in order.
     pub fn site_ids(&self) -> Vec<SiteId> {

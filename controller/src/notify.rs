@@ -99,7 +99,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
         return Ok(0);
     };
     let lang = fleet_doc.value.language;
-    let tz = jiff::tz::TimeZone::get(&fleet_doc.value.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let tz = fleet.time_zone();
     let releases: Vec<ReleaseVersion> = m.releases.keys().cloned().collect();
     let latest = releases.iter().max();
     let latest_states: BTreeMap<SiteId, crate::store::SiteState> = fleet
@@ -391,8 +391,7 @@ pub fn digest(fleet: &Fleet, now: Timestamp) -> Result<bool, StoreError> {
     let Some(fleet_doc) = &checked.manifests.fleet else {
         return Ok(false);
     };
-    let tz = jiff::tz::TimeZone::get(&fleet_doc.value.timezone).unwrap_or(jiff::tz::TimeZone::UTC);
-    let local = now.to_zoned(tz);
+    let local = now.to_zoned(fleet.time_zone());
     if local.time() < at {
         return Ok(false);
     }

@@ -120,15 +120,9 @@ fn lang(state: &AppState, headers: &HeaderMap) -> Lang {
 }
 
 fn l10n(state: &AppState, headers: &HeaderMap) -> L10n {
-    let tz = state
-        .fleet
-        .manifests()
-        .and_then(|m| m.manifests.fleet.as_ref().map(|f| f.value.timezone.clone()))
-        .and_then(|z| jiff::tz::TimeZone::get(&z).ok())
-        .unwrap_or(jiff::tz::TimeZone::UTC);
     L10n {
         lang: lang(state, headers),
-        tz,
+        tz: state.fleet.time_zone(),
         now: Timestamp::now(),
     }
 }
