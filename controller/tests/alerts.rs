@@ -218,7 +218,7 @@ fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve
 }
 
 #[test]
-fn an_alert_email_reaches_a_real_smtp_server_with_both_parts() {
+fn an_alert_email_and_the_digest_reach_a_real_smtp_server_with_both_parts() {
     let py = Command::new("python3")
         .args(["-c", "import aiosmtpd"])
         .output()
@@ -254,33 +254,84 @@ fn an_alert_email_reaches_a_real_smtp_server_with_both_parts() {
             .map(|_| ())
     });
     let (_tmp, url, _server, token) = start(&format!(
-        "[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"Touchline <alerts@example.org>\"\nto = [\"ops@example.org\", \"Astreinte <oncall@example.org>\"]\n"
+        "digest_at = \"00:00\"\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"Touchline <alerts@example.org>\"\nto = [\"ops@example.org\", \"Astreinte <oncall@example.org>\"]\n"
     ));
     let _box = reporting_box(&url, &token, Some(82.0));
+    // Python's email package reads each message back: decoded subject,
+    // recipients, and each part's type and text.
+    let read = |file: &std::path::Path| -> Value {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import email, email.header, json, sys\nm = email.message_from_binary_file(open(sys.argv[1], 'rb'))\nparts = [(p.get_content_type(), p.get_payload(decode=True).decode(p.get_content_charset() or 'utf-8')) for p in m.walk() if not p.is_multipart()]\nprint(json.dumps({'subject': str(email.header.make_header(email.header.decode_header(m['Subject']))), 'to': m['To'], 'from': m['From'], 'type': m.get_content_type(), 'parts': parts}))",
+            ])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Two messages: the alert, and the daily digest (due at once: 00:00).
     let new = maildir.path().join("box/new");
-    let file = wait_until("the email", 30, || {
-        std::fs::read_dir(&new)
+    let mails = wait_until("the alert and the digest", 30, || {
+        let mails: Vec<Value> = std::fs::read_dir(&new)
             .ok()?
             .flatten()
-            .map(|e| e.path())
-            .next()
+            .map(|e| read(&e.path()))
+            .collect();
+        (mails.len() >= 2).then_some(mails)
     });
-    // Python's email package reads it back: decoded subject, recipients,
-    // and each part's type and text.
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import email, email.header, json, sys\nm = email.message_from_binary_file(open(sys.argv[1], 'rb'))\nparts = [(p.get_content_type(), p.get_payload(decode=True).decode(p.get_content_charset() or 'utf-8')) for p in m.walk() if not p.is_multipart()]\nprint(json.dumps({'subject': str(email.header.make_header(email.header.decode_header(m['Subject']))), 'to': m['To'], 'from': m['From'], 'type': m.get_content_type(), 'parts': parts}))",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    let digest = mails
+        .iter()
+        .find(|m| {
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("[Touchline] Résumé du ")
+        })
+        .unwrap_or_else(|| panic!("{mails:#?}"));
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        digest["subject"]
+            .as_str()
+            .unwrap()
+            .contains("— NEOPRO — clubs partenaires : "),
+        "{digest}"
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        digest["to"],
+        "ops@example.org, Astreinte <oncall@example.org>"
+    );
+    assert_eq!(digest["parts"][0][0], "text/plain");
+    assert!(
+        digest["parts"][0][1]
+            .as_str()
+            .unwrap()
+            .contains("12 sites : "),
+        "{digest}"
+    );
+    assert_eq!(digest["parts"][1][0], "text/html");
+    assert!(
+        digest["parts"][1][1]
+            .as_str()
+            .unwrap()
+            .contains("<h2>[Touchline] Résumé du "),
+        "{digest}"
+    );
+    let v = mails
+        .iter()
+        .find(|m| {
+            m["subject"]
+                .as_str()
+                .unwrap()
+                .starts_with("[Touchline CRITICAL]")
+        })
+        .unwrap_or_else(|| panic!("{mails:#?}"))
+        .clone();
     assert_eq!(
         v["subject"],
         "[Touchline CRITICAL] Cesson — Glaz Arena — température 82,0 °C"
