@@ -62,18 +62,7 @@ pub fn text(r: &Rendered) -> String {
         "\nvideos: {present} on the box, {} bytes",
         b.files_bytes()
     );
-    let path_of = |id: &str| {
-        b.config
-            .get(crate::render::LIBRARY_KEY)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .flat_map(|c| c["subcategories"].as_array().into_iter().flatten())
-            .flat_map(|s| s["videos"].as_array().into_iter().flatten())
-            .find(|v| v["id"] == id)
-            .and_then(|v| v["path"].as_str().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let paths = video_paths(b);
     for (id, t) in &e.videos {
         let added: Vec<String> = t.added_by.iter().map(ToString::to_string).collect();
         match &t.removed_by {
@@ -81,7 +70,7 @@ pub fn text(r: &Rendered) -> String {
                 let _ = writeln!(
                     out,
                     "  + {id}  {}  added by {}",
-                    path_of(id.as_str()),
+                    paths.get(id.as_str()).map_or("", String::as_str),
                     added.join(", ")
                 );
             }
@@ -144,6 +133,20 @@ pub fn text(r: &Rendered) -> String {
     out
 }
 
+/// Each video's path on the box, by id, from the bundle's generated
+/// video library.
+fn video_paths(b: &touchline_schemas::Bundle) -> BTreeMap<String, String> {
+    b.config
+        .get(crate::render::LIBRARY_KEY)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["subcategories"].as_array().into_iter().flatten())
+        .flat_map(|s| s["videos"].as_array().into_iter().flatten())
+        .filter_map(|v| Some((v["id"].as_str()?.to_owned(), v["path"].as_str()?.to_owned())))
+        .collect()
+}
+
 /// What a site's bundle holds, each with where it came from: the videos
 /// on the box (id, path, the manifest `file:line`s that added it) and the
 /// `configuration.json` leaves (pointer, value, the `file:line` that set
@@ -151,20 +154,7 @@ pub fn text(r: &Rendered) -> String {
 pub fn provenance(r: &Rendered) -> (Vec<[String; 3]>, Vec<[String; 3]>) {
     let e = &r.explain;
     let b = &r.bundle;
-    let mut paths: BTreeMap<String, String> = BTreeMap::new();
-    for v in b
-        .config
-        .get(crate::render::LIBRARY_KEY)
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .flat_map(|c| c["subcategories"].as_array().into_iter().flatten())
-        .flat_map(|s| s["videos"].as_array().into_iter().flatten())
-    {
-        if let (Some(id), Some(path)) = (v["id"].as_str(), v["path"].as_str()) {
-            paths.insert(id.to_owned(), path.to_owned());
-        }
-    }
+    let paths = video_paths(b);
     let videos = e
         .videos
         .iter()
