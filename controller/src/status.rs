@@ -235,12 +235,16 @@ fn view_of(
     }
 }
 
-/// One site's row (what [`site_views`] gives for it, without the others).
-pub fn site_view(
-    fleet: &Fleet,
-    site: &SiteId,
-    now: Timestamp,
-) -> Result<Option<SiteView>, StoreError> {
+/// What a site's row and detail are made of, read once: its row, latest
+/// state, published bundle and the manifests (`None`: an unknown site).
+type Parts = (
+    SiteView,
+    Option<SiteState>,
+    Option<std::sync::Arc<crate::store::Published>>,
+    Option<std::sync::Arc<crate::validate::Checked>>,
+);
+
+fn site_parts(fleet: &Fleet, site: &SiteId, now: Timestamp) -> Result<Option<Parts>, StoreError> {
     let state = fleet.store.latest(site)?;
     let published = fleet.bundle(site);
     let manifests = fleet.manifests();
@@ -248,33 +252,6 @@ pub fn site_view(
         .as_ref()
         .is_some_and(|m| m.manifests.sites.contains_key(site));
     if state.is_none() && published.is_none() && !known {
-        return Ok(None);
-    }
-    Ok(Some(view_of(
-        site.clone(),
-        manifests.as_deref(),
-        state.as_ref(),
-        fleet.last_poll(site),
-        published.as_deref(),
-        fleet.config.offline_after.as_secs(),
-        now,
-    )))
-}
-
-/// `/api/sites/{id}`: the row plus the desired state with the manifest line
-/// behind each value, the latest metrics and the last 20 events.
-pub fn site_detail(
-    fleet: &Fleet,
-    site: &SiteId,
-    now: Timestamp,
-) -> Result<Option<Value>, StoreError> {
-    let state = fleet.store.latest(site)?;
-    let published = fleet.bundle(site);
-    let manifests = fleet.manifests();
-    let in_manifests = manifests
-        .as_ref()
-        .is_some_and(|m| m.manifests.sites.contains_key(site));
-    if state.is_none() && published.is_none() && !in_manifests {
         return Ok(None);
     }
     let view = view_of(
@@ -286,6 +263,38 @@ pub fn site_detail(
         fleet.config.offline_after.as_secs(),
         now,
     );
+    Ok(Some((view, state, published, manifests)))
+}
+
+/// One site's row (what [`site_views`] gives for it, without the others).
+pub fn site_view(
+    fleet: &Fleet,
+    site: &SiteId,
+    now: Timestamp,
+) -> Result<Option<SiteView>, StoreError> {
+    Ok(site_parts(fleet, site, now)?.map(|p| p.0))
+}
+
+/// `/api/sites/{id}`: the row plus the desired state with the manifest line
+/// behind each value, the latest metrics and the last 20 events.
+pub fn site_detail(
+    fleet: &Fleet,
+    site: &SiteId,
+    now: Timestamp,
+) -> Result<Option<Value>, StoreError> {
+    Ok(site_detail_with_view(fleet, site, now)?.map(|d| d.1))
+}
+
+/// [`site_detail`] and the row it holds, typed (the status page wants
+/// both, from one read of the store).
+pub fn site_detail_with_view(
+    fleet: &Fleet,
+    site: &SiteId,
+    now: Timestamp,
+) -> Result<Option<(SiteView, Value)>, StoreError> {
+    let Some((view, state, published, manifests)) = site_parts(fleet, site, now)? else {
+        return Ok(None);
+    };
     let bundle = published
         .as_ref()
         .and_then(|p| Bundle::from_slice(&p.body).ok());
@@ -305,14 +314,15 @@ pub fn site_detail(
         _ => None,
     };
     let events = fleet.store.events(site, 20)?;
-    Ok(Some(json!({
+    let detail = json!({
         "site": view,
         "bundle": bundle,
         "origins": explain,
         "report": state.as_ref().map(|s| &s.report),
         "metrics_at": state.as_ref().and_then(|s| s.metrics_at),
         "events": events,
-    })))
+    });
+    Ok(Some((view, detail)))
 }
 
 /// `/api/releases`: every release in the manifests (and any other a box

@@ -112,19 +112,14 @@ pub async fn site(
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     };
     let now = c.l.now;
-    let detail = match crate::status::site_detail(&state.fleet, &site, now) {
+    let (v, detail) = match crate::status::site_detail_with_view(&state.fleet, &site, now) {
         Ok(Some(d)) => d,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such site").into_response(),
         Err(_) => {
             return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();
         }
     };
-    let Ok(view) = serde_json::from_value::<serde_json::Value>(detail["site"].clone()) else {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "bad site view").into_response();
-    };
-    let Ok(Some(v)) = crate::status::site_view(&state.fleet, &site, now) else {
-        return (StatusCode::NOT_FOUND, "no such site").into_response();
-    };
+    let view = &detail["site"];
     let v = &v;
     let origin = |path: &str| -> String {
         detail["origins"]
