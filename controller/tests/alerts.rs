@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::server::{Killed, git, serve};
+use common::server::{Killed, Server, VIEWER, launch};
 use common::webhook::{free_port, receiver};
 
 use std::net::TcpListener;
@@ -15,9 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use touchline_controller::tokens::Token;
-
-const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
 
 fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -31,9 +28,8 @@ fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 /// A controller on the example fleet (hold 1 s, offline after 3 s) with
-/// `extra` in its config; returns the temp dir, its URL, the server and a
-/// site token for cesson-handball.
-fn start(extra: &str) -> (tempfile::TempDir, String, Killed, String) {
+/// `extra` in its config; returns it and a site token for cesson-handball.
+fn start(extra: &str) -> (Server, String) {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("repo");
     common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
@@ -42,35 +38,20 @@ fn start(extra: &str) -> (tempfile::TempDir, String, Killed, String) {
         .replace("hold: 2m", "hold: 1s")
         .replace("offline_after: 5m", "offline_after: 3s");
     std::fs::write(repo.join("fleet.yaml"), fleet).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "fleet"]);
-    common::touchline()
-        .args(["keygen", "--out"])
-        .arg(tmp.path().join("key"))
-        .assert()
-        .success();
-    std::fs::write(
-        tmp.path().join("controller.toml"),
-        format!(
-            "sync_interval = \"1h\"\nalerts_interval = \"1s\"\n{extra}\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
-            Token::new(VIEWER).hash().to_hex()
-        ),
-    )
-    .unwrap();
-    let data = tmp.path().join("data");
-    let site_token = {
-        let out = common::touchline()
-            .args(["site", "token", "--data"])
-            .arg(&data)
-            .arg("cesson-handball")
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let (child, url) = serve(tmp.path());
-    let server = Killed(child);
-    (tmp, url, server, site_token)
+    let server = launch(tmp, &format!("alerts_interval = \"1s\"\n{extra}"));
+    let out = common::touchline()
+        .args(["site", "token", "--data"])
+        .arg(&server.data)
+        .arg("cesson-handball")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let site_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    (server, site_token)
 }
 
 /// A box that reports every 300 ms with the temperature the test sets
@@ -103,8 +84,8 @@ fn reporting_box(url: &str, token: &str, first: Option<f64>) -> Arc<Mutex<Option
 fn alerts_fire_notify_through_a_retrying_outbox_respect_the_cooldown_and_resolve() {
     // The webhook receiver's port, with nothing listening yet.
     let port = free_port();
-    let (_tmp, url, _server, site_token) =
-        start(&format!("webhooks = [\"http://127.0.0.1:{port}/hook\"]"));
+    let (server, site_token) = start(&format!("webhooks = [\"http://127.0.0.1:{port}/hook\"]"));
+    let url = server.url.clone();
     let http = reqwest::blocking::Client::new();
 
     // The box reports every 300 ms; the test sets its temperature (None:
@@ -253,10 +234,10 @@ fn an_alert_email_and_the_digest_reach_a_real_smtp_server_with_both_parts() {
             .ok()
             .map(|_| ())
     });
-    let (_tmp, url, _server, token) = start(&format!(
+    let (server, token) = start(&format!(
         "digest_at = \"00:00\"\n[email]\nsmtp_host = \"127.0.0.1\"\nsmtp_port = {port}\ntls = \"none\"\nfrom = \"Touchline <alerts@example.org>\"\nto = [\"ops@example.org\", \"Astreinte <oncall@example.org>\"]\n"
     ));
-    let _box = reporting_box(&url, &token, Some(82.0));
+    let _box = reporting_box(&server.url, &token, Some(82.0));
     // Python's email package reads each message back: decoded subject,
     // recipients, and each part's type and text.
     let read = |file: &std::path::Path| -> Value {

@@ -104,7 +104,7 @@ pub fn start() -> Server {
         text.replace(&club_line, "club: \"<script>alert('x')</script> Ivry\""),
     )
     .unwrap();
-    launch(tmp)
+    launch(tmp, "")
 }
 
 /// A controller on a synthetic fleet of `sites` sites (`site-00000`…).
@@ -118,12 +118,12 @@ pub fn start_synthetic(sites: usize) -> Server {
             videos: 5,
         },
     );
-    launch(tmp)
+    launch(tmp, "")
 }
 
-/// Commits `tmp/repo`, writes a key and the config (an operator and a
-/// viewer), and starts the controller.
-fn launch(tmp: tempfile::TempDir) -> Server {
+/// Commits `tmp/repo`, writes a key and the config (`extra`, then an
+/// operator and a viewer), and starts the controller.
+pub fn launch(tmp: tempfile::TempDir, extra: &str) -> Server {
     let repo = tmp.path().join("repo");
     git(&repo, &["init", "-q", "-b", "main"]);
     git(&repo, &["add", "-A"]);
@@ -136,7 +136,7 @@ fn launch(tmp: tempfile::TempDir) -> Server {
     std::fs::write(
         tmp.path().join("controller.toml"),
         format!(
-            "sync_interval = \"1h\"\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
+            "sync_interval = \"1h\"\n{extra}\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
             Token::new(OPERATOR).hash().to_hex(),
             Token::new(VIEWER).hash().to_hex()
         ),
