@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -88,30 +87,7 @@ impl World {
     }
 
     fn start(&self) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
-            .arg("serve")
-            .arg("--repo")
-            .arg(self.repo())
-            .arg("--data")
-            .arg(self.data())
-            .arg("--key")
-            .arg(self.tmp.path().join("key"))
-            .args(["--listen", "127.0.0.1:0", "--config"])
-            .arg(self.tmp.path().join("controller.toml"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_owned();
+        let (child, url) = common::server::serve(self.tmp.path());
         Server {
             child,
             url,
