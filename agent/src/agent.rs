@@ -26,6 +26,9 @@ use crate::pull::{Backoff, Controller, PullError, Pulled};
 use crate::queue::Queue;
 use crate::state::{Index, Paths, State};
 
+mod software;
+pub use software::{Manual, Releases};
+
 /// Report sequence numbers reserved per write of `state.json`.
 const SEQ_BLOCK: u64 = 1000;
 /// Reports per batch when the queue drains.
@@ -99,7 +102,7 @@ pub struct Agent {
     /// What the last report said (to skip unchanged heartbeats).
     last_sent: Option<String>,
     /// Software releases, when `software_root` is set.
-    pub(crate) releases: Option<crate::software::Releases>,
+    pub(crate) releases: Option<software::Releases>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -187,7 +190,7 @@ impl Agent {
             releases: cfg
                 .software_root
                 .clone()
-                .map(|root| crate::software::Releases::new(root, paths_root.join("release.json"))),
+                .map(|root| software::Releases::new(root, paths_root.join("release.json"))),
             cfg,
         })
     }

@@ -7,10 +7,11 @@
 //! - [`apply`]: the video tree and `configuration.json`;
 //! - [`queue`]: reports kept on disk while offline;
 //! - [`metrics`], [`clock`], [`phase`], [`state`], [`fsx`];
-//! - [`agent`]: the pass and the daemon loop;
+//! - [`agent`]: the pass and the daemon loop, with its software step
+//!   (`agent/software.rs`: stage, switch, health check, roll back);
+//! - [`release`], [`unpack`]: release packages and the switch journal;
 //! - [`status`], [`diagnose`], [`notify`]: the commands around it.
 //!
-//! Software releases (the next issue) plug in as a step after apply.
 
 pub mod agent;
 pub mod apply;
@@ -25,7 +26,6 @@ pub mod phase;
 pub mod pull;
 pub mod queue;
 pub mod release;
-pub mod software;
 pub mod state;
 pub mod status;
 pub mod unpack;

@@ -212,13 +212,13 @@ fn main() -> ExitCode {
     })
 }
 
-fn manual(m: touchline_agent::software::Manual) -> ExitCode {
+fn manual(m: touchline_agent::agent::Manual) -> ExitCode {
     match m {
-        touchline_agent::software::Manual::Done(msg) => {
+        touchline_agent::agent::Manual::Done(msg) => {
             println!("{msg}");
             ExitCode::SUCCESS
         }
-        touchline_agent::software::Manual::Failed(msg) => {
+        touchline_agent::agent::Manual::Failed(msg) => {
             eprintln!("error: {msg}");
             ExitCode::from(1)
         }

@@ -10,7 +10,7 @@
 //! ```
 //!
 //! Pure logic here (rules, observations, transitions); the engine that
-//! stores states and queues notifications is [`crate::notify`].
+//! stores states and queues notifications is the `notify` module.
 
 use std::collections::BTreeMap;
 

@@ -17,7 +17,6 @@
 //! Every error is JSON `{"error": "...", "detail": ...}`.
 
 use std::io::SeekFrom;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
@@ -30,126 +29,22 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use hmac::{Hmac, KeyInit, Mac};
 use jiff::Timestamp;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use touchline_schemas::report::{MAX_REPORT_BATCH_BYTES, REPORT_FORMAT, ReportBatch};
 use touchline_schemas::{Sha256, SiteId};
 
+pub use crate::app::AppState;
 use crate::config::Role;
-use crate::fleet::Fleet;
 use crate::status;
 use crate::store::AuditEntry;
-use crate::tokens::{Token, TokenHash};
+use crate::tokens::Token;
 
 /// Longest long-poll.
 pub const MAX_WAIT_SECS: u64 = 300;
 /// Most reports in one batch.
 pub const MAX_REPORTS_PER_BATCH: usize = 1000;
-
-/// Shared state of the handlers.
-#[derive(Clone, Debug)]
-pub struct AppState {
-    /// The controller.
-    pub fleet: Arc<Fleet>,
-    /// The token of the local admin (written to `<data>/local-admin.token`).
-    pub local_admin: Option<TokenHash>,
-    /// Prometheus metrics.
-    pub metrics: Arc<HttpMetrics>,
-    /// Status page sessions.
-    pub sessions: Arc<crate::web::Sessions>,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    route: String,
-    method: String,
-    status: u16,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    route: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StatusLabels {
-    status: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct VersionLabels {
-    version: String,
-}
-
-/// The controller's Prometheus metrics.
-#[derive(Debug)]
-pub struct HttpMetrics {
-    registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    latency: Family<RouteLabels, Histogram>,
-    sites: Family<StatusLabels, Gauge>,
-    versions: Family<VersionLabels, Gauge>,
-    serial: Gauge,
-    sync_ok: Gauge,
-}
-
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        let mut registry = Registry::with_prefix("touchline");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
-            ])
-        });
-        let sites = Family::<StatusLabels, Gauge>::default();
-        let versions = Family::<VersionLabels, Gauge>::default();
-        let serial = Gauge::default();
-        let sync_ok = Gauge::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route, method and status",
-            requests.clone(),
-        );
-        registry.register(
-            "http_request_duration_seconds",
-            "HTTP request latency by route",
-            latency.clone(),
-        );
-        registry.register("sites", "Sites by status", sites.clone());
-        registry.register(
-            "sites_by_version",
-            "Sites by running release",
-            versions.clone(),
-        );
-        registry.register(
-            "bundle_serial",
-            "Highest published bundle serial",
-            serial.clone(),
-        );
-        registry.register(
-            "last_sync_ok",
-            "1 when the last sync of the manifests repository succeeded",
-            sync_ok.clone(),
-        );
-        Self {
-            registry,
-            requests,
-            latency,
-            sites,
-            versions,
-            serial,
-            sync_ok,
-        }
-    }
-}
 
 /// A JSON error response.
 #[derive(Debug)]
@@ -250,20 +145,7 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
     let resp = next.run(req).await;
     state
         .metrics
-        .latency
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(start.elapsed().as_secs_f64());
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status: resp.status().as_u16(),
-        })
-        .inc();
+        .observe(route, method, resp.status().as_u16(), start.elapsed());
     resp
 }
 
@@ -874,7 +756,10 @@ async fn api_alerts(State(state): State<AppState>, headers: HeaderMap) -> ApiRes
         .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))
 }
 
-async fn api_commits(State(state): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+async fn api_commits(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<status::Commits>> {
     auth_operator(&state, &headers, Role::Viewer)?;
     status::commits(&state.fleet, 50)
         .map(Json)
@@ -955,24 +840,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let m = &state.metrics;
     let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
-    m.sites.clear();
-    m.versions.clear();
-    for v in &views {
-        m.sites
-            .get_or_create(&StatusLabels {
-                status: v.status.as_str().to_owned(),
-            })
-            .inc();
-        if let Some(ver) = &v.version {
-            m.versions
-                .get_or_create(&VersionLabels {
-                    version: ver.clone(),
-                })
-                .inc();
-        }
-    }
     let serial = state
         .fleet
         .bundles()
@@ -980,11 +848,9 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         .map(|p| p.serial)
         .max()
         .unwrap_or(0);
-    m.serial.set(i64::try_from(serial).unwrap_or(i64::MAX));
-    m.sync_ok
-        .set(i64::from(state.fleet.last_sync_error().is_none()));
-    let mut text = String::new();
-    prometheus_client::encoding::text::encode(&mut text, &m.registry)
+    let text = state
+        .metrics
+        .render(&views, serial, state.fleet.last_sync_error().is_none())
         .map_err(ApiError::internal)?;
     Ok((
         [(

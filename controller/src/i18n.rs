@@ -91,6 +91,8 @@ impl L10n {
             "no_alerts" => ("Aucune alerte active.", "No active alert."),
             "last_commits" => ("Derniers commits", "Last commits"),
             "applied" => ("appliqué", "applied"),
+            "commit_accepted" => ("accepté", "accepted"),
+            "commit_refused" => ("refusé", "refused"),
             "blocked" => ("en attente", "pending"),
             "map" => ("Carte", "Map"),
             "health" => ("Santé", "Health"),

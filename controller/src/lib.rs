@@ -17,6 +17,7 @@
 //! (`controller/tests/`).
 
 pub mod alerts;
+pub mod app;
 pub mod bundles;
 pub mod config;
 pub mod content;
@@ -27,20 +28,23 @@ pub mod explain;
 pub mod fleet;
 pub mod git;
 pub mod history;
+pub mod html;
 pub mod http;
 pub mod i18n;
 pub mod keys;
 pub mod merge;
+pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod point;
 pub mod redb_store;
 pub mod render;
 pub mod revision;
 pub mod serve;
+pub mod session;
 pub mod source;
 pub mod status;
 pub mod store;
-pub mod synthetic;
 pub mod tokens;
 pub mod validate;
 pub mod web;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use touchline_schemas::manifest::JsonObject;
 
-use crate::render::Origin;
+use crate::yaml::Origin;
 
 /// What a layer did at one JSON pointer.
 #[derive(Debug, Clone, PartialEq, Eq)]

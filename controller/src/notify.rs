@@ -354,15 +354,15 @@ fn email_body(
         .map(|(k, v)| {
             format!(
                 "<tr><th align=\"left\">{}</th><td>{}</td></tr>",
-                crate::web::escape(k),
-                crate::web::escape(v)
+                crate::html::escape(k),
+                crate::html::escape(v)
             )
         })
         .collect();
     let subject = subject(name, s, tr, lang);
     let html = format!(
         "<!doctype html><html><body><h2>{}</h2><table>{html_rows}</table></body></html>",
-        crate::web::escape(&subject)
+        crate::html::escape(&subject)
     );
     Target::Email {
         subject,
@@ -536,7 +536,7 @@ fn digest_content(
         text.push_str(&format!("- {l}\n"));
     }
     text.push_str(&format!("\n{last_day}\n"));
-    let esc = crate::web::escape;
+    let esc = crate::html::escape;
     let items: String = if lines.is_empty() {
         format!("<li>{none}</li>")
     } else {

@@ -21,7 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTran
 use touchline_schemas::SiteId;
 use touchline_schemas::report::Report;
 
-use crate::history::HistoryPoint;
+use crate::point::HistoryPoint;
 use crate::store::{
     AuditEntry, CommitRecord, CommitState, Downsample, Event, IngestOutcome, Published, SiteState,
     Store, StoreError, controller_event_key, dec, decode_point, downsample_mark, enc, fold_reports,

@@ -12,7 +12,6 @@
 //!   fleet.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::sync::Arc;
 
 use jiff::Timestamp;
@@ -23,32 +22,12 @@ use touchline_schemas::{Bundle, BundleFile, GroupId, ReleaseVersion, SiteId, Tar
 
 use crate::merge::{self, ConfigTrace};
 use crate::model::{Doc, Manifests};
-use crate::yaml::{Pos, Positions, Seg};
+pub use crate::yaml::Origin;
+use crate::yaml::{Positions, Seg};
 
 /// The `configuration.json` key under which the local app finds its video
 /// library (categories → subcategories → videos). Layers may not set it.
 pub const LIBRARY_KEY: &str = "categories";
-
-/// A place in a manifest file.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Origin {
-    /// Relative path.
-    pub file: Arc<str>,
-    /// Line and column.
-    pub pos: Pos,
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.pos.line)
-    }
-}
-
-impl serde::Serialize for Origin {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
 
 /// The identity of a bundle that does not come from the manifests.
 #[derive(Debug, Clone, PartialEq, Eq)]

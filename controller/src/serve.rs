@@ -18,11 +18,13 @@ use anyhow::{Context, anyhow};
 use jiff::Timestamp;
 use touchline_schemas::HumanDuration;
 
+use crate::app::AppState;
 use crate::config::Config;
 use crate::content::ContentStore;
 use crate::fleet::{Fleet, SyncOutcome, error_chain};
 use crate::git::Follower;
-use crate::http::{AppState, HttpMetrics, router};
+use crate::http::router;
+use crate::metrics::HttpMetrics;
 use crate::redb_store::RedbStore;
 use crate::store::{Store, StoreError};
 use crate::tokens::Token;

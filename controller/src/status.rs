@@ -13,9 +13,9 @@ use touchline_schemas::report::{Metrics, Phase, Severity};
 use touchline_schemas::{Bundle, SiteId};
 
 use crate::fleet::{Fleet, SyncOutcome};
-use crate::history::HistoryPoint;
+use crate::point::HistoryPoint;
 use crate::render::{BundleMeta, CatalogIndex};
-use crate::store::{CommitState, SiteState, StoreError};
+use crate::store::{CommitRecord, CommitState, SiteState, StoreError};
 
 /// A site's health as the fleet overview shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -497,46 +497,109 @@ pub fn stats(views: &[SiteView]) -> Value {
     })
 }
 
+/// A commit as `/api/commits` and the overview show it: the stored record
+/// and, for an accepted commit, how many of the sites it changed have
+/// applied it and why the others have not.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommitView {
+    /// The stored record (`id`, `serial`, `summary`, `state`,
+    /// `processed_at`…).
+    #[serde(flatten)]
+    pub record: CommitRecord,
+    /// Sites it changed that run its serial or a later one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub converged: Option<usize>,
+    /// Sites it changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<usize>,
+    /// Sites it changed that have not applied it, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Vec<PendingSite>>,
+}
+
+/// A site that has not applied a commit yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingSite {
+    /// The site.
+    pub site: SiteId,
+    /// The serial it runs.
+    pub applied_serial: Option<u64>,
+    /// Its last error, its phase, or `never reported`.
+    pub reason: String,
+}
+
+/// The last failed sync of the manifests repository.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncError {
+    /// When.
+    pub at: Timestamp,
+    /// Why.
+    pub error: String,
+}
+
+/// `/api/commits`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Commits {
+    /// Most recent first.
+    pub commits: Vec<CommitView>,
+    /// The last commit that was accepted.
+    pub last_good: Option<String>,
+    /// The last failed sync, while it is the latest outcome.
+    pub last_sync_error: Option<SyncError>,
+}
+
 /// `/api/commits`: recent commits, accepted or refused (and why), with how
 /// many of the sites each commit changed have applied it.
-pub fn commits(fleet: &Fleet, limit: usize) -> Result<Value, StoreError> {
+pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
     let records = fleet.store.commits(limit)?;
     let latest = latest_by_site(fleet)?;
-    let list: Vec<Value> = records
-        .iter()
-        .map(|c| {
-            let mut v = serde_json::to_value(c).unwrap_or(Value::Null);
-            if c.state == CommitState::Accepted {
-                let mut converged = 0;
-                let mut blocked = Vec::new();
-                for site in &c.sites_changed {
-                    let st = latest.get(site);
-                    let applied = st.and_then(|s| s.report.status.applied_serial);
-                    if applied.is_some_and(|a| a >= c.serial) {
-                        converged += 1;
-                    } else {
-                        let why = match st {
-                            None => "never reported".to_owned(),
-                            Some(s) => s.report.status.last_error.clone().unwrap_or_else(|| {
-                                format!("phase {}", crate::store::phase_name(s.report.status.phase))
-                            }),
-                        };
-                        blocked
-                            .push(json!({"site": site, "applied_serial": applied, "reason": why}));
-                    }
-                }
-                v["converged"] = json!(converged);
-                v["total"] = json!(c.sites_changed.len());
-                v["pending"] = Value::Array(blocked);
+    let commits = records
+        .into_iter()
+        .map(|record| {
+            if record.state != CommitState::Accepted {
+                return CommitView {
+                    record,
+                    converged: None,
+                    total: None,
+                    pending: None,
+                };
             }
-            v
+            let mut converged = 0;
+            let mut pending = Vec::new();
+            for site in &record.sites_changed {
+                let st = latest.get(site);
+                let applied = st.and_then(|s| s.report.status.applied_serial);
+                if applied.is_some_and(|a| a >= record.serial) {
+                    converged += 1;
+                } else {
+                    let reason = match st {
+                        None => "never reported".to_owned(),
+                        Some(s) => s.report.status.last_error.clone().unwrap_or_else(|| {
+                            format!("phase {}", crate::store::phase_name(s.report.status.phase))
+                        }),
+                    };
+                    pending.push(PendingSite {
+                        site: site.clone(),
+                        applied_serial: applied,
+                        reason,
+                    });
+                }
+            }
+            CommitView {
+                total: Some(record.sites_changed.len()),
+                converged: Some(converged),
+                pending: Some(pending),
+                record,
+            }
         })
         .collect();
-    Ok(json!({
-        "commits": list,
-        "last_good": fleet.store.meta("last_good")?,
-        "last_sync_error": fleet.last_sync_error().map(|(at, e)| json!({"at": at, "error": e})),
-    }))
+    Ok(Commits {
+        commits,
+        last_good: fleet.store.meta("last_good")?,
+        last_sync_error: fleet
+            .last_sync_error()
+            .map(|(at, error)| SyncError { at, error }),
+    })
 }
 
 /// An export format of the metrics history.

@@ -14,7 +14,7 @@ use sled::Transactional;
 use touchline_schemas::SiteId;
 use touchline_schemas::report::{Metrics, Phase, Report};
 
-use crate::history::HistoryPoint;
+use crate::point::HistoryPoint;
 use crate::tokens::TokenHash;
 
 /// A store failure.

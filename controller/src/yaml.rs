@@ -7,6 +7,8 @@
 //! in that pass (a YAML bomb costs nothing there; serde_yaml caps repetition).
 
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 
 use saphyr_parser::{Event, Parser, ScalarStyle};
 use serde::de::DeserializeOwned;
@@ -358,6 +360,27 @@ fn strip_marks(msg: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// A place in a manifest file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    /// Relative path.
+    pub file: Arc<str>,
+    /// Line and column.
+    pub pos: Pos,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.pos.line)
+    }
+}
+
+impl serde::Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use axum::response::Response;
 use touchline_schemas::SiteId;
 
 use crate::alerts::{Level, Stage};
-use crate::http::AppState;
+use crate::app::AppState;
 use crate::i18n::L10n;
 
 use super::{Chrome, page, render};

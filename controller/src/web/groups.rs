@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use crate::http::AppState;
+use crate::app::AppState;
 
 use super::{Chrome, page, render};
 

@@ -10,9 +10,6 @@
 //! everything and cannot act. The JSON API never accepts the cookie: another
 //! origin cannot read it with a user's session.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -20,9 +17,12 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 
+use crate::app::AppState;
 use crate::config::Role;
-use crate::http::AppState;
+pub use crate::html::escape;
+use crate::html::urlencode;
 use crate::i18n::{L10n, Lang};
+use crate::session::{Session, random_hex};
 use crate::status::{Health, SiteView};
 use crate::tokens::Token;
 
@@ -45,28 +45,6 @@ const SESSION_HOURS: i64 = 12;
 const SESSION_COOKIE: &str = "tl_session";
 const LOGIN_CSRF_COOKIE: &str = "tl_login";
 const LANG_COOKIE: &str = "tl_lang";
-
-/// A logged-in operator.
-#[derive(Debug, Clone)]
-struct Session {
-    name: String,
-    role: Role,
-    csrf: String,
-    expires: Timestamp,
-}
-
-/// Sessions in memory.
-#[derive(Debug, Default)]
-pub struct Sessions(Mutex<HashMap<String, Session>>);
-
-fn random_hex() -> String {
-    let mut b = [0u8; 32];
-    // getrandom fails only without an OS RNG; then no session can start.
-    if getrandom::fill(&mut b).is_err() {
-        return String::new();
-    }
-    hex::encode(b)
-}
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
@@ -456,18 +434,4 @@ pub fn health_score(v: &SiteView, now: Timestamp) -> u8 {
 
 fn status_label(l: &L10n, h: Health) -> &'static str {
     l.t(h.as_str())
-}
-
-/// HTML-escapes `s` (askama's escaper: also for SVG built by hand and the
-/// alert emails).
-pub fn escape(s: &str) -> String {
-    askama::filters::escape(s, askama::filters::Html)
-        .map(|e| e.to_string())
-        .unwrap_or_default()
-}
-
-fn urlencode(s: &str) -> String {
-    askama::filters::urlencode(s)
-        .map(|e| e.to_string())
-        .unwrap_or_default()
 }

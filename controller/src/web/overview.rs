@@ -6,11 +6,11 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use jiff::Timestamp;
 
+use crate::app::AppState;
 use crate::config::Role;
-use crate::http::AppState;
 use crate::status::{Health, SiteView};
+use crate::store::CommitState;
 
 use super::alerts::{AlertRow, alert_rows};
 use super::{Chrome, escape, health_score, page, render};
@@ -35,6 +35,7 @@ struct OverviewPage {
 struct CommitRow {
     id: String,
     at: String,
+    summary: String,
     state: String,
     progress: String,
     blocked: String,
@@ -132,46 +133,39 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
         *dist.entry(band).or_default() += 1;
     }
     let bands = ["90–100", "70–89", "40–69", "0–39"];
-    let commits = crate::status::commits(&state.fleet, 5)
-        .ok()
-        .and_then(|v| v["commits"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(|cm| CommitRow {
-            id: cm["commit"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(10)
-                .collect(),
-            at: cm["at"]
-                .as_str()
-                .and_then(|t| t.parse::<Timestamp>().ok())
-                .map(|t| c.l.time(&t))
-                .unwrap_or_default(),
-            state: cm["state"].as_str().unwrap_or("").to_owned(),
-            progress: match (cm["converged"].as_u64(), cm["total"].as_u64()) {
-                (Some(a), Some(t)) => format!("{a} / {t} {}", c.l.t("applied")),
-                _ => String::new(),
-            },
-            blocked: cm["pending"]
-                .as_array()
-                .map(|p| {
-                    p.iter()
-                        .take(5)
-                        .map(|b| {
-                            format!(
-                                "{} ({})",
-                                b["site"].as_str().unwrap_or(""),
-                                b["reason"].as_str().unwrap_or("")
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default(),
-        })
-        .collect();
+    let commits = match crate::status::commits(&state.fleet, 5) {
+        Ok(list) => list.commits,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the commits for the overview");
+            Vec::new()
+        }
+    }
+    .into_iter()
+    .map(|cm| CommitRow {
+        id: cm.record.id.chars().take(10).collect(),
+        at: c.l.time(&cm.record.processed_at),
+        summary: cm.record.summary,
+        state: c
+            .l
+            .t(match cm.record.state {
+                CommitState::Accepted => "commit_accepted",
+                CommitState::Refused => "commit_refused",
+            })
+            .to_owned(),
+        progress: match (cm.converged, cm.total) {
+            (Some(a), Some(t)) => format!("{a} / {t} {}", c.l.t("applied")),
+            _ => String::new(),
+        },
+        blocked: cm
+            .pending
+            .unwrap_or_default()
+            .iter()
+            .take(5)
+            .map(|b| format!("{} ({})", b.site, b.reason))
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+    .collect();
     let stale = views
         .iter()
         .filter(|v| v.phase.as_deref() == Some("stale"))

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use touchline_schemas::SiteId;
 
-use crate::http::AppState;
+use crate::app::AppState;
 use crate::i18n::L10n;
 
 use super::{Chrome, health_score, page, render, session, status_label};

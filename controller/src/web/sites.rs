@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::http::AppState;
+use crate::app::AppState;
 use crate::status::SiteView;
 
 use super::{Chrome, health_score, page, render, status_label, urlencode};

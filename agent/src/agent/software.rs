@@ -13,7 +13,7 @@ use touchline_schemas::bundle::DesiredRelease;
 use touchline_schemas::report::{Phase, RollbackReport, Severity, SoftwareStatus};
 use touchline_schemas::{Bundle, ReleaseVersion};
 
-use crate::agent::Agent;
+use super::Agent;
 use crate::fetch::{Limits, Wanted};
 use crate::fsx;
 use crate::release::{
@@ -576,7 +576,7 @@ impl Agent {
 }
 
 /// `rolled back from <v>: <output>`.
-pub fn rollback_message(rb: &Rollback) -> String {
+fn rollback_message(rb: &Rollback) -> String {
     format!(
         "rolled back from {} to {}: {}",
         rb.from,

@@ -1,0 +1,31 @@
+//! The status page's sessions, in memory: who logged in, their role, the
+//! CSRF token of their forms, when the session ends.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use jiff::Timestamp;
+
+use crate::config::Role;
+
+/// A logged-in operator.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub name: String,
+    pub role: Role,
+    pub csrf: String,
+    pub expires: Timestamp,
+}
+
+/// Sessions in memory.
+#[derive(Debug, Default)]
+pub struct Sessions(pub Mutex<HashMap<String, Session>>);
+
+pub fn random_hex() -> String {
+    let mut b = [0u8; 32];
+    // getrandom fails only without an OS RNG; then no session can start.
+    if getrandom::fill(&mut b).is_err() {
+        return String::new();
+    }
+    hex::encode(b)
+}
