@@ -13,10 +13,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::cast_precision_loss)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -26,80 +26,15 @@ use touchline_agent::clock::SystemClock;
 use touchline_agent::config::Config;
 use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, BundleFile};
 use touchline_schemas::{Bundle, Sha256, SigningKey, SiteId, TargetPath};
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use touchline_testkit::{ControllerFiles, Killed, bin, run};
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_touchline-agent"))
 }
 
-fn controller_bin() -> PathBuf {
-    let bin = agent_bin().with_file_name("touchline");
-    if !bin.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "touchline-controller",
-                "--bin",
-                "touchline",
-            ])
-            .current_dir(repo_root())
-            .status()
-            .unwrap();
-        assert!(st.success());
-    }
-    bin
-}
-
+/// Runs `cmd`; asserts success; its stdout.
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    ok(Command::new("git")
-        .args([
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir));
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
+    String::from_utf8_lossy(&run(cmd).stdout).into_owned()
 }
 
 fn bundle(site: &str, files: &[(String, Sha256, u64)]) -> Bundle {
@@ -278,16 +213,10 @@ fn main() {
     });
 
     // A controller with the example fleet.
-    let t = controller_bin();
-    let repo = tmp.path().join("repo");
-    copy_tree(&repo_root().join("fleet-manifests"), &repo);
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "fleet"]);
-    let data = tmp.path().join("data");
-    ok(Command::new(&t)
-        .args(["keygen", "--out"])
-        .arg(tmp.path().join("key")));
+    let t = bin("touchline");
+    let files = ControllerFiles::example();
+    let repo = files.repo_dir();
+    let data = files.data();
     let content = tmp.path().join("content");
     ok(Command::new(&t)
         .args(["content", "generate-example", "--out"])
@@ -333,35 +262,8 @@ fn main() {
         .arg(site))
     .trim()
     .to_owned();
-    std::fs::write(
-        tmp.path().join("controller.toml"),
-        "sync_interval = \"1h\"\n",
-    )
-    .unwrap();
-    let mut child = Command::new(&t)
-        .arg("serve")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(tmp.path().join("key"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(tmp.path().join("controller.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _controller = Killed(child);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let controller = files.start();
+    let url = controller.url.clone();
 
     // 3. Download: agent vs curl, same URL, same run (3 rounds each).
     let have_curl = Command::new("curl").arg("--version").output().is_ok();
@@ -485,7 +387,7 @@ fn main() {
     let cfg = write_box_config(
         &idle_box,
         site,
-        &tmp.path().join("key.pub"),
+        &files.path("key.pub"),
         &format!(
             "controller_url = \"{relay_url}\"\ntoken = \"{}\"",
             token2.trim()

@@ -114,7 +114,7 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let size = touchline_controller::synthetic::Size {
+    let size = touchline_testkit::synthetic::Size {
         sites: arg("--sites", 10_000),
         groups: arg("--groups", 60),
         videos: arg("--videos", 500),
@@ -124,9 +124,9 @@ fn main() {
     // FLEET_BENCH_KEEP=<dir>: also leave a copy of the generated manifests there.
     let dir: PathBuf = tmp.path().join("manifests");
     let t = Instant::now();
-    touchline_controller::synthetic::generate(&dir, &size);
+    touchline_testkit::synthetic::generate(&dir, &size);
     if let Some(keep) = std::env::var_os("FLEET_BENCH_KEEP") {
-        touchline_controller::synthetic::generate(Path::new(&keep), &size);
+        touchline_testkit::synthetic::generate(Path::new(&keep), &size);
     }
     println!(
         "synthetic fleet: {} sites, {} groups, {} videos written in {:.2} s",

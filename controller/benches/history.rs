@@ -57,7 +57,7 @@ fn main() {
     let end: Timestamp = "2026-11-23T00:00:00Z".parse().unwrap();
     let store = RedbStore::open(&data).unwrap();
     let t = Instant::now();
-    let reports = touchline_controller::synthetic::simulate_history(
+    let reports = touchline_testkit::synthetic::simulate_history(
         &store,
         sites,
         days,

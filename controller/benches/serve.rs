@@ -21,51 +21,21 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use touchline_controller::redb_store::RedbStore;
 use touchline_controller::store::Store;
-use touchline_controller::synthetic::{Size, generate};
 use touchline_controller::tokens::Token;
+use touchline_testkit::synthetic::{Size, generate};
+use touchline_testkit::{ControllerFiles, Killed, git};
 
 const OPERATOR: &str = "bench-operator-token-0123456789abcdef0123456789";
 
-fn git(dir: &Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args([
-            "-c",
-            "user.name=b",
-            "-c",
-            "user.email=b@b",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(st.success(), "git {args:?}");
-}
-
 fn which(p: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {p}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    touchline_testkit::which(p).is_some()
 }
 
 /// Parses `Requests/sec:` and the latency percentiles of `wrk --latency`.
@@ -189,7 +159,7 @@ end
 fn prefill_history(store: &RedbStore, data: &Path, sites: usize, days: u64) {
     let t = Instant::now();
     let config = touchline_controller::config::Config::default();
-    let reports = touchline_controller::synthetic::simulate_history(
+    let reports = touchline_testkit::synthetic::simulate_history(
         store,
         sites,
         days,
@@ -220,27 +190,19 @@ fn main() {
     let history_days = arg("--history-days", 30);
     let have_wrk = which("wrk");
     let have_nginx = which("nginx") || Path::new("/usr/sbin/nginx").exists();
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    let data = tmp.path().join("data");
-    generate(
-        &repo,
-        &Size {
-            sites,
-            groups: 60,
-            videos: 500,
-        },
-    );
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "fleet"]);
-    let bin = env!("CARGO_BIN_EXE_touchline");
-    let key = tmp.path().join("key");
-    Command::new(bin)
-        .args(["keygen", "--out"])
-        .arg(&key)
-        .output()
-        .unwrap();
+    let files = ControllerFiles::with_repo(|repo| {
+        generate(
+            repo,
+            &Size {
+                sites,
+                groups: 60,
+                videos: 500,
+            },
+        );
+    });
+    let tmp = files.dir();
+    let repo = files.repo_dir();
+    let data = files.data();
 
     // Tokens straight into the store, before the controller starts.
     let mut tokens = Vec::with_capacity(sites);
@@ -256,38 +218,14 @@ fn main() {
             prefill_history(&store, &data, sites, history_days);
         }
     }
-    let config = tmp.path().join("controller.toml");
-    std::fs::write(
-        &config,
-        format!("sync_interval = \"1h\"\n[[operators]]\nname = \"bench\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n", Token::new(OPERATOR).hash().to_hex()),
-    )
-    .unwrap();
+    files.config(&format!(
+        "[[operators]]\nname = \"bench\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        Token::new(OPERATOR).hash().to_hex()
+    ));
     let t = Instant::now();
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .arg("--repo")
-        .arg(&repo)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(&key)
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pid = child.id();
-    let _guard = Killed(child);
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let controller = files.start();
+    let pid = controller.process.0.id();
+    let url = controller.url.clone();
     println!(
         "controller up with {sites} sites in {:.2} s (first sync included): {url}",
         t.elapsed().as_secs_f64()
@@ -380,7 +318,7 @@ fn main() {
         }
     }
     let http = reqwest::blocking::Client::new();
-    let www = tmp.path().join("www");
+    let www = tmp.join("www");
     let mut poll_targets = String::new();
     for (site, tok) in &tokens {
         let r = http
@@ -396,9 +334,9 @@ fn main() {
         std::fs::write(dir.join("bundle"), &body).unwrap();
         poll_targets.push_str(&format!("/v1/sites/{site}/bundle {tok} {etag}\n"));
     }
-    let poll_file = tmp.path().join("poll-targets");
+    let poll_file = tmp.join("poll-targets");
     std::fs::write(&poll_file, &poll_targets).unwrap();
-    let poll_lua = tmp.path().join("poll.lua");
+    let poll_lua = tmp.join("poll.lua");
     std::fs::write(&poll_lua, POLL_LUA).unwrap();
 
     println!(
@@ -423,15 +361,15 @@ fn main() {
                 .local_addr()
                 .unwrap()
                 .port();
-            let conf = tmp.path().join("nginx.conf");
+            let conf = tmp.join("nginx.conf");
             std::fs::write(
                 &conf,
                 format!(
                     "worker_processes 2;\ndaemon off;\npid {}/nginx.pid;\nerror_log {}/nginx-error.log warn;\nevents {{ worker_connections 1024; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {t}/nb; proxy_temp_path {t}/np; fastcgi_temp_path {t}/nf; uwsgi_temp_path {t}/nu; scgi_temp_path {t}/ns;\n  server {{\n    listen 127.0.0.1:{port};\n    root {};\n    location / {{ default_type application/json; etag on; }}\n  }}\n}}\n",
-                    tmp.path().display(),
-                    tmp.path().display(),
+                    tmp.display(),
+                    tmp.display(),
                     www.display(),
-                    t = tmp.path().display()
+                    t = tmp.display()
                 ),
             )
             .unwrap();
@@ -443,7 +381,7 @@ fn main() {
             .arg("-c")
             .arg(&conf)
             .arg("-p")
-            .arg(tmp.path())
+            .arg(tmp)
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -467,7 +405,7 @@ fn main() {
                 let etag = r.headers()["etag"].to_str().unwrap().to_owned();
                 ng_targets.push_str(&format!("/v1/sites/{site}/bundle - {etag}\n"));
             }
-            let ng_file = tmp.path().join("nginx-targets");
+            let ng_file = tmp.join("nginx-targets");
             std::fs::write(&ng_file, ng_targets).unwrap();
             let n = wrk(&base, &poll_lua, &ng_file, seconds, 64);
             println!(
@@ -487,12 +425,12 @@ fn main() {
         }
 
         // Durable report ingestion.
-        let report_file = tmp.path().join("report-targets");
+        let report_file = tmp.join("report-targets");
         let mut f = std::fs::File::create(&report_file).unwrap();
         for (site, tok) in &tokens {
             writeln!(f, "{site} {tok}").unwrap();
         }
-        let report_lua = tmp.path().join("report.lua");
+        let report_lua = tmp.join("report.lua");
         std::fs::write(&report_lua, REPORT_LUA).unwrap();
         let r = wrk(&url, &report_lua, &report_file, seconds, 32);
         assert_eq!(r.errors, 0, "report batches refused");

@@ -6,8 +6,9 @@
 
 mod common;
 
-use common::server::{Killed, Server, VIEWER, launch};
+use common::server::{Server, launch};
 use common::webhook::{free_port, receiver};
+use touchline_testkit::{ControllerFiles, Killed, VIEWER};
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -30,27 +31,16 @@ fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
 /// A controller on the example fleet (hold 1 s, offline after 3 s) with
 /// `extra` in its config; returns it and a site token for cesson-handball.
 fn start(extra: &str) -> (Server, String) {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
-    let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
-    let fleet = fleet
-        .replace("hold: 2m", "hold: 1s")
-        .replace("offline_after: 5m", "offline_after: 3s");
-    std::fs::write(repo.join("fleet.yaml"), fleet).unwrap();
-    let server = launch(tmp, &format!("alerts_interval = \"1s\"\n{extra}"));
-    let out = common::touchline()
-        .args(["site", "token", "--data"])
-        .arg(&server.data)
-        .arg("cesson-handball")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let site_token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let files = ControllerFiles::with_repo(|repo| {
+        touchline_testkit::example_fleet(repo);
+        let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
+        let fleet = fleet
+            .replace("hold: 2m", "hold: 1s")
+            .replace("offline_after: 5m", "offline_after: 3s");
+        std::fs::write(repo.join("fleet.yaml"), fleet).unwrap();
+    });
+    let site_token = files.site_token("cesson-handball", false);
+    let server = launch(files, &format!("alerts_interval = \"1s\"\n{extra}"));
     (server, site_token)
 }
 
@@ -206,7 +196,7 @@ fn an_alert_email_and_the_digest_reach_a_real_smtp_server_with_both_parts() {
         .is_ok_and(|o| o.status.success());
     if !py {
         assert!(
-            !common::in_ci(),
+            !touchline_testkit::in_ci(),
             "aiosmtpd (pip install aiosmtpd) is required in CI"
         );
         println!("SKIPPED: python3 with aiosmtpd is not installed (pip install aiosmtpd)");

@@ -32,7 +32,7 @@ fn overlay(case: &Path, rel: &Path, into: &Path) {
 
 /// Builds the case's manifests tree in `dir`.
 pub fn build_case(case: &Path, dir: &Path) {
-    common::copy_tree(&common::data("base"), dir);
+    touchline_testkit::copy_tree(&touchline_testkit::data("base"), dir);
     overlay(case, Path::new(""), dir);
     if let Ok(list) = std::fs::read_to_string(case.join("remove")) {
         for rel in list.lines().filter(|l| !l.trim().is_empty()) {
@@ -58,7 +58,7 @@ pub fn build_case(case: &Path, dir: &Path) {
 fn base_fixture_is_valid() {
     let out = common::touchline()
         .arg("validate")
-        .arg(common::data("base"))
+        .arg(touchline_testkit::data("base"))
         .assert()
         .success();
     let stdout = String::from_utf8(out.get_output().stdout.clone()).unwrap();
@@ -68,7 +68,7 @@ fn base_fixture_is_valid() {
 #[test]
 fn every_bad_case_reports_exactly_its_problems() {
     let bless = std::env::var_os("TOUCHLINE_BLESS").is_some();
-    let root = common::data("bad");
+    let root = touchline_testkit::data("bad");
     let mut cases: Vec<_> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -137,7 +137,7 @@ fn every_bad_case_reports_exactly_its_problems() {
 #[test]
 fn a_problem_never_stops_the_others_from_being_reported() {
     let tmp = tempfile::tempdir().unwrap();
-    build_case(&common::data("bad/several-problems"), tmp.path());
+    build_case(&touchline_testkit::data("bad/several-problems"), tmp.path());
     // Also break another file: both files' problems are reported in one run.
     std::fs::write(
         tmp.path().join("groups/pilot.yaml"),

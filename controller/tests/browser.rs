@@ -11,12 +11,13 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::server::{Killed, VIEWER, start};
+use common::server::start;
 use fantoccini::{ClientBuilder, Locator};
 use serde_json::json;
+use touchline_testkit::{Killed, VIEWER};
 
 fn screenshots() -> std::path::PathBuf {
-    let dir = common::repo_root().join("target/screenshots");
+    let dir = touchline_testkit::repo_root().join("target/screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -24,8 +25,8 @@ fn screenshots() -> std::path::PathBuf {
 #[test]
 fn the_status_page_in_headless_chromium() {
     let (Some(driver), Some(chromium)) = (
-        common::require_tool("chromedriver", "apt-get install chromium-driver"),
-        common::require_tool("chromium", "apt-get install chromium"),
+        touchline_testkit::require_tool("chromedriver", "apt-get install chromium-driver"),
+        touchline_testkit::require_tool("chromium", "apt-get install chromium"),
     ) else {
         return;
     };

@@ -3,15 +3,16 @@
 
 mod common;
 
+use touchline_testkit::Repo;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use common::touchline;
 use touchline_schemas::{Bundle, Sha256};
 
 fn fleet() -> std::path::PathBuf {
-    common::repo_root().join("fleet-manifests")
+    touchline_testkit::repo_root().join("fleet-manifests")
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -31,27 +32,6 @@ fn verify(key: &Path, bundle: &Path, sig: &Path) -> std::process::Output {
         .arg(sig)
         .output()
         .unwrap()
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args([
-            "-c",
-            "user.name=Test",
-            "-c",
-            "user.email=test@example.org",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        ok.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
 }
 
 #[test]
@@ -133,19 +113,10 @@ fn render_is_byte_identical_across_runs_and_canonical() {
 fn serial_and_commit_come_from_git() {
     let tmp = tempfile::tempdir().unwrap();
     let repo = tmp.path().join("m");
-    common::copy_tree(&fleet(), &repo);
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "one"]);
-    std::fs::write(repo.join("README.md"), "x").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "two"]);
-    let head = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(&repo)
-        .output()
-        .unwrap();
-    let head = String::from_utf8(head.stdout).unwrap().trim().to_owned();
+    touchline_testkit::copy_tree(&fleet(), &repo);
+    let r = Repo::init(&repo);
+    r.commit("one");
+    let head = r.file("README.md", "x").commit("two");
     let out = touchline()
         .args(["render", "--site", "vannes-rugby"])
         .arg(&repo)
@@ -292,7 +263,7 @@ fn verify_rejects_tampering_other_keys_and_other_sites() {
 #[test]
 fn render_refuses_invalid_manifests_and_unknown_sites() {
     let tmp = tempfile::tempdir().unwrap();
-    common::copy_tree(&fleet(), tmp.path());
+    touchline_testkit::copy_tree(&fleet(), tmp.path());
     let out = touchline()
         .args(["render", "--site", "nope"])
         .arg(tmp.path())
@@ -445,7 +416,7 @@ fn generated_example_content_matches_the_catalog() {
 
     // A catalog that disagrees with the bytes is reported with its line.
     let m = tmp.path().join("m");
-    common::copy_tree(&fleet(), &m);
+    touchline_testkit::copy_tree(&fleet(), &m);
     std::fs::write(
         m.join("videos/catalog.yaml"),
         catalog.replacen(&hash, &"0".repeat(64), 1),

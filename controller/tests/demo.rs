@@ -26,7 +26,7 @@ fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
         .args(["demo", "--listen", "127.0.0.1:0", "--workspace"])
         .arg(&ws)
-        .current_dir(common::repo_root())
+        .current_dir(touchline_testkit::repo_root())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn schema(name: &str) -> PathBuf {
-    common::repo_root().join("schemas/json").join(name)
+    touchline_testkit::repo_root()
+        .join("schemas/json")
+        .join(name)
 }
 
 fn check(tool: &Path, schema_name: &str, files: &[PathBuf]) -> (bool, String) {
@@ -41,11 +43,12 @@ fn yaml_in(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn schemas_accept_the_example_fleet() {
-    let Some(tool) = common::require_tool("check-jsonschema", "pip install check-jsonschema")
+    let Some(tool) =
+        touchline_testkit::require_tool("check-jsonschema", "pip install check-jsonschema")
     else {
         return;
     };
-    let fleet = common::repo_root().join("fleet-manifests");
+    let fleet = touchline_testkit::repo_root().join("fleet-manifests");
     for (schema_name, files) in [
         ("fleet.schema.json", vec![fleet.join("fleet.yaml")]),
         (
@@ -64,11 +67,12 @@ fn schemas_accept_the_example_fleet() {
 
 #[test]
 fn schemas_reject_broken_manifests_from_the_corpus() {
-    let Some(tool) = common::require_tool("check-jsonschema", "pip install check-jsonschema")
+    let Some(tool) =
+        touchline_testkit::require_tool("check-jsonschema", "pip install check-jsonschema")
     else {
         return;
     };
-    let bad = common::data("bad");
+    let bad = touchline_testkit::data("bad");
     let cases = [
         ("unknown-field", "site.schema.json", "sites/alpha.yaml"),
         ("wrong-type", "group.schema.json", "groups/football.yaml"),
@@ -92,7 +96,7 @@ fn schemas_reject_broken_manifests_from_the_corpus() {
         assert!(text.contains("Schema validation errors"), "{case}: {text}");
     }
     // The valid fixture passes, so the rejections above are about the breakage.
-    let base = common::data("base");
+    let base = touchline_testkit::data("base");
     let (ok, text) = check(&tool, "site.schema.json", &yaml_in(&base.join("sites")));
     assert!(ok, "{text}");
 }

@@ -22,46 +22,35 @@ use touchline_controller::store::Store;
 use touchline_schemas::SiteId;
 use touchline_schemas::report::{Metrics, Phase, Report, Status};
 
-use common::server::git;
 use common::webhook::{free_port, receiver};
+use touchline_testkit::ControllerFiles;
 
 struct World {
-    tmp: tempfile::TempDir,
+    files: ControllerFiles,
     config: Config,
 }
 
 impl World {
     fn new(port: u16) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let repo = tmp.path().join("repo");
-        common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "fleet"]);
-        touchline_controller::keys::keygen(&tmp.path().join("key"), "test", false).unwrap();
+        let files = ControllerFiles::example();
         let config = Config::parse(
             &format!("webhooks = [\"http://127.0.0.1:{port}/hook\"]\ndigest_at = \"08:00\"\n"),
             "test.toml",
         )
         .unwrap();
-        Self { tmp, config }
+        Self { files, config }
     }
 
     /// Opens the controller's state (as `touchline serve` does) and syncs.
     fn open(&self, now: Timestamp) -> Arc<Fleet> {
-        let data = self.tmp.path().join("data");
+        let data = self.files.data();
         let store: Arc<dyn Store> = Arc::new(RedbStore::open(&data).unwrap());
         let fleet = Fleet::open(
             store,
             ContentStore::open(&data).unwrap(),
             self.config.clone(),
-            touchline_controller::keys::load(&self.tmp.path().join("key")).unwrap(),
-            Follower::open(
-                &data,
-                self.tmp.path().join("repo").to_str().unwrap(),
-                "main",
-            )
-            .unwrap(),
+            touchline_controller::keys::load(&self.files.key()).unwrap(),
+            Follower::open(&data, self.files.repo_dir().to_str().unwrap(), "main").unwrap(),
         )
         .unwrap();
         fleet.sync(now).unwrap();

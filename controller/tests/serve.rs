@@ -4,152 +4,67 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use reqwest::blocking::Client;
 use serde_json::{Value, json};
-use touchline_controller::tokens::Token;
 use touchline_schemas::{Bundle, TrustedKeys};
+use touchline_testkit::{ControllerFiles, OPERATOR, RunningController, VIEWER, git};
 
-const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
-const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
 const WEBHOOK_SECRET: &str = "s3cret-webhook";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A manifests repository, a data dir, a key and tokens.
+/// The example fleet (with a webhook secret and `extra` in the config), its
+/// key and data.
 struct World {
-    tmp: tempfile::TempDir,
+    files: ControllerFiles,
 }
 
 impl World {
     fn new(extra_config: &str) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        let repo = tmp.path().join("repo");
-        common::copy_tree(&common::repo_root().join("fleet-manifests"), &repo);
-        git(&repo, &["init", "-q", "-b", "main"]);
-        git(&repo, &["config", "commit.gpgsign", "false"]);
-        git(&repo, &["add", "-A"]);
-        git(&repo, &["commit", "-q", "-m", "initial fleet"]);
-        common::touchline()
-            .args(["keygen", "--out"])
-            .arg(tmp.path().join("key"))
-            .assert()
-            .success();
-        let config = format!(
-            "sync_interval = \"1h\"\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n{extra_config}\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
-            Token::new(OPERATOR).hash().to_hex(),
-            Token::new(VIEWER).hash().to_hex(),
-        );
-        std::fs::write(tmp.path().join("controller.toml"), config).unwrap();
-        Self { tmp }
+        let files = ControllerFiles::example();
+        files.config(&format!(
+            "webhook_secret = \"{WEBHOOK_SECRET}\"\n{extra_config}"
+        ));
+        Self { files }
     }
 
     fn repo(&self) -> PathBuf {
-        self.tmp.path().join("repo")
+        self.files.repo_dir()
     }
 
     fn data(&self) -> PathBuf {
-        self.tmp.path().join("data")
+        self.files.data()
     }
 
     fn site_token(&self, site: &str, rotate: bool) -> String {
-        let mut cmd = common::touchline();
-        cmd.args(["site", "token", "--data"])
-            .arg(self.data())
-            .arg(site);
-        if rotate {
-            cmd.arg("--rotate");
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        self.files.site_token(site, rotate)
     }
 
-    fn start(&self) -> Server {
-        let (child, url) = common::server::serve(self.tmp.path());
-        Server {
-            child,
-            url,
-            http: Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-        }
-    }
-
-    fn commit(&self, rel: &str, content: &str, msg: &str) -> String {
-        std::fs::write(self.repo().join(rel), content).unwrap();
-        git(&self.repo(), &["add", "-A"]);
-        git(&self.repo(), &["commit", "-q", "-m", msg]);
-        git(&self.repo(), &["rev-parse", "HEAD"])
+    fn start(&self) -> RunningController {
+        self.files.start()
     }
 
     fn edit(&self, rel: &str, from: &str, to: &str, msg: &str) -> String {
-        let text = std::fs::read_to_string(self.repo().join(rel)).unwrap();
-        assert!(text.contains(from), "{rel} does not contain {from}");
-        self.commit(rel, &text.replacen(from, to, 1), msg)
+        self.files.repo().edit(rel, from, to).commit(msg)
     }
 }
 
-struct Server {
-    child: Child,
-    url: String,
-    http: Client,
+/// What these tests ask of a running controller.
+trait ServerExt {
+    fn bundle(&self, site: &str, token: &str) -> (Vec<u8>, String);
+    fn json(&self, path: &str) -> Value;
+    fn stop(self);
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    fn get(&self, path: &str, token: Option<&str>) -> reqwest::blocking::Response {
-        let mut r = self.http.get(format!("{}{path}", self.url));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send().unwrap()
-    }
-
+impl ServerExt for RunningController {
     fn bundle(&self, site: &str, token: &str) -> (Vec<u8>, String) {
         let r = self.get(&format!("/v1/sites/{site}/bundle"), Some(token));
         assert_eq!(r.status(), StatusCode::OK);
         let etag = r.headers()["etag"].to_str().unwrap().to_owned();
         (r.bytes().unwrap().to_vec(), etag)
-    }
-
-    fn sync(&self) -> Value {
-        let r = self
-            .http
-            .post(format!("{}/api/sync", self.url))
-            .bearer_auth(OPERATOR)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
-        r.json().unwrap()
     }
 
     fn json(&self, path: &str) -> Value {
@@ -161,11 +76,11 @@ impl Server {
     fn stop(mut self) {
         // SIGTERM: a clean shutdown.
         let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
+            .arg(self.process.0.id().to_string())
             .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
+            if self.process.0.try_wait().unwrap().is_some() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -186,7 +101,7 @@ fn a_commit_becomes_a_new_signed_bundle_and_unchanged_sites_keep_their_etag() {
     // The signature verifies with the controller's public key.
     let sig = s.get("/v1/sites/cesson-handball/bundle.sig", Some(&cesson));
     assert_eq!(sig.headers()["etag"].to_str().unwrap(), etag);
-    let pubkey = std::fs::read_to_string(w.tmp.path().join("key.pub")).unwrap();
+    let pubkey = std::fs::read_to_string(w.files.dir().join("key.pub")).unwrap();
     TrustedKeys::parse(&pubkey)
         .unwrap()
         .verify(&body, &sig.bytes().unwrap())
@@ -208,7 +123,7 @@ fn a_commit_becomes_a_new_signed_bundle_and_unchanged_sites_keep_their_etag() {
         "secondary: \"#ffffff\"",
         "cesson: white",
     );
-    let out = s.sync();
+    let out = s.sync(OPERATOR);
     assert_eq!(out["result"], "published");
     assert_eq!(out["sites_changed"], json!(["cesson-handball"]));
     let (body2, etag2) = s.bundle("cesson-handball", &cesson);
@@ -220,7 +135,7 @@ fn a_commit_becomes_a_new_signed_bundle_and_unchanged_sites_keep_their_etag() {
     // A site the commit did not change keeps its bundle.
     assert_eq!(s.bundle("vannes-rugby", &vannes).1, vannes_etag);
     // Nothing new: unchanged.
-    assert_eq!(s.sync()["result"], "unchanged");
+    assert_eq!(s.sync(OPERATOR)["result"], "unchanged");
 }
 
 #[test]
@@ -232,7 +147,7 @@ fn invalid_commits_and_force_pushes_are_refused_and_the_old_bundle_stays() {
     let good = git(&w.repo(), &["rev-parse", "HEAD"]);
 
     let bad = w.edit("groups/rugby.yaml", "priority: 10", "prioriti: 10", "typo");
-    let out = s.sync();
+    let out = s.sync(OPERATOR);
     assert_eq!(out["result"], "refused");
     assert_eq!(out["commit"], bad);
     let commits = s.json("/api/commits");
@@ -264,7 +179,7 @@ fn invalid_commits_and_force_pushes_are_refused_and_the_old_bundle_stays() {
     git(&w.repo(), &["commit", "-q", "-m", "rewritten history"]);
     git(&w.repo(), &["branch", "-q", "-f", "main", "rewritten"]);
     let forced = git(&w.repo(), &["rev-parse", "main"]);
-    let out = s.sync();
+    let out = s.sync(OPERATOR);
     assert_eq!(out["result"], "refused");
     let reason = out["reason"].as_str().unwrap();
     assert!(
@@ -307,7 +222,7 @@ fn long_poll_wakes_within_a_second_of_a_commit() {
         "volume: 55",
         "quieter halls",
     );
-    s.sync();
+    s.sync(OPERATOR);
     let published = Instant::now();
     let (woke, status, new_etag) = waiter.join().unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -396,7 +311,7 @@ fn tokens_are_checked_per_site() {
 fn content_is_served_by_hash_with_ranges() {
     let w = World::new("");
     let tok = w.site_token("brest-basket", false);
-    let file = w.tmp.path().join("clip.mp4");
+    let file = w.files.dir().join("clip.mp4");
     let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::write(&file, &bytes).unwrap();
     let out = common::touchline()
@@ -545,8 +460,8 @@ fn reports_are_idempotent_durable_and_bad_bodies_store_nothing() {
         json!({"format": 1, "site": "levallois-basket", "reports": [report(3, "degraded", 1)]});
     assert_eq!(post(batch.to_string().as_bytes()).status(), StatusCode::OK);
     let mut s = s;
-    s.child.kill().unwrap();
-    s.child.wait().unwrap();
+    s.process.0.kill().unwrap();
+    s.process.0.wait().unwrap();
     drop(s);
     let s = w.start();
     let site = s.json("/api/sites/levallois-basket");
@@ -752,7 +667,7 @@ fn ssh_keygen(args: &[&str]) {
 
 #[test]
 fn unsigned_commits_are_refused_when_signatures_are_required() {
-    if common::require_tool("ssh-keygen", "apt-get install openssh-client").is_none() {
+    if touchline_testkit::require_tool("ssh-keygen", "apt-get install openssh-client").is_none() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -792,7 +707,7 @@ fn unsigned_commits_are_refused_when_signatures_are_required() {
         "period_minutes: 40",
         "unsigned change",
     );
-    let out = s.sync();
+    let out = s.sync(OPERATOR);
     assert_eq!(out["result"], "refused", "{out}");
     assert!(
         out["reason"].as_str().unwrap().contains("is not signed"),
@@ -818,7 +733,7 @@ fn unsigned_commits_are_refused_when_signatures_are_required() {
         &["config", "user.signingkey", mallory.to_str().unwrap()],
     );
     git(&repo, &["commit", "-q", "--amend", "-S", "--no-edit"]);
-    let out = s.sync();
+    let out = s.sync(OPERATOR);
     assert_eq!(out["result"], "refused", "{out}");
     assert!(
         out["reason"].as_str().unwrap().contains("untrusted key"),
@@ -831,7 +746,7 @@ fn unsigned_commits_are_refused_when_signatures_are_required() {
         &["config", "user.signingkey", alice.to_str().unwrap()],
     );
     git(&repo, &["commit", "-q", "--amend", "-S", "--no-edit"]);
-    let out = s.sync();
+    let out = s.sync(OPERATOR);
     assert_eq!(out["result"], "published", "{out}");
     assert_ne!(s.bundle("rennes-football", &tok).1, etag);
 }
@@ -853,7 +768,7 @@ fn the_corpus_of_bad_report_batches_is_refused_with_the_field_named() {
     };
     let ok = json!({"format": 1, "site": site, "reports": [report(1, "converged", 1)]});
     assert_eq!(post(ok.to_string().into_bytes()).status(), StatusCode::OK);
-    let dir = common::data("bad-http/reports");
+    let dir = touchline_testkit::data("bad-http/reports");
     let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -911,7 +826,7 @@ fn kill_9_during_publishing_never_leaves_a_half_published_commit() {
         .iter()
         .map(|s| (s.to_string(), w.site_token(s, false)))
         .collect();
-    let pubkey = std::fs::read_to_string(w.tmp.path().join("key.pub")).unwrap();
+    let pubkey = std::fs::read_to_string(w.files.dir().join("key.pub")).unwrap();
     let trusted = TrustedKeys::parse(&pubkey).unwrap();
     let mut interrupted = 0;
     for round in 0..8u64 {
@@ -933,8 +848,8 @@ fn kill_9_during_publishing_never_leaves_a_half_published_commit() {
         });
         std::thread::sleep(Duration::from_millis(round * 15));
         let mut s = s;
-        s.child.kill().unwrap();
-        s.child.wait().unwrap();
+        s.process.0.kill().unwrap();
+        s.process.0.wait().unwrap();
         if !syncer.join().unwrap() {
             interrupted += 1;
         }
@@ -943,7 +858,7 @@ fn kill_9_during_publishing_never_leaves_a_half_published_commit() {
         // Restart: every bundle served verifies, and the commit ends up
         // published exactly once with every site on it.
         let s = w.start();
-        let out = s.sync();
+        let out = s.sync(OPERATOR);
         assert!(
             out["result"] == "unchanged" || out["result"] == "published",
             "{out}"

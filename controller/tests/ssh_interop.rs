@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use common::touchline;
 
 fn ssh_keygen() -> Option<std::path::PathBuf> {
-    common::require_tool("ssh-keygen", "apt-get install openssh-client")
+    touchline_testkit::require_tool("ssh-keygen", "apt-get install openssh-client")
 }
 
 fn ssh_verify(ssh: &Path, allowed: &Path, bundle: &[u8], sig: &Path) -> (bool, String) {
@@ -70,7 +70,7 @@ fn touchline_signatures_verify_with_ssh_keygen() {
         .arg(&out)
         .arg("--key")
         .arg(&key)
-        .arg(common::repo_root().join("fleet-manifests"))
+        .arg(touchline_testkit::repo_root().join("fleet-manifests"))
         .assert()
         .success();
     let bundle = std::fs::read(out.join("cesson-handball.json")).unwrap();
@@ -139,7 +139,7 @@ fn ssh_keygen_signatures_verify_with_touchline() {
     let bundle = tmp.path().join("bundle.json");
     let rendered = touchline()
         .args(["render", "--site", "nantes-handball"])
-        .arg(common::repo_root().join("fleet-manifests"))
+        .arg(touchline_testkit::repo_root().join("fleet-manifests"))
         .output()
         .unwrap();
     std::fs::write(&bundle, &rendered.stdout).unwrap();

@@ -8,7 +8,8 @@ mod common;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use common::server::{OPERATOR, VIEWER, cookie_of, start, value};
+use common::server::{cookie_of, start, value};
+use touchline_testkit::{OPERATOR, VIEWER};
 
 #[test]
 fn login_sessions_csrf_and_roles() {
@@ -113,6 +114,45 @@ fn login_sessions_csrf_and_roles() {
         .unwrap();
     assert_eq!(r.headers()["location"], "/login");
     assert_eq!(s.get("/", &op, "fr").headers()["location"], "/login");
+}
+
+/// Regression: the overview's "last commits" rows rendered with no commit
+/// id, time or summary (the page read keys the record does not have).
+#[test]
+fn the_overview_shows_the_id_time_and_summary_of_the_last_commit() {
+    let s = start();
+    let head = s.files.repo().head();
+    let api: serde_json::Value = s
+        .http
+        .get(format!("{}/api/commits", s.url))
+        .bearer_auth(OPERATOR)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let first = &api["commits"][0];
+    assert_eq!(first["id"], head.as_str(), "{api}");
+    assert_eq!(first["summary"], "fleet");
+    assert_eq!(first["state"], "accepted");
+    let processed: jiff::Timestamp = first["processed_at"].as_str().unwrap().parse().unwrap();
+    let shown_at = processed
+        .to_zoned(jiff::tz::TimeZone::get("Europe/Paris").unwrap())
+        .strftime("%Y-%m-%d %H:%M")
+        .to_string();
+
+    let (cookies, _) = s.login(VIEWER);
+    let html = s.get("/", &cookies, "en").text().unwrap();
+    let table = &html[html.find("<table id=\"commits\">").unwrap()..];
+    let row = &table[table.find("<tr>").unwrap()..table.find("</tr>").unwrap()];
+    assert_eq!(
+        row,
+        format!(
+            "<tr><td><code>{}</code></td><td>{shown_at}</td><td>fleet</td><td>accepted</td><td>0 / 12 applied</td><td>angers-football (never reported), brest-basket (never reported), cesson-handball (never reported), ivry-handball (never reported), la-roche-rugby (never reported)</td>",
+            &head[..10]
+        )
+    );
+    let fr = s.get("/", &cookies, "fr").text().unwrap();
+    assert!(fr.contains("<td>fleet</td><td>accepté</td>"), "{fr}");
 }
 
 #[test]
@@ -274,7 +314,7 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
             "{}/api/sites/massy-rugby/history?format=jsonl",
             s.url
         ))
-        .bearer_auth(common::server::VIEWER)
+        .bearer_auth(VIEWER)
         .send()
         .unwrap()
         .text()

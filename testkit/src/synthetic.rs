@@ -195,7 +195,7 @@ pub fn reports(
 /// Simulates `days` of a fleet's history ending at `end`: for each day,
 /// every site (`site-00000`…) sends its 288 five-minute reports in one
 /// batch (from `threads` threads), then the controller's housekeeping runs
-/// as of the end of that day ([`crate::history::housekeeping`]), as the
+/// as of the end of that day ([`touchline_controller::history::housekeeping`]), as the
 /// hourly housekeeping of a controller that ran all along would have.
 /// Returns the reports ingested.
 ///
@@ -203,12 +203,12 @@ pub fn reports(
 /// On store errors: this is a benchmark helper.
 #[allow(clippy::unwrap_used)]
 pub fn simulate_history(
-    store: &dyn crate::store::Store,
+    store: &dyn touchline_controller::store::Store,
     sites: usize,
     days: u64,
     end: jiff::Timestamp,
     retention: jiff::SignedDuration,
-    tiers: &[crate::config::HistoryTier],
+    tiers: &[touchline_controller::config::HistoryTier],
     threads: usize,
 ) -> u64 {
     let per_day = 288u64;
@@ -228,7 +228,7 @@ pub fn simulate_history(
         });
         let day_end =
             start + jiff::SignedDuration::from_hours(24 * i64::try_from(day + 1).unwrap_or(0));
-        crate::history::housekeeping(store, day_end, retention, tiers).unwrap();
+        touchline_controller::history::housekeeping(store, day_end, retention, tiers).unwrap();
     }
     sites as u64 * days * per_day
 }

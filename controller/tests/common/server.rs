@@ -3,156 +3,72 @@
 //! to inject a script.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 
 use reqwest::StatusCode;
 use reqwest::blocking::{Client, Response};
-use touchline_controller::tokens::Token;
+use touchline_testkit::{ControllerFiles, RunningController};
 
-pub const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
-pub const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
-
-pub fn git(dir: &std::path::Path, args: &[&str]) {
-    let st = Command::new("git")
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@e",
-            "-c",
-            "commit.gpgsign=false",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
+/// A controller running over its files, with a client that does not follow
+/// redirects.
 pub struct Server {
-    child: Child,
     /// Base URL.
     pub url: String,
     /// A client that does not follow redirects.
     pub http: Client,
-    _tmp: tempfile::TempDir,
     /// The data directory.
-    pub data: std::path::PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    pub data: PathBuf,
+    /// Its files.
+    pub files: ControllerFiles,
+    _running: RunningController,
 }
 
 /// The example fleet, with one club name that tries to inject a script.
-/// A child process killed when dropped.
-pub struct Killed(pub Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `touchline serve` on a free loopback port over `dir`'s `repo`,
-/// `data`, `key` and `controller.toml`; returns the process and its URL.
-pub fn serve(dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
-        .arg("serve")
-        .arg("--repo")
-        .arg(dir.join("repo"))
-        .arg("--data")
-        .arg(dir.join("data"))
-        .arg("--key")
-        .arg(dir.join("key"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(dir.join("controller.toml"))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-        .to_owned();
-    (child, url)
-}
-
 pub fn start() -> Server {
-    let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    super::copy_tree(&super::repo_root().join("fleet-manifests"), &repo);
-    let site = repo.join("sites/ivry-handball.yaml");
-    let text = std::fs::read_to_string(&site).unwrap();
-    let club_line = text
-        .lines()
-        .find(|l| l.starts_with("club:"))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &site,
-        text.replace(&club_line, "club: \"<script>alert('x')</script> Ivry\""),
-    )
-    .unwrap();
-    launch(tmp, "")
+    let files = ControllerFiles::with_repo(|repo| {
+        touchline_testkit::example_fleet(repo);
+        let site = repo.join("sites/ivry-handball.yaml");
+        let text = std::fs::read_to_string(&site).unwrap();
+        let club_line = text
+            .lines()
+            .find(|l| l.starts_with("club:"))
+            .unwrap()
+            .to_owned();
+        std::fs::write(
+            &site,
+            text.replace(&club_line, "club: \"<script>alert('x')</script> Ivry\""),
+        )
+        .unwrap();
+    });
+    launch(files, "")
 }
 
 /// A controller on a synthetic fleet of `sites` sites (`site-00000`…).
 pub fn start_synthetic(sites: usize) -> Server {
-    let tmp = tempfile::tempdir().unwrap();
-    touchline_controller::synthetic::generate(
-        &tmp.path().join("repo"),
-        &touchline_controller::synthetic::Size {
-            sites,
-            groups: 18,
-            videos: 5,
-        },
-    );
-    launch(tmp, "")
+    let files = ControllerFiles::with_repo(|repo| {
+        touchline_testkit::synthetic::generate(
+            repo,
+            &touchline_testkit::synthetic::Size {
+                sites,
+                groups: 18,
+                videos: 5,
+            },
+        );
+    });
+    launch(files, "")
 }
 
-/// Commits `tmp/repo`, writes a key and the config (`extra`, then an
-/// operator and a viewer), and starts the controller.
-pub fn launch(tmp: tempfile::TempDir, extra: &str) -> Server {
-    let repo = tmp.path().join("repo");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "fleet"]);
-    super::touchline()
-        .args(["keygen", "--out"])
-        .arg(tmp.path().join("key"))
-        .assert()
-        .success();
-    std::fs::write(
-        tmp.path().join("controller.toml"),
-        format!(
-            "sync_interval = \"1h\"\n{extra}\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
-            Token::new(OPERATOR).hash().to_hex(),
-            Token::new(VIEWER).hash().to_hex()
-        ),
-    )
-    .unwrap();
-    let data = tmp.path().join("data");
-    let (child, url) = serve(tmp.path());
+/// Writes the config (`extra`, then an operator and a viewer) and starts
+/// the controller.
+pub fn launch(files: ControllerFiles, extra: &str) -> Server {
+    files.config(extra);
+    let running = files.start();
     Server {
-        child,
-        url,
-        http: Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
-        _tmp: tmp,
-        data,
+        url: running.url.clone(),
+        http: running.http.clone(),
+        data: files.data(),
+        files,
+        _running: running,
     }
 }
 
