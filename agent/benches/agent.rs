@@ -137,14 +137,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let arg = touchline_testkit::bench_arg;
     let idle = arg("--idle-seconds", 600);
     let mb = arg("--download-mb", 500);
     let tmp = tempfile::tempdir().unwrap();

@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,11 +40,7 @@ impl BoxUnderTest {
         let key = SigningKey::generate();
         let root = tmp.path();
         std::fs::write(root.join("trusted"), key.public_key_openssh()).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = touchline_testkit::free_port();
         fake_app::service_scripts(root);
         std::fs::write(
             root.join("agent.toml"),

@@ -29,14 +29,7 @@ use touchline_controller::store::Store;
 use touchline_schemas::SiteId;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let arg = touchline_testkit::bench_arg;
     let sites = usize::try_from(arg("--sites", 150)).unwrap();
     let days = arg("--days", 365);
     let tmp = tempfile::tempdir().unwrap();

@@ -177,14 +177,7 @@ fn prefill_history(store: &RedbStore, data: &Path, sites: usize, days: u64) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u64| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let arg = touchline_testkit::bench_arg;
     let sites = usize::try_from(arg("--sites", 2000)).unwrap();
     let seconds = arg("--seconds", 10);
     let history_days = arg("--history-days", 30);

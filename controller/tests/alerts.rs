@@ -7,7 +7,8 @@
 mod common;
 
 use common::server::{Server, launch};
-use common::webhook::{free_port, receiver};
+use common::webhook::receiver;
+use touchline_testkit::free_port;
 use touchline_testkit::{ControllerFiles, Killed, VIEWER};
 
 use std::net::TcpListener;

@@ -32,13 +32,7 @@ fn the_status_page_in_headless_chromium() {
     };
     let s = start();
     // A site with a day of metrics, for its charts.
-    let out = common::touchline()
-        .args(["site", "token", "--data"])
-        .arg(&s.data)
-        .arg("massy-rugby")
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = s.files.site_token("massy-rugby", false);
     let now = jiff::Timestamp::now();
     let reports: Vec<serde_json::Value> = (1..=48)
         .map(|i| {
@@ -58,11 +52,7 @@ fn the_status_page_in_headless_chromium() {
         .unwrap();
     assert!(r.status().is_success());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = touchline_testkit::free_port();
     let _driver = Killed(
         Command::new(driver)
             .arg(format!("--port={port}"))

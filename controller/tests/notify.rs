@@ -22,8 +22,9 @@ use touchline_controller::store::Store;
 use touchline_schemas::SiteId;
 use touchline_schemas::report::{Metrics, Phase, Report, Status};
 
-use common::webhook::{free_port, receiver};
+use common::webhook::receiver;
 use touchline_testkit::ControllerFiles;
+use touchline_testkit::free_port;
 
 struct World {
     files: ControllerFiles,

@@ -215,13 +215,7 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
 
     // A site with metrics has charts (server-rendered SVG, with hover
     // titles) and its events.
-    let out = common::touchline()
-        .args(["site", "token", "--data"])
-        .arg(&s.data)
-        .arg("massy-rugby")
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = s.files.site_token("massy-rugby", false);
     let now = jiff::Timestamp::now();
     let reports: Vec<serde_json::Value> = (1..=6)
         .map(|i| {

@@ -39,6 +39,26 @@ pub use git::{Repo, git};
 pub use process::{Killed, bin, run};
 pub use tools::{in_ci, require_tool, which};
 
+/// A loopback port free right now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("binding 127.0.0.1:0")
+        .local_addr()
+        .expect("a bound address")
+        .port()
+}
+
+/// A benchmark's numeric option `--name N` from its command line, or
+/// `default`.
+pub fn bench_arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A blocking HTTP client (rustls with ring, as the agent uses).
 pub fn http() -> reqwest::blocking::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

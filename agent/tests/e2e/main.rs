@@ -17,7 +17,6 @@ mod tls;
 mod fake_app;
 
 pub(crate) use std::collections::{BTreeMap, BTreeSet};
-pub(crate) use std::net::TcpListener;
 pub(crate) use std::path::{Path, PathBuf};
 pub(crate) use std::process::{Command, Stdio};
 pub(crate) use std::sync::Arc;

@@ -6,11 +6,7 @@ use super::*;
 #[test]
 fn offline_for_a_long_stretch_keeps_the_files_and_delivers_queued_reports_in_order() {
     let w = World::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = touchline_testkit::free_port();
     let listen = format!("127.0.0.1:{port}");
     let c = w.start(&listen);
     let cfg = w.agent_config(

@@ -19,11 +19,7 @@ fn a_release_pinned_in_git_is_installed_health_checked_rolled_back_and_reported(
         return;
     }
     let w = World::new();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = touchline_testkit::free_port();
     // Two releases: 9.0.0 healthy, 9.1.0 without /health. Their packages
     // go into the controller's content store like any content.
     let mut release_files = Vec::new();

@@ -87,11 +87,7 @@ fn a_controller_behind_tls_is_reached_with_its_private_ca_and_refused_without() 
     let (ca, cert, key) = private_ca(&openssl, &tls);
     // nginx terminates TLS in front of the controller, as a club's
     // controller would run behind a reverse proxy; long-polls pass through.
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = touchline_testkit::free_port();
     let t = tls.display();
     std::fs::write(
         tls.join("nginx.conf"),

@@ -42,12 +42,3 @@ pub fn receiver(listener: TcpListener) -> Arc<Mutex<Vec<Value>>> {
     });
     got
 }
-
-/// A free loopback port (nothing listens on it when this returns).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
