@@ -186,15 +186,18 @@ fn main() {
     rt.block_on(async {
         let mut agent = Agent::open(cfg, Box::new(SystemClock::from_env())).unwrap();
         let origin = Origin::Dir(src.clone());
-        assert_eq!(agent.pass(&origin).await, Outcome::Converged);
+        let outcome = agent.pass(&origin).await;
+        assert!(matches!(outcome, Outcome::Converged), "{outcome:?}");
         // The first no-op pass hashes the store's copies once (they were
         // hashed while downloading by a previous pass); measure after it.
-        assert_eq!(agent.pass(&origin).await, Outcome::Converged);
+        let outcome = agent.pass(&origin).await;
+        assert!(matches!(outcome, Outcome::Converged), "{outcome:?}");
         let mut times = Vec::new();
         let before = touchline_agent::fetch::BYTES_REHASHED.load(Ordering::Relaxed);
         for _ in 0..20 {
             let t = Instant::now();
-            assert_eq!(agent.pass(&origin).await, Outcome::Converged);
+            let outcome = agent.pass(&origin).await;
+        assert!(matches!(outcome, Outcome::Converged), "{outcome:?}");
             times.push(t.elapsed().as_secs_f64() * 1000.0);
         }
         let hashed = touchline_agent::fetch::BYTES_REHASHED.load(Ordering::Relaxed) - before;

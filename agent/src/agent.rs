@@ -17,15 +17,18 @@ use touchline_schemas::{Bundle, BundleError, Expectations, Sha256, verify_bundle
 
 use crate::apply;
 use crate::clock::{Clock, TrustedNow, trusted_now};
+use crate::condition::{self, Item};
 use crate::config::Config;
-use crate::fetch::{self, Limits, Source, Wanted};
-use crate::fsx;
+use crate::error::PassError;
+use crate::fetch::{self, Source};
+use crate::host::{Host, SystemHost};
 use crate::metrics::{self, CpuSample};
-use crate::phase;
+use crate::phase::{self, Event};
 use crate::pull::{Backoff, Controller, PullError, Pulled};
 use crate::queue::Queue;
 use crate::state::{Index, Paths, State};
 
+mod execute;
 mod software;
 pub use software::{Manual, Releases};
 
@@ -59,13 +62,13 @@ pub enum Origin {
 }
 
 /// The result of a pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Outcome {
     /// The accepted bundle is applied (with the controller's current one
     /// when the controller was asked).
     Converged,
     /// Not converged, and why.
-    NotConverged(String),
+    NotConverged(PassError),
     /// Everything applied but a staged release, which waits for the
     /// maintenance window or the update lock (why).
     Waiting(String),
@@ -81,6 +84,8 @@ pub struct Agent {
     pub(crate) controller: Option<Controller>,
     pub(crate) client: reqwest::Client,
     pub(crate) clock: Box<dyn Clock>,
+    /// The machine: commands, services, free space.
+    pub(crate) host: Arc<dyn Host>,
     /// The state (written to `state.json` by `save`).
     pub state: State,
     /// What `state.json` holds.
@@ -142,6 +147,15 @@ fn client_builder(cfg: &Config) -> reqwest::ClientBuilder {
 impl Agent {
     /// Opens the state, cleans what a crash left behind.
     pub fn open(cfg: Config, clock: Box<dyn Clock>) -> Result<Self, AgentError> {
+        Self::open_on(cfg, clock, Arc::new(SystemHost))
+    }
+
+    /// [`Agent::open`] on another host (a fake in tests).
+    pub fn open_on(
+        cfg: Config,
+        clock: Box<dyn Clock>,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, AgentError> {
         let paths = Paths {
             root: cfg.state_dir.clone(),
         };
@@ -173,6 +187,7 @@ impl Agent {
             controller,
             client,
             clock,
+            host,
             state,
             index,
             queue,
@@ -263,32 +278,18 @@ impl Agent {
         }
     }
 
-    pub(crate) fn set_condition(&mut self, item: &str, severity: Severity, message: String) {
+    pub(crate) fn set_condition(&mut self, item: &Item, severity: Severity, message: String) {
         let now = self.now().now;
-        match self.state.conditions.iter_mut().find(|c| c.item == item) {
-            Some(c) if c.message == message && c.severity == severity => {}
-            Some(c) => {
-                c.message = message;
-                c.severity = severity;
-                c.since = now;
-            }
-            None => self.state.conditions.push(Condition {
-                item: item.to_owned(),
-                severity,
-                message,
-                since: now,
-            }),
-        }
+        condition::set(&mut self.state.conditions, item, severity, message, now);
     }
 
-    pub(crate) fn clear_condition(&mut self, item: &str) {
-        self.state.conditions.retain(|c| c.item != item);
+    pub(crate) fn clear_condition(&mut self, item: &Item) {
+        condition::clear(&mut self.state.conditions, item);
     }
 
-    fn clear_conditions_with_prefix(&mut self, prefix: &str) {
-        self.state
-            .conditions
-            .retain(|c| !c.item.starts_with(prefix));
+    /// The phase after `event` (the only place the phase changes).
+    pub(crate) fn enter(&mut self, event: Event) {
+        self.phase = phase::next(self.phase, event);
     }
 
     /// Verifies a candidate bundle and, when accepted, persists it (bundle,
@@ -326,7 +327,7 @@ impl Agent {
                 self.state.highest_serial = self.state.highest_serial.max(b.serial);
                 self.state.time_floor = Some(now.max(b.issued_at));
                 self.state.last_rejected = None;
-                self.clear_condition("bundle");
+                self.clear_condition(&Item::Bundle);
                 self.save();
                 Ok(b)
             }
@@ -335,7 +336,7 @@ impl Agent {
                 tracing::warn!(reason = %reason, "bundle rejected");
                 self.state.last_rejected = Some(reason.clone());
                 self.set_condition(
-                    "bundle",
+                    &Item::Bundle,
                     Severity::Error,
                     format!("bundle rejected: {reason}"),
                 );
@@ -365,293 +366,6 @@ impl Agent {
         out
     }
 
-    /// Checks the store's copy of every wanted blob: a blob whose stat
-    /// changed (a hard-linked video edited in place) is re-hashed, and
-    /// evicted when wrong.
-    fn check_store(&mut self, wanted: &[Wanted]) {
-        for w in wanted {
-            let blob = self.store.blob(&w.sha256);
-            if !self.store.has(w) {
-                continue;
-            }
-            if self.index.vouches(&blob, &w.sha256) {
-                continue;
-            }
-            match fetch::hash_file(&blob) {
-                Ok(h) if h == w.sha256 => {
-                    if let Ok(stamp) = crate::state::Stamp::of(&blob) {
-                        self.index.files.insert(blob, (stamp, h));
-                    }
-                }
-                _ => {
-                    tracing::warn!(sha256 = %w.sha256.to_hex(), "store copy is corrupt; evicting");
-                    self.store.evict(&w.sha256);
-                    self.index.files.remove(&blob);
-                }
-            }
-        }
-    }
-
-    /// Free space for this pass, before anything is written: the downloads
-    /// on the store's filesystem, and the copies on the videos filesystem
-    /// when it is another one (no hard links across filesystems). Each
-    /// needs its bytes plus `space_reserve_bytes`.
-    fn check_space(
-        &self,
-        plan: &apply::Plan,
-        wanted: &[Wanted],
-        missing: &[(Wanted, Vec<String>)],
-    ) -> Result<(), String> {
-        let cas = self.paths.cas();
-        let download: u64 = missing
-            .iter()
-            .map(|(w, _)| w.size.saturating_sub(self.store.partial_bytes(w)))
-            .sum();
-        let mut checks = vec![(cas.clone(), download, "downloads")];
-        if !fsx::same_filesystem(&cas, &self.cfg.videos_dir) {
-            let copies: u64 = plan
-                .place
-                .iter()
-                .filter_map(|(_, sha)| wanted.iter().find(|w| w.sha256 == *sha))
-                .map(|w| w.size)
-                .sum();
-            checks.push((
-                self.cfg.videos_dir.clone(),
-                copies,
-                "copies into the videos directory",
-            ));
-        }
-        for (path, need, what) in checks {
-            if need == 0 {
-                continue;
-            }
-            let probe = fsx::existing_ancestor(&path);
-            let have = fsx::available_space(probe).unwrap_or(u64::MAX);
-            let want = need.saturating_add(self.cfg.space_reserve_bytes);
-            if want > have {
-                return Err(format!(
-                    "not enough space: need {}, have {} ({what}, on the filesystem of {})",
-                    fsx::human_bytes(want),
-                    fsx::human_bytes(have),
-                    probe.display()
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Brings the box to `bundle`: fetch, then apply.
-    async fn converge(&mut self, bundle: &Bundle, dir: Option<&Path>) -> Result<(), String> {
-        let wanted: Vec<(Wanted, Vec<String>)> = bundle
-            .files
-            .iter()
-            .map(|f| {
-                (
-                    Wanted {
-                        sha256: f.sha256,
-                        size: f.size,
-                    },
-                    f.urls.clone(),
-                )
-            })
-            .collect();
-        let ws: Vec<Wanted> = wanted.iter().map(|w| w.0).collect();
-        let old_index = self.index.clone();
-        // A managed video edited in place (hard link): the index notices.
-        self.check_store(&ws);
-        // The plan depends on the targets, the state and the config file,
-        // not on the store: fetching below does not change it.
-        let plan = apply::plan(
-            bundle,
-            &self.state,
-            &mut self.index,
-            &self.cfg.videos_dir,
-            &self.cfg.config_path,
-        )
-        .map_err(|e| e.to_string())?;
-        // Blobs that a placement needs and the store lacks (a file the box
-        // already holds with the right content is adopted, not fetched
-        // again: an SD card cannot hold every video twice).
-        let mut missing: Vec<(Wanted, Vec<String>)> = Vec::new();
-        for (w, urls) in &wanted {
-            let placed_from_store = plan.place.iter().any(|(_, s)| s == &w.sha256);
-            if placed_from_store
-                && !self.store.has(w)
-                && !missing.iter().any(|m| m.0.sha256 == w.sha256)
-            {
-                missing.push((*w, urls.clone()));
-            }
-        }
-        if let Err(msg) = self.check_space(&plan, &ws, &missing) {
-            self.set_condition("disk", Severity::Error, msg.clone());
-            return Err(msg);
-        }
-        self.clear_condition("disk");
-        if !missing.is_empty() {
-            self.phase = Phase::Fetching;
-            let limits = Limits {
-                max_rate: self.cfg.max_download_rate,
-                min_rate: self.cfg.min_download_rate,
-                window: self.cfg.download_watchdog.to_std(),
-            };
-            for (w, urls) in &missing {
-                if w.size > self.cfg.max_download_bytes {
-                    let msg = format!(
-                        "file {} is {} bytes, over max_download_bytes ({})",
-                        w.sha256.to_hex(),
-                        w.size,
-                        self.cfg.max_download_bytes
-                    );
-                    self.set_condition("fetch", Severity::Error, msg.clone());
-                    return Err(msg);
-                }
-                let sources = self.sources(&w.sha256, urls, dir);
-                let store = self.store.clone();
-                let (live, started) = (self.liveness.clone(), self.started);
-                let mut progress = |_: u64| {
-                    live.store(started.elapsed().as_secs(), Ordering::Relaxed);
-                };
-                let r = store
-                    .fetch(&self.client, *w, &sources, limits, &mut progress)
-                    .await;
-                if let Err(e) = r {
-                    if e.is_disk_full() {
-                        let msg = format!(
-                            "not enough space: download of {} stopped: {e}; the partial file was removed",
-                            w.sha256.to_hex()
-                        );
-                        self.set_condition("disk", Severity::Error, msg.clone());
-                        return Err(msg);
-                    }
-                    let msg = format!("download of {} failed: {e}", w.sha256.to_hex());
-                    self.set_condition("fetch", Severity::Error, msg.clone());
-                    return Err(msg);
-                }
-                // Hashed while downloading: the index vouches for it now.
-                let blob = self.store.blob(&w.sha256);
-                if let Ok(stamp) = crate::state::Stamp::of(&blob) {
-                    self.index.files.insert(blob, (stamp, w.sha256));
-                }
-            }
-            self.clear_condition("fetch");
-        }
-        // Conflicts: files the club put where the bundle wants ours.
-        self.clear_conditions_with_prefix("file:");
-        for c in &plan.conflicts {
-            self.set_condition(
-                &format!("file:{c}"),
-                Severity::Warning,
-                format!("`{c}` exists and was not placed by the agent: left alone"),
-            );
-        }
-        self.clear_condition("config");
-        if !plan.config_drift.is_empty() {
-            self.set_condition(
-                "config",
-                Severity::Warning,
-                format!(
-                    "configuration.json keys changed on the box and restored: {}",
-                    plan.config_drift.join(", ")
-                ),
-            );
-        }
-        let changed = !plan.is_empty();
-        let serial_changes = self.state.applied_serial != Some(bundle.serial);
-        if changed {
-            self.phase = Phase::Applying;
-            // Write-ahead: record every path (and directory) this apply is
-            // about to create as the agent's before touching the disk, so
-            // that a kill between a rename and the end of the pass never
-            // leaves one of our files looking like the club's.
-            apply::claim(&plan, &mut self.state, &self.cfg.videos_dir);
-            if let Err(e) = self.paths.save_state(&self.disk, &self.state) {
-                let msg = format!("cannot record the apply in state.json: {e}");
-                self.set_condition("apply", Severity::Error, msg.clone());
-                return Err(msg);
-            }
-            self.disk = self.state.clone();
-            let store = self.store.clone();
-            let result = apply::execute(
-                &plan,
-                |s| store.blob(s),
-                &mut self.state,
-                &mut self.index,
-                &self.cfg.videos_dir,
-                &self.cfg.config_path,
-            );
-            if let Err(e) = result {
-                let (item, msg) = if e.is_disk_full() {
-                    ("disk", format!("not enough space: {e}"))
-                } else {
-                    ("apply", e.to_string())
-                };
-                self.set_condition(item, Severity::Error, msg.clone());
-                self.save();
-                return Err(msg);
-            }
-        }
-        self.clear_condition("apply");
-        self.state.applied_serial = Some(bundle.serial);
-        self.state.applied_digest = Some(bundle.digest());
-        self.save();
-        if let Err(e) = self.paths.save_index(&old_index, &self.index) {
-            tracing::warn!(error = %e, "cannot save the stat index");
-        }
-        if changed || serial_changes {
-            self.run_reload().await;
-            // Keep what the bundle references (and the release package).
-            let mut keep: Vec<Sha256> = bundle.files.iter().map(|f| f.sha256).collect();
-            if let Some(sw) = &bundle.software {
-                keep.push(sw.sha256);
-            }
-            let freed = self.store.gc(&keep);
-            self.store.clean_partials(&keep);
-            if freed > 0 {
-                tracing::info!(bytes = freed, "content store garbage-collected");
-            }
-            let mut idx = self.index.clone();
-            idx.files.retain(|p, _| p.exists());
-            if idx != self.index {
-                let _ = self.paths.save_index(&self.index, &idx);
-                self.index = idx;
-            }
-        }
-        if !plan.conflicts.is_empty() {
-            return Err(format!(
-                "{} listed file(s) are held by files the agent did not place",
-                plan.conflicts.len()
-            ));
-        }
-        Ok(())
-    }
-
-    async fn run_reload(&mut self) {
-        let Some((prog, args)) = self.cfg.reload_command.split_first() else {
-            return;
-        };
-        let out = tokio::process::Command::new(prog)
-            .args(args)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await;
-        match out {
-            Ok(o) if o.status.success() => self.clear_condition("reload"),
-            Ok(o) => {
-                let tail = crate::release::tail(&String::from_utf8_lossy(&o.stderr), 500);
-                self.set_condition(
-                    "reload",
-                    Severity::Warning,
-                    format!("reload_command exited with {}: {}", o.status, tail.trim()),
-                );
-            }
-            Err(e) => self.set_condition(
-                "reload",
-                Severity::Warning,
-                format!("reload_command could not start: {e}"),
-            ),
-        }
-    }
-
     /// One pass. Never touches local files unless a verified bundle is
     /// fully fetched.
     pub async fn pass(&mut self, origin: &Origin) -> Outcome {
@@ -662,9 +376,7 @@ impl Agent {
             }
             Origin::Controller { wait } => {
                 let Some(c) = self.controller.clone() else {
-                    return self
-                        .settle(Err("no controller_url configured".into()), None)
-                        .await;
+                    return self.settle(Err(PassError::NoController), None).await;
                 };
                 let etag = self.accepted_etag();
                 let r = c.pull(etag.as_deref(), *wait, self.clock.now()).await;
@@ -678,7 +390,7 @@ impl Agent {
     fn absorb_pull(
         &mut self,
         r: Result<(Pulled, Option<SignedDuration>), PullError>,
-    ) -> Result<Option<SignedPair>, String> {
+    ) -> Result<Option<SignedPair>, PassError> {
         match r {
             Ok((pulled, offset)) => {
                 self.server_offset = offset.or(self.server_offset);
@@ -693,23 +405,23 @@ impl Agent {
                     self.retry_after = *retry_after;
                     self.contact(false);
                 }
-                Err(e.to_string())
+                Err(PassError::Pull(e))
             }
         }
     }
 
-    /// The rest of a pass once the candidate is known: verify, converge,
+    /// The rest of a pass once the candidate is known: verify, reconcile,
     /// phase, state.
     async fn settle(
         &mut self,
-        candidate: Result<Option<SignedPair>, String>,
+        candidate: Result<Option<SignedPair>, PassError>,
         dir: Option<&Path>,
     ) -> Outcome {
-        let mut blocking: Option<String> = None;
+        let mut blocking: Option<PassError> = None;
         match candidate {
             Ok(Some((body, sig))) => {
                 if let Err(e) = self.accept(&body, &sig) {
-                    blocking = Some(format!("bundle rejected: {}", fetch::error_text(&e)));
+                    blocking = Some(PassError::Rejected(e));
                 }
             }
             Ok(None) => {}
@@ -720,44 +432,31 @@ impl Agent {
         // before anything else.
         let _pass = self.pass_lock().await;
         if let Err(e) = self.recover_release().await {
-            blocking.get_or_insert(e);
+            blocking.get_or_insert(PassError::Release(e));
         }
         let outcome = match self.accepted() {
-            None => Outcome::NotConverged(
-                blocking
-                    .clone()
-                    .unwrap_or_else(|| "no bundle accepted yet".into()),
-            ),
-            Some(b) => match self.converge(&b, dir).await {
-                Ok(()) => match self.software(&b, dir).await {
-                    Err(e) => Outcome::NotConverged(e),
-                    Ok(waiting) => match (&blocking, waiting) {
-                        (Some(e), _) => Outcome::NotConverged(e.clone()),
-                        (None, Some(w)) => Outcome::Waiting(w),
-                        (None, None) => Outcome::Converged,
-                    },
-                },
-                Err(e) => Outcome::NotConverged(e),
+            None => Outcome::NotConverged(blocking.unwrap_or(PassError::NoBundle)),
+            Some(b) => match (self.reconcile(&b, dir).await, blocking) {
+                (Err(e), _) | (Ok(_), Some(e)) => Outcome::NotConverged(e),
+                (Ok(Some(w)), None) => Outcome::Waiting(w),
+                (Ok(None), None) => Outcome::Converged,
             },
         };
         self.state.last_error = match &outcome {
             Outcome::Converged | Outcome::Waiting(_) => None,
-            Outcome::NotConverged(e) => Some(e.clone()),
+            Outcome::NotConverged(e) => Some(e.to_string()),
         };
         let stale = self
             .accepted()
             .is_some_and(|b| b.expires_at <= self.now().now);
-        self.phase = phase::after_pass(
-            self.phase,
-            &phase::Facts {
-                converged: outcome == Outcome::Converged,
-                waiting: matches!(outcome, Outcome::Waiting(_)),
-                has_bundle: self.state.applied_serial.is_some(),
-                stale,
-                failed: matches!(outcome, Outcome::NotConverged(_))
-                    && self.state.applied_serial.is_some(),
-            },
-        );
+        let applied = self.state.applied_serial.is_some();
+        self.enter(Event::Passed(phase::Facts {
+            converged: matches!(outcome, Outcome::Converged),
+            waiting: matches!(outcome, Outcome::Waiting(_)),
+            has_bundle: applied,
+            stale,
+            failed: matches!(outcome, Outcome::NotConverged(_)) && applied,
+        }));
         self.state.phase = Some(self.phase);
         let now = self.now().now;
         self.state.time_floor = Some(self.state.time_floor.map_or(now, |f| f.max(now)));
@@ -772,7 +471,7 @@ impl Agent {
             self.state.offline_since = None;
             // Persisted with the next state change, not on every poll.
             self.state.last_contact = Some(now);
-            self.clear_condition("controller");
+            self.clear_condition(&Item::Controller);
         } else if self.state.offline_since.is_none() {
             self.state.offline_since = Some(now);
         }
@@ -797,7 +496,7 @@ impl Agent {
                 accepted.as_ref().map_or(0, |b| {
                     b.files
                         .iter()
-                        .filter(|f| self.state.placed.contains_key(f.path.as_str()))
+                        .filter(|f| self.state.placed.contains_key(&f.path))
                         .map(|f| f.size)
                         .sum()
                 }),
@@ -819,7 +518,7 @@ impl Agent {
         let mut conditions = self.state.conditions.clone();
         if let Some(since) = self.state.offline_since {
             conditions.push(Condition {
-                item: "controller".into(),
+                item: Item::Controller.key(),
                 severity: Severity::Warning,
                 message: format!("controller unreachable since {since}"),
                 since,
@@ -828,7 +527,7 @@ impl Agent {
         let now = self.now();
         if let Some(skew) = now.corrected_by {
             conditions.push(Condition {
-                item: "clock".into(),
+                item: Item::Clock.key(),
                 severity: Severity::Warning,
                 message: format!(
                     "the box's clock is off by {}s; using the controller's time",
@@ -1003,26 +702,31 @@ impl Agent {
 type SignedPair = (Vec<u8>, Vec<u8>);
 
 /// Reads `bundle.json` (or `<site>.json`) and its `.sig` from a directory.
-fn read_dir_bundle(dir: &Path, site: &str) -> Result<SignedPair, String> {
+fn read_dir_bundle(dir: &Path, site: &str) -> Result<SignedPair, PassError> {
     let candidates = [dir.join("bundle.json"), dir.join(format!("{site}.json"))];
-    let body_path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| {
-        format!(
-            "`{}` holds neither bundle.json nor {site}.json",
-            dir.display()
-        )
-    })?;
+    let body_path =
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .ok_or_else(|| PassError::NoDirBundle {
+                dir: dir.to_path_buf(),
+                site: site.to_owned(),
+            })?;
     let sig_path = PathBuf::from(format!("{}.sig", body_path.display()));
-    let read_capped = |p: &Path, cap: usize| -> Result<Vec<u8>, String> {
-        let len = std::fs::metadata(p)
-            .map_err(|e| format!("cannot read `{}`: {e}", p.display()))?
-            .len();
+    let read_capped = |p: &Path, cap: usize| -> Result<Vec<u8>, PassError> {
+        let unreadable = |source| PassError::ReadDirBundle {
+            path: p.to_path_buf(),
+            source,
+        };
+        let len = std::fs::metadata(p).map_err(unreadable)?.len();
         if len > cap as u64 {
-            return Err(format!(
-                "`{}` is {len} bytes, over the {cap}-byte limit",
-                p.display()
-            ));
+            return Err(PassError::DirBundleTooLarge {
+                path: p.to_path_buf(),
+                len,
+                cap,
+            });
         }
-        std::fs::read(p).map_err(|e| format!("cannot read `{}`: {e}", p.display()))
+        std::fs::read(p).map_err(unreadable)
     };
     Ok((
         read_capped(body_path, touchline_schemas::bundle::MAX_BUNDLE_BYTES)?,

@@ -14,50 +14,20 @@
 //!   notices; with a hard link the store's copy changed too, so it is
 //!   re-hashed and re-fetched when needed).
 //!
-//! Planning ([`plan`]) is separate from doing ([`execute`]) so that a pass
-//! that would change nothing writes nothing.
+//! What to do is decided by [`crate::plan::plan`]; this module carries out
+//! the files and configuration part of a [`PassPlan`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Map, Value};
-use touchline_schemas::{Bundle, Sha256};
+use serde_json::Value;
+use touchline_schemas::{Sha256, TargetPath};
 
 use crate::fsx;
+use crate::plan::PassPlan;
 use crate::state::{Index, Stamp, State};
-
-/// What the bundle asks for that is not on disk yet.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Plan {
-    /// Paths to (re)place, with their content.
-    pub place: Vec<(String, Sha256)>,
-    /// Paths the agent placed that are no longer wanted.
-    pub remove: Vec<String>,
-    /// Listed paths where a file the agent did not place stands, with
-    /// other content: left alone, reported.
-    pub conflicts: Vec<String>,
-    /// Listed paths where a file the agent did not place stands with the
-    /// right content: adopted without copying.
-    pub adopt: Vec<(String, Sha256)>,
-    /// The new `configuration.json`, when it must be written.
-    pub config: Option<Vec<u8>>,
-    /// Managed keys changed on the box since the agent wrote them.
-    pub config_drift: Vec<String>,
-    /// The managed keys and values after this pass.
-    pub managed_config: Map<String, Value>,
-}
-
-impl Plan {
-    /// Nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.place.is_empty()
-            && self.remove.is_empty()
-            && self.adopt.is_empty()
-            && self.config.is_none()
-    }
-}
 
 /// An apply failure.
 #[derive(Debug, thiserror::Error)]
@@ -93,108 +63,6 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Computes what must change. Hashes a file only when the index cannot
-/// vouch for it (new, or its size / mtime / inode changed).
-pub fn plan(
-    bundle: &Bundle,
-    state: &State,
-    index: &mut Index,
-    videos_dir: &Path,
-    config_path: &Path,
-) -> Result<Plan, ApplyError> {
-    let mut p = Plan::default();
-    let wanted: BTreeMap<&str, &Sha256> = bundle
-        .files
-        .iter()
-        .map(|f| (f.path.as_str(), &f.sha256))
-        .collect();
-    for (path, sha) in &wanted {
-        let target = videos_dir.join(path);
-        let ours = state.placed.get(*path);
-        match fs::symlink_metadata(&target) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                p.place.push(((*path).to_owned(), **sha));
-            }
-            Err(e) => return Err(io_err("reading", &target)(e)),
-            Ok(m) if !m.is_file() => {
-                if ours.is_some() {
-                    p.place.push(((*path).to_owned(), **sha));
-                } else {
-                    p.conflicts.push((*path).to_owned());
-                }
-            }
-            Ok(_) => {
-                if index.vouches(&target, sha) {
-                    if ours.is_none() {
-                        p.adopt.push(((*path).to_owned(), **sha));
-                    }
-                    continue;
-                }
-                // Unknown stat: hash it once.
-                let h = crate::fetch::hash_file(&target).map_err(io_err("hashing", &target))?;
-                if let Ok(stamp) = Stamp::of(&target) {
-                    index.files.insert(target.clone(), (stamp, h));
-                }
-                if h == **sha {
-                    if ours.is_none() {
-                        p.adopt.push(((*path).to_owned(), **sha));
-                    }
-                } else if ours.is_some() {
-                    // Ours, changed locally (or the bundle changed): replace.
-                    p.place.push(((*path).to_owned(), **sha));
-                } else {
-                    p.conflicts.push((*path).to_owned());
-                }
-            }
-        }
-    }
-    for path in state.placed.keys() {
-        if !wanted.contains_key(path.as_str()) {
-            p.remove.push(path.clone());
-        }
-    }
-    plan_config(bundle, state, config_path, &mut p)?;
-    Ok(p)
-}
-
-fn plan_config(
-    bundle: &Bundle,
-    state: &State,
-    config_path: &Path,
-    p: &mut Plan,
-) -> Result<(), ApplyError> {
-    let current: Option<Map<String, Value>> = match fs::read(config_path) {
-        Ok(bytes) => serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| match v {
-                Value::Object(m) => Some(m),
-                _ => None,
-            }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io_err("reading", config_path)(e)),
-    };
-    let unreadable = current.is_none() && config_path.exists();
-    let mut doc = current.clone().unwrap_or_default();
-    for (k, v) in &state.managed_config {
-        if !bundle.config.contains_key(k) {
-            doc.remove(k);
-        } else if doc.get(k) != Some(v) {
-            p.config_drift.push(k.clone());
-        }
-    }
-    for (k, v) in &bundle.config {
-        doc.insert(k.clone(), v.clone());
-    }
-    p.managed_config = bundle.config.clone();
-    if current.as_ref() != Some(&doc) || unreadable {
-        let mut bytes = serde_json::to_vec_pretty(&Value::Object(doc))
-            .map_err(|e| io_err("encoding", config_path)(io::Error::other(e)))?;
-        bytes.push(b'\n');
-        p.config = Some(bytes);
-    }
-    Ok(())
-}
-
 /// Places one file: hard link (or copy) from the store to a hidden temp
 /// name, then rename over the target.
 fn place(blob: &Path, target: &Path) -> Result<(), ApplyError> {
@@ -226,24 +94,31 @@ fn place(blob: &Path, target: &Path) -> Result<(), ApplyError> {
     fsx::sync_dir(dir).map_err(io_err("syncing", dir))
 }
 
+/// The directories above `path` (`A`, `A/B` for `A/B/c.mp4`).
+fn parents(path: &TargetPath) -> Vec<TargetPath> {
+    let parts: Vec<&str> = path.components().collect();
+    (1..parts.len())
+        .filter_map(|i| TargetPath::from_components(parts[..i].iter().copied()).ok())
+        .collect()
+}
+
+/// Records `dir` as created by the agent.
+fn record_dir(state: &mut State, dir: TargetPath) {
+    if !state.created_dirs.contains(&dir) {
+        state.created_dirs.push(dir);
+    }
+}
+
 /// Marks what a plan will create as the agent's, before [`execute`] runs:
 /// the files it places (and adopts) and the directories it will create.
 /// The caller persists the state before executing.
-pub fn claim(plan: &Plan, state: &mut State, videos_dir: &Path) {
-    for (path, sha) in plan.place.iter().chain(&plan.adopt) {
+pub fn claim(plan: &PassPlan, state: &mut State, videos_dir: &Path) {
+    for (path, sha) in plan.place().chain(plan.adopt()) {
         state.placed.insert(path.clone(), *sha);
-        let mut dir = videos_dir.join(path);
-        while let Some(parent) = dir.parent() {
-            if parent == videos_dir || !parent.starts_with(videos_dir) || parent.exists() {
-                break;
+        for dir in parents(path) {
+            if !videos_dir.join(dir.as_str()).exists() {
+                record_dir(state, dir);
             }
-            if let Ok(rel) = parent.strip_prefix(videos_dir) {
-                let rel = rel.to_string_lossy().into_owned();
-                if !state.created_dirs.contains(&rel) {
-                    state.created_dirs.push(rel);
-                }
-            }
-            dir = parent.to_path_buf();
         }
     }
 }
@@ -262,7 +137,7 @@ pub struct Applied {
 /// Carries out a plan; `blob` maps a hash to its file in the store. The
 /// state is updated as steps land so that a crash leaves it truthful.
 pub fn execute(
-    plan: &Plan,
+    plan: &PassPlan,
     blob: impl Fn(&Sha256) -> PathBuf,
     state: &mut State,
     index: &mut Index,
@@ -271,30 +146,20 @@ pub fn execute(
 ) -> Result<Applied, ApplyError> {
     let mut done = Applied::default();
     fsx::create_dirs(videos_dir).map_err(io_err("creating", videos_dir))?;
-    for (path, sha) in &plan.adopt {
+    for (path, sha) in plan.adopt() {
         state.placed.insert(path.clone(), *sha);
     }
-    for (path, sha) in &plan.place {
-        let target = videos_dir.join(path);
+    for (path, sha) in plan.place() {
+        let target = videos_dir.join(path.as_str());
+        let created: Vec<TargetPath> = parents(path)
+            .into_iter()
+            .filter(|d| !videos_dir.join(d.as_str()).exists())
+            .collect();
         if let Some(parent) = target.parent() {
-            let mut created = Vec::new();
-            let mut d = parent.to_path_buf();
-            while !d.exists() && d.starts_with(videos_dir) && d != videos_dir {
-                created.push(d.clone());
-                match d.parent() {
-                    Some(p) => d = p.to_path_buf(),
-                    None => break,
-                }
-            }
             fsx::create_dirs(parent).map_err(io_err("creating", parent))?;
-            for c in created {
-                if let Ok(rel) = c.strip_prefix(videos_dir) {
-                    let rel = rel.to_string_lossy().into_owned();
-                    if !state.created_dirs.contains(&rel) {
-                        state.created_dirs.push(rel);
-                    }
-                }
-            }
+        }
+        for dir in created {
+            record_dir(state, dir);
         }
         // A managed file that is a directory now (someone made one): only
         // replace it when it is empty.
@@ -310,7 +175,7 @@ pub fn execute(
         done.placed += 1;
     }
     for path in &plan.remove {
-        let target = videos_dir.join(path);
+        let target = videos_dir.join(path.as_str());
         match fs::remove_file(&target) {
             Ok(()) => done.removed += 1,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -323,30 +188,29 @@ pub fn execute(
         }
     }
     // Directories the agent created and that are empty now.
-    let mut dirs: Vec<String> = state.created_dirs.clone();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.len()));
-    let still_used: BTreeSet<&str> = state
-        .placed
-        .keys()
-        .flat_map(|p| p.match_indices('/').map(move |(i, _)| &p[..i]))
-        .collect();
+    let mut dirs: Vec<TargetPath> = state.created_dirs.clone();
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.as_str().len()));
+    let still_used: BTreeSet<TargetPath> = state.placed.keys().flat_map(parents).collect();
     for d in dirs {
-        if still_used.contains(d.as_str()) {
+        if still_used.contains(&d) {
             continue;
         }
-        let full = videos_dir.join(&d);
+        let full = videos_dir.join(d.as_str());
         if fs::remove_dir(&full).is_ok() || !full.exists() {
             state.created_dirs.retain(|x| x != &d);
         }
     }
-    if let Some(bytes) = &plan.config {
+    if let Some(doc) = &plan.config.write {
         if let Some(parent) = config_path.parent() {
             fsx::create_dirs(parent).map_err(io_err("creating", parent))?;
         }
-        fsx::write_atomic(config_path, bytes).map_err(io_err("writing", config_path))?;
+        let mut bytes = serde_json::to_vec_pretty(&Value::Object(doc.clone()))
+            .map_err(|e| io_err("encoding", config_path)(io::Error::other(e)))?;
+        bytes.push(b'\n');
+        fsx::write_atomic(config_path, &bytes).map_err(io_err("writing", config_path))?;
         done.config_written = true;
     }
-    state.managed_config = plan.managed_config.clone();
+    state.managed_config = plan.config.managed.clone();
     Ok(done)
 }
 
@@ -373,7 +237,7 @@ pub fn local_content(videos_dir: &Path, state: &State) -> (u64, u64) {
                 .strip_prefix(videos_dir)
                 .map(|r| r.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if !state.placed.contains_key(&rel) {
+            if !TargetPath::new(&rel).is_ok_and(|p| state.placed.contains_key(&p)) {
                 count += 1;
                 bytes += m.len();
             }

@@ -159,6 +159,11 @@ impl Store {
         Self { paths }
     }
 
+    /// The store's directory of complete blobs.
+    pub fn root(&self) -> PathBuf {
+        self.paths.cas()
+    }
+
     /// The file of a blob.
     pub fn blob(&self, sha: &Sha256) -> PathBuf {
         self.paths.blob(sha)

@@ -29,6 +29,7 @@ use touchline_schemas::bundle::BundleHealthCheck;
 use touchline_schemas::manifest::MaintenanceWindow;
 
 use crate::fsx;
+use crate::host::{Host, HostCommand};
 
 /// Bytes of health-check output kept in a rollback report.
 pub const OUTPUT_TAIL: usize = 2048;
@@ -303,6 +304,16 @@ pub fn try_lock(path: &Path) -> io::Result<Option<Option<File>>> {
     }
 }
 
+/// `rolled back from <v> to <w>: <output>`.
+pub fn rollback_message(rb: &Rollback) -> String {
+    format!(
+        "rolled back from {} to {}: {}",
+        rb.from,
+        rb.to.as_deref().unwrap_or("(none)"),
+        rb.output.trim()
+    )
+}
+
 /// The last `n` bytes of `s`, on a character boundary.
 pub fn tail(s: &str, n: usize) -> String {
     if s.len() <= n {
@@ -315,54 +326,36 @@ pub fn tail(s: &str, n: usize) -> String {
     s[start..].to_owned()
 }
 
-/// Runs an argv with `TOUCHLINE_SOFTWARE_ROOT` and `TOUCHLINE_RELEASE` in
-/// its environment; returns whether it succeeded and its output.
+/// Runs an argv on the host with `TOUCHLINE_SOFTWARE_ROOT` and
+/// `TOUCHLINE_RELEASE` in its environment, in the release's directory;
+/// returns whether it succeeded and its output.
 pub async fn run_command(
+    host: &dyn Host,
     argv: &[String],
     root: &Path,
     release: Option<&str>,
     timeout: Duration,
 ) -> (bool, String) {
-    let Some((prog, args)) = argv.split_first() else {
-        return (true, String::new());
-    };
-    let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(args)
-        .env("TOUCHLINE_SOFTWARE_ROOT", root)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
+    let mut cmd = HostCommand::new(argv, timeout);
+    cmd.env.push((
+        "TOUCHLINE_SOFTWARE_ROOT".into(),
+        root.as_os_str().to_owned(),
+    ));
     if let Some(r) = release {
-        cmd.env("TOUCHLINE_RELEASE", r);
+        cmd.env.push(("TOUCHLINE_RELEASE".into(), r.into()));
         let dir = root.join("releases").join(r);
         if dir.is_dir() {
-            cmd.current_dir(dir);
+            cmd.cwd = Some(dir);
         }
     }
-    match tokio::time::timeout(timeout, cmd.output()).await {
-        Ok(Ok(o)) => {
-            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&o.stderr));
-            let ok = o.status.success();
-            if !ok {
-                text.push_str(&format!("\n`{}` exited with {}", argv.join(" "), o.status));
-            }
-            (ok, text)
-        }
-        Ok(Err(e)) => (false, format!("`{prog}` could not start: {e}")),
-        Err(_) => (
-            false,
-            format!(
-                "`{}` did not finish within {}s",
-                argv.join(" "),
-                timeout.as_secs()
-            ),
-        ),
-    }
+    let out = host.run(cmd).await;
+    (out.ok, out.output)
 }
 
 /// Runs a release's health check until it passes or its timeout runs
 /// out; returns whether it passed and the last attempt's output.
 pub async fn health_check(
+    host: &dyn Host,
     check: &BundleHealthCheck,
     client: &reqwest::Client,
     root: &Path,
@@ -376,7 +369,7 @@ pub async fn health_check(
     let mut attempts = 0u32;
     loop {
         attempts += 1;
-        let (ok, out) = health_once(check, client, root, release, deadline).await;
+        let (ok, out) = health_once(host, check, client, root, release, deadline).await;
         if ok {
             return (true, out);
         }
@@ -395,6 +388,7 @@ pub async fn health_check(
 }
 
 async fn health_once(
+    host: &dyn Host,
     check: &BundleHealthCheck,
     client: &reqwest::Client,
     root: &Path,
@@ -430,7 +424,7 @@ async fn health_once(
         }
     }
     if let Some(argv) = &check.command {
-        let (ok, out) = run_command(argv, root, Some(release), left).await;
+        let (ok, out) = run_command(host, argv, root, Some(release), left).await;
         if !ok {
             return (false, out);
         }
@@ -453,6 +447,8 @@ pub struct Switcher<'a> {
     pub start: &'a [String],
     /// For HTTP health checks.
     pub client: &'a reqwest::Client,
+    /// Runs the commands.
+    pub host: &'a dyn Host,
     /// Called while waiting (the systemd watchdog).
     pub tick: &'a (dyn Fn() + Send + Sync),
 }
@@ -465,7 +461,7 @@ impl Switcher<'_> {
 
     async fn command(&self, argv: &[String], release: Option<&str>) -> (bool, String) {
         (self.tick)();
-        let r = run_command(argv, &self.layout.root, release, COMMAND_TIMEOUT).await;
+        let r = run_command(self.host, argv, &self.layout.root, release, COMMAND_TIMEOUT).await;
         (self.tick)();
         r
     }
@@ -481,7 +477,7 @@ impl Switcher<'_> {
             }
         };
         tokio::select! {
-            r = health_check(&check, self.client, &self.layout.root, release) => r,
+            r = health_check(self.host, &check, self.client, &self.layout.root, release) => r,
             () = ticking => unreachable!("the ticker never ends"),
         }
     }

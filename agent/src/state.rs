@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use touchline_schemas::Sha256;
 use touchline_schemas::report::Condition;
+use touchline_schemas::{Sha256, TargetPath};
 
 use crate::fsx;
 
@@ -39,10 +39,10 @@ pub struct State {
     pub applied_digest: Option<Sha256>,
     /// Files the agent placed under `videos_dir` (path → sha256).
     #[serde(default)]
-    pub placed: BTreeMap<String, Sha256>,
+    pub placed: BTreeMap<TargetPath, Sha256>,
     /// Directories the agent created under `videos_dir`.
     #[serde(default)]
-    pub created_dirs: Vec<String>,
+    pub created_dirs: Vec<TargetPath>,
     /// Top-level `configuration.json` keys the agent manages, with the value
     /// it last wrote (to tell drift from a bundle change).
     #[serde(default)]
@@ -114,6 +114,14 @@ pub struct Index {
 }
 
 impl Index {
+    /// The hash of `path` when its stat is unchanged since it was hashed.
+    pub fn known(&self, path: &Path) -> Option<Sha256> {
+        match (self.files.get(path), Stamp::of(path)) {
+            (Some((stamp, h)), Ok(now)) if stamp.same_content(&now) => Some(*h),
+            _ => None,
+        }
+    }
+
     /// Whether `path` is known to hold `sha` (stat unchanged since hashed).
     pub fn vouches(&self, path: &Path, sha: &Sha256) -> bool {
         match (self.files.get(path), Stamp::of(path)) {

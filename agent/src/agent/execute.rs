@@ -1,0 +1,509 @@
+//! A pass's reconcile: [`observe`](crate::observe::observe) the box,
+//! [`plan`](crate::plan::plan) (pure), then carry the plan out here: evict
+//! corrupt blobs, fetch, place and remove files, write
+//! `configuration.json`, reload, collect the store's garbage, then the
+//! release step (stage, wait or switch). Each failure sets its condition
+//! and returns a typed [`PassError`]; nothing here decides what to do.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use touchline_schemas::Bundle;
+use touchline_schemas::bundle::DesiredRelease;
+use touchline_schemas::report::Severity;
+
+use super::Agent;
+use super::software::Op;
+use crate::apply;
+use crate::condition::Item;
+use crate::error::{PassError, ReleaseError};
+use crate::fetch::{Limits, Wanted};
+use crate::fsx;
+use crate::host::HostCommand;
+use crate::observe::{self, BoxPaths, ReleasePaths};
+use crate::phase::Event;
+use crate::plan::{self, Blocked, Desired, PassPlan, ReleaseAction, ReleaseStep, Stage, Then};
+use crate::release::{self, SwitchResult, try_lock};
+use crate::unpack;
+
+/// How long the reload command may run.
+const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl Agent {
+    /// Brings the box to `bundle`. `Ok(Some(why))`: everything applied but
+    /// a staged release, which waits (why).
+    pub(crate) async fn reconcile(
+        &mut self,
+        bundle: &Bundle,
+        dir: Option<&Path>,
+    ) -> Result<Option<String>, PassError> {
+        let old_index = self.index.clone();
+        let observed = {
+            let host = self.host.clone();
+            let at = BoxPaths {
+                videos_dir: &self.cfg.videos_dir,
+                config_path: &self.cfg.config_path,
+                store: &self.store,
+                host: host.as_ref(),
+            };
+            let releases = self.releases.as_ref().map(|r| ReleasePaths {
+                layout: &r.layout,
+                state: &r.state,
+                update_lock: &self.cfg.update_lock,
+                lock_since: r.lock_since,
+            });
+            observe::observe(bundle, at, releases, &mut self.index)
+        };
+        let observed = observed.inspect_err(|e| self.fail(e))?;
+        let desired = Desired {
+            bundle,
+            max_download_bytes: self.cfg.max_download_bytes,
+            space_reserve_bytes: self.cfg.space_reserve_bytes,
+        };
+        let plan = plan::plan(&desired, &observed, &self.state, self.now().now);
+        tracing::debug!(
+            place = plan.place().count(),
+            adopt = plan.adopt().count(),
+            remove = plan.remove.len(),
+            fetch = plan.fetch.len(),
+            "planned"
+        );
+        self.execute_files(bundle, &plan, dir, &old_index).await?;
+        let waiting = self.execute_release(bundle, &plan.release, dir).await;
+        if let Some(r) = self.releases.as_mut() {
+            r.waiting = waiting.as_ref().ok().and_then(Clone::clone);
+        }
+        waiting
+    }
+
+    /// Sets the condition of a failure (when it has one).
+    fn fail(&mut self, e: &PassError) {
+        if let Some(item) = e.item() {
+            self.set_condition(&item, Severity::Error, e.to_string());
+        }
+    }
+
+    async fn execute_files(
+        &mut self,
+        bundle: &Bundle,
+        plan: &PassPlan,
+        dir: Option<&Path>,
+        old_index: &crate::state::Index,
+    ) -> Result<(), PassError> {
+        for sha in &plan.evict {
+            self.store.evict(sha);
+        }
+        match &plan.blocked {
+            Some(Blocked::NoSpace {
+                need,
+                have,
+                what,
+                probe,
+            }) => {
+                let e = PassError::NoSpace {
+                    need: *need,
+                    have: *have,
+                    what,
+                    probe: probe.clone(),
+                };
+                self.fail(&e);
+                return Err(e);
+            }
+            Some(Blocked::TooLarge { sha256, size, max }) => {
+                self.clear_condition(&Item::Disk);
+                let e = PassError::TooLarge {
+                    sha256: *sha256,
+                    size: *size,
+                    max: *max,
+                };
+                self.fail(&e);
+                return Err(e);
+            }
+            None => self.clear_condition(&Item::Disk),
+        }
+        if !plan.fetch.is_empty() {
+            self.enter(Event::Fetch);
+        }
+        for f in &plan.fetch {
+            let w = Wanted {
+                sha256: f.sha256,
+                size: f.size,
+            };
+            if let Err(source) = self.fetch_blob(w, &f.urls, dir).await {
+                let e = if source.is_disk_full() {
+                    PassError::DownloadDiskFull {
+                        sha256: f.sha256,
+                        source,
+                    }
+                } else {
+                    PassError::Download {
+                        sha256: f.sha256,
+                        source,
+                    }
+                };
+                self.fail(&e);
+                return Err(e);
+            }
+            // Hashed while downloading: the index vouches for it now.
+            let blob = self.store.blob(&f.sha256);
+            if let Ok(stamp) = crate::state::Stamp::of(&blob) {
+                self.index.files.insert(blob, (stamp, f.sha256));
+            }
+        }
+        self.clear_condition(&Item::Fetch);
+        // Conflicts: files the club put where the bundle wants ours.
+        crate::condition::clear_files(&mut self.state.conditions);
+        for c in plan.conflicts() {
+            self.set_condition(
+                &Item::File(c.clone()),
+                Severity::Warning,
+                format!("`{c}` exists and was not placed by the agent: left alone"),
+            );
+        }
+        self.clear_condition(&Item::Config);
+        if !plan.config.drift.is_empty() {
+            self.set_condition(
+                &Item::Config,
+                Severity::Warning,
+                format!(
+                    "configuration.json keys changed on the box and restored: {}",
+                    plan.config.drift.join(", ")
+                ),
+            );
+        }
+        let changed = !plan.writes_nothing();
+        let serial_changes = self.state.applied_serial != Some(bundle.serial);
+        if changed {
+            self.enter(Event::Apply);
+            // Write-ahead: record every path (and directory) this apply is
+            // about to create as the agent's before touching the disk, so
+            // that a kill between a rename and the end of the pass never
+            // leaves one of our files looking like the club's.
+            apply::claim(plan, &mut self.state, &self.cfg.videos_dir);
+            if let Err(source) = self.paths.save_state(&self.disk, &self.state) {
+                let e = PassError::Record(source);
+                self.fail(&e);
+                return Err(e);
+            }
+            self.disk = self.state.clone();
+            let store = self.store.clone();
+            let result = apply::execute(
+                plan,
+                |s| store.blob(s),
+                &mut self.state,
+                &mut self.index,
+                &self.cfg.videos_dir,
+                &self.cfg.config_path,
+            );
+            if let Err(source) = result {
+                let e = if source.is_disk_full() {
+                    PassError::ApplyDiskFull(source)
+                } else {
+                    PassError::Apply(source)
+                };
+                self.fail(&e);
+                self.save();
+                return Err(e);
+            }
+        }
+        self.clear_condition(&Item::Apply);
+        self.state.applied_serial = Some(bundle.serial);
+        self.state.applied_digest = Some(bundle.digest());
+        self.save();
+        if let Err(e) = self.paths.save_index(old_index, &self.index) {
+            tracing::warn!(error = %e, "cannot save the stat index");
+        }
+        if changed || serial_changes {
+            self.run_reload().await;
+            // Keep what the bundle references (and the release package).
+            let mut keep: Vec<_> = bundle.files.iter().map(|f| f.sha256).collect();
+            if let Some(sw) = &bundle.software {
+                keep.push(sw.sha256);
+            }
+            let freed = self.store.gc(&keep);
+            self.store.clean_partials(&keep);
+            if freed > 0 {
+                tracing::info!(bytes = freed, "content store garbage-collected");
+            }
+            let mut idx = self.index.clone();
+            idx.files.retain(|p, _| p.exists());
+            if idx != self.index {
+                let _ = self.paths.save_index(&self.index, &idx);
+                self.index = idx;
+            }
+        }
+        match plan.conflicts().count() {
+            0 => Ok(()),
+            count => Err(PassError::Conflicts { count }),
+        }
+    }
+
+    /// Downloads one blob from the bundle directory, the controller, then
+    /// the bundle's URLs; each downloaded chunk counts as progress for the
+    /// watchdog.
+    async fn fetch_blob(
+        &mut self,
+        w: Wanted,
+        urls: &[String],
+        dir: Option<&Path>,
+    ) -> Result<(), crate::fetch::FetchError> {
+        let limits = Limits {
+            max_rate: self.cfg.max_download_rate,
+            min_rate: self.cfg.min_download_rate,
+            window: self.cfg.download_watchdog.to_std(),
+        };
+        let sources = self.sources(&w.sha256, urls, dir);
+        let store = self.store.clone();
+        let (live, started) = (self.liveness.clone(), self.started);
+        let mut progress = |_: u64| {
+            live.store(started.elapsed().as_secs(), Ordering::Relaxed);
+        };
+        store
+            .fetch(&self.client, w, &sources, limits, &mut progress)
+            .await
+    }
+
+    async fn run_reload(&mut self) {
+        if self.cfg.reload_command.is_empty() {
+            return;
+        }
+        let out = self
+            .host
+            .run(HostCommand::new(&self.cfg.reload_command, RELOAD_TIMEOUT))
+            .await;
+        if out.ok {
+            self.clear_condition(&Item::Reload);
+        } else {
+            self.set_condition(
+                &Item::Reload,
+                Severity::Warning,
+                format!(
+                    "reload_command failed: {}",
+                    release::tail(out.output.trim(), 500)
+                ),
+            );
+        }
+    }
+
+    /// The release step. `Ok(Some(why))`: staged, waiting; `Ok(None)`:
+    /// nothing to do or switched.
+    async fn execute_release(
+        &mut self,
+        bundle: &Bundle,
+        action: &ReleaseAction,
+        dir: Option<&Path>,
+    ) -> Result<Option<String>, PassError> {
+        let (want, record_health, step) = match action {
+            ReleaseAction::None => {
+                self.clear_condition(&Item::Release);
+                return Ok(None);
+            }
+            ReleaseAction::Unmanaged(v) => {
+                self.set_condition(
+                    &Item::Release,
+                    Severity::Warning,
+                    format!(
+                        "the bundle asks for release {v} but software_root is not set: releases are not installed on this box"
+                    ),
+                );
+                return Ok(None);
+            }
+            ReleaseAction::Managed {
+                want,
+                record_health,
+                step,
+            } => (want, *record_health, step),
+        };
+        let v = want.version.to_string();
+        // Remember each release's health check (a rollback checks the old
+        // release with its own).
+        if record_health && let Some(r) = self.releases.as_mut() {
+            r.state.health.insert(v.clone(), want.health_check.clone());
+            release::save_state(&r.state_path, &r.state).map_err(|source| {
+                ReleaseError::SaveState {
+                    path: r.state_path.clone(),
+                    source,
+                }
+            })?;
+        }
+        let r = self.release_step(bundle, want, step, dir).await;
+        match &r {
+            Ok(Some(waiting)) => {
+                self.set_condition(&Item::Release, Severity::Info, waiting.clone());
+            }
+            Ok(None) => self.clear_condition(&Item::Release),
+            Err(e) => {
+                if let Some(item) = e.item() {
+                    self.set_condition(&item, Severity::Error, e.to_string());
+                }
+            }
+        }
+        r.map_err(PassError::from)
+    }
+
+    async fn release_step(
+        &mut self,
+        bundle: &Bundle,
+        want: &DesiredRelease,
+        step: &ReleaseStep,
+        dir: Option<&Path>,
+    ) -> Result<Option<String>, ReleaseError> {
+        let version = want.version.clone();
+        let (stage, then) = match step {
+            ReleaseStep::UpToDate => return Ok(None),
+            ReleaseStep::HeldBack { message } => {
+                return Err(ReleaseError::HeldBack {
+                    message: message.clone(),
+                });
+            }
+            ReleaseStep::Refused { message } => {
+                return Err(ReleaseError::Refused {
+                    message: message.clone(),
+                });
+            }
+            ReleaseStep::Install { stage, then } => (stage, then),
+        };
+        match stage {
+            Stage::Staged => {}
+            Stage::Unpack => self.unpack(want).await?,
+            Stage::Fetch => {
+                self.enter(Event::Fetch);
+                let w = Wanted {
+                    sha256: want.sha256,
+                    size: want.size,
+                };
+                self.fetch_blob(w, &want.urls, dir)
+                    .await
+                    .map_err(|source| ReleaseError::Download {
+                        version: version.clone(),
+                        source,
+                    })?;
+                self.unpack(want).await?;
+            }
+        }
+        let now = self.now().now;
+        let first_install = match then {
+            Then::WaitWindow => {
+                return Ok(Some(format!(
+                    "release {version} staged, waiting for the maintenance window {} ({})",
+                    bundle.agent.maintenance_window, bundle.agent.timezone
+                )));
+            }
+            Then::WindowError(error) => {
+                return Err(ReleaseError::Window {
+                    version,
+                    error: error.clone(),
+                });
+            }
+            Then::WaitLock { since } => return Ok(Some(self.lock_held(&version, *since))),
+            Then::LockError { path, error } => {
+                return Err(ReleaseError::Lock {
+                    version,
+                    path: path.clone(),
+                    error: error.clone(),
+                });
+            }
+            Then::Switch { first_install } => *first_install,
+        };
+        // The update lock, held by the local app during a match; ours for
+        // the length of the switch (it may have been taken since it was
+        // seen free).
+        let lock = match try_lock(&self.cfg.update_lock) {
+            Ok(Some(guard)) => guard,
+            Ok(None) => return Ok(Some(self.lock_held(&version, now))),
+            Err(e) => {
+                return Err(ReleaseError::Lock {
+                    version,
+                    path: self.cfg.update_lock.clone(),
+                    error: e.to_string(),
+                });
+            }
+        };
+        if let Some(r) = self.releases.as_mut() {
+            r.lock_since = None;
+        }
+        tracing::info!(release = %version, first_install, "switching");
+        self.enter(Event::Switch);
+        // A box whose software ran from a plain `current` directory.
+        if let Some(r) = self.releases.as_mut() {
+            match r.layout.adopt_plain_current(now) {
+                Ok(Some(name)) => {
+                    tracing::info!(release = %name, "adopted the plain `current` directory");
+                }
+                Ok(None) => {}
+                Err(source) => return Err(ReleaseError::Adopt { version, source }),
+            }
+        }
+        let v = version.to_string();
+        let result = self
+            .switcher_run(
+                Op::Switch {
+                    to: v.clone(),
+                    serial: Some(bundle.serial),
+                },
+                now,
+            )
+            .await;
+        drop(lock);
+        match result {
+            Ok(None | Some(SwitchResult::Committed)) => {
+                self.prune_releases(Some(&v));
+                Ok(None)
+            }
+            Ok(Some(SwitchResult::RolledBack(rb))) => Err(ReleaseError::RolledBack(rb)),
+            Err(e) => Err(ReleaseError::Switch(e)),
+        }
+    }
+
+    /// Remembers since when the lock is held; the waiting message.
+    fn lock_held(
+        &mut self,
+        version: &touchline_schemas::ReleaseVersion,
+        now: jiff::Timestamp,
+    ) -> String {
+        let since = match self.releases.as_mut() {
+            Some(r) => *r.lock_since.get_or_insert(now),
+            None => now,
+        };
+        format!(
+            "release {version} staged, waiting: update lock held since {}",
+            since.strftime("%Y-%m-%d %H:%M:%S UTC")
+        )
+    }
+
+    /// Unpacks the package (in the store) into `releases/<v>.partial`,
+    /// renamed when whole.
+    async fn unpack(&mut self, want: &DesiredRelease) -> Result<(), ReleaseError> {
+        let version = want.version.clone();
+        let Some(r) = self.releases.as_ref() else {
+            return Ok(());
+        };
+        let v = version.to_string();
+        let partial = r.layout.partial(&v);
+        let dest = r.layout.dir(&v);
+        let releases_dir = r.layout.releases();
+        let _ = std::fs::remove_dir_all(&partial);
+        let blob = self.store.blob(&want.sha256);
+        let limits = unpack::Limits {
+            max_bytes: self.cfg.max_unpacked_bytes,
+            max_entries: self.cfg.max_package_entries,
+        };
+        let format = want.format;
+        self.alive();
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            unpack::unpack(&blob, format, &partial, limits).map_err(|e| e.to_string())?;
+            fsx::crash_point("release-unpacked");
+            std::fs::rename(&partial, &dest).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&partial);
+                format!("cannot rename into `{}`: {e}", dest.display())
+            })?;
+            fsx::sync_dir(&releases_dir).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("unpacking stopped: {e}")));
+        self.alive();
+        unpacked.map_err(|error| ReleaseError::Unpack { version, error })?;
+        tracing::info!(release = %v, "release staged");
+        Ok(())
+    }
+}
