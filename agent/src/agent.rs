@@ -48,6 +48,22 @@ pub enum AgentError {
     Client(String),
 }
 
+/// A report the controller did not take.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// Kept in the queue for later.
+    #[error("{0}")]
+    Queued(#[source] PullError),
+    /// Not sent, and the queue could not keep it either.
+    #[error("{send}; and the report could not be queued: {queue}")]
+    Lost {
+        /// Why it was not sent.
+        send: PullError,
+        /// Why it was not queued.
+        queue: std::io::Error,
+    },
+}
+
 /// Where a bundle comes from in this pass.
 #[derive(Debug, Clone)]
 pub enum Origin {
@@ -574,7 +590,7 @@ impl Agent {
 
     /// Sends a report; queues it (and what is queued) when the controller
     /// does not take it.
-    pub async fn report(&mut self, with_metrics: bool) -> Result<(), String> {
+    pub async fn report(&mut self, with_metrics: bool) -> Result<(), ReportError> {
         let r = self.build_report(with_metrics).await;
         self.last_sent = Some(self.status_fingerprint());
         let transition = self.last_reported_phase != Some(self.phase);
@@ -594,11 +610,11 @@ impl Agent {
                     let paths: Vec<PathBuf> = batch.into_iter().map(|b| b.1).collect();
                     self.queue.remove(&paths);
                 }
-                Err(e) => {
-                    self.queue
-                        .push(&r, transition)
-                        .map_err(|q| format!("{e}; and the report could not be queued: {q}"))?;
-                    return Err(e.to_string());
+                Err(send) => {
+                    if let Err(queue) = self.queue.push(&r, transition) {
+                        return Err(ReportError::Lost { send, queue });
+                    }
+                    return Err(ReportError::Queued(send));
                 }
             }
         }
@@ -609,14 +625,14 @@ impl Agent {
                 self.save();
                 Ok(())
             }
-            Err(e) => {
-                if matches!(e, PullError::Unreachable { .. }) {
+            Err(send) => {
+                if matches!(send, PullError::Unreachable { .. }) {
                     self.contact(false);
                 }
-                self.queue
-                    .push(&r, transition)
-                    .map_err(|q| format!("{e}; and the report could not be queued: {q}"))?;
-                Err(e.to_string())
+                if let Err(queue) = self.queue.push(&r, transition) {
+                    return Err(ReportError::Lost { send, queue });
+                }
+                Err(ReportError::Queued(send))
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::condition::Item;
 use crate::fetch::{FetchError, error_text};
 use crate::fsx::human_bytes;
 use crate::pull::PullError;
-use crate::release::Rollback;
+use crate::release::{Rollback, SwitchError};
 use crate::state::StateError;
 
 /// A pass that did not converge.
@@ -210,26 +210,50 @@ pub enum ReleaseError {
         source: FetchError,
     },
     /// The package was refused while unpacking.
-    #[error("release {version}: package refused: {error}")]
+    #[error("release {version}: package refused: {source}")]
     Unpack {
         /// The release.
         version: ReleaseVersion,
         /// Why.
-        error: String,
+        source: UnpackFailure,
     },
-    /// The switch (or its recovery) failed.
+    /// The switch (or its recovery), or reading its journal, failed.
+    #[error(transparent)]
+    Switch(#[from] SwitchError),
+}
+
+/// Why staging a package failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnpackFailure {
+    /// The archive breaks a rule or cannot be read.
+    #[error(transparent)]
+    Unpack(#[from] crate::unpack::UnpackError),
+    /// The unpacked tree cannot be renamed into place.
+    #[error("cannot rename into `{}`: {source}", dest.display())]
+    Rename {
+        /// `releases/<version>`.
+        dest: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The releases directory cannot be synced.
     #[error("{0}")]
-    Switch(String),
-    /// `release.json` or the releases directory cannot be read or prepared.
-    #[error("{0}")]
-    Journal(String),
+    Sync(io::Error),
+    /// The unpacking task stopped.
+    #[error("unpacking stopped: {0}")]
+    Stopped(tokio::task::JoinError),
 }
 
 impl ReleaseError {
     /// The condition it sets.
     pub fn item(&self) -> Option<Item> {
         match self {
-            Self::SaveState { .. } | Self::Journal(_) => None,
+            Self::SaveState { .. }
+            | Self::Switch(
+                SwitchError::Read { .. }
+                | SwitchError::Invalid { .. }
+                | SwitchError::Prepare { .. },
+            ) => None,
             _ => Some(Item::Release),
         }
     }

@@ -425,9 +425,22 @@ pub fn plan(desired: &Desired<'_>, observed: &Observed, state: &State, now: Time
         blocked: None,
         release: ReleaseAction::None,
     };
-    p.blocked = blocked(desired, observed, &p);
-    p.release = plan_release(desired, observed, now);
+    let download = download_bytes(observed, &p.fetch);
+    p.blocked = blocked(desired, observed, &p, download);
+    p.release = plan_release(desired, observed, download, now);
     p
+}
+
+/// What the planned downloads still have to bring (a resumable partial
+/// download counts for what it holds).
+fn download_bytes(observed: &Observed, fetch: &[Fetch]) -> u64 {
+    fetch
+        .iter()
+        .map(|f| match observed.blobs.get(&f.sha256) {
+            Some(Stored::Missing { partial }) => f.size.saturating_sub(*partial),
+            _ => f.size,
+        })
+        .sum()
 }
 
 fn file_action(found: &Found, want: &Sha256, ours: bool) -> FileAction {
@@ -473,16 +486,12 @@ fn plan_config(bundle: &Bundle, found: &ConfigFile, state: &State) -> ConfigPlan
 /// Space first (downloads on the store's filesystem; copies on the videos
 /// filesystem when it is another one), each with the reserve; then the
 /// size cap of each download.
-fn blocked(desired: &Desired<'_>, observed: &Observed, p: &PassPlan) -> Option<Blocked> {
-    let partial = |sha: &Sha256| match observed.blobs.get(sha) {
-        Some(Stored::Missing { partial }) => *partial,
-        _ => 0,
-    };
-    let download: u64 = p
-        .fetch
-        .iter()
-        .map(|f| f.size.saturating_sub(partial(&f.sha256)))
-        .sum();
+fn blocked(
+    desired: &Desired<'_>,
+    observed: &Observed,
+    p: &PassPlan,
+    download: u64,
+) -> Option<Blocked> {
     let mut checks = vec![(&observed.downloads, download, "downloads")];
     if let Some(videos) = &observed.copies {
         let size_of = |sha: &Sha256| {
@@ -520,7 +529,12 @@ fn blocked(desired: &Desired<'_>, observed: &Observed, p: &PassPlan) -> Option<B
         })
 }
 
-fn plan_release(desired: &Desired<'_>, observed: &Observed, now: Timestamp) -> ReleaseAction {
+fn plan_release(
+    desired: &Desired<'_>,
+    observed: &Observed,
+    file_downloads: u64,
+    now: Timestamp,
+) -> ReleaseAction {
     let bundle = desired.bundle;
     let Some(want) = &bundle.software else {
         return ReleaseAction::None;
@@ -530,7 +544,7 @@ fn plan_release(desired: &Desired<'_>, observed: &Observed, now: Timestamp) -> R
     };
     let v = want.version.to_string();
     let record_health = seen.state.health.get(&v) != Some(&want.health_check);
-    let step = release_step(desired, want, seen, now);
+    let step = release_step(desired, want, seen, file_downloads, now);
     ReleaseAction::Managed {
         want: want.clone(),
         record_health,
@@ -538,10 +552,13 @@ fn plan_release(desired: &Desired<'_>, observed: &Observed, now: Timestamp) -> R
     }
 }
 
+/// `file_downloads`: bytes the files part fetches first, on the same
+/// filesystem as the package.
 fn release_step(
     desired: &Desired<'_>,
     want: &DesiredRelease,
     seen: &ReleasesSeen,
+    file_downloads: u64,
     now: Timestamp,
 ) -> ReleaseStep {
     let bundle = desired.bundle;
@@ -576,7 +593,7 @@ fn release_step(
         };
     } else {
         let need = want.size.saturating_add(desired.space_reserve_bytes);
-        let have = seen.package_space.available;
+        let have = seen.package_space.available.saturating_sub(file_downloads);
         if need > have {
             return ReleaseStep::Refused {
                 message: format!(
@@ -600,7 +617,7 @@ fn release_step(
             Err(e) => {
                 return ReleaseStep::Install {
                     stage,
-                    then: Then::WindowError(e),
+                    then: Then::WindowError(e.to_string()),
                 };
             }
             Ok(false) => {

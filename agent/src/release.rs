@@ -253,13 +253,90 @@ impl Layout {
 }
 
 /// Loads `release.json` (absent: empty).
-pub fn load_state(path: &Path) -> Result<ReleaseState, String> {
+pub fn load_state(path: &Path) -> Result<ReleaseState, SwitchError> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map_err(|e| format!("`{}` is not valid: {e}", path.display())),
+        Ok(b) => serde_json::from_slice(&b).map_err(|source| SwitchError::Invalid {
+            path: path.to_path_buf(),
+            source,
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ReleaseState::default()),
-        Err(e) => Err(format!("cannot read `{}`: {e}", path.display())),
+        Err(source) => Err(SwitchError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
+}
+
+/// Why a switch (or reading its journal) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    /// `release.json` cannot be read.
+    #[error("cannot read `{}`: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// `release.json` is not valid.
+    #[error("`{}` is not valid: {source}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// `release.json` cannot be written.
+    #[error("cannot write `{}`: {source}", path.display())]
+    Save {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The releases directory cannot be prepared.
+    #[error("cannot prepare `{}`: {source}", path.display())]
+    Prepare {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The release to switch to is not unpacked.
+    #[error("release {0} is not staged")]
+    NotStaged(String),
+    /// `current` cannot be pointed at the new release.
+    #[error("cannot switch `current` to {to}: {source}")]
+    Point {
+        /// The release.
+        to: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// `current` cannot be pointed back at the old release.
+    #[error("cannot switch `current` back to {to}: {source}")]
+    PointBack {
+        /// The release.
+        to: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// Finishing a switch that is not in the journal.
+    #[error("no switch in progress")]
+    NoJournal,
+    /// Releases are not managed on this box.
+    #[error("software_root is not set in the configuration")]
+    NoSoftwareRoot,
+}
+
+/// A maintenance window that cannot be evaluated.
+#[derive(Debug, thiserror::Error)]
+#[error("time zone `{zone}`: {source}")]
+pub struct WindowError {
+    /// The zone.
+    pub zone: String,
+    /// Why.
+    pub source: jiff::Error,
 }
 
 /// Saves `release.json` atomically (fsync + rename + directory fsync).
@@ -275,12 +352,14 @@ pub fn window_open(
     window: &MaintenanceWindow,
     timezone: &str,
     now: Timestamp,
-) -> Result<bool, String> {
+) -> Result<bool, WindowError> {
     if window.range.is_none() {
         return Ok(true);
     }
-    let tz =
-        jiff::tz::TimeZone::get(timezone).map_err(|e| format!("time zone `{timezone}`: {e}"))?;
+    let tz = jiff::tz::TimeZone::get(timezone).map_err(|source| WindowError {
+        zone: timezone.to_owned(),
+        source,
+    })?;
     let local = now.to_zoned(tz);
     let minute =
         u16::try_from(i32::from(local.hour()) * 60 + i32::from(local.minute())).unwrap_or(0);
@@ -454,9 +533,11 @@ pub struct Switcher<'a> {
 }
 
 impl Switcher<'_> {
-    fn save(&self) -> Result<(), String> {
-        save_state(self.state_path, self.state)
-            .map_err(|e| format!("cannot write `{}`: {e}", self.state_path.display()))
+    fn save(&self) -> Result<(), SwitchError> {
+        save_state(self.state_path, self.state).map_err(|source| SwitchError::Save {
+            path: self.state_path.to_path_buf(),
+            source,
+        })
     }
 
     async fn command(&self, argv: &[String], release: Option<&str>) -> (bool, String) {
@@ -489,9 +570,9 @@ impl Switcher<'_> {
         to: &str,
         serial: Option<u64>,
         now: Timestamp,
-    ) -> Result<SwitchResult, String> {
+    ) -> Result<SwitchResult, SwitchError> {
         if !self.layout.staged(to) {
-            return Err(format!("release {to} is not staged"));
+            return Err(SwitchError::NotStaged(to.to_owned()));
         }
         self.state.journal = Some(Journal {
             from: self.layout.current(),
@@ -513,7 +594,10 @@ impl Switcher<'_> {
             let _ = self.command(self.start, from.as_deref()).await;
             self.state.journal = None;
             self.save()?;
-            return Err(format!("cannot switch `current` to {to}: {e}"));
+            return Err(SwitchError::Point {
+                to: to.to_owned(),
+                source: e,
+            });
         }
         fsx::crash_point("release-switched");
         self.set_step(Step::Switched)?;
@@ -521,7 +605,7 @@ impl Switcher<'_> {
         self.finish(now).await
     }
 
-    fn set_step(&mut self, step: Step) -> Result<(), String> {
+    fn set_step(&mut self, step: Step) -> Result<(), SwitchError> {
         if let Some(j) = &mut self.state.journal {
             j.step = step;
         }
@@ -530,9 +614,9 @@ impl Switcher<'_> {
 
     /// `current` points at the new release: start, check, commit or roll
     /// back.
-    async fn finish(&mut self, now: Timestamp) -> Result<SwitchResult, String> {
+    async fn finish(&mut self, now: Timestamp) -> Result<SwitchResult, SwitchError> {
         let Some(j) = self.state.journal.clone() else {
-            return Err("no switch in progress".into());
+            return Err(SwitchError::NoJournal);
         };
         let (started, start_out) = self.command(self.start, Some(&j.to)).await;
         fsx::crash_point("release-checking");
@@ -568,16 +652,19 @@ impl Switcher<'_> {
     }
 
     /// `to` failed: back to `from`, started and checked.
-    async fn roll_back(&mut self, now: Timestamp) -> Result<SwitchResult, String> {
+    async fn roll_back(&mut self, now: Timestamp) -> Result<SwitchResult, SwitchError> {
         let Some(j) = self.state.journal.clone() else {
-            return Err("no switch in progress".into());
+            return Err(SwitchError::NoJournal);
         };
         let mut output = j.reason.clone().unwrap_or_default();
         if let Some(from) = &j.from {
             let _ = self.command(self.stop, Some(&j.to)).await;
             self.layout
                 .point_current_at(from)
-                .map_err(|e| format!("cannot switch `current` back to {from}: {e}"))?;
+                .map_err(|source| SwitchError::PointBack {
+                    to: from.clone(),
+                    source,
+                })?;
             fsx::crash_point("release-switched-back");
             let (started, start_out) = self.command(self.start, Some(from)).await;
             let (healthy, out) = if started {
@@ -613,7 +700,7 @@ impl Switcher<'_> {
     /// After a restart (power cut, kill): finishes or undoes the switch the
     /// journal describes. `None` when there was nothing to recover or the
     /// switch had not happened yet (it will be tried again).
-    pub async fn recover(&mut self, now: Timestamp) -> Result<Option<SwitchResult>, String> {
+    pub async fn recover(&mut self, now: Timestamp) -> Result<Option<SwitchResult>, SwitchError> {
         let Some(j) = self.state.journal.clone() else {
             return Ok(None);
         };
@@ -666,6 +753,7 @@ mod tests {
         assert!(
             window_open(&w, "Nowhere/Atlantis", at("2026-07-10T03:00:00Z"))
                 .unwrap_err()
+                .to_string()
                 .starts_with("time zone `Nowhere/Atlantis`")
         );
     }

@@ -12,7 +12,8 @@
 //!   `controller.toml` with an operator and a viewer) and
 //!   [`controller::RunningController`] (`touchline serve` on `127.0.0.1:0`);
 //! - [`agent_box`]: a fake box root and its `agent.toml`, run `once`, read
-//!   `status --json`;
+//!   `status --json`; [`fake_host::FakeHost`]: the agent's `Host` for
+//!   in-process tests (records commands, scripted answers and free space);
 //! - [`mirrors`]: content mirrors that misbehave (hostile, gated, slow,
 //!   cutting the connection), hand-written on a raw socket on purpose;
 //! - [`tools`]: external tools, skipped with a printed reason outside CI and
@@ -24,6 +25,7 @@
 
 pub mod agent_box;
 pub mod controller;
+pub mod fake_host;
 pub mod fs;
 pub mod git;
 pub mod mirrors;

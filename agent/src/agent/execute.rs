@@ -16,7 +16,7 @@ use super::Agent;
 use super::software::Op;
 use crate::apply;
 use crate::condition::Item;
-use crate::error::{PassError, ReleaseError};
+use crate::error::{PassError, ReleaseError, UnpackFailure};
 use crate::fetch::{Limits, Wanted};
 use crate::fsx;
 use crate::host::HostCommand;
@@ -490,19 +490,19 @@ impl Agent {
         };
         let format = want.format;
         self.alive();
-        let unpacked = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            unpack::unpack(&blob, format, &partial, limits).map_err(|e| e.to_string())?;
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<(), UnpackFailure> {
+            unpack::unpack(&blob, format, &partial, limits)?;
             fsx::crash_point("release-unpacked");
-            std::fs::rename(&partial, &dest).map_err(|e| {
+            std::fs::rename(&partial, &dest).map_err(|source| {
                 let _ = std::fs::remove_dir_all(&partial);
-                format!("cannot rename into `{}`: {e}", dest.display())
+                UnpackFailure::Rename { dest, source }
             })?;
-            fsx::sync_dir(&releases_dir).map_err(|e| e.to_string())
+            fsx::sync_dir(&releases_dir).map_err(UnpackFailure::Sync)
         })
         .await
-        .unwrap_or_else(|e| Err(format!("unpacking stopped: {e}")));
+        .unwrap_or_else(|e| Err(UnpackFailure::Stopped(e)));
         self.alive();
-        unpacked.map_err(|error| ReleaseError::Unpack { version, error })?;
+        unpacked.map_err(|source| ReleaseError::Unpack { version, source })?;
         tracing::info!(release = %v, "release staged");
         Ok(())
     }

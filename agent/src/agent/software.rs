@@ -16,7 +16,9 @@ use super::Agent;
 use crate::condition::Item;
 use crate::error::ReleaseError;
 use crate::phase::Event;
-use crate::release::{self, Layout, ReleaseState, Rollback, SwitchResult, Switcher, load_state};
+use crate::release::{
+    self, Layout, ReleaseState, Rollback, SwitchError, SwitchResult, Switcher, load_state,
+};
 
 /// The agent's view of its releases.
 #[derive(Debug)]
@@ -135,13 +137,11 @@ impl Agent {
         let Some(r) = self.releases.as_mut() else {
             return Ok(());
         };
-        r.state = load_state(&r.state_path).map_err(ReleaseError::Journal)?;
+        r.state = load_state(&r.state_path)?;
         if !r.prepared {
-            r.layout.prepare().map_err(|e| {
-                ReleaseError::Journal(format!(
-                    "cannot prepare `{}`: {e}",
-                    r.layout.releases().display()
-                ))
+            r.layout.prepare().map_err(|source| SwitchError::Prepare {
+                path: r.layout.releases(),
+                source,
             })?;
             r.prepared = true;
         }
@@ -166,9 +166,9 @@ impl Agent {
         &mut self,
         op: Op,
         now: Timestamp,
-    ) -> Result<Option<SwitchResult>, String> {
+    ) -> Result<Option<SwitchResult>, SwitchError> {
         let Some(r) = self.releases.as_mut() else {
-            return Err("software_root is not set in the configuration".into());
+            return Err(SwitchError::NoSoftwareRoot);
         };
         let (live, started) = (self.liveness.clone(), self.started);
         let tick = move || live.store(started.elapsed().as_secs(), Ordering::Relaxed);
@@ -292,7 +292,7 @@ impl Agent {
                 "{previous} failed its health check; back on {current}: {}",
                 rb.output
             )),
-            Err(e) => Manual::Failed(e),
+            Err(e) => Manual::Failed(e.to_string()),
         };
         self.save();
         outcome

@@ -655,6 +655,27 @@ fn a_package_that_does_not_fit_is_refused_with_the_figures() {
 }
 
 #[test]
+fn the_package_fits_only_beside_the_files_downloaded_before_it() {
+    let mut b = with_release("2.0.0");
+    b.files = bundle(&[("A/a.mp4", 1, 3000)], json!({})).files;
+    let mut o = releases(Some("1.0.0"), false);
+    seen(&mut o).package_space = free(9000);
+    o.downloads = free(9000);
+    // 3000 for the video, then 5000 + 100 for the package: fits in 9000.
+    let p = plan(&desired(&b), &o, &State::default(), night());
+    assert!(matches!(
+        step(&p),
+        ReleaseStep::Install {
+            stage: Stage::Fetch,
+            ..
+        }
+    ));
+    seen(&mut o).package_space = free(8000);
+    let p = plan(&desired(&b), &o, &State::default(), night());
+    assert!(matches!(step(&p), ReleaseStep::Refused { .. }), "{p:?}");
+}
+
+#[test]
 fn a_staged_release_waits_for_the_maintenance_window() {
     let b = with_release("2.0.0");
     let p = plan(
