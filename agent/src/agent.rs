@@ -27,6 +27,7 @@ use crate::phase::{self, Event};
 use crate::pull::{Backoff, Controller, PullError, Pulled};
 use crate::queue::Queue;
 use crate::state::{Index, Paths, State};
+use crate::transport::{ContentTransport, Transport};
 
 mod execute;
 mod software;
@@ -102,6 +103,8 @@ pub struct Agent {
     pub(crate) clock: Box<dyn Clock>,
     /// The machine: commands, services, free space.
     pub(crate) host: Arc<dyn Host>,
+    /// Where content bytes come from.
+    pub(crate) transport: Arc<dyn Transport>,
     /// The state (written to `state.json` by `save`).
     pub state: State,
     /// What `state.json` holds.
@@ -201,6 +204,7 @@ impl Agent {
             store: fetch::Store::new(paths.clone()),
             paths,
             controller,
+            transport: Arc::new(ContentTransport::new(client.clone())),
             client,
             clock,
             host,
@@ -224,6 +228,13 @@ impl Agent {
                 .map(|root| software::Releases::new(root, paths_root.join("release.json"))),
             cfg,
         })
+    }
+
+    /// The same agent fetching content through `transport` (a fake in
+    /// tests).
+    pub fn with_transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = transport;
+        self
     }
 
     /// The time the agent believes.

@@ -24,24 +24,12 @@ use touchline_schemas::Sha256;
 
 use crate::fsx;
 use crate::state::Paths;
+pub use crate::transport::Source;
+use crate::transport::Transport;
 
 /// Bytes between two durable checkpoints of a download.
 pub const CHECKPOINT: u64 = 256 * 1024 * 1024;
 const BUFFER: usize = 1024 * 1024;
-
-/// Where a file can come from.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// `GET <url>` with an optional bearer token.
-    Http {
-        /// The URL.
-        url: String,
-        /// Bearer token (the controller's content endpoint).
-        token: Option<String>,
-    },
-    /// A local file (a bundle directory on a USB stick).
-    File(PathBuf),
-}
 
 /// Why one source failed.
 #[derive(Debug, thiserror::Error)]
@@ -246,7 +234,7 @@ impl Store {
     /// Fetches `w` from the first source that delivers the signed bytes.
     pub async fn fetch(
         &self,
-        client: &reqwest::Client,
+        transport: &dyn Transport,
         w: Wanted,
         sources: &[Source],
         limits: Limits,
@@ -257,14 +245,7 @@ impl Store {
         }
         let mut errors = Vec::new();
         for s in sources {
-            let r = match s {
-                Source::Http { url, token } => {
-                    self.fetch_http(client, w, url, token.as_deref(), limits, progress)
-                        .await
-                }
-                Source::File(p) => self.fetch_file(w, p, progress),
-            };
-            match r {
+            match self.download(transport, s, w, limits, progress).await {
                 Ok(()) => return Ok(()),
                 Err(e @ FetchError::Local { .. }) => {
                     // A full disk: free what this download took, so the
@@ -357,55 +338,25 @@ impl Store {
         self.commit(w, file)
     }
 
-    fn fetch_file(&self, w: Wanted, src: &Path, progress: Progress<'_>) -> Result<(), FetchError> {
-        let name = src.display().to_string();
-        let transport = |e: io::Error| FetchError::Transport {
-            source_name: name.clone(),
-            message: e.to_string(),
-        };
-        let mut input = File::open(src).map_err(transport)?;
-        let part = self.partial(&w.sha256);
-        let _ = fs::remove_file(self.resume_file(&w.sha256));
-        let mut out = File::create(&part).map_err(Self::local(&part))?;
-        let mut hasher = sha2::Sha256::new();
-        let mut buf = vec![0u8; BUFFER];
-        let mut got = 0u64;
-        loop {
-            let n = input.read(&mut buf).map_err(transport)?;
-            if n == 0 {
-                break;
-            }
-            got += n as u64;
-            if got > w.size {
-                drop(out);
-                self.discard_partial(&w.sha256);
-                return Err(FetchError::TooLong {
-                    source_name: name,
-                    size: w.size,
-                });
-            }
-            hasher.update(&buf[..n]);
-            out.write_all(&buf[..n]).map_err(Self::local(&part))?;
-            progress(got);
-        }
-        self.finish(&w, out, hasher, got, &name)
-    }
-
-    async fn fetch_http(
+    /// One source: resume from the last checkpoint taken from it when the
+    /// source still has the same bytes, else from the start; stream into
+    /// the partial file while hashing; commit when size and hash match.
+    async fn download(
         &self,
-        client: &reqwest::Client,
+        transport: &dyn Transport,
+        source: &Source,
         w: Wanted,
-        url: &str,
-        token: Option<&str>,
         limits: Limits,
         progress: Progress<'_>,
     ) -> Result<(), FetchError> {
-        let transport = |message: String| FetchError::Transport {
+        let name = source.name();
+        let url = name.as_str();
+        let transport_err = |message: String| FetchError::Transport {
             source_name: url.to_owned(),
             message,
         };
         let part = self.partial(&w.sha256);
-        // Resume from the last checkpoint, when it was taken from this URL.
+        // Resume from the last checkpoint, when it was taken from this source.
         let resume = self.load_resume(&w).filter(|r| r.url == url);
         let (mut hasher, mut offset, validator) = match &resume {
             Some(r) => match decode_state(&r.hash_state) {
@@ -418,49 +369,34 @@ impl Store {
             offset = 0;
             hasher = sha2::Sha256::new();
         }
-        let mut req = client.get(url);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if offset > 0
-            && let Some(v) = &validator
-        {
-            req = req
-                .header(reqwest::header::RANGE, format!("bytes={offset}-"))
-                .header(reqwest::header::IF_RANGE, v.as_str());
-        }
-        let mut resp = req.send().await.map_err(|e| transport(error_text(&e)))?;
-        let status = resp.status();
-        let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT
-            && offset > 0
-            && resp
-                .headers()
-                .get(reqwest::header::CONTENT_RANGE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with(&format!("bytes {offset}-")));
-        if !resumed {
-            if status != reqwest::StatusCode::OK {
-                return Err(transport(format!("HTTP {status}")));
-            }
+        let opened = transport
+            .open(source, offset, validator.as_deref())
+            .await
+            .map_err(transport_err)?;
+        let mut body = opened.body;
+        if opened.start != offset {
             offset = 0;
             hasher = sha2::Sha256::new();
         }
-        if let Some(len) = resp.content_length()
+        if let Some(len) = opened.length
             && offset + len != w.size
         {
-            return Err(transport(format!(
+            return Err(transport_err(format!(
                 "Content-Length says {} bytes, the bundle says {}",
                 offset + len,
                 w.size
             )));
         }
-        let validator = resp
-            .headers()
-            .get(reqwest::header::ETAG)
-            .or_else(|| resp.headers().get(reqwest::header::LAST_MODIFIED))
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.starts_with("W/"))
-            .map(str::to_owned);
+        let validator = opened.validator;
+        let limits = if opened.remote {
+            limits
+        } else {
+            Limits {
+                max_rate: 0,
+                min_rate: 0,
+                window: limits.window,
+            }
+        };
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -529,12 +465,12 @@ impl Store {
         let mut last_progress = 0u64;
         progress(got);
         let failure: Option<FetchError> = loop {
-            let chunk = match resp.chunk().await {
+            let chunk = match body.chunk().await {
                 Ok(Some(c)) => c,
                 Ok(None) => break None,
                 Err(e) => {
                     let _ = tx.send(Piece::Checkpoint);
-                    break Some(transport(error_text(&e)));
+                    break Some(transport_err(e));
                 }
             };
             if got + chunk.len() as u64 > w.size {

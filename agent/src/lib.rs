@@ -33,4 +33,5 @@ pub mod queue;
 pub mod release;
 pub mod state;
 pub mod status;
+pub mod transport;
 pub mod unpack;

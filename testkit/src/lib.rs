@@ -14,6 +14,8 @@
 //! - [`agent_box`]: a fake box root and its `agent.toml`, run `once`, read
 //!   `status --json`; [`fake_host::FakeHost`]: the agent's `Host` for
 //!   in-process tests (records commands, scripted answers and free space);
+//!   [`memory_transport::MemoryTransport`]: content served from memory, with
+//!   `If-Range` and cuts;
 //! - [`mirrors`]: content mirrors that misbehave (hostile, gated, slow,
 //!   cutting the connection), hand-written on a raw socket on purpose;
 //! - [`tools`]: external tools, skipped with a printed reason outside CI and
@@ -28,6 +30,7 @@ pub mod controller;
 pub mod fake_host;
 pub mod fs;
 pub mod git;
+pub mod memory_transport;
 pub mod mirrors;
 pub mod process;
 pub mod synthetic;

@@ -253,13 +253,12 @@ impl Agent {
             window: self.cfg.download_watchdog.to_std(),
         };
         let sources = self.sources(&w.sha256, urls, dir);
-        let store = self.store.clone();
         let (live, started) = (self.liveness.clone(), self.started);
         let mut progress = |_: u64| {
             live.store(started.elapsed().as_secs(), Ordering::Relaxed);
         };
-        store
-            .fetch(&self.client, w, &sources, limits, &mut progress)
+        self.store
+            .fetch(self.transport.as_ref(), w, &sources, limits, &mut progress)
             .await
     }
 
