@@ -15,7 +15,7 @@ use touchline_schemas::{Bundle, SigningKey, SiteId};
 
 use crate::config::Config;
 use crate::content::ContentStore;
-use crate::git::Follower;
+use crate::follow::ManifestSource;
 use crate::render::BundleMeta;
 use crate::store::{CommitRecord, CommitState, Published, Store, StoreError};
 use crate::tokens::TokenHash;
@@ -45,9 +45,9 @@ pub enum SyncOutcome {
 /// A failure of the sync itself (not of the commit).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    /// git failed (fetch, read).
+    /// Following the manifests failed (git fetch, read).
     #[error("failed to sync the manifests repository")]
-    Git(#[from] crate::git::GitError),
+    Follow(#[from] crate::follow::FollowError),
     /// The store failed.
     #[error("failed to persist the sync")]
     Store(#[from] StoreError),
@@ -83,7 +83,7 @@ pub struct Fleet {
     /// Configuration.
     pub config: Config,
     key: SigningKey,
-    follower: Mutex<Follower>,
+    follower: Mutex<Box<dyn ManifestSource>>,
     bundles: RwLock<HashMap<SiteId, Arc<Published>>>,
     generation: watch::Sender<u64>,
     stopping: std::sync::atomic::AtomicBool,
@@ -115,7 +115,7 @@ impl Fleet {
         content: ContentStore,
         config: Config,
         key: SigningKey,
-        follower: Follower,
+        follower: Box<dyn ManifestSource>,
     ) -> Result<Self, SyncError> {
         let bundles = store
             .published()?
@@ -152,10 +152,13 @@ impl Fleet {
         let Some(good) = self.store.meta("last_good")? else {
             return Ok(());
         };
-        let Ok(oid) = git2::Oid::from_str(&good) else {
-            return Ok(());
+        let set = match self.follower().files(&good) {
+            Ok(set) => set,
+            // A directory source starts without history: the next sync
+            // reads the manifests again.
+            Err(crate::follow::FollowError::Unknown(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
         };
-        let set = self.follower().source_set(oid)?;
         let checked = validate::check(&set);
         if let Ok(mut m) = self.manifests.write() {
             *m = Some(Arc::new(checked));
@@ -163,7 +166,7 @@ impl Fleet {
         Ok(())
     }
 
-    fn follower(&self) -> std::sync::MutexGuard<'_, Follower> {
+    fn follower(&self) -> std::sync::MutexGuard<'_, Box<dyn ManifestSource>> {
         match self.follower.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -307,17 +310,14 @@ impl Fleet {
     fn sync_inner(&self, now: Timestamp) -> Result<SyncOutcome, SyncError> {
         let started = std::time::Instant::now();
         let follower = self.follower();
-        let tip = follower.fetch()?;
+        let info = follower.fetch()?;
         let fetched = started.elapsed();
-        let tip_s = tip.to_string();
-        if self.store.meta("last_seen")?.as_deref() == Some(tip_s.as_str()) {
+        let tip_s = info.id.clone();
+        let tip = tip_s.as_str();
+        if self.store.meta("last_seen")?.as_deref() == Some(tip) {
             return Ok(SyncOutcome::Unchanged);
         }
-        let info = follower.info(tip)?;
-        let last_good = self
-            .store
-            .meta("last_good")?
-            .and_then(|s| git2::Oid::from_str(&s).ok());
+        let last_good = self.store.meta("last_good")?;
         let refuse = |reason: String, diagnostics: Vec<String>| -> Result<SyncOutcome, SyncError> {
             tracing::warn!(commit = %tip_s, %reason, "refused a manifests commit");
             self.store.record_commit(&CommitRecord {
@@ -335,8 +335,8 @@ impl Fleet {
                 reason,
             })
         };
-        if let Some(good) = last_good
-            && !follower.fast_forward(good, tip)?
+        if let Some(good) = &last_good
+            && !follower.descends(good, tip)?
         {
             return refuse(
                 format!(
@@ -352,8 +352,8 @@ impl Fleet {
                     Vec::new(),
                 );
             };
-            for id in follower.range(last_good, tip)? {
-                if let Err(reason) = follower.check_signature(id, &signers) {
+            for id in follower.between(last_good.as_deref(), tip)? {
+                if let Err(reason) = follower.check_signature(&id, &signers) {
                     return refuse(
                         format!("unsigned or badly signed commit: {reason}"),
                         Vec::new(),
@@ -361,7 +361,7 @@ impl Fleet {
                 }
             }
         }
-        let set = follower.source_set(tip)?;
+        let set = follower.files(tip)?;
         drop(follower);
         let checked = validate::check(&set);
         let validated = started.elapsed();

@@ -26,6 +26,7 @@ pub mod diag;
 pub mod example;
 pub mod explain;
 pub mod fleet;
+pub mod follow;
 pub mod git;
 pub mod history;
 pub mod html;

@@ -97,8 +97,10 @@ pub async fn serve(
     let fleet = {
         let store = store.clone();
         let config = config.clone();
-        tokio::task::spawn_blocking(move || Fleet::open(store, content, config, key, follower))
-            .await??
+        tokio::task::spawn_blocking(move || {
+            Fleet::open(store, content, config, key, Box::new(follower))
+        })
+        .await??
     };
     let fleet = Arc::new(fleet);
 

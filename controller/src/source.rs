@@ -44,7 +44,7 @@ pub struct Skipped {
 }
 
 /// Everything read from a manifests root.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SourceSet {
     /// Manifest files, sorted by path.
     pub files: Vec<SourceFile>,

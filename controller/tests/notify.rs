@@ -51,7 +51,9 @@ impl World {
             ContentStore::open(&data).unwrap(),
             self.config.clone(),
             touchline_controller::keys::load(&self.files.key()).unwrap(),
-            Follower::open(&data, self.files.repo_dir().to_str().unwrap(), "main").unwrap(),
+            Box::new(
+                Follower::open(&data, self.files.repo_dir().to_str().unwrap(), "main").unwrap(),
+            ),
         )
         .unwrap();
         fleet.sync(now).unwrap();

@@ -1,0 +1,386 @@
+//! The agents' API (`Authorization: Bearer <site token>`):
+//! - `GET /v1/sites/{id}/bundle[?wait=N]`: the bundle bytes with an `ETag`;
+//!   `304` on `If-None-Match`; `wait` (≤ 300 s) long-polls until a new
+//!   bundle exists;
+//! - `GET /v1/sites/{id}/bundle.sig`: its detached SSHSIG signature;
+//! - `GET|HEAD /v1/content/{sha256}`: content by hash, with `Range`;
+//! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once
+//!   durable.
+//!
+//! The site token is checked by the [`SiteAuth`] extractor before the body
+//! is read.
+
+use std::io::SeekFrom;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use touchline_schemas::report::{MAX_REPORT_BATCH_BYTES, REPORT_FORMAT, ReportBatch};
+use touchline_schemas::{Sha256, SiteId};
+
+use super::auth::{SiteAuth, any_site};
+use super::{ApiError, ApiResult, MAX_REPORTS_PER_BATCH, MAX_WAIT_SECS};
+use crate::app::AppState;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct WaitQuery {
+    wait: Option<String>,
+}
+
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == etag || t == "*")
+}
+
+async fn serve_bundle(
+    state: AppState,
+    site: SiteId,
+    query: WaitQuery,
+    headers: HeaderMap,
+    signature: bool,
+) -> ApiResult<Response> {
+    state.fleet.note_poll(&site);
+    let wait = match query.wait.as_deref() {
+        None | Some("") => 0,
+        Some(w) => match w.parse::<u64>() {
+            Ok(n) if n <= MAX_WAIT_SECS => n,
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait must be a whole number of seconds from 0 to {MAX_WAIT_SECS}"),
+                ));
+            }
+        },
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let mut rx = state.fleet.subscribe();
+    loop {
+        rx.borrow_and_update();
+        let current = state.fleet.bundle(&site);
+        if let Some(p) = &current
+            && !matches_etag(&headers, &p.etag)
+        {
+            let (body, ctype) = if signature {
+                (
+                    p.signature.clone().into_bytes(),
+                    "text/plain; charset=utf-8",
+                )
+            } else {
+                (p.body.clone(), "application/json")
+            };
+            return Ok((
+                [
+                    (header::ETAG, p.etag.clone()),
+                    (header::CONTENT_TYPE, ctype.to_owned()),
+                    (header::CACHE_CONTROL, "no-cache".to_owned()),
+                ],
+                body,
+            )
+                .into_response());
+        }
+        if tokio::time::Instant::now() >= deadline || state.fleet.is_stopping() {
+            return Ok(match current {
+                Some(p) => {
+                    (StatusCode::NOT_MODIFIED, [(header::ETAG, p.etag.clone())]).into_response()
+                }
+                None => ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "no bundle has been published for this site yet",
+                )
+                .into_response(),
+            });
+        }
+        tokio::select! {
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "controller is shutting down"));
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+pub(super) async fn get_bundle(
+    SiteAuth(site): SiteAuth,
+    State(state): State<AppState>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    serve_bundle(state, site, q, headers, false).await
+}
+
+pub(super) async fn get_signature(
+    SiteAuth(site): SiteAuth,
+    State(state): State<AppState>,
+    Query(q): Query<WaitQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    serve_bundle(state, site, q, headers, true).await
+}
+
+/// One byte range, inclusive.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    Whole,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header for a file of `size` bytes (one range only;
+/// anything else is served whole, as RFC 9110 allows).
+fn parse_range(h: Option<&HeaderValue>, size: u64) -> RangeSpec {
+    let Some(spec) = h
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+    else {
+        return RangeSpec::Whole;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Whole;
+    };
+    let num = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        (false, _) => {
+            let Some(start) = num(a) else {
+                return RangeSpec::Whole;
+            };
+            if start >= size {
+                return RangeSpec::Unsatisfiable;
+            }
+            let end = if b.is_empty() {
+                Some(size - 1)
+            } else {
+                num(b).map(|e| e.min(size - 1))
+            };
+            match end {
+                Some(end) if end >= start => RangeSpec::Part(start, end),
+                Some(_) => RangeSpec::Unsatisfiable,
+                None => RangeSpec::Whole,
+            }
+        }
+        // A suffix range: the last n bytes.
+        (true, false) => match num(b) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(_) if size == 0 => RangeSpec::Unsatisfiable,
+            Some(n) => RangeSpec::Part(size.saturating_sub(n), size - 1),
+            None => RangeSpec::Whole,
+        },
+        (true, true) => RangeSpec::Whole,
+    }
+}
+
+pub(super) async fn get_content(
+    State(state): State<AppState>,
+    Path(hash): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    // Malformed hash: refused before anything touches the filesystem.
+    let Ok(hash) = Sha256::new(&hash) else {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "content is addressed by sha256: 64 lowercase hexadecimal digits",
+        ));
+    };
+    any_site(&state, &headers)?;
+    let path = state.fleet.content.path_of(&hash);
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no content {hash} in the store"),
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::internal(format!(
+                "failed to open content {hash}: {e}"
+            )));
+        }
+    };
+    let size = file
+        .metadata()
+        .await
+        .map_err(|e| ApiError::internal(format!("failed to stat content {hash}: {e}")))?
+        .len();
+    let etag = format!("\"{hash}\"");
+    let range = parse_range(headers.get(header::RANGE), size);
+    // If-Range: serve a part only while the representation is unchanged.
+    let range = match headers.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        Some(v) if v != etag => RangeSpec::Whole,
+        _ => range,
+    };
+    let (status, start, len) = match range {
+        RangeSpec::Whole => (StatusCode::OK, 0, size),
+        RangeSpec::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        RangeSpec::Unsatisfiable => {
+            return Ok((
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                Json(json!({"error": "range not satisfiable", "detail": {"size": size}})),
+            )
+                .into_response());
+        }
+    };
+    let mut builder = Response::builder()
+        .status(status)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ETAG, &etag)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CACHE_CONTROL, "public, max-age=31536000, immutable");
+    if status == StatusCode::PARTIAL_CONTENT {
+        builder = builder.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    if method == Method::HEAD {
+        return builder.body(Body::empty()).map_err(ApiError::internal);
+    }
+    file.seek(SeekFrom::Start(start))
+        .await
+        .map_err(|e| ApiError::internal(format!("failed to read content {hash}: {e}")))?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 256 * 1024);
+    builder
+        .body(Body::from_stream(stream))
+        .map_err(ApiError::internal)
+}
+
+pub(super) async fn post_reports(
+    SiteAuth(site): SiteAuth,
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "report batch is over {MAX_REPORT_BATCH_BYTES} bytes; send smaller batches"
+                ),
+            )
+        } else {
+            ApiError::new(e.status(), e.body_text())
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let batch: ReportBatch = serde_path_to_error::deserialize(de).map_err(|e| {
+        // `?` is where the parser stopped inside a map before reading a key
+        // (a syntax error): report the document itself.
+        let field = match e.path().to_string() {
+            p if p == "?" => ".".to_owned(),
+            p => p,
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid report batch").detail(json!({
+            "field": field,
+            "message": e.inner().to_string(),
+        }))
+    })?;
+    if batch.format != REPORT_FORMAT {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "report format {} is not supported (this controller reads format {REPORT_FORMAT})",
+                batch.format
+            ),
+        )
+        .detail(json!({"field": "format"})));
+    }
+    if batch.site != site {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "batch is for site `{}` but was posted to `{site}`",
+                batch.site
+            ),
+        )
+        .detail(json!({"field": "site"})));
+    }
+    if batch.reports.len() > MAX_REPORTS_PER_BATCH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "{} reports in one batch; at most {MAX_REPORTS_PER_BATCH}",
+                batch.reports.len()
+            ),
+        )
+        .detail(json!({"field": "reports"})));
+    }
+    let store = state.fleet.store.clone();
+    let now = Timestamp::now();
+    let outcome = tokio::task::spawn_blocking(move || store.ingest(&site, &batch.reports, now))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))?;
+    if outcome.accepted > 0 {
+        // Alerts look at the new report soon (coalesced, off this request).
+        state.fleet.alerts_wake.notify_one();
+    }
+    Ok(Json(outcome).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let h = |s: &str| HeaderValue::from_str(s).unwrap();
+        assert_eq!(parse_range(None, 10), RangeSpec::Whole);
+        assert_eq!(
+            parse_range(Some(&h("bytes=0-3")), 10),
+            RangeSpec::Part(0, 3)
+        );
+        assert_eq!(parse_range(Some(&h("bytes=4-")), 10), RangeSpec::Part(4, 9));
+        assert_eq!(parse_range(Some(&h("bytes=-3")), 10), RangeSpec::Part(7, 9));
+        assert_eq!(
+            parse_range(Some(&h("bytes=5-100")), 10),
+            RangeSpec::Part(5, 9)
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=10-")), 10),
+            RangeSpec::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=5-2")), 10),
+            RangeSpec::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some(&h("bytes=-0")), 10),
+            RangeSpec::Unsatisfiable
+        );
+        assert_eq!(parse_range(Some(&h("bytes=0-1,3-4")), 10), RangeSpec::Whole);
+        assert_eq!(parse_range(Some(&h("items=0-1")), 10), RangeSpec::Whole);
+        assert_eq!(parse_range(Some(&h("bytes=x-1")), 10), RangeSpec::Whole);
+    }
+
+    #[test]
+    fn etag_matching() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(
+            matches_etag(&h, "\"a\"") && matches_etag(&h, "\"b\"") && !matches_etag(&h, "\"c\"")
+        );
+    }
+}

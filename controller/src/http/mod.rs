@@ -1,0 +1,181 @@
+//! The controller's HTTP interface (axum), split by audience: the agents'
+//! API ([`agent_api`]), the operators' API ([`operator_api`]) and the
+//! status page (`crate::web`); authentication is the extractors of
+//! [`auth`]. The router is [`router`]: tests drive it in process with
+//! `oneshot`.
+//!
+//! Agents (`Authorization: Bearer <site token>`):
+//! - `GET /v1/sites/{id}/bundle[?wait=N]`: the bundle bytes with an `ETag`;
+//!   `304` on `If-None-Match`; `wait` (≤ 300 s) long-polls until a new
+//!   bundle exists;
+//! - `GET /v1/sites/{id}/bundle.sig`: its detached SSHSIG signature;
+//! - `GET|HEAD /v1/content/{sha256}`: content by hash, with `Range`;
+//! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once durable.
+//!
+//! Operators (`Authorization: Bearer <operator token>`, roles from the
+//! config): `/api/sites`, `/api/sites/{id}`, `/api/sites/{id}/history`,
+//! `/api/stats`, `/api/commits`, `POST /api/sync` (or a webhook signed with
+//! `X-Hub-Signature-256`), `POST /api/sites/{id}/token` (admin).
+//! Unauthenticated: `/healthz`, `/metrics`.
+//!
+//! Every error is JSON `{"error": "...", "detail": ...}`.
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jiff::Timestamp;
+use serde_json::{Value, json};
+use touchline_schemas::report::MAX_REPORT_BATCH_BYTES;
+
+pub use crate::app::AppState;
+use crate::status;
+
+mod agent_api;
+pub mod auth;
+mod operator_api;
+
+/// Longest long-poll.
+pub const MAX_WAIT_SECS: u64 = 300;
+/// Most reports in one batch.
+pub const MAX_REPORTS_PER_BATCH: usize = 1000;
+
+/// A JSON error response.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    detail: Value,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        Self {
+            status,
+            error: error.into(),
+            detail: Value::Null,
+        }
+    }
+
+    fn detail(mut self, detail: Value) -> Self {
+        self.detail = detail;
+        self
+    }
+
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "request failed");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            Json(json!({"error": self.error, "detail": self.detail})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/sites/{id}/bundle", get(agent_api::get_bundle))
+        .route("/v1/sites/{id}/bundle.sig", get(agent_api::get_signature))
+        .route("/v1/content/{sha256}", get(agent_api::get_content))
+        .route("/v1/sites/{id}/reports", post(agent_api::post_reports))
+        .route("/api/sites", get(operator_api::api_sites))
+        .route("/api/sites/{id}", get(operator_api::api_site))
+        .route("/api/sites/{id}/history", get(operator_api::api_history))
+        .route("/api/sites/{id}/token", post(operator_api::api_mint_token))
+        .route("/api/history", get(operator_api::api_fleet_history))
+        .route("/api/stats", get(operator_api::api_stats))
+        .route("/api/releases", get(operator_api::api_releases))
+        .route("/api/alerts", get(operator_api::api_alerts))
+        .route("/api/commits", get(operator_api::api_commits))
+        .route("/api/sync", post(operator_api::api_sync))
+        .route("/", get(crate::web::overview))
+        .route(
+            "/login",
+            get(crate::web::login_form).post(crate::web::login),
+        )
+        .route("/logout", post(crate::web::logout))
+        .route("/sync", post(crate::web::sync))
+        .route("/lang/{code}", get(crate::web::set_lang))
+        .route("/sites", get(crate::web::sites))
+        .route("/sites/{id}", get(crate::web::site))
+        .route("/sites/{id}/history.csv", get(crate::web::history_csv))
+        .route("/history.csv", get(crate::web::fleet_history_csv))
+        .route("/alerts", get(crate::web::alerts))
+        .route("/groups", get(crate::web::groups))
+        .route("/releases", get(crate::web::releases))
+        .route("/static/app.css", get(crate::web::css))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(MAX_REPORT_BATCH_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .with_state(state)
+}
+
+async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state
+        .metrics
+        .observe(route, method, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    let err = state.fleet.last_sync_error();
+    let body = json!({
+        "ok": true,
+        "last_good_commit": state.fleet.store.meta("last_good").ok().flatten(),
+        "last_sync_error": err.map(|(at, e)| json!({"at": at, "error": e})),
+    });
+    Json(body).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
+    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    let serial = state
+        .fleet
+        .bundles()
+        .values()
+        .map(|p| p.serial)
+        .max()
+        .unwrap_or(0);
+    let text = state
+        .metrics
+        .render(&views, serial, state.fleet.last_sync_error().is_none())
+        .map_err(ApiError::internal)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,324 @@
+//! The operators' API (`Authorization: Bearer <operator token>`, roles
+//! from the config): `/api/sites`, `/api/sites/{id}`,
+//! `/api/sites/{id}/history`, `/api/history`, `/api/stats`,
+//! `/api/releases`, `/api/alerts`, `/api/commits`, `POST /api/sync` (or a
+//! webhook signed with `X-Hub-Signature-256`), `POST
+//! /api/sites/{id}/token` (admin). The role is checked by the
+//! [`Operator`] extractor before anything else.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hmac::{Hmac, KeyInit, Mac};
+use jiff::Timestamp;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use touchline_schemas::SiteId;
+
+use super::auth::{Admin, Operator, Viewer, auth_operator, parse_site};
+use super::{ApiError, ApiResult};
+use crate::app::AppState;
+use crate::config::Role;
+use crate::status;
+use crate::store::AuditEntry;
+use crate::tokens::Token;
+
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct SiteFilter {
+    sport: Option<String>,
+    region: Option<String>,
+    status: Option<String>,
+    group: Option<String>,
+    version: Option<String>,
+}
+
+pub(super) async fn api_sites(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+    Query(f): Query<SiteFilter>,
+) -> ApiResult<Json<Value>> {
+    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    let keep = |v: &status::SiteView| {
+        let label = |k: &str| v.labels.get(k).map(String::as_str);
+        f.sport.as_deref().is_none_or(|s| label("sport") == Some(s))
+            && f.region
+                .as_deref()
+                .is_none_or(|s| label("region") == Some(s))
+            && f.status.as_deref().is_none_or(|s| v.status.as_str() == s)
+            && f.group
+                .as_deref()
+                .is_none_or(|g| v.groups.iter().any(|x| x == g))
+            && f.version
+                .as_deref()
+                .is_none_or(|x| v.version.as_deref() == Some(x))
+    };
+    let list: Vec<&status::SiteView> = views.iter().filter(|v| keep(v)).collect();
+    Ok(Json(json!({"sites": list, "count": list.len()})))
+}
+
+pub(super) async fn api_site(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let site = parse_site(&id)?;
+    let detail =
+        status::site_detail(&state.fleet, &site, Timestamp::now()).map_err(ApiError::internal)?;
+    detail
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such site"))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
+}
+
+pub(super) async fn api_history(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Response> {
+    let site = parse_site(&id)?;
+    if !state.fleet.knows_site(&site) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such site"));
+    }
+    let (from, to) = history_range(&q)?;
+    let format = match q.format.as_deref() {
+        None | Some("json") => None,
+        Some(f) => Some(status::Export::parse(f).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format `{f}`: use json, csv or jsonl"),
+            )
+        })?),
+    };
+    let store = state.fleet.store.clone();
+    let site2 = site.clone();
+    let points = tokio::task::spawn_blocking(move || store.history(&site2, from, to))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(match format {
+        None => Json(json!({
+            "site": site,
+            "from": from,
+            "to": to,
+            "points": points,
+        }))
+        .into_response(),
+        Some(f) => (
+            f.headers(&format!("{site}-history")),
+            f.render(&site, &points),
+        )
+            .into_response(),
+    })
+}
+
+/// `GET /api/history?from=&to=&format=csv|jsonl`: every site's history,
+/// streamed (JSON Lines by default; the whole fleet for a year does not fit
+/// in one JSON document a client would want to parse).
+pub(super) async fn api_fleet_history(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Response> {
+    let format = match q.format.as_deref() {
+        None | Some("") => status::Export::Jsonl,
+        Some(f) => status::Export::parse(f).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown format `{f}` for the fleet's history: use csv or jsonl"),
+            )
+        })?,
+    };
+    let (from, to) = history_range(&q)?;
+    Ok((
+        format.headers("fleet-history"),
+        status::fleet_history_body(
+            state.fleet.store.clone(),
+            state.fleet.site_ids(),
+            from,
+            to,
+            format,
+        ),
+    )
+        .into_response())
+}
+
+/// `from` and `to` of a history query (default: the last 24 hours).
+fn history_range(q: &HistoryQuery) -> ApiResult<(Timestamp, Timestamp)> {
+    let now = Timestamp::now();
+    let ts = |v: &Option<String>, name: &str, default: Timestamp| -> ApiResult<Timestamp> {
+        match v.as_deref() {
+            None | Some("") => Ok(default),
+            Some(s) => s.parse().map_err(|_| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("`{name}` must be an RFC 3339 time such as 2026-11-22T10:00:00Z"),
+                )
+            }),
+        }
+    };
+    let to = ts(&q.to, "to", now)?;
+    let from = ts(
+        &q.from,
+        "from",
+        to.saturating_sub(jiff::SignedDuration::from_hours(24))
+            .unwrap_or(to),
+    )?;
+    if from > to {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`from` ({from}) is after `to` ({to})"),
+        ));
+    }
+    Ok((from, to))
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RotateQuery {
+    #[serde(default)]
+    rotate: bool,
+}
+
+pub(super) async fn api_mint_token(
+    who: Operator<Admin>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RotateQuery>,
+) -> ApiResult<Json<Value>> {
+    let site =
+        SiteId::new(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if state.fleet.has_token(&site) && !q.rotate {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "site `{site}` already has a token; rotate it to replace it (the box must then be given the new one)"
+            ),
+        ));
+    }
+    let token = Token::generate().map_err(ApiError::internal)?;
+    let fleet = state.fleet.clone();
+    let hash = token.hash();
+    let site2 = site.clone();
+    tokio::task::spawn_blocking(move || {
+        fleet.set_token(&site2, hash)?;
+        fleet.store.audit(&AuditEntry {
+            at: Timestamp::now(),
+            actor: who.name,
+            action: "mint site token".into(),
+            target: site2.to_string(),
+        })
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(ApiError::internal)?;
+    Ok(Json(json!({"site": site, "token": token.reveal()})))
+}
+
+pub(super) async fn api_stats(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Value>> {
+    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    Ok(Json(status::stats(&views)))
+}
+
+pub(super) async fn api_releases(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Value>> {
+    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    Ok(Json(status::releases(&state.fleet, &views)))
+}
+
+pub(super) async fn api_alerts(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<Value>> {
+    let f = state.fleet.clone();
+    tokio::task::spawn_blocking(move || crate::notify::api(&f))
+        .await
+        .map_err(ApiError::internal)?
+        .map(Json)
+        .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))
+}
+
+pub(super) async fn api_commits(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<status::Commits>> {
+    status::commits(&state.fleet, 50)
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+/// `POST /api/sync`: an operator token, or a git host's webhook signed with
+/// the shared secret (`X-Hub-Signature-256: sha256=<hex HMAC of the body>`).
+pub(super) async fn api_sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    let actor = if let Some(sig) = headers.get("x-hub-signature-256") {
+        let Some(secret) = state.fleet.config.webhook_secret.as_deref() else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "webhooks are not configured (no webhook_secret)",
+            ));
+        };
+        let given = sig
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("sha256="))
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "X-Hub-Signature-256 must be sha256=<hex>",
+                )
+            })?;
+        let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes())
+            .map_err(ApiError::internal)?;
+        mac.update(&body);
+        mac.verify_slice(&given).map_err(|_| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "webhook signature does not match")
+        })?;
+        "webhook".to_owned()
+    } else {
+        auth_operator(&state, &headers, Role::Operator)?.0
+    };
+    let fleet = state.fleet.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let r = fleet.sync(Timestamp::now());
+        let _ = fleet.store.audit(&AuditEntry {
+            at: Timestamp::now(),
+            actor,
+            action: "sync".into(),
+            target: fleet
+                .store
+                .meta("last_seen")
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+        });
+        r
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match outcome {
+        Ok(o) => Ok(Json(status::sync_outcome_json(&o))),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            crate::fleet::error_chain(&e),
+        )),
+    }
+}

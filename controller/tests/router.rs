@@ -1,0 +1,385 @@
+//! The HTTP router in process (`router(state).oneshot(request)`), over a
+//! fleet that follows the example manifests from a directory: the agents'
+//! authentication rules, the bad-report corpus, content `Range` cases and
+//! the operators' roles. The binary tests (`serve.rs`) keep the end-to-end
+//! claims; these make each rule cheap to check.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use touchline_controller::app::AppState;
+use touchline_controller::config::Config;
+use touchline_controller::content::ContentStore;
+use touchline_controller::fleet::Fleet;
+use touchline_controller::follow::DirSource;
+use touchline_controller::http::router;
+use touchline_controller::redb_store::RedbStore;
+use touchline_controller::store::Store;
+use touchline_controller::tokens::Token;
+use touchline_schemas::{SigningKey, SiteId};
+use touchline_testkit::{OPERATOR, VIEWER};
+use tower::ServiceExt;
+
+const CESSON: &str = "cesson-token-for-tests-0123456789abcdef0123";
+const VANNES: &str = "vannes-token-for-tests-0123456789abcdef0123";
+const ADMIN: &str = "admin-token-for-tests-0123456789abcdef0123";
+
+/// The example fleet, synced, with tokens for two sites, an operator, a
+/// viewer and an admin; content holds one file.
+struct App {
+    _tmp: tempfile::TempDir,
+    router: Router,
+    content: touchline_schemas::Sha256,
+}
+
+fn app() -> App {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&data).unwrap());
+    let content = ContentStore::open(&data).unwrap();
+    let (sha, _) = content
+        .add_reader(&b"0123456789"[..], std::path::Path::new("ten.bin"))
+        .unwrap();
+    let config = Config::parse(
+        &format!(
+            "sync_interval = \"1h\"\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"boss\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+            Token::new(OPERATOR).hash().to_hex(),
+            Token::new(VIEWER).hash().to_hex(),
+            Token::new(ADMIN).hash().to_hex(),
+        ),
+        "test.toml",
+    )
+    .unwrap();
+    let fleet = Fleet::open(
+        store,
+        content,
+        config,
+        SigningKey::generate(),
+        Box::new(DirSource::new(
+            touchline_testkit::repo_root().join("fleet-manifests"),
+        )),
+    )
+    .unwrap();
+    fleet.sync(jiff::Timestamp::now()).unwrap();
+    for (site, token) in [("cesson-handball", CESSON), ("vannes-rugby", VANNES)] {
+        fleet
+            .set_token(&SiteId::new(site).unwrap(), Token::new(token).hash())
+            .unwrap();
+    }
+    let state = AppState {
+        fleet: Arc::new(fleet),
+        local_admin: None,
+        metrics: Arc::default(),
+        sessions: Arc::default(),
+    };
+    App {
+        _tmp: tmp,
+        router: router(state),
+        content: sha,
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    fn error(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+async fn call(
+    app: &App,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    extra: &[(header::HeaderName, &str)],
+    body: Vec<u8>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    for (k, v) in extra {
+        req = req.header(k, *v);
+    }
+    let resp = app
+        .router
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(app: &App, uri: &str, token: Option<&str>) -> Answer {
+    call(app, Method::GET, uri, token, &[], Vec::new()).await
+}
+
+#[tokio::test]
+async fn a_bundle_is_served_only_to_its_sites_token() {
+    let a = app();
+    let uri = "/v1/sites/cesson-handball/bundle";
+    let cases = [
+        (None, StatusCode::UNAUTHORIZED, "missing bearer token"),
+        (
+            Some("not-a-token"),
+            StatusCode::UNAUTHORIZED,
+            "invalid token",
+        ),
+        (
+            Some(VANNES),
+            StatusCode::FORBIDDEN,
+            "this token belongs to another site",
+        ),
+        (Some(OPERATOR), StatusCode::UNAUTHORIZED, "invalid token"),
+    ];
+    for (token, status, error) in cases {
+        let r = get(&a, uri, token).await;
+        assert_eq!((r.status, r.error().as_str()), (status, error), "{token:?}");
+        let challenge = r.headers.get(header::WWW_AUTHENTICATE);
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(challenge.unwrap(), "Bearer");
+        } else {
+            assert!(challenge.is_none());
+        }
+    }
+    let r = get(&a, "/v1/sites/no-such-site/bundle", Some(CESSON)).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (StatusCode::NOT_FOUND, "no such site")
+    );
+    let r = get(&a, "/v1/sites/NOT..VALID/bundle", Some(CESSON)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let ok = get(&a, uri, Some(CESSON)).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(ok.json()["site"], "cesson-handball");
+    let etag = ok.headers[header::ETAG].to_str().unwrap().to_owned();
+    let again = call(
+        &a,
+        Method::GET,
+        uri,
+        Some(CESSON),
+        &[(header::IF_NONE_MATCH, etag.as_str())],
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+    let sig = get(&a, "/v1/sites/cesson-handball/bundle.sig", Some(CESSON)).await;
+    assert_eq!(sig.headers[header::ETAG].to_str().unwrap(), etag);
+    assert!(String::from_utf8_lossy(&sig.body).starts_with("-----BEGIN SSH SIGNATURE-----"));
+    let r = get(
+        &a,
+        "/v1/sites/cesson-handball/bundle?wait=301",
+        Some(CESSON),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn reports_are_authenticated_before_their_body_is_read() {
+    let a = app();
+    // A body that is not even JSON: the token decides first.
+    for (token, status) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some(VANNES), StatusCode::FORBIDDEN),
+    ] {
+        let r = call(
+            &a,
+            Method::POST,
+            "/v1/sites/cesson-handball/reports",
+            token,
+            &[(header::CONTENT_TYPE, "application/json")],
+            b"this is not json".to_vec(),
+        )
+        .await;
+        assert_eq!(r.status, status);
+    }
+}
+
+#[tokio::test]
+async fn every_bad_report_in_the_corpus_is_refused_with_its_reason() {
+    let a = app();
+    let site = "cesson-handball";
+    let dir = touchline_testkit::data("bad-http/reports");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 15);
+    let mut failures = Vec::new();
+    for case in &cases {
+        let body = std::fs::read_to_string(case).unwrap().replace("SITE", site);
+        let expect = std::fs::read_to_string(case.with_extension("expect"))
+            .unwrap()
+            .replace("SITE", site);
+        let mut lines = expect.lines();
+        let status: u16 = lines.next().unwrap().parse().unwrap();
+        let error = lines.next().unwrap();
+        let field = lines.next().unwrap();
+        let r = call(
+            &a,
+            Method::POST,
+            "/v1/sites/cesson-handball/reports",
+            Some(CESSON),
+            &[(header::CONTENT_TYPE, "application/json")],
+            body.into_bytes(),
+        )
+        .await;
+        let v = r.json();
+        if (
+            r.status.as_u16(),
+            v["error"].as_str(),
+            v["detail"]["field"].as_str(),
+        ) != (status, Some(error), Some(field))
+        {
+            failures.push(format!(
+                "{}: want {status} {error:?} {field:?}, got {} {v}",
+                case.display(),
+                r.status
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn content_is_served_by_hash_with_ranges() {
+    let a = app();
+    let uri = format!("/v1/content/{}", a.content.to_hex());
+    let ranged = |range: &'static str| {
+        let uri = uri.clone();
+        let a = &a;
+        async move {
+            call(
+                a,
+                Method::GET,
+                &uri,
+                Some(CESSON),
+                &[(header::RANGE, range)],
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    let whole = get(&a, &uri, Some(CESSON)).await;
+    assert_eq!(
+        (whole.status, whole.body.as_slice()),
+        (StatusCode::OK, &b"0123456789"[..])
+    );
+    let part = ranged("bytes=2-5").await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.body, b"2345");
+    assert_eq!(part.headers[header::CONTENT_RANGE], "bytes 2-5/10");
+    let tail = ranged("bytes=-3").await;
+    assert_eq!(tail.body, b"789");
+    let past = ranged("bytes=10-").await;
+    assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(past.headers[header::CONTENT_RANGE], "bytes */10");
+    // Any site's token reads content; nobody else does.
+    assert_eq!(get(&a, &uri, Some(VANNES)).await.status, StatusCode::OK);
+    assert_eq!(get(&a, &uri, None).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&a, &uri, Some(OPERATOR)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let bad = get(&a, "/v1/content/..%2F..%2Fetc%2Fpasswd", Some(CESSON)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let missing = get(&a, &format!("/v1/content/{}", "0".repeat(64)), Some(CESSON)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn operator_roles_gate_the_operators_api() {
+    let a = app();
+    for token in [VIEWER, OPERATOR, ADMIN] {
+        let r = get(&a, "/api/sites", Some(token)).await;
+        assert_eq!(r.status, StatusCode::OK, "{token}");
+        assert_eq!(r.json()["sites"].as_array().map(Vec::len), Some(12));
+    }
+    let r = get(&a, "/api/sites", None).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (StatusCode::UNAUTHORIZED, "missing bearer token")
+    );
+    let r = get(&a, "/api/sites", Some(CESSON)).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (StatusCode::UNAUTHORIZED, "invalid token")
+    );
+    // Sync: operators, not viewers.
+    let sync = |t| call(&a, Method::POST, "/api/sync", Some(t), &[], Vec::new());
+    let r = sync(VIEWER).await;
+    assert_eq!(
+        (r.status, r.error().as_str()),
+        (
+            StatusCode::FORBIDDEN,
+            "operator `watcher` has role viewer; this needs operator"
+        )
+    );
+    let r = sync(OPERATOR).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["result"], "unchanged");
+    // Tokens: admins only.
+    let mint = |t| {
+        call(
+            &a,
+            Method::POST,
+            "/api/sites/ivry-handball/token",
+            Some(t),
+            &[],
+            Vec::new(),
+        )
+    };
+    assert_eq!(mint(OPERATOR).await.status, StatusCode::FORBIDDEN);
+    let r = mint(ADMIN).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let token = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&a, "/v1/sites/ivry-handball/bundle", Some(&token))
+            .await
+            .status,
+        StatusCode::OK,
+        "the minted token works at once"
+    );
+    assert_eq!(mint(ADMIN).await.status, StatusCode::CONFLICT);
+    let r = get(&a, "/api/commits", Some(VIEWER)).await;
+    assert_eq!(r.json()["commits"][0]["state"], "accepted");
+    assert_eq!(
+        r.json()["commits"][0]["summary"],
+        json!(format!(
+            "the manifests in {}",
+            touchline_testkit::repo_root()
+                .join("fleet-manifests")
+                .display()
+        ))
+    );
+}
