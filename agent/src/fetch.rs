@@ -24,8 +24,8 @@ use touchline_schemas::Sha256;
 
 use crate::fsx;
 use crate::state::Paths;
-pub use crate::transport::Source;
 use crate::transport::Transport;
+pub use crate::transport::{Source, error_text};
 
 /// Bytes between two durable checkpoints of a download.
 pub const CHECKPOINT: u64 = 256 * 1024 * 1024;
@@ -550,18 +550,6 @@ fn flush(file: &mut File, buf: &mut Vec<u8>, path: &Path) -> Result<(), FetchErr
     })?;
     buf.clear();
     Ok(())
-}
-
-/// The error and its causes on one line (reqwest hides the cause).
-pub fn error_text(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn hex_encode(bytes: &[u8]) -> String {

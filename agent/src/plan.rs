@@ -1,5 +1,5 @@
 //! The pass's decision, as a pure function: [`plan`] takes what the
-//! bundle wants ([`Desired`]), what [`crate::observe`] saw on the box
+//! bundle wants ([`Desired`]), what the `observe` module saw on the box
 //! ([`Observed`]), the agent's state and the time, and returns a
 //! [`PassPlan`]: which blobs to fetch, which files to place, adopt, leave
 //! (and why) or remove, the `configuration.json` to write, what blocks the

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-use crate::fetch::error_text;
 use crate::host::BoxFuture;
 
 /// Where a file can come from.
@@ -198,4 +197,16 @@ impl Body for FileBody {
             Ok(Some(Bytes::from(buf)))
         })
     }
+}
+
+/// The error and its causes on one line (reqwest hides the cause).
+pub fn error_text(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }

@@ -10,7 +10,9 @@ use std::sync::Mutex;
 
 use touchline_schemas::{Sha256, TrustedKeys};
 
-use crate::git::GitError;
+use git2::Oid;
+
+use crate::git::{Follower, GitError};
 use crate::source::{self, SourceError, SourceSet};
 
 /// A revision of the manifests.
@@ -126,6 +128,44 @@ impl ManifestSource for DirSource {
             .find(|(i, _)| i == id)
             .map(|(_, set)| set.clone())
             .ok_or_else(|| FollowError::Unknown(id.to_owned()))
+    }
+}
+
+fn oid(id: &str) -> Result<Oid, FollowError> {
+    Oid::from_str(id).map_err(|_| FollowError::Unknown(id.to_owned()))
+}
+
+impl ManifestSource for Follower {
+    fn fetch(&self) -> Result<Revision, FollowError> {
+        let tip = Follower::fetch(self)?;
+        let info = self.info(tip)?;
+        Ok(Revision {
+            id: tip.to_string(),
+            serial: info.serial,
+            summary: info.summary,
+        })
+    }
+
+    fn descends(&self, old: &str, new: &str) -> Result<bool, FollowError> {
+        Ok(self.fast_forward(oid(old)?, oid(new)?)?)
+    }
+
+    fn between(&self, from: Option<&str>, to: &str) -> Result<Vec<String>, FollowError> {
+        let from = from.map(oid).transpose()?;
+        Ok(self
+            .range(from, oid(to)?)?
+            .into_iter()
+            .map(|o| o.to_string())
+            .collect())
+    }
+
+    fn check_signature(&self, id: &str, trusted: &TrustedKeys) -> Result<(), String> {
+        let id = Oid::from_str(id).map_err(|_| format!("unknown revision {id}"))?;
+        Follower::check_signature(self, id, trusted)
+    }
+
+    fn files(&self, id: &str) -> Result<SourceSet, FollowError> {
+        Ok(self.source_set(oid(id)?)?)
     }
 }
 

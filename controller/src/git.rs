@@ -9,7 +9,6 @@ use std::sync::Arc;
 use git2::{ObjectType, Oid, Repository};
 use touchline_schemas::TrustedKeys;
 
-use crate::follow::{FollowError, ManifestSource, Revision};
 use crate::source::{self, Kind, MAX_MANIFEST_BYTES, Skipped, SourceFile, SourceSet};
 
 /// A git failure, naming the repository or commit.
@@ -256,43 +255,5 @@ impl Follower {
         }
         set.files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(set)
-    }
-}
-
-fn oid(id: &str) -> Result<Oid, FollowError> {
-    Oid::from_str(id).map_err(|_| FollowError::Unknown(id.to_owned()))
-}
-
-impl ManifestSource for Follower {
-    fn fetch(&self) -> Result<Revision, FollowError> {
-        let tip = Follower::fetch(self)?;
-        let info = self.info(tip)?;
-        Ok(Revision {
-            id: tip.to_string(),
-            serial: info.serial,
-            summary: info.summary,
-        })
-    }
-
-    fn descends(&self, old: &str, new: &str) -> Result<bool, FollowError> {
-        Ok(self.fast_forward(oid(old)?, oid(new)?)?)
-    }
-
-    fn between(&self, from: Option<&str>, to: &str) -> Result<Vec<String>, FollowError> {
-        let from = from.map(oid).transpose()?;
-        Ok(self
-            .range(from, oid(to)?)?
-            .into_iter()
-            .map(|o| o.to_string())
-            .collect())
-    }
-
-    fn check_signature(&self, id: &str, trusted: &TrustedKeys) -> Result<(), String> {
-        let id = Oid::from_str(id).map_err(|_| format!("unknown revision {id}"))?;
-        Follower::check_signature(self, id, trusted)
-    }
-
-    fn files(&self, id: &str) -> Result<SourceSet, FollowError> {
-        Ok(self.source_set(oid(id)?)?)
     }
 }
