@@ -149,7 +149,7 @@ impl Fleet {
     /// Re-reads the last good commit's manifests (for the API's desired
     /// state and site list) after a restart.
     fn reload_manifests(&self) -> Result<(), SyncError> {
-        let Some(good) = self.store.meta("last_good")? else {
+        let Some(good) = self.store.last_good_commit()? else {
             return Ok(());
         };
         let set = match self.follower().files(&good) {
@@ -314,10 +314,10 @@ impl Fleet {
         let fetched = started.elapsed();
         let tip_s = info.id.clone();
         let tip = tip_s.as_str();
-        if self.store.meta("last_seen")?.as_deref() == Some(tip) {
+        if self.store.last_seen_commit()?.as_deref() == Some(tip) {
             return Ok(SyncOutcome::Unchanged);
         }
-        let last_good = self.store.meta("last_good")?;
+        let last_good = self.store.last_good_commit()?;
         let refuse = |reason: String, diagnostics: Vec<String>| -> Result<SyncOutcome, SyncError> {
             tracing::warn!(commit = %tip_s, %reason, "refused a manifests commit");
             self.store.record_commit(&CommitRecord {

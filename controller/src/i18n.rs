@@ -1,5 +1,8 @@
-//! French and English for the status page: every string, numbers and dates
-//! in the reader's style, times in the fleet's time zone.
+//! French and English: the status page ([`L10n`]: every string, numbers
+//! and dates in the reader's style, times in the fleet's time zone) and
+//! the notifications ([`Notices`]: alert emails, webhook texts, the daily
+//! digest, site events), in the fleet's language. Every French and English
+//! word of the controller is here.
 
 use jiff::Timestamp;
 
@@ -290,6 +293,134 @@ mod tests {
                 let key = &part[..part.find('"').unwrap()];
                 assert_ne!(l(Lang::Fr).t(key), "??", "no translation for `{key}`");
             }
+        }
+    }
+}
+
+/// The notifications' words, in the fleet's language.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notices(pub touchline_schemas::manifest::Language);
+
+impl Notices {
+    fn fr(self) -> bool {
+        self.0 == touchline_schemas::manifest::Language::Fr
+    }
+
+    /// A word or label (`site`, `alert`, `value`, `level`, `state`, `rule`,
+    /// `since`, `none`, the levels and states).
+    pub fn t(self, key: &str) -> &'static str {
+        let (fr, en) = match key {
+            "site" => ("Site", "Site"),
+            "alert" => ("Alerte", "Alert"),
+            "value" => ("Valeur", "Value"),
+            "level" => ("Niveau", "Level"),
+            "state" => ("État", "State"),
+            "rule" => ("Règle", "Rule"),
+            "since" => ("Depuis", "Since"),
+            "none" => ("aucune", "none"),
+            "firing" => ("active", "firing"),
+            "resolved" => ("résolue", "resolved"),
+            "warning" => ("avertissement", "warning"),
+            "critical" => ("critique", "critical"),
+            "tag_resolved" => ("RÉSOLU", "RESOLVED"),
+            "tag_warning" => ("WARNING", "WARNING"),
+            "tag_critical" => ("CRITICAL", "CRITICAL"),
+            "digest_warning" => ("AVERTISSEMENT", "WARNING"),
+            "digest_critical" => ("CRITIQUE", "CRITICAL"),
+            "event_critical" => ("alerte critique", "critical alert"),
+            "event_warning" => ("avertissement", "warning"),
+            "event_resolved" => ("alerte résolue", "alert resolved"),
+            _ => return "",
+        };
+        if self.fr() { fr } else { en }
+    }
+
+    /// `label : value` / `label: value`.
+    pub fn pair(self, label: &str, value: &str) -> String {
+        if self.fr() {
+            format!("{label} : {value}")
+        } else {
+            format!("{label}: {value}")
+        }
+    }
+
+    /// A date (`01/12/2026` / `2026-12-01`).
+    pub fn date(self, z: &jiff::Zoned) -> String {
+        z.strftime(if self.fr() { "%d/%m/%Y" } else { "%Y-%m-%d" })
+            .to_string()
+    }
+
+    /// A day and time (`01/12 08:00` / `12-01 08:00`).
+    pub fn day_time(self, z: &jiff::Zoned) -> String {
+        z.strftime(if self.fr() {
+            "%d/%m %H:%M"
+        } else {
+            "%m-%d %H:%M"
+        })
+        .to_string()
+    }
+
+    /// A digest line: `CRITIQUE Cesson : trop chaud (depuis 01/12 08:00)`.
+    pub fn digest_line(self, level: &str, name: &str, message: &str, since: &str) -> String {
+        if self.fr() {
+            format!("{level} {name} : {message} (depuis {since})")
+        } else {
+            format!("{level} {name}: {message} (since {since})")
+        }
+    }
+
+    /// The digest's subject.
+    pub fn digest_subject(
+        self,
+        date: &str,
+        fleet: &str,
+        firing: usize,
+        offline: usize,
+        total: usize,
+    ) -> String {
+        if self.fr() {
+            format!(
+                "[Touchline] Résumé du {date} — {fleet} : {firing} alerte(s) active(s), {offline} site(s) hors ligne sur {total}"
+            )
+        } else {
+            format!(
+                "[Touchline] Digest for {date} — {fleet}: {firing} firing alert(s), {offline} of {total} site(s) offline"
+            )
+        }
+    }
+
+    /// The digest's site counts.
+    pub fn digest_counts(
+        self,
+        total: usize,
+        online: usize,
+        degraded: usize,
+        offline: usize,
+    ) -> String {
+        if self.fr() {
+            format!(
+                "{total} sites : {online} en ligne, {degraded} dégradé(s), {offline} hors ligne"
+            )
+        } else {
+            format!("{total} sites: {online} online, {degraded} degraded, {offline} offline")
+        }
+    }
+
+    /// The digest's last 24 hours.
+    pub fn digest_last_day(self, fired: usize, resolved: usize) -> String {
+        if self.fr() {
+            format!("Dernières 24 h : {fired} alerte(s) déclenchée(s), {resolved} résolue(s).")
+        } else {
+            format!("Last 24 h: {fired} alert(s) fired, {resolved} resolved.")
+        }
+    }
+
+    /// The digest's title of the firing alerts.
+    pub fn digest_firing_title(self, n: usize) -> String {
+        if self.fr() {
+            format!("Alertes actives ({n}) :")
+        } else {
+            format!("Firing alerts ({n}):")
         }
     }
 }

@@ -37,6 +37,7 @@ pub mod merge;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod outbox;
 pub mod point;
 pub mod redb_store;
 pub mod render;

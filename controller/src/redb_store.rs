@@ -267,13 +267,10 @@ impl RedbStore {
 
     /// The sites that ever reported (those with a latest state).
     fn reported_sites(&self) -> Result<Vec<SiteId>, StoreError> {
-        Ok(self
-            .read_range(STATUS, .., false, usize::MAX, |k, _| {
-                Ok(SiteId::new(&String::from_utf8_lossy(k)).ok())
-            })?
-            .into_iter()
-            .flatten()
-            .collect())
+        self.read_range(STATUS, .., false, usize::MAX, |k, _| {
+            let key = String::from_utf8_lossy(k);
+            SiteId::new(&key).map_err(|e| crate::store::corrupt(&key, &e))
+        })
     }
 
     /// How the history table uses the file: bytes of keys and values,
@@ -344,7 +341,8 @@ impl Store for RedbStore {
             let prev: Option<SiteState> = status
                 .get(key)
                 .map_err(db_err)?
-                .and_then(|v| serde_json::from_slice(v.value()).ok());
+                .map(|v| dec(key, v.value()))
+                .transpose()?;
             let folded = fold_reports(&site, prev, &sorted, received_at);
             for (k, v) in &folded.history {
                 history.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
@@ -510,10 +508,10 @@ impl Store for RedbStore {
                     .map_err(db_err)?;
                 let mut m = txn.open_table(META).map_err(db_err)?;
                 if rec.state == CommitState::Accepted {
-                    m.insert(&b"last_good"[..], rec.id.as_bytes())
+                    m.insert(crate::store::LAST_GOOD.as_bytes(), rec.id.as_bytes())
                         .map_err(db_err)?;
                 }
-                m.insert(&b"last_seen"[..], rec.id.as_bytes())
+                m.insert(crate::store::LAST_SEEN.as_bytes(), rec.id.as_bytes())
                     .map_err(db_err)?;
             }
             Ok(())

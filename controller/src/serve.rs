@@ -163,6 +163,7 @@ async fn alert_loop(
             return;
         }
     };
+    let sender = crate::notify::NetSender::new(client, fleet.config.email.clone());
     let every = config.alerts_interval.to_std();
     let mut last_eval: Option<std::time::Instant> = None;
     let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -194,7 +195,7 @@ async fn alert_loop(
                 Err(e) => tracing::warn!(error = %e, "daily digest panicked"),
             }
         }
-        crate::notify::deliver(&fleet, &client, Timestamp::now()).await;
+        crate::notify::deliver(&fleet, &sender, Timestamp::now()).await;
     }
 }
 

@@ -595,7 +595,7 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
         .collect();
     Ok(Commits {
         commits,
-        last_good: fleet.store.meta("last_good")?,
+        last_good: fleet.store.last_good_commit()?,
         last_sync_error: fleet
             .last_sync_error()
             .map(|(at, error)| SyncError { at, error }),

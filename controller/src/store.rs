@@ -6,26 +6,21 @@
 //! returns only once the change is flushed to disk, so an HTTP 2xx means the
 //! data survives `kill -9`.
 
-use std::path::Path;
+use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use sled::Transactional;
 use touchline_schemas::SiteId;
 use touchline_schemas::report::{Metrics, Phase, Report};
 
+use crate::alerts::{AlertState, Rule};
+use crate::outbox::{OutboxId, Outgoing};
 use crate::point::HistoryPoint;
 use crate::tokens::TokenHash;
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// sled failed.
-    #[error("status store failed")]
-    Sled(#[from] sled::Error),
-    /// A transaction failed.
-    #[error("status store transaction failed")]
-    Transaction(#[from] sled::transaction::TransactionError),
     /// Data on disk does not decode.
     #[error("status store holds a record that does not decode (key `{0}`)")]
     Corrupt(String),
@@ -150,7 +145,30 @@ pub struct AuditEntry {
     pub target: String,
 }
 
-/// The controller's durable state.
+/// The named value of the last published commit.
+pub(crate) const LAST_GOOD: &str = "last_good";
+/// The named value of the last commit looked at.
+pub(crate) const LAST_SEEN: &str = "last_seen";
+const ALERT_PREFIX: &str = "alert/";
+const OUTBOX_PREFIX: &str = "outbox/";
+const DIGEST_DAY: &str = "digest/last";
+
+/// One atomic write of the alert engine's bookkeeping.
+#[derive(Debug, Default)]
+pub struct Bookkeeping {
+    /// Alert states that changed (`None`: gone).
+    pub alerts: Vec<(SiteId, Rule, Option<AlertState>)>,
+    /// Outbox items to add or replace (`Some`) or remove (`None`).
+    pub outbox: Vec<(OutboxId, Option<Outgoing>)>,
+    /// The day a digest was queued.
+    pub digest_day: Option<String>,
+    /// Site events (an alert fired or resolved).
+    pub events: Vec<(SiteId, Event)>,
+}
+
+/// The controller's durable state. The named values (`meta*`) are the
+/// backends' business: everything else reads and writes them through the
+/// typed methods at the end of the trait.
 pub trait Store: Send + Sync + 'static {
     /// Every site's token hash.
     fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError>;
@@ -221,41 +239,90 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Appends to the audit log; durable on return.
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+
+    // Typed bookkeeping over the named values: the only place that knows
+    // their keys.
+
+    /// The last commit whose bundles were published.
+    fn last_good_commit(&self) -> Result<Option<String>, StoreError> {
+        self.meta(LAST_GOOD)
+    }
+
+    /// The last commit the controller looked at (published or refused).
+    fn last_seen_commit(&self) -> Result<Option<String>, StoreError> {
+        self.meta(LAST_SEEN)
+    }
+
+    /// Every (site, rule) alert state. A state that does not decode is an
+    /// error (logged), not a missing alert.
+    fn alert_states(&self) -> Result<BTreeMap<(SiteId, Rule), AlertState>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (k, v) in self.meta_scan(ALERT_PREFIX)? {
+            let mut parts = k[ALERT_PREFIX.len()..].splitn(2, '/');
+            let (Some(site), Some(rule)) = (parts.next(), parts.next()) else {
+                return Err(corrupt(&k, &"not alert/<site>/<rule>"));
+            };
+            let site = SiteId::new(site).map_err(|e| corrupt(&k, &e))?;
+            let rule = serde_json::from_value::<Rule>(serde_json::Value::String(rule.to_owned()))
+                .map_err(|e| corrupt(&k, &e))?;
+            let state = serde_json::from_str::<AlertState>(&v).map_err(|e| corrupt(&k, &e))?;
+            out.insert((site, rule), state);
+        }
+        Ok(out)
+    }
+
+    /// How many notifications wait.
+    fn outbox_len(&self) -> Result<usize, StoreError> {
+        Ok(self.meta_scan(OUTBOX_PREFIX)?.len())
+    }
+
+    /// The notifications waiting, oldest first, each decoded on its own:
+    /// an item that does not decode is an error (logged) that the caller
+    /// reports, and does not hide the others.
+    #[allow(clippy::type_complexity)]
+    fn outbox(&self) -> Result<Vec<(OutboxId, Result<Outgoing, StoreError>)>, StoreError> {
+        Ok(self
+            .meta_scan(OUTBOX_PREFIX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let item = serde_json::from_str(&v).map_err(|e| corrupt(&k, &e));
+                (OutboxId::from_stored(&k[OUTBOX_PREFIX.len()..]), item)
+            })
+            .collect())
+    }
+
+    /// The day (`YYYY-MM-DD`, fleet time) the last daily digest was queued.
+    fn digest_day(&self) -> Result<Option<String>, StoreError> {
+        self.meta(DIGEST_DAY)
+    }
+
+    /// Writes alert states, outbox changes (`None` removes an item), the
+    /// digest's day and site events in one atomic, durable write.
+    fn write_bookkeeping(&self, b: Bookkeeping) -> Result<(), StoreError> {
+        let mut changes: Vec<(String, Option<String>)> = Vec::new();
+        for (site, rule, state) in &b.alerts {
+            let value = state
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| corrupt("alert state", &e))?;
+            changes.push((format!("{ALERT_PREFIX}{site}/{}", rule.name()), value));
+        }
+        for (id, item) in &b.outbox {
+            let value = item
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|e| corrupt("outbox item", &e))?;
+            changes.push((format!("{OUTBOX_PREFIX}{id}"), value));
+        }
+        if let Some(day) = b.digest_day {
+            changes.push((DIGEST_DAY.to_owned(), Some(day)));
+        }
+        self.meta_write_with_events(changes, b.events)
+    }
     /// The most recent audit entries, newest first.
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
-}
-
-/// Group commit: concurrent writers share one `flush` (one fsync). The
-/// first writer to find no flush running flushes everything written so far;
-/// the others wait until a flush that started after their write completes.
-#[derive(Debug, Default)]
-struct GroupCommit {
-    state: std::sync::Mutex<FlushState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Debug, Default)]
-struct FlushState {
-    requested: u64,
-    flushed: u64,
-    flushing: bool,
-    /// Flushes done (for tests: fewer than writes when they were shared).
-    flushes: u64,
-}
-
-/// [`Store`] on sled.
-#[derive(Debug, Clone)]
-pub struct SledStore {
-    db: sled::Db,
-    group: std::sync::Arc<GroupCommit>,
-    tokens: sled::Tree,
-    status: sled::Tree,
-    history: sled::Tree,
-    events: sled::Tree,
-    bundles: sled::Tree,
-    commits: sled::Tree,
-    meta: sled::Tree,
-    audit: sled::Tree,
 }
 
 /// The key of an event the controller itself records (an alert): report
@@ -300,84 +367,14 @@ pub(crate) fn enc<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 pub(crate) fn dec<T: for<'de> Deserialize<'de>>(key: &[u8], v: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(v)
-        .map_err(|_| StoreError::Corrupt(String::from_utf8_lossy(key).into_owned()))
+    serde_json::from_slice(v).map_err(|e| corrupt(&String::from_utf8_lossy(key), &e))
 }
 
-impl SledStore {
-    /// Opens (creating) the store under `<data>/store`.
-    pub fn open(data: &Path) -> Result<Self, StoreError> {
-        let path = data.join("store");
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    StoreError::Locked(path.display().to_string())
-                }
-                other => StoreError::Sled(other),
-            })?;
-        let t = |name: &str| db.open_tree(name);
-        Ok(Self {
-            tokens: t("tokens")?,
-            status: t("status")?,
-            history: t("history")?,
-            events: t("events")?,
-            bundles: t("bundles")?,
-            commits: t("commits")?,
-            meta: t("meta")?,
-            audit: t("audit")?,
-            db,
-            group: std::sync::Arc::default(),
-        })
-    }
-
-    /// Returns once everything written before the call is on disk.
-    fn flush(&self) -> Result<(), StoreError> {
-        let g = &self.group;
-        fn lock(m: &std::sync::Mutex<FlushState>) -> std::sync::MutexGuard<'_, FlushState> {
-            match m.lock() {
-                Ok(s) => s,
-                Err(p) => p.into_inner(),
-            }
-        }
-        let mut st = lock(&g.state);
-        st.requested += 1;
-        let mine = st.requested;
-        loop {
-            if st.flushed >= mine {
-                return Ok(());
-            }
-            if !st.flushing {
-                st.flushing = true;
-                let target = st.requested;
-                drop(st);
-                let result = self.db.flush();
-                st = lock(&g.state);
-                st.flushing = false;
-                st.flushes += 1;
-                if result.is_ok() {
-                    st.flushed = st.flushed.max(target);
-                }
-                g.done.notify_all();
-                result?;
-                continue;
-            }
-            st = match g.done.wait(st) {
-                Ok(s) => s,
-                Err(p) => p.into_inner(),
-            };
-        }
-    }
-
-    /// Bytes on disk.
-    pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.db.size_on_disk()?)
-    }
+/// A record that does not decode: logged here, returned to the caller
+/// (never read as "no data").
+pub(crate) fn corrupt(key: &str, why: &dyn std::fmt::Display) -> StoreError {
+    tracing::error!(key, error = %why, "a stored record does not decode");
+    StoreError::Corrupt(key.to_owned())
 }
 
 /// Where the downsampling of history into `bucket`-long points left off
@@ -575,362 +572,17 @@ pub fn phase_name(p: Phase) -> String {
         .unwrap_or_default()
 }
 
-impl Store for SledStore {
-    fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.tokens.iter() {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let site = SiteId::new(&key).map_err(|_| StoreError::Corrupt(key.clone()))?;
-            let hash: [u8; 32] = v
-                .as_ref()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(key))?;
-            out.push((site, TokenHash(hash)));
-        }
-        Ok(out)
-    }
-
-    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError> {
-        self.tokens.insert(site.as_str().as_bytes(), &hash.0[..])?;
-        self.flush()
-    }
-
-    fn ingest(
-        &self,
-        site: &SiteId,
-        reports: &[Report],
-        received_at: Timestamp,
-    ) -> Result<IngestOutcome, StoreError> {
-        let mut sorted: Vec<&Report> = reports.iter().collect();
-        sorted.sort_by_key(|r| r.seq);
-        let key = site.as_str().as_bytes();
-        let outcome = (&self.status, &self.history, &self.events)
-            .transaction(|(status, history, events)| {
-                let prev: Option<SiteState> = match status.get(key)? {
-                    Some(v) => serde_json::from_slice(&v).ok(),
-                    None => None,
-                };
-                let sorted: Vec<Report> = sorted.iter().map(|r| (*r).clone()).collect();
-                let folded = fold_reports(site, prev, &sorted, received_at);
-                for (k, v) in folded.history {
-                    history.insert(k, v)?;
-                }
-                for (k, v) in folded.events {
-                    events.insert(k, v)?;
-                }
-                if let Some(state) = &folded.state {
-                    status.insert(key, enc(state))?;
-                }
-                Ok(folded.outcome)
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Corrupt("ingest".into())
-                }
-            })?;
-        if outcome.accepted > 0 {
-            self.flush()?;
-        }
-        Ok(outcome)
-    }
-
-    fn latest_all(&self) -> Result<Vec<SiteState>, StoreError> {
-        self.status
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                dec(&k, &v)
-            })
-            .collect()
-    }
-
-    fn latest(&self, site: &SiteId) -> Result<Option<SiteState>, StoreError> {
-        match self.status.get(site.as_str().as_bytes())? {
-            Some(v) => Ok(Some(dec(site.as_str().as_bytes(), &v)?)),
-            None => Ok(None),
-        }
-    }
-
-    fn history(
-        &self,
-        site: &SiteId,
-        from: Timestamp,
-        to: Timestamp,
-    ) -> Result<Vec<HistoryPoint>, StoreError> {
-        let lo = site_key(site, ts_key(from), 0);
-        let hi = site_key(site, ts_key(to), 0);
-        let mut out = Vec::new();
-        for kv in self.history.range(lo..hi) {
-            let (k, v) = kv?;
-            out.push(decode_point(&k, &v)?);
-        }
-        Ok(out)
-    }
-
-    fn downsample_history(
-        &self,
-        before: Timestamp,
-        bucket: jiff::SignedDuration,
-    ) -> Result<usize, StoreError> {
-        let Some(win) = Downsample::window(self.meta(&downsample_mark(bucket))?, before, bucket)
-        else {
-            return Ok(0);
-        };
-        let (start, end) = (win.start, win.end);
-        let align = |t: Timestamp| win.align(t);
-        let mut merged_away = 0;
-        for kv in self.status.iter() {
-            let (site, _) = kv?;
-            let Ok(site) = SiteId::new(&String::from_utf8_lossy(&site)) else {
-                continue;
-            };
-            let mut batch = sled::Batch::default();
-            let mut group: Vec<(sled::IVec, HistoryPoint)> = Vec::new();
-            let mut flush_group = |group: &mut Vec<(sled::IVec, HistoryPoint)>,
-                                   batch: &mut sled::Batch| {
-                let Some((first_key, first)) = group.first() else {
-                    return;
-                };
-                let at = align(first.at);
-                let target = site_key(&site, ts_key(at), 0);
-                if group.len() == 1 && first_key.as_ref() == target.as_slice() {
-                    group.clear();
-                    return;
-                }
-                let points: Vec<HistoryPoint> = group.iter().map(|(_, p)| p.clone()).collect();
-                for (k, _) in group.iter() {
-                    batch.remove(k.clone());
-                }
-                batch.insert(target, &HistoryPoint::merge(at, &points).encode()[..]);
-                merged_away += group.len() - 1;
-                group.clear();
-            };
-            let range = site_key(&site, ts_key(start), 0)..site_key(&site, ts_key(end), 0);
-            for kv in self.history.range(range) {
-                let (k, v) = kv?;
-                let p = decode_point(&k, &v)?;
-                if group
-                    .first()
-                    .is_some_and(|(_, f)| align(f.at) != align(p.at))
-                {
-                    flush_group(&mut group, &mut batch);
-                }
-                group.push((k, p));
-            }
-            flush_group(&mut group, &mut batch);
-            self.history.apply_batch(batch)?;
-        }
-        self.meta
-            .insert(downsample_mark(bucket), end.to_string().as_bytes())?;
-        self.flush()?;
-        Ok(merged_away)
-    }
-
-    fn prune_history(&self, before: Timestamp) -> Result<usize, StoreError> {
-        // Per site, only the range before the cutoff.
-        let cutoff = ts_key(before);
-        let mut removed = 0;
-        for kv in self.status.iter() {
-            let (site, _) = kv?;
-            let Ok(site) = SiteId::new(&String::from_utf8_lossy(&site)) else {
-                continue;
-            };
-            for kv in self
-                .history
-                .range(site_key(&site, 0, 0)..site_key(&site, cutoff, 0))
-            {
-                let (k, _) = kv?;
-                self.history.remove(&k)?;
-                removed += 1;
-            }
-        }
-        if removed > 0 {
-            self.flush()?;
-        }
-        Ok(removed)
-    }
-
-    fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut prefix = site.as_str().as_bytes().to_vec();
-        prefix.push(0);
-        self.events
-            .scan_prefix(&prefix)
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                dec(&k, &v)
-            })
-            .collect()
-    }
-
-    fn publish(
-        &self,
-        bundles: &[Published],
-        commit: Option<&CommitRecord>,
-    ) -> Result<(), StoreError> {
-        let commit_key = self.db.generate_id()?.to_be_bytes();
-        (&self.bundles, &self.commits, &self.meta)
-            .transaction(|(b, c, m)| {
-                for p in bundles {
-                    b.insert(p.site.as_str().as_bytes(), enc(p))?;
-                }
-                if let Some(rec) = commit {
-                    c.insert(&commit_key, enc(rec))?;
-                    if rec.state == CommitState::Accepted {
-                        m.insert("last_good", rec.id.as_bytes())?;
-                    }
-                    m.insert("last_seen", rec.id.as_bytes())?;
-                }
-                Ok(())
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(s) => StoreError::Sled(s),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Corrupt("publish".into())
-                }
-            })?;
-        self.flush()
-    }
-
-    fn published(&self) -> Result<Vec<Published>, StoreError> {
-        self.bundles
-            .iter()
-            .map(|kv| {
-                let (k, v) = kv?;
-                dec(&k, &v)
-            })
-            .collect()
-    }
-
-    fn record_commit(&self, commit: &CommitRecord) -> Result<(), StoreError> {
-        self.publish(&[], Some(commit))
-    }
-
-    fn commits(&self, limit: usize) -> Result<Vec<CommitRecord>, StoreError> {
-        self.commits
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                dec(&k, &v)
-            })
-            .collect()
-    }
-
-    fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .meta
-            .get(key)?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
-    }
-
-    fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.meta.insert(key, value.as_bytes())?;
-        self.flush()
-    }
-
-    fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let mut out = Vec::new();
-        for kv in self.meta.scan_prefix(prefix.as_bytes()) {
-            let (k, v) = kv?;
-            out.push((
-                String::from_utf8_lossy(&k).into_owned(),
-                String::from_utf8_lossy(&v).into_owned(),
-            ));
-        }
-        Ok(out)
-    }
-
-    fn meta_write_with_events(
-        &self,
-        changes: Vec<(String, Option<String>)>,
-        events: Vec<(SiteId, Event)>,
-    ) -> Result<(), StoreError> {
-        use sled::Transactional;
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = events
-            .iter()
-            .enumerate()
-            .map(|(i, (site, e))| (controller_event_key(site, e.at, i), enc(e)))
-            .collect();
-        (&self.meta, &self.events)
-            .transaction(|(m, ev)| {
-                for (k, v) in &changes {
-                    match v {
-                        Some(v) => {
-                            m.insert(k.as_bytes(), v.as_bytes())?;
-                        }
-                        None => {
-                            m.remove(k.as_bytes())?;
-                        }
-                    }
-                }
-                for (k, v) in &rows {
-                    ev.insert(k.as_slice(), v.as_slice())?;
-                }
-                Ok::<_, sled::transaction::ConflictableTransactionError<std::convert::Infallible>>(
-                    (),
-                )
-            })
-            .map_err(|e| match e {
-                sled::transaction::TransactionError::Storage(e) => StoreError::from(e),
-                sled::transaction::TransactionError::Abort(never) => match never {},
-            })?;
-        self.flush()
-    }
-
-    fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
-        let id = self.db.generate_id()?;
-        self.audit.insert(id.to_be_bytes(), enc(entry))?;
-        self.flush()
-    }
-
-    fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        self.audit
-            .iter()
-            .rev()
-            .take(limit)
-            .map(|kv| {
-                let (k, v) = kv?;
-                dec(&k, &v)
-            })
-            .collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
     use crate::redb_store::RedbStore;
 
-    /// Both stores run every test.
+    /// Every store test runs on each backend (redb today).
     trait Open: Store + Sized + Clone + std::fmt::Debug {
         fn open(p: &Path) -> Result<Self, StoreError>;
         fn writes_and_syncs(&self) -> (u64, u64);
-    }
-    impl Open for SledStore {
-        fn open(p: &Path) -> Result<Self, StoreError> {
-            // sled's flusher thread releases the file lock a moment after
-            // the last handle is dropped: a reopen in the same process may
-            // need to wait for it.
-            let mut tries = 0;
-            loop {
-                match SledStore::open(p) {
-                    Err(StoreError::Locked(_)) if tries < 50 => {
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                    }
-                    other => return other,
-                }
-            }
-        }
-        fn writes_and_syncs(&self) -> (u64, u64) {
-            let g = self.group.state.lock().unwrap();
-            (g.requested, g.flushes)
-        }
     }
     impl Open for RedbStore {
         fn open(p: &Path) -> Result<Self, StoreError> {
@@ -943,9 +595,6 @@ mod tests {
 
     macro_rules! both {
         ($($name:ident),*) => {
-            mod sled_backend {
-                $( #[test] fn $name() { super::$name::<super::SledStore>() } )*
-            }
             mod redb_backend {
                 $( #[test] fn $name() { super::$name::<super::RedbStore>() } )*
             }
@@ -958,8 +607,91 @@ mod tests {
         publish_is_atomic_with_its_commit,
         concurrent_ingests_share_flushes_and_all_land,
         a_second_open_of_a_locked_store_says_so,
-        meta_writes_are_atomic_and_scans_stay_in_their_prefix
+        meta_writes_are_atomic_and_scans_stay_in_their_prefix,
+        bookkeeping_round_trips_and_a_record_that_does_not_decode_is_an_error
     );
+
+    fn bookkeeping_round_trips_and_a_record_that_does_not_decode_is_an_error<S: Open>() {
+        use crate::alerts::{Level, Stage};
+        use crate::outbox::Target;
+        let tmp = tempfile::tempdir().unwrap();
+        let s = S::open(tmp.path()).unwrap();
+        let site = SiteId::new("cesson-handball").unwrap();
+        let at: Timestamp = "2026-11-22T09:00:00Z".parse().unwrap();
+        let state = AlertState {
+            state: Stage::Firing,
+            level: Level::Critical,
+            value: "85 °C".into(),
+            message: "too hot".into(),
+            since: at,
+            fired_at: Some(at),
+            resolved_at: None,
+            clear_since: None,
+            notified_at: None,
+        };
+        let item = Outgoing {
+            target: Target::Webhook {
+                url: "http://127.0.0.1:9/hook".into(),
+                body: serde_json::json!({"text": "x"}),
+            },
+            attempts: 0,
+            next_at: at,
+            last_error: None,
+        };
+        let id = OutboxId::new(at, "cesson-handball-temperature", 0);
+        s.write_bookkeeping(Bookkeeping {
+            alerts: vec![(site.clone(), Rule::Temperature, Some(state.clone()))],
+            outbox: vec![(id.clone(), Some(item.clone()))],
+            digest_day: Some("2026-11-22".into()),
+            events: Vec::new(),
+        })
+        .unwrap();
+        assert_eq!(
+            s.alert_states()
+                .unwrap()
+                .get(&(site.clone(), Rule::Temperature)),
+            Some(&state)
+        );
+        let outbox = s.outbox().unwrap();
+        assert_eq!(outbox.len(), 1);
+        assert_eq!(outbox[0].0, id);
+        assert_eq!(outbox[0].1.as_ref().unwrap(), &item);
+        assert_eq!(s.digest_day().unwrap().as_deref(), Some("2026-11-22"));
+        // Regression: an undecodable record was silently skipped ("no
+        // alert"); it is an error naming its key now.
+        s.meta_write(vec![
+            (
+                "alert/vannes-rugby/temperature".into(),
+                Some("{not json".into()),
+            ),
+            ("outbox/00000000000000000001-x-0".into(), Some("[]".into())),
+        ])
+        .unwrap();
+        let err = s.alert_states().unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Corrupt(k) if k == "alert/vannes-rugby/temperature"),
+            "{err:?}"
+        );
+        let outbox = s.outbox().unwrap();
+        assert_eq!(outbox.len(), 2, "the bad item does not hide the good one");
+        assert!(
+            matches!(&outbox[0].1, Err(StoreError::Corrupt(k)) if k == "outbox/00000000000000000001-x-0")
+        );
+        assert!(outbox[1].1.is_ok());
+        // Removing through the bookkeeping.
+        s.write_bookkeeping(Bookkeeping {
+            alerts: vec![(
+                SiteId::new("vannes-rugby").unwrap(),
+                Rule::Temperature,
+                None,
+            )],
+            outbox: vec![(id, None)],
+            ..Bookkeeping::default()
+        })
+        .unwrap();
+        assert_eq!(s.alert_states().unwrap().len(), 1);
+        assert_eq!(s.outbox_len().unwrap(), 1);
+    }
     use touchline_schemas::report::Status;
 
     fn report(seq: u64, at: &str, phase: Phase, cpu: Option<f64>) -> Report {

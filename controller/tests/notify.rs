@@ -117,7 +117,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     let t0: Timestamp = "2026-11-23T06:00:00Z".parse().unwrap();
     let at = |mins: i64| t0 + SignedDuration::from_mins(mins);
     let fleet = w.open(t0);
-    let client = reqwest::Client::new();
+    let sender = notify::NetSender::new(reqwest::Client::new(), fleet.config.email.clone());
 
     // 82 °C: pending for the fleet's hold (2 minutes), then firing.
     report(&fleet, 1, at(0), 82.0);
@@ -131,7 +131,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     assert_eq!(outbox(&fleet).len(), 1);
 
     // The receiver is down: the attempt fails, is kept, and waits 2 s.
-    assert_eq!(notify::deliver(&fleet, &client, at(2)).await, 0);
+    assert_eq!(notify::deliver(&fleet, &sender, at(2)).await, 0);
     let item = &outbox(&fleet)[0];
     assert_eq!(item["attempts"], 1);
     assert_eq!(
@@ -147,7 +147,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     );
     // A second failure doubles the wait.
     assert_eq!(
-        notify::deliver(&fleet, &client, at(2) + SignedDuration::from_secs(2)).await,
+        notify::deliver(&fleet, &sender, at(2) + SignedDuration::from_secs(2)).await,
         0
     );
     assert_eq!(outbox(&fleet)[0]["attempts"], 2);
@@ -164,17 +164,17 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     // time it is sent once, and the outbox empties (nothing duplicated).
     let got = receiver(TcpListener::bind(("127.0.0.1", port)).unwrap());
     assert_eq!(
-        notify::deliver(&fleet, &client, at(2) + SignedDuration::from_secs(5)).await,
+        notify::deliver(&fleet, &sender, at(2) + SignedDuration::from_secs(5)).await,
         0
     );
     assert!(got.lock().unwrap().is_empty());
     assert_eq!(
-        notify::deliver(&fleet, &client, at(2) + SignedDuration::from_secs(6)).await,
+        notify::deliver(&fleet, &sender, at(2) + SignedDuration::from_secs(6)).await,
         1
     );
     assert!(outbox(&fleet).is_empty());
     assert_eq!(
-        notify::deliver(&fleet, &client, at(3)).await,
+        notify::deliver(&fleet, &sender, at(3)).await,
         0,
         "delivered once"
     );
@@ -192,7 +192,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     assert_eq!(temperature(&fleet)["state"], "firing", "damped");
     report(&fleet, 5, at(5), 60.0);
     assert_eq!(temperature(&fleet)["state"], "resolved");
-    notify::deliver(&fleet, &client, at(5)).await;
+    notify::deliver(&fleet, &sender, at(5)).await;
     assert_eq!(got.lock().unwrap()[1]["alert"]["state"], "resolved");
 
     // Hot again 10 minutes later, inside the 1-hour cooldown: it fires,
@@ -204,13 +204,13 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     report(&fleet, 9, at(15), 60.0);
     assert_eq!(temperature(&fleet)["state"], "resolved");
     assert!(outbox(&fleet).is_empty());
-    notify::deliver(&fleet, &client, at(15)).await;
+    notify::deliver(&fleet, &sender, at(15)).await;
     assert_eq!(got.lock().unwrap().len(), 2, "cooldown");
 
     // 70 minutes after the first notice the cooldown is over: told again.
     report(&fleet, 10, at(70), 84.0);
     report(&fleet, 11, at(72), 84.0);
-    notify::deliver(&fleet, &client, at(72)).await;
+    notify::deliver(&fleet, &sender, at(72)).await;
     {
         let got = got.lock().unwrap();
         assert_eq!(got.len(), 3);
@@ -232,11 +232,11 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     assert_eq!(offline(&fleet), None, "4 minutes: not offline");
     notify::evaluate(&fleet, at(77) + SignedDuration::from_secs(1)).unwrap();
     assert_eq!(offline(&fleet), Some(json!("firing")), "5 minutes: offline");
-    notify::deliver(&fleet, &client, at(78)).await;
+    notify::deliver(&fleet, &sender, at(78)).await;
     assert_eq!(got.lock().unwrap()[3]["alert"]["rule"], "offline");
     report(&fleet, 12, at(79), 84.0);
     assert_eq!(offline(&fleet), Some(json!("resolved")));
-    notify::deliver(&fleet, &client, at(79)).await;
+    notify::deliver(&fleet, &sender, at(79)).await;
     assert_eq!(got.lock().unwrap()[4]["alert"]["state"], "resolved");
 
     // Every transition is an event of the site, in the fleet's language.
@@ -281,7 +281,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
         !notify::digest(&fleet, at(82)).unwrap(),
         "a restart does not send the day's digest again"
     );
-    notify::deliver(&fleet, &client, at(82)).await;
+    notify::deliver(&fleet, &sender, at(82)).await;
     let digest = got.lock().unwrap()[5].clone();
     assert!(
         digest["text"]
@@ -304,7 +304,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     let next_day = at(24 * 60 + 61);
     report(&fleet, 13, next_day, 60.0);
     assert!(notify::digest(&fleet, next_day).unwrap());
-    notify::deliver(&fleet, &client, next_day).await;
+    notify::deliver(&fleet, &sender, next_day).await;
     let got = got.lock().unwrap();
     assert_eq!(got.len(), 7, "the next day's digest");
     assert!(

@@ -151,7 +151,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
     let err = state.fleet.last_sync_error();
     let body = json!({
         "ok": true,
-        "last_good_commit": state.fleet.store.meta("last_good").ok().flatten(),
+        "last_good_commit": state.fleet.store.last_good_commit().ok().flatten(),
         "last_sync_error": err.map(|(at, e)| json!({"at": at, "error": e})),
     });
     Json(body).into_response()

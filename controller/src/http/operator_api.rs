@@ -305,7 +305,7 @@ pub(super) async fn api_sync(
             action: "sync".into(),
             target: fleet
                 .store
-                .meta("last_seen")
+                .last_seen_commit()
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
