@@ -438,7 +438,13 @@ impl Agent {
     }
 
     /// The rest of a pass once the candidate is known: verify, reconcile,
-    /// phase, state.
+    /// phase, state. One `pass` span per pass, with the site, and the
+    /// serial and commit of the bundle it works on.
+    #[tracing::instrument(
+        name = "pass",
+        skip_all,
+        fields(site = %self.cfg.site_id, serial = tracing::field::Empty, commit = tracing::field::Empty)
+    )]
     async fn settle(
         &mut self,
         candidate: Result<Option<SignedPair>, PassError>,
@@ -461,7 +467,15 @@ impl Agent {
         if let Err(e) = self.recover_release().await {
             blocking.get_or_insert(PassError::Release(e));
         }
-        let outcome = match self.accepted() {
+        let accepted = self.accepted();
+        if let Some(b) = &accepted {
+            let span = tracing::Span::current();
+            span.record("serial", b.serial);
+            if let Some(c) = &b.commit {
+                span.record("commit", c.as_str());
+            }
+        }
+        let outcome = match accepted {
             None => Outcome::NotConverged(blocking.unwrap_or(PassError::NoBundle)),
             Some(b) => match (self.reconcile(&b, dir).await, blocking) {
                 (Err(e), _) | (Ok(_), Some(e)) => Outcome::NotConverged(e),
@@ -485,6 +499,13 @@ impl Agent {
             failed: matches!(outcome, Outcome::NotConverged(_)) && applied,
         }));
         self.state.phase = Some(self.phase);
+        match &outcome {
+            Outcome::Converged => tracing::debug!(phase = ?self.phase, "pass converged"),
+            Outcome::Waiting(why) => tracing::info!(phase = ?self.phase, %why, "pass waiting"),
+            Outcome::NotConverged(e) => {
+                tracing::debug!(phase = ?self.phase, error = %e, "pass not converged");
+            }
+        }
         let now = self.now().now;
         self.state.time_floor = Some(self.state.time_floor.map_or(now, |f| f.max(now)));
         self.save();

@@ -100,13 +100,7 @@ fn open(cfg: Config) -> Result<Agent, ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TOUCHLINE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    touchline_log::init("info");
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

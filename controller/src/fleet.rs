@@ -286,7 +286,13 @@ impl Fleet {
     }
 
     /// Fetches and processes the branch tip. Blocking (git, rendering,
-    /// signing): call from a blocking thread.
+    /// signing): call from a blocking thread. One `sync` span per call,
+    /// with the commit and serial of the tip.
+    #[tracing::instrument(
+        name = "sync",
+        skip_all,
+        fields(commit = tracing::field::Empty, serial = tracing::field::Empty)
+    )]
     pub fn sync(&self, now: Timestamp) -> Result<SyncOutcome, SyncError> {
         // Whole seconds: bundle times read better and compare simply.
         let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
@@ -312,6 +318,9 @@ impl Fleet {
         let follower = self.follower();
         let info = follower.fetch()?;
         let fetched = started.elapsed();
+        let span = tracing::Span::current();
+        span.record("commit", info.id.as_str());
+        span.record("serial", info.serial);
         let tip_s = info.id.clone();
         let tip = tip_s.as_str();
         if self.store.last_seen_commit()?.as_deref() == Some(tip) {

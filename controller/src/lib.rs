@@ -19,6 +19,7 @@
 pub mod alerts;
 pub mod app;
 pub mod bundles;
+pub mod cli;
 pub mod config;
 pub mod content;
 pub mod demo;

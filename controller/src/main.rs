@@ -1,21 +1,18 @@
-//! `touchline`: the operator CLI and (later) the controller daemon. Parses
-//! arguments, calls the library, turns errors into exit codes.
+//! `touchline`: the operator CLI and the controller daemon. Parses the
+//! arguments, sets up logging, calls the command's body in the library
+//! (`touchline_controller::cli`) and turns its error into an exit code.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, anyhow};
-use clap::{Parser, Subcommand, ValueEnum};
-use jiff::Timestamp;
-use touchline_controller::content::ContentStore;
-use touchline_controller::redb_store::RedbStore;
-use touchline_controller::render::{self, BundleMeta, CatalogIndex, Rendered};
-use touchline_controller::store::{AuditEntry, Store, StoreError};
-use touchline_controller::tokens::Token;
-use touchline_controller::validate::{self, Checked};
-use touchline_controller::{example, explain, keys, revision, serve, source};
-use touchline_schemas::{Bundle, SiteId, TrustedKeys};
+use clap::{Parser, Subcommand};
+use touchline_controller::cli::{
+    Failure, Format, Ident, cmd_content_add, cmd_demo, cmd_explain, cmd_generate_example,
+    cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_token, cmd_validate,
+    cmd_verify,
+};
+use touchline_controller::demo::{DemoOptions, default_manifests};
+use touchline_controller::serve::ServeOptions;
 
 /// Touchline: run a fleet of offline-prone boxes from git.
 #[derive(Debug, Parser)]
@@ -208,73 +205,15 @@ enum ContentCommand {
     },
 }
 
-#[derive(Debug, clap::Args)]
-struct Ident {
-    /// Serial of the bundles (default: first-parent commit count of HEAD, else 0).
-    #[arg(long)]
-    serial: Option<u64>,
-    /// Source commit recorded in the bundles (default: HEAD).
-    #[arg(long)]
-    commit: Option<String>,
-    /// Issue time, RFC 3339 (default: SOURCE_DATE_EPOCH, HEAD's commit time,
-    /// or the newest manifest file's mtime).
-    #[arg(long)]
-    issued_at: Option<Timestamp>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
-
-/// An error with the exit status it deserves.
-struct Failure {
-    code: u8,
-    error: anyhow::Error,
-}
-
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure {
-            code: 1,
-            error: e.into(),
-        }
-    }
-}
-
-fn cannot_run(e: impl Into<anyhow::Error>) -> Failure {
-    Failure {
-        code: 2,
-        error: e.into(),
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    touchline_log::init("info");
     match run(cli) {
         Ok(code) => code,
         Err(f) => {
             eprintln!("error: {:#}", f.error);
             ExitCode::from(f.code)
         }
-    }
-}
-
-/// Logs to stderr; `RUST_LOG` filters (default `info`),
-/// `TOUCHLINE_LOG_FORMAT=json` switches to JSON lines.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if std::env::var("TOUCHLINE_LOG_FORMAT").is_ok_and(|v| v == "json") {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 
@@ -294,17 +233,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             out,
             comment,
             force,
-        } => {
-            let key = keys::keygen(&out, &comment, force)?;
-            println!("{}", key.public_key_openssh());
-            eprintln!(
-                "wrote {} (secret, 0600) and {}; fingerprint {}",
-                out.display(),
-                keys::pub_path(&out).display(),
-                key.fingerprint()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_keygen(&out, &comment, force),
         Command::Verify {
             key,
             bundle,
@@ -320,27 +249,17 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             files,
         }) => cmd_content_add(&data, catalog_entry, &files),
         Command::Operator(OperatorCommand::Token { name, role }) => {
-            let token = Token::generate()?;
-            println!("{}", token.reveal());
-            eprintln!(
-                "add to the controller config (only the hash is kept; give the token above to {name}):\n\n[[operators]]\nname = \"{name}\"\nrole = \"{role}\"\ntoken_sha256 = \"{}\"",
-                token.hash().to_hex()
-            );
-            Ok(ExitCode::SUCCESS)
+            cmd_operator_token(&name, &role)
         }
         Command::Demo {
             manifests,
             workspace,
             listen,
-        } => {
-            let opts = touchline_controller::demo::DemoOptions {
-                manifests: manifests.unwrap_or_else(touchline_controller::demo::default_manifests),
-                workspace,
-                listen,
-            };
-            runtime()?.block_on(touchline_controller::demo::run(opts, shutdown_signal()))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_demo(DemoOptions {
+            manifests: manifests.unwrap_or_else(default_manifests),
+            workspace,
+            listen,
+        }),
         Command::Site(SiteCommand::Token { data, site, rotate }) => {
             cmd_site_token(&data, &site, rotate)
         }
@@ -352,445 +271,14 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             listen,
             sync_interval,
             config,
-        } => {
-            let opts = serve::ServeOptions {
-                repo,
-                branch,
-                data,
-                key,
-                listen,
-                sync_interval,
-                config,
-            };
-            runtime()?.block_on(serve::serve(
-                opts,
-                |addr| {
-                    println!("listening on http://{addr}");
-                    let _ = std::io::stdout().flush();
-                },
-                shutdown_signal(),
-            ))?;
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cmd_serve(ServeOptions {
+            repo,
+            branch,
+            data,
+            key,
+            listen,
+            sync_interval,
+            config,
+        }),
     }
-}
-
-fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Blocking work (sled, git, rendering) is bounded: a burst of reports
-        // queues instead of spawning hundreds of threads (and malloc arenas).
-        .max_blocking_threads(16)
-        .build()
-        .context("failed to start the async runtime")
-        .map_err(cannot_run)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-}
-
-fn cmd_content_add(
-    data: &Path,
-    catalog_entry: bool,
-    files: &[PathBuf],
-) -> Result<ExitCode, Failure> {
-    let store = ContentStore::open(data).map_err(cannot_run)?;
-    for f in files {
-        let (hash, size) = store.add_file(f)?;
-        println!("{hash} {size}");
-        if catalog_entry {
-            let name = f
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let stem = f
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let id: String = stem
-                .to_lowercase()
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-                .collect::<String>()
-                .split('-')
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join("-");
-            println!(
-                "  - id: {id}\n    title: {stem}\n    file: {name}\n    category: CHANGE-ME\n    subcategory: CHANGE-ME\n    sha256: {hash}\n    size: {size}"
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode, Failure> {
-    let site = parse_site(site)?;
-    match RedbStore::open(data) {
-        Ok(store) => {
-            let exists = store.site_tokens()?.iter().any(|(s, _)| s == &site);
-            if exists && !rotate {
-                return Err(anyhow!(
-                    "site `{site}` already has a token; pass --rotate to replace it (the box must then be given the new one)"
-                )
-                .into());
-            }
-            let token = Token::generate()?;
-            store.set_site_token(&site, &token.hash())?;
-            store.audit(&AuditEntry {
-                at: Timestamp::now(),
-                actor: "cli".into(),
-                action: if exists {
-                    "rotate site token"
-                } else {
-                    "mint site token"
-                }
-                .into(),
-                target: site.to_string(),
-            })?;
-            println!("{}", token.reveal());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(StoreError::Locked(_)) => {
-            // A controller runs on this data directory: go through it.
-            let addr = std::fs::read_to_string(serve::addr_file(data))
-                .context(
-                    "the store is locked by a running controller, but its address file is missing",
-                )
-                .map_err(cannot_run)?;
-            let admin = std::fs::read_to_string(serve::admin_token_file(data))
-                .context("the store is locked by a running controller, but its local admin token is missing")
-                .map_err(cannot_run)?;
-            let url = format!(
-                "http://{}/api/sites/{site}/token?rotate={rotate}",
-                addr.trim()
-            );
-            let body: serde_json::Value = runtime()?.block_on(async {
-                let resp = reqwest::Client::new()
-                    .post(&url)
-                    .bearer_auth(admin.trim())
-                    .send()
-                    .await
-                    .with_context(|| {
-                        format!("failed to reach the running controller at {}", addr.trim())
-                    })?;
-                let status = resp.status();
-                let body: serde_json::Value = resp
-                    .json()
-                    .await
-                    .context("the controller's answer is not JSON")?;
-                if !status.is_success() {
-                    return Err(anyhow!(
-                        "{}",
-                        body["error"].as_str().unwrap_or("the controller refused")
-                    ));
-                }
-                Ok(body)
-            })?;
-            println!("{}", body["token"].as_str().unwrap_or_default());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => Err(cannot_run(e)),
-    }
-}
-
-/// Reads and validates; prints diagnostics on stderr when invalid.
-fn load_valid(dir: &Path) -> Result<(Checked, source::SourceSet), Failure> {
-    let set = source::read_dir(dir).map_err(cannot_run)?;
-    let checked = validate::check(&set);
-    if checked.diags.has_errors() {
-        let mut err = std::io::stderr().lock();
-        for d in &checked.diags.0 {
-            let _ = writeln!(err, "{d}");
-        }
-        return Err(anyhow!(
-            "the manifests in `{}` are invalid ({} errors); fix them (see `touchline validate`) before rendering",
-            dir.display(),
-            checked.diags.errors()
-        )
-        .into());
-    }
-    Ok((checked, set))
-}
-
-fn cmd_validate(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
-    let set = source::read_dir(dir).map_err(cannot_run)?;
-    let checked = validate::check(&set);
-    let d = &checked.diags;
-    let files = checked.manifests.files_read;
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Text => {
-            for diag in &d.0 {
-                writeln!(out, "{diag}").map_err(cannot_run)?;
-            }
-            writeln!(
-                out,
-                "{} error{}, {} warning{} in {files} file{}",
-                d.errors(),
-                plural(d.errors()),
-                d.warnings(),
-                plural(d.warnings()),
-                plural(files)
-            )
-            .map_err(cannot_run)?;
-        }
-        Format::Json => {
-            let list: Vec<_> = d
-                .0
-                .iter()
-                .map(|x| {
-                    serde_json::json!({
-                        "file": &*x.file, "line": x.pos.line, "column": x.pos.col,
-                        "severity": if x.severity == touchline_controller::diag::Severity::Error { "error" } else { "warning" },
-                        "message": x.message,
-                    })
-                })
-                .collect();
-            let doc = serde_json::json!({
-                "valid": !d.has_errors(), "errors": d.errors(), "warnings": d.warnings(),
-                "files": files, "diagnostics": list,
-            });
-            writeln!(out, "{doc:#}").map_err(cannot_run)?;
-        }
-    }
-    Ok(if d.has_errors() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-fn plural(n: usize) -> &'static str {
-    if n == 1 { "" } else { "s" }
-}
-
-fn meta(
-    dir: &Path,
-    checked: &Checked,
-    set: &source::SourceSet,
-    ident: Ident,
-) -> Result<BundleMeta, Failure> {
-    let expiry = checked
-        .manifests
-        .fleet
-        .as_ref()
-        .map(|f| f.value.bundles.expiry.to_std())
-        .unwrap_or(std::time::Duration::from_secs(7 * 86_400));
-    let o = revision::Overrides {
-        serial: ident.serial,
-        commit: ident.commit,
-        issued_at: ident.issued_at,
-    };
-    revision::meta_for_dir(dir, set, expiry, &o).map_err(cannot_run)
-}
-
-fn parse_site(site: &str) -> Result<SiteId, Failure> {
-    SiteId::new(site).map_err(|e| cannot_run(anyhow!(e)))
-}
-
-fn render_one(checked: &Checked, site: &SiteId, meta: &BundleMeta) -> Result<Rendered, Failure> {
-    let catalog = CatalogIndex::new(&checked.manifests);
-    Ok(render::render_site(
-        &checked.manifests,
-        &checked.members,
-        &catalog,
-        site,
-        meta,
-    )?)
-}
-
-fn cmd_render(
-    dir: &Path,
-    site: Option<&str>,
-    out: Option<&Path>,
-    key: Option<&Path>,
-    ident: Ident,
-) -> Result<ExitCode, Failure> {
-    // Load the key first: a bad key should fail before any work.
-    let key = key.map(keys::load).transpose().map_err(cannot_run)?;
-    let (checked, set) = load_valid(dir)?;
-    let meta = meta(dir, &checked, &set, ident)?;
-    if let Some(site) = site {
-        let site = parse_site(site)?;
-        let r = render_one(&checked, &site, &meta)?;
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&r.bundle.to_canonical_json())
-            .map_err(cannot_run)?;
-        stdout.flush().map_err(cannot_run)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let out = out.ok_or_else(|| cannot_run(anyhow!("--all needs --out <dir>")))?;
-    std::fs::create_dir_all(out)
-        .with_context(|| format!("failed to create `{}`", out.display()))
-        .map_err(cannot_run)?;
-    let written = touchline_controller::bundles::write_all(&checked, &meta, out, key.as_ref())
-        .map_err(cannot_run)?;
-    eprintln!(
-        "rendered {written} site{} into {} (serial {}{})",
-        plural(written),
-        out.display(),
-        meta.serial,
-        if key.is_some() { ", signed" } else { "" }
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn cmd_explain(dir: &Path, site: &str, format: Format) -> Result<ExitCode, Failure> {
-    let (checked, set) = load_valid(dir)?;
-    let site = parse_site(site)?;
-    let meta = meta(
-        dir,
-        &checked,
-        &set,
-        Ident {
-            serial: None,
-            commit: None,
-            issued_at: None,
-        },
-    )?;
-    let r = render_one(&checked, &site, &meta)?;
-    match format {
-        Format::Text => print!("{}", explain::text(&r)),
-        Format::Json => println!("{:#}", explain::json(&r)),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn cmd_verify(
-    key: &Path,
-    bundle: &Path,
-    sig: &Path,
-    site: Option<&str>,
-) -> Result<ExitCode, Failure> {
-    let read = |p: &Path| {
-        std::fs::read(p)
-            .with_context(|| format!("failed to read `{}`", p.display()))
-            .map_err(cannot_run)
-    };
-    let keys_text = String::from_utf8(read(key)?).map_err(|_| {
-        cannot_run(anyhow!(
-            "`{}` is not a text file of public keys",
-            key.display()
-        ))
-    })?;
-    let trusted = TrustedKeys::parse(&keys_text)
-        .with_context(|| format!("failed to read trusted keys from `{}`", key.display()))
-        .map_err(cannot_run)?;
-    let bytes = read(bundle)?;
-    let sig_bytes = read(sig)?;
-    let signer = trusted
-        .verify(&bytes, &sig_bytes)
-        .with_context(|| format!("`{}` is not validly signed", bundle.display()))?
-        .fingerprint(ssh_key_hash())
-        .to_string();
-    let b = Bundle::from_slice(&bytes)
-        .with_context(|| format!("`{}` is signed but not a valid bundle", bundle.display()))?;
-    if let Some(site) = site
-        && b.site.as_str() != site
-    {
-        return Err(anyhow!("bundle is for site `{}`, not `{site}`", b.site).into());
-    }
-    println!(
-        "OK: bundle for site {} serial {}{} signed by {signer}; issued {}, expires {}",
-        b.site,
-        b.serial,
-        b.commit
-            .as_deref()
-            .map(|c| format!(" (commit {c})"))
-            .unwrap_or_default(),
-        b.issued_at,
-        b.expires_at
-    );
-    if b.expires_at <= Timestamp::now() {
-        eprintln!("warning: this bundle has expired; agents will not apply it");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn ssh_key_hash() -> touchline_schemas::sign::HashAlg {
-    touchline_schemas::sign::HashAlg::Sha256
-}
-
-fn cmd_generate_example(dir: &Path, out: &Path) -> Result<ExitCode, Failure> {
-    let (checked, _) = load_valid(dir)?;
-    let m = &checked.manifests;
-    let mut bad = 0usize;
-    let mut n = 0usize;
-    let mut check = |what: &str,
-                     id: &str,
-                     size: u64,
-                     want: &touchline_schemas::Sha256,
-                     path: PathBuf,
-                     at: String|
-     -> Result<(), Failure> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(cannot_run)?;
-        }
-        let file = std::fs::File::create(&path)
-            .with_context(|| format!("failed to create `{}`", path.display()))
-            .map_err(cannot_run)?;
-        let got =
-            example::write_example(id, size, std::io::BufWriter::new(file)).map_err(cannot_run)?;
-        let got = touchline_schemas::Sha256::from_bytes(got);
-        n += 1;
-        if &got != want {
-            bad += 1;
-            eprintln!(
-                "{at}: error: generated {what} `{id}` ({size} bytes) has sha256 {got}, the manifest says {want}"
-            );
-        }
-        Ok(())
-    };
-    if let Some(c) = &m.catalog {
-        for (i, v) in c.value.videos.iter().enumerate() {
-            let path = render::target_path(v).map_err(|e| anyhow!(e))?;
-            let line = c.at(&["videos".into(), i.into(), "sha256".into()]).line;
-            check(
-                "video",
-                v.id.as_str(),
-                v.size,
-                &v.sha256,
-                out.join(path.as_str()),
-                format!("{}:{line}", c.file),
-            )?;
-        }
-    }
-    for (v, r) in &m.releases {
-        let line = r.at(&["package".into(), "sha256".into()]).line;
-        let id = format!("release-{v}");
-        check(
-            "package",
-            &id,
-            r.value.package.size,
-            &r.value.package.sha256,
-            out.join("releases").join(format!("{v}.tar.gz")),
-            format!("{}:{line}", r.file),
-        )?;
-    }
-    if bad > 0 {
-        return Err(anyhow!("{bad} of {n} generated files do not match their manifest").into());
-    }
-    eprintln!(
-        "wrote {n} files into {}, all matching their manifests",
-        out.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }

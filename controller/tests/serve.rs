@@ -895,3 +895,49 @@ fn kill_9_during_publishing_never_leaves_a_half_published_commit() {
         "no sync was interrupted: the kills came too late to test anything"
     );
 }
+
+/// The controller logs like the agent: JSON lines with
+/// `TOUCHLINE_LOG_FORMAT=json`, each sync in a `sync` span carrying the
+/// commit and its serial.
+#[test]
+fn a_sync_logs_json_lines_inside_a_span_with_the_commit() {
+    let w = World::new("");
+    let head = w.files.repo().head();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
+        .arg("serve")
+        .arg("--repo")
+        .arg(w.repo())
+        .arg("--data")
+        .arg(w.data())
+        .arg("--key")
+        .arg(w.files.key())
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(w.files.path("controller.toml"))
+        .env("RUST_LOG", "info")
+        .env("TOUCHLINE_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("listening on "), "{first}");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let published = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "published")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(published["span"]["name"], "sync");
+    assert_eq!(published["span"]["commit"], head.as_str());
+    assert_eq!(published["span"]["serial"], 1);
+}

@@ -216,3 +216,51 @@ fn diagnose_says_ok_or_what_to_do() {
         "{text}"
     );
 }
+
+/// Both binaries log the same way: `TOUCHLINE_LOG_FORMAT=json` gives JSON
+/// lines, `RUST_LOG` filters, and every line of a pass carries its span
+/// with the site and the serial.
+#[test]
+fn a_pass_logs_json_lines_inside_a_span_with_the_site_and_serial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cfg, signer) = offline_box(tmp.path(), "");
+    let files: &[(&str, &[u8])] = &[("Sponsors/a.mp4", b"the reel")];
+    let usb = tmp.path().join("usb");
+    signer.write(&usb, &sample_bundle("cesson-handball", 3, files, &[]));
+    with_content(&usb, files);
+    let out = Command::new(bin("touchline-agent"))
+        .args(["apply-dir", usb.to_str().unwrap(), "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "debug")
+        .env("TOUCHLINE_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let planned = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "planned")
+        .unwrap_or_else(|| panic!("{}", stderr(&out)));
+    assert_eq!(planned["span"]["name"], "pass");
+    assert_eq!(planned["span"]["site"], "cesson-handball");
+    assert_eq!(planned["span"]["serial"], 3);
+    assert_eq!(planned["fields"]["place"], 1);
+    // RUST_LOG filters: at `warn`, nothing of a quiet pass is printed.
+    let quiet = Command::new(bin("touchline-agent"))
+        .args(["apply-dir", usb.to_str().unwrap(), "--config"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env("TOUCHLINE_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(quiet.status.success());
+    assert!(
+        !String::from_utf8_lossy(&quiet.stderr).contains("\"planned\""),
+        "{}",
+        stderr(&quiet)
+    );
+}

@@ -37,7 +37,8 @@ pub fn load_alerts(fleet: &Fleet) -> Result<BTreeMap<(SiteId, Rule), AlertState>
 }
 
 /// Evaluates every site's alerts at `now`; returns how many fired or
-/// resolved.
+/// resolved. One `alerts` span per evaluation, a `site` span per site.
+#[tracing::instrument(name = "alerts", skip_all)]
 pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
     let Some(checked) = fleet.manifests() else {
         return Ok(0);
@@ -60,6 +61,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
     let mut book = Bookkeeping::default();
     let mut transitions = 0;
     for (site, doc) in &m.sites {
+        let _site = tracing::info_span!("site", site = %site).entered();
         let mut rules = vec![&fleet_doc.value.alerts];
         for mem in checked
             .members
