@@ -51,8 +51,8 @@ pub struct SiteView {
     pub club: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
-    /// City, region, coordinates.
-    pub location: Value,
+    /// City, region, coordinates (`None`: not in the manifests).
+    pub location: Option<touchline_schemas::manifest::Location>,
     /// Groups, in layering order.
     pub groups: Vec<String>,
     /// Online / degraded / offline.
@@ -60,9 +60,9 @@ pub struct SiteView {
     /// Last report received.
     pub last_seen: Option<Timestamp>,
     /// What the published bundle says.
-    pub desired: Value,
+    pub desired: DesiredState,
     /// What the box last reported as applied.
-    pub applied: Value,
+    pub applied: AppliedState,
     /// The agent's phase.
     pub phase: Option<String>,
     /// Active condition messages.
@@ -75,6 +75,28 @@ pub struct SiteView {
     pub metrics: Option<Metrics>,
     /// Software releases on the box, as reported.
     pub software: Option<touchline_schemas::report::SoftwareStatus>,
+}
+
+/// What a site's published bundle asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DesiredState {
+    /// The bundle's serial.
+    pub serial: Option<u64>,
+    /// The release it pins.
+    pub release: Option<String>,
+    /// Its ETag.
+    pub etag: Option<String>,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// What a box last reported as applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AppliedState {
+    /// The serial on disk.
+    pub serial: Option<u64>,
+    /// The release running.
+    pub release: Option<String>,
 }
 
 fn disk_percent(m: &Metrics) -> Option<f64> {
@@ -203,19 +225,20 @@ fn view_of(
                     .collect()
             })
             .unwrap_or_default(),
-        location: doc
-            .map(|d| serde_json::to_value(&d.value.location).unwrap_or(Value::Null))
-            .unwrap_or(Value::Null),
+        location: doc.map(|d| d.value.location.clone()),
         groups,
         status: health(state, last_poll, now, offline_after),
         last_seen: last_seen(state, last_poll),
-        desired: json!({
-            "serial": published.map(|p| p.serial),
-            "release": desired_release,
-            "etag": published.map(|p| p.etag.clone()),
-            "expires_at": published.map(|p| p.expires_at),
-        }),
-        applied: json!({"serial": applied_serial, "release": applied_release}),
+        desired: DesiredState {
+            serial: published.map(|p| p.serial),
+            release: desired_release.clone(),
+            etag: published.map(|p| p.etag.clone()),
+            expires_at: published.map(|p| p.expires_at),
+        },
+        applied: AppliedState {
+            serial: applied_serial,
+            release: applied_release.clone(),
+        },
         phase: state.map(|s| crate::store::phase_name(s.report.status.phase)),
         conditions: state
             .map(|s| {
@@ -275,30 +298,37 @@ pub fn site_view(
     Ok(site_parts(fleet, site, now)?.map(|p| p.0))
 }
 
+/// `/api/sites/{id}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteDetail {
+    /// The row.
+    pub site: SiteView,
+    /// The published bundle.
+    pub bundle: Option<Bundle>,
+    /// The manifest line behind each desired value (`explain --json`).
+    pub origins: Option<Value>,
+    /// The latest report.
+    pub report: Option<touchline_schemas::report::Report>,
+    /// When the latest metrics were received.
+    pub metrics_at: Option<Timestamp>,
+    /// The last 20 events, newest first.
+    pub events: Vec<crate::store::Event>,
+}
+
 /// `/api/sites/{id}`: the row plus the desired state with the manifest line
 /// behind each value, the latest metrics and the last 20 events.
 pub fn site_detail(
     fleet: &Fleet,
     site: &SiteId,
     now: Timestamp,
-) -> Result<Option<Value>, StoreError> {
-    Ok(site_detail_with_view(fleet, site, now)?.map(|d| d.1))
-}
-
-/// [`site_detail`] and the row it holds, typed (the status page wants
-/// both, from one read of the store).
-pub fn site_detail_with_view(
-    fleet: &Fleet,
-    site: &SiteId,
-    now: Timestamp,
-) -> Result<Option<(SiteView, Value)>, StoreError> {
+) -> Result<Option<SiteDetail>, StoreError> {
     let Some((view, state, published, manifests)) = site_parts(fleet, site, now)? else {
         return Ok(None);
     };
     let bundle = published
         .as_ref()
         .and_then(|p| Bundle::from_slice(&p.body).ok());
-    let explain = match (manifests, &bundle) {
+    let origins = match (manifests, &bundle) {
         (Some(m), Some(b)) if m.manifests.sites.contains_key(site) => {
             let meta = BundleMeta {
                 serial: b.serial,
@@ -313,125 +343,211 @@ pub fn site_detail_with_view(
         }
         _ => None,
     };
-    let events = fleet.store.events(site, 20)?;
-    let detail = json!({
-        "site": view,
-        "bundle": bundle,
-        "origins": explain,
-        "report": state.as_ref().map(|s| &s.report),
-        "metrics_at": state.as_ref().and_then(|s| s.metrics_at),
-        "events": events,
-    });
-    Ok(Some((view, detail)))
+    Ok(Some(SiteDetail {
+        site: view,
+        bundle,
+        origins,
+        report: state.as_ref().map(|s| s.report.clone()),
+        metrics_at: state.as_ref().and_then(|s| s.metrics_at),
+        events: fleet.store.events(site, 20)?,
+    }))
+}
+
+/// A release as the manifests declare it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseManifest {
+    /// The file that declares it.
+    pub file: String,
+    /// Its changelog.
+    pub changelog: String,
+    /// Switched outside the maintenance window.
+    pub urgent: bool,
+    /// Its package.
+    pub package: PackageRef,
+    /// Its health check.
+    pub health_check: touchline_schemas::manifest::HealthCheck,
+}
+
+/// A package, by hash and size.
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageRef {
+    /// sha256.
+    pub sha256: touchline_schemas::Sha256,
+    /// Bytes.
+    pub size: u64,
+}
+
+/// A site waiting to switch to a release, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct WaitingSite {
+    /// The site.
+    pub site: String,
+    /// Why it waits (window, update lock).
+    pub reason: String,
+}
+
+/// A site that rolled a release back.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolledBackSite {
+    /// The site.
+    pub site: String,
+    /// The release it went back to.
+    pub to: Option<String>,
+    /// When.
+    pub at: Timestamp,
+    /// The health check's output.
+    pub output: String,
+}
+
+/// One release and its adoption across the fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseAdoption {
+    /// The version.
+    pub version: String,
+    /// Declared in the manifests.
+    pub in_manifests: bool,
+    /// Its declaration.
+    pub manifest: Option<ReleaseManifest>,
+    /// Sites that should run it.
+    pub desired: usize,
+    /// Sites that run it.
+    pub running: usize,
+    /// Which sites should run it.
+    pub sites_desired: Vec<String>,
+    /// Which sites run it.
+    pub sites_running: Vec<String>,
+    /// Sites that have it unpacked, not running.
+    pub staged: Vec<String>,
+    /// Sites waiting to switch to it.
+    pub waiting: Vec<WaitingSite>,
+    /// Sites that rolled it back.
+    pub rolled_back: Vec<RolledBackSite>,
+    /// Sites that hold it back.
+    pub held_back: Vec<String>,
+}
+
+/// `/api/releases`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Releases {
+    /// The newest release of the manifests.
+    pub latest: Option<String>,
+    /// Newest first.
+    pub releases: Vec<ReleaseAdoption>,
+}
+
+/// The row of release `v`, created empty.
+fn adoption<'a>(
+    rows: &'a mut BTreeMap<String, ReleaseAdoption>,
+    v: &str,
+) -> &'a mut ReleaseAdoption {
+    rows.entry(v.to_owned()).or_insert_with(|| ReleaseAdoption {
+        version: v.to_owned(),
+        in_manifests: false,
+        manifest: None,
+        desired: 0,
+        running: 0,
+        sites_desired: Vec::new(),
+        sites_running: Vec::new(),
+        staged: Vec::new(),
+        waiting: Vec::new(),
+        rolled_back: Vec::new(),
+        held_back: Vec::new(),
+    })
 }
 
 /// `/api/releases`: every release in the manifests (and any other a box
 /// reports running), newest first, with its adoption: sites that should
 /// run it, run it, have it staged, wait for their window or update lock,
 /// and rolled it back (with the health check's output).
-pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Value {
-    #[derive(Default)]
-    struct Row {
-        manifest: Option<Value>,
-        desired: Vec<String>,
-        running: Vec<String>,
-        staged: Vec<String>,
-        waiting: Vec<Value>,
-        rolled_back: Vec<Value>,
-        held_back: Vec<String>,
-    }
+pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Releases {
     let manifests = fleet.manifests();
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    let mut rows: BTreeMap<String, ReleaseAdoption> = BTreeMap::new();
     if let Some(m) = &manifests {
         for (v, doc) in &m.manifests.releases {
             let r = &doc.value;
-            rows.entry(v.to_string()).or_default().manifest = Some(json!({
-                "file": doc.file.to_string(),
-                "changelog": r.changelog,
-                "urgent": r.urgent,
-                "package": {"sha256": r.package.sha256, "size": r.package.size},
-                "health_check": r.health_check,
-            }));
+            let entry = adoption(&mut rows, &v.to_string());
+            entry.in_manifests = true;
+            entry.manifest = Some(ReleaseManifest {
+                file: doc.file.to_string(),
+                changelog: r.changelog.clone(),
+                urgent: r.urgent,
+                package: PackageRef {
+                    sha256: r.package.sha256,
+                    size: r.package.size,
+                },
+                health_check: r.health_check.clone(),
+            });
         }
     }
     for v in views {
         let site = v.id.to_string();
-        if let Some(d) = v.desired["release"].as_str() {
-            rows.entry(d.to_owned())
-                .or_default()
-                .desired
-                .push(site.clone());
+        if let Some(d) = &v.desired.release {
+            adoption(&mut rows, d).sites_desired.push(site.clone());
         }
         let Some(sw) = &v.software else {
-            if let Some(r) = v.applied["release"].as_str() {
-                rows.entry(r.to_owned()).or_default().running.push(site);
+            if let Some(r) = &v.applied.release {
+                adoption(&mut rows, r).sites_running.push(site);
             }
             continue;
         };
         if let Some(cur) = &sw.current {
-            rows.entry(cur.clone())
-                .or_default()
-                .running
-                .push(site.clone());
+            adoption(&mut rows, cur).sites_running.push(site.clone());
         }
         for i in &sw.installed {
             if Some(i) != sw.current.as_ref() {
-                rows.entry(i.clone()).or_default().staged.push(site.clone());
+                adoption(&mut rows, i).staged.push(site.clone());
             }
         }
         if let (Some(w), Some(d)) = (&sw.waiting, &sw.desired) {
-            rows.entry(d.to_string())
-                .or_default()
+            adoption(&mut rows, &d.to_string())
                 .waiting
-                .push(json!({"site": site, "reason": w}));
+                .push(WaitingSite {
+                    site: site.clone(),
+                    reason: w.clone(),
+                });
         }
         if let Some(rb) = &sw.last_rollback {
-            rows.entry(rb.from.clone())
-                .or_default()
+            adoption(&mut rows, &rb.from)
                 .rolled_back
-                .push(json!({
-                    "site": site, "to": rb.to, "at": rb.at, "output": rb.output,
-                }));
+                .push(RolledBackSite {
+                    site: site.clone(),
+                    to: rb.to.clone(),
+                    at: rb.at,
+                    output: rb.output.clone(),
+                });
         }
         if let Some(h) = &sw.held_back {
-            rows.entry(h.clone())
-                .or_default()
-                .held_back
-                .push(site.clone());
+            adoption(&mut rows, h).held_back.push(site.clone());
         }
     }
     let latest = manifests
         .as_ref()
         .and_then(|m| m.manifests.releases.keys().max().map(ToString::to_string));
-    let mut list: Vec<(String, Row)> = rows.into_iter().collect();
-    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
-    list.sort_by(|a, b| key(&b.0).cmp(&key(&a.0)).then_with(|| b.0.cmp(&a.0)));
-    let releases: Vec<Value> = list
-        .into_iter()
-        .map(|(version, r)| {
-            json!({
-                "version": version,
-                "in_manifests": r.manifest.is_some(),
-                "manifest": r.manifest,
-                "desired": r.desired.len(),
-                "running": r.running.len(),
-                "sites_desired": r.desired,
-                "sites_running": r.running,
-                "staged": r.staged,
-                "waiting": r.waiting,
-                "rolled_back": r.rolled_back,
-                "held_back": r.held_back,
-            })
+    let mut list: Vec<ReleaseAdoption> = rows
+        .into_values()
+        .map(|mut r| {
+            r.desired = r.sites_desired.len();
+            r.running = r.sites_running.len();
+            r
         })
         .collect();
-    json!({"latest": latest, "releases": releases})
+    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
+    list.sort_by(|a, b| {
+        key(&b.version)
+            .cmp(&key(&a.version))
+            .then_with(|| b.version.cmp(&a.version))
+    });
+    Releases {
+        latest,
+        releases: list,
+    }
 }
 
 /// `/api/stats`, in the shape of NEOPRO's monitoring API, plus the version
 /// distribution. Thresholds: temperature > 75 °C warning, > 80 °C critical;
 /// disk > 90 % warning, > 95 % critical; memory > 90 % warning; a degraded
 /// site is critical.
-pub fn stats(views: &[SiteView]) -> Value {
+pub fn stats(views: &[SiteView]) -> Stats {
     let mut warnings = 0;
     let mut critical = 0;
     let mut alerts = 0;
@@ -470,31 +586,66 @@ pub fn stats(views: &[SiteView]) -> Value {
         mem.extend(m.memory_percent);
         disk.extend(d);
     }
-    let avg = |v: &[f64]| -> Value {
-        if v.is_empty() {
-            Value::Null
-        } else {
-            json!((v.iter().sum::<f64>() / v.len() as f64 * 10.0).round() / 10.0)
-        }
+    let avg = |v: &[f64]| -> Option<f64> {
+        (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64 * 10.0).round() / 10.0)
     };
     let count = |h: Health| views.iter().filter(|v| v.status == h).count();
-    json!({
-        "totalSites": views.len(),
-        "activeSites": count(Health::Online) + count(Health::Degraded),
-        "onlineSites": count(Health::Online),
-        "degradedSites": count(Health::Degraded),
-        "warningsSites": warnings,
-        "criticalSites": critical,
-        "offlineSites": count(Health::Offline),
-        "totalAlerts": alerts,
-        "averageMetrics": {
-            "temperature": avg(&temp),
-            "cpu": avg(&cpu),
-            "memory": avg(&mem),
-            "disk": avg(&disk),
+    Stats {
+        total_sites: views.len(),
+        active_sites: count(Health::Online) + count(Health::Degraded),
+        online_sites: count(Health::Online),
+        degraded_sites: count(Health::Degraded),
+        warnings_sites: warnings,
+        critical_sites: critical,
+        offline_sites: count(Health::Offline),
+        total_alerts: alerts,
+        average_metrics: AverageMetrics {
+            temperature: avg(&temp),
+            cpu: avg(&cpu),
+            memory: avg(&mem),
+            disk: avg(&disk),
         },
-        "versions": versions,
-    })
+        versions,
+    }
+}
+
+/// `/api/stats` (the field names of NEOPRO's monitoring API).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    /// Every site.
+    pub total_sites: usize,
+    /// Online or degraded.
+    pub active_sites: usize,
+    /// Online.
+    pub online_sites: usize,
+    /// Degraded.
+    pub degraded_sites: usize,
+    /// With a warning (and no critical) threshold crossed.
+    pub warnings_sites: usize,
+    /// With a critical threshold crossed.
+    pub critical_sites: usize,
+    /// Offline.
+    pub offline_sites: usize,
+    /// Thresholds crossed, offline sites included.
+    pub total_alerts: usize,
+    /// Means over the reporting sites.
+    pub average_metrics: AverageMetrics,
+    /// Sites per running release.
+    pub versions: BTreeMap<String, usize>,
+}
+
+/// Means of the latest metrics, one decimal (`null` without data).
+#[derive(Debug, Clone, Serialize)]
+pub struct AverageMetrics {
+    /// °C.
+    pub temperature: Option<f64>,
+    /// %.
+    pub cpu: Option<f64>,
+    /// %.
+    pub memory: Option<f64>,
+    /// % of the videos filesystem.
+    pub disk: Option<f64>,
 }
 
 /// A commit as `/api/commits` and the overview show it: the stored record
@@ -758,15 +909,37 @@ pub fn fleet_history_body(
     }))
 }
 
-/// The JSON answer of `POST /api/sync`.
-pub fn sync_outcome_json(o: &SyncOutcome) -> Value {
-    match o {
-        SyncOutcome::Unchanged => json!({"result": "unchanged"}),
-        SyncOutcome::Published { commit, changed } => {
-            json!({"result": "published", "commit": commit, "sites_changed": changed})
-        }
-        SyncOutcome::Refused { commit, reason } => {
-            json!({"result": "refused", "commit": commit, "reason": reason})
+/// The answer of `POST /api/sync`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum SyncAnswer {
+    /// The tip was seen before.
+    Unchanged,
+    /// New bundles were published.
+    Published {
+        /// The commit.
+        commit: String,
+        /// The sites whose bundle changed.
+        sites_changed: Vec<SiteId>,
+    },
+    /// The tip was refused.
+    Refused {
+        /// The commit.
+        commit: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<SyncOutcome> for SyncAnswer {
+    fn from(o: SyncOutcome) -> Self {
+        match o {
+            SyncOutcome::Unchanged => Self::Unchanged,
+            SyncOutcome::Published { commit, changed } => Self::Published {
+                commit,
+                sites_changed: changed,
+            },
+            SyncOutcome::Refused { commit, reason } => Self::Refused { commit, reason },
         }
     }
 }

@@ -92,15 +92,15 @@ fn report(fleet: &Fleet, seq: u64, at: Timestamp, temp: f64) {
 fn outbox(fleet: &Fleet) -> Vec<Value> {
     fleet
         .store
-        .meta_scan("outbox/")
+        .outbox()
         .unwrap()
         .into_iter()
-        .map(|(_, v)| serde_json::from_str(&v).unwrap())
+        .map(|(_, item)| serde_json::to_value(item.unwrap()).unwrap())
         .collect()
 }
 
 fn temperature(fleet: &Fleet) -> Value {
-    notify::api(fleet).unwrap()["alerts"]
+    serde_json::to_value(notify::api(fleet).unwrap()).unwrap()["alerts"]
         .as_array()
         .unwrap()
         .iter()
@@ -221,7 +221,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     // Silent for the fleet's 5 minutes: offline fires (no extra hold), and
     // resolves at the next report.
     let offline = |fleet: &Fleet| {
-        notify::api(fleet).unwrap()["alerts"]
+        serde_json::to_value(notify::api(fleet).unwrap()).unwrap()["alerts"]
             .as_array()
             .unwrap()
             .iter()

@@ -63,7 +63,7 @@ pub(super) async fn api_site(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<status::SiteDetail>> {
     let site = parse_site(&id)?;
     let detail =
         status::site_detail(&state.fleet, &site, Timestamp::now()).map_err(ApiError::internal)?;
@@ -226,7 +226,7 @@ pub(super) async fn api_mint_token(
 pub(super) async fn api_stats(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<status::Stats>> {
     let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
     Ok(Json(status::stats(&views)))
 }
@@ -234,7 +234,7 @@ pub(super) async fn api_stats(
 pub(super) async fn api_releases(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<status::Releases>> {
     let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
     Ok(Json(status::releases(&state.fleet, &views)))
 }
@@ -242,7 +242,7 @@ pub(super) async fn api_releases(
 pub(super) async fn api_alerts(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<crate::notify::Alerts>> {
     let f = state.fleet.clone();
     tokio::task::spawn_blocking(move || crate::notify::api(&f))
         .await
@@ -266,7 +266,7 @@ pub(super) async fn api_sync(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<status::SyncAnswer>> {
     let body = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
     let actor = if let Some(sig) = headers.get("x-hub-signature-256") {
         let Some(secret) = state.fleet.config.webhook_secret.as_deref() else {
@@ -315,7 +315,7 @@ pub(super) async fn api_sync(
     .await
     .map_err(ApiError::internal)?;
     match outcome {
-        Ok(o) => Ok(Json(status::sync_outcome_json(&o))),
+        Ok(o) => Ok(Json(status::SyncAnswer::from(o))),
         Err(e) => Err(ApiError::new(
             StatusCode::BAD_GATEWAY,
             crate::fleet::error_chain(&e),

@@ -265,28 +265,41 @@ pub fn sorted_alerts(fleet: &Fleet) -> Result<Vec<(SiteId, Rule, AlertState)>, S
     Ok(rows)
 }
 
+/// One alert as `/api/alerts` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertRow {
+    /// The site.
+    pub site: SiteId,
+    /// The rule.
+    pub rule: Rule,
+    /// Its state and history.
+    #[serde(flatten)]
+    pub alert: AlertState,
+}
+
+/// `/api/alerts`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Alerts {
+    /// How many fire.
+    pub firing: usize,
+    /// Firing first, then pending and resolved; worst and newest first.
+    pub alerts: Vec<AlertRow>,
+    /// Notifications waiting for delivery.
+    pub outbox: usize,
+}
+
 /// `/api/alerts`: firing ones first, then pending and resolved, newest
 /// first, with the site, the rule, the level and the value.
-pub fn api(fleet: &Fleet) -> Result<Value, StoreError> {
+pub fn api(fleet: &Fleet) -> Result<Alerts, StoreError> {
     let rows = sorted_alerts(fleet)?;
     let outbox = fleet.store.outbox_len()?;
-    let list: Vec<Value> = rows
-        .iter()
-        .map(|(site, rule, a)| {
-            json!({
-                "site": site,
-                "rule": rule,
-                "state": a.state,
-                "level": a.level,
-                "value": a.value,
-                "message": a.message,
-                "since": a.since,
-                "fired_at": a.fired_at,
-                "resolved_at": a.resolved_at,
-                "notified_at": a.notified_at,
-            })
-        })
-        .collect();
     let firing = rows.iter().filter(|r| r.2.state == Stage::Firing).count();
-    Ok(json!({"firing": firing, "alerts": list, "outbox": outbox}))
+    Ok(Alerts {
+        firing,
+        alerts: rows
+            .into_iter()
+            .map(|(site, rule, alert)| AlertRow { site, rule, alert })
+            .collect(),
+        outbox,
+    })
 }

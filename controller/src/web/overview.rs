@@ -88,9 +88,7 @@ fn map_svg(views: &[SiteView]) -> String {
         pts.join(" ")
     );
     for v in views {
-        let lat = v.location["latitude"].as_f64();
-        let lon = v.location["longitude"].as_f64();
-        let (Some(lat), Some(lon)) = (lat, lon) else {
+        let Some((lat, lon)) = v.location.as_ref().map(|l| (l.latitude, l.longitude)) else {
             continue;
         };
         let (x, y) = xy(lon, lat);

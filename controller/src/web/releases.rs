@@ -34,43 +34,37 @@ pub async fn releases(State(state): State<AppState>, headers: HeaderMap) -> Resp
     };
     let views = crate::status::site_views(&state.fleet, c.l.now).unwrap_or_default();
     let rel = crate::status::releases(&state.fleet, &views);
-    let join = |v: &serde_json::Value, f: &dyn Fn(&serde_json::Value) -> String| -> String {
-        v.as_array()
-            .into_iter()
-            .flatten()
-            .map(f)
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let rows = rel["releases"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let rows = rel
+        .releases
+        .iter()
         .map(|r| ReleaseRow {
-            version: r["version"].as_str().unwrap_or("").to_owned(),
-            running: r["running"].as_u64().unwrap_or(0),
-            desired: r["desired"].as_u64().unwrap_or(0),
-            changelog: r["manifest"]["changelog"]
-                .as_str()
-                .unwrap_or("")
-                .trim()
-                .to_owned(),
-            rolled_back: join(&r["rolled_back"], &|x| {
-                format!(
-                    "{} ({})",
-                    x["site"].as_str().unwrap_or(""),
-                    x["output"]
-                        .as_str()
-                        .unwrap_or("")
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
-                )
-            }),
-            waiting: join(&r["waiting"], &|x| {
-                x["site"].as_str().unwrap_or("").to_owned()
-            }),
-            staged: join(&r["staged"], &|x| x.as_str().unwrap_or("").to_owned()),
+            version: r.version.clone(),
+            running: r.running as u64,
+            desired: r.desired as u64,
+            changelog: r
+                .manifest
+                .as_ref()
+                .map(|m| m.changelog.trim().to_owned())
+                .unwrap_or_default(),
+            rolled_back: r
+                .rolled_back
+                .iter()
+                .map(|x| {
+                    format!(
+                        "{} ({})",
+                        x.site,
+                        x.output.chars().take(200).collect::<String>()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            waiting: r
+                .waiting
+                .iter()
+                .map(|x| x.site.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            staged: r.staged.join(", "),
         })
         .collect();
     render(&ReleasesPage { c, rows })

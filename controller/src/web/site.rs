@@ -112,17 +112,17 @@ pub async fn site(
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     };
     let now = c.l.now;
-    let (v, detail) = match crate::status::site_detail_with_view(&state.fleet, &site, now) {
+    let detail = match crate::status::site_detail(&state.fleet, &site, now) {
         Ok(Some(d)) => d,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such site").into_response(),
         Err(_) => {
             return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();
         }
     };
-    let view = &detail["site"];
-    let v = &v;
+    let v = &detail.site;
+    let origins = detail.origins.clone().unwrap_or_default();
     let origin = |path: &str| -> String {
-        detail["origins"]
+        origins
             .pointer(path)
             .and_then(|o| {
                 o.as_str()
@@ -131,27 +131,28 @@ pub async fn site(
             })
             .unwrap_or_default()
     };
-    let applied = &view["applied"];
-    let desired_v = &view["desired"];
-    let report = &detail["report"]["status"];
+    let (applied, desired_v) = (&v.applied, &v.desired);
+    let report = detail.report.as_ref().map(|r| &r.status);
+    let dash = |n: Option<u64>| n.map_or_else(|| "–".to_owned(), |n| n.to_string());
     let desired = vec![
         (
             c.l.t("serial").to_owned(),
-            desired_v["serial"].to_string().replace("null", "–"),
-            applied["serial"].to_string().replace("null", "–"),
+            dash(desired_v.serial),
+            dash(applied.serial),
             String::new(),
         ),
         (
             c.l.t("release").to_owned(),
-            desired_v["release"].as_str().unwrap_or("–").to_owned(),
-            applied["release"].as_str().unwrap_or("–").to_owned(),
+            desired_v.release.clone().unwrap_or_else(|| "–".into()),
+            applied.release.clone().unwrap_or_else(|| "–".into()),
             origin("/software/set_by"),
         ),
         (
             c.l.t("videos").to_owned(),
-            detail["bundle"]["files"]
-                .as_array()
-                .map_or(0, Vec::len)
+            detail
+                .bundle
+                .as_ref()
+                .map_or(0, |b| b.files.len())
                 .to_string(),
             v.metrics
                 .as_ref()
@@ -237,24 +238,13 @@ pub async fn site(
             ));
         }
     }
-    let events = detail["events"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e["at"]
-                    .as_str()
-                    .and_then(|t| t.parse::<Timestamp>().ok())
-                    .map(|t| c.l.time(&t))
-                    .unwrap_or_default(),
-                e["kind"].as_str().unwrap_or("").to_owned(),
-                e["message"].as_str().unwrap_or("").to_owned(),
-            )
-        })
+    let events = detail
+        .events
+        .iter()
+        .map(|e| (c.l.time(&e.at), e.kind.clone(), e.message.clone()))
         .collect();
     let rows = |key: &str| -> Vec<(String, String, String)> {
-        detail["origins"][key]
+        origins[key]
             .as_array()
             .into_iter()
             .flatten()
@@ -285,7 +275,9 @@ pub async fn site(
         groups: v.groups.join(", "),
         desired,
         conditions,
-        last_error: report["last_error"].as_str().unwrap_or("").to_owned(),
+        last_error: report
+            .and_then(|r| r.last_error.clone())
+            .unwrap_or_default(),
         ranges: ["24h", "7d", "30d"]
             .into_iter()
             .map(|r| (r, r == range))
