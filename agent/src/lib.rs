@@ -1,17 +1,31 @@
-//! The Touchline agent as a library (the binary is `src/main.rs`): one
-//! module per step of the reconcile loop in DESIGN.md.
+//! The Touchline agent as a library (the binary is `src/main.rs`).
 //!
-//! - [`config`]: the TOML file and its `TOUCHLINE_<KEY>` overrides;
-//! - [`pull`]: the controller's bundle, signature and report endpoints;
-//! - [`fetch`]: the content store, resumable downloads;
-//! - [`apply`]: the video tree and `configuration.json`;
-//! - [`queue`]: reports kept on disk while offline;
-//! - [`metrics`], [`clock`], [`phase`], [`state`], [`fsx`];
-//! - [`agent`]: the pass and the daemon loop, with its software step
-//!   (`agent/software.rs`: stage, switch, health check, roll back);
-//! - [`release`], [`unpack`]: release packages and the switch journal;
+//! A pass is observe → plan → execute (DESIGN.md's reconcile loop):
+//! - [`observe`]: the only code of a pass that reads the box, into plain
+//!   data ([`plan::Observed`]);
+//! - [`plan`]: a pure function from the bundle, what was observed, the
+//!   state and the time to a [`plan::PassPlan`] (unit-tested in memory);
+//! - [`agent`]: the pass, the daemon loop and reports; `agent/execute.rs`
+//!   carries a plan out, `agent/software.rs` recovers and rolls back
+//!   releases by hand;
+//! - side effects behind traits: [`host`] (commands, services, reboot, free
+//!   space) and [`transport`] (content over HTTP with `Range`, or from a
+//!   bundle directory); fakes live in `touchline-testkit`;
+//! - [`error`]: why a pass did not converge ([`error::PassError`]);
+//!   [`condition`]: what the report says is wrong, keyed by
+//!   [`condition::Item`]; [`phase`]: the phase, changed only by
+//!   [`phase::next`];
+//! - [`fetch`] (the content store, resumable downloads), [`apply`] (the
+//!   video tree and `configuration.json`), [`release`] and [`unpack`]
+//!   (packages and the switch journal), [`state`], [`queue`] (reports kept
+//!   while offline), [`pull`] (the controller's endpoints), [`clock`],
+//!   [`metrics`], [`config`], [`fsx`];
 //! - [`status`], [`diagnose`], [`notify`]: the commands around it.
 //!
+//! Tests: unit tests beside the code (`plan/tests.rs` holds the plan's),
+//! in-process tests through the fakes (`tests/host.rs`,
+//! `tests/transport.rs`), and the real binaries (`tests/e2e/`,
+//! `tests/release.rs`).
 
 pub mod agent;
 pub mod apply;

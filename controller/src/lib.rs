@@ -1,20 +1,29 @@
-//! `touchline-controller`: the library behind the `touchline` binary.
+//! `touchline-controller`: the library behind the `touchline` binary
+//! (`main.rs` parses arguments; [`cli`] holds each command's body).
 //!
-//! Layout, one module per concern:
-//! - [`source`]: reading manifest files (a directory; later a git commit)
-//!   with size caps, into bytes in memory.
-//! - [`yaml`]: typed parsing plus node positions (`file:line` for everything).
-//! - [`model`]: the parsed manifests, per file.
-//! - [`validate`]: every semantic check, as `path:line:col` diagnostics.
-//! - [`render`] and [`merge`]: layering into per-site bundles, with the
-//!   provenance of each value; [`explain`] prints it.
-//! - [`revision`]: serial, commit and times of a bundle from a git checkout.
-//! - [`keys`]: signing keys on disk.
-//! - [`example`]: deterministic content for the example fleet.
+//! From the manifests to the wire, one module per concern:
+//! - manifests: [`source`] (a directory), [`git`] (the bare mirror),
+//!   [`follow`] (the [`follow::ManifestSource`] trait over both), [`yaml`]
+//!   (typed parsing plus `file:line` of everything), [`model`], [`validate`]
+//!   (`path:line:col` diagnostics), [`diag`];
+//! - rendering: [`render`] and [`merge`] (pure layering with the origin of
+//!   each value), [`explain`], [`bundles`], [`revision`], [`keys`],
+//!   [`example`];
+//! - state: [`store`] (the [`store::Store`] trait, typed bookkeeping) on
+//!   [`redb_store`]; [`point`] and [`history`] (metrics history and its
+//!   tiers), [`content`], [`tokens`], [`config`];
+//! - the running controller: [`fleet`] (the commit pipeline), [`alerts`]
+//!   (pure rules and state machine), [`notify`] (engine, texts, delivery
+//!   behind [`notify::Sender`]), [`outbox`], [`status`] (the typed read
+//!   side), [`i18n`];
+//! - HTTP: [`app`] (shared state), [`http`] (router; agents' API,
+//!   operators' API, authentication extractors), [`web`] (the status page),
+//!   [`session`], [`html`], [`metrics`]; [`serve`] (the daemon), [`demo`].
 //!
-//! Pure logic (layering, merging, validation) works on values in memory and
-//! is unit-tested without files; the CLI is tested through the built binary
-//! (`controller/tests/`).
+//! Pure logic (layering, merging, validation, alert steps) works on values
+//! in memory and is unit-tested without files; the router is tested in
+//! process (`tests/router.rs`, `oneshot` over a directory-backed fleet);
+//! the binary end to end (`tests/`), with `touchline-testkit` as harness.
 
 pub mod alerts;
 pub mod app;

@@ -1,6 +1,7 @@
-//! [`Store`] on redb, in `<data>/status.redb`: the controller's default
-//! store since the measurements in `docs/architecture.md` (sled used 12×
-//! the logical size on disk for 30 days of history, redb a small multiple).
+//! [`Store`] on redb, in `<data>/status.redb`: the controller's store
+//! since the measurements in `docs/architecture.md` (sled, the first
+//! backend, used 12× the logical size on disk for 30 days of history, redb
+//! a small multiple).
 //!
 //! Durability: every write goes through one writer thread that gathers the
 //! writes waiting at that moment into a single redb transaction, committed

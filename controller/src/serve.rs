@@ -2,7 +2,7 @@
 //! and the HTTP server; syncs on a timer and on demand; shuts down cleanly.
 //!
 //! Files in `--data`:
-//! - `store/`: the sled status store (locked while the controller runs);
+//! - `status.redb`: the status store (locked while the controller runs);
 //! - `content/sha256/`: content by hash;
 //! - `git/`: the bare mirror of the manifests repository;
 //! - `controller.addr` and `local-admin.token` (0600), written while the

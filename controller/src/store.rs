@@ -1,10 +1,16 @@
 //! The controller's durable state behind a [`Store`] trait: site tokens,
 //! published bundles, commit records, each site's latest report, metrics
-//! history, events, and the operator audit log.
+//! history, events, the operator audit log, and the alert engine's
+//! bookkeeping (alert states, the notification outbox, the digest's day).
 //!
-//! [`SledStore`] keeps it in sled under `<data>/store`. Every write method
-//! returns only once the change is flushed to disk, so an HTTP 2xx means the
-//! data survives `kill -9`.
+//! The backend is `crate::redb_store`. Every write method returns only once
+//! the change is durable, so an HTTP 2xx means the data survives `kill -9`.
+//! The small named values the backends keep are reached through typed
+//! methods ([`Store::last_good_commit`], [`Store::alert_states`],
+//! [`Store::outbox`], [`Store::write_bookkeeping`]…): their keys are known
+//! here and nowhere else. A record that does not decode is a logged
+//! [`StoreError::Corrupt`] naming its key, never "no data". Pure helpers
+//! shared by backends (`fold_reports`, the key encodings) live here too.
 
 use std::collections::BTreeMap;
 

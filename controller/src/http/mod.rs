@@ -1,5 +1,5 @@
 //! The controller's HTTP interface (axum), split by audience: the agents'
-//! API ([`agent_api`]), the operators' API ([`operator_api`]) and the
+//! API (`agent_api`), the operators' API (`operator_api`) and the
 //! status page (`crate::web`); authentication is the extractors of
 //! [`auth`]. The router is [`router`]: tests drive it in process with
 //! `oneshot`.
