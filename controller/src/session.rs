@@ -21,11 +21,10 @@ pub struct Session {
 #[derive(Debug, Default)]
 pub struct Sessions(pub Mutex<HashMap<String, Session>>);
 
-pub fn random_hex() -> String {
+/// 32 random bytes in hex (a session id, a CSRF token). Fails only
+/// without an OS random source; then no session can start.
+pub fn random_hex() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 32];
-    // getrandom fails only without an OS RNG; then no session can start.
-    if getrandom::fill(&mut b).is_err() {
-        return String::new();
-    }
-    hex::encode(b)
+    getrandom::fill(&mut b)?;
+    Ok(hex::encode(b))
 }

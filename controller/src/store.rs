@@ -116,13 +116,45 @@ pub struct SiteState {
     pub metrics_at: Option<Timestamp>,
 }
 
+/// What kind of thing happened on a site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// The agent's phase changed.
+    Phase,
+    /// A new serial was applied.
+    Applied,
+    /// Another release runs.
+    Release,
+    /// A release was rolled back.
+    RolledBack,
+    /// The box reported a new error.
+    Error,
+    /// An alert fired or resolved.
+    Alert,
+}
+
+impl EventKind {
+    /// As stored and shown (`phase`, `rolled-back`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Phase => "phase",
+            Self::Applied => "applied",
+            Self::Release => "release",
+            Self::RolledBack => "rolled-back",
+            Self::Error => "error",
+            Self::Alert => "alert",
+        }
+    }
+}
+
 /// Something that happened on a site.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// When.
     pub at: Timestamp,
-    /// Kind (`phase`, `applied`, `error`).
-    pub kind: String,
+    /// What kind of thing.
+    pub kind: EventKind,
     /// Plain words.
     pub message: String,
 }
@@ -512,7 +544,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
         let from = prev_phase.map_or("nothing".to_owned(), phase_name);
         out.push(Event {
             at: r.at,
-            kind: "phase".into(),
+            kind: EventKind::Phase,
             message: format!("{from} → {}", phase_name(r.status.phase)),
         });
     }
@@ -522,7 +554,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
     {
         out.push(Event {
             at: r.at,
-            kind: "applied".into(),
+            kind: EventKind::Applied,
             message: format!("applied serial {a}"),
         });
     }
@@ -535,7 +567,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
         {
             out.push(Event {
                 at: r.at,
-                kind: "release".into(),
+                kind: EventKind::Release,
                 message: match prev_sw.and_then(|p| p.current.as_deref()) {
                     Some(old) => format!("applied release {cur} (was {old})"),
                     None => format!("applied release {cur}"),
@@ -547,7 +579,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
         {
             out.push(Event {
                 at: rb.at,
-                kind: "rolled-back".into(),
+                kind: EventKind::RolledBack,
                 message: format!(
                     "rolled back from {} to {}: {}",
                     rb.from,
@@ -563,7 +595,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
     {
         out.push(Event {
             at: r.at,
-            kind: "error".into(),
+            kind: EventKind::Error,
             message: e.chars().take(500).collect(),
         });
     }

@@ -245,7 +245,7 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
         .events(&SiteId::new("cesson-handball").unwrap(), 50)
         .unwrap()
         .into_iter()
-        .filter(|e| e.kind == "alert")
+        .filter(|e| e.kind == touchline_controller::store::EventKind::Alert)
         .map(|e| format!("{} {}", e.at, e.message))
         .collect();
     assert_eq!(events.len(), 7, "{events:#?}");

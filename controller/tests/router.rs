@@ -227,46 +227,18 @@ async fn reports_are_authenticated_before_their_body_is_read() {
 async fn every_bad_report_in_the_corpus_is_refused_with_its_reason() {
     let a = app();
     let site = "cesson-handball";
-    let dir = touchline_testkit::data("bad-http/reports");
-    let mut cases: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 15);
     let mut failures = Vec::new();
-    for case in &cases {
-        let body = std::fs::read_to_string(case).unwrap().replace("SITE", site);
-        let expect = std::fs::read_to_string(case.with_extension("expect"))
-            .unwrap()
-            .replace("SITE", site);
-        let mut lines = expect.lines();
-        let status: u16 = lines.next().unwrap().parse().unwrap();
-        let error = lines.next().unwrap();
-        let field = lines.next().unwrap();
+    for case in touchline_testkit::corpus::bad_reports(site) {
         let r = call(
             &a,
             Method::POST,
             "/v1/sites/cesson-handball/reports",
             Some(CESSON),
             &[(header::CONTENT_TYPE, "application/json")],
-            body.into_bytes(),
+            case.body.clone(),
         )
         .await;
-        let v = r.json();
-        if (
-            r.status.as_u16(),
-            v["error"].as_str(),
-            v["detail"]["field"].as_str(),
-        ) != (status, Some(error), Some(field))
-        {
-            failures.push(format!(
-                "{}: want {status} {error:?} {field:?}, got {} {v}",
-                case.display(),
-                r.status
-            ));
-        }
+        failures.extend(case.mismatch(r.status.as_u16(), &r.json()));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -768,38 +768,12 @@ fn the_corpus_of_bad_report_batches_is_refused_with_the_field_named() {
     };
     let ok = json!({"format": 1, "site": site, "reports": [report(1, "converged", 1)]});
     assert_eq!(post(ok.to_string().into_bytes()).status(), StatusCode::OK);
-    let dir = touchline_testkit::data("bad-http/reports");
-    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 15);
     let mut failures = Vec::new();
-    for case in &cases {
-        let body = std::fs::read_to_string(case).unwrap().replace("SITE", site);
-        let expect = std::fs::read_to_string(case.with_extension("expect"))
-            .unwrap()
-            .replace("SITE", site);
-        let mut lines = expect.lines();
-        let status: u16 = lines.next().unwrap().parse().unwrap();
-        let error = lines.next().unwrap();
-        let field = lines.next().unwrap();
-        let r = post(body.into_bytes());
-        let name = case.file_name().unwrap().to_string_lossy().to_string();
-        let got_status = r.status().as_u16();
+    for case in touchline_testkit::corpus::bad_reports(site) {
+        let r = post(case.body.clone());
+        let status = r.status().as_u16();
         let v: Value = r.json().unwrap();
-        if (
-            got_status,
-            v["error"].as_str(),
-            v["detail"]["field"].as_str(),
-        ) != (status, Some(error), Some(field))
-        {
-            failures.push(format!(
-                "{name}: want {status} {error:?} {field:?}, got {got_status} {v}"
-            ));
-        }
+        failures.extend(case.mismatch(status, &v));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     // Too many reports in one batch.
@@ -903,19 +877,11 @@ fn kill_9_during_publishing_never_leaves_a_half_published_commit() {
 fn a_sync_logs_json_lines_inside_a_span_with_the_commit() {
     let w = World::new("");
     let head = w.files.repo().head();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_touchline"))
-        .arg("serve")
-        .arg("--repo")
-        .arg(w.repo())
-        .arg("--data")
-        .arg(w.data())
-        .arg("--key")
-        .arg(w.files.key())
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(w.files.path("controller.toml"))
+    let mut child = w
+        .files
+        .serve_command("127.0.0.1:0")
         .env("RUST_LOG", "info")
         .env("TOUCHLINE_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();

@@ -135,10 +135,11 @@ impl ControllerFiles {
         self.start_on("127.0.0.1:0")
     }
 
-    /// `touchline serve --listen <listen>`; returns once it listens.
-    pub fn start_on(&self, listen: &str) -> RunningController {
-        let mut child = Command::new(bin("touchline"))
-            .arg("serve")
+    /// The `touchline serve` command over these files (not started; logs
+    /// at `warn`, stdout piped for the `listening on` line).
+    pub fn serve_command(&self, listen: &str) -> Command {
+        let mut cmd = Command::new(bin("touchline"));
+        cmd.arg("serve")
             .arg("--repo")
             .arg(self.repo_dir())
             .arg("--data")
@@ -148,9 +149,13 @@ impl ControllerFiles {
             .args(["--listen", listen, "--config"])
             .arg(self.path("controller.toml"))
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::piped());
+        cmd
+    }
+
+    /// `touchline serve --listen <listen>`; returns once it listens.
+    pub fn start_on(&self, listen: &str) -> RunningController {
+        let mut child = self.serve_command(listen).spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)

@@ -20,13 +20,15 @@
 //!   cutting the connection), hand-written on a raw socket on purpose;
 //! - [`tools`]: external tools, skipped with a printed reason outside CI and
 //!   required in CI; [`tmpfs`]: a small filesystem to fill up;
-//! - [`synthetic`]: synthetic fleets and metrics histories for benchmarks.
+//! - [`synthetic`]: synthetic fleets and metrics histories for benchmarks;
+//! - [`corpus`]: the bad-input corpora with their expected refusals.
 //!
 //! Everything panics with a message on failure: it is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent_box;
 pub mod controller;
+pub mod corpus;
 pub mod fake_host;
 pub mod fs;
 pub mod git;

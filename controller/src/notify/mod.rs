@@ -123,7 +123,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
                     site.clone(),
                     crate::store::Event {
                         at: now,
-                        kind: "alert".into(),
+                        kind: crate::store::EventKind::Alert,
                         message: event_message(&next, tr, n),
                     },
                 ));

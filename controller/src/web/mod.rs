@@ -183,13 +183,21 @@ pub struct LoginQuery {
     failed: Option<String>,
 }
 
+/// A session cannot start without an OS random source.
+fn no_randomness() -> Response {
+    tracing::error!("no OS random source: no session can start");
+    (StatusCode::INTERNAL_SERVER_ERROR, "no random source").into_response()
+}
+
 /// `GET /login`.
 pub async fn login_form(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<LoginQuery>,
 ) -> Response {
-    let csrf = random_hex();
+    let Ok(csrf) = random_hex() else {
+        return no_randomness();
+    };
     let mut resp = render(&LoginPage {
         l: l10n(&state, &headers),
         csrf: csrf.clone(),
@@ -231,14 +239,13 @@ pub async fn login(
         tracing::warn!("status page login refused");
         return Redirect::to("/login?failed=1").into_response();
     };
-    let id = random_hex();
-    if id.is_empty() {
-        return (StatusCode::INTERNAL_SERVER_ERROR, "no random source").into_response();
-    }
+    let (Ok(id), Ok(csrf)) = (random_hex(), random_hex()) else {
+        return no_randomness();
+    };
     let s = Session {
         name,
         role,
-        csrf: random_hex(),
+        csrf,
         expires: Timestamp::now()
             .saturating_add(SignedDuration::from_hours(SESSION_HOURS))
             .unwrap_or_else(|_| Timestamp::now()),

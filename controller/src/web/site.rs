@@ -241,7 +241,13 @@ pub async fn site(
     let events = detail
         .events
         .iter()
-        .map(|e| (c.l.time(&e.at), e.kind.clone(), e.message.clone()))
+        .map(|e| {
+            (
+                c.l.time(&e.at),
+                e.kind.as_str().to_owned(),
+                e.message.clone(),
+            )
+        })
         .collect();
     let rows = |key: &str| -> Vec<(String, String, String)> {
         origins[key]
