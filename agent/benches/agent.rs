@@ -26,7 +26,7 @@ use touchline_agent::clock::SystemClock;
 use touchline_agent::config::Config;
 use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, BundleFile};
 use touchline_schemas::{Bundle, Sha256, SigningKey, SiteId, TargetPath};
-use touchline_testkit::{ControllerFiles, Killed, bin, run};
+use touchline_testkit::{AgentBox, ControllerFiles, Killed, bin, run};
 
 fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_touchline-agent"))
@@ -64,20 +64,16 @@ fn bundle(site: &str, files: &[(String, Sha256, u64)]) -> Bundle {
     }
 }
 
+/// A box under `dir` for `site` (no space reserve), its `agent.toml`.
 fn write_box_config(dir: &Path, site: &str, keys: &Path, extra: &str) -> PathBuf {
-    let cfg = dir.join("agent.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "site_id = \"{site}\"\ntrusted_keys = \"{}\"\nstate_dir = \"{}\"\nvideos_dir = \"{}\"\nconfig_path = \"{}\"\nspace_reserve_bytes = 0\n{extra}\n",
-            keys.display(),
-            dir.join("state").display(),
-            dir.join("videos").display(),
-            dir.join("app/configuration.json").display()
-        ),
+    AgentBox::new(
+        dir,
+        site,
+        keys,
+        None,
+        &format!("space_reserve_bytes = 0\n{extra}"),
     )
-    .unwrap();
-    cfg
+    .config
 }
 
 /// Counts bytes both ways between the agent and the controller.

@@ -12,24 +12,19 @@ use std::time::{Duration, Instant};
 
 use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, BundleHealthCheck, DesiredRelease};
 use touchline_schemas::manifest::{MaintenanceWindow, PackageFormat};
-use touchline_schemas::{Bundle, HumanDuration, ReleaseVersion, Sha256, SigningKey, SiteId};
+use touchline_schemas::{Bundle, HumanDuration, ReleaseVersion, Sha256, SiteId};
+use touchline_testkit::agent_box::{AgentBox, Signer};
+use touchline_testkit::process::stderr;
 
 #[path = "support/fake_app.rs"]
 mod fake_app;
 use fake_app::{App, package};
 
-fn agent_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_touchline-agent"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// A box with a software root, fed by bundle directories.
 struct BoxUnderTest {
     tmp: tempfile::TempDir,
-    key: SigningKey,
+    agent: AgentBox,
+    signer: Signer,
     port: u16,
     serial: u64,
 }
@@ -37,35 +32,21 @@ struct BoxUnderTest {
 impl BoxUnderTest {
     fn new(extra: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let key = SigningKey::generate();
         let root = tmp.path();
-        std::fs::write(root.join("trusted"), key.public_key_openssh()).unwrap();
-        let port = touchline_testkit::free_port();
         fake_app::service_scripts(root);
-        std::fs::write(
-            root.join("agent.toml"),
-            format!(
-                "site_id = \"cesson-handball\"\ntrusted_keys = \"{t}\"\nstate_dir = \"{r}/state\"\nvideos_dir = \"{r}/videos\"\nconfig_path = \"{r}/app/configuration.json\"\nspace_reserve_bytes = 0\n{sw}{extra}\n",
-                t = root.join("trusted").display(),
-                r = root.display(),
-                sw = fake_app::software_config(root),
-            ),
-        )
-        .unwrap();
+        let (agent, signer) =
+            AgentBox::offline(root, &format!("{}{extra}", fake_app::software_config(root)));
         Self {
             tmp,
-            key,
-            port,
+            agent,
+            signer,
+            port: touchline_testkit::free_port(),
             serial: 0,
         }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
         self.tmp.path().join(rel)
-    }
-
-    fn cfg(&self) -> PathBuf {
-        self.path("agent.toml")
     }
 
     /// Writes a signed bundle dir for `version` (a new serial) and
@@ -104,21 +85,15 @@ impl BoxUnderTest {
             }),
         };
         let dir = self.path(&format!("usb-{}", self.serial));
+        self.signer.write(&dir, &b);
         std::fs::create_dir_all(dir.join("content")).unwrap();
-        let body = b.to_canonical_json();
-        std::fs::write(dir.join("bundle.json"), &body).unwrap();
-        std::fs::write(dir.join("bundle.json.sig"), self.key.sign(&body).unwrap()).unwrap();
         std::fs::write(dir.join("content").join(sha.to_hex()), &pkg).unwrap();
         dir
     }
 
     fn agent(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(agent_bin());
-        cmd.args(args)
-            .arg("--config")
-            .arg(self.cfg())
-            .env("TOUCHLINE_LOG", "warn")
-            .env("APP_PORT", self.port.to_string());
+        let mut cmd = self.agent.command(args);
+        cmd.env("APP_PORT", self.port.to_string());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -451,9 +426,7 @@ fn a_hostile_package_is_refused_with_the_entry_named_and_changes_nothing() {
     let sw = bundle.software.as_mut().unwrap();
     sw.sha256 = Sha256::digest(&pkg);
     sw.size = pkg.len() as u64;
-    let body = bundle.to_canonical_json();
-    std::fs::write(dir.join("bundle.json"), &body).unwrap();
-    std::fs::write(dir.join("bundle.json.sig"), b.key.sign(&body).unwrap()).unwrap();
+    b.signer.write(&dir, &bundle);
     std::fs::write(
         dir.join("content").join(Sha256::digest(&pkg).to_hex()),
         &pkg,

@@ -73,7 +73,12 @@ impl AgentBox {
 
     /// `touchline-agent <args> --config agent.toml` (logs at `warn`).
     pub fn run(&self, args: &[&str]) -> Output {
-        agent(args, &self.config)
+        self.command(args).output().unwrap()
+    }
+
+    /// The same command, not started (to add to its environment).
+    pub fn command(&self, args: &[&str]) -> Command {
+        command(args, &self.config)
     }
 
     /// `touchline-agent once`.
@@ -102,13 +107,16 @@ impl AgentBox {
 
 /// `touchline-agent <args> --config <config>` (logs at `warn`).
 pub fn agent(args: &[&str], config: &Path) -> Output {
-    Command::new(bin("touchline-agent"))
-        .args(args)
+    command(args, config).output().unwrap()
+}
+
+fn command(args: &[&str], config: &Path) -> Command {
+    let mut cmd = Command::new(bin("touchline-agent"));
+    cmd.args(args)
         .arg("--config")
         .arg(config)
-        .env("TOUCHLINE_LOG", "warn")
-        .output()
-        .unwrap()
+        .env("TOUCHLINE_LOG", "warn");
+    cmd
 }
 
 /// The box's videos, `app/configuration.json` and `state/accepted.json`
