@@ -99,6 +99,48 @@ pub struct AppliedState {
     pub release: Option<String>,
 }
 
+/// A filter of the sites (`/api/sites` and the sites page): each field,
+/// when set and not empty, must match; `q` searches the name, the club and
+/// the id.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct SiteFilter {
+    /// Label `sport`.
+    pub sport: Option<String>,
+    /// Label `region`.
+    pub region: Option<String>,
+    /// A group the site is a member of.
+    pub group: Option<String>,
+    /// `online`, `degraded` or `offline`.
+    pub status: Option<String>,
+    /// The running release.
+    pub version: Option<String>,
+    /// Text in the name, the club or the id (case-insensitive).
+    pub q: Option<String>,
+}
+
+impl SiteFilter {
+    /// A field's value, when it filters.
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+
+    /// Whether `v` passes.
+    pub fn matches(&self, v: &SiteView) -> bool {
+        let label = |k: &str| v.labels.get(k).map(String::as_str);
+        let needle = Self::set(&self.q).map(str::to_lowercase);
+        Self::set(&self.sport).is_none_or(|s| label("sport") == Some(s))
+            && Self::set(&self.region).is_none_or(|s| label("region") == Some(s))
+            && Self::set(&self.group).is_none_or(|g| v.groups.iter().any(|x| x == g))
+            && Self::set(&self.status).is_none_or(|s| v.status.as_str() == s)
+            && Self::set(&self.version).is_none_or(|x| v.version.as_deref() == Some(x))
+            && needle.is_none_or(|n| {
+                v.name.to_lowercase().contains(&n)
+                    || v.club.to_lowercase().contains(&n)
+                    || v.id.as_str().contains(&n)
+            })
+    }
+}
+
 fn disk_percent(m: &Metrics) -> Option<f64> {
     match (m.disk_used_bytes, m.disk_total_bytes) {
         (Some(u), Some(t)) if t > 0 => Some(u as f64 * 100.0 / t as f64),

@@ -26,36 +26,13 @@ use crate::status;
 use crate::store::AuditEntry;
 use crate::tokens::Token;
 
-#[derive(Debug, Deserialize, Default)]
-pub(super) struct SiteFilter {
-    sport: Option<String>,
-    region: Option<String>,
-    status: Option<String>,
-    group: Option<String>,
-    version: Option<String>,
-}
-
 pub(super) async fn api_sites(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
-    Query(f): Query<SiteFilter>,
+    Query(f): Query<status::SiteFilter>,
 ) -> ApiResult<Json<Value>> {
     let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
-    let keep = |v: &status::SiteView| {
-        let label = |k: &str| v.labels.get(k).map(String::as_str);
-        f.sport.as_deref().is_none_or(|s| label("sport") == Some(s))
-            && f.region
-                .as_deref()
-                .is_none_or(|s| label("region") == Some(s))
-            && f.status.as_deref().is_none_or(|s| v.status.as_str() == s)
-            && f.group
-                .as_deref()
-                .is_none_or(|g| v.groups.iter().any(|x| x == g))
-            && f.version
-                .as_deref()
-                .is_none_or(|x| v.version.as_deref() == Some(x))
-    };
-    let list: Vec<&status::SiteView> = views.iter().filter(|v| keep(v)).collect();
+    let list: Vec<&status::SiteView> = views.iter().filter(|v| f.matches(v)).collect();
     Ok(Json(json!({"sites": list, "count": list.len()})))
 }
 

@@ -86,7 +86,6 @@ pub async fn sites(
         sel(&q.status),
         sel(&q.version),
     );
-    let needle = q.q.clone().unwrap_or_default().to_lowercase();
     let options = |f: &dyn Fn(&SiteView) -> Vec<String>| -> Vec<String> {
         let mut v: Vec<String> = views.iter().flat_map(f).collect();
         v.sort();
@@ -141,26 +140,15 @@ pub async fn sites(
             ),
         },
     ];
-    let mut list: Vec<&SiteView> = views
-        .iter()
-        .filter(|v| {
-            sport
-                .as_ref()
-                .is_none_or(|s| label(v, "sport").as_ref() == Some(s))
-                && region
-                    .as_ref()
-                    .is_none_or(|s| label(v, "region").as_ref() == Some(s))
-                && group.as_ref().is_none_or(|g| v.groups.contains(g))
-                && status.as_deref().is_none_or(|s| v.status.as_str() == s)
-                && version
-                    .as_ref()
-                    .is_none_or(|x| v.version.as_ref() == Some(x))
-                && (needle.is_empty()
-                    || v.name.to_lowercase().contains(&needle)
-                    || v.club.to_lowercase().contains(&needle)
-                    || v.id.as_str().contains(&needle))
-        })
-        .collect();
+    let filter = crate::status::SiteFilter {
+        sport: sport.clone(),
+        region: region.clone(),
+        group: group.clone(),
+        status: status.clone(),
+        version: version.clone(),
+        q: q.q.clone(),
+    };
+    let mut list: Vec<&SiteView> = views.iter().filter(|v| filter.matches(v)).collect();
     let sort = q.sort.clone().unwrap_or_else(|| "name".into());
     let temp = |v: &SiteView| v.metrics.as_ref().and_then(|m| m.temperature_c);
     match sort.as_str() {
