@@ -81,7 +81,8 @@ pub fn cmd_keygen(out: &Path, comment: &str, force: bool) -> Result<ExitCode, Fa
 }
 
 /// `touchline operator token`: a new token and the config lines to add.
-pub fn cmd_operator_token(name: &str, role: &str) -> Result<ExitCode, Failure> {
+pub fn cmd_operator_token(name: &str, role: crate::config::Role) -> Result<ExitCode, Failure> {
+    let role = role.as_str();
     let token = Token::generate()?;
     println!("{}", token.reveal());
     eprintln!(

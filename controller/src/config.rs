@@ -40,7 +40,7 @@ use touchline_schemas::{HumanDuration, TrustedKeys};
 use crate::tokens::TokenHash;
 
 /// What an operator may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read everything.
@@ -49,6 +49,17 @@ pub enum Role {
     Operator,
     /// Also mint site tokens.
     Admin,
+}
+
+impl Role {
+    /// As written in the config (`viewer`, `operator`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
 }
 
 /// An operator entry.

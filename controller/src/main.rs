@@ -11,6 +11,7 @@ use touchline_controller::cli::{
     cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_token, cmd_validate,
     cmd_verify,
 };
+use touchline_controller::config::Role;
 use touchline_controller::demo::{DemoOptions, default_manifests};
 use touchline_controller::serve::ServeOptions;
 
@@ -155,8 +156,8 @@ enum OperatorCommand {
         #[arg(long)]
         name: String,
         /// Role.
-        #[arg(long, value_parser = ["viewer", "operator", "admin"], default_value = "viewer")]
-        role: String,
+        #[arg(long, value_enum, default_value_t = Role::Viewer)]
+        role: Role,
     },
 }
 
@@ -248,9 +249,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             catalog_entry,
             files,
         }) => cmd_content_add(&data, catalog_entry, &files),
-        Command::Operator(OperatorCommand::Token { name, role }) => {
-            cmd_operator_token(&name, &role)
-        }
+        Command::Operator(OperatorCommand::Token { name, role }) => cmd_operator_token(&name, role),
         Command::Demo {
             manifests,
             workspace,
