@@ -22,3 +22,26 @@ pub struct AppState {
     /// Status page sessions.
     pub sessions: Arc<Sessions>,
 }
+
+/// Why a read of the fleet's state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The blocking task stopped.
+    #[error("the read stopped: {0}")]
+    Stopped(#[from] tokio::task::JoinError),
+}
+
+impl AppState {
+    /// Runs a read of the fleet's state (the store: blocking I/O) on the
+    /// blocking pool, never on an async worker.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Fleet) -> Result<T, crate::store::StoreError> + Send + 'static,
+    ) -> Result<T, ReadError> {
+        let fleet = self.fleet.clone();
+        Ok(tokio::task::spawn_blocking(move || f(&fleet)).await??)
+    }
+}

@@ -158,7 +158,10 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
-    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    let views = state
+        .read(|f| status::site_views(f, Timestamp::now()))
+        .await
+        .map_err(ApiError::internal)?;
     let serial = state
         .fleet
         .bundles()

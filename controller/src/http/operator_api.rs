@@ -31,7 +31,10 @@ pub(super) async fn api_sites(
     State(state): State<AppState>,
     Query(f): Query<status::SiteFilter>,
 ) -> ApiResult<Json<Value>> {
-    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    let views = state
+        .read(|fleet| status::site_views(fleet, Timestamp::now()))
+        .await
+        .map_err(ApiError::internal)?;
     let list: Vec<&status::SiteView> = views.iter().filter(|v| f.matches(v)).collect();
     Ok(Json(json!({"sites": list, "count": list.len()})))
 }
@@ -42,8 +45,10 @@ pub(super) async fn api_site(
     Path(id): Path<String>,
 ) -> ApiResult<Json<status::SiteDetail>> {
     let site = parse_site(&id)?;
-    let detail =
-        status::site_detail(&state.fleet, &site, Timestamp::now()).map_err(ApiError::internal)?;
+    let detail = state
+        .read(move |fleet| status::site_detail(fleet, &site, Timestamp::now()))
+        .await
+        .map_err(ApiError::internal)?;
     detail
         .map(Json)
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such site"))
@@ -204,7 +209,10 @@ pub(super) async fn api_stats(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
 ) -> ApiResult<Json<status::Stats>> {
-    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
+    let views = state
+        .read(|fleet| status::site_views(fleet, Timestamp::now()))
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(status::stats(&views)))
 }
 
@@ -212,18 +220,23 @@ pub(super) async fn api_releases(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
 ) -> ApiResult<Json<status::Releases>> {
-    let views = status::site_views(&state.fleet, Timestamp::now()).map_err(ApiError::internal)?;
-    Ok(Json(status::releases(&state.fleet, &views)))
+    state
+        .read(|fleet| {
+            let views = status::site_views(fleet, Timestamp::now())?;
+            Ok(status::releases(fleet, &views))
+        })
+        .await
+        .map(Json)
+        .map_err(ApiError::internal)
 }
 
 pub(super) async fn api_alerts(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
 ) -> ApiResult<Json<crate::notify::Alerts>> {
-    let f = state.fleet.clone();
-    tokio::task::spawn_blocking(move || crate::notify::api(&f))
+    state
+        .read(crate::notify::api)
         .await
-        .map_err(ApiError::internal)?
         .map(Json)
         .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))
 }
@@ -232,7 +245,9 @@ pub(super) async fn api_commits(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
 ) -> ApiResult<Json<status::Commits>> {
-    status::commits(&state.fleet, 50)
+    state
+        .read(|fleet| status::commits(fleet, 50))
+        .await
         .map(Json)
         .map_err(ApiError::internal)
 }

@@ -27,7 +27,7 @@ pub(super) struct AlertRow {
     pub(super) since: String,
 }
 
-pub(super) fn alert_rows(state: &AppState, l: &L10n, only_active: bool) -> Vec<AlertRow> {
+pub(super) async fn alert_rows(state: &AppState, l: &L10n, only_active: bool) -> Vec<AlertRow> {
     let names: BTreeMap<SiteId, String> = state
         .fleet
         .manifests()
@@ -39,7 +39,7 @@ pub(super) fn alert_rows(state: &AppState, l: &L10n, only_active: bool) -> Vec<A
                 .collect()
         })
         .unwrap_or_default();
-    let Ok(mut rows) = crate::notify::sorted_alerts(&state.fleet) else {
+    let Ok(mut rows) = state.read(crate::notify::sorted_alerts).await else {
         return Vec::new();
     };
     if only_active {
@@ -95,6 +95,6 @@ pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Respon
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let rows = alert_rows(&state, &c.l, false);
+    let rows = alert_rows(&state, &c.l, false).await;
     render(&AlertsPage { c, rows })
 }

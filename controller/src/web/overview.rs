@@ -112,7 +112,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
         Err(r) => return *r,
     };
     let now = c.l.now;
-    let Ok(views) = crate::status::site_views(&state.fleet, now) else {
+    let Ok(views) = state.read(move |f| crate::status::site_views(f, now)).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();
     };
     let count = |h: Health| views.iter().filter(|v| v.status == h).count();
@@ -131,7 +131,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
         *dist.entry(band).or_default() += 1;
     }
     let bands = ["90–100", "70–89", "40–69", "0–39"];
-    let commits = match crate::status::commits(&state.fleet, 5) {
+    let commits = match state.read(|f| crate::status::commits(f, 5)).await {
         Ok(list) => list.commits,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the commits for the overview");
@@ -174,7 +174,7 @@ pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Resp
         degraded: count(Health::Degraded),
         offline: count(Health::Offline),
         stale,
-        alerts: alert_rows(&state, &c.l, true),
+        alerts: alert_rows(&state, &c.l, true).await,
         versions: versions.into_iter().collect(),
         health_dist: dist
             .into_iter()

@@ -32,8 +32,19 @@ pub async fn releases(State(state): State<AppState>, headers: HeaderMap) -> Resp
         Ok(p) => p,
         Err(r) => return *r,
     };
-    let views = crate::status::site_views(&state.fleet, c.l.now).unwrap_or_default();
-    let rel = crate::status::releases(&state.fleet, &views);
+    let now = c.l.now;
+    let Ok(rel) = state
+        .read(move |f| {
+            let views = crate::status::site_views(f, now)?;
+            Ok(crate::status::releases(f, &views))
+        })
+        .await
+    else {
+        return axum::response::IntoResponse::into_response((
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "cannot read the store",
+        ));
+    };
     let rows = rel
         .releases
         .iter()

@@ -112,7 +112,11 @@ pub async fn site(
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     };
     let now = c.l.now;
-    let detail = match crate::status::site_detail(&state.fleet, &site, now) {
+    let site2 = site.clone();
+    let detail = match state
+        .read(move |f| crate::status::site_detail(f, &site2, now))
+        .await
+    {
         Ok(Some(d)) => d,
         Ok(None) => return (StatusCode::NOT_FOUND, "no such site").into_response(),
         Err(_) => {
@@ -176,11 +180,11 @@ pub async fn site(
         .saturating_sub(SignedDuration::from_hours(hours))
         .unwrap_or(now);
     // One point per pixel of the 600-wide chart is all it can show.
+    let site3 = site.clone();
     let points = crate::history::for_display(
         state
-            .fleet
-            .store
-            .history(&site, from, now)
+            .read(move |f| f.store.history(&site3, from, now))
+            .await
             .unwrap_or_default(),
         from,
         now,

@@ -75,7 +75,7 @@ pub async fn sites(
         Err(r) => return *r,
     };
     let now = c.l.now;
-    let Ok(views) = crate::status::site_views(&state.fleet, now) else {
+    let Ok(views) = state.read(move |f| crate::status::site_views(f, now)).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();
     };
     let sel = |o: &Option<String>| o.clone().filter(|s| !s.is_empty());
