@@ -18,7 +18,7 @@ use crate::fetch::{self, Wanted};
 use crate::fsx;
 use crate::host::Host;
 use crate::plan::{ConfigFile, Found, Free, Lock, Observed, ReleasesSeen, Stored};
-use crate::release::{Layout, ReleaseState, try_lock};
+use crate::release::{Layout, ReleaseName, ReleaseState, try_lock};
 use crate::state::{Index, Stamp};
 
 /// Where the box keeps what a pass looks at.
@@ -172,16 +172,16 @@ fn releases_seen(
 ) -> ReleasesSeen {
     let current = r.layout.current();
     let want = bundle.software.as_ref();
-    let version = want.map(|w| w.version.to_string());
-    let (staged, package_stored) = match want {
-        Some(w) => (
-            r.layout.staged(&w.version.to_string()),
+    let version = want.map(|w| ReleaseName::from(&w.version));
+    let (staged, package_stored) = match (want, &version) {
+        (Some(w), Some(name)) => (
+            r.layout.staged(name),
             at.store.has(&Wanted {
                 sha256: w.sha256,
                 size: w.size,
             }),
         ),
-        None => (false, false),
+        _ => (false, false),
     };
     // The lock is probed only when a switch may follow: the local app
     // takes it during a match, and we hold it only for an instant here.

@@ -17,7 +17,7 @@ use touchline_schemas::bundle::DesiredRelease;
 use touchline_schemas::{Bundle, ReleaseVersion, Sha256, TargetPath};
 
 use crate::fsx::human_bytes;
-use crate::release::{ReleaseState, rollback_message, window_open};
+use crate::release::{ReleaseName, ReleaseState, rollback_message, window_open};
 use crate::state::State;
 
 /// What the pass must bring about: the accepted bundle and the box's
@@ -98,7 +98,7 @@ pub enum Lock {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReleasesSeen {
     /// The release `current` points at.
-    pub current: Option<String>,
+    pub current: Option<ReleaseName>,
     /// Something stands at `current` (a symlink, or a plain directory to
     /// adopt): a switch is not a first install.
     pub current_exists: bool,
@@ -542,7 +542,7 @@ fn plan_release(
     let Some(seen) = &observed.releases else {
         return ReleaseAction::Unmanaged(want.version.clone());
     };
-    let v = want.version.to_string();
+    let v = ReleaseName::from(&want.version);
     let record_health = seen.state.health.get(&v) != Some(&want.health_check);
     let step = release_step(desired, want, seen, file_downloads, now);
     ReleaseAction::Managed {
@@ -562,8 +562,8 @@ fn release_step(
     now: Timestamp,
 ) -> ReleaseStep {
     let bundle = desired.bundle;
-    let v = want.version.to_string();
-    if seen.current.as_deref() == Some(v.as_str()) {
+    let v = ReleaseName::from(&want.version);
+    if seen.current.as_ref() == Some(&v) {
         return ReleaseStep::UpToDate;
     }
     if seen.state.blocked.as_ref() == Some(&(v.clone(), bundle.serial)) {

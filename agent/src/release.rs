@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
+use touchline_schemas::ReleaseVersion;
 use touchline_schemas::bundle::BundleHealthCheck;
 use touchline_schemas::manifest::MaintenanceWindow;
 
@@ -37,6 +38,85 @@ pub const OUTPUT_TAIL: usize = 2048;
 const HEALTH_RETRY: Duration = Duration::from_secs(1);
 /// Longest a stop or start command may run.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The name of a release directory under `releases/`: a version (`2.1.3`)
+/// or the name an adopted plain `current` directory got
+/// (`adopted-20261201031500`). One path component, checked wherever it is
+/// read (`release.json`, the `current` link, the directory listing): never
+/// empty, `.` or `..`, never a `/` or a NUL, not ending in `.partial`; so
+/// `releases/<name>` stays below the root whatever a file says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ReleaseName(String);
+
+/// A string that cannot name a release directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` cannot name a release directory")]
+pub struct BadReleaseName(pub String);
+
+impl ReleaseName {
+    /// Checks `s`.
+    pub fn new(s: &str) -> Result<Self, BadReleaseName> {
+        let bad = s.is_empty()
+            || s == "."
+            || s == ".."
+            || s.contains(['/', '\0'])
+            || s.ends_with(".partial")
+            || s.len() > 255;
+        if bad {
+            Err(BadReleaseName(s.to_owned()))
+        } else {
+            Ok(Self(s.to_owned()))
+        }
+    }
+
+    /// As a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The version it names, when it is one.
+    pub fn version(&self) -> Option<ReleaseVersion> {
+        ReleaseVersion::new(&self.0).ok()
+    }
+}
+
+impl From<&ReleaseVersion> for ReleaseName {
+    fn from(v: &ReleaseVersion) -> Self {
+        Self(v.to_string())
+    }
+}
+
+impl TryFrom<String> for ReleaseName {
+    type Error = BadReleaseName;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::new(&s)
+    }
+}
+
+impl From<ReleaseName> for String {
+    fn from(n: ReleaseName) -> Self {
+        n.0
+    }
+}
+
+impl std::fmt::Display for ReleaseName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<&str> for ReleaseName {
+    fn eq(&self, s: &&str) -> bool {
+        self.0 == *s
+    }
+}
+
+impl PartialEq<ReleaseVersion> for ReleaseName {
+    fn eq(&self, v: &ReleaseVersion) -> bool {
+        self.0 == v.to_string()
+    }
+}
 
 /// Where a switch stands (persisted before each step).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,9 +134,9 @@ pub enum Step {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Journal {
     /// The release `current` pointed at before (none on a fresh box).
-    pub from: Option<String>,
+    pub from: Option<ReleaseName>,
     /// The release being switched to.
-    pub to: String,
+    pub to: ReleaseName,
     /// The bundle serial that asked for it (`None`: a manual rollback).
     pub serial: Option<u64>,
     /// The step reached.
@@ -72,9 +152,9 @@ pub struct Journal {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rollback {
     /// The release that failed.
-    pub from: String,
+    pub from: ReleaseName,
     /// The release running again.
-    pub to: Option<String>,
+    pub to: Option<ReleaseName>,
     /// The serial that asked for `from`.
     pub serial: Option<u64>,
     /// When.
@@ -91,17 +171,17 @@ pub struct ReleaseState {
     pub journal: Option<Journal>,
     /// Releases switched to, oldest first (for retention).
     #[serde(default)]
-    pub history: Vec<String>,
+    pub history: Vec<ReleaseName>,
     /// The health check of each installed release (a rollback checks the
     /// old release with its own).
     #[serde(default)]
-    pub health: BTreeMap<String, BundleHealthCheck>,
+    pub health: BTreeMap<ReleaseName, BundleHealthCheck>,
     /// The last rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rollback: Option<Rollback>,
     /// A version not to try again for this serial (no update loop).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blocked: Option<(String, u64)>,
+    pub blocked: Option<(ReleaseName, u64)>,
 }
 
 /// How a switch ended.
@@ -125,13 +205,13 @@ impl Layout {
     pub fn releases(&self) -> PathBuf {
         self.root.join("releases")
     }
-    /// `releases/<version>`.
-    pub fn dir(&self, version: &str) -> PathBuf {
-        self.releases().join(version)
+    /// `releases/<name>`.
+    pub fn dir(&self, name: &ReleaseName) -> PathBuf {
+        self.releases().join(name.as_str())
     }
-    /// `releases/<version>.partial`.
-    pub fn partial(&self, version: &str) -> PathBuf {
-        self.releases().join(format!("{version}.partial"))
+    /// `releases/<name>.partial`.
+    pub fn partial(&self, name: &ReleaseName) -> PathBuf {
+        self.releases().join(format!("{name}.partial"))
     }
     /// `current`.
     pub fn current_link(&self) -> PathBuf {
@@ -140,24 +220,30 @@ impl Layout {
 
     /// The release `current` points at, when it is a symlink into
     /// `releases/`.
-    pub fn current(&self) -> Option<String> {
+    pub fn current(&self) -> Option<ReleaseName> {
         let target = fs::read_link(self.current_link()).ok()?;
-        let name = target.file_name()?.to_string_lossy().into_owned();
+        let name = ReleaseName::new(target.file_name()?.to_str()?).ok()?;
         self.dir(&name).is_dir().then_some(name)
     }
 
-    /// Whether `version` is unpacked and complete.
-    pub fn staged(&self, version: &str) -> bool {
-        self.dir(version).is_dir()
+    /// Whether `name` is unpacked and complete.
+    pub fn staged(&self, name: &ReleaseName) -> bool {
+        self.dir(name).is_dir()
     }
 
     /// Complete release directories.
-    pub fn installed(&self) -> Vec<String> {
+    pub fn installed(&self) -> Vec<ReleaseName> {
         let mut out = Vec::new();
         if let Ok(rd) = fs::read_dir(self.releases()) {
             for e in rd.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if !name.ends_with(".partial") && e.path().is_dir() {
+                let Some(name) = e
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| ReleaseName::new(n).ok())
+                else {
+                    continue;
+                };
+                if e.path().is_dir() {
                     out.push(name);
                 }
             }
@@ -180,7 +266,7 @@ impl Layout {
     /// A box that ran its software from a plain `current` directory:
     /// moves it to `releases/<name>` and points `current` at it. Returns
     /// the name it was adopted as. Safe to run again after a crash.
-    pub fn adopt_plain_current(&self, now: Timestamp) -> io::Result<Option<String>> {
+    pub fn adopt_plain_current(&self, now: Timestamp) -> io::Result<Option<ReleaseName>> {
         let link = self.current_link();
         let meta = match fs::symlink_metadata(&link) {
             Ok(m) => m,
@@ -193,9 +279,10 @@ impl Layout {
         // A VERSION file names it when there is one.
         let named = fs::read_to_string(link.join("VERSION"))
             .ok()
-            .map(|v| v.trim().to_owned())
-            .filter(|v| touchline_schemas::ReleaseVersion::new(v).is_ok());
-        let name = named.unwrap_or_else(|| format!("adopted-{}", now.strftime("%Y%m%d%H%M%S")));
+            .and_then(|v| ReleaseVersion::new(v.trim()).ok())
+            .map(|v| ReleaseName::from(&v));
+        let name = named
+            .unwrap_or_else(|| ReleaseName(format!("adopted-{}", now.strftime("%Y%m%d%H%M%S"))));
         let dest = self.dir(&name);
         if dest.exists() {
             return Err(io::Error::other(format!(
@@ -214,11 +301,11 @@ impl Layout {
 
     /// Atomically points `current` at `releases/<version>`: a new symlink
     /// under a temp name renamed over `current`, then a directory fsync.
-    pub fn point_current_at(&self, version: &str) -> io::Result<()> {
+    pub fn point_current_at(&self, name: &ReleaseName) -> io::Result<()> {
         let link = self.current_link();
         let tmp = fsx::temp_path(&link);
         let _ = fs::remove_file(&tmp);
-        std::os::unix::fs::symlink(Path::new("releases").join(version), &tmp)?;
+        std::os::unix::fs::symlink(Path::new("releases").join(name.as_str()), &tmp)?;
         if let Err(e) = fs::rename(&tmp, &link) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
@@ -228,17 +315,22 @@ impl Layout {
 
     /// Deletes release directories beyond the `keep` most recently used;
     /// never one in `protect`.
-    pub fn prune(&self, history: &[String], keep: usize, protect: &[&str]) -> Vec<String> {
-        let mut recent: Vec<&str> = Vec::new();
+    pub fn prune(
+        &self,
+        history: &[ReleaseName],
+        keep: usize,
+        protect: &[&ReleaseName],
+    ) -> Vec<ReleaseName> {
+        let mut recent: Vec<&ReleaseName> = Vec::new();
         for v in history.iter().rev() {
-            if !recent.contains(&v.as_str()) {
+            if !recent.contains(&v) {
                 recent.push(v);
             }
         }
         recent.truncate(keep);
         let mut removed = Vec::new();
         for v in self.installed() {
-            if recent.contains(&v.as_str()) || protect.contains(&v.as_str()) {
+            if recent.contains(&&v) || protect.contains(&&v) {
                 continue;
             }
             if fs::remove_dir_all(self.dir(&v)).is_ok() {
@@ -304,12 +396,12 @@ pub enum SwitchError {
     },
     /// The release to switch to is not unpacked.
     #[error("release {0} is not staged")]
-    NotStaged(String),
+    NotStaged(ReleaseName),
     /// `current` cannot be pointed at the new release.
     #[error("cannot switch `current` to {to}: {source}")]
     Point {
         /// The release.
-        to: String,
+        to: ReleaseName,
         /// Why.
         source: io::Error,
     },
@@ -317,7 +409,7 @@ pub enum SwitchError {
     #[error("cannot switch `current` back to {to}: {source}")]
     PointBack {
         /// The release.
-        to: String,
+        to: ReleaseName,
         /// Why.
         source: io::Error,
     },
@@ -388,7 +480,7 @@ pub fn rollback_message(rb: &Rollback) -> String {
     format!(
         "rolled back from {} to {}: {}",
         rb.from,
-        rb.to.as_deref().unwrap_or("(none)"),
+        rb.to.as_ref().map_or("(none)", ReleaseName::as_str),
         rb.output.trim()
     )
 }
@@ -540,14 +632,15 @@ impl Switcher<'_> {
         })
     }
 
-    async fn command(&self, argv: &[String], release: Option<&str>) -> (bool, String) {
+    async fn command(&self, argv: &[String], release: Option<&ReleaseName>) -> (bool, String) {
         (self.tick)();
+        let release = release.map(ReleaseName::as_str);
         let r = run_command(self.host, argv, &self.layout.root, release, COMMAND_TIMEOUT).await;
         (self.tick)();
         r
     }
 
-    async fn check(&self, release: &str) -> (bool, String) {
+    async fn check(&self, release: &ReleaseName) -> (bool, String) {
         let Some(check) = self.state.health.get(release).cloned() else {
             return (true, format!("no health check known for {release}"));
         };
@@ -558,7 +651,7 @@ impl Switcher<'_> {
             }
         };
         tokio::select! {
-            r = health_check(self.host, &check, self.client, &self.layout.root, release) => r,
+            r = health_check(self.host, &check, self.client, &self.layout.root, release.as_str()) => r,
             () = ticking => unreachable!("the ticker never ends"),
         }
     }
@@ -567,16 +660,16 @@ impl Switcher<'_> {
     /// commits or rolls back. Call with the update lock held.
     pub async fn switch(
         &mut self,
-        to: &str,
+        to: &ReleaseName,
         serial: Option<u64>,
         now: Timestamp,
     ) -> Result<SwitchResult, SwitchError> {
         if !self.layout.staged(to) {
-            return Err(SwitchError::NotStaged(to.to_owned()));
+            return Err(SwitchError::NotStaged(to.clone()));
         }
         self.state.journal = Some(Journal {
             from: self.layout.current(),
-            to: to.to_owned(),
+            to: to.clone(),
             serial,
             step: Step::Stopping,
             started: now,
@@ -585,17 +678,17 @@ impl Switcher<'_> {
         self.save()?;
         fsx::crash_point("release-journal");
         let from = self.state.journal.as_ref().and_then(|j| j.from.clone());
-        let (ok, out) = self.command(self.stop, from.as_deref()).await;
+        let (ok, out) = self.command(self.stop, from.as_ref()).await;
         if !ok {
             tracing::warn!(output = %out.trim(), "stop_command failed; switching anyway");
         }
         if let Err(e) = self.layout.point_current_at(to) {
             // Nothing switched: the old release starts again.
-            let _ = self.command(self.start, from.as_deref()).await;
+            let _ = self.command(self.start, from.as_ref()).await;
             self.state.journal = None;
             self.save()?;
             return Err(SwitchError::Point {
-                to: to.to_owned(),
+                to: to.clone(),
                 source: e,
             });
         }
@@ -706,13 +799,13 @@ impl Switcher<'_> {
         };
         tracing::warn!(release = %j.to, step = ?j.step, "finishing an interrupted release switch");
         match j.step {
-            Step::Stopping if self.layout.current().as_deref() == Some(j.to.as_str()) => {
+            Step::Stopping if self.layout.current().as_ref() == Some(&j.to) => {
                 // Cut between the rename and the journal update.
                 self.set_step(Step::Switched)?;
                 self.finish(now).await.map(Some)
             }
             Step::Stopping => {
-                let _ = self.command(self.start, j.from.as_deref()).await;
+                let _ = self.command(self.start, j.from.as_ref()).await;
                 self.state.journal = None;
                 self.save()?;
                 Ok(None)
@@ -726,6 +819,14 @@ impl Switcher<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn n(s: &str) -> ReleaseName {
+        ReleaseName::new(s).unwrap()
+    }
+
+    fn name(o: Option<ReleaseName>) -> Option<String> {
+        o.map(String::from)
+    }
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -808,25 +909,26 @@ mod tests {
         };
         l.prepare().unwrap();
         for v in ["1.0.0", "1.1.0", "1.2.0", "1.3.0"] {
-            fs::create_dir_all(l.dir(v)).unwrap();
+            fs::create_dir_all(l.dir(&n(v))).unwrap();
         }
-        fs::create_dir_all(l.partial("1.4.0")).unwrap();
+        fs::create_dir_all(l.partial(&n("1.4.0"))).unwrap();
         l.prepare().unwrap();
-        assert!(!l.partial("1.4.0").exists(), "a crash leftover is removed");
+        assert!(
+            !l.partial(&n("1.4.0")).exists(),
+            "a crash leftover is removed"
+        );
         assert_eq!(l.current(), None);
-        l.point_current_at("1.0.0").unwrap();
-        assert_eq!(l.current().as_deref(), Some("1.0.0"));
-        l.point_current_at("1.3.0").unwrap();
-        assert_eq!(l.current().as_deref(), Some("1.3.0"));
+        l.point_current_at(&n("1.0.0")).unwrap();
+        assert_eq!(name(l.current()).as_deref(), Some("1.0.0"));
+        l.point_current_at(&n("1.3.0")).unwrap();
+        assert_eq!(name(l.current()).as_deref(), Some("1.3.0"));
         assert_eq!(
             fs::read_link(l.current_link()).unwrap(),
             Path::new("releases/1.3.0"),
             "relative, so the tree can move"
         );
-        let history: Vec<String> = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"]
-            .map(String::from)
-            .into();
-        let removed = l.prune(&history, 2, &["1.3.0", "1.0.0"]);
+        let history: Vec<ReleaseName> = ["1.0.0", "1.1.0", "1.2.0", "1.3.0"].map(n).into();
+        let removed = l.prune(&history, 2, &[&n("1.3.0"), &n("1.0.0")]);
         assert_eq!(removed, vec!["1.1.0"]);
         assert_eq!(l.installed(), vec!["1.0.0", "1.2.0", "1.3.0"]);
     }
@@ -840,9 +942,9 @@ mod tests {
         fs::create_dir_all(l.current_link().join("www")).unwrap();
         fs::write(l.current_link().join("VERSION"), "2.0.9\n").unwrap();
         fs::write(l.current_link().join("www/index.html"), "hi").unwrap();
-        let name = l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap();
-        assert_eq!(name.as_deref(), Some("2.0.9"));
-        assert_eq!(l.current().as_deref(), Some("2.0.9"));
+        let adopted = l.adopt_plain_current(at("2026-01-01T00:00:00Z")).unwrap();
+        assert_eq!(name(adopted).as_deref(), Some("2.0.9"));
+        assert_eq!(name(l.current()).as_deref(), Some("2.0.9"));
         assert_eq!(
             fs::read_to_string(l.current_link().join("www/index.html")).unwrap(),
             "hi"
@@ -858,8 +960,23 @@ mod tests {
             root: tmp.path().to_path_buf(),
         };
         fs::create_dir_all(l.current_link()).unwrap();
-        let name = l.adopt_plain_current(at("2026-01-02T03:04:05Z")).unwrap();
-        assert_eq!(name.as_deref(), Some("adopted-20260102030405"));
+        let adopted = l.adopt_plain_current(at("2026-01-02T03:04:05Z")).unwrap();
+        assert_eq!(name(adopted).as_deref(), Some("adopted-20260102030405"));
+    }
+
+    #[test]
+    fn a_release_name_is_one_path_component() {
+        for bad in ["", ".", "..", "../etc", "a/b", "2.0.0.partial", "a\0b"] {
+            assert!(ReleaseName::new(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(n("2.1.3").version(), ReleaseVersion::new("2.1.3").ok());
+        assert_eq!(n("adopted-20260102030405").version(), None);
+        // A release.json naming a path outside `releases/` does not load.
+        let bad = r#"{"history": ["../../etc"]}"#;
+        assert!(serde_json::from_str::<ReleaseState>(bad).is_err());
+        let good = r#"{"history": ["1.0.0"], "blocked": ["1.1.0", 7]}"#;
+        let st: ReleaseState = serde_json::from_str(good).unwrap();
+        assert_eq!(st.blocked, Some((n("1.1.0"), 7)));
     }
 
     #[test]
@@ -888,8 +1005,19 @@ mod tests {
         }
         holder.kill().unwrap();
         holder.wait().unwrap();
-        let held = try_lock(&path).unwrap();
-        assert!(matches!(held, Some(Some(_))), "free again, and held by us");
+        // flock(1)'s child closes its copy of the lock before it runs
+        // `sleep`; killed in between, the child holds it a moment longer.
+        let t0 = std::time::Instant::now();
+        let held = loop {
+            match try_lock(&path).unwrap() {
+                Some(guard) => break guard,
+                None => {
+                    assert!(t0.elapsed() < Duration::from_secs(10), "never freed");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        assert!(held.is_some(), "free again, and held by us");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::host::HostCommand;
 use crate::observe::{self, BoxPaths, ReleasePaths};
 use crate::phase::Event;
 use crate::plan::{self, Blocked, Desired, PassPlan, ReleaseAction, ReleaseStep, Stage, Then};
-use crate::release::{self, SwitchResult, try_lock};
+use crate::release::{self, ReleaseName, SwitchResult, try_lock};
 use crate::unpack;
 
 /// How long the reload command may run.
@@ -313,11 +313,12 @@ impl Agent {
                 step,
             } => (want, *record_health, step),
         };
-        let v = want.version.to_string();
         // Remember each release's health check (a rollback checks the old
         // release with its own).
         if record_health && let Some(r) = self.releases.as_mut() {
-            r.state.health.insert(v.clone(), want.health_check.clone());
+            r.state
+                .health
+                .insert(ReleaseName::from(&want.version), want.health_check.clone());
             release::save_state(&r.state_path, &r.state).map_err(|source| {
                 ReleaseError::SaveState {
                     path: r.state_path.clone(),
@@ -433,7 +434,7 @@ impl Agent {
                 Err(source) => return Err(ReleaseError::Adopt { version, source }),
             }
         }
-        let v = version.to_string();
+        let v = ReleaseName::from(&version);
         let result = self
             .switcher_run(
                 Op::Switch {
@@ -477,7 +478,7 @@ impl Agent {
         let Some(r) = self.releases.as_ref() else {
             return Ok(());
         };
-        let v = version.to_string();
+        let v = ReleaseName::from(&version);
         let partial = r.layout.partial(&v);
         let dest = r.layout.dir(&v);
         let releases_dir = r.layout.releases();

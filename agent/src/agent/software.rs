@@ -17,7 +17,8 @@ use crate::condition::Item;
 use crate::error::ReleaseError;
 use crate::phase::Event;
 use crate::release::{
-    self, Layout, ReleaseState, Rollback, SwitchError, SwitchResult, Switcher, load_state,
+    self, Layout, ReleaseName, ReleaseState, Rollback, SwitchError, SwitchResult, Switcher,
+    load_state,
 };
 
 /// The agent's view of its releases.
@@ -59,7 +60,7 @@ pub(crate) enum Op {
     /// Switch to a staged release.
     Switch {
         /// The release.
-        to: String,
+        to: ReleaseName,
         /// The serial that asks for it (`None`: by hand).
         serial: Option<u64>,
     },
@@ -109,16 +110,16 @@ impl Agent {
     pub(crate) fn software_status(&self, accepted: Option<&Bundle>) -> Option<SoftwareStatus> {
         let r = self.releases.as_ref()?;
         Some(SoftwareStatus {
-            current: r.layout.current(),
+            current: r.layout.current().map(String::from),
             desired: accepted
                 .and_then(|b| b.software.as_ref())
                 .map(|s| s.version.clone()),
-            installed: r.layout.installed(),
+            installed: r.layout.installed().into_iter().map(String::from).collect(),
             waiting: r.waiting.clone(),
-            held_back: r.state.blocked.as_ref().map(|(v, _)| v.clone()),
+            held_back: r.state.blocked.as_ref().map(|(v, _)| v.to_string()),
             last_rollback: r.state.last_rollback.as_ref().map(|rb| RollbackReport {
-                from: rb.from.clone(),
-                to: rb.to.clone(),
+                from: rb.from.to_string(),
+                to: rb.to.as_ref().map(ToString::to_string),
                 at: rb.at,
                 output: rb.output.clone(),
             }),
@@ -128,7 +129,7 @@ impl Agent {
     /// The release `current` points at, as a version.
     pub(crate) fn running_release(&self) -> Option<ReleaseVersion> {
         let r = self.releases.as_ref()?;
-        ReleaseVersion::new(&r.layout.current()?).ok()
+        r.layout.current()?.version()
     }
 
     /// Reloads `release.json`, removes `.partial` leftovers (first pass),
@@ -190,7 +191,7 @@ impl Agent {
 
     /// Keeps the `keep_releases` most recent; never the current one, the
     /// previous one, or `also`.
-    pub(crate) fn prune_releases(&mut self, also: Option<&str>) {
+    pub(crate) fn prune_releases(&mut self, also: Option<&ReleaseName>) {
         let keep = self.cfg.keep_releases;
         let Some(r) = self.releases.as_mut() else {
             return;
@@ -201,9 +202,9 @@ impl Agent {
             .history
             .iter()
             .rev()
-            .find(|h| Some(h.as_str()) != current.as_deref())
+            .find(|h| Some(*h) != current.as_ref())
             .cloned();
-        let protect: Vec<&str> = [current.as_deref(), previous.as_deref(), also]
+        let protect: Vec<&ReleaseName> = [current.as_ref(), previous.as_ref(), also]
             .into_iter()
             .flatten()
             .collect();
@@ -242,12 +243,10 @@ impl Agent {
                     .installed()
                     .into_iter()
                     .filter(|h| *h != current)
-                    .max_by(
-                        |a, b| match (ReleaseVersion::new(a), ReleaseVersion::new(b)) {
-                            (Ok(a), Ok(b)) => a.cmp(&b),
-                            _ => a.cmp(b),
-                        },
-                    )
+                    .max_by(|a, b| match (a.version(), b.version()) {
+                        (Some(a), Some(b)) => a.cmp(&b),
+                        _ => a.cmp(b),
+                    })
             });
         let Some(previous) = previous else {
             return Manual::Failed(format!(

@@ -13,7 +13,11 @@ use touchline_schemas::manifest::{MaintenanceWindow, PackageFormat};
 use touchline_schemas::{Bundle, HumanDuration, ReleaseVersion, Sha256, SiteId, TargetPath};
 
 use super::*;
-use crate::release::Rollback;
+use crate::release::{ReleaseName, Rollback};
+
+fn name(s: &str) -> ReleaseName {
+    ReleaseName::new(s).unwrap()
+}
 use crate::state::State;
 
 const NOW: &str = "2026-12-01T12:00:00Z";
@@ -462,7 +466,7 @@ fn with_release(v: &str) -> Bundle {
 fn releases(current: Option<&str>, staged: bool) -> Observed {
     let mut o = empty_box();
     o.releases = Some(ReleasesSeen {
-        current: current.map(str::to_owned),
+        current: current.map(name),
         current_exists: current.is_some(),
         staged,
         package_stored: false,
@@ -528,7 +532,7 @@ fn the_running_release_is_up_to_date_and_its_health_check_recorded_once() {
     seen(&mut o)
         .state
         .health
-        .insert("2.0.0".into(), release("2.0.0").health_check);
+        .insert(name("2.0.0"), release("2.0.0").health_check);
     let p = plan(&desired(&b), &o, &State::default(), now());
     assert!(matches!(
         p.release,
@@ -543,10 +547,10 @@ fn the_running_release_is_up_to_date_and_its_health_check_recorded_once() {
 fn a_release_rolled_back_for_this_serial_is_held_back_with_the_reason() {
     let b = with_release("2.0.0");
     let mut o = releases(Some("1.0.0"), true);
-    seen(&mut o).state.blocked = Some(("2.0.0".into(), 7));
+    seen(&mut o).state.blocked = Some((name("2.0.0"), 7));
     seen(&mut o).state.last_rollback = Some(Rollback {
-        from: "2.0.0".into(),
-        to: Some("1.0.0".into()),
+        from: name("2.0.0"),
+        to: Some(name("1.0.0")),
         serial: Some(7),
         at: now(),
         output: "GET /health: HTTP 500".into(),
@@ -564,7 +568,7 @@ fn a_release_rolled_back_for_this_serial_is_held_back_with_the_reason() {
 fn a_release_held_back_by_hand_says_how_to_retry() {
     let b = with_release("2.0.0");
     let mut o = releases(Some("1.0.0"), true);
-    seen(&mut o).state.blocked = Some(("2.0.0".into(), 7));
+    seen(&mut o).state.blocked = Some((name("2.0.0"), 7));
     let p = plan(&desired(&b), &o, &State::default(), night());
     assert_eq!(
         step(&p),
@@ -578,7 +582,7 @@ fn a_release_held_back_by_hand_says_how_to_retry() {
 fn a_new_commit_retries_a_release_held_back_for_an_older_serial() {
     let b = with_release("2.0.0");
     let mut o = releases(Some("1.0.0"), true);
-    seen(&mut o).state.blocked = Some(("2.0.0".into(), 6));
+    seen(&mut o).state.blocked = Some((name("2.0.0"), 6));
     let p = plan(&desired(&b), &o, &State::default(), night());
     assert_eq!(
         step(&p),
