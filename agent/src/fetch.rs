@@ -372,7 +372,7 @@ impl Store {
         let opened = transport
             .open(source, offset, validator.as_deref())
             .await
-            .map_err(transport_err)?;
+            .map_err(|e| transport_err(e.to_string()))?;
         let mut body = opened.body;
         if opened.start != offset {
             offset = 0;
@@ -470,7 +470,7 @@ impl Store {
                 Ok(None) => break None,
                 Err(e) => {
                     let _ = tx.send(Piece::Checkpoint);
-                    break Some(transport_err(e));
+                    break Some(transport_err(e.to_string()));
                 }
             };
             if got + chunk.len() as u64 > w.size {

@@ -38,10 +38,26 @@ impl Source {
     }
 }
 
+/// Why a source could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The server answered with another status than 200 (or 206 for a
+    /// resume).
+    #[error("HTTP {0}")]
+    Status(String),
+    /// The request or the body failed (connect, TLS, timeout, reset…), with
+    /// its causes on one line.
+    #[error("{0}")]
+    Request(String),
+    /// A local file cannot be read.
+    #[error("{0}")]
+    File(#[from] std::io::Error),
+}
+
 /// A body being read.
 pub trait Body: Send {
     /// The next chunk; `None` at the end.
-    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, String>>;
+    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, TransportError>>;
 }
 
 /// An opened source.
@@ -79,7 +95,7 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         source: &'a Source,
         from: u64,
         validator: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Opened, String>>;
+    ) -> BoxFuture<'a, Result<Opened, TransportError>>;
 }
 
 /// HTTP(S) through reqwest, and local files.
@@ -101,7 +117,7 @@ impl Transport for ContentTransport {
         source: &'a Source,
         from: u64,
         validator: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Opened, String>> {
+    ) -> BoxFuture<'a, Result<Opened, TransportError>> {
         Box::pin(async move {
             match source {
                 Source::Http { url, token } => {
@@ -119,7 +135,7 @@ async fn open_http(
     token: Option<&str>,
     from: u64,
     validator: Option<&str>,
-) -> Result<Opened, String> {
+) -> Result<Opened, TransportError> {
     let mut req = client.get(url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -131,7 +147,10 @@ async fn open_http(
             .header(reqwest::header::RANGE, format!("bytes={from}-"))
             .header(reqwest::header::IF_RANGE, v);
     }
-    let resp = req.send().await.map_err(|e| error_text(&e))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| TransportError::Request(error_text(&e)))?;
     let status = resp.status();
     let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT
         && from > 0
@@ -141,7 +160,7 @@ async fn open_http(
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with(&format!("bytes {from}-")));
     if !resumed && status != reqwest::StatusCode::OK {
-        return Err(format!("HTTP {status}"));
+        return Err(TransportError::Status(status.to_string()));
     }
     let validator = resp
         .headers()
@@ -162,14 +181,19 @@ async fn open_http(
 struct HttpBody(reqwest::Response);
 
 impl Body for HttpBody {
-    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, String>> {
-        Box::pin(async move { self.0.chunk().await.map_err(|e| error_text(&e)) })
+    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, TransportError>> {
+        Box::pin(async move {
+            self.0
+                .chunk()
+                .await
+                .map_err(|e| TransportError::Request(error_text(&e)))
+        })
     }
 }
 
 /// A file is read from its start (a USB stick is fast; nothing to resume).
-fn open_file(path: &std::path::Path) -> Result<Opened, String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+fn open_file(path: &std::path::Path) -> Result<Opened, TransportError> {
+    let file = File::open(path)?;
     Ok(Opened {
         start: 0,
         length: None,
@@ -185,9 +209,9 @@ struct FileBody(File);
 const FILE_CHUNK: usize = 1024 * 1024;
 
 impl Body for FileBody {
-    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, String>> {
+    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, TransportError>> {
         let mut buf = vec![0u8; FILE_CHUNK];
-        let r = self.0.read(&mut buf).map_err(|e| e.to_string());
+        let r = self.0.read(&mut buf).map_err(TransportError::from);
         Box::pin(async move {
             let n = r?;
             if n == 0 {

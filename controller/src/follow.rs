@@ -12,7 +12,7 @@ use touchline_schemas::{Sha256, TrustedKeys};
 
 use git2::Oid;
 
-use crate::git::{Follower, GitError};
+use crate::git::{Follower, GitError, SignatureError};
 use crate::source::{self, SourceError, SourceSet};
 
 /// A revision of the manifests.
@@ -49,7 +49,7 @@ pub trait ManifestSource: Send + std::fmt::Debug {
     /// The revisions after `from` up to `to`, oldest first.
     fn between(&self, from: Option<&str>, to: &str) -> Result<Vec<String>, FollowError>;
     /// Checks the signature of revision `id` against `trusted`.
-    fn check_signature(&self, id: &str, trusted: &TrustedKeys) -> Result<(), String>;
+    fn check_signature(&self, id: &str, trusted: &TrustedKeys) -> Result<(), SignatureError>;
     /// The manifest files of revision `id`.
     fn files(&self, id: &str) -> Result<SourceSet, FollowError>;
 }
@@ -112,10 +112,8 @@ impl ManifestSource for DirSource {
         Ok(vec![to.to_owned()])
     }
 
-    fn check_signature(&self, id: &str, _trusted: &TrustedKeys) -> Result<(), String> {
-        Err(format!(
-            "revision {id} is a directory, which has no signatures"
-        ))
+    fn check_signature(&self, id: &str, _trusted: &TrustedKeys) -> Result<(), SignatureError> {
+        Err(SignatureError::NotSigned(id.to_owned()))
     }
 
     fn files(&self, id: &str) -> Result<SourceSet, FollowError> {
@@ -159,8 +157,8 @@ impl ManifestSource for Follower {
             .collect())
     }
 
-    fn check_signature(&self, id: &str, trusted: &TrustedKeys) -> Result<(), String> {
-        let id = Oid::from_str(id).map_err(|_| format!("unknown revision {id}"))?;
+    fn check_signature(&self, id: &str, trusted: &TrustedKeys) -> Result<(), SignatureError> {
+        let id = Oid::from_str(id).map_err(|_| SignatureError::Unknown(id.to_owned()))?;
         Follower::check_signature(self, id, trusted)
     }
 

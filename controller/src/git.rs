@@ -39,6 +39,33 @@ pub enum GitError {
     },
 }
 
+/// Why a revision's signature is not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    /// No signature at all.
+    #[error("commit {0} is not signed")]
+    Unsigned(String),
+    /// A GPG (or other) signature.
+    #[error(
+        "commit {0} is not signed with an SSH key (only gpg.format=ssh signatures are accepted)"
+    )]
+    NotSsh(String),
+    /// Not by a trusted key, or not valid.
+    #[error("commit {id}: {error}")]
+    Invalid {
+        /// The commit.
+        id: String,
+        /// Why.
+        error: String,
+    },
+    /// The source has no signatures (a directory).
+    #[error("revision {0} is a directory, which has no signatures")]
+    NotSigned(String),
+    /// Not a revision of this source.
+    #[error("unknown revision {0}")]
+    Unknown(String),
+}
+
 /// A bare mirror of the manifests repository.
 pub struct Follower {
     repo: Repository,
@@ -165,24 +192,25 @@ impl Follower {
 
     /// Checks the SSH signature of a commit against `trusted` (namespace
     /// `git`, as `git commit -S` with `gpg.format=ssh` makes).
-    pub fn check_signature(&self, id: Oid, trusted: &TrustedKeys) -> Result<(), String> {
-        let (sig, data) = match self.repo.extract_signature(&id, None) {
-            Ok(x) => x,
-            Err(_) => return Err(format!("commit {id} is not signed")),
+    pub fn check_signature(&self, id: Oid, trusted: &TrustedKeys) -> Result<(), SignatureError> {
+        let id_s = id.to_string();
+        let Ok((sig, data)) = self.repo.extract_signature(&id, None) else {
+            return Err(SignatureError::Unsigned(id_s));
         };
         let sig = sig.as_str().unwrap_or_default();
         if !sig
             .trim_start()
             .starts_with("-----BEGIN SSH SIGNATURE-----")
         {
-            return Err(format!(
-                "commit {id} is not signed with an SSH key (only gpg.format=ssh signatures are accepted)"
-            ));
+            return Err(SignatureError::NotSsh(id_s));
         }
         trusted
             .verify_in("git", &data, sig.as_bytes())
             .map(|_| ())
-            .map_err(|e| format!("commit {id}: {e}"))
+            .map_err(|e| SignatureError::Invalid {
+                id: id_s,
+                error: e.to_string(),
+            })
     }
 
     /// The manifest files of a commit, as [`source::read_dir`] would read

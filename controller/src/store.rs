@@ -3,7 +3,7 @@
 //! history, events, the operator audit log, and the alert engine's
 //! bookkeeping (alert states, the notification outbox, the digest's day).
 //!
-//! The backend is `crate::redb_store`. Every write method returns only once
+//! The backend is the `redb_store` module. Every write method returns only once
 //! the change is durable, so an HTTP 2xx means the data survives `kill -9`.
 //! The small named values the backends keep are reached through typed
 //! methods ([`Store::last_good_commit`], [`Store::alert_states`],

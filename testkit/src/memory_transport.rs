@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use touchline_agent::host::BoxFuture;
-use touchline_agent::transport::{Body, Opened, Source, Transport};
+use touchline_agent::transport::{Body, Opened, Source, Transport, TransportError};
 
 /// What one open asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,7 +68,7 @@ impl Transport for MemoryTransport {
         source: &'a Source,
         from: u64,
         validator: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Opened, String>> {
+    ) -> BoxFuture<'a, Result<Opened, TransportError>> {
         let name = source.name();
         self.opens.lock().expect("transport lock").push(OpenCall {
             source: name.clone(),
@@ -86,11 +86,13 @@ impl Transport for MemoryTransport {
             let Served {
                 bytes,
                 validator: served_validator,
-            } = served.ok_or_else(|| "HTTP 404 Not Found".to_owned())?;
+            } = served.ok_or_else(|| TransportError::Status("404 Not Found".into()))?;
             let resumed =
                 from > 0 && validator.is_some() && validator == served_validator.as_deref();
             let start = if resumed { from } else { 0 };
-            let rest = bytes[usize::try_from(start).map_err(|e| e.to_string())?..].to_vec();
+            let from =
+                usize::try_from(start).map_err(|e| TransportError::Request(e.to_string()))?;
+            let rest = bytes[from..].to_vec();
             Ok(Opened {
                 start,
                 length: Some(rest.len() as u64),
@@ -114,9 +116,9 @@ struct MemoryBody {
 const CHUNK: usize = 64 * 1024;
 
 impl Body for MemoryBody {
-    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, String>> {
+    fn chunk(&mut self) -> BoxFuture<'_, Result<Option<Bytes>, TransportError>> {
         let next = match self.cut {
-            Some(0) => Err("connection reset by peer".to_owned()),
+            Some(0) => Err(TransportError::Request("connection reset by peer".into())),
             _ if self.rest.is_empty() => Ok(None),
             cut => {
                 let n = CHUNK.min(self.rest.len()).min(cut.unwrap_or(usize::MAX));
