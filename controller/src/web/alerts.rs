@@ -12,7 +12,7 @@ use crate::alerts::{Level, Stage};
 use crate::app::AppState;
 use crate::i18n::L10n;
 
-use super::{Chrome, page, render};
+use super::{Chrome, LoggedIn, page, render};
 
 pub(super) struct AlertRow {
     pub(super) site: String,
@@ -90,11 +90,12 @@ struct AlertsPage {
 }
 
 /// `GET /alerts`.
-pub async fn alerts(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (c, _) = match page(&state, &headers, "/alerts", "alerts", true) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub async fn alerts(
+    LoggedIn(s): LoggedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let c = page(&state, &headers, &s, "/alerts", "alerts", true);
     let rows = alert_rows(&state, &c.l, false).await;
     render(&AlertsPage { c, rows })
 }

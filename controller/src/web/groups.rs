@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use crate::app::AppState;
 
-use super::{Chrome, page, render};
+use super::{Chrome, LoggedIn, page, render};
 
 struct GroupRow {
     id: String,
@@ -27,11 +27,12 @@ struct GroupsPage {
 }
 
 /// `GET /groups`: each group's rule, members, and what it sets.
-pub async fn groups(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (c, _) = match page(&state, &headers, "/groups", "groups", false) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub async fn groups(
+    LoggedIn(s): LoggedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let c = page(&state, &headers, &s, "/groups", "groups", false);
     let Some(m) = state.fleet.manifests() else {
         return render(&GroupsPage {
             c,

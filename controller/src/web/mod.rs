@@ -139,35 +139,49 @@ fn render<T: Template>(t: &T) -> Response {
     }
 }
 
-/// A page for a logged-in operator, or the redirect to the login page.
+/// An operator logged in to the status page (its session cookie), checked
+/// before anything else of the request is read; without a session, the
+/// request is sent to the login page.
+#[derive(Debug, Clone)]
+pub struct LoggedIn(pub Session);
+
+impl axum::extract::FromRequestParts<AppState> for LoggedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Response> {
+        session(state, &parts.headers)
+            .map(Self)
+            .ok_or_else(|| Redirect::to("/login").into_response())
+    }
+}
+
+/// The frame of a page for the logged-in operator `s`.
 fn page(
     state: &AppState,
     headers: &HeaderMap,
+    s: &Session,
     path: &str,
     title_key: &str,
     refresh: bool,
-) -> Result<(Chrome, Session), Box<Response>> {
-    let Some(s) = session(state, headers) else {
-        return Err(Box::new(Redirect::to("/login").into_response()));
-    };
+) -> Chrome {
     let l = l10n(state, headers);
     let fleet_name = state
         .fleet
         .manifests()
         .and_then(|m| m.manifests.fleet.as_ref().map(|f| f.value.name.clone()))
         .unwrap_or_default();
-    Ok((
-        Chrome {
-            title: l.t(title_key).to_owned(),
-            l,
-            fleet_name,
-            path: path.to_owned(),
-            csrf: s.csrf.clone(),
-            who: format!("{} ({:?})", s.name, s.role).to_lowercase(),
-            refresh,
-        },
-        s,
-    ))
+    Chrome {
+        title: l.t(title_key).to_owned(),
+        l,
+        fleet_name,
+        path: path.to_owned(),
+        csrf: s.csrf.clone(),
+        who: format!("{} ({})", s.name, s.role.as_str()).to_lowercase(),
+        refresh,
+    }
 }
 
 #[derive(Template)]
@@ -273,16 +287,8 @@ pub struct CsrfForm {
 }
 
 /// A POST by a logged-in operator with the right CSRF token and role.
-fn act(
-    state: &AppState,
-    headers: &HeaderMap,
-    f: &CsrfForm,
-    need: Role,
-) -> Result<Session, Box<Response>> {
+fn act(s: &Session, f: &CsrfForm, need: Role) -> Result<(), Box<Response>> {
     let refuse = |r: Response| Err(Box::new(r));
-    let Some(s) = session(state, headers) else {
-        return refuse(Redirect::to("/login").into_response());
-    };
     if f.csrf.as_deref() != Some(s.csrf.as_str()) {
         return refuse((StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response());
     }
@@ -295,16 +301,17 @@ fn act(
                 .into_response(),
         );
     }
-    Ok(s)
+    Ok(())
 }
 
 /// `POST /logout`.
 pub async fn logout(
+    LoggedIn(s): LoggedIn,
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    if let Err(r) = act(&state, &headers, &f, Role::Viewer) {
+    if let Err(r) = act(&s, &f, Role::Viewer) {
         return *r;
     }
     if let (Some(id), Ok(mut map)) = (cookie(&headers, SESSION_COOKIE), state.sessions.0.lock()) {
@@ -320,14 +327,13 @@ pub async fn logout(
 
 /// `POST /sync` (operator): fetch the manifests now.
 pub async fn sync(
+    LoggedIn(s): LoggedIn,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Form(f): Form<CsrfForm>,
 ) -> Response {
-    let s = match act(&state, &headers, &f, Role::Operator) {
-        Ok(s) => s,
-        Err(r) => return *r,
-    };
+    if let Err(r) = act(&s, &f, Role::Operator) {
+        return *r;
+    }
     let fleet = state.fleet.clone();
     tokio::task::spawn_blocking(move || {
         if let Err(e) = fleet.sync(Timestamp::now()) {

@@ -13,7 +13,7 @@ use crate::status::{Health, SiteView};
 use crate::store::CommitState;
 
 use super::alerts::{AlertRow, alert_rows};
-use super::{Chrome, escape, health_score, page, render};
+use super::{Chrome, LoggedIn, escape, health_score, page, render};
 
 #[derive(Template)]
 #[template(path = "overview.html")]
@@ -106,11 +106,12 @@ fn map_svg(views: &[SiteView]) -> String {
 }
 
 /// `GET /`.
-pub async fn overview(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (c, s) = match page(&state, &headers, "/", "overview", true) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub async fn overview(
+    LoggedIn(s): LoggedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let c = page(&state, &headers, &s, "/", "overview", true);
     let now = c.l.now;
     let Ok(views) = state.read(move |f| crate::status::site_views(f, now)).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();

@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use crate::app::AppState;
 
-use super::{Chrome, page, render};
+use super::{Chrome, LoggedIn, page, render};
 
 struct ReleaseRow {
     version: String,
@@ -27,11 +27,12 @@ struct ReleasesPage {
 }
 
 /// `GET /releases`.
-pub async fn releases(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let (c, _) = match page(&state, &headers, "/releases", "releases", false) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+pub async fn releases(
+    LoggedIn(s): LoggedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let c = page(&state, &headers, &s, "/releases", "releases", false);
     let now = c.l.now;
     let Ok(rel) = state
         .read(move |f| {

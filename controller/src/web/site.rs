@@ -4,7 +4,7 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 use touchline_schemas::SiteId;
@@ -12,7 +12,7 @@ use touchline_schemas::SiteId;
 use crate::app::AppState;
 use crate::i18n::L10n;
 
-use super::{Chrome, health_score, page, render, session, status_label};
+use super::{Chrome, LoggedIn, health_score, page, render, status_label};
 
 #[derive(Template)]
 #[template(path = "site.html")]
@@ -98,16 +98,14 @@ type ChartDef = (
 
 /// `GET /sites/{id}`.
 pub async fn site(
+    LoggedIn(s): LoggedIn,
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<SiteQuery>,
 ) -> Response {
     let path = format!("/sites/{id}");
-    let (c, _) = match page(&state, &headers, &path, "sites", false) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+    let c = page(&state, &headers, &s, &path, "sites", false);
     let Ok(site) = SiteId::new(&id) else {
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     };
@@ -302,14 +300,11 @@ pub async fn site(
 /// `GET /sites/{id}/history.csv?range=`: the history export for a logged-in
 /// reader (the JSON API wants a bearer token, which a browser link lacks).
 pub async fn history_csv(
+    _who: LoggedIn,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<SiteQuery>,
 ) -> Response {
-    if session(&state, &headers).is_none() {
-        return Redirect::to("/login").into_response();
-    }
     let Ok(site) = SiteId::new(&id) else {
         return (StatusCode::NOT_FOUND, "no such site").into_response();
     };
@@ -349,13 +344,10 @@ fn export_range(range: Option<&str>) -> (Timestamp, Timestamp) {
 /// `GET /history.csv?range=24h|7d|30d|365d`: every site's history for a
 /// logged-in reader, streamed (a `site` column first).
 pub async fn fleet_history_csv(
+    _who: LoggedIn,
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<SiteQuery>,
 ) -> Response {
-    if session(&state, &headers).is_none() {
-        return Redirect::to("/login").into_response();
-    }
     let (from, now) = export_range(q.range.as_deref());
     (
         crate::status::Export::Csv.headers("fleet-history"),

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::status::SiteView;
 
-use super::{Chrome, health_score, page, render, status_label, urlencode};
+use super::{Chrome, LoggedIn, health_score, page, render, status_label, urlencode};
 
 struct Filter {
     name: &'static str,
@@ -66,14 +66,12 @@ const SITES_PER_PAGE: usize = 200;
 /// `GET /sites`: search, filters, sort (all in the query string: works
 /// without JavaScript, and a filtered view is a link).
 pub async fn sites(
+    LoggedIn(s): LoggedIn,
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<SitesQuery>,
 ) -> Response {
-    let (c, _) = match page(&state, &headers, "/sites", "sites", true) {
-        Ok(p) => p,
-        Err(r) => return *r,
-    };
+    let c = page(&state, &headers, &s, "/sites", "sites", true);
     let now = c.l.now;
     let Ok(views) = state.read(move |f| crate::status::site_views(f, now)).await else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read the store").into_response();
