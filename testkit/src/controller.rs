@@ -6,8 +6,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use touchline_controller::tokens::Token;
-
 use crate::git::Repo;
 use crate::process::{Killed, bin, run, stdout};
 
@@ -15,6 +13,12 @@ use crate::process::{Killed, bin, run, stdout};
 pub const OPERATOR: &str = "operator-token-for-tests-0123456789abcdef";
 /// A viewer's token (role `viewer`, name `watcher`).
 pub const VIEWER: &str = "viewer-token-for-tests-0123456789abcdef";
+
+/// The `token_sha256` of a token in the controller's config (the hex
+/// sha256 of its text).
+pub fn token_sha256(token: &str) -> String {
+    touchline_schemas::Sha256::digest(token.as_bytes()).to_hex()
+}
 
 /// A temp directory holding `repo/` (a git repository), `key`/`key.pub`,
 /// `data/` and `controller.toml`.
@@ -54,8 +58,8 @@ impl ControllerFiles {
             self.path("controller.toml"),
             format!(
                 "sync_interval = \"1h\"\n{extra}\n\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
-                Token::new(OPERATOR).hash().to_hex(),
-                Token::new(VIEWER).hash().to_hex(),
+                token_sha256(OPERATOR),
+                token_sha256(VIEWER),
             ),
         )
         .unwrap();
@@ -206,7 +210,9 @@ impl RunningController {
             .bearer_auth(token)
             .send()
             .unwrap();
-        assert_eq!(r.status(), reqwest::StatusCode::OK, "{:?}", r.text());
-        r.json().unwrap()
+        let status = r.status();
+        let text = r.text().unwrap();
+        assert_eq!(status, reqwest::StatusCode::OK, "{text}");
+        serde_json::from_str(&text).unwrap()
     }
 }

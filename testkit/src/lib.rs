@@ -20,7 +20,8 @@
 //!   cutting the connection), hand-written on a raw socket on purpose;
 //! - [`tools`]: external tools, skipped with a printed reason outside CI and
 //!   required in CI; [`tmpfs`]: a small filesystem to fill up;
-//! - [`synthetic`]: synthetic fleets and metrics histories for benchmarks;
+//! - `synthetic` (feature `synthetic`, which needs the controller library):
+//!   synthetic fleets and metrics histories for benchmarks;
 //! - [`corpus`]: the bad-input corpora with their expected refusals.
 //!
 //! Everything panics with a message on failure: it is test code.
@@ -35,6 +36,7 @@ pub mod git;
 pub mod memory_transport;
 pub mod mirrors;
 pub mod process;
+#[cfg(feature = "synthetic")]
 pub mod synthetic;
 pub mod tmpfs;
 pub mod tools;

@@ -265,16 +265,29 @@ pub fn sorted_alerts(fleet: &Fleet) -> Result<Vec<(SiteId, Rule, AlertState)>, S
     Ok(rows)
 }
 
-/// One alert as `/api/alerts` shows it.
+/// One alert as `/api/alerts` shows it (times not reached yet are `null`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AlertRow {
     /// The site.
     pub site: SiteId,
     /// The rule.
     pub rule: Rule,
-    /// Its state and history.
-    #[serde(flatten)]
-    pub alert: AlertState,
+    /// Pending, firing or resolved.
+    pub state: Stage,
+    /// Warning or critical.
+    pub level: crate::alerts::Level,
+    /// The value observed.
+    pub value: String,
+    /// What is wrong.
+    pub message: String,
+    /// Since when it is in this state.
+    pub since: Timestamp,
+    /// When it fired.
+    pub fired_at: Option<Timestamp>,
+    /// When it resolved.
+    pub resolved_at: Option<Timestamp>,
+    /// When its notification was queued.
+    pub notified_at: Option<Timestamp>,
 }
 
 /// `/api/alerts`.
@@ -298,7 +311,18 @@ pub fn api(fleet: &Fleet) -> Result<Alerts, StoreError> {
         firing,
         alerts: rows
             .into_iter()
-            .map(|(site, rule, alert)| AlertRow { site, rule, alert })
+            .map(|(site, rule, a)| AlertRow {
+                site,
+                rule,
+                state: a.state,
+                level: a.level,
+                value: a.value,
+                message: a.message,
+                since: a.since,
+                fired_at: a.fired_at,
+                resolved_at: a.resolved_at,
+                notified_at: a.notified_at,
+            })
             .collect(),
         outbox,
     })
