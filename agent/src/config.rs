@@ -390,7 +390,7 @@ mod tests {
         )
     }
 
-    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -398,7 +398,6 @@ mod tests {
         Config::parse(text, Path::new("/etc/touchline/agent.toml"), |k| {
             env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
         })
-        .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -406,11 +405,15 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let text = base(tmp.path());
         let missing = tmp.path().join("missing.pem");
-        let err = parse(&format!("{text}ca_file = \"{}\"\n", missing.display()), &[]).unwrap_err();
+        let err = parse(&format!("{text}ca_file = \"{}\"\n", missing.display()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key `ca_file`: cannot read"), "{err}");
         let empty = tmp.path().join("empty.pem");
         std::fs::write(&empty, "just words\n").unwrap();
-        let err = parse(&format!("{text}ca_file = \"{}\"\n", empty.display()), &[]).unwrap_err();
+        let err = parse(&format!("{text}ca_file = \"{}\"\n", empty.display()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("holds no certificate"), "{err}");
         let garbled = tmp.path().join("garbled.pem");
         std::fs::write(
@@ -418,7 +421,9 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        let err = parse(&format!("{text}ca_file = \"{}\"\n", garbled.display()), &[]).unwrap_err();
+        let err = parse(&format!("{text}ca_file = \"{}\"\n", garbled.display()), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key `ca_file`"), "{err}");
         assert!(parse(&text, &[]).unwrap().extra_roots.is_empty());
     }
@@ -491,13 +496,15 @@ mod tests {
             ),
         ];
         for (extra, env, want) in cases {
-            let err = parse(&format!("{text}{extra}"), env).unwrap_err();
+            let err = parse(&format!("{text}{extra}"), env)
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.starts_with("config `/etc/touchline/agent.toml`: ") && err.contains(want),
                 "{extra:?} {env:?}: {err}"
             );
         }
-        let err = parse("site_id = 3\n", &[]).unwrap_err();
+        let err = parse("site_id = 3\n", &[]).unwrap_err().to_string();
         assert!(err.contains("site_id"), "{err}");
     }
 }

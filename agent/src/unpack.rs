@@ -29,7 +29,7 @@ pub enum UnpackError {
         /// The entry's path as written in the archive.
         entry: String,
         /// The rule.
-        why: String,
+        why: Rule,
     },
     /// Over a cap.
     #[error("{0}")]
@@ -59,15 +59,72 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
     }
 }
 
+/// The rule an archive entry breaks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rule {
+    /// `..` in its path.
+    #[error("`..` in the path")]
+    ParentDir,
+    /// An absolute path.
+    #[error("absolute path")]
+    Absolute,
+    /// An empty path (not a directory).
+    #[error("empty path")]
+    Empty,
+    /// It would be written through a symlink the archive made earlier.
+    #[error("goes through the symlink `{}`", .0.display())]
+    ThroughSymlink(PathBuf),
+    /// A parent of it is a file.
+    #[error("`{}` is a file, not a directory", .0.display())]
+    ParentIsFile(PathBuf),
+    /// Fewer bytes than its header says.
+    #[error("truncated: {copied} of {size} bytes")]
+    Truncated {
+        /// Bytes read.
+        copied: u64,
+        /// Bytes announced.
+        size: u64,
+    },
+    /// A symlink without a target.
+    #[error("symlink without a target")]
+    SymlinkWithoutTarget,
+    /// A symlink that points outside the release.
+    #[error("symlink to `{}` points outside the release", .0.display())]
+    SymlinkOutside(PathBuf),
+    /// A hard link without a target.
+    #[error("hard link without a target")]
+    HardLinkWithoutTarget,
+    /// A hard link whose target path is not inside the release.
+    #[error("hard link to `{}` points outside the release ({why})", target.display())]
+    HardLinkOutside {
+        /// The target as written.
+        target: PathBuf,
+        /// What is wrong with it.
+        why: Box<Rule>,
+    },
+    /// A hard link to something that is not a file of the package.
+    #[error("hard link to `{}`, which is not a file earlier in the package", .0.display())]
+    HardLinkToNothing(PathBuf),
+    /// A device file or a fifo.
+    #[error("device files and fifos are not allowed")]
+    Device,
+    /// Another entry type.
+    #[error("unsupported entry type {0}")]
+    Unsupported(String),
+    /// A directory of that name came earlier.
+    #[error("a directory with that name came earlier in the package")]
+    DirectoryExists,
+}
+
 /// A relative path made only of normal components, or why not.
-fn safe_relative(p: &Path) -> Result<PathBuf, String> {
+fn safe_relative(p: &Path) -> Result<PathBuf, Rule> {
     let mut out = PathBuf::new();
     for c in p.components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::ParentDir => return Err("`..` in the path".into()),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path".into()),
+            Component::ParentDir => return Err(Rule::ParentDir),
+            Component::RootDir | Component::Prefix(_) => return Err(Rule::Absolute),
         }
     }
     Ok(out)
@@ -107,22 +164,20 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
 
 /// Refuses to write through a symlink the archive created earlier: every
 /// existing ancestor of `rel` under `root` must be a real directory.
-fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), String> {
+fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), Rule> {
     let mut p = root.to_path_buf();
     let parts: Vec<_> = rel.components().collect();
     for c in parts.iter().take(parts.len().saturating_sub(1)) {
         p.push(c);
         match fs::symlink_metadata(&p) {
             Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!(
-                    "goes through the symlink `{}`",
-                    p.strip_prefix(root).unwrap_or(&p).display()
+                return Err(Rule::ThroughSymlink(
+                    p.strip_prefix(root).unwrap_or(&p).to_path_buf(),
                 ));
             }
             Ok(m) if !m.is_dir() => {
-                return Err(format!(
-                    "`{}` is a file, not a directory",
-                    p.strip_prefix(root).unwrap_or(&p).display()
+                return Err(Rule::ParentIsFile(
+                    p.strip_prefix(root).unwrap_or(&p).to_path_buf(),
                 ));
             }
             _ => {}
@@ -182,7 +237,7 @@ fn unpack_inner(
         }
         let raw = entry.path().map_err(format_err)?.into_owned();
         let name = raw.display().to_string();
-        let bad = |why: String| UnpackError::Entry {
+        let bad = |why: Rule| UnpackError::Entry {
             entry: name.clone(),
             why,
         };
@@ -192,7 +247,7 @@ fn unpack_inner(
             if kind.is_dir() {
                 continue; // "./"
             }
-            return Err(bad("empty path".into()));
+            return Err(bad(Rule::Empty));
         }
         no_symlink_on_the_way(dest, &rel).map_err(bad)?;
         let target = dest.join(&rel);
@@ -224,7 +279,7 @@ fn unpack_inner(
                         }
                     })?;
                 if copied != size {
-                    return Err(bad(format!("truncated: {copied} of {size} bytes")));
+                    return Err(bad(Rule::Truncated { copied, size }));
                 }
                 drop(out);
                 set_mode(&target, mode)?;
@@ -233,13 +288,10 @@ fn unpack_inner(
                 let link = entry
                     .link_name()
                     .map_err(format_err)?
-                    .ok_or_else(|| bad("symlink without a target".into()))?
+                    .ok_or_else(|| bad(Rule::SymlinkWithoutTarget))?
                     .into_owned();
                 if !link_stays_inside(&rel, &link) {
-                    return Err(bad(format!(
-                        "symlink to `{}` points outside the release",
-                        link.display()
-                    )));
+                    return Err(bad(Rule::SymlinkOutside(link)));
                 }
                 create_parent(&target)?;
                 remove_existing(&target)?;
@@ -249,32 +301,29 @@ fn unpack_inner(
                 let link = entry
                     .link_name()
                     .map_err(format_err)?
-                    .ok_or_else(|| bad("hard link without a target".into()))?
+                    .ok_or_else(|| bad(Rule::HardLinkWithoutTarget))?
                     .into_owned();
                 let link_rel = safe_relative(&link).map_err(|why| {
-                    bad(format!(
-                        "hard link to `{}` points outside the release ({why})",
-                        link.display()
-                    ))
+                    bad(Rule::HardLinkOutside {
+                        target: link.clone(),
+                        why: Box::new(why),
+                    })
                 })?;
                 no_symlink_on_the_way(dest, &link_rel).map_err(bad)?;
                 let source = dest.join(&link_rel);
                 if !fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
-                    return Err(bad(format!(
-                        "hard link to `{}`, which is not a file earlier in the package",
-                        link.display()
-                    )));
+                    return Err(bad(Rule::HardLinkToNothing(link)));
                 }
                 create_parent(&target)?;
                 remove_existing(&target)?;
                 fs::hard_link(&source, &target).map_err(io_at(&target))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                return Err(bad("device files and fifos are not allowed".into()));
+                return Err(bad(Rule::Device));
             }
             EntryType::XGlobalHeader | EntryType::XHeader => {}
             other => {
-                return Err(bad(format!("unsupported entry type {other:?}")));
+                return Err(bad(Rule::Unsupported(format!("{other:?}"))));
             }
         }
     }
@@ -303,7 +352,7 @@ fn remove_existing(target: &Path) -> Result<(), UnpackError> {
     match fs::symlink_metadata(target) {
         Ok(m) if m.is_dir() => Err(UnpackError::Entry {
             entry: target.display().to_string(),
-            why: "a directory with that name came earlier in the package".into(),
+            why: Rule::DirectoryExists,
         }),
         Ok(_) => fs::remove_file(target).map_err(io_at(target)),
         Err(_) => Ok(()),

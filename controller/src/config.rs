@@ -209,42 +209,90 @@ pub struct HistoryTier {
     pub bucket: HumanDuration,
 }
 
+/// Why `history_tiers` do not nest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TierError {
+    /// A bucket under a minute.
+    #[error("history_tiers[{i}].bucket is {bucket}: it must be at least 1m")]
+    BucketTooSmall {
+        /// The tier.
+        i: usize,
+        /// Its bucket.
+        bucket: HumanDuration,
+    },
+    /// A tier that starts after the retention.
+    #[error(
+        "history_tiers[{i}].after is {after}, not shorter than history_retention ({retention}): those points would be dropped before they are merged"
+    )]
+    AfterRetention {
+        /// The tier.
+        i: usize,
+        /// Its start.
+        after: HumanDuration,
+        /// The retention.
+        retention: HumanDuration,
+    },
+    /// Tiers out of order.
+    #[error(
+        "history_tiers[{i}] ({} / {}) must come after and be coarser than history_tiers[{}] ({} / {}): list the tiers finest first",
+        tier.after, tier.bucket, i - 1, prev.after, prev.bucket
+    )]
+    OutOfOrder {
+        /// The tier.
+        i: usize,
+        /// It.
+        tier: HistoryTier,
+        /// The one before.
+        prev: HistoryTier,
+    },
+    /// A bucket that is not a multiple of the one before.
+    #[error(
+        "history_tiers[{i}].bucket ({}) must be a whole multiple of history_tiers[{}].bucket ({})",
+        tier.bucket, i - 1, prev.bucket
+    )]
+    NotAMultiple {
+        /// The tier.
+        i: usize,
+        /// It.
+        tier: HistoryTier,
+        /// The one before.
+        prev: HistoryTier,
+    },
+}
+
 /// Tiers must nest: each older and coarser than the one before, its bucket
 /// a whole number of the previous bucket (so merged points merge again
 /// cleanly), and all of them inside the retention.
-fn check_tiers(tiers: &[HistoryTier], retention: HumanDuration) -> Result<(), String> {
+fn check_tiers(tiers: &[HistoryTier], retention: HumanDuration) -> Result<(), TierError> {
     let mut prev: Option<HistoryTier> = None;
     for (i, t) in tiers.iter().enumerate() {
         if t.bucket.as_secs() < 60 {
-            return Err(format!(
-                "history_tiers[{i}].bucket is {}: it must be at least 1m",
-                t.bucket
-            ));
+            return Err(TierError::BucketTooSmall {
+                i,
+                bucket: t.bucket,
+            });
         }
         if t.after.as_secs() >= retention.as_secs() {
-            return Err(format!(
-                "history_tiers[{i}].after is {}, not shorter than history_retention ({retention}): those points would be dropped before they are merged",
-                t.after
-            ));
+            return Err(TierError::AfterRetention {
+                i,
+                after: t.after,
+                retention,
+            });
         }
         if let Some(p) = prev {
             if t.after.as_secs() <= p.after.as_secs() || t.bucket.as_secs() <= p.bucket.as_secs() {
-                return Err(format!(
-                    "history_tiers[{i}] ({} / {}) must come after and be coarser than history_tiers[{}] ({} / {}): list the tiers finest first",
-                    t.after,
-                    t.bucket,
-                    i - 1,
-                    p.after,
-                    p.bucket
-                ));
+                return Err(TierError::OutOfOrder {
+                    i,
+                    tier: *t,
+                    prev: p,
+                });
             }
             if t.bucket.as_secs() % p.bucket.as_secs() != 0 {
-                return Err(format!(
-                    "history_tiers[{i}].bucket ({}) must be a whole multiple of history_tiers[{}].bucket ({})",
-                    t.bucket,
-                    i - 1,
-                    p.bucket
-                ));
+                return Err(TierError::NotAMultiple {
+                    i,
+                    tier: *t,
+                    prev: p,
+                });
             }
         }
         prev = Some(*t);
@@ -390,7 +438,7 @@ impl Config {
                 "history_full_resolution and history_bucket were replaced by history_tiers: write e.g. history_tiers = [{ after = \"48h\", bucket = \"5m\" }, { after = \"30d\", bucket = \"1h\" }]".into(),
             ));
         }
-        check_tiers(&c.history_tiers, c.history_retention).map_err(invalid)?;
+        check_tiers(&c.history_tiers, c.history_retention).map_err(|e| invalid(e.to_string()))?;
         Ok(c)
     }
 
