@@ -159,9 +159,16 @@ impl ControllerFiles {
 
     /// `touchline serve --listen <listen>`; returns once it listens.
     pub fn start_on(&self, listen: &str) -> RunningController {
-        let mut child = self.serve_command(listen).spawn().unwrap();
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::blocking::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap();
+        // Owned by the guard from the start: a panic below still kills it.
+        let mut process = Killed(self.serve_command(listen).spawn().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
+        BufReader::new(process.0.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
         let url = line
@@ -169,15 +176,7 @@ impl ControllerFiles {
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
             .to_owned();
-        RunningController {
-            url,
-            http: reqwest::blocking::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .timeout(std::time::Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            process: Killed(child),
-        }
+        RunningController { url, http, process }
     }
 }
 
