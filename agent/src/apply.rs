@@ -67,24 +67,26 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 /// name, then rename over the target.
 fn place(blob: &Path, target: &Path) -> Result<(), ApplyError> {
     let dir = target.parent().unwrap_or(Path::new("/"));
-    let tmp = fsx::temp_path(target);
-    let _ = fs::remove_file(&tmp);
-    match fs::hard_link(blob, &tmp) {
-        Ok(()) => {}
-        Err(_) => {
-            // Another filesystem (or links not allowed): copy + fsync.
-            // A failed copy (disk full) leaves no temp file behind.
-            let copied = fs::copy(blob, &tmp)
-                .map_err(io_err("copying to", &tmp))
-                .and_then(|_| {
-                    fs::File::open(&tmp)
-                        .and_then(|f| f.sync_all())
-                        .map_err(io_err("syncing", &tmp))
-                });
-            if let Err(e) = copied {
-                let _ = fs::remove_file(&tmp);
-                return Err(e);
-            }
+    // An unpredictable name, created by the link or the exclusive create
+    // itself: nothing planted there beforehand is ever written through.
+    let tmp = fsx::temp_path(target).map_err(io_err("naming a temp file for", target))?;
+    if fs::hard_link(blob, &tmp).is_err() {
+        // Another filesystem (or links not allowed): copy + fsync into a
+        // file created exclusively. A failed copy (disk full) leaves no
+        // temp file behind.
+        let copied = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut out| {
+                io::copy(&mut fs::File::open(blob)?, &mut out)?;
+                Ok(out)
+            })
+            .map_err(io_err("copying to", &tmp))
+            .and_then(|out| out.sync_all().map_err(io_err("syncing", &tmp)));
+        if let Err(e) = copied {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
         }
     }
     fs::rename(&tmp, target).map_err(|e| {
@@ -249,7 +251,19 @@ pub fn local_content(videos_dir: &Path, state: &State) -> (u64, u64) {
 /// Removes temp files a crash left under `videos_dir` and next to the
 /// configuration file.
 pub fn clean_temps(videos_dir: &Path, config_path: &Path) {
-    let _ = fs::remove_file(fsx::temp_path(config_path));
+    // Ours next to the configuration: `.configuration.json.*.touchline-tmp`
+    // (removing a name never follows a symlink).
+    if let (Some(dir), Some(name)) = (config_path.parent(), config_path.file_name()) {
+        let prefix = format!(".{}.", name.to_string_lossy());
+        if let Ok(rd) = fs::read_dir(dir) {
+            for e in rd.flatten() {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with(&prefix) && fsx::is_temp_name(&n) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
     let mut stack = vec![videos_dir.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(rd) = fs::read_dir(&dir) else { continue };

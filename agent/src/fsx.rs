@@ -6,15 +6,32 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// The temp name used next to `path` while it is being replaced. Hidden
-/// (leading dot) and suffixed so that nobody mistakes it for content, and
-/// so that a crash leftover is recognized and removed.
-pub fn temp_path(path: &Path) -> PathBuf {
+/// A fresh temp name next to `path` while it is being replaced:
+/// `.<name>.<16 random hex>.touchline-tmp`. Hidden (leading dot) and
+/// suffixed so that nobody mistakes it for content and a crash leftover is
+/// recognized and removed; unpredictable, so that nobody who can write in
+/// the directory (a club member in `videos_dir`) can plant a symlink at it
+/// beforehand. Fails only without an OS random source.
+pub fn temp_path(path: &Path) -> io::Result<PathBuf> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}.touchline-tmp"))
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).map_err(io::Error::other)?;
+    let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(path.with_file_name(format!(".{name}.{hex}.touchline-tmp")))
+}
+
+/// Creates a temp file for `path` exclusively (`O_CREAT | O_EXCL`: an
+/// existing entry, a symlink included, is never opened or followed).
+pub fn create_temp(path: &Path) -> io::Result<(PathBuf, File)> {
+    let tmp = temp_path(path)?;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)?;
+    Ok((tmp, f))
 }
 
 /// Whether a file name is one of our temp names.
@@ -30,9 +47,8 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 /// Replaces `path` with `bytes`: readers see the old content or the new
 /// one, never a mix, and after return the new content survives a power cut.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path);
+    let (tmp, mut f) = create_temp(path)?;
     let result = (|| {
-        let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -137,14 +153,32 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
         assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 1);
-        assert!(is_temp_name(
-            &temp_path(&p).file_name().unwrap().to_string_lossy()
-        ));
+        let (a, b) = (temp_path(&p).unwrap(), temp_path(&p).unwrap());
+        assert_ne!(a, b, "unpredictable");
+        assert!(is_temp_name(&a.file_name().unwrap().to_string_lossy()));
         // A directory in the way: the error is returned, the temp is gone.
         let d = tmp.path().join("dir");
         fs::create_dir_all(d.join("x")).unwrap();
         assert!(write_atomic(&d, b"x").is_err());
-        assert!(!temp_path(&d).exists());
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 2, "no temp left");
+    }
+
+    /// Regression: the temp name was predictable
+    /// (`.configuration.json.touchline-tmp`) and created with
+    /// `File::create`, so a symlink planted there by anyone who can write
+    /// in the directory made the agent (root) overwrite the link's target.
+    #[test]
+    fn a_symlink_planted_at_the_old_temp_name_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let canary = tmp.path().join("canary");
+        fs::write(&canary, b"root-only").unwrap();
+        let dir = tmp.path().join("app");
+        fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("configuration.json");
+        std::os::unix::fs::symlink(&canary, dir.join(".configuration.json.touchline-tmp")).unwrap();
+        write_atomic(&p, b"{}").unwrap();
+        assert_eq!(fs::read(&canary).unwrap(), b"root-only");
+        assert_eq!(fs::read(&p).unwrap(), b"{}");
     }
 
     #[test]

@@ -303,8 +303,8 @@ impl Layout {
     /// under a temp name renamed over `current`, then a directory fsync.
     pub fn point_current_at(&self, name: &ReleaseName) -> io::Result<()> {
         let link = self.current_link();
-        let tmp = fsx::temp_path(&link);
-        let _ = fs::remove_file(&tmp);
+        // Unpredictable; `symlink` fails on anything already there.
+        let tmp = fsx::temp_path(&link)?;
         std::os::unix::fs::symlink(Path::new("releases").join(name.as_str()), &tmp)?;
         if let Err(e) = fs::rename(&tmp, &link) {
             let _ = fs::remove_file(&tmp);

@@ -193,7 +193,8 @@ fn a_disk_that_fills_up_mid_download_or_mid_copy_is_a_clear_condition_and_keeps_
     let err = stderr(&out);
     assert!(
         err.contains("not enough space: copying to `")
-            && err.contains(".b.mp4.touchline-tmp`: No space left on device"),
+            && err.contains("/.b.mp4.")
+            && err.contains(".touchline-tmp`: No space left on device"),
         "{err}"
     );
     let now = tree(&vdisk.0);
