@@ -12,6 +12,7 @@ use crate::apply::ApplyError;
 use crate::condition::Item;
 use crate::fetch::{FetchError, error_text};
 use crate::fsx::human_bytes;
+use crate::plan::Blocked;
 use crate::pull::PullError;
 use crate::release::{Rollback, SwitchError};
 use crate::state::StateError;
@@ -131,6 +132,25 @@ pub enum PassError {
     /// The release step failed.
     #[error(transparent)]
     Release(#[from] ReleaseError),
+}
+
+impl From<Blocked> for PassError {
+    fn from(b: Blocked) -> Self {
+        match b {
+            Blocked::NoSpace {
+                need,
+                have,
+                what,
+                probe,
+            } => Self::NoSpace {
+                need,
+                have,
+                what,
+                probe,
+            },
+            Blocked::TooLarge { sha256, size, max } => Self::TooLarge { sha256, size, max },
+        }
+    }
 }
 
 impl PassError {

@@ -72,7 +72,7 @@ pub fn observe(
     let cas = at.store.root();
     let downloads = free(at.host, &cas);
     let copies = (!fsx::same_filesystem(&cas, at.videos_dir)).then(|| free(at.host, at.videos_dir));
-    let releases = releases.map(|r| releases_seen(bundle, at, r, &cas));
+    let releases = releases.map(|r| releases_seen(bundle, at, r, &downloads));
     Ok(Observed {
         targets,
         config: config_file(at.config_path)?,
@@ -168,7 +168,7 @@ fn releases_seen(
     bundle: &Bundle,
     at: BoxPaths<'_>,
     r: ReleasePaths<'_>,
-    cas: &Path,
+    downloads: &Free,
 ) -> ReleasesSeen {
     let current = r.layout.current();
     let want = bundle.software.as_ref();
@@ -206,9 +206,7 @@ fn releases_seen(
         state: r.state.clone(),
         lock,
         lock_since: r.lock_since,
-        package_space: Free {
-            probe: cas.to_path_buf(),
-            available: at.host.free_space(cas).unwrap_or(u64::MAX),
-        },
+        // Packages download into the same store as the files.
+        package_space: downloads.clone(),
     }
 }

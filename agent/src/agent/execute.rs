@@ -93,33 +93,13 @@ impl Agent {
         for sha in &plan.evict {
             self.store.evict(sha);
         }
-        match &plan.blocked {
-            Some(Blocked::NoSpace {
-                need,
-                have,
-                what,
-                probe,
-            }) => {
-                let e = PassError::NoSpace {
-                    need: *need,
-                    have: *have,
-                    what,
-                    probe: probe.clone(),
-                };
-                self.fail(&e);
-                return Err(e);
-            }
-            Some(Blocked::TooLarge { sha256, size, max }) => {
-                self.clear_condition(&Item::Disk);
-                let e = PassError::TooLarge {
-                    sha256: *sha256,
-                    size: *size,
-                    max: *max,
-                };
-                self.fail(&e);
-                return Err(e);
-            }
-            None => self.clear_condition(&Item::Disk),
+        if !matches!(plan.blocked, Some(Blocked::NoSpace { .. })) {
+            self.clear_condition(&Item::Disk);
+        }
+        if let Some(blocked) = &plan.blocked {
+            let e = PassError::from(blocked.clone());
+            self.fail(&e);
+            return Err(e);
         }
         if !plan.fetch.is_empty() {
             self.enter(Event::Fetch);

@@ -149,9 +149,14 @@ async fn record_request(State(state): State<AppState>, req: Request, next: Next)
 
 async fn healthz(State(state): State<AppState>) -> Response {
     let err = state.fleet.last_sync_error();
+    let last_good = state
+        .read(|f| f.store.last_good_commit())
+        .await
+        .ok()
+        .flatten();
     let body = json!({
         "ok": true,
-        "last_good_commit": state.fleet.store.last_good_commit().ok().flatten(),
+        "last_good_commit": last_good,
         "last_sync_error": err.map(|(at, e)| json!({"at": at, "error": e})),
     });
     Json(body).into_response()
