@@ -578,7 +578,11 @@ pub static BYTES_REHASHED: std::sync::atomic::AtomicU64 = std::sync::atomic::Ato
 
 /// sha256 of a file.
 pub fn hash_file(path: &Path) -> io::Result<Sha256> {
-    let mut f = File::open(path)?;
+    hash_reader(&mut File::open(path)?)
+}
+
+/// The sha256 of everything `f` still has to read.
+pub fn hash_reader(f: &mut impl Read) -> io::Result<Sha256> {
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; BUFFER];
     loop {

@@ -17,10 +17,15 @@ pub fn temp_path(path: &Path) -> io::Result<PathBuf> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    Ok(path.with_file_name(temp_name(&name)?))
+}
+
+/// The temp name of [`temp_path`] for the file name `name`.
+pub fn temp_name(name: &str) -> io::Result<String> {
     let mut r = [0u8; 8];
     getrandom::fill(&mut r).map_err(io::Error::other)?;
     let hex: String = r.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(path.with_file_name(format!(".{name}.{hex}.touchline-tmp")))
+    Ok(format!(".{name}.{hex}.touchline-tmp"))
 }
 
 /// Creates a temp file for `path` exclusively (`O_CREAT | O_EXCL`: an

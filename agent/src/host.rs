@@ -67,6 +67,11 @@ pub trait Host: Send + Sync + std::fmt::Debug {
         self.run(HostCommand::new(argv, timeout))
     }
 
+    /// Called between a pass's plan and the writes that carry it out: the
+    /// seam where a test changes the box under the agent's feet (a symlink
+    /// swapped in after the pass looked). A real host does nothing.
+    fn before_apply(&self) {}
+
     /// Reboots the machine (the configured argv).
     fn reboot(&self, argv: &[String], timeout: Duration) -> BoxFuture<'_, CommandOutput> {
         self.run(HostCommand::new(argv, timeout))

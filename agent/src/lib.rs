@@ -29,6 +29,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod beneath;
 pub mod clock;
 pub mod condition;
 pub mod config;

@@ -7,11 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use serde_json::Value;
-use touchline_schemas::Bundle;
+use touchline_schemas::{Bundle, TargetPath};
+
+use crate::beneath::{BeneathError, Dir};
 
 use crate::error::PassError;
 use crate::fetch::{self, Wanted};
@@ -55,9 +57,25 @@ pub fn observe(
     index: &mut Index,
 ) -> Result<Observed, PassError> {
     let mut targets = BTreeMap::new();
+    // The videos tree is the club's too: every path is walked down by
+    // handle, never through a symlink (a symlinked root is allowed).
+    let root = match Dir::open_root(at.videos_dir) {
+        Ok(d) => Some(d),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(PassError::Io {
+                action: "opening",
+                path: at.videos_dir.to_path_buf(),
+                source,
+            });
+        }
+    };
     for f in &bundle.files {
-        let target = at.videos_dir.join(f.path.as_str());
-        targets.insert(f.path.clone(), found(&target, index)?);
+        let found = match &root {
+            Some(root) => found(root, &f.path, index)?,
+            None => Found::Missing,
+        };
+        targets.insert(f.path.clone(), found);
     }
     let mut blobs = BTreeMap::new();
     for f in &bundle.files {
@@ -83,34 +101,46 @@ pub fn observe(
     })
 }
 
-/// What stands at `target` (not following a symlink at it).
-fn found(target: &Path, index: &mut Index) -> Result<Found, PassError> {
-    let meta = match fs::symlink_metadata(target) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::Missing),
-        Err(source) => {
-            return Err(PassError::Io {
-                action: "reading",
-                path: target.to_path_buf(),
-                source,
-            });
+/// What stands at `path` beneath `root`: a symlink (or a file) where a
+/// directory above it should be is [`Found::Occupied`]; at the path itself,
+/// anything but a regular file is [`Found::NotAFile`]. Nothing is followed
+/// and a fifo is never opened for reading.
+fn found(root: &Dir, path: &TargetPath, index: &mut Index) -> Result<Found, PassError> {
+    let target = root.path().join(path.as_str());
+    let io = |action: &'static str| {
+        let target = target.clone();
+        move |source| PassError::Io {
+            action,
+            path: target,
+            source,
         }
     };
-    if !meta.is_file() {
-        return Ok(Found::NotAFile);
-    }
-    if let Some(h) = index.known(target) {
+    let parts: Vec<&str> = path.components().collect();
+    let Some((name, dirs)) = parts.split_last() else {
+        return Ok(Found::Missing);
+    };
+    let dir = match root.walk(dirs.iter().copied()) {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(Found::Missing),
+        Err(BeneathError::Occupied { path, what }) => {
+            return Ok(Found::Occupied { at: path, what });
+        }
+        Err(BeneathError::Io { source, .. }) => return Err(io("reading")(source)),
+    };
+    let mut file = match dir.open_file(name) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(Found::Missing),
+        Err(BeneathError::Occupied { .. }) => return Ok(Found::NotAFile),
+        Err(BeneathError::Io { source, .. }) => return Err(io("reading")(source)),
+    };
+    let meta = file.metadata().map_err(io("reading"))?;
+    let stamp = Stamp::of_metadata(&meta);
+    if let Some(h) = index.known_stamp(&target, &stamp) {
         return Ok(Found::File(h));
     }
-    // Unknown stat: hash it once.
-    let h = fetch::hash_file(target).map_err(|source| PassError::Io {
-        action: "hashing",
-        path: target.to_path_buf(),
-        source,
-    })?;
-    if let Ok(stamp) = Stamp::of(target) {
-        index.files.insert(target.to_path_buf(), (stamp, h));
-    }
+    // Unknown stat: hash it once, from the handle that was checked.
+    let h = fetch::hash_reader(&mut file).map_err(io("hashing"))?;
+    index.files.insert(target, (stamp, h));
     Ok(Found::File(h))
 }
 
@@ -149,20 +179,45 @@ fn free(host: &dyn Host, path: &Path) -> Free {
     }
 }
 
+/// `configuration.json`, opened by handle in its directory without
+/// following a symlink: a symlink (or a fifo, a directory) there is a
+/// conflict, never read through; a file larger than [`MAX_CONFIG_BYTES`]
+/// is not read either (nobody's configuration is that big).
 fn config_file(path: &Path) -> Result<ConfigFile, PassError> {
-    match fs::read(path) {
-        Ok(bytes) => Ok(match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(m)) => ConfigFile::Object(m),
-            _ => ConfigFile::Unreadable,
-        }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(ConfigFile::Missing),
-        Err(source) => Err(PassError::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        }),
+    let io = |source| PassError::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    };
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(ConfigFile::Missing);
+    };
+    let dir = match Dir::open_root(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ConfigFile::Missing),
+        Err(e) => return Err(io(e)),
+    };
+    let file = match dir.open_file(&name.to_string_lossy()) {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(ConfigFile::Missing),
+        Err(BeneathError::Occupied { what, .. }) => return Ok(ConfigFile::NotAFile(what)),
+        Err(BeneathError::Io { source, .. }) => return Err(io(source)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Ok(ConfigFile::Unreadable);
     }
+    Ok(match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => ConfigFile::Object(m),
+        _ => ConfigFile::Unreadable,
+    })
 }
+
+/// The largest `configuration.json` read (a bigger one is rewritten).
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
 fn releases_seen(
     bundle: &Bundle,

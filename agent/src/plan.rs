@@ -16,6 +16,7 @@ use serde_json::{Map, Value};
 use touchline_schemas::bundle::DesiredRelease;
 use touchline_schemas::{Bundle, ReleaseVersion, Sha256, TargetPath};
 
+use crate::beneath::Kind;
 use crate::fsx::human_bytes;
 use crate::release::{ReleaseName, ReleaseState, rollback_message, window_open};
 use crate::state::State;
@@ -41,6 +42,15 @@ pub enum Found {
     File(Sha256),
     /// A directory, a symlink, a fifo…: never followed.
     NotAFile,
+    /// A directory above the path is something else (a symlink, a file,
+    /// a fifo): never followed, so a conflict even where the agent placed
+    /// the file before.
+    Occupied {
+        /// The component in the way.
+        at: PathBuf,
+        /// What stands there.
+        what: Kind,
+    },
 }
 
 /// `configuration.json` as found.
@@ -52,6 +62,9 @@ pub enum ConfigFile {
     Object(Map<String, Value>),
     /// Present but not a JSON object (rewritten).
     Unreadable,
+    /// A symlink, directory or fifo: not read, never written through, a
+    /// conflict.
+    NotAFile(Kind),
 }
 
 /// A blob of the content store.
@@ -154,6 +167,9 @@ pub enum LeaveReason {
     ClubFile,
     /// The club's directory (or link, fifo…) at the path: a conflict.
     ClubNotAFile,
+    /// A directory above the path is not a directory (a symlink, a
+    /// file…): a conflict, never followed.
+    Occupied,
 }
 
 /// What happens to one listed path.
@@ -199,6 +215,9 @@ pub struct ConfigPlan {
     pub drift: Vec<String>,
     /// The managed keys and values after this pass.
     pub managed: Map<String, Value>,
+    /// `configuration.json` is not a regular file (a symlink…): nothing
+    /// is read or written, a conflict.
+    pub occupied: Option<Kind>,
 }
 
 /// What stops the pass before anything is written.
@@ -349,7 +368,9 @@ impl PassPlan {
             .filter(|f| {
                 matches!(
                     f.action,
-                    FileAction::Leave(LeaveReason::ClubFile | LeaveReason::ClubNotAFile)
+                    FileAction::Leave(
+                        LeaveReason::ClubFile | LeaveReason::ClubNotAFile | LeaveReason::Occupied
+                    )
                 )
             })
             .map(|f| &f.path)
@@ -448,6 +469,7 @@ fn file_action(found: &Found, want: &Sha256, ours: bool) -> FileAction {
         Found::Missing => FileAction::Place(PlaceReason::Missing),
         Found::NotAFile if ours => FileAction::Place(PlaceReason::NotAFile),
         Found::NotAFile => FileAction::Leave(LeaveReason::ClubNotAFile),
+        Found::Occupied { .. } => FileAction::Leave(LeaveReason::Occupied),
         Found::File(h) if h == want && ours => FileAction::Leave(LeaveReason::UpToDate),
         Found::File(h) if h == want => FileAction::Adopt,
         Found::File(_) if ours => FileAction::Place(PlaceReason::Changed),
@@ -462,6 +484,14 @@ fn plan_config(bundle: &Bundle, found: &ConfigFile, state: &State) -> ConfigPlan
     let current = match found {
         ConfigFile::Object(m) => Some(m),
         ConfigFile::Missing | ConfigFile::Unreadable => None,
+        ConfigFile::NotAFile(what) => {
+            return ConfigPlan {
+                write: None,
+                drift: Vec::new(),
+                managed: state.managed_config.clone(),
+                occupied: Some(*what),
+            };
+        }
     };
     let mut doc = current.cloned().unwrap_or_default();
     let mut drift = Vec::new();
@@ -480,6 +510,7 @@ fn plan_config(bundle: &Bundle, found: &ConfigFile, state: &State) -> ConfigPlan
         write: rewrite.then_some(doc),
         drift,
         managed: bundle.config.clone(),
+        occupied: None,
     }
 }
 

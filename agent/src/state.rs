@@ -91,12 +91,17 @@ impl Stamp {
         if !m.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        Ok(Self {
+        Ok(Self::of_metadata(&m))
+    }
+
+    /// The stamp of an open file's metadata.
+    pub fn of_metadata(m: &std::fs::Metadata) -> Self {
+        Self {
             size: m.len(),
             mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
             ino: m.ino(),
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        })
+        }
     }
 
     /// Same file content as far as the stat says, ignoring ctime (a hard
@@ -118,6 +123,15 @@ impl Index {
     pub fn known(&self, path: &Path) -> Option<Sha256> {
         match (self.files.get(path), Stamp::of(path)) {
             (Some((stamp, h)), Ok(now)) if stamp.same_content(&now) => Some(*h),
+            _ => None,
+        }
+    }
+
+    /// The hash of `path` when `now` (its stamp, read from an open
+    /// handle) is unchanged since it was hashed.
+    pub fn known_stamp(&self, path: &Path, now: &Stamp) -> Option<Sha256> {
+        match self.files.get(path) {
+            Some((stamp, h)) if stamp.same_content(now) => Some(*h),
             _ => None,
         }
     }

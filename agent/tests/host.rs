@@ -100,3 +100,60 @@ async fn a_disk_the_host_says_is_full_blocks_the_download_with_the_figures() {
     assert!(matches!(outcome, Outcome::Converged), "{outcome:?}");
     assert_eq!(condition(&agent, "disk"), None);
 }
+
+/// A category directory swapped for a symlink after the pass looked and
+/// before it writes (the host's seam between plan and execute): the write
+/// is refused by the kernel, the pass fails naming the path, and nothing
+/// reaches the link's target.
+#[tokio::test]
+async fn a_symlink_swapped_in_between_plan_and_execute_is_refused_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, signer) = AgentBox::offline(tmp.path(), "");
+    let canary = touchline_testkit::club::Canary::new(&tmp.path().join("canary"));
+    let first: &[(&str, &[u8])] = &[("Sponsors/a.mp4", b"aaaa")];
+    let usb = tmp.path().join("usb1");
+    signer.write(&usb, &sample_bundle("cesson-handball", 1, first, &[]));
+    with_content(&usb, first);
+    let host = Arc::new(FakeHost::default());
+    let mut agent = open(&b, &host);
+    assert!(matches!(
+        agent.pass(&Origin::Dir(usb)).await,
+        Outcome::Converged
+    ));
+
+    let videos = tmp.path().join("videos");
+    let target = canary.dir.clone();
+    let swap = videos.clone();
+    host.before_apply(move || {
+        if !swap.join("Moved").exists() {
+            std::fs::rename(swap.join("Sponsors"), swap.join("Moved")).unwrap();
+            std::os::unix::fs::symlink(&target, swap.join("Sponsors")).unwrap();
+        }
+    });
+    let second: &[(&str, &[u8])] = &[("Sponsors/a.mp4", b"aaaa"), ("Sponsors/c.mp4", b"cccc")];
+    let usb = tmp.path().join("usb2");
+    signer.write(&usb, &sample_bundle("cesson-handball", 2, second, &[]));
+    with_content(&usb, second);
+    let outcome = agent.pass(&Origin::Dir(usb.clone())).await;
+    let Outcome::NotConverged(e) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "`{}` is a symlink: not followed, left alone",
+            videos.join("Sponsors").display()
+        )
+    );
+    canary.assert_unchanged("a symlink swapped in before execute");
+    // The next pass sees the link and reports the conflict.
+    let outcome = agent.pass(&Origin::Dir(usb)).await;
+    assert!(matches!(outcome, Outcome::NotConverged(_)), "{outcome:?}");
+    assert!(
+        condition(&agent, "file:Sponsors/c.mp4")
+            .is_some_and(|m| m.contains("is a symlink, not a directory: not followed")),
+        "{:?}",
+        agent.state.conditions
+    );
+    canary.assert_unchanged("the pass after");
+}

@@ -110,7 +110,8 @@ pub fn agent(args: &[&str], config: &Path) -> Output {
     command(args, config).output().unwrap()
 }
 
-fn command(args: &[&str], config: &Path) -> Command {
+/// `touchline-agent <args> --config <config>`, not started.
+pub fn command(args: &[&str], config: &Path) -> Command {
     let mut cmd = Command::new(bin("touchline-agent"));
     cmd.args(args)
         .arg("--config")

@@ -15,6 +15,16 @@ pub struct FakeHost {
     ran: Mutex<Vec<HostCommand>>,
     answers: Mutex<VecDeque<CommandOutput>>,
     free: Mutex<Option<u64>>,
+    before_apply: Mutex<Option<Hook>>,
+}
+
+/// A test's closure run at [`Host::before_apply`].
+struct Hook(Box<dyn FnMut() + Send>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 impl FakeHost {
@@ -34,6 +44,13 @@ impl FakeHost {
     /// figure).
     pub fn set_free(&self, bytes: Option<u64>) -> &Self {
         *self.free.lock().expect("fake host lock") = bytes;
+        self
+    }
+
+    /// Runs `f` each time a pass is about to write what it planned (after
+    /// it looked at the box).
+    pub fn before_apply(&self, f: impl FnMut() + Send + 'static) -> &Self {
+        *self.before_apply.lock().expect("fake host lock") = Some(Hook(Box::new(f)));
         self
     }
 
@@ -66,6 +83,12 @@ impl Host for FakeHost {
                 output: String::new(),
             });
         Box::pin(async move { answer })
+    }
+
+    fn before_apply(&self) {
+        if let Some(Hook(f)) = self.before_apply.lock().expect("fake host lock").as_mut() {
+            f();
+        }
     }
 
     fn free_space(&self, path: &Path) -> std::io::Result<u64> {

@@ -22,12 +22,15 @@
 //!   required in CI; [`tmpfs`]: a small filesystem to fill up;
 //! - `synthetic` (feature `synthetic`, which needs the controller library):
 //!   synthetic fleets and metrics histories for benchmarks;
+//! - [`club`]: a hostile club member (commands as `nobody`) and a canary
+//!   tree outside the roots;
 //! - [`corpus`]: the bad-input corpora with their expected refusals.
 //!
 //! Everything panics with a message on failure: it is test code.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent_box;
+pub mod club;
 pub mod controller;
 pub mod corpus;
 pub mod fake_host;

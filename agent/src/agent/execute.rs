@@ -68,7 +68,8 @@ impl Agent {
             fetch = plan.fetch.len(),
             "planned"
         );
-        self.execute_files(bundle, &plan, dir, &old_index).await?;
+        self.execute_files(bundle, &plan, &observed, dir, &old_index)
+            .await?;
         let waiting = self.execute_release(bundle, &plan.release, dir).await;
         if let Some(r) = self.releases.as_mut() {
             r.waiting = waiting.as_ref().ok().and_then(Clone::clone);
@@ -87,6 +88,7 @@ impl Agent {
         &mut self,
         bundle: &Bundle,
         plan: &PassPlan,
+        observed: &plan::Observed,
         dir: Option<&Path>,
         old_index: &crate::state::Index,
     ) -> Result<(), PassError> {
@@ -134,14 +136,29 @@ impl Agent {
         // Conflicts: files the club put where the bundle wants ours.
         crate::condition::clear_files(&mut self.state.conditions);
         for c in plan.conflicts() {
-            self.set_condition(
-                &Item::File(c.clone()),
-                Severity::Warning,
-                format!("`{c}` exists and was not placed by the agent: left alone"),
-            );
+            let message = match observed.targets.get(c) {
+                Some(plan::Found::Occupied { at, what }) => format!(
+                    "`{c}` not placed: `{}` is {what}, not a directory: not followed, left alone",
+                    at.display()
+                ),
+                Some(plan::Found::NotAFile) => format!(
+                    "`{c}` is not a regular file and was not placed by the agent: left alone"
+                ),
+                _ => format!("`{c}` exists and was not placed by the agent: left alone"),
+            };
+            self.set_condition(&Item::File(c.clone()), Severity::Warning, message);
         }
         self.clear_condition(&Item::Config);
-        if !plan.config.drift.is_empty() {
+        if let Some(what) = plan.config.occupied {
+            self.set_condition(
+                &Item::Config,
+                Severity::Warning,
+                format!(
+                    "`{}` is {what}: not read or written through it, left alone",
+                    self.cfg.config_path.display()
+                ),
+            );
+        } else if !plan.config.drift.is_empty() {
             self.set_condition(
                 &Item::Config,
                 Severity::Warning,
@@ -166,6 +183,7 @@ impl Agent {
                 return Err(e);
             }
             self.disk = self.state.clone();
+            self.host.before_apply();
             let store = self.store.clone();
             let result = apply::execute(
                 plan,
@@ -212,7 +230,7 @@ impl Agent {
                 self.index = idx;
             }
         }
-        match plan.conflicts().count() {
+        match plan.conflicts().count() + usize::from(plan.config.occupied.is_some()) {
             0 => Ok(()),
             count => Err(PassError::Conflicts { count }),
         }

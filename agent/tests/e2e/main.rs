@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod clock;
+mod club;
 mod convergence;
 mod crash;
 mod disk;
