@@ -21,6 +21,8 @@ pub struct AppState {
     pub metrics: Arc<HttpMetrics>,
     /// Status page sessions.
     pub sessions: Arc<Sessions>,
+    /// Failed logins per source.
+    pub logins: Arc<crate::session::LoginFailures>,
 }
 
 /// Why a read of the fleet's state failed.

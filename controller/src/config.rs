@@ -175,6 +175,56 @@ pub struct Config {
     /// alerts) at this local time of day, `HH:MM` in the fleet's time zone.
     #[serde(default)]
     pub digest_at: Option<String>,
+    /// Limits of the HTTP server against slow and numerous clients.
+    #[serde(default)]
+    pub http: HttpLimits,
+}
+
+/// `[http]`: what one client may hold of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A connection that has not sent a whole request head this long after
+    /// it opened (or after its last answer, when kept alive) is closed.
+    #[serde(default = "HttpLimits::default_header_read")]
+    pub header_read_timeout: HumanDuration,
+    /// A request body that has not arrived whole this long after its head
+    /// is refused (408).
+    #[serde(default = "HttpLimits::default_body")]
+    pub body_timeout: HumanDuration,
+    /// Connections served at once; more wait in the listen backlog (a log
+    /// line says so). 10,000 long-polling boxes need 10,000.
+    #[serde(default = "HttpLimits::default_max_connections")]
+    pub max_connections: usize,
+    /// Failed logins allowed per source address and minute.
+    #[serde(default = "HttpLimits::default_login_failures")]
+    pub login_failures_per_minute: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Self::default_header_read(),
+            body_timeout: Self::default_body(),
+            max_connections: Self::default_max_connections(),
+            login_failures_per_minute: Self::default_login_failures(),
+        }
+    }
+}
+
+impl HttpLimits {
+    fn default_header_read() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
+    fn default_body() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    fn default_max_connections() -> usize {
+        16_384
+    }
+    fn default_login_failures() -> u32 {
+        5
+    }
 }
 
 impl Default for Config {
@@ -195,6 +245,7 @@ impl Default for Config {
             alerts_interval: Self::default_alerts_interval(),
             email: None,
             digest_at: None,
+            http: HttpLimits::default(),
         }
     }
 }

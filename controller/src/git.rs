@@ -70,13 +70,43 @@ pub enum SignatureError {
 pub struct Follower {
     repo: Repository,
     url: String,
+    /// `url` with its credentials replaced: what messages and logs show.
+    shown: String,
     branch: String,
+}
+
+/// `url` with any user name and password replaced by `***` (a token in
+/// `https://user:token@host/…` must never reach a log, an error, `/healthz`
+/// or a page). Not a URL (a path, `git@host:repo`): as it is.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_password(None);
+            let _ = u.set_username("***");
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `text` with every occurrence of `url`'s credentials (the whole URL, its
+/// password, its user name) replaced by the redacted URL or `***`.
+fn redact_in(text: &str, url: &str) -> String {
+    let mut out = text.replace(url, &redact_url(url));
+    if let Ok(u) = url::Url::parse(url) {
+        for secret in [u.password().unwrap_or(""), u.username()] {
+            if secret.len() >= 3 {
+                out = out.replace(secret, "***");
+            }
+        }
+    }
+    out
 }
 
 impl std::fmt::Debug for Follower {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Follower")
-            .field("url", &self.url)
+            .field("url", &self.shown)
             .field("branch", &self.branch)
             .finish_non_exhaustive()
     }
@@ -111,22 +141,27 @@ impl Follower {
         };
         Ok(Self {
             repo,
+            shown: redact_url(&url),
             url,
             branch: branch.to_owned(),
         })
     }
 
-    /// The remote being followed.
-    pub fn url(&self) -> &str {
-        &self.url
+    /// The remote being followed, its credentials redacted.
+    pub fn shown_url(&self) -> &str {
+        &self.shown
     }
 
     /// Fetches the branch; returns its tip.
     pub fn fetch(&self) -> Result<Oid, GitError> {
-        let err = |source| GitError::Fetch {
-            url: self.url.clone(),
+        let err = |source: git2::Error| GitError::Fetch {
+            url: self.shown.clone(),
             branch: self.branch.clone(),
-            source,
+            source: git2::Error::new(
+                source.code(),
+                source.class(),
+                redact_in(source.message(), &self.url),
+            ),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);

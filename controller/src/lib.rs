@@ -43,6 +43,7 @@ pub mod html;
 pub mod http;
 pub mod i18n;
 pub mod keys;
+pub mod listen;
 pub mod merge;
 pub mod metrics;
 pub mod model;

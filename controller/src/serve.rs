@@ -78,6 +78,13 @@ pub async fn serve(
         config.sync_interval = i;
     }
     let key = crate::keys::load(&opts.key)?;
+    let fmt = |l: Option<u64>| l.map_or("unlimited".to_owned(), |n| n.to_string());
+    match crate::listen::raise_open_files_limit() {
+        (before, after) if before != after => {
+            tracing::info!(before = %fmt(before), after = %fmt(after), "open-files limit raised to the hard limit");
+        }
+        (_, after) => tracing::info!(limit = %fmt(after), "open-files limit"),
+    }
     std::fs::create_dir_all(&opts.data).with_context(|| {
         format!(
             "failed to create the data directory `{}`",
@@ -121,27 +128,26 @@ pub async fn serve(
         local_admin: Some(admin.hash()),
         metrics: Arc::new(HttpMetrics::default()),
         sessions: Arc::default(),
+        logins: Arc::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx.clone()));
     let alerts = tokio::spawn(alert_loop(fleet.clone(), config.clone(), stop_rx));
-    tracing::info!(%addr, repo = %opts.repo, branch = %opts.branch, "controller listening");
+    tracing::info!(%addr, repo = %crate::git::redact_url(&opts.repo), branch = %opts.branch, "controller listening");
     on_listening(addr);
     let f2 = fleet.clone();
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // End the long-polls so that the graceful shutdown does not wait
-            // for them (they answer 304; boxes poll again later).
-            f2.begin_shutdown();
-        })
-        .await;
+    crate::listen::serve(listener, router(state), config.http, async move {
+        shutdown.await;
+        // End the long-polls so that the graceful shutdown does not wait
+        // for them (they answer 304; boxes poll again later).
+        f2.begin_shutdown();
+    })
+    .await;
     let _ = stop_tx.send(true);
     let _ = ticker.await;
     let _ = alerts.await;
     let _ = std::fs::remove_file(addr_file(&opts.data));
     let _ = std::fs::remove_file(admin_token_file(&opts.data));
-    served.context("the HTTP server failed")?;
     tracing::info!("controller stopped");
     Ok(())
 }

@@ -76,6 +76,7 @@ fn app() -> App {
         local_admin: None,
         metrics: Arc::default(),
         sessions: Arc::default(),
+        logins: Arc::default(),
     };
     App {
         _tmp: tmp,
@@ -353,5 +354,64 @@ async fn operator_roles_gate_the_operators_api() {
                 .join("fleet-manifests")
                 .display()
         ))
+    );
+}
+
+/// One box with impossible metrics and 400 KB texts: the
+/// values are dropped and the text cut at ingestion, field by field, said
+/// in the answer, and `/api/sites` stays small for everyone.
+#[tokio::test]
+async fn impossible_values_and_huge_text_never_reach_the_pages() {
+    let a = app();
+    let huge = "x".repeat(400_000);
+    let batch = json!({"format": 1, "site": "cesson-handball", "reports": [{
+        "seq": 1, "at": jiff::Timestamp::now().to_string(),
+        "status": {"phase": "degraded", "last_error": huge,
+            "conditions": [{"item": "fetch", "severity": "error", "message": huge,
+                "since": jiff::Timestamp::now().to_string()}]},
+        "metrics": {"temperature_c": 1e308, "disk_used_bytes": 18_000_000_000_000_000_000u64,
+            "disk_total_bytes": 32_000_000_000u64, "cpu_percent": 12.0}
+    }]});
+    let r = call(
+        &a,
+        Method::POST,
+        "/v1/sites/cesson-handball/reports",
+        Some(CESSON),
+        &[(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(&batch).unwrap(),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let answer = r.json();
+    assert_eq!(answer["accepted"], 1);
+    let fields: Vec<&str> = answer["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "status.conditions[0].message",
+            "status.last_error",
+            "metrics.temperature_c",
+            "metrics.disk_used_bytes"
+        ]
+    );
+    let sites = get(&a, "/api/sites", Some(OPERATOR)).await;
+    assert_eq!(sites.status, StatusCode::OK);
+    assert!(sites.body.len() < 100_000, "{} bytes", sites.body.len());
+    let site = get(&a, "/api/sites/cesson-handball", Some(OPERATOR)).await;
+    let text = String::from_utf8_lossy(&site.body);
+    assert!(site.body.len() < 100_000, "{} bytes", site.body.len());
+    assert!(
+        !text.contains("1e308") && !text.contains("18000000000000000000"),
+        "{text}"
     );
 }

@@ -233,9 +233,320 @@ pub struct Throttling {
     pub throttled_occurred: bool,
 }
 
+/// Longest condition message, error or rollback output kept (bytes).
+pub const MAX_TEXT_BYTES: usize = 2048;
+/// Longest name kept (an item, a service, an interface, a version).
+pub const MAX_NAME_BYTES: usize = 128;
+/// Most conditions, services, interfaces or installed releases kept.
+pub const MAX_ENTRIES: usize = 64;
+
+/// One value a report carried that the controller did not keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Refusal {
+    /// The field, e.g. `metrics.temperature_c` or `status.conditions[3].message`.
+    pub field: String,
+    /// Why: out of range (dropped) or too long (cut).
+    pub reason: String,
+}
+
+fn cut(field: &str, text: &mut String, max: usize, out: &mut Vec<Refusal>) {
+    if text.len() <= max {
+        return;
+    }
+    // Room for the ellipsis: the result is at most `max` bytes.
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.push(Refusal {
+        field: field.to_owned(),
+        reason: format!("{} bytes cut to {max}", text.len()),
+    });
+    text.truncate(end);
+    text.push('…');
+}
+
+fn cut_list<T>(field: &str, list: &mut Vec<T>, out: &mut Vec<Refusal>) {
+    if list.len() > MAX_ENTRIES {
+        out.push(Refusal {
+            field: field.to_owned(),
+            reason: format!("{} entries cut to {MAX_ENTRIES}", list.len()),
+        });
+        list.truncate(MAX_ENTRIES);
+    }
+}
+
+fn range_f64(field: &str, v: &mut Option<f64>, lo: f64, hi: f64, out: &mut Vec<Refusal>) {
+    if let Some(x) = *v
+        && !(x.is_finite() && (lo..=hi).contains(&x))
+    {
+        out.push(Refusal {
+            field: field.to_owned(),
+            reason: format!("{} is outside {lo}..={hi}: dropped", short(x)),
+        });
+        *v = None;
+    }
+}
+
+/// `x` as a person reads it: `1e308`, not 309 digits.
+fn short(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && !(1e-3..1e9).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+fn range_u64(field: &str, v: &mut Option<u64>, hi: u64, out: &mut Vec<Refusal>) {
+    if let Some(x) = *v
+        && x > hi
+    {
+        out.push(Refusal {
+            field: field.to_owned(),
+            reason: format!("{x} is over {hi}: dropped"),
+        });
+        *v = None;
+    }
+}
+
+/// A petabyte: no box's disk or videos are larger.
+const PB: u64 = 1 << 50;
+
+impl Report {
+    /// Keeps what is physically possible and bounded: a metric outside its
+    /// range (a temperature of 1e308, more disk used than there is) is
+    /// dropped field by field, free text is cut to [`MAX_TEXT_BYTES`] and
+    /// lists to [`MAX_ENTRIES`], so one box cannot skew the fleet's
+    /// averages or make the pages slow for everyone. Returns what was
+    /// dropped or cut, for the box's answer and the log.
+    pub fn sanitize(&mut self) -> Vec<Refusal> {
+        let mut out = Vec::new();
+        let st = &mut self.status;
+        cut_list("status.conditions", &mut st.conditions, &mut out);
+        for (i, c) in st.conditions.iter_mut().enumerate() {
+            cut(
+                &format!("status.conditions[{i}].item"),
+                &mut c.item,
+                MAX_NAME_BYTES,
+                &mut out,
+            );
+            cut(
+                &format!("status.conditions[{i}].message"),
+                &mut c.message,
+                MAX_TEXT_BYTES,
+                &mut out,
+            );
+        }
+        if let Some(e) = st.last_error.as_mut() {
+            cut("status.last_error", e, MAX_TEXT_BYTES, &mut out);
+        }
+        if let Some(v) = st.agent_version.as_mut() {
+            cut("status.agent_version", v, MAX_NAME_BYTES, &mut out);
+        }
+        if let Some(sw) = st.software.as_mut() {
+            if let Some(c) = sw.current.as_mut() {
+                cut("status.software.current", c, MAX_NAME_BYTES, &mut out);
+            }
+            cut_list("status.software.installed", &mut sw.installed, &mut out);
+            for (i, r) in sw.installed.iter_mut().enumerate() {
+                cut(
+                    &format!("status.software.installed[{i}]"),
+                    r,
+                    MAX_NAME_BYTES,
+                    &mut out,
+                );
+            }
+            for (name, text) in [
+                ("waiting", &mut sw.waiting),
+                ("held_back", &mut sw.held_back),
+            ] {
+                if let Some(t) = text.as_mut() {
+                    cut(
+                        &format!("status.software.{name}"),
+                        t,
+                        MAX_TEXT_BYTES,
+                        &mut out,
+                    );
+                }
+            }
+            if let Some(r) = sw.last_rollback.as_mut() {
+                cut(
+                    "status.software.last_rollback.from",
+                    &mut r.from,
+                    MAX_NAME_BYTES,
+                    &mut out,
+                );
+                if let Some(to) = r.to.as_mut() {
+                    cut(
+                        "status.software.last_rollback.to",
+                        to,
+                        MAX_NAME_BYTES,
+                        &mut out,
+                    );
+                }
+                cut(
+                    "status.software.last_rollback.output",
+                    &mut r.output,
+                    MAX_TEXT_BYTES,
+                    &mut out,
+                );
+            }
+        }
+        if let Some(m) = self.metrics.as_mut() {
+            range_f64(
+                "metrics.cpu_percent",
+                &mut m.cpu_percent,
+                0.0,
+                100.0,
+                &mut out,
+            );
+            range_f64(
+                "metrics.memory_percent",
+                &mut m.memory_percent,
+                0.0,
+                100.0,
+                &mut out,
+            );
+            range_f64(
+                "metrics.temperature_c",
+                &mut m.temperature_c,
+                -60.0,
+                150.0,
+                &mut out,
+            );
+            if let Some(load) = m.load
+                && load
+                    .iter()
+                    .any(|x| !(x.is_finite() && (0.0..=1024.0).contains(x)))
+            {
+                out.push(Refusal {
+                    field: "metrics.load".into(),
+                    reason: format!("{load:?} is outside 0..=1024: dropped"),
+                });
+                m.load = None;
+            }
+            range_u64(
+                "metrics.disk_total_bytes",
+                &mut m.disk_total_bytes,
+                PB,
+                &mut out,
+            );
+            range_u64(
+                "metrics.disk_used_bytes",
+                &mut m.disk_used_bytes,
+                PB,
+                &mut out,
+            );
+            if let (Some(used), Some(total)) = (m.disk_used_bytes, m.disk_total_bytes)
+                && used > total
+            {
+                out.push(Refusal {
+                    field: "metrics.disk_used_bytes".into(),
+                    reason: format!("{used} is more than the disk's {total} bytes: dropped"),
+                });
+                m.disk_used_bytes = None;
+            }
+            // A century of uptime.
+            range_u64(
+                "metrics.uptime_secs",
+                &mut m.uptime_secs,
+                3_155_760_000,
+                &mut out,
+            );
+            range_u64("metrics.video_bytes", &mut m.video_bytes, PB, &mut out);
+            range_u64(
+                "metrics.video_count",
+                &mut m.video_count,
+                1_000_000,
+                &mut out,
+            );
+            range_u64(
+                "metrics.local_files",
+                &mut m.local_files,
+                10_000_000,
+                &mut out,
+            );
+            cut_list("metrics.interfaces", &mut m.interfaces, &mut out);
+            for (i, n) in m.interfaces.iter_mut().enumerate() {
+                cut(
+                    &format!("metrics.interfaces[{i}].name"),
+                    &mut n.name,
+                    MAX_NAME_BYTES,
+                    &mut out,
+                );
+            }
+            if m.services.len() > MAX_ENTRIES
+                || m.services
+                    .iter()
+                    .any(|(k, v)| k.len() > MAX_NAME_BYTES || v.len() > MAX_NAME_BYTES)
+            {
+                let before = m.services.len();
+                let kept: BTreeMap<String, String> = std::mem::take(&mut m.services)
+                    .into_iter()
+                    .take(MAX_ENTRIES)
+                    .map(|(mut k, mut v)| {
+                        cut("metrics.services (name)", &mut k, MAX_NAME_BYTES, &mut out);
+                        cut("metrics.services (state)", &mut v, MAX_NAME_BYTES, &mut out);
+                        (k, v)
+                    })
+                    .collect();
+                if before > MAX_ENTRIES {
+                    out.push(Refusal {
+                        field: "metrics.services".into(),
+                        reason: format!("{before} entries cut to {MAX_ENTRIES}"),
+                    });
+                }
+                m.services = kept;
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn impossible_metrics_are_dropped_and_long_text_cut_field_by_field() {
+        let json = r#"{"seq":1,"at":"2026-11-22T10:00:00Z",
+            "status":{"phase":"degraded","last_error":"short",
+              "conditions":[{"item":"fetch","severity":"error","message":"MSG","since":"2026-11-22T10:00:00Z"}]},
+            "metrics":{"temperature_c":1e308,"cpu_percent":42.5,"disk_used_bytes":18000000000000000000,
+              "disk_total_bytes":1000,"load":[0.5,-1,0.1],"uptime_secs":100}}"#;
+        let mut r: Report =
+            serde_json::from_str(&json.replace("MSG", &"é".repeat(1_000_000))).unwrap();
+        let refused = r.sanitize();
+        let fields: Vec<&str> = refused.iter().map(|f| f.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "status.conditions[0].message",
+                "metrics.temperature_c",
+                "metrics.load",
+                "metrics.disk_used_bytes",
+            ]
+        );
+        assert_eq!(refused[1].reason, "1e308 is outside -60..=150: dropped");
+        let m = r.metrics.as_ref().unwrap();
+        assert_eq!(
+            (m.temperature_c, m.cpu_percent, m.load),
+            (None, Some(42.5), None)
+        );
+        assert_eq!(
+            (m.disk_used_bytes, m.disk_total_bytes, m.uptime_secs),
+            (None, Some(1000), Some(100))
+        );
+        let msg = &r.status.conditions[0].message;
+        assert!(
+            msg.len() <= MAX_TEXT_BYTES && msg.ends_with('…'),
+            "{}",
+            msg.len()
+        );
+        assert_eq!(r.status.last_error.as_deref(), Some("short"));
+        // A sane report is kept whole.
+        assert!(r.sanitize().is_empty());
+    }
 
     #[test]
     fn minimal_report_parses_and_unknowns_are_ignored() {

@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use touchline_schemas::report::{MAX_REPORT_BATCH_BYTES, REPORT_FORMAT, ReportBatch};
 use touchline_schemas::{Sha256, SiteId};
@@ -324,6 +324,19 @@ pub(super) async fn post_reports(
         )
         .detail(json!({"field": "reports"})));
     }
+    // Impossible metrics never reach averages, alerts or pages, and no
+    // box's text makes the pages slow for all: dropped or cut here, field
+    // by field, and said in the answer.
+    let mut batch = batch;
+    let mut refused = Vec::new();
+    for r in &mut batch.reports {
+        for f in r.sanitize() {
+            refused.push(json!({"seq": r.seq, "field": f.field, "reason": f.reason}));
+        }
+    }
+    if !refused.is_empty() {
+        tracing::warn!(%site, count = refused.len(), first = %refused[0], "report values dropped or cut");
+    }
     let store = state.fleet.store.clone();
     let now = Timestamp::now();
     let outcome = tokio::task::spawn_blocking(move || store.ingest(&site, &batch.reports, now))
@@ -334,7 +347,13 @@ pub(super) async fn post_reports(
         // Alerts look at the new report soon (coalesced, off this request).
         state.fleet.alerts_wake.notify_one();
     }
-    Ok(Json(outcome).into_response())
+    let mut answer = serde_json::to_value(outcome).map_err(ApiError::internal)?;
+    if !refused.is_empty()
+        && let Some(o) = answer.as_object_mut()
+    {
+        o.insert("refused".into(), Value::Array(refused));
+    }
+    Ok(Json(answer).into_response())
 }
 
 #[cfg(test)]

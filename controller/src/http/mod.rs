@@ -31,6 +31,8 @@ use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
 use touchline_schemas::report::MAX_REPORT_BATCH_BYTES;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use crate::app::AppState;
 use crate::status;
@@ -89,8 +91,16 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The page's Content-Security-Policy: no script at all, styles from the
+/// controller's own stylesheet only, never framed.
+pub const CSP: &str = "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// The router.
 pub fn router(state: AppState) -> Router {
+    let body_timeout = state.fleet.config.http.body_timeout.to_std();
+    let security = |name: header::HeaderName, value: &'static str| {
+        SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+    };
     Router::new()
         .route("/v1/sites/{id}/bundle", get(agent_api::get_bundle))
         .route("/v1/sites/{id}/bundle.sig", get(agent_api::get_signature))
@@ -126,6 +136,13 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(DefaultBodyLimit::max(MAX_REPORT_BATCH_BYTES))
+        // A body that trickles in is refused (408) instead of holding a
+        // connection and its buffer.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(security(header::CONTENT_SECURITY_POLICY, CSP))
+        .layer(security(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(security(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(security(header::REFERRER_POLICY, "same-origin"))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,

@@ -234,8 +234,22 @@ pub struct LoginForm {
 pub async fn login(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     Form(f): Form<LoginForm>,
 ) -> Response {
+    let source = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |p| p.0.0.ip());
+    if let Err(wait) = state
+        .logins
+        .check(source, state.fleet.config.http.login_failures_per_minute)
+    {
+        tracing::warn!(%source, "status page login refused: too many failures from this address");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, wait.to_string())],
+            format!("too many failed logins from this address: try again in {wait} s"),
+        )
+            .into_response();
+    }
     if cookie(&headers, LOGIN_CSRF_COOKIE).is_none_or(|c| c.is_empty() || c != f.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
@@ -250,7 +264,8 @@ pub async fn login(
             .map(|op| (op.name.clone(), op.role))
     };
     let Some((name, role)) = who else {
-        tracing::warn!("status page login refused");
+        state.logins.failed(source);
+        tracing::warn!(%source, "status page login refused");
         return Redirect::to("/login?failed=1").into_response();
     };
     let (Ok(id), Ok(csrf)) = (random_hex(), random_hex()) else {
@@ -358,10 +373,9 @@ pub async fn set_lang(
     let Some(l) = Lang::parse(&code) else {
         return (StatusCode::NOT_FOUND, "fr or en").into_response();
     };
-    // Only a local path (no open redirect).
     let back = q
         .back
-        .filter(|b| b.starts_with('/') && !b.starts_with("//") && !b.contains('\\'))
+        .filter(|b| same_site_path(b))
         .unwrap_or_else(|| "/".to_owned());
     let mut resp = Redirect::to(&back).into_response();
     resp.headers_mut().append(
@@ -369,6 +383,26 @@ pub async fn set_lang(
         set_cookie(&headers, LANG_COOKIE, l.code(), 365 * 86_400),
     );
     resp
+}
+
+/// Whether `back` is a path on this site and nothing a browser would read
+/// as another host: it starts with one `/`, holds no backslash, no control
+/// character or whitespace (browsers strip a tab: `/\t/evil.example` is
+/// `//evil.example`), and resolved against this site it stays here.
+pub fn same_site_path(back: &str) -> bool {
+    const HERE: &str = "http://controller.invalid/";
+    let plain = back.starts_with('/')
+        && !back.starts_with("//")
+        && !back
+            .chars()
+            .any(|c| c == '\\' || c.is_control() || c.is_whitespace());
+    plain
+        && url::Url::parse(HERE)
+            .and_then(|base| base.join(back))
+            .is_ok_and(|u| {
+                u.origin()
+                    == url::Url::parse(HERE).map_or(url::Origin::new_opaque(), |h| h.origin())
+            })
 }
 
 /// `GET /static/app.css`.

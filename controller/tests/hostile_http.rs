@@ -1,0 +1,325 @@
+//! Hostile clients against a real `touchline serve` on 127.0.0.1: slow
+//! and idle connections are closed, a trickling body is refused, the
+//! connection cap holds with a log line, the open-files limit is raised,
+//! credentials in the repository URL never show, pages carry the security
+//! headers, the language redirect stays on the site, and logins are
+//! rate-limited per source.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use touchline_testkit::{ControllerFiles, Killed, http};
+
+use common::server::{cookie_of, launch, value};
+
+/// `touchline serve` with `extra` config, logging at `info` into a file;
+/// its URL, the process and the log path.
+fn serve_logged(files: &ControllerFiles, extra: &str, wrap: Option<&[&str]>) -> (String, Killed) {
+    files.config(extra);
+    let serve = files.serve_command("127.0.0.1:0");
+    let log = std::fs::File::create(files.path("serve.log")).unwrap();
+    let mut cmd = match wrap {
+        Some(prefix) => {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..])
+                .arg(serve.get_program())
+                .args(serve.get_args());
+            c
+        }
+        None => Command::new(serve.get_program()),
+    };
+    if wrap.is_none() {
+        cmd.args(serve.get_args());
+    }
+    let mut child = Killed(
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    (url, child)
+}
+
+fn log_of(files: &ControllerFiles) -> String {
+    std::fs::read_to_string(files.path("serve.log")).unwrap()
+}
+
+fn addr(url: &str) -> String {
+    url.trim_start_matches("http://").to_owned()
+}
+
+/// Seconds until the server closes `s` (reads until EOF or a reset).
+fn closed_after(mut s: TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(started.elapsed());
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_connections_are_closed_and_a_trickling_body_is_refused() {
+    let files = ControllerFiles::example();
+    let (url, _c) = serve_logged(
+        &files,
+        "[http]\nheader_read_timeout = \"1s\"\nbody_timeout = \"1s\"",
+        None,
+    );
+    // Half a request head, then nothing.
+    let mut s = TcpStream::connect(addr(&url)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t = closed_after(s, Duration::from_secs(10)).expect("a slow head is closed");
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    // Nothing at all.
+    let s = TcpStream::connect(addr(&url)).unwrap();
+    let t = closed_after(s, Duration::from_secs(10)).expect("a silent connection is closed");
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    // Idle after a kept-alive answer.
+    let mut s = TcpStream::connect(addr(&url)).unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 12];
+    s.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    let t = closed_after(s, Duration::from_secs(10)).expect("an idle keep-alive is closed");
+    assert!(t < Duration::from_secs(5), "{t:?}");
+    // A report body that trickles in after a valid token: 408.
+    let token = files.site_token("cesson-handball", false);
+    let mut s = TcpStream::connect(addr(&url)).unwrap();
+    s.write_all(
+        format!(
+            "POST /v1/sites/cesson-handball/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"reports\": ["
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let started = Instant::now();
+    let _ = s.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 408") || answer.starts_with("HTTP/1.1 400"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The server still answers.
+    assert!(
+        http()
+            .get(format!("{url}/healthz"))
+            .send()
+            .unwrap()
+            .status()
+            .is_success()
+    );
+}
+
+#[test]
+fn the_connection_cap_holds_with_a_log_line_and_frees_up() {
+    let files = ControllerFiles::example();
+    let (url, _c) = serve_logged(
+        &files,
+        "[http]\nheader_read_timeout = \"30s\"\nmax_connections = 4",
+        None,
+    );
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(addr(&url)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    assert!(
+        client.get(format!("{url}/healthz")).send().is_err(),
+        "a fifth connection waits"
+    );
+    assert!(
+        log_of(&files)
+            .contains("connection limit reached: new connections wait in the listen backlog"),
+        "{}",
+        log_of(&files)
+    );
+    drop(held);
+    let started = Instant::now();
+    loop {
+        if client
+            .get(format!("{url}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "freed connections serve again"
+        );
+    }
+}
+
+#[test]
+fn the_open_files_limit_is_raised_to_the_hard_limit_and_logged() {
+    let Some(prlimit) = touchline_testkit::require_tool("prlimit", "apt-get install util-linux")
+    else {
+        return;
+    };
+    let files = ControllerFiles::example();
+    let p = prlimit.display().to_string();
+    let (_url, _c) = serve_logged(&files, "", Some(&[&p, "--nofile=1024:4096"]));
+    let log = log_of(&files);
+    assert!(
+        log.contains("open-files limit raised to the hard limit")
+            && log.contains("before=1024")
+            && log.contains("after=4096"),
+        "{log}"
+    );
+}
+
+#[test]
+fn credentials_in_the_repository_url_never_show() {
+    let files = ControllerFiles::example();
+    files.config("");
+    // A remote that cannot answer (port 9 on loopback is closed): the
+    // first sync fails with the URL in its error chain.
+    let secret = "s3cr3t-t0ken-value";
+    let repo = format!("http://deploy:{secret}@127.0.0.1:9/fleet.git");
+    let cmd = files.serve_command("127.0.0.1:0");
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut serve = Command::new(cmd.get_program());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        serve.arg(a);
+        if a == "--repo" {
+            it.next();
+            serve.arg(&repo);
+        }
+    }
+    let log = std::fs::File::create(files.path("serve.log")).unwrap();
+    let mut child = Killed(
+        serve
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let health = http()
+        .get(format!("{url}/healthz"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(health.contains("failed to fetch"), "{health}");
+    assert!(
+        health.contains("http://***@127.0.0.1:9/fleet.git"),
+        "{health}"
+    );
+    let log = log_of(&files);
+    for (what, text) in [("/healthz", &health), ("the log", &log)] {
+        assert!(!text.contains(secret), "{what} shows the secret: {text}");
+        assert!(!text.contains("deploy:"), "{what} shows the user: {text}");
+    }
+}
+
+#[test]
+fn pages_carry_security_headers_and_the_language_redirect_stays_on_the_site() {
+    let s = launch(ControllerFiles::example(), "");
+    let r = s.http.get(format!("{}/login", s.url)).send().unwrap();
+    let h = r.headers();
+    assert_eq!(
+        h["content-security-policy"],
+        touchline_controller::http::CSP,
+        "no inline script, never framed"
+    );
+    assert!(touchline_controller::http::CSP.contains("frame-ancestors 'none'"));
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["referrer-policy"], "same-origin");
+    assert_eq!(h["x-frame-options"], "DENY");
+    let to = |back: &str| {
+        let r = s
+            .http
+            .get(format!("{}/lang/en?back={back}", s.url))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        r.headers()["location"].to_str().unwrap().to_owned()
+    };
+    for hostile in [
+        "/%09/evil.example",
+        "//evil.example",
+        "/\\evil.example",
+        "%5C%5Cevil.example",
+        "https://evil.example/",
+        "/%0d%0aSet-Cookie:x=1",
+        "/%20/evil.example",
+        "evil.example",
+    ] {
+        assert_eq!(to(hostile), "/", "{hostile}");
+    }
+    assert_eq!(to("/sites%3Fq%3Dbrest"), "/sites?q=brest");
+}
+
+#[test]
+fn failed_logins_are_rate_limited_per_source() {
+    let s = launch(
+        ControllerFiles::example(),
+        "[http]\nlogin_failures_per_minute = 3",
+    );
+    let attempt = |token: &str| {
+        let form = s.http.get(format!("{}/login", s.url)).send().unwrap();
+        let pre = value(&cookie_of(&form, "tl_login").unwrap());
+        s.http
+            .post(format!("{}/login", s.url))
+            .header("cookie", format!("tl_login={pre}"))
+            .form(&[("token", token), ("csrf", pre.as_str())])
+            .send()
+            .unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(attempt("wrong").headers()["location"], "/login?failed=1");
+    }
+    let r = attempt("wrong");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().contains_key("retry-after"));
+    // Even the right token waits: guessing cannot go on at network speed.
+    let r = attempt(touchline_testkit::VIEWER);
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.text()
+            .unwrap()
+            .contains("too many failed logins from this address"),
+    );
+}
