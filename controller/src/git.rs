@@ -300,11 +300,32 @@ impl Follower {
             let Ok(entry) = tree.get_path(Path::new(dir)) else {
                 continue;
             };
-            let Ok(sub) = self.repo.find_tree(entry.id()) else {
-                continue;
+            // A symlink or a submodule where the folder should be is
+            // said, never followed or silently dropped.
+            let not_a_folder = match (entry.filemode(), entry.kind()) {
+                (0o120_000, _) => Some(source::SKIP_SYMLINK),
+                (_, Some(ObjectType::Commit)) => Some(source::SKIP_SUBMODULE),
+                (_, Some(ObjectType::Tree)) => None,
+                _ => Some(source::SKIP_NOT_DIR),
             };
+            if let Some(reason) = not_a_folder {
+                set.skipped.push(Skipped {
+                    path: Arc::from(dir),
+                    reason,
+                });
+                continue;
+            }
+            let sub = self.repo.find_tree(entry.id()).map_err(&e)?;
             for child in sub.iter() {
-                let Ok(name) = child.name() else { continue };
+                let name = String::from_utf8_lossy(child.name_bytes()).into_owned();
+                if source::has_control(&name) {
+                    set.skipped.push(Skipped {
+                        path: Arc::from(format!("{dir}/{}", source::shown(&name))),
+                        reason: source::SKIP_CONTROL,
+                    });
+                    continue;
+                }
+                let name = name.as_str();
                 let rel = format!("{dir}/{name}");
                 match source::classify(name) {
                     Some(Kind::Manifest) => read(&rel, &child, &mut set)?,

@@ -185,6 +185,17 @@ fn decode_inner(file: &SourceFile, diags: &mut Diagnostics) -> Option<AnyDoc> {
         }
     };
     let (kind, stem) = kind_of(path)?;
+    if let Some(at) = yaml::too_deep(text) {
+        diags.error(
+            path,
+            at,
+            format!(
+                "nesting is deeper than {} levels: a manifest never needs that many",
+                yaml::MAX_DEPTH
+            ),
+        );
+        return None;
+    }
     let Some(pos) = yaml::positions(text) else {
         diags.error(
             path,

@@ -32,6 +32,32 @@ pub const SKIP_MISNAMED: &str = "ignored: manifest files must end in `.yaml`";
 pub const SKIP_SYMLINK: &str = "ignored: symbolic links are not followed";
 /// A directory or special file where a manifest was expected.
 pub const SKIP_NOT_FILE: &str = "ignored: not a regular file";
+/// A file or special file where a folder of manifests was expected.
+pub const SKIP_NOT_DIR: &str = "ignored: not a folder";
+/// A git submodule where a folder of manifests was expected.
+pub const SKIP_SUBMODULE: &str = "ignored: a git submodule, not a folder of manifests";
+/// A name no manifest has.
+pub const SKIP_CONTROL: &str = "ignored: the name holds a control character";
+
+/// Whether a file name holds a control character (a newline would forge a
+/// diagnostic line).
+pub fn has_control(name: &str) -> bool {
+    name.chars().any(char::is_control)
+}
+
+/// `name` as a diagnostic shows it: control characters escaped (`\n`,
+/// `\u{1b}`), the rest as it is.
+pub fn shown(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 /// A file the loader looked at and skipped, with the reason (reported as a
 /// warning).
@@ -88,6 +114,24 @@ pub fn read_dir(root: &Path) -> Result<SourceSet, SourceError> {
     }
     for dir in DIRS {
         let path = root.join(dir);
+        // The folder itself is not followed either.
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                set.skipped.push(Skipped {
+                    path: dir.into(),
+                    reason: SKIP_SYMLINK,
+                });
+                continue;
+            }
+            Ok(m) if !m.is_dir() => {
+                set.skipped.push(Skipped {
+                    path: dir.into(),
+                    reason: SKIP_NOT_DIR,
+                });
+                continue;
+            }
+            _ => {}
+        }
         let entries = match std::fs::read_dir(&path) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -104,6 +148,13 @@ pub fn read_dir(root: &Path) -> Result<SourceSet, SourceError> {
         names.sort();
         for name in names {
             let name = name.to_string_lossy();
+            if has_control(&name) {
+                set.skipped.push(Skipped {
+                    path: format!("{dir}/{}", shown(&name)).into(),
+                    reason: SKIP_CONTROL,
+                });
+                continue;
+            }
             let rel = format!("{dir}/{name}");
             match classify(&name) {
                 Some(Kind::Manifest) => read_one(root, &rel, &mut set)?,

@@ -85,6 +85,48 @@ impl Positions {
     }
 }
 
+/// Deepest nesting of mappings and sequences a manifest may have. The real
+/// ones need 6; serde_yaml's time grows with the square of the depth (400 KB
+/// of `[[[…` took 3 min 50 s in `touchline validate` and stalled the sync),
+/// so deeper text is refused before either pass reads it.
+pub const MAX_DEPTH: usize = 32;
+
+/// Where the nesting first goes deeper than [`MAX_DEPTH`], if it does: one
+/// pass over the parser's events, stopping there.
+pub fn too_deep(text: &str) -> Option<Pos> {
+    let mut depth = 0usize;
+    for item in Parser::new_from_str(text) {
+        let (event, span) = match item {
+            Ok(e) => e,
+            // The scanner's own limit on flow nesting: deep `[[[…` never
+            // reaches serde_yaml, whose time grows with the square of the
+            // depth (400 KB of it took 4 minutes).
+            Err(e) if e.info().contains("recursion limit") => {
+                return Some(Pos {
+                    line: u32::try_from(e.marker().line()).unwrap_or(u32::MAX),
+                    col: u32::try_from(e.marker().col() + 1).unwrap_or(u32::MAX),
+                });
+            }
+            // Other syntax errors: serde_yaml reports them with its words.
+            Err(_) => return None,
+        };
+        match event {
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(Pos {
+                        line: u32::try_from(span.start.line()).unwrap_or(u32::MAX),
+                        col: u32::try_from(span.start.col() + 1).unwrap_or(u32::MAX),
+                    });
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Builds the path → position map. Returns `None` when the text holds no
 /// document node at all (empty, or only comments).
 pub fn positions(text: &str) -> Option<Positions> {
@@ -386,6 +428,28 @@ impl serde::Serialize for Origin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nesting_deeper_than_the_cap_is_found_where_it_starts() {
+        let ok = format!(
+            "a: {}1{}\n",
+            "[".repeat(MAX_DEPTH - 1),
+            "]".repeat(MAX_DEPTH - 1)
+        );
+        assert_eq!(too_deep(&ok), None);
+        let deep = format!("a:\n  b: {}1{}\n", "[".repeat(40), "]".repeat(40));
+        // Two mappings, then the 31st `[` is level 33.
+        assert_eq!(
+            too_deep(&deep),
+            Some(Pos {
+                line: 2,
+                col: 6 + 30
+            })
+        );
+        // 200,000 unclosed: the scanner's own limit, found at once.
+        let bomb = format!("a:\n  b: {}\n", "[".repeat(200_000));
+        assert!(too_deep(&bomb).is_some_and(|p| p.line == 2));
+    }
 
     fn p(segs: &[Seg]) -> Vec<Seg> {
         segs.to_vec()
