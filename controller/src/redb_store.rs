@@ -46,6 +46,22 @@ const ALL: [Bytes; 8] = [
 /// Writes waiting at once, at most, in one transaction.
 const GROUP_MAX: usize = 256;
 
+/// Runs `f`, turning a panic into its message (the default hook, which
+/// would print a backtrace hint as if the controller had crashed, is
+/// silenced meanwhile).
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.map_err(|p| {
+        p.downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".to_owned())
+    })
+}
+
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Redb(Box::new(e.into()))
 }
@@ -151,20 +167,44 @@ impl RedbStore {
     pub fn open(data: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data).map_err(|e| db_err(redb::Error::Io(e)))?;
         let path = data.join("status.redb");
-        let db = Database::builder()
-            .set_cache_size(32 * 1024 * 1024)
-            .create(&path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    StoreError::Locked(path.display().to_string())
-                }
-                other => db_err(other),
-            })?;
-        let txn = db.begin_write().map_err(db_err)?;
-        for t in ALL {
-            txn.open_table(t).map_err(db_err)?;
+        let unusable = |why: String| StoreError::Unusable {
+            path: path.display().to_string(),
+            why,
+        };
+        // A file truncated to nothing would open as a new, empty store: every
+        // box would then get 401. Refused instead.
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+            return Err(unusable("is empty (0 bytes)".into()));
         }
-        txn.commit().map_err(db_err)?;
+        // redb panics on some corrupt files: caught, reported, never a crash.
+        let opened = catch_quietly(|| -> Result<Database, StoreError> {
+            let db = Database::builder()
+                .set_cache_size(32 * 1024 * 1024)
+                .create(&path)
+                .map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => {
+                        StoreError::Locked(path.display().to_string())
+                    }
+                    redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+                        unusable(format!("is corrupt ({why})"))
+                    }
+                    other => db_err(other),
+                })?;
+            let txn = db.begin_write().map_err(db_err)?;
+            for t in ALL {
+                txn.open_table(t).map_err(db_err)?;
+            }
+            txn.commit().map_err(db_err)?;
+            Ok(db)
+        });
+        let db = match opened {
+            Ok(r) => r?,
+            Err(panic) => {
+                return Err(unusable(format!(
+                    "is corrupt (the database library failed: {panic})"
+                )));
+            }
+        };
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel::<(Job, Reply)>();
         let wdb = db.clone();

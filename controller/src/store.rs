@@ -36,6 +36,17 @@ pub enum StoreError {
     /// The database is locked by a running controller.
     #[error("the status store `{0}` is in use by a running controller")]
     Locked(String),
+    /// The store file exists but cannot be used (empty, or corrupt): the
+    /// controller refuses to start rather than serve an empty fleet.
+    #[error(
+        "the status store `{path}` {why}: restore it from a backup (stop the controller, copy the backup over it), or move it away to start with an empty store (every box then needs a new token: `touchline site token`)"
+    )]
+    Unusable {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        why: String,
+    },
 }
 
 /// A bundle as served: exact bytes, signature, ETag.
