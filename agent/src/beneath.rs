@@ -40,7 +40,11 @@ pub enum Kind {
 
 impl Kind {
     fn of(mode: u32) -> Self {
-        match FileType::from_raw_mode(mode) {
+        Self::of_type(FileType::from_raw_mode(mode))
+    }
+
+    fn of_type(t: FileType) -> Self {
+        match t {
             FileType::Symlink => Self::Symlink,
             FileType::RegularFile => Self::File,
             FileType::Directory => Self::Directory,
@@ -421,12 +425,7 @@ impl Dir {
             // The listing's type can be unknown on some filesystems: ask.
             let what = match entry.file_type() {
                 FileType::Unknown => self.entry(&name).unwrap_or(Entry::Missing),
-                t => Entry::Is(match t {
-                    FileType::Symlink => Kind::Symlink,
-                    FileType::RegularFile => Kind::File,
-                    FileType::Directory => Kind::Directory,
-                    _ => Kind::Special,
-                }),
+                t => Entry::Is(Kind::of_type(t)),
             };
             out.push((name, what));
         }

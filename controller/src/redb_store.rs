@@ -49,18 +49,25 @@ const GROUP_MAX: usize = 256;
 /// Runs `f`, turning a panic into its message (the default hook, which
 /// would print a backtrace hint as if the controller had crashed, is
 /// silenced meanwhile).
-fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     std::panic::set_hook(hook);
     r.map_err(|p| {
-        p.downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".to_owned())
+        Panicked(
+            p.downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned()),
+        )
     })
 }
+
+/// A panic caught by [`catch_quietly`], with its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Panicked(String);
 
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     StoreError::Redb(Box::new(e.into()))

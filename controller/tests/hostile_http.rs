@@ -22,7 +22,15 @@ use common::server::{cookie_of, launch, value};
 /// its URL, the process and the log path.
 fn serve_logged(files: &ControllerFiles, extra: &str, wrap: Option<&[&str]>) -> (String, Killed) {
     files.config(extra);
-    let serve = files.serve_command("127.0.0.1:0");
+    serve_logged_with(files, files.serve_command("127.0.0.1:0"), wrap)
+}
+
+/// [`serve_logged`] of the command `serve` (the config already written).
+fn serve_logged_with(
+    files: &ControllerFiles,
+    serve: Command,
+    wrap: Option<&[&str]>,
+) -> (String, Killed) {
     let log = std::fs::File::create(files.path("serve.log")).unwrap();
     let mut cmd = match wrap {
         Some(prefix) => {
@@ -218,24 +226,7 @@ fn credentials_in_the_repository_url_never_show() {
             serve.arg(&repo);
         }
     }
-    let log = std::fs::File::create(files.path("serve.log")).unwrap();
-    let mut child = Killed(
-        serve
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (url, _c) = serve_logged_with(&files, serve, None);
     let health = http()
         .get(format!("{url}/healthz"))
         .send()
