@@ -10,12 +10,21 @@
 //! and concurrent reports share one fsync (group commit). If one write of a
 //! group fails, the group is rolled back and each write is retried alone,
 //! so one bad write never takes others down with it.
+//!
+//! A failed read or write of the file (the disk filled up, an I/O error)
+//! leaves redb refusing every later operation until the database is
+//! reopened. The writer then reopens it and retries a small probe write
+//! every [`RETRY_EVERY`] until one lands: the store recovers by itself
+//! once space returns, without a restart. Meanwhile
+//! [`Store::write_failure`] says why (`/healthz` answers 503 with it) and
+//! the failures are [`StoreError::Io`], not corruption.
 
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
@@ -46,6 +55,16 @@ const ALL: [Bytes; 8] = [
 /// Writes waiting at once, at most, in one transaction.
 const GROUP_MAX: usize = 256;
 
+/// redb's page cache.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// While the file cannot be written: how often the writer reopens it and
+/// tries a probe write.
+pub const RETRY_EVERY: Duration = Duration::from_secs(2);
+
+/// How long a reopen waits for the reads in flight on the old handle.
+const REOPEN_WAIT: Duration = Duration::from_secs(5);
+
 /// Runs `f`, turning a panic into its message (the default hook, which
 /// would print a backtrace hint as if the controller had crashed, is
 /// silenced meanwhile).
@@ -69,8 +88,103 @@ fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
 #[error("{0}")]
 struct Panicked(String);
 
+/// A redb error as a [`StoreError`]: a failed read or write of the file
+/// (and redb's refusal after one) is [`StoreError::Io`].
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
-    StoreError::Redb(Box::new(e.into()))
+    match e.into() {
+        redb::Error::Io(io) => StoreError::Io(io.to_string()),
+        redb::Error::PreviousIo => StoreError::Io(
+            "an earlier read or write of the file failed; the store is being reopened".into(),
+        ),
+        other => StoreError::Redb(Box::new(other)),
+    }
+}
+
+/// The open database, replaced when the writer reopens it after an I/O
+/// failure, and why writes fail while they do.
+struct Shared {
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
+    failing: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// The database for one read or write (`Io` while a reopen failed).
+    fn db(&self) -> Result<Arc<Database>, StoreError> {
+        let guard = self
+            .db
+            .read()
+            .map_err(|_| StoreError::Corrupt("database lock poisoned".into()))?;
+        guard.clone().ok_or_else(|| {
+            StoreError::Io(format!(
+                "the file could not be reopened after an I/O error ({})",
+                self.failure().unwrap_or_default()
+            ))
+        })
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.failing.lock().ok().and_then(|f| f.clone())
+    }
+
+    fn set_failure(&self, why: Option<String>) {
+        if let Ok(mut f) = self.failing.lock() {
+            match (&*f, &why) {
+                (None, Some(w)) => {
+                    tracing::error!(store = %self.path.display(), error = %w, "the status store cannot write; retrying every {}s", RETRY_EVERY.as_secs());
+                }
+                (Some(_), None) => {
+                    tracing::info!(store = %self.path.display(), "the status store writes again");
+                }
+                _ => {}
+            }
+            *f = why;
+        }
+    }
+
+    /// Closes the database and opens it again (redb refuses everything
+    /// after an I/O error until then).
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut slot = self
+            .db
+            .write()
+            .map_err(|_| StoreError::Corrupt("database lock poisoned".into()))?;
+        if let Some(mut old) = slot.take() {
+            // Reads in flight hold a clone for a moment; redb's file lock
+            // must be released before the file opens again.
+            let start = std::time::Instant::now();
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(still) if start.elapsed() < REOPEN_WAIT => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(still) => {
+                        *slot = Some(still);
+                        return Err(StoreError::Io(
+                            "reads kept the old handle open; reopening later".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let db = catch_quietly(|| open_database(&self.path))
+            .map_err(|p| StoreError::Io(format!("reopening failed: {p}")))??;
+        *slot = Some(Arc::new(db));
+        tracing::info!(store = %self.path.display(), "the status store was reopened");
+        Ok(())
+    }
+}
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(db_err)
 }
 
 /// A row as redb iterates it.
@@ -88,7 +202,7 @@ type Job = Box<dyn FnMut(&WriteTransaction) -> Result<(), StoreError> + Send>;
 type Reply = mpsc::Sender<Result<(), StoreError>>;
 
 struct Inner {
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     /// Writes done and transactions committed (group commit when fewer).
     counters: Arc<(AtomicU64, AtomicU64)>,
     jobs: Mutex<Option<mpsc::Sender<(Job, Reply)>>>,
@@ -121,12 +235,74 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// Runs one transaction of `jobs` on the current database.
+fn run_group<'a>(
+    shared: &Shared,
+    jobs: impl Iterator<Item = &'a mut Job>,
+) -> Result<(), StoreError> {
+    let db = shared.db()?;
+    let txn = db.begin_write().map_err(db_err)?;
+    for job in jobs {
+        job(&txn)?;
+    }
+    txn.commit().map_err(db_err)
+}
+
+/// The probe written while the store cannot write: a small record of the
+/// same kind as the real ones.
+fn probe(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut m = txn.open_table(META).map_err(db_err)?;
+    m.insert(
+        b"store/probe".as_slice(),
+        Timestamp::now().to_string().as_bytes(),
+    )
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// While failing: the probe on the open file, else on the file reopened
+/// (redb refuses everything after an I/O error until then).
+fn recover(shared: &Shared) {
+    let try_probe = || {
+        let mut job: Job = Box::new(probe);
+        run_group(shared, std::iter::once(&mut job))
+    };
+    let attempt = try_probe().or_else(|_| {
+        shared.reopen()?;
+        try_probe()
+    });
+    match attempt {
+        Ok(()) => shared.set_failure(None),
+        Err(StoreError::Io(why)) => shared.set_failure(Some(why)),
+        Err(e) => shared.set_failure(Some(e.to_string())),
+    }
+}
+
 fn writer_loop(
-    db: &Database,
+    shared: &Shared,
     rx: &mpsc::Receiver<(Job, Reply)>,
     counters: &(AtomicU64, AtomicU64),
 ) {
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = if shared.failure().is_some() {
+            match rx.recv_timeout(RETRY_EVERY) {
+                Ok(j) => j,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    recover(shared);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match rx.recv() {
+                Ok(j) => j,
+                Err(_) => break,
+            }
+        };
+        if shared.failure().is_some() {
+            // Writes are waiting: make the file usable first if it can be.
+            recover(shared);
+        }
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
             match rx.try_recv() {
@@ -134,35 +310,36 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let together = (|| {
-            let txn = db.begin_write().map_err(db_err)?;
-            for (job, _) in &mut group {
-                job(&txn)?;
-            }
-            txn.commit().map_err(db_err)
-        })();
+        let together = run_group(shared, group.iter_mut().map(|(job, _)| job));
         counters.0.fetch_add(group.len() as u64, Ordering::Relaxed);
         counters.1.fetch_add(1, Ordering::Relaxed);
         match together {
             Ok(()) => {
+                shared.set_failure(None);
                 for (_, reply) in group {
                     let _ = reply.send(Ok(()));
                 }
             }
+            Err(StoreError::Io(why)) => {
+                // The file, not one write, is the problem: every write of
+                // the group fails with it, and the writer reopens the file.
+                shared.set_failure(Some(why.clone()));
+                for (_, reply) in group {
+                    let _ = reply.send(Err(StoreError::Io(why.clone())));
+                }
+                recover(shared);
+            }
             Err(_) if group.len() > 1 => {
                 // Retry each alone so that only the failing one fails.
                 for (mut job, reply) in group {
-                    let alone = (|| {
-                        let txn = db.begin_write().map_err(db_err)?;
-                        job(&txn)?;
-                        txn.commit().map_err(db_err)
-                    })();
+                    let alone = run_group(shared, std::iter::once(&mut job));
                     let _ = reply.send(alone);
                 }
             }
             Err(e) => {
-                for (_, reply) in group {
-                    let _ = reply.send(Err(StoreError::Corrupt(e.to_string())));
+                // One write, alone: its own error.
+                if let Some((_, reply)) = group.into_iter().next() {
+                    let _ = reply.send(Err(e));
                 }
             }
         }
@@ -186,7 +363,7 @@ impl RedbStore {
         // redb panics on some corrupt files: caught, reported, never a crash.
         let opened = catch_quietly(|| -> Result<Database, StoreError> {
             let db = Database::builder()
-                .set_cache_size(32 * 1024 * 1024)
+                .set_cache_size(CACHE_BYTES)
                 .create(&path)
                 .map_err(|e| match e {
                     redb::DatabaseError::DatabaseAlreadyOpen => {
@@ -212,18 +389,22 @@ impl RedbStore {
                 )));
             }
         };
-        let db = Arc::new(db);
+        let shared = Arc::new(Shared {
+            path: path.clone(),
+            db: RwLock::new(Some(Arc::new(db))),
+            failing: Mutex::new(None),
+        });
         let (tx, rx) = mpsc::channel::<(Job, Reply)>();
-        let wdb = db.clone();
+        let wshared = shared.clone();
         let counters: Arc<(AtomicU64, AtomicU64)> = Arc::default();
         let wcounters = counters.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(&wdb, &rx, &wcounters))
+            .spawn(move || writer_loop(&wshared, &rx, &wcounters))
             .map_err(|e| db_err(redb::Error::Io(e)))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                db,
+                shared,
                 counters,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
@@ -278,7 +459,7 @@ impl RedbStore {
         limit: usize,
         mut f: impl FnMut(&[u8], &[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<T>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
         let t = txn.open_table(table).map_err(db_err)?;
         let mut out = Vec::new();
         let it = t.range::<&[u8]>(range).map_err(db_err)?;
@@ -300,7 +481,7 @@ impl RedbStore {
     }
 
     fn get(&self, table: Bytes, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
         let t = txn.open_table(table).map_err(db_err)?;
         Ok(t.get(key).map_err(db_err)?.map(|v| v.value().to_vec()))
     }
@@ -326,7 +507,7 @@ impl RedbStore {
     /// benchmarks).
     pub fn history_table_bytes(&self) -> Result<(u64, u64, u64), StoreError> {
         use redb::ReadableTableMetadata;
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
         let t = txn.open_table(HISTORY).map_err(db_err)?;
         let st = t.stats().map_err(db_err)?;
         Ok((
@@ -353,6 +534,10 @@ fn next_id(t: &redb::Table<&[u8], &[u8]>) -> Result<u64, StoreError> {
 }
 
 impl Store for RedbStore {
+    fn write_failure(&self) -> Option<String> {
+        self.inner.shared.failure()
+    }
+
     fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError> {
         self.read_range(TOKENS, .., false, usize::MAX, |k, v| {
             let key = String::from_utf8_lossy(k).into_owned();
@@ -422,7 +607,7 @@ impl Store for RedbStore {
     ) -> Result<Vec<HistoryPoint>, StoreError> {
         let lo = site_key(site, ts_key(from), 0);
         let hi = site_key(site, ts_key(to), 0);
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
         let t = txn.open_table(HISTORY).map_err(db_err)?;
         let mut out = Vec::new();
         for kv in t
@@ -519,7 +704,7 @@ impl Store for RedbStore {
     fn events(&self, site: &SiteId, limit: usize) -> Result<Vec<Event>, StoreError> {
         let lo = site_key(site, 0, 0);
         let hi = site_key(site, u64::MAX, u64::MAX);
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
         let t = txn.open_table(EVENTS).map_err(db_err)?;
         let mut out = Vec::new();
         for kv in t
@@ -594,7 +779,7 @@ impl Store for RedbStore {
     }
 
     fn meta_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
-        let txn = self.inner.db.begin_read().map_err(db_err)?;
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
         let t = txn.open_table(META).map_err(db_err)?;
         let mut out = Vec::new();
         for kv in t.range::<&[u8]>(prefix.as_bytes()..).map_err(db_err)? {

@@ -30,6 +30,10 @@ pub enum StoreError {
     /// Data on disk does not decode.
     #[error("status store holds a record that does not decode (key `{0}`)")]
     Corrupt(String),
+    /// The file could not be read or written (the disk is full, an I/O
+    /// error): the store retries by itself ([`Store::write_failure`]).
+    #[error("the status store cannot read or write its file: {0}")]
+    Io(String),
     /// redb failed.
     #[error("status store failed")]
     Redb(#[source] Box<redb::Error>),
@@ -219,6 +223,11 @@ pub struct Bookkeeping {
 /// backends' business: everything else reads and writes them through the
 /// typed methods at the end of the trait.
 pub trait Store: Send + Sync + 'static {
+    /// Why writes fail right now (the disk is full…), or `None` when the
+    /// last write landed.
+    fn write_failure(&self) -> Option<String> {
+        None
+    }
     /// Every site's token hash.
     fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError>;
     /// Sets (replaces) a site's token hash.

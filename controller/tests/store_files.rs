@@ -83,3 +83,101 @@ fn an_empty_or_corrupt_store_is_refused_with_how_to_restore_it() {
         }
     }
 }
+
+fn report(seq: u64, note: &str) -> serde_json::Value {
+    serde_json::json!({"seq": seq, "at": "2026-11-22T10:00:00Z",
+        "status": {"phase": "converged", "applied_serial": 1, "desired_serial": 1,
+                   "conditions": [{"item": "disk", "severity": "warning", "message": note, "since": "2026-11-22T10:00:00Z"}]},
+        "metrics": {"cpu_percent": 12.5, "temperature_c": 61.0, "disk_used_bytes": 10, "disk_total_bytes": 100}})
+}
+
+#[test]
+fn a_full_disk_is_a_503_that_says_so_and_the_store_recovers_when_space_returns() {
+    use reqwest::StatusCode;
+    let files = ControllerFiles::example();
+    let Some(disk) = touchline_testkit::tmpfs::Tmpfs::mount_or_skip(&files.data(), "12m") else {
+        return;
+    };
+    let site = "levallois-basket";
+    let token = files.site_token(site, false);
+    let s = files.start();
+    let post = |s: &touchline_testkit::RunningController, from: u64, n: u64| {
+        let note = "x".repeat(1800);
+        let reports: Vec<_> = (from..from + n).map(|q| report(q, &note)).collect();
+        let batch = serde_json::json!({"format": 1, "site": site, "reports": reports});
+        s.http
+            .post(format!("{}/v1/sites/{site}/reports", s.url))
+            .bearer_auth(&token)
+            .json(&batch)
+            .send()
+            .unwrap()
+    };
+    let r = post(&s, 1, 1);
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
+    let healthz = || {
+        let r = s.get("/healthz", None);
+        let status = r.status();
+        (status, r.json::<serde_json::Value>().unwrap())
+    };
+    assert_eq!(healthz().0, StatusCode::OK);
+
+    disk.fill(&files.data().join("filler"));
+    // The file still has free pages: writes land until it must grow.
+    let mut seq = 2;
+    let failed = loop {
+        assert!(seq < 100_000, "the store never filled the disk");
+        let r = post(&s, seq, 200);
+        if r.status() != StatusCode::OK {
+            break r;
+        }
+        seq += 200;
+    };
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(failed.headers()["retry-after"], "10");
+    let text = failed.text().unwrap();
+    assert!(
+        text.contains("the status store cannot read or write its file")
+            && text.contains("No space left on device"),
+        "{text}"
+    );
+    assert!(!text.contains("does not decode"), "{text}");
+    let (status, body) = healthz();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["ok"], false);
+    assert!(
+        body["store_error"].as_str().is_some_and(
+            |e| e.contains("No space left on device") || e.contains("earlier read or write")
+        ),
+        "{body}"
+    );
+
+    // Space comes back: the same process writes again, by itself.
+    std::fs::remove_file(files.data().join("filler")).unwrap();
+    let start = std::time::Instant::now();
+    while healthz().0 != StatusCode::OK {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "the store did not recover: {}",
+            healthz().1
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let r = post(&s, seq, 200);
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().unwrap());
+    let again = post(&s, seq, 200).json::<serde_json::Value>().unwrap();
+    assert_eq!(
+        again,
+        serde_json::json!({"accepted": 0, "duplicates": 200, "last_seq": seq + 199}),
+        "the batch refused while full was stored once space returned"
+    );
+    let mut s = s;
+    assert!(
+        s.process.0.try_wait().unwrap().is_none(),
+        "no restart was needed"
+    );
+    drop(s);
+    // Nothing was lost or half-written: the store opens again.
+    let s = files.start();
+    let r = post(&s, 1, 1).json::<serde_json::Value>().unwrap();
+    assert_eq!(r["duplicates"], 1, "{r}");
+}

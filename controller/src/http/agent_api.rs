@@ -342,7 +342,7 @@ pub(super) async fn post_reports(
     let outcome = tokio::task::spawn_blocking(move || store.ingest(&site, &batch.reports, now))
         .await
         .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::internal(crate::fleet::error_chain(&e)))?;
+        .map_err(|e| ApiError::store(&e))?;
     if outcome.accepted > 0 {
         // Alerts look at the new report soon (coalesced, off this request).
         state.fleet.alerts_wake.notify_one();

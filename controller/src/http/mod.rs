@@ -72,7 +72,23 @@ impl ApiError {
         tracing::error!(error = %e, "request failed");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
     }
+
+    /// A store failure: a file the store cannot read or write (the disk
+    /// is full) is 503 with `Retry-After`, for the box to come back once
+    /// the store recovers; anything else is 500.
+    fn store(e: &crate::store::StoreError) -> Self {
+        let text = crate::fleet::error_chain(e);
+        if matches!(e, crate::store::StoreError::Io(_)) {
+            tracing::error!(error = %text, "request failed: the store cannot write");
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, text)
+        } else {
+            Self::internal(text)
+        }
+    }
 }
+
+/// `Retry-After` on a 503, in seconds.
+const RETRY_AFTER_SECS: &str = "10";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -84,6 +100,12 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         r
     }
@@ -171,12 +193,20 @@ async fn healthz(State(state): State<AppState>) -> Response {
         .await
         .ok()
         .flatten();
+    // A store that cannot write loses every report: not healthy, and why.
+    let store_error = state.fleet.store.write_failure();
     let body = json!({
-        "ok": true,
+        "ok": store_error.is_none(),
         "last_good_commit": last_good,
         "last_sync_error": err.map(|(at, e)| json!({"at": at, "error": e})),
+        "store_error": store_error,
     });
-    Json(body).into_response()
+    let status = if store_error.is_some() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
