@@ -47,6 +47,16 @@ pub enum AgentError {
     /// HTTP client.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// The system's random source.
+    #[error("cannot read random bytes for the report epoch: {0}")]
+    Random(String),
+}
+
+/// A new report epoch: 128 random bits, hex.
+fn new_epoch() -> Result<String, AgentError> {
+    let mut r = [0u8; 16];
+    getrandom::fill(&mut r).map_err(|e| AgentError::Random(e.to_string()))?;
+    Ok(r.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// A report the controller did not take.
@@ -183,22 +193,29 @@ impl Agent {
         let mut state = paths.load_state()?;
         let index = paths.load_index();
         let client = http_client(&cfg)?;
+        let queue = Queue::new(paths.queue(), cfg.report_queue_max);
+        let old = state.clone();
+        // A new state is a new report epoch (the controller then restarts
+        // this box's sequence instead of dropping its reports as seen).
+        if state.report_epoch.is_none() {
+            state.report_epoch = Some(new_epoch()?);
+        }
         let controller = match (&cfg.controller_url, &cfg.token) {
             (Some(base), Some(token)) => Some(Controller {
                 client: api_client(&cfg)?,
                 base: base.clone(),
                 site: cfg.site_id.clone(),
                 token: token.clone(),
+                epoch: state.report_epoch.clone(),
             }),
             _ => None,
         };
         apply::clean_temps(&cfg.videos_dir, &cfg.config_path);
-        // Reserve a block of report sequence numbers.
-        let old = state.clone();
-        let seq = state.next_seq.max(1);
+        // Reserve a block of report sequence numbers, above any report
+        // still queued (a lost state file must not reuse their numbers).
+        let seq = state.next_seq.max(queue.last_seq().map_or(1, |q| q + 1));
         state.next_seq = seq + SEQ_BLOCK;
         paths.save_state(&old, &state)?;
-        let queue = Queue::new(paths.queue(), cfg.report_queue_max);
         let disk = state.clone();
         Ok(Self {
             store: fetch::Store::new(paths.clone()),

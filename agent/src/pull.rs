@@ -27,6 +27,8 @@ pub struct Controller {
     pub site: SiteId,
     /// Site token.
     pub token: String,
+    /// The report epoch ([`crate::state::State::report_epoch`]).
+    pub epoch: Option<String>,
 }
 
 /// The answer to a bundle poll.
@@ -197,6 +199,7 @@ impl Controller {
         let batch = ReportBatch {
             format: REPORT_FORMAT,
             site: self.site.clone(),
+            epoch: self.epoch.clone(),
             reports: reports.to_vec(),
         };
         let body = serde_json::to_vec(&batch).unwrap_or_default();

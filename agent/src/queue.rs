@@ -50,6 +50,11 @@ impl Queue {
         out
     }
 
+    /// The highest sequence waiting.
+    pub fn last_seq(&self) -> Option<u64> {
+        self.entries().last().map(|e| e.0)
+    }
+
     /// Reports waiting.
     pub fn len(&self) -> usize {
         self.entries().len()

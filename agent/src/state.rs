@@ -50,6 +50,11 @@ pub struct State {
     /// Next report sequence number.
     #[serde(default)]
     pub next_seq: u64,
+    /// The report epoch: a random id made with this state. A wiped state
+    /// (reflash, new SD card) makes a new one, which tells the controller
+    /// that `seq` restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_epoch: Option<String>,
     /// Last error, for `status`.
     #[serde(default)]
     pub last_error: Option<String>,

@@ -6,12 +6,12 @@
 //! A commit that fails any step is recorded as refused with its reason, and
 //! the bundles of the last good commit keep being served.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
-use touchline_schemas::{Bundle, SigningKey, SiteId};
+use touchline_schemas::{Bundle, Sha256, SigningKey, SiteId};
 
 use crate::config::Config;
 use crate::content::ContentStore;
@@ -85,6 +85,9 @@ pub struct Fleet {
     key: SigningKey,
     follower: Mutex<Box<dyn ManifestSource>>,
     bundles: RwLock<HashMap<SiteId, Arc<Published>>>,
+    /// The content each site's token may read: what its current and
+    /// previous bundles name (memory only: after a restart, the current).
+    scopes: RwLock<HashMap<SiteId, Scope>>,
     generation: watch::Sender<u64>,
     stopping: std::sync::atomic::AtomicBool,
     /// When each site last polled its bundle (memory only: after a restart
@@ -104,6 +107,29 @@ impl std::fmt::Debug for Fleet {
     }
 }
 
+/// The content hashes a site's current and previous bundles name.
+#[derive(Debug, Default)]
+struct Scope {
+    /// The current bundle's desired-state digest (a re-signed bundle keeps
+    /// it; a new desired state rotates current into previous).
+    desired: Option<String>,
+    current: Arc<HashSet<Sha256>>,
+    previous: Arc<HashSet<Sha256>>,
+}
+
+/// The hashes a bundle names: its files and its software package.
+fn named_content(body: &[u8]) -> HashSet<Sha256> {
+    Bundle::from_slice(body)
+        .map(|b| {
+            b.files
+                .iter()
+                .map(|f| f.sha256)
+                .chain(b.software.map(|s| s.sha256))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn etag_of(body: &[u8]) -> String {
     format!("\"{}\"", touchline_schemas::Sha256::digest(body).to_hex())
 }
@@ -117,10 +143,21 @@ impl Fleet {
         key: SigningKey,
         follower: Box<dyn ManifestSource>,
     ) -> Result<Self, SyncError> {
-        let bundles = store
+        let bundles: HashMap<SiteId, Arc<Published>> = store
             .published()?
             .into_iter()
             .map(|p| (p.site.clone(), Arc::new(p)))
+            .collect();
+        let scopes = bundles
+            .iter()
+            .map(|(site, p)| {
+                let scope = Scope {
+                    desired: p.desired.clone(),
+                    current: Arc::new(named_content(&p.body)),
+                    previous: Arc::default(),
+                };
+                (site.clone(), scope)
+            })
             .collect();
         let mut tokens = Tokens::default();
         for (site, hash) in store.site_tokens()? {
@@ -133,6 +170,7 @@ impl Fleet {
             key,
             follower: Mutex::new(follower),
             bundles: RwLock::new(bundles),
+            scopes: RwLock::new(scopes),
             generation: watch::Sender::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             polls: RwLock::default(),
@@ -463,9 +501,31 @@ impl Fleet {
         SignedDuration::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
     }
 
+    /// Whether `site`'s token may read content `hash`: its current or its
+    /// previous bundle names it (a box may still be fetching the one it
+    /// verified before the last commit).
+    pub fn site_may_read(&self, site: &SiteId, hash: &Sha256) -> bool {
+        self.scopes.read().is_ok_and(|s| {
+            s.get(site)
+                .is_some_and(|sc| sc.current.contains(hash) || sc.previous.contains(hash))
+        })
+    }
+
     fn swap_in(&self, published: Vec<Published>) {
         if published.is_empty() {
             return;
+        }
+        if let Ok(mut scopes) = self.scopes.write() {
+            for p in &published {
+                let scope = scopes.entry(p.site.clone()).or_default();
+                // A re-signed bundle is the same desired state: the
+                // previous set stays what it was.
+                if scope.desired.is_none() || scope.desired != p.desired {
+                    let named = Arc::new(named_content(&p.body));
+                    scope.previous = std::mem::replace(&mut scope.current, named);
+                    scope.desired.clone_from(&p.desired);
+                }
+            }
         }
         if let Ok(mut b) = self.bundles.write() {
             for p in published {

@@ -560,10 +560,12 @@ impl Store for RedbStore {
     fn ingest(
         &self,
         site: &SiteId,
+        epoch: Option<&str>,
         reports: &[Report],
         received_at: Timestamp,
     ) -> Result<IngestOutcome, StoreError> {
         let site = site.clone();
+        let epoch = epoch.map(str::to_owned);
         let mut sorted: Vec<Report> = reports.to_vec();
         sorted.sort_by_key(|r| r.seq);
         self.write(move |txn| {
@@ -576,7 +578,7 @@ impl Store for RedbStore {
                 .map_err(db_err)?
                 .map(|v| dec(key, v.value()))
                 .transpose()?;
-            let folded = fold_reports(&site, prev, &sorted, received_at);
+            let folded = fold_reports(&site, prev, epoch.as_deref(), &sorted, received_at);
             for (k, v) in &folded.history {
                 history.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
             }

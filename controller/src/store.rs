@@ -117,8 +117,11 @@ pub struct CommitRecord {
 pub struct SiteState {
     /// The site.
     pub site: SiteId,
-    /// Highest report sequence stored.
+    /// Highest report sequence stored (in `epoch`).
     pub last_seq: u64,
+    /// The box's report epoch those sequences belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// When the controller received it.
     pub received_at: Timestamp,
     /// The report.
@@ -147,6 +150,8 @@ pub enum EventKind {
     Error,
     /// An alert fired or resolved.
     Alert,
+    /// The box's state was wiped: its report sequence restarted.
+    Reset,
 }
 
 impl EventKind {
@@ -159,6 +164,7 @@ impl EventKind {
             Self::RolledBack => "rolled-back",
             Self::Error => "error",
             Self::Alert => "alert",
+            Self::Reset => "reset",
         }
     }
 }
@@ -232,10 +238,12 @@ pub trait Store: Send + Sync + 'static {
     fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError>;
     /// Sets (replaces) a site's token hash.
     fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError>;
-    /// Stores reports not stored yet (by sequence); durable on return.
+    /// Stores reports not stored yet (by sequence within the box's report
+    /// `epoch`: a new epoch restarts the sequence); durable on return.
     fn ingest(
         &self,
         site: &SiteId,
+        epoch: Option<&str>,
         reports: &[Report],
         received_at: Timestamp,
     ) -> Result<IngestOutcome, StoreError>;
@@ -501,16 +509,39 @@ pub(crate) struct Folded {
 pub(crate) fn fold_reports(
     site: &SiteId,
     prev: Option<SiteState>,
+    epoch: Option<&str>,
     sorted: &[Report],
     received_at: Timestamp,
 ) -> Folded {
-    let mut last_seq = prev.as_ref().map_or(0, |p| p.last_seq);
+    // Another epoch than the stored one: the box's state was wiped and its
+    // sequence restarted. (A box that starts sending an epoch, after an
+    // upgrade, keeps its sequence: no epoch before is not another one.)
+    let stored_epoch = prev.as_ref().and_then(|p| p.epoch.clone());
+    let reset = matches!((&stored_epoch, epoch), (Some(a), Some(b)) if a != b);
+    let mut last_seq = if reset {
+        0
+    } else {
+        prev.as_ref().map_or(0, |p| p.last_seq)
+    };
     let mut last_report = prev.as_ref().map(|p| p.report.clone());
     let mut metrics = prev.as_ref().and_then(|p| p.metrics.clone());
     let mut metrics_at = prev.as_ref().and_then(|p| p.metrics_at);
     let (mut accepted, mut duplicates) = (0, 0);
     let mut history = Vec::new();
     let mut events = Vec::new();
+    if let (true, Some(first)) = (reset, sorted.first()) {
+        events.push((
+            site_key(site, ts_key(first.at), 0),
+            enc(&Event {
+                at: first.at,
+                kind: EventKind::Reset,
+                message: format!(
+                    "the box's state was wiped (reflashed, a new SD card): its reports start again at seq {}",
+                    first.seq
+                ),
+            }),
+        ));
+    }
     for r in sorted {
         if r.seq <= last_seq {
             duplicates += 1;
@@ -538,6 +569,7 @@ pub(crate) fn fold_reports(
         Some(report) if accepted > 0 => Some(SiteState {
             site: site.clone(),
             last_seq,
+            epoch: epoch.map(str::to_owned).or(stored_epoch),
             received_at,
             report,
             metrics,
@@ -660,6 +692,7 @@ mod tests {
     }
     both!(
         ingest_is_idempotent_by_sequence_and_survives_reopen,
+        a_new_epoch_restarts_the_sequence_and_nothing_is_lost_or_counted_twice,
         downsampling_merges_old_points_per_bucket_and_is_idempotent,
         housekeeping_walks_the_tiers_finest_first_and_drops_what_retention_drops,
         publish_is_atomic_with_its_commit,
@@ -773,6 +806,49 @@ mod tests {
         }
     }
 
+    fn a_new_epoch_restarts_the_sequence_and_nothing_is_lost_or_counted_twice<S: Open>() {
+        let tmp = tempfile::tempdir().unwrap();
+        let site = SiteId::new("a").unwrap();
+        let now: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+        let s = S::open(tmp.path()).unwrap();
+        let at = |m: u32| format!("2026-11-22T09:{m:02}:00Z");
+        // A box without an epoch (an older agent) that starts sending one
+        // keeps its sequence.
+        let old: Vec<Report> = (1..=5)
+            .map(|q| report(q, &at(q as u32), Phase::Converged, Some(1.0)))
+            .collect();
+        s.ingest(&site, None, &old[..3], now).unwrap();
+        let o = s.ingest(&site, Some("e1"), &old, now).unwrap();
+        assert_eq!((o.accepted, o.duplicates, o.last_seq), (2, 3, 5));
+        // Reflashed: epoch e2, seq from 1 again. Accepted, not duplicates.
+        let fresh: Vec<Report> = (1..=3)
+            .map(|q| report(q, &at(10 + q as u32), Phase::Starting, Some(2.0)))
+            .collect();
+        let o = s.ingest(&site, Some("e2"), &fresh[..2], now).unwrap();
+        assert_eq!((o.accepted, o.duplicates, o.last_seq), (2, 0, 2));
+        // Its retry (the answer was lost) is a duplicate within e2.
+        let o = s.ingest(&site, Some("e2"), &fresh, now).unwrap();
+        assert_eq!((o.accepted, o.duplicates, o.last_seq), (1, 2, 3));
+        drop(s);
+        let s = S::open(tmp.path()).unwrap();
+        let latest = s.latest(&site).unwrap().unwrap();
+        assert_eq!((latest.last_seq, latest.epoch.as_deref()), (3, Some("e2")));
+        let h = s
+            .history(&site, "2026-11-22T00:00:00Z".parse().unwrap(), now)
+            .unwrap();
+        assert_eq!(h.len(), 8, "5 before the reflash, 3 after, each once");
+        let ev = s.events(&site, 20).unwrap();
+        assert_eq!(
+            ev.iter().filter(|e| e.kind == EventKind::Reset).count(),
+            1,
+            "{ev:?}"
+        );
+        assert!(
+            ev.iter()
+                .any(|e| e.message.ends_with("start again at seq 1"))
+        );
+    }
+
     fn ingest_is_idempotent_by_sequence_and_survives_reopen<S: Open>() {
         let tmp = tempfile::tempdir().unwrap();
         let site = SiteId::new("a").unwrap();
@@ -783,15 +859,16 @@ mod tests {
                 report(1, "2026-11-22T09:00:00Z", Phase::Starting, None),
                 report(2, "2026-11-22T09:05:00Z", Phase::Converged, Some(10.0)),
             ];
-            let o = s.ingest(&site, &batch, now).unwrap();
+            let o = s.ingest(&site, None, &batch, now).unwrap();
             assert_eq!((o.accepted, o.duplicates, o.last_seq), (2, 0, 2));
             // The same batch again (a retry) stores nothing.
-            let o = s.ingest(&site, &batch, now).unwrap();
+            let o = s.ingest(&site, None, &batch, now).unwrap();
             assert_eq!((o.accepted, o.duplicates, o.last_seq), (0, 2, 2));
             // A batch overlapping the stored range stores only the new report.
             let o = s
                 .ingest(
                     &site,
+                    None,
                     &[
                         batch[1].clone(),
                         report(3, "2026-11-22T09:10:00Z", Phase::Degraded, Some(20.0)),
@@ -844,7 +921,7 @@ mod tests {
                 r
             })
             .collect();
-        s.ingest(&site, &reports, start).unwrap();
+        s.ingest(&site, None, &reports, start).unwrap();
         let all = |s: &S| {
             s.history(&site, start, "2026-11-21T00:00:00Z".parse().unwrap())
                 .unwrap()
@@ -885,7 +962,7 @@ mod tests {
             });
             r
         };
-        s.ingest(&site, &[late], start).unwrap();
+        s.ingest(&site, None, &[late], start).unwrap();
         drop(s);
         let s = S::open(tmp.path()).unwrap();
         let merged = s
@@ -921,7 +998,7 @@ mod tests {
                 r
             })
             .collect();
-        s.ingest(&site, &reports, start).unwrap();
+        s.ingest(&site, None, &reports, start).unwrap();
         // Raw for 2 h, 15-minute points after that, hourly after 4 h, gone
         // after 6 h.
         let tiers = [
@@ -1056,6 +1133,7 @@ mod tests {
                         let o = s
                             .ingest(
                                 &site,
+                                None,
                                 &[report(
                                     seq,
                                     "2026-11-22T09:00:00Z",

@@ -85,7 +85,7 @@ fn report(fleet: &Fleet, seq: u64, at: Timestamp, temp: f64) {
             ..Metrics::default()
         }),
     };
-    fleet.store.ingest(&site, &[r], at).unwrap();
+    fleet.store.ingest(&site, None, &[r], at).unwrap();
     notify::evaluate(fleet, at).unwrap();
 }
 

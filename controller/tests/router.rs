@@ -30,11 +30,51 @@ const VANNES: &str = "vannes-token-for-tests-0123456789abcdef0123";
 const ADMIN: &str = "admin-token-for-tests-0123456789abcdef0123";
 
 /// The example fleet, synced, with tokens for two sites, an operator, a
-/// viewer and an admin; content holds one file.
+/// viewer and an admin; content holds the example fleet's videos.
 struct App {
     _tmp: tempfile::TempDir,
     router: Router,
+    /// A video Cesson's bundle names and Vannes's does not, and its bytes.
     content: touchline_schemas::Sha256,
+    bytes: Vec<u8>,
+    /// A video both bundles name.
+    shared: touchline_schemas::Sha256,
+}
+
+/// The example catalog's videos as (sha256, bytes).
+fn example_videos() -> Vec<(touchline_schemas::Sha256, Vec<u8>)> {
+    let catalog: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(
+            touchline_testkit::repo_root().join("fleet-manifests/videos/catalog.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    catalog["videos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            let mut bytes = Vec::new();
+            let sha = touchline_controller::example::write_example(
+                v["id"].as_str().unwrap(),
+                v["size"].as_u64().unwrap(),
+                &mut bytes,
+            )
+            .unwrap();
+            (touchline_schemas::Sha256::from_bytes(sha), bytes)
+        })
+        .collect()
+}
+
+fn named(fleet: &Fleet, site: &str) -> std::collections::BTreeSet<touchline_schemas::Sha256> {
+    let p = fleet.bundle(&SiteId::new(site).unwrap()).unwrap();
+    touchline_schemas::Bundle::from_slice(&p.body)
+        .unwrap()
+        .files
+        .iter()
+        .map(|f| f.sha256)
+        .collect()
 }
 
 fn app() -> App {
@@ -42,9 +82,12 @@ fn app() -> App {
     let data = tmp.path().join("data");
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&data).unwrap());
     let content = ContentStore::open(&data).unwrap();
-    let (sha, _) = content
-        .add_reader(&b"0123456789"[..], std::path::Path::new("ten.bin"))
-        .unwrap();
+    let videos = example_videos();
+    for (_, bytes) in &videos {
+        content
+            .add_reader(bytes.as_slice(), std::path::Path::new("video.mp4"))
+            .unwrap();
+    }
     let config = Config::parse(
         &format!(
             "sync_interval = \"1h\"\n[[operators]]\nname = \"ops\"\nrole = \"operator\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"watcher\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n[[operators]]\nname = \"boss\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
@@ -71,6 +114,13 @@ fn app() -> App {
             .set_token(&SiteId::new(site).unwrap(), Token::new(token).hash())
             .unwrap();
     }
+    let (cesson, vannes) = (
+        named(&fleet, "cesson-handball"),
+        named(&fleet, "vannes-rugby"),
+    );
+    let only = *cesson.difference(&vannes).next().unwrap();
+    let shared = *cesson.intersection(&vannes).next().unwrap();
+    let bytes = videos.into_iter().find(|(h, _)| *h == only).unwrap().1;
     let state = AppState {
         fleet: Arc::new(fleet),
         local_admin: None,
@@ -81,7 +131,9 @@ fn app() -> App {
     App {
         _tmp: tmp,
         router: router(state),
-        content: sha,
+        content: only,
+        bytes,
+        shared,
     }
 }
 
@@ -170,10 +222,22 @@ async fn a_bundle_is_served_only_to_its_sites_token() {
             assert!(challenge.is_none());
         }
     }
+    // A known and an unknown site answer the same without a valid token
+    // (site ids cannot be enumerated); a valid token is told it is not
+    // this site's.
+    for token in [None, Some("not-a-token"), Some(OPERATOR)] {
+        let known = get(&a, uri, token).await;
+        let unknown = get(&a, "/v1/sites/no-such-site/bundle", token).await;
+        assert_eq!(
+            (known.status, known.error()),
+            (unknown.status, unknown.error()),
+            "{token:?}"
+        );
+    }
     let r = get(&a, "/v1/sites/no-such-site/bundle", Some(CESSON)).await;
     assert_eq!(
         (r.status, r.error().as_str()),
-        (StatusCode::NOT_FOUND, "no such site")
+        (StatusCode::FORBIDDEN, "this token belongs to another site")
     );
     let r = get(&a, "/v1/sites/NOT..VALID/bundle", Some(CESSON)).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -264,21 +328,32 @@ async fn content_is_served_by_hash_with_ranges() {
         }
     };
     let whole = get(&a, &uri, Some(CESSON)).await;
-    assert_eq!(
-        (whole.status, whole.body.as_slice()),
-        (StatusCode::OK, &b"0123456789"[..])
-    );
+    assert_eq!(whole.status, StatusCode::OK);
+    assert!(whole.body == a.bytes, "the whole file");
+    let size = a.bytes.len();
     let part = ranged("bytes=2-5").await;
     assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(part.body, b"2345");
-    assert_eq!(part.headers[header::CONTENT_RANGE], "bytes 2-5/10");
+    assert_eq!(part.body, a.bytes[2..6]);
+    assert_eq!(
+        part.headers[header::CONTENT_RANGE],
+        format!("bytes 2-5/{size}").as_str()
+    );
     let tail = ranged("bytes=-3").await;
-    assert_eq!(tail.body, b"789");
-    let past = ranged("bytes=10-").await;
+    assert_eq!(tail.body, a.bytes[size - 3..]);
+    let past = call(
+        &a,
+        Method::GET,
+        &uri,
+        Some(CESSON),
+        &[(header::RANGE, format!("bytes={size}-").as_str())],
+        Vec::new(),
+    )
+    .await;
     assert_eq!(past.status, StatusCode::RANGE_NOT_SATISFIABLE);
-    assert_eq!(past.headers[header::CONTENT_RANGE], "bytes */10");
-    // Any site's token reads content; nobody else does.
-    assert_eq!(get(&a, &uri, Some(VANNES)).await.status, StatusCode::OK);
+    assert_eq!(
+        past.headers[header::CONTENT_RANGE],
+        format!("bytes */{size}").as_str()
+    );
     assert_eq!(get(&a, &uri, None).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         get(&a, &uri, Some(OPERATOR)).await.status,
@@ -286,8 +361,36 @@ async fn content_is_served_by_hash_with_ranges() {
     );
     let bad = get(&a, "/v1/content/..%2F..%2Fetc%2Fpasswd", Some(CESSON)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    let missing = get(&a, &format!("/v1/content/{}", "0".repeat(64)), Some(CESSON)).await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_sites_token_reads_only_what_its_bundles_name() {
+    let a = app();
+    let uri = |h: touchline_schemas::Sha256| format!("/v1/content/{}", h.to_hex());
+    // Vannes's bundle does not name Cesson's video: answered as missing,
+    // the same as a hash nobody holds, so a token cannot probe the store.
+    let other = get(&a, &uri(a.content), Some(VANNES)).await;
+    let nobody = get(&a, &format!("/v1/content/{}", "0".repeat(64)), Some(VANNES)).await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        other.error(),
+        format!(
+            "no content {} for site `vannes-rugby`: neither its current nor its previous bundle names it (poll the bundle again)",
+            a.content.to_hex()
+        )
+    );
+    assert_eq!(
+        nobody.error().replace(&"0".repeat(64), "X"),
+        other.error().replace(&a.content.to_hex(), "X")
+    );
+    // A video both name: both read it.
+    for token in [CESSON, VANNES] {
+        assert_eq!(
+            get(&a, &uri(a.shared), Some(token)).await.status,
+            StatusCode::OK
+        );
+    }
 }
 
 #[tokio::test]

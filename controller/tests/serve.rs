@@ -323,6 +323,21 @@ fn content_is_served_by_hash_with_ranges() {
     let line = String::from_utf8(out.stdout).unwrap();
     let hash = touchline_schemas::Sha256::digest(&bytes).to_hex();
     assert_eq!(line, format!("{hash} 100000\n"));
+    // A token reads what its bundle names: the clip goes into basketball's.
+    w.edit(
+        "videos/catalog.yaml",
+        "videos:\n",
+        &format!("videos:\n  - id: clip\n    title: Clip\n    file: clip.mp4\n    category: Tests\n    subcategory: Range\n    sha256: {hash}\n    size: 100000\n    duration: 10\n"),
+        "clip in the catalog",
+    );
+    let basketball = |from: &str, to: &str, msg: &str| {
+        w.edit("groups/basketball.yaml", from, to, msg);
+    };
+    basketball(
+        "    - training-basket-pick-and-roll\n",
+        "    - training-basket-pick-and-roll\n    - clip\n",
+        "basketball plays the clip",
+    );
     let s = w.start();
     let path = format!("/v1/content/{hash}");
     let r = s.get(&path, Some(&tok));
@@ -370,6 +385,25 @@ fn content_is_served_by_hash_with_ranges() {
         StatusCode::NOT_FOUND
     );
     assert_eq!(s.get(&path, None).status(), StatusCode::UNAUTHORIZED);
+    // Dropped from the bundle: still readable while it is the previous
+    // bundle (a box may be fetching what it verified before the commit),
+    // no longer after the next change.
+    let admin = w.files.local_admin_token();
+    let other = w.site_token("vannes-rugby", false);
+    assert_eq!(s.get(&path, Some(&other)).status(), StatusCode::NOT_FOUND);
+    basketball("    - clip\n", "", "basketball drops the clip");
+    s.sync(&admin);
+    assert_eq!(s.get(&path, Some(&tok)).status(), StatusCode::OK);
+    basketball("volume: 60", "volume: 61", "basketball louder");
+    s.sync(&admin);
+    let r = s.get(&path, Some(&tok));
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(
+        r.text()
+            .unwrap()
+            .contains("neither its current nor its previous bundle names it"),
+        "the clip is out of scope"
+    );
 }
 
 fn report(seq: u64, phase: &str, applied: u64) -> Value {

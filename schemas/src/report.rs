@@ -25,6 +25,12 @@ pub struct ReportBatch {
     pub format: u32,
     /// The reporting site (must match the URL and token).
     pub site: SiteId,
+    /// The box's report epoch: a random id made when its state was
+    /// created. A box whose state was wiped (reflashed, a new SD card)
+    /// starts a new epoch and its `seq` restarts, so the controller starts
+    /// a new sequence instead of taking its reports for duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
     /// Oldest first.
     pub reports: Vec<Report>,
 }

@@ -221,7 +221,7 @@ pub fn simulate_history(
                     for i in (worker..sites).step_by(threads) {
                         let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
                         let batch = reports(day * per_day, per_day, start);
-                        store.ingest(&site, &batch, end).unwrap();
+                        store.ingest(&site, None, &batch, end).unwrap();
                     }
                 });
             }

@@ -80,3 +80,47 @@ fn offline_for_a_long_stretch_keeps_the_files_and_delivers_queued_reports_in_ord
         points.len()
     );
 }
+
+#[test]
+fn a_reflashed_box_with_the_same_token_is_heard_again_from_its_first_report() {
+    let w = World::new();
+    let c = w.start("127.0.0.1:0");
+    let cfg = w.agent_config("box", "nantes-handball", Some(&c.url), "");
+    let admin = std::fs::read_to_string(w.path("data").join("local-admin.token")).unwrap();
+    let site = || -> serde_json::Value {
+        let r = http()
+            .get(format!("{}/api/sites/nantes-handball", c.url))
+            .bearer_auth(admin.trim())
+            .send()
+            .unwrap();
+        serde_json::from_slice(&r.bytes().unwrap()).unwrap()
+    };
+    // Each start reserves a block of sequence numbers: three runs take the
+    // controller's high-water mark past 2000.
+    for _ in 0..3 {
+        assert!(agent(&["once"], &cfg).status.success());
+    }
+    let before = site()["report"]["seq"].as_u64().unwrap();
+    assert!(before > 2000, "{before}");
+    // Reflashed: the state is gone, the token (in the config) is the same.
+    std::fs::remove_dir_all(w.path("box/state")).unwrap();
+    assert!(agent(&["once"], &cfg).status.success());
+    let after = site();
+    let seq = after["report"]["seq"].as_u64().unwrap();
+    assert!(
+        seq < 1000,
+        "the new state's first reports are stored, not dropped as seen: {seq} (was {before})"
+    );
+    let events = after["events"].as_array().unwrap();
+    assert!(
+        events.iter().any(|e| e["kind"] == "reset"
+            && e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("the box's state was wiped")),
+        "{events:?}"
+    );
+    // And its next run continues that sequence.
+    assert!(agent(&["once"], &cfg).status.success());
+    assert!(site()["report"]["seq"].as_u64().unwrap() > seq);
+}

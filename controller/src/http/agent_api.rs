@@ -199,11 +199,26 @@ pub(super) async fn get_content(
             "content is addressed by sha256: 64 lowercase hexadecimal digits",
         ));
     };
-    any_site(&state, &headers)?;
+    let site = any_site(&state, &headers)?;
+    // A token reads only what its site's current or previous bundle names;
+    // anything else answers as missing content does, so a token cannot
+    // probe what other sites hold.
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no content {hash} for site `{site}`: neither its current nor its previous bundle names it (poll the bundle again)"
+            ),
+        )
+    };
+    if !state.fleet.site_may_read(&site, &hash) {
+        return Err(not_found());
+    }
     let path = state.fleet.content.path_of(&hash);
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Named by the site's own bundle: saying so leaks nothing.
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no content {hash} in the store"),
@@ -339,10 +354,12 @@ pub(super) async fn post_reports(
     }
     let store = state.fleet.store.clone();
     let now = Timestamp::now();
-    let outcome = tokio::task::spawn_blocking(move || store.ingest(&site, &batch.reports, now))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::store(&e))?;
+    let outcome = tokio::task::spawn_blocking(move || {
+        store.ingest(&site, batch.epoch.as_deref(), &batch.reports, now)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::store(&e))?;
     if outcome.accepted > 0 {
         // Alerts look at the new report soon (coalesced, off this request).
         state.fleet.alerts_wake.notify_one();

@@ -27,12 +27,11 @@ pub(super) fn parse_site(id: &str) -> ApiResult<SiteId> {
     SiteId::new(id).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such site"))
 }
 
-/// Checks a site token: 404 unknown site, 401 missing or wrong token, 403
-/// another site's token.
+/// Checks a site token: 401 missing or wrong token, 403 another site's
+/// token, and only then 404 for a site the manifests do not name — so a
+/// request without a valid token gets the same answer for a known and an
+/// unknown site (site ids cannot be enumerated).
 fn auth_site(state: &AppState, site: &SiteId, headers: &HeaderMap) -> ApiResult<()> {
-    if !state.fleet.knows_site(site) {
-        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such site"));
-    }
     let Some(token) = bearer(headers) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -40,13 +39,19 @@ fn auth_site(state: &AppState, site: &SiteId, headers: &HeaderMap) -> ApiResult<
         ));
     };
     match state.fleet.site_of_token(&token.hash()) {
-        Some(owner) if &owner == site => Ok(()),
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "this token belongs to another site",
-        )),
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
+        Some(owner) if &owner == site => {}
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this token belongs to another site",
+            ));
+        }
+        None => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "invalid token")),
     }
+    if !state.fleet.knows_site(site) {
+        return Err(ApiError::new(StatusCode::NOT_FOUND, "no such site"));
+    }
+    Ok(())
 }
 
 /// An authenticated operator: (name, role).
@@ -96,8 +101,8 @@ pub(super) fn any_site(state: &AppState, headers: &HeaderMap) -> ApiResult<SiteI
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))
 }
 
-/// A box authenticated for the site named in the path (`{id}`): 404
-/// unknown site, 401 missing or wrong token, 403 another site's token.
+/// A box authenticated for the site named in the path (`{id}`): 401
+/// missing or wrong token, 403 another site's token, 404 unknown site.
 #[derive(Debug, Clone)]
 pub struct SiteAuth(pub SiteId);
 
