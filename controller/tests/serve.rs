@@ -266,10 +266,13 @@ fn tokens_are_checked_per_site() {
     let err: Value = r.json().unwrap();
     assert_eq!(err["error"], "this token belongs to another site");
     assert_eq!(s.get(path, Some(&a)).status(), StatusCode::OK);
-    assert_eq!(
-        s.get("/v1/sites/no-such-site/bundle", Some(&a)).status(),
-        StatusCode::NOT_FOUND
-    );
+    // The token is checked before the site id: a valid token names its own
+    // site only, so another name (known or not) is the same 403, and what
+    // exists is not told to anyone holding a token.
+    let r = s.get("/v1/sites/no-such-site/bundle", Some(&a));
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let err: Value = r.json().unwrap();
+    assert_eq!(err["error"], "this token belongs to another site");
     assert_eq!(
         s.get("/v1/sites/..%2F..%2Fetc/bundle", Some(&a)).status(),
         StatusCode::NOT_FOUND
