@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::content::ContentStore;
 use crate::follow::ManifestSource;
 use crate::render::BundleMeta;
-use crate::store::{CommitRecord, CommitState, Published, Store, StoreError};
+use crate::store::{CommitRecord, CommitState, Published, Pulse, Store, StoreError};
 use crate::tokens::TokenHash;
 use crate::validate::{self, Checked};
 
@@ -88,6 +88,9 @@ pub struct Fleet {
     /// The content each site's token may read: what its current and
     /// previous bundles name (memory only: after a restart, the current).
     scopes: RwLock<HashMap<SiteId, Scope>>,
+    /// Each reporting site's latest [`Pulse`] (read from the store at
+    /// start, then kept by [`Fleet::note_report`]).
+    pulses: RwLock<HashMap<SiteId, Pulse>>,
     generation: watch::Sender<u64>,
     stopping: std::sync::atomic::AtomicBool,
     /// When each site last polled its bundle (memory only: after a restart
@@ -115,17 +118,23 @@ struct Scope {
     desired: Option<String>,
     current: Arc<HashSet<Sha256>>,
     previous: Arc<HashSet<Sha256>>,
+    /// The current bundle's release version.
+    release: Option<String>,
 }
 
-/// The hashes a bundle names: its files and its software package.
-fn named_content(body: &[u8]) -> HashSet<Sha256> {
+/// The hashes a bundle names (its files and its software package), and
+/// its release version.
+fn named_content(body: &[u8]) -> (HashSet<Sha256>, Option<String>) {
     Bundle::from_slice(body)
         .map(|b| {
-            b.files
+            let release = b.software.as_ref().map(|s| s.version.to_string());
+            let named = b
+                .files
                 .iter()
                 .map(|f| f.sha256)
                 .chain(b.software.map(|s| s.sha256))
-                .collect()
+                .collect();
+            (named, release)
         })
         .unwrap_or_default()
 }
@@ -151,13 +160,20 @@ impl Fleet {
         let scopes = bundles
             .iter()
             .map(|(site, p)| {
+                let (named, release) = named_content(&p.body);
                 let scope = Scope {
                     desired: p.desired.clone(),
-                    current: Arc::new(named_content(&p.body)),
+                    current: Arc::new(named),
                     previous: Arc::default(),
+                    release,
                 };
                 (site.clone(), scope)
             })
+            .collect();
+        let pulses = store
+            .latest_all()?
+            .iter()
+            .map(|s| (s.site.clone(), s.pulse()))
             .collect();
         let mut tokens = Tokens::default();
         for (site, hash) in store.site_tokens()? {
@@ -171,6 +187,7 @@ impl Fleet {
             follower: Mutex::new(follower),
             bundles: RwLock::new(bundles),
             scopes: RwLock::new(scopes),
+            pulses: RwLock::new(pulses),
             generation: watch::Sender::new(0),
             stopping: std::sync::atomic::AtomicBool::new(false),
             polls: RwLock::default(),
@@ -501,6 +518,23 @@ impl Fleet {
         SignedDuration::from_secs(i64::try_from(secs).unwrap_or(i64::MAX))
     }
 
+    /// The release the site's current bundle names.
+    pub fn desired_release(&self, site: &SiteId) -> Option<String> {
+        self.scopes.read().ok()?.get(site)?.release.clone()
+    }
+
+    /// Every site's [`Pulse`] (those that reported).
+    pub fn pulses(&self) -> HashMap<SiteId, Pulse> {
+        self.pulses.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    /// Keeps the pulse of a site's newly stored latest report.
+    pub fn note_report(&self, site: &SiteId, pulse: Pulse) {
+        if let Ok(mut p) = self.pulses.write() {
+            p.insert(site.clone(), pulse);
+        }
+    }
+
     /// Whether `site`'s token may read content `hash`: its current or its
     /// previous bundle names it (a box may still be fetching the one it
     /// verified before the last commit).
@@ -521,9 +555,10 @@ impl Fleet {
                 // A re-signed bundle is the same desired state: the
                 // previous set stays what it was.
                 if scope.desired.is_none() || scope.desired != p.desired {
-                    let named = Arc::new(named_content(&p.body));
-                    scope.previous = std::mem::replace(&mut scope.current, named);
+                    let (named, release) = named_content(&p.body);
+                    scope.previous = std::mem::replace(&mut scope.current, Arc::new(named));
                     scope.desired.clone_from(&p.desired);
+                    scope.release = release;
                 }
             }
         }

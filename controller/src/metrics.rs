@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::status::SiteView;
+use crate::status::Health;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -119,19 +119,19 @@ impl HttpMetrics {
     /// highest published `serial` and whether the last sync succeeded.
     pub fn render(
         &self,
-        views: &[SiteView],
+        views: &[(Health, Option<String>)],
         serial: u64,
         sync_ok: bool,
     ) -> Result<String, std::fmt::Error> {
         self.sites.clear();
         self.versions.clear();
-        for v in views {
+        for (health, version) in views {
             self.sites
                 .get_or_create(&StatusLabels {
-                    status: v.status.as_str().to_owned(),
+                    status: health.as_str().to_owned(),
                 })
                 .inc();
-            if let Some(ver) = &v.version {
+            if let Some(ver) = version {
                 self.versions
                     .get_or_create(&VersionLabels {
                         version: ver.clone(),

@@ -9,13 +9,13 @@ use std::fmt::Write as _;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::{Value, json};
-use touchline_schemas::report::{Metrics, Phase, Severity};
+use touchline_schemas::report::Metrics;
 use touchline_schemas::{Bundle, SiteId};
 
 use crate::fleet::{Fleet, SyncOutcome};
 use crate::point::HistoryPoint;
 use crate::render::{BundleMeta, CatalogIndex};
-use crate::store::{CommitRecord, CommitState, SiteState, StoreError};
+use crate::store::{CommitRecord, CommitState, Pulse, SiteState, StoreError};
 
 /// A site's health as the fleet overview shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -150,36 +150,55 @@ fn disk_percent(m: &Metrics) -> Option<f64> {
 
 /// When the site was last heard from: its latest report or its latest
 /// bundle poll (a box's long-poll is its liveness signal between reports).
-fn last_seen(state: Option<&SiteState>, last_poll: Option<Timestamp>) -> Option<Timestamp> {
-    state
-        .map(|s| s.received_at)
+fn last_seen(pulse: Option<&Pulse>, last_poll: Option<Timestamp>) -> Option<Timestamp> {
+    pulse
+        .map(|p| p.received_at)
         .into_iter()
         .chain(last_poll)
         .max()
 }
 
 fn health(
-    state: Option<&SiteState>,
+    pulse: Option<&Pulse>,
     last_poll: Option<Timestamp>,
     now: Timestamp,
     offline_after: u64,
 ) -> Health {
     let limit = SignedDuration::from_secs(i64::try_from(offline_after).unwrap_or(i64::MAX));
-    match last_seen(state, last_poll) {
+    match last_seen(pulse, last_poll) {
         Some(t) if t.saturating_add(limit).unwrap_or(now) >= now => {}
         _ => return Health::Offline,
     }
-    let Some(s) = state else {
-        return Health::Online;
-    };
-    let st = &s.report.status;
-    let bad_phase = matches!(st.phase, Phase::Degraded | Phase::Stale);
-    let bad_condition = st.conditions.iter().any(|c| c.severity == Severity::Error);
-    if bad_phase || bad_condition {
+    if pulse.is_some_and(|p| p.troubled) {
         Health::Degraded
     } else {
         Health::Online
     }
+}
+
+/// Each site's health and release, for `/metrics`: from memory (the
+/// fleet's pulses, polls and bundles), no report read.
+pub fn site_health(fleet: &Fleet, now: Timestamp) -> Vec<(Health, Option<String>)> {
+    let pulses = fleet.pulses();
+    let bundles = fleet.bundles();
+    let mut ids: Vec<SiteId> = bundles.keys().cloned().collect();
+    ids.extend(pulses.keys().cloned());
+    if let Some(m) = fleet.manifests() {
+        ids.extend(m.manifests.sites.keys().cloned());
+    }
+    ids.sort();
+    ids.dedup();
+    let offline_after = fleet.config.offline_after.as_secs();
+    ids.into_iter()
+        .map(|id| {
+            let pulse = pulses.get(&id);
+            let health = health(pulse, fleet.last_poll(&id), now, offline_after);
+            let release = pulse
+                .and_then(|p| p.release.clone())
+                .or_else(|| fleet.desired_release(&id));
+            (health, release)
+        })
+        .collect()
 }
 
 fn latest_by_site(fleet: &Fleet) -> Result<BTreeMap<SiteId, SiteState>, StoreError> {
@@ -235,6 +254,7 @@ fn view_of(
     now: Timestamp,
 ) -> SiteView {
     let doc = manifests.and_then(|m| m.manifests.sites.get(&id));
+    let pulse = state.map(SiteState::pulse);
     // Only the release of the bundle (parsing whole bundles for every site
     // is most of a 2,000-site page).
     #[derive(serde::Deserialize)]
@@ -269,8 +289,8 @@ fn view_of(
             .unwrap_or_default(),
         location: doc.map(|d| d.value.location.clone()),
         groups,
-        status: health(state, last_poll, now, offline_after),
-        last_seen: last_seen(state, last_poll),
+        status: health(pulse.as_ref(), last_poll, now, offline_after),
+        last_seen: last_seen(pulse.as_ref(), last_poll),
         desired: DesiredState {
             serial: published.map(|p| p.serial),
             release: desired_release.clone(),

@@ -134,6 +134,41 @@ pub struct SiteState {
     pub metrics_at: Option<Timestamp>,
 }
 
+/// What the site's health and the metrics need of its latest state, kept
+/// in memory so that a `/metrics` scrape reads no report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulse {
+    /// When the controller received the latest report.
+    pub received_at: Timestamp,
+    /// A degraded or stale phase, or an error condition.
+    pub troubled: bool,
+    /// The release the box runs.
+    pub release: Option<String>,
+}
+
+impl SiteState {
+    /// Its [`Pulse`].
+    pub fn pulse(&self) -> Pulse {
+        Pulse::of(&self.report, self.received_at)
+    }
+}
+
+impl Pulse {
+    /// The pulse of a site whose latest report is `report`.
+    pub fn of(report: &Report, received_at: Timestamp) -> Self {
+        let st = &report.status;
+        Self {
+            received_at,
+            troubled: matches!(st.phase, Phase::Degraded | Phase::Stale)
+                || st
+                    .conditions
+                    .iter()
+                    .any(|c| c.severity == touchline_schemas::report::Severity::Error),
+            release: st.release.as_ref().map(ToString::to_string),
+        }
+    }
+}
+
 /// What kind of thing happened on a site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -493,7 +528,8 @@ impl Downsample {
 
 /// The writes of an ingest, computed from the stored state (pure, so that
 /// both stores share it and a retried transaction recomputes it).
-pub(crate) struct Folded {
+#[derive(Debug)]
+pub struct Folded {
     /// History rows (key, encoded point).
     pub history: Vec<(Vec<u8>, Vec<u8>)>,
     /// Event rows.
@@ -506,7 +542,7 @@ pub(crate) struct Folded {
 
 /// Folds reports (sorted by sequence) into a site's stored state: reports
 /// at or below the stored sequence are duplicates of a retried batch.
-pub(crate) fn fold_reports(
+pub fn fold_reports(
     site: &SiteId,
     prev: Option<SiteState>,
     epoch: Option<&str>,

@@ -514,6 +514,51 @@ fn reports_are_idempotent_durable_and_bad_bodies_store_nothing() {
     assert!(csv.starts_with("at,cpu_percent,"), "{csv}");
 }
 
+/// `/metrics` counts sites from memory: a posted report moves its site at
+/// once (no store read per scrape), and the count survives a restart.
+#[test]
+fn metrics_follow_posted_reports_and_survive_a_restart() {
+    let w = World::new("");
+    let tok = w.site_token("levallois-basket", false);
+    let s = w.start();
+    let post = |r: Value| {
+        let batch = json!({"format": 1, "site": "levallois-basket", "reports": [r]});
+        let r = s
+            .http
+            .post(format!("{}/v1/sites/levallois-basket/reports", s.url))
+            .bearer_auth(&tok)
+            .json(&batch)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    };
+    let scrape = |s: &RunningController| s.get("/metrics", None).text().unwrap();
+    let m = scrape(&s);
+    assert!(m.contains("touchline_sites{status=\"offline\"} 12"), "{m}");
+    post(report(1, "degraded", 0));
+    let m = scrape(&s);
+    assert!(m.contains("touchline_sites{status=\"degraded\"} 1"), "{m}");
+    assert!(m.contains("touchline_sites{status=\"offline\"} 11"), "{m}");
+    let mut converged = report(2, "converged", 1);
+    converged["status"]["release"] = json!("2.4.1");
+    post(converged);
+    let m = scrape(&s);
+    assert!(m.contains("touchline_sites{status=\"online\"} 1"), "{m}");
+    assert!(!m.contains("status=\"degraded\"} 1"), "{m}");
+    assert!(
+        m.contains("touchline_sites_by_version{version=\"2.4.1\"} 1"),
+        "{m}"
+    );
+    s.stop();
+    let s = w.start();
+    let m = scrape(&s);
+    assert!(m.contains("touchline_sites{status=\"online\"} 1"), "{m}");
+    assert!(
+        m.contains("touchline_sites_by_version{version=\"2.4.1\"} 1"),
+        "{m}"
+    );
+}
+
 #[test]
 fn the_fleet_history_exports_every_site_streamed_as_jsonl_or_csv() {
     let w = World::new("");

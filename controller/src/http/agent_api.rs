@@ -354,12 +354,26 @@ pub(super) async fn post_reports(
     }
     let store = state.fleet.store.clone();
     let now = Timestamp::now();
+    // The newest report of an accepted batch is the site's latest state:
+    // its pulse is kept in memory for /metrics.
+    let site_for_pulse = site.clone();
+    let pulse = batch
+        .reports
+        .iter()
+        .max_by_key(|r| r.seq)
+        .map(|r| crate::store::Pulse::of(r, now));
     let outcome = tokio::task::spawn_blocking(move || {
         store.ingest(&site, batch.epoch.as_deref(), &batch.reports, now)
     })
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::store(&e))?;
+    // A batch whose newest report was stored: it is the site's latest.
+    if outcome.accepted > 0
+        && let Some(pulse) = pulse
+    {
+        state.fleet.note_report(&site_for_pulse, pulse);
+    }
     if outcome.accepted > 0 {
         // Alerts look at the new report soon (coalesced, off this request).
         state.fleet.alerts_wake.notify_one();
