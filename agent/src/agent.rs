@@ -207,6 +207,7 @@ impl Agent {
                 site: cfg.site_id.clone(),
                 token: token.clone(),
                 epoch: state.report_epoch.clone(),
+                timeout: cfg.connect_timeout.to_std() + cfg.read_timeout.to_std(),
             }),
             _ => None,
         };

@@ -13,9 +13,6 @@ use touchline_schemas::sign::MAX_SIGNATURE_BYTES;
 
 use crate::fetch::error_text;
 
-/// Total time allowed for an API request (beyond a long-poll's wait).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// The controller endpoint of one site.
 #[derive(Debug, Clone)]
 pub struct Controller {
@@ -29,6 +26,11 @@ pub struct Controller {
     pub token: String,
     /// The report epoch ([`crate::state::State::report_epoch`]).
     pub epoch: Option<String>,
+    /// Total time an API request may take (beyond a long-poll's wait):
+    /// the configured `connect_timeout + read_timeout`. On a cut link a
+    /// request gets no answer at all; this is how long a report waits
+    /// before it is queued.
+    pub timeout: Duration,
 }
 
 /// The answer to a bundle poll.
@@ -159,7 +161,7 @@ impl Controller {
             .client
             .get(url)
             .bearer_auth(&self.token)
-            .timeout(wait.unwrap_or_default() + REQUEST_TIMEOUT);
+            .timeout(wait.unwrap_or_default() + self.timeout);
         if let Some(e) = etag {
             req = req.header(header::IF_NONE_MATCH, e);
         }
@@ -176,7 +178,7 @@ impl Controller {
             .client
             .get(self.url("bundle.sig"))
             .bearer_auth(&self.token)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(|e| unreachable(&e))?;
@@ -207,7 +209,7 @@ impl Controller {
             .client
             .post(self.url("reports"))
             .bearer_auth(&self.token)
-            .timeout(REQUEST_TIMEOUT)
+            .timeout(self.timeout)
             .header(header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()

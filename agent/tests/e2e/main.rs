@@ -11,6 +11,7 @@ mod crash;
 mod disk;
 mod hostile;
 mod offline;
+mod partition;
 mod release;
 mod tls;
 
