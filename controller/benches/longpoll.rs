@@ -1,0 +1,210 @@
+//! What a waiting box costs the controller: `--boxes` sites (default
+//! 5,000), each with its own token, each holding one long-poll
+//! (`GET /v1/sites/{id}/bundle?wait=120` with its current ETag) on its own
+//! connection, as a fleet between commits does. Prints the controller's RSS
+//! before, with every poll waiting and after they closed, the cost per
+//! waiting poll, and the time a commit takes to answer all of them.
+//!
+//! Run: `cargo bench -p touchline-controller --bench longpoll`
+//! (`-- --boxes N`).
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use touchline_controller::redb_store::RedbStore;
+use touchline_controller::store::Store;
+use touchline_controller::tokens::Token;
+use touchline_testkit::synthetic::{Size, generate};
+use touchline_testkit::{ControllerFiles, git};
+
+const OPERATOR: &str = "bench-operator-token-0123456789abcdef0123456789";
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Open sockets of `pid` (its descriptors that are sockets).
+fn sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let boxes = usize::try_from(touchline_testkit::bench_arg("--boxes", 5000)).unwrap();
+    // Both ends hold one descriptor per box.
+    let (soft, hard) = touchline_controller::listen::raise_open_files_limit();
+    println!("bench open-files limit: {soft:?} (hard {hard:?})");
+    let files = ControllerFiles::with_repo(|repo| {
+        generate(
+            repo,
+            &Size {
+                sites: boxes,
+                groups: 60,
+                videos: 200,
+            },
+        );
+    });
+    let mut tokens = Vec::with_capacity(boxes);
+    {
+        let store = RedbStore::open(&files.data()).unwrap();
+        for i in 0..boxes {
+            let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
+            let t = Token::generate().unwrap();
+            store.set_site_token(&site, &t.hash()).unwrap();
+            tokens.push((site.to_string(), t.reveal().to_owned()));
+        }
+    }
+    files.config(&format!(
+        "[[operators]]\nname = \"bench\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        Token::new(OPERATOR).hash().to_hex()
+    ));
+    let controller = files.start();
+    let pid = controller.process.0.id();
+    let url = controller.url.clone();
+    let addr = url.trim_start_matches("http://").to_owned();
+
+    // Each box's current ETag (one ordinary poll each).
+    let http = reqwest::blocking::Client::new();
+    let etags: Vec<String> = tokens
+        .iter()
+        .map(|(site, tok)| {
+            let r = http
+                .get(format!("{url}/v1/sites/{site}/bundle"))
+                .bearer_auth(tok)
+                .send()
+                .unwrap();
+            assert_eq!(r.status(), 200, "{site}");
+            r.headers()["etag"].to_str().unwrap().to_owned()
+        })
+        .collect();
+    drop(http);
+    std::thread::sleep(Duration::from_secs(2));
+    let before = rss_kib(pid);
+    let sockets_before = sockets(pid);
+
+    let t = Instant::now();
+    let mut polls: Vec<TcpStream> = tokens
+        .iter()
+        .zip(&etags)
+        .map(|((site, tok), etag)| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "GET /v1/sites/{site}/bundle?wait=120 HTTP/1.1\r\nHost: {addr}\r\n\
+                 Authorization: Bearer {tok}\r\nIf-None-Match: {etag}\r\n\r\n"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    // Wait until the controller holds them all.
+    while sockets(pid) < sockets_before + boxes && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let waiting = rss_kib(pid);
+    println!(
+        "{boxes} long-polls opened in {:.2} s; controller sockets {} -> {}",
+        t.elapsed().as_secs_f64(),
+        sockets_before,
+        sockets(pid)
+    );
+    // None answered early (a 304 or an error would be a broken poll).
+    for s in polls.iter_mut().step_by(97) {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        assert!(
+            matches!(s.read(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "a long-poll answered before any commit"
+        );
+        s.set_nonblocking(false).unwrap();
+    }
+
+    // A commit that changes every site (the fleet-wide volume) answers
+    // every poll: when each answer's first bytes arrive.
+    let repo = files.repo_dir();
+    let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
+    let changed: String = fleet
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("volume:") {
+                "      volume: 71\n".to_owned()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert_ne!(changed, fleet, "the fleet sets a volume");
+    std::fs::write(repo.join("fleet.yaml"), changed).unwrap();
+    git(&repo, &["commit", "-qam", "volume 71"]);
+    let t = Instant::now();
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{url}/api/sync"))
+        .bearer_auth(OPERATOR)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let synced = t.elapsed();
+    for s in &polls {
+        s.set_nonblocking(true).unwrap();
+    }
+    let mut pending: Vec<usize> = (0..polls.len()).collect();
+    let mut answers: Vec<Duration> = Vec::with_capacity(boxes);
+    let mut not_modified = 0;
+    while !pending.is_empty() && t.elapsed() < Duration::from_secs(60) {
+        pending.retain(|&i| {
+            let mut b = [0u8; 12];
+            match polls[i].read(&mut b) {
+                Ok(n) if n > 0 => {
+                    answers.push(t.elapsed());
+                    if b[..n].starts_with(b"HTTP/1.1 304") {
+                        not_modified += 1;
+                    }
+                    false
+                }
+                Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+                _ => false,
+            }
+        });
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let answered = answers.len();
+    answers.sort();
+    let pct = |p: usize| {
+        answers
+            .get((answers.len() * p / 100).min(answers.len().saturating_sub(1)))
+            .map_or(f64::NAN, Duration::as_secs_f64)
+    };
+    println!(
+        "commit -> sync answered in {:.2} s; {answered} of {boxes} polls answered ({not_modified} with 304): \
+         p50 {:.2} s, p99 {:.2} s, last {:.2} s after the sync request",
+        synced.as_secs_f64(),
+        pct(50),
+        pct(99),
+        pct(100)
+    );
+    drop(polls);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = rss_kib(pid);
+    let per = (waiting.saturating_sub(before)) as f64 / boxes as f64;
+    println!(
+        "controller RSS: before {before} KiB, {boxes} polls waiting {waiting} KiB, after they closed {after} KiB"
+    );
+    println!("cost of one waiting long-poll: {per:.1} KiB");
+}
