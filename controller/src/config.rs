@@ -151,6 +151,11 @@ pub struct Config {
     /// Webhook HMAC secret.
     #[serde(default)]
     pub webhook_secret: Option<String>,
+    /// A file holding `user:password` (or `user:token`) for the manifests
+    /// repository over HTTP(S), readable by its owner only; relative to
+    /// the config file's directory.
+    #[serde(default)]
+    pub repo_credentials_file: Option<std::path::PathBuf>,
     /// Refuse commits whose SSH signature does not verify.
     #[serde(default)]
     pub require_signed_commits: bool,
@@ -238,6 +243,7 @@ impl Default for Config {
             history_full_resolution: None,
             history_bucket: None,
             webhook_secret: None,
+            repo_credentials_file: None,
             require_signed_commits: false,
             allowed_commit_signers: Vec::new(),
             operators: Vec::new(),

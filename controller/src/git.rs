@@ -73,6 +73,83 @@ pub struct Follower {
     /// `url` with its credentials replaced: what messages and logs show.
     shown: String,
     branch: String,
+    credentials: Option<RepoCredentials>,
+}
+
+/// The user name and password (or token) the manifests repository asks
+/// for over HTTP(S), read from a file of their own (`repo_credentials_file`)
+/// so that no secret sits in a URL, a command line or a process list.
+#[derive(Clone)]
+pub struct RepoCredentials {
+    user: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for RepoCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a credentials file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// Unreadable.
+    #[error("failed to read the repository credentials file `{0}`")]
+    Read(PathBuf, #[source] std::io::Error),
+    /// Readable by others than its owner.
+    #[error(
+        "the repository credentials file `{path}` can be read by others (mode {mode:04o}): `chmod 600` it"
+    )]
+    Exposed {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Not one `user:secret` line.
+    #[error(
+        "the repository credentials file `{0}` must hold one line `user:password` (or `user:token`)"
+    )]
+    Format(PathBuf),
+    /// Credentials twice.
+    #[error(
+        "the repository URL carries credentials and repo_credentials_file is set: keep them in the file only"
+    )]
+    Twice,
+}
+
+impl RepoCredentials {
+    /// Reads `user:secret` from `path`, which only its owner may read.
+    pub fn read(path: &Path) -> Result<Self, CredentialsError> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let read = |e| CredentialsError::Read(path.to_path_buf(), e);
+        let meta = std::fs::metadata(path).map_err(read)?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(CredentialsError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        if meta.len() > 64 * 1024 {
+            return Err(CredentialsError::Format(path.to_path_buf()));
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let (Some(line), None) = (lines.next(), lines.next()) else {
+            return Err(CredentialsError::Format(path.to_path_buf()));
+        };
+        match line.trim().split_once(':') {
+            Some((user, secret)) if !user.is_empty() && !secret.is_empty() => Ok(Self {
+                user: user.to_owned(),
+                secret: secret.to_owned(),
+            }),
+            _ => Err(CredentialsError::Format(path.to_path_buf())),
+        }
+    }
 }
 
 /// `url` with any user name and password replaced by `***` (a token in
@@ -87,6 +164,11 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// Whether `url` carries a user name or a password.
+pub fn url_has_credentials(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
 }
 
 /// `text` with every occurrence of `url`'s credentials (the whole URL, its
@@ -127,6 +209,17 @@ impl Follower {
     /// Opens (creating) the mirror in `<data>/git` following `branch` of `url`.
     /// A local path is made absolute.
     pub fn open(data: &Path, url: &str, branch: &str) -> Result<Self, GitError> {
+        Self::open_with(data, url, branch, None)
+    }
+
+    /// [`Follower::open`], authenticating with `credentials` when the
+    /// remote asks for them.
+    pub fn open_with(
+        data: &Path,
+        url: &str,
+        branch: &str,
+        credentials: Option<RepoCredentials>,
+    ) -> Result<Self, GitError> {
         let path = data.join("git");
         let repo = match Repository::open_bare(&path) {
             Ok(r) => r,
@@ -144,6 +237,7 @@ impl Follower {
             shown: redact_url(&url),
             url,
             branch: branch.to_owned(),
+            credentials,
         })
     }
 
@@ -160,13 +254,32 @@ impl Follower {
             source: git2::Error::new(
                 source.code(),
                 source.class(),
-                redact_in(source.message(), &self.url),
+                self.credentials.as_ref().map_or_else(
+                    || redact_in(source.message(), &self.url),
+                    |c| redact_in(source.message(), &self.url).replace(&c.secret, "***"),
+                ),
             ),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);
         let mut opts = git2::FetchOptions::new();
         opts.download_tags(git2::AutotagOption::None);
+        if let Some(creds) = &self.credentials {
+            // libgit2 asks again after a refusal: answer once, then fail
+            // (a wrong password must not loop).
+            let mut asked = false;
+            let mut callbacks = git2::RemoteCallbacks::new();
+            callbacks.credentials(move |_url, _user, allowed| {
+                if asked || !allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+                    return Err(git2::Error::from_str(
+                        "the repository refused the user and password of repo_credentials_file",
+                    ));
+                }
+                asked = true;
+                git2::Cred::userpass_plaintext(&creds.user, &creds.secret)
+            });
+            opts.remote_callbacks(callbacks);
+        }
         remote
             .fetch(&[refspec.as_str()], Some(&mut opts), None)
             .map_err(err)?;

@@ -99,7 +99,20 @@ pub async fn serve(
         other => anyhow::Error::from(other),
     })?;
     let content = ContentStore::open(&opts.data)?;
-    let follower = Follower::open(&opts.data, &opts.repo, &opts.branch)?;
+    let credentials = match &config.repo_credentials_file {
+        None => None,
+        Some(_) if crate::git::url_has_credentials(&opts.repo) => {
+            return Err(crate::git::CredentialsError::Twice.into());
+        }
+        Some(file) => {
+            let file = match opts.config.as_deref().and_then(Path::parent) {
+                Some(dir) if file.is_relative() => dir.join(file),
+                _ => file.clone(),
+            };
+            Some(crate::git::RepoCredentials::read(&file)?)
+        }
+    };
+    let follower = Follower::open_with(&opts.data, &opts.repo, &opts.branch, credentials)?;
     let store: Arc<dyn Store> = Arc::new(store);
     let fleet = {
         let store = store.clone();

@@ -215,18 +215,7 @@ fn credentials_in_the_repository_url_never_show() {
     // first sync fails with the URL in its error chain.
     let secret = "s3cr3t-t0ken-value";
     let repo = format!("http://deploy:{secret}@127.0.0.1:9/fleet.git");
-    let cmd = files.serve_command("127.0.0.1:0");
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
-    let mut serve = Command::new(cmd.get_program());
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        serve.arg(a);
-        if a == "--repo" {
-            it.next();
-            serve.arg(&repo);
-        }
-    }
-    let (url, _c) = serve_logged_with(&files, serve, None);
+    let (url, _c) = serve_logged_with(&files, serve_from(&files, &repo), None);
     let health = http()
         .get(format!("{url}/healthz"))
         .send()
@@ -243,6 +232,139 @@ fn credentials_in_the_repository_url_never_show() {
         assert!(!text.contains(secret), "{what} shows the secret: {text}");
         assert!(!text.contains("deploy:"), "{what} shows the user: {text}");
     }
+}
+
+/// The `serve` command of `files`, following `repo` instead of the local
+/// repository.
+fn serve_from(files: &ControllerFiles, repo: &str) -> Command {
+    let cmd = files.serve_command("127.0.0.1:0");
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+    let mut serve = Command::new(cmd.get_program());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        serve.arg(a);
+        if a == "--repo" {
+            it.next();
+            serve.arg(repo);
+        }
+    }
+    serve.env("RUST_LOG", "warn").stdout(Stdio::piped());
+    serve
+}
+
+/// The manifests repository served over smart HTTP by `git http-backend`
+/// behind Basic authentication (`tests/support/git_http.py`): its URL and
+/// the server.
+fn git_over_http(files: &ControllerFiles, user: &str, password: &str) -> Option<(String, Killed)> {
+    touchline_testkit::tools::require_tool("python3", "apt-get install python3")?;
+    let root = files.path("served");
+    std::fs::create_dir_all(&root).unwrap();
+    let out = Command::new("git")
+        .args(["clone", "-q", "--bare"])
+        .arg(files.repo_dir())
+        .arg(root.join("fleet.git"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/git_http.py");
+    let mut child = Killed(
+        Command::new("python3")
+            .arg(script)
+            .arg(&root)
+            .args([user, password])
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(files.path("git_http.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    Some((format!("{base}/fleet.git"), child))
+}
+
+#[test]
+fn the_manifests_repository_is_fetched_with_a_credentials_file_and_the_secret_never_shows() {
+    let files = ControllerFiles::example();
+    let secret = "d3pl0y-t0ken-in-a-file";
+    let Some((repo, _git)) = git_over_http(&files, "deploy", secret) else {
+        return;
+    };
+    let creds = files.path("repo.credentials");
+    let write_creds = |text: &str, mode: u32| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(&creds, text).unwrap();
+        std::fs::set_permissions(&creds, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    // Refused at start, nothing served: a file others can read, a file
+    // that is not one `user:secret` line, and credentials in two places.
+    files.config("repo_credentials_file = \"repo.credentials\"");
+    let refused = |serve: Command| {
+        let mut serve = serve;
+        let out = serve.stderr(Stdio::piped()).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!err.contains(secret), "{err}");
+        err
+    };
+    write_creds(&format!("deploy:{secret}\n"), 0o644);
+    let err = refused(serve_from(&files, &repo));
+    assert!(
+        err.contains("can be read by others (mode 0644): `chmod 600` it"),
+        "{err}"
+    );
+    write_creds("just-a-token\n", 0o600);
+    let err = refused(serve_from(&files, &repo));
+    assert!(err.contains("must hold one line `user:password`"), "{err}");
+    write_creds(&format!("deploy:{secret}\n"), 0o600);
+    let with_user = repo.replace("http://", "http://deploy:x@");
+    let err = refused(serve_from(&files, &with_user));
+    assert!(err.contains("keep them in the file only"), "{err}");
+
+    // A wrong password: the sync fails, saying why, and loops on nothing.
+    write_creds("deploy:not-the-password\n", 0o600);
+    let (url, c) = serve_logged_with(&files, serve_from(&files, &repo), None);
+    let health = http()
+        .get(format!("{url}/healthz"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        health.contains("refused the user and password of repo_credentials_file"),
+        "{health}"
+    );
+    assert!(!health.contains("not-the-password"), "{health}");
+    drop(c);
+
+    // The right ones: the fleet is fetched and served.
+    write_creds(&format!("deploy:{secret}\n"), 0o600);
+    let (url, _c) = serve_logged_with(&files, serve_from(&files, &repo), None);
+    let health: serde_json::Value = http()
+        .get(format!("{url}/healthz"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(health["last_good_commit"].is_string(), "{health}");
+    assert!(health["last_sync_error"].is_null(), "{health}");
+    let log = log_of(&files);
+    assert!(!log.contains(secret), "the log shows the secret: {log}");
+    let served = std::fs::read_to_string(files.path("git_http.log")).unwrap();
+    assert!(
+        served.contains("refused"),
+        "the server asked for credentials: {served}"
+    );
 }
 
 #[test]
