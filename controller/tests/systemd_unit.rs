@@ -15,6 +15,7 @@ fn the_controller_unit_verifies_and_allows_enough_open_files() {
     )
     .unwrap();
     assert!(unit.contains("\nLimitNOFILE=65536\n"));
+    assert!(unit.contains("\nEnvironment=MALLOC_ARENA_MAX=2\n"));
     assert!(unit.contains("ProtectSystem=strict") && unit.contains("NoNewPrivileges=yes"));
     assert!(unit.contains("StateDirectory=touchline-controller"));
     let Some(analyze) =
