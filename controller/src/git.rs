@@ -157,7 +157,7 @@ impl RepoCredentials {
 /// or a page). Not a URL (a path, `git@host:repo`): as it is.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+        Ok(mut u) if carries_credentials(&u) => {
             let _ = u.set_password(None);
             let _ = u.set_username("***");
             u.to_string()
@@ -166,9 +166,13 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+fn carries_credentials(u: &url::Url) -> bool {
+    !u.username().is_empty() || u.password().is_some()
+}
+
 /// Whether `url` carries a user name or a password.
 pub fn url_has_credentials(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some())
+    url::Url::parse(url).is_ok_and(|u| carries_credentials(&u))
 }
 
 /// `text` with every occurrence of `url`'s credentials (the whole URL, its
@@ -241,6 +245,16 @@ impl Follower {
         })
     }
 
+    /// `text` without the URL's credentials nor the credentials file's
+    /// secret.
+    fn redact(&self, text: &str) -> String {
+        let text = redact_in(text, &self.url);
+        match &self.credentials {
+            Some(c) => text.replace(&c.secret, "***"),
+            None => text,
+        }
+    }
+
     /// The remote being followed, its credentials redacted.
     pub fn shown_url(&self) -> &str {
         &self.shown
@@ -251,14 +265,7 @@ impl Follower {
         let err = |source: git2::Error| GitError::Fetch {
             url: self.shown.clone(),
             branch: self.branch.clone(),
-            source: git2::Error::new(
-                source.code(),
-                source.class(),
-                self.credentials.as_ref().map_or_else(
-                    || redact_in(source.message(), &self.url),
-                    |c| redact_in(source.message(), &self.url).replace(&c.secret, "***"),
-                ),
-            ),
+            source: git2::Error::new(source.code(), source.class(), self.redact(source.message())),
         };
         let mut remote = self.repo.remote_anonymous(&self.url).map_err(err)?;
         let refspec = format!("+refs/heads/{b}:refs/remotes/origin/{b}", b = self.branch);

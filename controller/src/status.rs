@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -15,7 +16,8 @@ use touchline_schemas::{Bundle, SiteId};
 use crate::fleet::{Fleet, SyncOutcome};
 use crate::point::HistoryPoint;
 use crate::render::{BundleMeta, CatalogIndex};
-use crate::store::{CommitRecord, CommitState, Pulse, SiteState, StoreError};
+use crate::store::{CommitRecord, CommitState, Published, Pulse, SiteState, StoreError};
+use crate::validate::Checked;
 
 /// A site's health as the fleet overview shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -176,18 +178,32 @@ fn health(
     }
 }
 
-/// Each site's health and release, for `/metrics`: from memory (the
-/// fleet's pulses, polls and bundles), no report read.
-pub fn site_health(fleet: &Fleet, now: Timestamp) -> Vec<(Health, Option<String>)> {
-    let pulses = fleet.pulses();
-    let bundles = fleet.bundles();
+/// Every site the fleet knows, sorted: published, reporting (`reported`)
+/// or in the manifests.
+fn known_sites<'a>(
+    bundles: &BTreeMap<SiteId, Arc<Published>>,
+    reported: impl Iterator<Item = &'a SiteId>,
+    manifests: Option<&Checked>,
+) -> Vec<SiteId> {
     let mut ids: Vec<SiteId> = bundles.keys().cloned().collect();
-    ids.extend(pulses.keys().cloned());
-    if let Some(m) = fleet.manifests() {
+    ids.extend(reported.cloned());
+    if let Some(m) = manifests {
         ids.extend(m.manifests.sites.keys().cloned());
     }
     ids.sort();
     ids.dedup();
+    ids
+}
+
+/// Each site's health and release, for `/metrics`: from memory (the
+/// fleet's pulses, polls and bundles), no report read.
+pub fn site_health(fleet: &Fleet, now: Timestamp) -> Vec<(Health, Option<String>)> {
+    let pulses = fleet.pulses();
+    let ids = known_sites(
+        &fleet.bundles(),
+        pulses.keys(),
+        fleet.manifests().as_deref(),
+    );
     let offline_after = fleet.config.offline_after.as_secs();
     ids.into_iter()
         .map(|id| {
@@ -216,13 +232,7 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
     let latest = latest_by_site(fleet)?;
     let bundles = fleet.bundles();
     let manifests = fleet.manifests();
-    let mut ids: Vec<SiteId> = bundles.keys().cloned().collect();
-    ids.extend(latest.keys().cloned());
-    if let Some(m) = &manifests {
-        ids.extend(m.manifests.sites.keys().cloned());
-    }
-    ids.sort();
-    ids.dedup();
+    let ids = known_sites(&bundles, latest.keys(), manifests.as_deref());
     let offline_after = fleet.config.offline_after.as_secs();
     Ok(ids
         .into_iter()

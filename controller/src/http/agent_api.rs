@@ -368,13 +368,11 @@ pub(super) async fn post_reports(
     .await
     .map_err(ApiError::internal)?
     .map_err(|e| ApiError::store(&e))?;
-    // A batch whose newest report was stored: it is the site's latest.
-    if outcome.accepted > 0
-        && let Some(pulse) = pulse
-    {
-        state.fleet.note_report(&site_for_pulse, pulse);
-    }
     if outcome.accepted > 0 {
+        // A batch whose newest report was stored: it is the site's latest.
+        if let Some(pulse) = pulse {
+            state.fleet.note_report(&site_for_pulse, pulse);
+        }
         // Alerts look at the new report soon (coalesced, off this request).
         state.fleet.alerts_wake.notify_one();
     }
