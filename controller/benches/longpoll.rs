@@ -10,26 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use touchline_controller::redb_store::RedbStore;
-use touchline_controller::store::Store;
-use touchline_controller::tokens::Token;
 use touchline_testkit::synthetic::{Size, generate};
 use touchline_testkit::{ControllerFiles, git};
 
 const OPERATOR: &str = "bench-operator-token-0123456789abcdef0123456789";
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 /// Open sockets of `pid` (its descriptors that are sockets).
 fn sockets(pid: u32) -> usize {
@@ -60,20 +51,8 @@ fn main() {
             },
         );
     });
-    let mut tokens = Vec::with_capacity(boxes);
-    {
-        let store = RedbStore::open(&files.data()).unwrap();
-        for i in 0..boxes {
-            let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
-            let t = Token::generate().unwrap();
-            store.set_site_token(&site, &t.hash()).unwrap();
-            tokens.push((site.to_string(), t.reveal().to_owned()));
-        }
-    }
-    files.config(&format!(
-        "[[operators]]\nname = \"bench\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
-        Token::new(OPERATOR).hash().to_hex()
-    ));
+    let tokens = common::mint_site_tokens(&RedbStore::open(&files.data()).unwrap(), boxes);
+    common::admin_config(&files, "bench", OPERATOR);
     let controller = files.start();
     let pid = controller.process.0.id();
     let url = controller.url.clone();
@@ -95,7 +74,7 @@ fn main() {
         .collect();
     drop(http);
     std::thread::sleep(Duration::from_secs(2));
-    let before = rss_kib(pid);
+    let before = common::status_kib(pid, "VmRSS:");
     let sockets_before = sockets(pid);
 
     let t = Instant::now();
@@ -118,7 +97,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(3));
-    let waiting = rss_kib(pid);
+    let waiting = common::status_kib(pid, "VmRSS:");
     println!(
         "{boxes} long-polls opened in {:.2} s; controller sockets {} -> {}",
         t.elapsed().as_secs_f64(),
@@ -139,19 +118,7 @@ fn main() {
     // A commit that changes every site (the fleet-wide volume) answers
     // every poll: when each answer's first bytes arrive.
     let repo = files.repo_dir();
-    let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
-    let changed: String = fleet
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("volume:") {
-                "      volume: 71\n".to_owned()
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert_ne!(changed, fleet, "the fleet sets a volume");
-    std::fs::write(repo.join("fleet.yaml"), changed).unwrap();
+    common::set_fleet_volume(&repo, 71);
     git(&repo, &["commit", "-qam", "volume 71"]);
     let t = Instant::now();
     let r = reqwest::blocking::Client::new()
@@ -201,7 +168,7 @@ fn main() {
     );
     drop(polls);
     std::thread::sleep(Duration::from_secs(3));
-    let after = rss_kib(pid);
+    let after = common::status_kib(pid, "VmRSS:");
     let per = (waiting.saturating_sub(before)) as f64 / boxes as f64;
     println!(
         "controller RSS: before {before} KiB, {boxes} polls waiting {waiting} KiB, after they closed {after} KiB"

@@ -21,14 +21,14 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod common;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use touchline_controller::redb_store::RedbStore;
-use touchline_controller::store::Store;
-use touchline_controller::tokens::Token;
 use touchline_testkit::synthetic::{Size, generate};
 use touchline_testkit::{ControllerFiles, Killed, git};
 
@@ -198,23 +198,15 @@ fn main() {
     let data = files.data();
 
     // Tokens straight into the store, before the controller starts.
-    let mut tokens = Vec::with_capacity(sites);
-    {
+    let tokens = {
         let store = RedbStore::open(&data).unwrap();
-        for i in 0..sites {
-            let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
-            let t = Token::generate().unwrap();
-            store.set_site_token(&site, &t.hash()).unwrap();
-            tokens.push((site.to_string(), t.reveal().to_owned()));
-        }
+        let tokens = common::mint_site_tokens(&store, sites);
         if history_days > 0 {
             prefill_history(&store, &data, sites, history_days);
         }
-    }
-    files.config(&format!(
-        "[[operators]]\nname = \"bench\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
-        Token::new(OPERATOR).hash().to_hex()
-    ));
+        tokens
+    };
+    common::admin_config(&files, "bench", OPERATOR);
     let t = Instant::now();
     let controller = files.start();
     let pid = controller.process.0.id();
@@ -224,14 +216,7 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let rss = move || {
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
+    let rss = move || format!("{} kB", common::status_kib(pid, "VmRSS:"));
     println!("controller RSS after start: {}", rss());
     if history_days > 0 {
         let (site, _) = &tokens[sites / 3];
@@ -437,21 +422,8 @@ fn main() {
     // Commit -> new bundle served, for a change that touches every site.
     let mut lags = Vec::new();
     for round in 0..3 {
-        let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
         let volume = 70 + round;
-        let changed = fleet
-            .lines()
-            .map(|l| {
-                if l.trim_start().starts_with("volume:") {
-                    format!("      volume: {volume}")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n";
-        std::fs::write(repo.join("fleet.yaml"), changed).unwrap();
+        common::set_fleet_volume(&repo, volume);
         let (site, tok) = &tokens[sites / 2];
         let old = http
             .get(format!("{url}/v1/sites/{site}/bundle"))
@@ -485,18 +457,10 @@ fn main() {
         "commit -> new ETag served (sync + render + sign 2000 + fsync)", lags[1], lags[0], lags[2]
     );
 
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_default()
-    };
     println!(
-        "controller memory at the end: VmRSS {}, VmHWM {}",
-        field("VmRSS:"),
-        field("VmHWM:")
+        "controller memory at the end: VmRSS {} kB, VmHWM {} kB",
+        common::status_kib(pid, "VmRSS:"),
+        common::status_kib(pid, "VmHWM:")
     );
     let du = Command::new("du")
         .args(["-sh"])

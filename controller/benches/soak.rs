@@ -24,14 +24,14 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::cast_precision_loss)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use touchline_controller::redb_store::RedbStore;
-use touchline_controller::store::Store;
-use touchline_controller::tokens::Token;
 use touchline_testkit::synthetic::{Size, generate};
 use touchline_testkit::{ControllerFiles, RunningController, git};
 
@@ -237,15 +237,6 @@ async fn box_loop(
 
 static ACKED: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -254,18 +245,7 @@ fn fds(pid: u32) -> usize {
 
 fn commit_every_site(files: &ControllerFiles, volume: u32) {
     let repo = files.repo_dir();
-    let fleet = std::fs::read_to_string(repo.join("fleet.yaml")).unwrap();
-    let changed: String = fleet
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("volume:") {
-                format!("      volume: {volume}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(repo.join("fleet.yaml"), changed).unwrap();
+    common::set_fleet_volume(&repo, volume);
     git(&repo, &["commit", "-qam", &format!("volume {volume}")]);
 }
 
@@ -293,20 +273,8 @@ fn main() {
             },
         );
     });
-    let mut tokens = Vec::with_capacity(boxes);
-    {
-        let store = RedbStore::open(&files.data()).unwrap();
-        for i in 0..boxes {
-            let site = touchline_schemas::SiteId::new(&format!("site-{i:05}")).unwrap();
-            let t = Token::generate().unwrap();
-            store.set_site_token(&site, &t.hash()).unwrap();
-            tokens.push((site.to_string(), t.reveal().to_owned()));
-        }
-    }
-    files.config(&format!(
-        "[[operators]]\nname = \"soak\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
-        Token::new(OPERATOR).hash().to_hex()
-    ));
+    let tokens = common::mint_site_tokens(&RedbStore::open(&files.data()).unwrap(), boxes);
+    common::admin_config(&files, "soak", OPERATOR);
     let listen = format!("127.0.0.1:{}", touchline_testkit::free_port());
     let controller: Arc<Mutex<Option<RunningController>>> =
         Arc::new(Mutex::new(Some(files.start_on(&listen))));
@@ -371,7 +339,9 @@ fn main() {
         std::thread::spawn(move || {
             while !run.stop.load(Ordering::Relaxed) {
                 let p = u32::try_from(pid.load(Ordering::SeqCst)).unwrap();
-                peaks.0.fetch_max(rss_kib(p), Ordering::Relaxed);
+                peaks
+                    .0
+                    .fetch_max(common::status_kib(p, "VmRSS:"), Ordering::Relaxed);
                 peaks.1.fetch_max(fds(p) as u64, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_secs(1));
             }

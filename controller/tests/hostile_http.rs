@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,15 +52,7 @@ fn serve_logged_with(
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let url = child.listening_url();
     (url, child)
 }
 
@@ -259,16 +251,11 @@ fn git_over_http(files: &ControllerFiles, user: &str, password: &str) -> Option<
     touchline_testkit::tools::require_tool("python3", "apt-get install python3")?;
     let root = files.path("served");
     std::fs::create_dir_all(&root).unwrap();
-    let out = Command::new("git")
-        .args(["clone", "-q", "--bare"])
-        .arg(files.repo_dir())
-        .arg(root.join("fleet.git"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    touchline_testkit::run(
+        Command::new("git")
+            .args(["clone", "-q", "--bare"])
+            .arg(files.repo_dir())
+            .arg(root.join("fleet.git")),
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/git_http.py");
     let mut child = Killed(
@@ -281,15 +268,7 @@ fn git_over_http(files: &ControllerFiles, user: &str, password: &str) -> Option<
             .spawn()
             .unwrap(),
     );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let base = child.listening_url();
     Some((format!("{base}/fleet.git"), child))
 }
 

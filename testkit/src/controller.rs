@@ -2,7 +2,6 @@
 //! `controller.toml`) and `touchline serve` running over them on
 //! `127.0.0.1:0`, killed when dropped.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -167,15 +166,7 @@ impl ControllerFiles {
             .unwrap();
         // Owned by the guard from the start: a panic below still kills it.
         let mut process = Killed(self.serve_command(listen).spawn().unwrap());
-        let mut line = String::new();
-        BufReader::new(process.0.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
-            .to_owned();
+        let url = process.listening_url();
         RunningController { url, http, process }
     }
 }

@@ -1,5 +1,6 @@
 //! The built binaries, commands that must succeed, children killed on drop.
 
+use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output};
 
@@ -56,6 +57,21 @@ pub fn stderr(o: &Output) -> String {
 /// A child process killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct Killed(pub Child);
+
+impl Killed {
+    /// The URL of a server that prints `listening on <url>` as its first
+    /// line on stdout (piped): `touchline serve`, the tests' own servers.
+    pub fn listening_url(&mut self) -> String {
+        let mut line = String::new();
+        if let Some(out) = self.0.stdout.take() {
+            BufReader::new(out).read_line(&mut line).unwrap();
+        }
+        line.trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line `{line}`"))
+            .to_owned()
+    }
+}
 
 impl Drop for Killed {
     fn drop(&mut self) {

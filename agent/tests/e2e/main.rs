@@ -103,3 +103,50 @@ fn bundle_of(c: &RunningController, site: &str, token: &str) -> Bundle {
         .unwrap();
     Bundle::from_slice(&body).unwrap()
 }
+
+/// `touchline-agent status --json` of the box of `cfg`.
+fn agent_status(cfg: &Path) -> serde_json::Value {
+    let out = agent(&["status", "--json"], cfg);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Waits (at most `within`) until the box's report queue is empty and it
+/// is no longer offline.
+fn wait_until_drained(cfg: &Path, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let st = agent_status(cfg);
+        if st["queued_reports"] == 0 && st["offline_since"].is_null() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain: {st}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Asserts that `site`'s metrics history on `c` is in order with no
+/// point twice, and holds more points than the `queued` reports.
+fn assert_history_in_order(c: &RunningController, admin: &str, site: &str, queued: u64) {
+    let body = http()
+        .get(format!(
+            "{}/api/sites/{site}/history?from=2000-01-01T00:00:00Z",
+            c.url
+        ))
+        .bearer_auth(admin.trim())
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let hist: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let points = hist["points"].as_array().unwrap();
+    let times: Vec<&str> = points.iter().map(|p| p["at"].as_str().unwrap()).collect();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(times, sorted, "history in order, no duplicates");
+    assert!(
+        points.len() as u64 > queued,
+        "every queued metrics report arrived: {} points, {queued} were queued",
+        points.len()
+    );
+}

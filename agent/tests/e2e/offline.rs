@@ -31,8 +31,7 @@ fn offline_for_a_long_stretch_keeps_the_files_and_delivers_queued_reports_in_ord
     // metrics interval is one report).
     drop(c);
     std::thread::sleep(Duration::from_secs(8));
-    let out = agent(&["status", "--json"], &cfg);
-    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let st = agent_status(&cfg);
     assert!(
         st["offline_since"].is_string(),
         "status says offline since T: {st}"
@@ -42,43 +41,11 @@ fn offline_for_a_long_stretch_keeps_the_files_and_delivers_queued_reports_in_ord
     assert_eq!(tree(&videos), before, "the box keeps its files");
     // Back: the queue drains, in order, nothing twice.
     let c = w.start(&listen);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let out = agent(&["status", "--json"], &cfg);
-        let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        if st["queued_reports"] == 0 && st["offline_since"].is_null() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain: {st}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until_drained(&cfg, Duration::from_secs(20));
     let _ = daemon.kill();
     let _ = daemon.wait();
     let admin = std::fs::read_to_string(w.path("data").join("local-admin.token")).unwrap();
-    let hist: serde_json::Value = serde_json::from_slice(
-        &http()
-            .get(format!(
-                "{}/api/sites/nantes-handball/history?from=2000-01-01T00:00:00Z",
-                c.url
-            ))
-            .bearer_auth(admin.trim())
-            .send()
-            .unwrap()
-            .bytes()
-            .unwrap(),
-    )
-    .unwrap();
-    let points = hist["points"].as_array().unwrap();
-    let times: Vec<&str> = points.iter().map(|p| p["at"].as_str().unwrap()).collect();
-    let mut sorted = times.clone();
-    sorted.sort();
-    sorted.dedup();
-    assert_eq!(times, sorted, "history in order, no duplicates");
-    assert!(
-        points.len() as u64 > queued,
-        "every queued metrics report arrived: {} points, {queued} were queued",
-        points.len()
-    );
+    assert_history_in_order(&c, &admin, "nantes-handball", queued);
 }
 
 #[test]

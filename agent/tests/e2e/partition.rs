@@ -112,11 +112,6 @@ impl Drop for Netns {
     }
 }
 
-fn status(cfg: &Path) -> serde_json::Value {
-    let out = agent(&["status", "--json"], cfg);
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn a_cut_link_keeps_the_files_and_replays_queued_reports_in_order_once() {
     let Some(ns) = Netns::new() else {
@@ -150,7 +145,7 @@ fn a_cut_link_keeps_the_files_and_replays_queued_reports_in_order_once() {
     ns.link(false);
     let deadline = Instant::now() + Duration::from_secs(30);
     let queued = loop {
-        let st = status(&cfg);
+        let st = agent_status(&cfg);
         let q = st["queued_reports"].as_u64().unwrap_or(0);
         // A request on the cut link fails after connect_timeout +
         // read_timeout (4 s): the heartbeats go on and queue.
@@ -169,41 +164,11 @@ fn a_cut_link_keeps_the_files_and_replays_queued_reports_in_order_once() {
     // connect succeeds), in order, nothing twice.
     ns.link(true);
     let restored = Instant::now();
-    let deadline = restored + Duration::from_secs(40);
-    loop {
-        let st = status(&cfg);
-        if st["queued_reports"] == 0 && st["offline_since"].is_null() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the queue did not drain: {st}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    wait_until_drained(&cfg, Duration::from_secs(40));
     eprintln!(
         "partition: {queued} reports queued, drained {:.1} s after the link came back",
         restored.elapsed().as_secs_f64()
     );
     assert_eq!(tree(&videos), before, "the box still has its files");
-    let admin = w.files.local_admin_token();
-    let body = http()
-        .get(format!(
-            "{}/api/sites/nantes-handball/history?from=2000-01-01T00:00:00Z",
-            c.url
-        ))
-        .bearer_auth(admin.trim())
-        .send()
-        .unwrap()
-        .bytes()
-        .unwrap();
-    let hist: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    let points = hist["points"].as_array().unwrap();
-    let times: Vec<&str> = points.iter().map(|p| p["at"].as_str().unwrap()).collect();
-    let mut sorted = times.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    assert_eq!(times, sorted, "history in order, no duplicates");
-    assert!(
-        points.len() as u64 > queued,
-        "every queued metrics report arrived: {} points, {queued} were queued",
-        points.len()
-    );
+    assert_history_in_order(&c, &w.files.local_admin_token(), "nantes-handball", queued);
 }
