@@ -64,7 +64,9 @@ pub struct Published {
     pub commit: Option<String>,
     /// `"<sha256 of body>"`.
     pub etag: String,
-    /// Canonical bundle bytes.
+    /// Canonical bundle bytes (stored as text: a JSON array of numbers,
+    /// as records before 0.13 hold it, is 3.6 times the size).
+    #[serde(with = "body_text")]
     pub body: Vec<u8>,
     /// Armored SSHSIG.
     pub signature: String,
@@ -76,6 +78,51 @@ pub struct Published {
     /// (`bundles::desired_digest`).
     #[serde(default)]
     pub desired: Option<String>,
+}
+
+/// A bundle body in a stored record: the canonical JSON as a string (a
+/// body that is not UTF-8, which a rendered bundle never is, as numbers);
+/// either form is read back.
+mod body_text {
+    use serde::de::{Error, SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(body: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(body) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.collect_seq(body),
+        }
+    }
+
+    struct Body;
+
+    impl<'de> Visitor<'de> for Body {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("bundle bytes, as a string or an array of bytes")
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            Ok(v.as_bytes().to_vec())
+        }
+
+        fn visit_string<E: Error>(self, v: String) -> Result<Vec<u8>, E> {
+            Ok(v.into_bytes())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_any(Body)
+    }
 }
 
 /// What happened to a commit the controller saw.
@@ -1116,6 +1163,42 @@ mod tests {
             ]
         );
         assert_eq!(s.meta("alerts").unwrap().as_deref(), Some("not mine"));
+    }
+
+    #[test]
+    fn a_bundle_body_is_stored_as_text_and_the_old_array_form_still_reads() {
+        let entry = r#"{"path":"vid\u00e9o.mp4","size":1234}"#;
+        let body = format!(r#"{{"format":1,"files":[{}]}}"#, [entry; 100].join(",")).into_bytes();
+        let p = Published {
+            site: SiteId::new("a").unwrap(),
+            serial: 1,
+            commit: None,
+            etag: "\"e\"".into(),
+            body: body.clone(),
+            signature: "sig".into(),
+            issued_at: Timestamp::UNIX_EPOCH,
+            expires_at: Timestamp::UNIX_EPOCH,
+            desired: None,
+        };
+        let stored = enc(&p);
+        let fixed = stored.len() - body.len();
+        // The body costs its own length and a few escapes, not 3-4 bytes a byte.
+        assert!(
+            fixed < 1000,
+            "{} bytes for a {}-byte body",
+            stored.len(),
+            body.len()
+        );
+        assert_eq!(dec::<Published>(b"k", &stored).unwrap(), p);
+        let mut old = serde_json::to_value(&p).unwrap();
+        old["body"] = serde_json::json!(body);
+        let old = serde_json::to_vec(&old).unwrap();
+        assert_eq!(dec::<Published>(b"k", &old).unwrap(), p);
+        let raw = Published {
+            body: vec![0xff, 0, 7],
+            ..p
+        };
+        assert_eq!(dec::<Published>(b"k", &enc(&raw)).unwrap(), raw);
     }
 
     fn publish_is_atomic_with_its_commit<S: Open>() {
