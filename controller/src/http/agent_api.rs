@@ -1,7 +1,9 @@
 //! The agents' API (`Authorization: Bearer <site token>`):
 //! - `GET /v1/sites/{id}/bundle[?wait=N]`: the bundle bytes with an `ETag`;
 //!   `304` on `If-None-Match`; `wait` (≤ 300 s) long-polls until a new
-//!   bundle exists;
+//!   bundle exists (the `304` comes up to a tenth of the wait early, at
+//!   random: boxes answered together by a commit do not all come back at
+//!   the same second ever after);
 //! - `GET /v1/sites/{id}/bundle.sig`: its detached SSHSIG signature;
 //! - `GET|HEAD /v1/content/{sha256}`: content by hash, with `Range`;
 //! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once
@@ -35,6 +37,30 @@ pub(super) struct WaitQuery {
     wait: Option<String>,
 }
 
+/// How much earlier than asked a long-poll without news is answered: a
+/// random part of up to a tenth of the wait (at most 30 s).
+fn spread(wait: Duration) -> Duration {
+    let mut b = [0u8; 4];
+    let unit = match getrandom::fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX),
+        Err(_) => 0.5,
+    };
+    (wait / 10).min(Duration::from_secs(30)).mul_f64(unit)
+}
+
+/// A published bundle's body or signature, sent without a copy.
+struct Served(std::sync::Arc<crate::store::Published>, bool);
+
+impl AsRef<[u8]> for Served {
+    fn as_ref(&self) -> &[u8] {
+        if self.1 {
+            self.0.signature.as_bytes()
+        } else {
+            &self.0.body
+        }
+    }
+}
+
 fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -65,7 +91,8 @@ async fn serve_bundle(
             }
         },
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    let wait = Duration::from_secs(wait);
+    let deadline = tokio::time::Instant::now() + wait - spread(wait);
     let mut rx = state.fleet.subscribe();
     loop {
         rx.borrow_and_update();
@@ -73,13 +100,10 @@ async fn serve_bundle(
         if let Some(p) = &current
             && !matches_etag(&headers, &p.etag)
         {
-            let (body, ctype) = if signature {
-                (
-                    p.signature.clone().into_bytes(),
-                    "text/plain; charset=utf-8",
-                )
+            let ctype = if signature {
+                "text/plain; charset=utf-8"
             } else {
-                (p.body.clone(), "application/json")
+                "application/json"
             };
             return Ok((
                 [
@@ -87,7 +111,7 @@ async fn serve_bundle(
                     (header::CONTENT_TYPE, ctype.to_owned()),
                     (header::CACHE_CONTROL, "no-cache".to_owned()),
                 ],
-                body,
+                Bytes::from_owner(Served(p.clone(), signature)),
             )
                 .into_response());
         }
@@ -388,6 +412,24 @@ pub(super) async fn post_reports(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_poll_comes_back_up_to_a_tenth_early_at_random() {
+        let thirty: Vec<Duration> = (0..200).map(|_| spread(Duration::from_secs(30))).collect();
+        assert!(thirty.iter().all(|d| *d <= Duration::from_secs(3)));
+        // Spread over the tenth, not one offset for every box.
+        let (lo, hi) = (thirty.iter().min().unwrap(), thirty.iter().max().unwrap());
+        assert!(
+            hi.saturating_sub(*lo) > Duration::from_secs(2),
+            "{lo:?}..{hi:?}"
+        );
+        assert!(
+            (0..200)
+                .map(|_| spread(Duration::from_secs(300)))
+                .all(|d| d <= Duration::from_secs(30))
+        );
+        assert_eq!(spread(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn ranges() {
