@@ -1,7 +1,9 @@
 //! Soak: `--boxes` simulated boxes (default 10,000) against one real
 //! `touchline serve` for `--seconds` (default 600), over the wire protocol
-//! the agent speaks. Each box holds a long-poll on its bundle with its
-//! ETag (`?wait=30`), and reports: the fleet's 5-minute metrics scaled to
+//! the agent speaks. Each box has its own HTTP client (its own connection
+//! pool, as an agent has) and holds a long-poll on its bundle with its
+//! ETag (`?wait=30`); a report goes out on a second connection while the
+//! poll stays open, as the agent's heartbeat does. It reports: the fleet's 5-minute metrics scaled to
 //! the same per-second load as real boxes (`--reports-per-second`, default
 //! 35), plus one report by every box that gets a new bundle (the burst
 //! after a commit). A box whose request fails retries after a backoff and
@@ -15,9 +17,10 @@
 //!
 //! At the end: every box's last acknowledged report is read back from the
 //! controller (lost = acknowledged but not stored), and a table with the
-//! failures, the commit → new-ETag distribution, the poll answer overhead
-//! (answer time minus the wait) outside the commit bursts, and the
-//! controller's peak RSS and descriptors.
+//! failures, the commit → new-ETag distribution, outside the commit bursts
+//! how late long-polls without news come back and how long a poll takes to
+//! answer (probes: 1 box in 100 polls with `wait=0` every 5 s), and the
+//! controller's peak RSS and descriptors (overall and per tenth of the run).
 //!
 //! Run: `cargo bench -p touchline-controller --bench soak`
 //! (`-- --boxes N --seconds S --reports-per-second R`).
@@ -47,8 +50,12 @@ struct Tally {
     failed_in_restart: AtomicU64,
     polls: AtomicU64,
     reports_acked: AtomicU64,
-    /// Answer time minus the wait of 304s, outside the commit bursts (µs).
+    /// Answer time minus the wait of 304s, outside the commit bursts (µs;
+    /// the controller answers up to a tenth of the wait early, so this is
+    /// how late an answer without news comes).
     overhead_us: Mutex<Vec<u64>>,
+    /// Answer times of the probe polls (`wait=0`), outside the bursts (µs).
+    probe_us: Mutex<Vec<u64>>,
     /// Commit → new ETag per box, for each commit (ms).
     converge_ms: Mutex<BTreeMap<u32, Vec<u64>>>,
     /// A sample of the errors.
@@ -164,10 +171,18 @@ async fn box_loop(
             req = req.header("if-none-match", e);
         }
         let t = Instant::now();
-        // A due report interrupts the wait (the agent's heartbeat does).
-        let answer = tokio::select! {
-            r = req.send() => r,
-            Some(()) = reports.recv() => { b.due += 1; continue; }
+        // A due report goes out while the long-poll stays open, on a
+        // second connection, as the agent's heartbeat does.
+        let poll = req.send();
+        tokio::pin!(poll);
+        let answer = loop {
+            tokio::select! {
+                r = &mut poll => break r,
+                Some(()) = reports.recv() => {
+                    b.due += 1;
+                    send_reports(&run, &http, &mut b).await;
+                }
+            }
         };
         run.tally.polls.fetch_add(1, Ordering::Relaxed);
         match answer {
@@ -235,6 +250,45 @@ async fn box_loop(
         .push((b.site.clone(), b.acked, b.token.clone()));
 }
 
+/// A probe: every `PROBE_EVERY` a poll that asks not to wait (`wait=0`,
+/// with the ETag it last saw), to time how long the controller takes to
+/// answer a poll under the soak's load.
+async fn probe_loop(run: Arc<Run>, http: reqwest::Client, site: String, token: String) {
+    let mut etag: Option<String> = None;
+    while !run.stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(PROBE_EVERY).await;
+        let mut req = http
+            .get(format!("{}/v1/sites/{site}/bundle?wait=0", run.url))
+            .bearer_auth(&token)
+            .timeout(Duration::from_secs(20));
+        if let Some(e) = &etag {
+            req = req.header("if-none-match", e);
+        }
+        let t = Instant::now();
+        let Ok(r) = req.send().await else { continue };
+        if r.status() == 200 {
+            etag = r
+                .headers()
+                .get("etag")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let _ = r.bytes().await;
+        }
+        if etag.is_some()
+            && !run.restarting.load(Ordering::SeqCst)
+            && Instant::now() > *run.burst_until.lock().unwrap()
+        {
+            run.tally
+                .probe_us
+                .lock()
+                .unwrap()
+                .push(t.elapsed().as_micros() as u64);
+        }
+    }
+}
+
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
 static ACKED: Mutex<Vec<(String, u64, String)>> = Mutex::new(Vec::new());
 
 fn fds(pid: u32) -> usize {
@@ -283,6 +337,37 @@ fn main() {
     )));
     let url = format!("http://{listen}");
 
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Each box has its own client, and so its own connection pool, as an
+    // agent does: at most its long-poll and a report at once.
+    let made = Instant::now();
+    // One TLS setup for all (the boxes speak plain HTTP here).
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let clients: Vec<reqwest::Client> = rt.block_on(async {
+        (0..boxes)
+            .map(|_| {
+                reqwest::Client::builder()
+                    .tls_backend_preconfigured(tls.clone())
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .build()
+                    .unwrap()
+            })
+            .collect()
+    });
+    println!(
+        "{boxes} clients made in {:.1} s",
+        made.elapsed().as_secs_f64()
+    );
     let run = Arc::new(Run {
         url: url.clone(),
         started: Instant::now(),
@@ -292,20 +377,18 @@ fn main() {
         stop: AtomicBool::new(false),
         tally: Tally::default(),
     });
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let http = rt.block_on(async {
-        reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .unwrap()
-    });
     let mut feeds = Vec::with_capacity(boxes);
     let mut tasks = Vec::with_capacity(boxes);
-    for (site, token) in tokens {
+    let mut probes = Vec::new();
+    for (i, ((site, token), http)) in tokens.into_iter().zip(clients).enumerate() {
+        if i % 100 == 0 {
+            probes.push(rt.spawn(probe_loop(
+                run.clone(),
+                http.clone(),
+                site.clone(),
+                token.clone(),
+            )));
+        }
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         feeds.push(tx);
         let b = BoxSim {
@@ -317,7 +400,7 @@ fn main() {
             acked: 0,
             due: 0,
         };
-        tasks.push(rt.spawn(box_loop(run.clone(), http.clone(), b, rx)));
+        tasks.push(rt.spawn(box_loop(run.clone(), http, b, rx)));
     }
     // The metrics schedule: `rate` reports a second, round robin.
     let feeder = {
@@ -332,17 +415,25 @@ fn main() {
             }
         })
     };
-    // Peak RSS and descriptors, sampled every second.
+    // RSS and descriptors, sampled every second: the peaks, and the
+    // peaks of each tenth of the run (where they happen).
     let peaks = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let tenths = Arc::new(Mutex::new([(0u64, 0u64); 10]));
     let sampler = {
-        let (peaks, pid, run) = (peaks.clone(), pid.clone(), run.clone());
+        let (peaks, tenths, pid, run) = (peaks.clone(), tenths.clone(), pid.clone(), run.clone());
         std::thread::spawn(move || {
             while !run.stop.load(Ordering::Relaxed) {
                 let p = u32::try_from(pid.load(Ordering::SeqCst)).unwrap();
-                peaks
-                    .0
-                    .fetch_max(common::status_kib(p, "VmRSS:"), Ordering::Relaxed);
-                peaks.1.fetch_max(fds(p) as u64, Ordering::Relaxed);
+                let (rss, open) = (common::status_kib(p, "VmRSS:"), fds(p) as u64);
+                peaks.0.fetch_max(rss, Ordering::Relaxed);
+                peaks.1.fetch_max(open, Ordering::Relaxed);
+                let tenth = usize::try_from(run.started.elapsed().as_secs() * 10 / seconds.max(1))
+                    .unwrap()
+                    .min(9);
+                let mut t = tenths.lock().unwrap();
+                t[tenth].0 = t[tenth].0.max(rss);
+                t[tenth].1 = t[tenth].1.max(open);
+                drop(t);
                 std::thread::sleep(Duration::from_secs(1));
             }
         })
@@ -411,7 +502,7 @@ fn main() {
     run.stop.store(true, Ordering::SeqCst);
     rt.block_on(async {
         feeder.abort();
-        for t in tasks {
+        for t in tasks.into_iter().chain(probes) {
             let _ = t.await;
         }
     });
@@ -438,6 +529,7 @@ fn main() {
     }
     let t = &run.tally;
     let mut over = std::mem::take(&mut *t.overhead_us.lock().unwrap());
+    let mut probe = std::mem::take(&mut *t.probe_us.lock().unwrap());
     println!("\n| measurement | figure |\n| --- | --- |");
     for line in &timeline {
         println!("| event | {line} |");
@@ -469,10 +561,16 @@ fn main() {
         );
     }
     println!(
-        "| 304 answer after the wait, outside bursts ({} polls) | p50 {:.1} ms, p99 {:.1} ms |",
+        "| long-poll without news answered after the wait, outside bursts ({} polls) | p99 {:.1} ms late, max {:.1} ms |",
         over.len(),
-        pct(&mut over, 50) as f64 / 1000.0,
-        pct(&mut over, 99) as f64 / 1000.0
+        pct(&mut over, 99) as f64 / 1000.0,
+        pct(&mut over, 100) as f64 / 1000.0
+    );
+    println!(
+        "| poll answer (`wait=0` probes by 1 box in 100 every 5 s), outside bursts ({} polls) | p50 {:.1} ms, p99 {:.1} ms |",
+        probe.len(),
+        pct(&mut probe, 50) as f64 / 1000.0,
+        pct(&mut probe, 99) as f64 / 1000.0
     );
     println!(
         "| controller peak RSS | {} MiB |",
@@ -482,6 +580,14 @@ fn main() {
         "| controller peak descriptors | {} |",
         peaks.1.load(Ordering::Relaxed)
     );
+    for (i, (rss, open)) in tenths.lock().unwrap().iter().enumerate() {
+        println!(
+            "| peak from {} % to {} % of the run | {} MiB, {open} descriptors |",
+            i * 10,
+            i * 10 + 10,
+            rss / 1024
+        );
+    }
     for e in t.errors.lock().unwrap().iter() {
         println!("error sample: {e}");
     }
