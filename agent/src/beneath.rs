@@ -1,5 +1,6 @@
 //! Directories opened by handle, for the trees the club can write in
-//! (`videos_dir`, the configuration's directory): every step below a root
+//! (`videos_dir`, the configuration's directory) and `software_root`
+//! (releases, `current`, a package's unpack): every step below a root
 //! is one path component opened with `openat2(RESOLVE_BENEATH |
 //! RESOLVE_NO_SYMLINKS)` relative to the directory above it, so a symlink,
 //! a `..` or a component swapped for a link between two steps is refused
@@ -86,6 +87,13 @@ pub enum BeneathError {
         /// The error.
         source: io::Error,
     },
+}
+
+impl From<BeneathError> for io::Error {
+    fn from(e: BeneathError) -> Self {
+        let kind = e.io().map_or(io::ErrorKind::Other, io::Error::kind);
+        io::Error::new(kind, e.to_string())
+    }
 }
 
 impl BeneathError {
@@ -379,6 +387,117 @@ impl Dir {
         let checked = component(name).map_err(io_at("removing", self.child(name)))?;
         rustix::fs::unlinkat(&self.fd, checked, AtFlags::REMOVEDIR)
             .map_err(|e| io_at("removing", self.child(name))(e.into()))
+    }
+
+    /// Creates the directory `name`, which must not exist (a symlink or
+    /// anything else there is an error), and opens it.
+    pub fn create_dir(&self, name: &str, mode: u32) -> Result<Dir, BeneathError> {
+        let checked = component(name).map_err(io_at("creating", self.child(name)))?;
+        rustix::fs::mkdirat(&self.fd, checked, Mode::from_raw_mode(mode))
+            .map_err(|e| io_at("creating", self.child(name))(e.into()))?;
+        self.subdir(name)?.ok_or_else(|| {
+            io_at("creating", self.child(name))(io::Error::from(io::ErrorKind::NotFound))
+        })
+    }
+
+    /// Sets this directory's permission bits (on the handle).
+    pub fn set_mode(&self, mode: u32) -> Result<(), BeneathError> {
+        rustix::fs::fchmod(&self.fd, Mode::from_raw_mode(mode))
+            .map_err(|e| io_at("setting the mode of", self.path.clone())(e.into()))
+    }
+
+    /// Puts a symlink to `target` at `name`: made under a fresh temp name
+    /// and renamed over what is there (a file or a symlink is replaced, a
+    /// directory is [`BeneathError::Occupied`]).
+    pub fn symlink(&self, target: &Path, name: &str) -> Result<(), BeneathError> {
+        let tmp =
+            fsx::temp_name(name).map_err(io_at("naming a temp file for", self.child(name)))?;
+        rustix::fs::symlinkat(target, &self.fd, tmp.as_str())
+            .map_err(|e| io_at("linking", self.child(&tmp))(e.into()))?;
+        self.replace_with(&tmp, name)
+    }
+
+    /// Hard-links the regular file `from` of `source` (a directory opened
+    /// by handle) at `name` here, through a temp name renamed over what is
+    /// there; `linkat` does not follow a symlink at `from`.
+    pub fn hard_link(&self, source: &Dir, from: &str, name: &str) -> Result<(), BeneathError> {
+        let from = component(from).map_err(io_at("linking", source.child(from)))?;
+        let tmp =
+            fsx::temp_name(name).map_err(io_at("naming a temp file for", self.child(name)))?;
+        rustix::fs::linkat(&source.fd, from, &self.fd, tmp.as_str(), AtFlags::empty())
+            .map_err(|e| io_at("linking", self.child(&tmp))(e.into()))?;
+        self.replace_with(&tmp, name)
+    }
+
+    /// Renames the temp `tmp` over `name` unless a directory stands there;
+    /// the temp is removed when that fails.
+    pub fn replace_with(&self, tmp: &str, name: &str) -> Result<(), BeneathError> {
+        let result = match self.entry(name) {
+            Ok(Entry::Is(Kind::Directory)) => Err(BeneathError::Occupied {
+                path: self.child(name),
+                what: Kind::Directory,
+            }),
+            _ => self.rename(tmp, name),
+        };
+        if result.is_err() {
+            let _ = self.remove_file(tmp);
+        }
+        result
+    }
+
+    /// The target of the symlink `name` (`None`: nothing there, or not a
+    /// symlink); `readlinkat` reads the link itself.
+    pub fn read_link(&self, name: &str) -> Result<Option<PathBuf>, BeneathError> {
+        let checked = component(name).map_err(io_at("reading", self.child(name)))?;
+        match rustix::fs::readlinkat(&self.fd, checked, Vec::new()) {
+            Ok(target) => Ok(Some(PathBuf::from(OsStr::from_bytes(target.as_bytes())))),
+            Err(Errno::NOENT | Errno::INVAL) => Ok(None),
+            Err(e) => Err(io_at("reading", self.child(name))(e.into())),
+        }
+    }
+
+    /// Renames `from` here to `to` in `dest` (both by handle; a symlink at
+    /// `from` is moved itself).
+    pub fn move_to(&self, from: &str, dest: &Dir, to: &str) -> Result<(), BeneathError> {
+        let (f, t) = (
+            component(from).map_err(io_at("renaming", self.child(from)))?,
+            component(to).map_err(io_at("renaming into", dest.child(to)))?,
+        );
+        rustix::fs::renameat(&self.fd, f, &dest.fd, t)
+            .map_err(|e| io_at("renaming into", dest.child(to))(e.into()))
+    }
+
+    /// Removes `name` and, when it is a directory, everything in it, by
+    /// handle: a symlink anywhere in the tree is unlinked itself, never
+    /// followed. Nothing there is not an error.
+    pub fn remove_tree(&self, name: &str) -> Result<(), BeneathError> {
+        match self
+            .entry(name)
+            .map_err(io_at("removing", self.child(name)))?
+        {
+            Entry::Missing => Ok(()),
+            Entry::Is(Kind::Directory) => {
+                if let Some(d) = self.subdir(name)? {
+                    for (n, e) in d.list()? {
+                        match e {
+                            Entry::Is(Kind::Directory) => d.remove_tree(&n)?,
+                            Entry::Missing => {}
+                            Entry::Is(_) => {
+                                d.remove_file(&n)?;
+                            }
+                        }
+                    }
+                }
+                self.remove_dir(name)
+            }
+            Entry::Is(_) => self.remove_file(name).map(|_| ()),
+        }
+    }
+
+    /// Flushes the whole filesystem this directory is on (one `syncfs`
+    /// for many files written: an SD card pays per fsync).
+    pub fn sync_filesystem(&self) -> Result<(), BeneathError> {
+        rustix::fs::syncfs(&self.fd).map_err(|e| io_at("syncing", self.path.clone())(e.into()))
     }
 
     /// fsyncs this directory (a rename or unlink in it is durable).

@@ -29,6 +29,7 @@ use touchline_schemas::ReleaseVersion;
 use touchline_schemas::bundle::BundleHealthCheck;
 use touchline_schemas::manifest::MaintenanceWindow;
 
+use crate::beneath::{Dir, Entry, Kind};
 use crate::fsx;
 use crate::host::{Host, HostCommand};
 
@@ -193,7 +194,11 @@ pub enum SwitchResult {
     RolledBack(Rollback),
 }
 
-/// The releases directory and its `current` symlink.
+/// The releases directory and its `current` symlink. Everything below
+/// `software_root` is reached by directory handle, one component at a time
+/// without following a symlink ([`Dir`]): a release directory, a `VERSION`
+/// file or `releases/` itself that is a symlink is not used, and removal
+/// unlinks a symlink instead of following it.
 #[derive(Debug, Clone)]
 pub struct Layout {
     /// `software_root`.
@@ -211,53 +216,69 @@ impl Layout {
     }
     /// `releases/<name>.partial`.
     pub fn partial(&self, name: &ReleaseName) -> PathBuf {
-        self.releases().join(format!("{name}.partial"))
+        self.releases().join(Self::partial_name(name))
+    }
+    /// The name of `releases/<name>.partial`.
+    pub fn partial_name(name: &ReleaseName) -> String {
+        format!("{name}.partial")
     }
     /// `current`.
     pub fn current_link(&self) -> PathBuf {
         self.root.join("current")
     }
 
-    /// The release `current` points at, when it is a symlink into
-    /// `releases/`.
+    /// `software_root`, opened (it may itself be a symlink: it is the
+    /// configured root).
+    pub fn root_dir(&self) -> io::Result<Dir> {
+        Dir::open_root(&self.root)
+    }
+
+    /// `releases/` by handle (`None`: not there, or not a real directory).
+    pub fn releases_dir(&self) -> Option<Dir> {
+        self.root_dir().ok()?.subdir("releases").ok()?
+    }
+
+    /// `releases/` by handle, created when missing.
+    pub fn create_releases_dir(&self) -> io::Result<Dir> {
+        Ok(Dir::create_root(&self.root)?.walk_creating(["releases"])?.0)
+    }
+
+    /// The release `current` points at, when it is a symlink to
+    /// `releases/<name>` and that is a real directory.
     pub fn current(&self) -> Option<ReleaseName> {
-        let target = fs::read_link(self.current_link()).ok()?;
+        let target = self.root_dir().ok()?.read_link("current").ok()??;
         let name = ReleaseName::new(target.file_name()?.to_str()?).ok()?;
-        self.dir(&name).is_dir().then_some(name)
+        self.staged(&name).then_some(name)
     }
 
-    /// Whether `name` is unpacked and complete.
+    /// Whether `name` is unpacked and complete (a real directory, not a
+    /// symlink).
     pub fn staged(&self, name: &ReleaseName) -> bool {
-        self.dir(name).is_dir()
+        self.releases_dir()
+            .and_then(|d| d.entry(name.as_str()).ok())
+            .is_some_and(|e| e == Entry::Is(Kind::Directory))
     }
 
-    /// Complete release directories.
+    /// Complete release directories (real directories, not symlinks).
     pub fn installed(&self) -> Vec<ReleaseName> {
-        let mut out = Vec::new();
-        if let Ok(rd) = fs::read_dir(self.releases()) {
-            for e in rd.flatten() {
-                let Some(name) = e
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| ReleaseName::new(n).ok())
-                else {
-                    continue;
-                };
-                if e.path().is_dir() {
-                    out.push(name);
-                }
-            }
-        }
+        let mut out: Vec<ReleaseName> = self
+            .releases_dir()
+            .and_then(|d| d.list().ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, e)| *e == Entry::Is(Kind::Directory))
+            .filter_map(|(n, _)| ReleaseName::new(&n).ok())
+            .collect();
         out.sort();
         out
     }
 
     /// Creates `releases/`; removes `.partial` directories a crash left.
     pub fn prepare(&self) -> io::Result<()> {
-        fsx::create_dirs(&self.releases())?;
-        for e in fs::read_dir(self.releases())?.flatten() {
-            if e.file_name().to_string_lossy().ends_with(".partial") {
-                fs::remove_dir_all(e.path())?;
+        let releases = self.create_releases_dir()?;
+        for (name, _) in releases.list()? {
+            if name.ends_with(".partial") {
+                releases.remove_tree(&name)?;
             }
         }
         Ok(())
@@ -267,50 +288,51 @@ impl Layout {
     /// moves it to `releases/<name>` and points `current` at it. Returns
     /// the name it was adopted as. Safe to run again after a crash.
     pub fn adopt_plain_current(&self, now: Timestamp) -> io::Result<Option<ReleaseName>> {
-        let link = self.current_link();
-        let meta = match fs::symlink_metadata(&link) {
-            Ok(m) => m,
+        let root = match self.root_dir() {
+            Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        if meta.file_type().is_symlink() || !meta.is_dir() {
+        if root.entry("current")? != Entry::Is(Kind::Directory) {
             return Ok(None);
         }
-        // A VERSION file names it when there is one.
-        let named = fs::read_to_string(link.join("VERSION"))
+        // A VERSION file names it when there is one (a symlink there is
+        // not read).
+        let named = root
+            .subdir("current")
             .ok()
-            .and_then(|v| ReleaseVersion::new(v.trim()).ok())
+            .flatten()
+            .and_then(|d| d.open_file("VERSION").ok().flatten())
+            .and_then(|f| {
+                let mut text = String::new();
+                io::Read::read_to_string(&mut io::Read::take(f, 256), &mut text).ok()?;
+                ReleaseVersion::new(text.trim()).ok()
+            })
             .map(|v| ReleaseName::from(&v));
         let name = named
             .unwrap_or_else(|| ReleaseName(format!("adopted-{}", now.strftime("%Y%m%d%H%M%S"))));
-        let dest = self.dir(&name);
-        if dest.exists() {
+        let releases = self.create_releases_dir()?;
+        if releases.entry(name.as_str())? != Entry::Missing {
             return Err(io::Error::other(format!(
                 "`{}` is a directory and `{}` exists already: move one away",
-                link.display(),
-                dest.display()
+                self.current_link().display(),
+                self.dir(&name).display()
             )));
         }
-        fsx::create_dirs(&self.releases())?;
-        fs::rename(&link, &dest)?;
-        fsx::sync_dir(&self.root)?;
-        fsx::sync_dir(&self.releases())?;
+        root.move_to("current", &releases, name.as_str())?;
+        root.sync()?;
+        releases.sync()?;
         self.point_current_at(&name)?;
         Ok(Some(name))
     }
 
     /// Atomically points `current` at `releases/<version>`: a new symlink
-    /// under a temp name renamed over `current`, then a directory fsync.
+    /// under an unpredictable temp name renamed over `current`, then a
+    /// directory fsync.
     pub fn point_current_at(&self, name: &ReleaseName) -> io::Result<()> {
-        let link = self.current_link();
-        // Unpredictable; `symlink` fails on anything already there.
-        let tmp = fsx::temp_path(&link)?;
-        std::os::unix::fs::symlink(Path::new("releases").join(name.as_str()), &tmp)?;
-        if let Err(e) = fs::rename(&tmp, &link) {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fsx::sync_dir(&self.root)
+        let root = self.root_dir()?;
+        root.symlink(&Path::new("releases").join(name.as_str()), "current")?;
+        Ok(root.sync()?)
     }
 
     /// Deletes release directories beyond the `keep` most recently used;
@@ -333,12 +355,12 @@ impl Layout {
             if recent.contains(&&v) || protect.contains(&&v) {
                 continue;
             }
-            if fs::remove_dir_all(self.dir(&v)).is_ok() {
+            if let Some(releases) = self.releases_dir()
+                && releases.remove_tree(v.as_str()).is_ok()
+            {
+                let _ = releases.sync();
                 removed.push(v);
             }
-        }
-        if !removed.is_empty() {
-            let _ = fsx::sync_dir(&self.releases());
         }
         removed
     }
@@ -962,6 +984,76 @@ mod tests {
         fs::create_dir_all(l.current_link()).unwrap();
         let adopted = l.adopt_plain_current(at("2026-01-02T03:04:05Z")).unwrap();
         assert_eq!(name(adopted).as_deref(), Some("adopted-20260102030405"));
+    }
+
+    /// A checksum of every path, kind and content under `dir`.
+    fn canary(dir: &Path) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap().flatten() {
+                let p = e.path();
+                let m = fs::symlink_metadata(&p).unwrap();
+                let what = if m.is_dir() {
+                    stack.push(p.clone());
+                    "dir".to_owned()
+                } else if m.file_type().is_symlink() {
+                    format!("link {}", fs::read_link(&p).unwrap().display())
+                } else {
+                    touchline_schemas::Sha256::digest(&fs::read(&p).unwrap()).to_hex()
+                };
+                out.push((p.display().to_string(), what));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn symlinks_below_software_root_are_never_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir_all(outside.join("app")).unwrap();
+        fs::write(outside.join("app/VERSION"), "6.6.6\n").unwrap();
+        fs::write(outside.join("secret"), "9.9.9\n").unwrap();
+        let before = canary(&outside);
+        let l = Layout {
+            root: tmp.path().join("software"),
+        };
+        l.prepare().unwrap();
+        fs::create_dir_all(l.dir(&n("1.0.0"))).unwrap();
+        // A release directory that is a symlink to another tree: not
+        // staged, not installed, not current, and pruning leaves the tree.
+        std::os::unix::fs::symlink(outside.join("app"), l.dir(&n("6.6.6"))).unwrap();
+        assert!(!l.staged(&n("6.6.6")));
+        assert_eq!(l.installed(), vec!["1.0.0"]);
+        std::os::unix::fs::symlink("releases/6.6.6", l.current_link()).unwrap();
+        assert_eq!(l.current(), None);
+        let _ = l.prune(&[n("1.0.0")], 1, &[]);
+        // A crash leftover that is a symlink is unlinked, not emptied.
+        std::os::unix::fs::symlink(&outside, l.partial(&n("2.0.0"))).unwrap();
+        l.prepare().unwrap();
+        assert!(fs::symlink_metadata(l.partial(&n("2.0.0"))).is_err());
+        // A plain `current` whose VERSION is a symlink: the link is not
+        // read (the release gets a dated name).
+        fs::remove_file(l.current_link()).unwrap();
+        fs::create_dir_all(l.current_link()).unwrap();
+        std::os::unix::fs::symlink(outside.join("secret"), l.current_link().join("VERSION"))
+            .unwrap();
+        let adopted = l.adopt_plain_current(at("2026-01-02T03:04:05Z")).unwrap();
+        assert_eq!(name(adopted).as_deref(), Some("adopted-20260102030405"));
+        // `releases/` itself swapped for a symlink: nothing is listed
+        // through it, and `prepare` refuses it with its name.
+        fs::rename(l.releases(), tmp.path().join("moved")).unwrap();
+        std::os::unix::fs::symlink(&outside, l.releases()).unwrap();
+        assert_eq!(l.installed(), Vec::<ReleaseName>::new());
+        let e = l.prepare().unwrap_err().to_string();
+        assert!(e.contains("is a symlink: not followed"), "{e}");
+        assert_eq!(
+            canary(&outside),
+            before,
+            "nothing outside software_root changed"
+        );
     }
 
     #[test]

@@ -6,10 +6,13 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use tar::EntryType;
 use touchline_schemas::manifest::PackageFormat;
+
+use crate::beneath::{BeneathError, Dir, Entry, Kind};
 
 /// Caps on what a package may unpack to.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +53,9 @@ pub enum UnpackError {
         /// The error.
         source: io::Error,
     },
+    /// Local I/O through a directory handle, or something in the way.
+    #[error(transparent)]
+    Beneath(#[from] BeneathError),
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> UnpackError + '_ {
@@ -111,6 +117,9 @@ pub enum Rule {
     /// Another entry type.
     #[error("unsupported entry type {0}")]
     Unsupported(String),
+    /// A name that is not UTF-8.
+    #[error("the name is not UTF-8")]
+    NotUtf8,
     /// A directory of that name came earlier.
     #[error("a directory with that name came earlier in the package")]
     DirectoryExists,
@@ -162,41 +171,79 @@ fn link_stays_inside(link: &Path, target: &Path) -> bool {
     true
 }
 
-/// Refuses to write through a symlink the archive created earlier: every
-/// existing ancestor of `rel` under `root` must be a real directory.
-fn no_symlink_on_the_way(root: &Path, rel: &Path) -> Result<(), Rule> {
-    let mut p = root.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for c in parts.iter().take(parts.len().saturating_sub(1)) {
-        p.push(c);
-        match fs::symlink_metadata(&p) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(Rule::ThroughSymlink(
-                    p.strip_prefix(root).unwrap_or(&p).to_path_buf(),
-                ));
-            }
-            Ok(m) if !m.is_dir() => {
-                return Err(Rule::ParentIsFile(
-                    p.strip_prefix(root).unwrap_or(&p).to_path_buf(),
-                ));
-            }
-            _ => {}
-        }
-    }
-    Ok(())
+/// The components of a checked relative path, as names (a name that is
+/// not UTF-8 is refused: the handles take `&str`).
+fn names(rel: &Path) -> Result<Vec<&str>, Rule> {
+    rel.iter()
+        .map(|c| c.to_str().ok_or(Rule::NotUtf8))
+        .collect()
 }
 
-/// Unpacks `package` into `dest` (created; must not exist). On any error
-/// `dest` is removed. Files are made durable with one `syncfs` at the end.
+/// The directory of an entry, reached from the release's root by handle
+/// (created when `create`), one component at a time without following a
+/// symlink; a symlink or a file on the way is the entry's fault.
+fn parent_dir(
+    root: &Dir,
+    parents: &[&str],
+    create: bool,
+) -> Result<Option<Dir>, Result<Rule, BeneathError>> {
+    let at = if create {
+        root.walk_creating(parents.iter().copied())
+            .map(|(d, _)| Some(d))
+    } else {
+        root.walk(parents.iter().copied())
+    };
+    at.map_err(|e| match e {
+        BeneathError::Occupied { path, what } => {
+            let rel = path
+                .strip_prefix(root.path())
+                .unwrap_or(&path)
+                .to_path_buf();
+            Ok(match what {
+                Kind::Symlink => Rule::ThroughSymlink(rel),
+                _ => Rule::ParentIsFile(rel),
+            })
+        }
+        other => Err(other),
+    })
+}
+
+/// Unpacks `package` into `dest` (created; must not exist), reached from
+/// its parent directory's path; see [`unpack_into`].
 pub fn unpack(
     package: &Path,
     format: PackageFormat,
     dest: &Path,
     limits: Limits,
 ) -> Result<(), UnpackError> {
-    let result = unpack_inner(package, format, dest, limits);
+    let (Some(parent), Some(leaf)) = (dest.parent(), dest.file_name().and_then(|n| n.to_str()))
+    else {
+        return Err(io_at(dest)(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a directory name",
+        )));
+    };
+    let parent = Dir::open_root(parent).map_err(io_at(parent))?;
+    unpack_into(package, format, &parent, leaf, limits)
+}
+
+/// Unpacks `package` into the new directory `name` of `parent` (opened by
+/// handle). On any error that directory is removed. Every entry is written
+/// through directory handles beneath it (`openat2` with `RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS`, temp names renamed into place), so no entry is
+/// written through a symlink, whoever made it. Files are made durable with
+/// one `syncfs` at the end.
+pub fn unpack_into(
+    package: &Path,
+    format: PackageFormat,
+    parent: &Dir,
+    name: &str,
+    limits: Limits,
+) -> Result<(), UnpackError> {
+    let result = unpack_inner(package, format, parent, name, limits);
     if result.is_err() {
-        let _ = fs::remove_dir_all(dest);
+        // By handle: a symlink in the tree is unlinked, not followed.
+        let _ = parent.remove_tree(name);
     }
     result
 }
@@ -204,7 +251,8 @@ pub fn unpack(
 fn unpack_inner(
     package: &Path,
     format: PackageFormat,
-    dest: &Path,
+    parent: &Dir,
+    leaf: &str,
     limits: Limits,
 ) -> Result<(), UnpackError> {
     let reader: Box<dyn Read> = match format {
@@ -222,7 +270,9 @@ fn unpack_inner(
         format: "tar.gz",
         source,
     };
-    fs::create_dir(dest).map_err(io_at(dest))?;
+    let root = parent.create_dir(leaf, 0o755)?;
+    let dest = root.path().to_path_buf();
+    let dest = dest.as_path();
     let mut archive = tar::Archive::new(reader);
     let mut entries_seen = 0u64;
     let mut bytes = 0u64;
@@ -249,13 +299,28 @@ fn unpack_inner(
             }
             return Err(bad(Rule::Empty));
         }
-        no_symlink_on_the_way(dest, &rel).map_err(bad)?;
-        let target = dest.join(&rel);
+        let parts = names(&rel).map_err(bad)?;
+        let Some((leaf, parents)) = parts.split_last() else {
+            return Err(bad(Rule::Empty));
+        };
+        let into = |create: bool| -> Result<Dir, UnpackError> {
+            match parent_dir(&root, parents, create) {
+                Ok(Some(d)) => Ok(d),
+                Ok(None) => Err(bad(Rule::Empty)),
+                Err(Ok(rule)) => Err(bad(rule)),
+                Err(Err(e)) => Err(e.into()),
+            }
+        };
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         match kind {
             EntryType::Directory => {
-                fs::create_dir_all(&target).map_err(io_at(&target))?;
-                set_mode(&target, mode | 0o700)?;
+                let dir = match parent_dir(&root, &parts, true) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return Err(bad(Rule::Empty)),
+                    Err(Ok(rule)) => return Err(bad(rule)),
+                    Err(Err(e)) => return Err(e.into()),
+                };
+                dir.set_mode(mode | 0o700)?;
             }
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.header().size().map_err(format_err)?;
@@ -266,23 +331,35 @@ fn unpack_inner(
                         limits.max_bytes
                     )));
                 }
-                create_parent(&target)?;
-                remove_existing(&target)?;
-                let mut out = File::create(&target).map_err(io_at(&target))?;
-                let copied =
-                    io::copy(&mut (&mut entry).take(size), &mut out).map_err(|e| {
-                        match e.kind() {
-                            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
-                                io_at(&target)(e)
-                            }
-                            _ => format_err(e),
-                        }
-                    })?;
-                if copied != size {
-                    return Err(bad(Rule::Truncated { copied, size }));
+                let dir = into(true)?;
+                if dir.entry(leaf).map_err(io_at(dest))? == Entry::Is(Kind::Directory) {
+                    return Err(bad(Rule::DirectoryExists));
                 }
+                let (tmp, mut out) = dir.create_temp(leaf)?;
+                let written = io::copy(&mut (&mut entry).take(size), &mut out)
+                    .map_err(|e| match e.kind() {
+                        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                            io_at(&dest.join(&rel))(e)
+                        }
+                        _ => format_err(e),
+                    })
+                    .and_then(|copied| {
+                        if copied == size {
+                            Ok(())
+                        } else {
+                            Err(bad(Rule::Truncated { copied, size }))
+                        }
+                    })
+                    .and_then(|()| {
+                        out.set_permissions(fs::Permissions::from_mode(mode))
+                            .map_err(io_at(&dest.join(&rel)))
+                    });
                 drop(out);
-                set_mode(&target, mode)?;
+                if let Err(e) = written {
+                    let _ = dir.remove_file(&tmp);
+                    return Err(e);
+                }
+                dir.replace_with(&tmp, leaf)?;
             }
             EntryType::Symlink => {
                 let link = entry
@@ -293,9 +370,10 @@ fn unpack_inner(
                 if !link_stays_inside(&rel, &link) {
                     return Err(bad(Rule::SymlinkOutside(link)));
                 }
-                create_parent(&target)?;
-                remove_existing(&target)?;
-                std::os::unix::fs::symlink(&link, &target).map_err(io_at(&target))?;
+                into(true)?.symlink(&link, leaf).map_err(|e| match e {
+                    BeneathError::Occupied { .. } => bad(Rule::DirectoryExists),
+                    other => other.into(),
+                })?;
             }
             EntryType::Link => {
                 let link = entry
@@ -309,14 +387,25 @@ fn unpack_inner(
                         why: Box::new(why),
                     })
                 })?;
-                no_symlink_on_the_way(dest, &link_rel).map_err(bad)?;
-                let source = dest.join(&link_rel);
-                if !fs::symlink_metadata(&source).is_ok_and(|m| m.is_file()) {
+                let link_parts = names(&link_rel).map_err(bad)?;
+                let Some((from, from_parents)) = link_parts.split_last() else {
+                    return Err(bad(Rule::HardLinkToNothing(link)));
+                };
+                let source = match parent_dir(&root, from_parents, false) {
+                    Ok(Some(d)) => d,
+                    Ok(None) => return Err(bad(Rule::HardLinkToNothing(link))),
+                    Err(Ok(rule)) => return Err(bad(rule)),
+                    Err(Err(e)) => return Err(e.into()),
+                };
+                if source.entry(from).map_err(io_at(dest))? != Entry::Is(Kind::File) {
                     return Err(bad(Rule::HardLinkToNothing(link)));
                 }
-                create_parent(&target)?;
-                remove_existing(&target)?;
-                fs::hard_link(&source, &target).map_err(io_at(&target))?;
+                into(true)?
+                    .hard_link(&source, from, leaf)
+                    .map_err(|e| match e {
+                        BeneathError::Occupied { .. } => bad(Rule::DirectoryExists),
+                        other => other.into(),
+                    })?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 return Err(bad(Rule::Device));
@@ -327,36 +416,8 @@ fn unpack_inner(
             }
         }
     }
-    // One syncfs for every file written (an SD card pays per fsync).
-    let d = File::open(dest).map_err(io_at(dest))?;
-    rustix::fs::syncfs(&d)
-        .map_err(io::Error::from)
-        .map_err(io_at(dest))?;
+    root.sync_filesystem()?;
     Ok(())
-}
-
-fn set_mode(path: &Path, mode: u32) -> Result<(), UnpackError> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_at(path))
-}
-
-fn create_parent(target: &Path) -> Result<(), UnpackError> {
-    match target.parent() {
-        Some(p) => fs::create_dir_all(p).map_err(io_at(p)),
-        None => Ok(()),
-    }
-}
-
-/// A later entry replaces an earlier one (tar semantics), never through it.
-fn remove_existing(target: &Path) -> Result<(), UnpackError> {
-    match fs::symlink_metadata(target) {
-        Ok(m) if m.is_dir() => Err(UnpackError::Entry {
-            entry: target.display().to_string(),
-            why: Rule::DirectoryExists,
-        }),
-        Ok(_) => fs::remove_file(target).map_err(io_at(target)),
-        Err(_) => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::host::HostCommand;
 use crate::observe::{self, BoxPaths, ReleasePaths};
 use crate::phase::Event;
 use crate::plan::{self, Blocked, Desired, PassPlan, ReleaseAction, ReleaseStep, Stage, Then};
-use crate::release::{self, ReleaseName, SwitchResult, try_lock};
+use crate::release::{self, Layout, ReleaseName, SwitchResult, try_lock};
 use crate::unpack;
 
 /// How long the reload command may run.
@@ -477,10 +477,9 @@ impl Agent {
             return Ok(());
         };
         let v = ReleaseName::from(&version);
-        let partial = r.layout.partial(&v);
         let dest = r.layout.dir(&v);
-        let releases_dir = r.layout.releases();
-        let _ = std::fs::remove_dir_all(&partial);
+        let layout = r.layout.clone();
+        let (staging, name) = (Layout::partial_name(&v), v.as_str().to_owned());
         let blob = self.store.blob(&want.sha256);
         let limits = unpack::Limits {
             max_bytes: self.cfg.max_unpacked_bytes,
@@ -489,13 +488,22 @@ impl Agent {
         let format = want.format;
         self.alive();
         let unpacked = tokio::task::spawn_blocking(move || -> Result<(), UnpackFailure> {
-            unpack::unpack(&blob, format, &partial, limits)?;
+            // By handle: a leftover (or a symlink) at the staging name is
+            // removed, never followed.
+            let releases = layout.create_releases_dir().map_err(UnpackFailure::Sync)?;
+            releases
+                .remove_tree(&staging)
+                .map_err(|e| UnpackFailure::Sync(e.into()))?;
+            unpack::unpack_into(&blob, format, &releases, &staging, limits)?;
             fsx::crash_point("release-unpacked");
-            std::fs::rename(&partial, &dest).map_err(|source| {
-                let _ = std::fs::remove_dir_all(&partial);
-                UnpackFailure::Rename { dest, source }
+            releases.rename(&staging, &name).map_err(|source| {
+                let _ = releases.remove_tree(&staging);
+                UnpackFailure::Rename {
+                    dest,
+                    source: source.into(),
+                }
             })?;
-            fsx::sync_dir(&releases_dir).map_err(UnpackFailure::Sync)
+            releases.sync().map_err(|e| UnpackFailure::Sync(e.into()))
         })
         .await
         .unwrap_or_else(|e| Err(UnpackFailure::Stopped(e)));
