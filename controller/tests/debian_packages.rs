@@ -1,0 +1,275 @@
+//! The Debian packages, built by `packaging/build-debs` from the workspace's
+//! binaries: `lintian` finds no error (and only the warnings we keep), and
+//! each package installs, upgrades, is removed and purged in a throwaway
+//! Debian 12 root (`packaging/debian-root`, a debootstrapped bookworm
+//! copied for this test), never on this machine. The units pass
+//! `systemd-analyze verify --root` inside that root.
+//!
+//! Needs root (chroot), dpkg-deb, lintian, debootstrap and systemd-analyze:
+//! outside CI a missing one skips the test with the reason.
+
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use touchline_testkit::{bin, in_ci, repo_root, require_tool, run};
+
+/// The lintian warnings we keep (docs/install.md says why).
+const KEPT_WARNINGS: &[&str] = &[
+    "W: touchline-agent: no-manual-page [usr/bin/touchline-agent]",
+    "W: touchline: no-manual-page [usr/bin/touchline]",
+];
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Builds both packages at `version` into `out`; their paths (agent, controller).
+fn build(bins: &Path, out: &Path, version: &str) -> (PathBuf, PathBuf) {
+    run(Command::new(repo_root().join("packaging/build-debs"))
+        .args(["--bin-dir"])
+        .arg(bins)
+        .arg("--out")
+        .arg(out)
+        .args(["--version", version]));
+    let arch = String::from_utf8(run(Command::new("dpkg").arg("--print-architecture")).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    (
+        out.join(format!("touchline-agent_{version}_{arch}.deb")),
+        out.join(format!("touchline_{version}_{arch}.deb")),
+    )
+}
+
+/// A command run inside the root.
+fn chroot(root: &Path, args: &[&str]) -> Output {
+    let o = Command::new("chroot")
+        .arg(root)
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "chroot {args:?}: {}", text(&o));
+    o
+}
+
+fn dpkg(root: &Path, args: &[&str], deb: Option<&Path>) {
+    let mut all: Vec<String> = vec!["dpkg".into()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    if let Some(d) = deb {
+        let inside = Path::new("/tmp").join(d.file_name().unwrap());
+        std::fs::copy(d, root.join(inside.strip_prefix("/").unwrap())).unwrap();
+        all.push(inside.display().to_string());
+    }
+    let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    chroot(root, &refs);
+}
+
+fn status(root: &Path, package: &str) -> String {
+    let o = Command::new("chroot")
+        .arg(root)
+        .args([
+            "dpkg-query",
+            "-W",
+            "-f",
+            "${db:Status-Abbrev} ${Version}",
+            package,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+fn at(root: &Path, path: &str) -> PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// The unit's enablement symlink.
+fn wants(root: &Path, unit: &str) -> PathBuf {
+    at(
+        root,
+        &format!("/etc/systemd/system/multi-user.target.wants/{unit}"),
+    )
+}
+
+fn verify_unit(root: &Path, unit: &str) {
+    let o = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg(format!("/lib/systemd/system/{unit}"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "verify {unit}: {}", text(&o));
+    assert!(text(&o).trim().is_empty(), "verify {unit}: {}", text(&o));
+}
+
+#[test]
+fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root() {
+    let tools = [
+        ("dpkg-deb", "apt-get install dpkg"),
+        ("lintian", "apt-get install lintian"),
+        ("debootstrap", "apt-get install debootstrap"),
+        ("systemd-analyze", "apt-get install systemd"),
+        ("chroot", "apt-get install coreutils"),
+    ];
+    if tools
+        .iter()
+        .any(|(t, hint)| require_tool(t, hint).is_none())
+    {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        assert!(!in_ci(), "the package test needs root in CI (chroot)");
+        eprintln!("SKIPPED: installing into a Debian root needs root (chroot)");
+        return;
+    }
+    let bins = bin("touchline").parent().unwrap().to_path_buf();
+    bin("touchline-agent");
+    let tmp = tempfile::tempdir().unwrap();
+    let (agent, controller) = build(&bins, &tmp.path().join("v1"), "0.1.0");
+    let (agent2, controller2) = build(&bins, &tmp.path().join("v2"), "0.1.0+2");
+
+    // lintian: no error, no warning but the kept ones.
+    let lint = Command::new("lintian")
+        .args(["--tag-display-limit", "0"])
+        .arg(&agent)
+        .arg(&controller)
+        .output()
+        .unwrap();
+    let report = text(&lint);
+    let lines: Vec<&str> = report
+        .lines()
+        .filter(|l| l.starts_with("E: ") || l.starts_with("W: "))
+        .collect();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("E: ")),
+        "lintian errors:\n{report}"
+    );
+    let mut warnings: Vec<&str> = lines.clone();
+    warnings.sort_unstable();
+    assert_eq!(warnings, KEPT_WARNINGS, "lintian:\n{report}");
+
+    // A fresh copy of the cached bookworm root.
+    let cached =
+        String::from_utf8(run(&mut Command::new(repo_root().join("packaging/debian-root"))).stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+    let root = tmp.path().join("root");
+    run(Command::new("cp").arg("-a").arg(&cached).arg(&root));
+
+    // Install.
+    dpkg(&root, &["-i"], Some(&agent));
+    dpkg(&root, &["-i"], Some(&controller));
+    assert_eq!(status(&root, "touchline-agent"), "ii  0.1.0");
+    assert_eq!(status(&root, "touchline"), "ii  0.1.0");
+    for f in ["/usr/bin/touchline-agent", "/usr/bin/touchline"] {
+        let mode = std::fs::metadata(at(&root, f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o755, "{f}");
+    }
+    // The binaries run on Debian 12's libraries.
+    let v = chroot(&root, &["touchline-agent", "--version"]);
+    assert!(text(&v).contains("0.1.0"), "{}", text(&v));
+    chroot(&root, &["touchline", "--version"]);
+    let skeleton = std::fs::read_to_string(at(&root, "/etc/touchline/agent.toml")).unwrap();
+    assert!(
+        skeleton
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')),
+        "the agent's conffile is a commented skeleton:\n{skeleton}"
+    );
+    assert!(skeleton.contains("# controller_url = "));
+    assert!(at(&root, "/var/lib/touchline").is_dir());
+    for unit in ["touchline-agent.service", "touchline.service"] {
+        assert_eq!(
+            std::fs::read_link(wants(&root, unit)).unwrap(),
+            Path::new("/lib/systemd/system").join(unit),
+            "{unit} enabled"
+        );
+        verify_unit(&root, unit);
+    }
+    // The controller's user and its key, made once.
+    let passwd = std::fs::read_to_string(at(&root, "/etc/passwd")).unwrap();
+    let user = passwd
+        .lines()
+        .find(|l| l.starts_with("touchline:"))
+        .expect("the touchline system user");
+    let uid: u32 = user.split(':').nth(2).unwrap().parse().unwrap();
+    assert!(uid < 1000, "a system user: {user}");
+    let key = at(&root, "/etc/touchline/controller.key");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (uid, 0o600));
+    let key_bytes = std::fs::read(&key).unwrap();
+    assert!(
+        std::fs::read_to_string(at(&root, "/etc/default/touchline"))
+            .unwrap()
+            .contains("\nTOUCHLINE_REPO=\n")
+    );
+
+    // Upgrade: an edited conffile and the key are kept.
+    let edited = format!("{skeleton}controller_url = \"https://fleet.example.org\"\n");
+    std::fs::write(at(&root, "/etc/touchline/agent.toml"), &edited).unwrap();
+    std::fs::write(at(&root, "/var/lib/touchline/accepted.json"), "{}").unwrap();
+    dpkg(&root, &["-i"], Some(&agent2));
+    dpkg(&root, &["-i"], Some(&controller2));
+    assert_eq!(status(&root, "touchline-agent"), "ii  0.1.0+2");
+    assert_eq!(status(&root, "touchline"), "ii  0.1.0+2");
+    assert_eq!(
+        std::fs::read_to_string(at(&root, "/etc/touchline/agent.toml")).unwrap(),
+        edited
+    );
+    assert_eq!(
+        std::fs::read(&key).unwrap(),
+        key_bytes,
+        "the key survives an upgrade"
+    );
+    assert!(at(&root, "/var/lib/touchline/accepted.json").exists());
+
+    // Remove: the binary goes, the conffile and the state stay.
+    dpkg(&root, &["-r", "touchline-agent"], None);
+    assert_eq!(status(&root, "touchline-agent"), "rc  0.1.0+2");
+    assert!(!at(&root, "/usr/bin/touchline-agent").exists());
+    // The unit goes; its enablement stays until purge (as debhelper does:
+    // a reinstall keeps the admin's choice), dangling meanwhile.
+    assert!(!at(&root, "/lib/systemd/system/touchline-agent.service").exists());
+    assert!(at(&root, "/etc/touchline/agent.toml").exists());
+    assert!(at(&root, "/var/lib/touchline/accepted.json").exists());
+    // Purge: the conffile and the state go.
+    dpkg(&root, &["-P", "touchline-agent"], None);
+    assert_eq!(status(&root, "touchline-agent"), "");
+    assert!(!at(&root, "/etc/touchline/agent.toml").exists());
+    assert!(!at(&root, "/var/lib/touchline").exists());
+    assert!(std::fs::symlink_metadata(wants(&root, "touchline-agent.service")).is_err());
+
+    dpkg(&root, &["-r", "touchline"], None);
+    assert!(!at(&root, "/usr/bin/touchline").exists());
+    assert!(key.exists(), "remove keeps the signing key");
+    dpkg(&root, &["-P", "touchline"], None);
+    assert_eq!(status(&root, "touchline"), "");
+    assert!(std::fs::symlink_metadata(wants(&root, "touchline.service")).is_err());
+    for gone in [
+        "/etc/touchline/controller.key",
+        "/etc/touchline/controller.toml",
+        "/etc/default/touchline",
+        "/var/lib/touchline-controller",
+        "/etc/touchline",
+    ] {
+        assert!(!at(&root, gone).exists(), "{gone} after purge");
+    }
+    assert!(
+        !std::fs::read_to_string(at(&root, "/etc/passwd"))
+            .unwrap()
+            .contains("\ntouchline:"),
+        "purge removes the system user"
+    );
+}
