@@ -88,14 +88,17 @@ fn catch_quietly<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
 #[error("{0}")]
 struct Panicked(String);
 
+/// redb's answer to every use of a file after one of its reads or writes
+/// failed (the cause itself is kept by [`Shared::cause`]).
+const PREVIOUS_IO: &str =
+    "an earlier read or write of the file failed; the store is being reopened";
+
 /// A redb error as a [`StoreError`]: a failed read or write of the file
 /// (and redb's refusal after one) is [`StoreError::Io`].
 fn db_err<E: Into<redb::Error>>(e: E) -> StoreError {
     match e.into() {
         redb::Error::Io(io) => StoreError::Io(io.to_string()),
-        redb::Error::PreviousIo => StoreError::Io(
-            "an earlier read or write of the file failed; the store is being reopened".into(),
-        ),
+        redb::Error::PreviousIo => StoreError::Io(PREVIOUS_IO.into()),
         other => StoreError::Redb(Box::new(other)),
     }
 }
@@ -125,6 +128,17 @@ impl Shared {
 
     fn failure(&self) -> Option<String> {
         self.failing.lock().ok().and_then(|f| f.clone())
+    }
+
+    /// The reason to give for a failed write: redb's "an earlier I/O
+    /// failed" is replaced by that earlier failure when it is known (a
+    /// full disk stays "No space left on device" for every write refused
+    /// until it recovers, whichever writer hit it first).
+    fn cause(&self, why: String) -> String {
+        match self.failure() {
+            Some(first) if why == PREVIOUS_IO => first,
+            _ => why,
+        }
     }
 
     fn set_failure(&self, why: Option<String>) {
@@ -273,7 +287,7 @@ fn recover(shared: &Shared) {
     });
     match attempt {
         Ok(()) => shared.set_failure(None),
-        Err(StoreError::Io(why)) => shared.set_failure(Some(why)),
+        Err(StoreError::Io(why)) => shared.set_failure(Some(shared.cause(why))),
         Err(e) => shared.set_failure(Some(e.to_string())),
     }
 }
@@ -323,6 +337,7 @@ fn writer_loop(
             Err(StoreError::Io(why)) => {
                 // The file, not one write, is the problem: every write of
                 // the group fails with it, and the writer reopens the file.
+                let why = shared.cause(why);
                 shared.set_failure(Some(why.clone()));
                 for (_, reply) in group {
                     let _ = reply.send(Err(StoreError::Io(why.clone())));
@@ -840,5 +855,32 @@ impl Store for RedbStore {
 
     fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         self.read_range(AUDIT, .., true, limit, dec)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_refused_after_an_io_failure_gives_that_failure() {
+        let shared = Shared {
+            path: PathBuf::from("/data/status.redb"),
+            db: RwLock::new(None),
+            failing: Mutex::new(None),
+        };
+        // Nothing known yet: redb's own words.
+        assert_eq!(shared.cause(PREVIOUS_IO.into()), PREVIOUS_IO);
+        shared.set_failure(Some("No space left on device (os error 28)".into()));
+        // Whichever writer hit the full disk first, every later refusal
+        // names it (the alert loop's write often comes before a report's).
+        assert_eq!(
+            shared.cause(PREVIOUS_IO.into()),
+            "No space left on device (os error 28)"
+        );
+        assert_eq!(
+            shared.cause("Input/output error (os error 5)".into()),
+            "Input/output error (os error 5)"
+        );
     }
 }
