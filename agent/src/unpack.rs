@@ -547,6 +547,34 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_is_not_utf8_is_refused_and_nothing_is_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pkg = tmp.path().join("p.tar.gz");
+        let mut out = Vec::new();
+        {
+            let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+            let mut b = tar::Builder::new(gz);
+            let mut h = tar::Header::new_old();
+            let name = b"www/caf\xe9.html";
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(2);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append(&h, &b"hi"[..]).unwrap();
+            b.into_inner().unwrap().finish().unwrap();
+        }
+        fs::write(&pkg, out).unwrap();
+        let dest = tmp.path().join("out");
+        let e = unpack(&pkg, PackageFormat::TarGz, &dest, LIMITS).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "entry `www/caf\u{fffd}.html`: the name is not UTF-8"
+        );
+        assert!(!dest.exists(), "nothing left behind");
+    }
+
+    #[test]
     fn caps_on_size_and_entries() {
         let big = vec![0u8; (LIMITS.max_bytes + 1) as usize];
         refused(
