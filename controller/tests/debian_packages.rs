@@ -190,6 +190,16 @@ fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root()
     );
     assert!(skeleton.contains("# controller_url = "));
     assert!(at(&root, "/var/lib/touchline").is_dir());
+    let owned = text(&chroot(&root, &["dpkg", "-L", "touchline-agent"]));
+    for path in [
+        "/usr/bin/touchline-agent",
+        "/lib/systemd/system/touchline-agent.service",
+        "/etc/touchline/agent.toml",
+        "/var/lib/touchline",
+        "/usr/share/doc/touchline-agent/agent.md",
+    ] {
+        assert!(owned.lines().any(|l| l == path), "{path} in:\n{owned}");
+    }
     for unit in ["touchline-agent.service", "touchline.service"] {
         assert_eq!(
             std::fs::read_link(wants(&root, unit)).unwrap(),
