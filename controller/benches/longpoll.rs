@@ -16,9 +16,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use touchline_controller::redb_store::RedbStore;
-use touchline_testkit::synthetic::{Size, generate};
-use touchline_testkit::{ControllerFiles, git};
+use touchline_testkit::git;
 
 const OPERATOR: &str = "bench-operator-token-0123456789abcdef0123456789";
 
@@ -41,18 +39,7 @@ fn main() {
     // Both ends hold one descriptor per box.
     let (soft, hard) = touchline_controller::listen::raise_open_files_limit();
     println!("bench open-files limit: {soft:?} (hard {hard:?})");
-    let files = ControllerFiles::with_repo(|repo| {
-        generate(
-            repo,
-            &Size {
-                sites: boxes,
-                groups: 60,
-                videos: 200,
-            },
-        );
-    });
-    let tokens = common::mint_site_tokens(&RedbStore::open(&files.data()).unwrap(), boxes);
-    common::admin_config(&files, "bench", OPERATOR);
+    let (files, tokens) = common::synthetic_fleet(boxes, "bench", OPERATOR);
     let controller = files.start();
     let pid = controller.process.0.id();
     let url = controller.url.clone();

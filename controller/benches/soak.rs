@@ -34,8 +34,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use touchline_controller::redb_store::RedbStore;
-use touchline_testkit::synthetic::{Size, generate};
 use touchline_testkit::{ControllerFiles, RunningController, git};
 
 const OPERATOR: &str = "soak-operator-token-0123456789abcdef0123456789ab";
@@ -98,6 +96,14 @@ fn report_json(site: &str, seq: u64, serial: u64) -> String {
         "metrics": {"cpu_percent": 12.5, "memory_percent": 40.0, "temperature_c": 55.0,
                     "disk_used_bytes": 10_000_000_000u64, "disk_total_bytes": 32_000_000_000u64}}]})
     .to_string()
+}
+
+/// The `ETag` of an answer.
+fn etag_of(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// One box: long-polls, and sends its due reports in order, retrying.
@@ -199,11 +205,7 @@ async fn box_loop(
             }
             Ok(r) if r.status() == 200 => {
                 backoff = Duration::from_millis(500);
-                let etag = r
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let etag = etag_of(&r);
                 let body = r.bytes().await.unwrap_or_default();
                 let first = b.etag.is_none();
                 if etag != b.etag {
@@ -267,11 +269,7 @@ async fn probe_loop(run: Arc<Run>, http: reqwest::Client, site: String, token: S
         let t = Instant::now();
         let Ok(r) = req.send().await else { continue };
         if r.status() == 200 {
-            etag = r
-                .headers()
-                .get("etag")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            etag = etag_of(&r);
             let _ = r.bytes().await;
         }
         if etag.is_some()
@@ -317,18 +315,7 @@ fn main() {
     let rate = arg("--reports-per-second", 35);
     let (soft, _) = touchline_controller::listen::raise_open_files_limit();
     println!("soak: {boxes} boxes, {seconds} s, {rate} reports/s; open-files limit {soft:?}");
-    let files = ControllerFiles::with_repo(|repo| {
-        generate(
-            repo,
-            &Size {
-                sites: boxes,
-                groups: 60,
-                videos: 200,
-            },
-        );
-    });
-    let tokens = common::mint_site_tokens(&RedbStore::open(&files.data()).unwrap(), boxes);
-    common::admin_config(&files, "soak", OPERATOR);
+    let (files, tokens) = common::synthetic_fleet(boxes, "soak", OPERATOR);
     let listen = format!("127.0.0.1:{}", touchline_testkit::free_port());
     let controller: Arc<Mutex<Option<RunningController>>> =
         Arc::new(Mutex::new(Some(files.start_on(&listen))));

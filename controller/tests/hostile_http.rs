@@ -26,6 +26,11 @@ fn serve_logged(files: &ControllerFiles, extra: &str, wrap: Option<&[&str]>) -> 
 }
 
 /// [`serve_logged`] of the command `serve` (the config already written).
+/// `GET /healthz` without a token.
+fn healthz(url: &str) -> reqwest::blocking::Response {
+    http().get(format!("{url}/healthz")).send().unwrap()
+}
+
 fn serve_logged_with(
     files: &ControllerFiles,
     serve: Command,
@@ -128,14 +133,7 @@ fn slow_and_idle_connections_are_closed_and_a_trickling_body_is_refused() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     // The server still answers.
-    assert!(
-        http()
-            .get(format!("{url}/healthz"))
-            .send()
-            .unwrap()
-            .status()
-            .is_success()
-    );
+    assert!(healthz(&url).status().is_success());
 }
 
 #[test]
@@ -208,12 +206,7 @@ fn credentials_in_the_repository_url_never_show() {
     let secret = "s3cr3t-t0ken-value";
     let repo = format!("http://deploy:{secret}@127.0.0.1:9/fleet.git");
     let (url, _c) = serve_logged_with(&files, serve_from(&files, &repo), None);
-    let health = http()
-        .get(format!("{url}/healthz"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let health = healthz(&url).text().unwrap();
     assert!(health.contains("failed to fetch"), "{health}");
     assert!(
         health.contains("http://***@127.0.0.1:9/fleet.git"),
@@ -313,12 +306,7 @@ fn the_manifests_repository_is_fetched_with_a_credentials_file_and_the_secret_ne
     // A wrong password: the sync fails, saying why, and loops on nothing.
     write_creds("deploy:not-the-password\n", 0o600);
     let (url, c) = serve_logged_with(&files, serve_from(&files, &repo), None);
-    let health = http()
-        .get(format!("{url}/healthz"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let health = healthz(&url).text().unwrap();
     assert!(
         health.contains("refused the user and password of repo_credentials_file"),
         "{health}"
@@ -329,12 +317,7 @@ fn the_manifests_repository_is_fetched_with_a_credentials_file_and_the_secret_ne
     // The right ones: the fleet is fetched and served.
     write_creds(&format!("deploy:{secret}\n"), 0o600);
     let (url, _c) = serve_logged_with(&files, serve_from(&files, &repo), None);
-    let health: serde_json::Value = http()
-        .get(format!("{url}/healthz"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let health: serde_json::Value = healthz(&url).json().unwrap();
     assert!(health["last_good_commit"].is_string(), "{health}");
     assert!(health["last_sync_error"].is_null(), "{health}");
     let log = log_of(&files);

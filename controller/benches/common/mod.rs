@@ -25,6 +25,29 @@ pub fn mint_site_tokens(store: &RedbStore, sites: usize) -> Vec<(String, String)
         .collect()
 }
 
+/// A synthetic fleet of `sites` sites (60 groups, 200 videos) in a git
+/// repository, a token minted for each, and the config of one admin
+/// operator `name` with `token`; `(files, [(site, token)])`.
+pub fn synthetic_fleet(
+    sites: usize,
+    name: &str,
+    token: &str,
+) -> (ControllerFiles, Vec<(String, String)>) {
+    let files = ControllerFiles::with_repo(|repo| {
+        touchline_testkit::synthetic::generate(
+            repo,
+            &touchline_testkit::synthetic::Size {
+                sites,
+                groups: 60,
+                videos: 200,
+            },
+        );
+    });
+    let tokens = mint_site_tokens(&RedbStore::open(&files.data()).unwrap(), sites);
+    admin_config(&files, name, token);
+    (files, tokens)
+}
+
 /// The controller config: one admin operator `name` with `token`.
 pub fn admin_config(files: &ControllerFiles, name: &str, token: &str) {
     files.config(&format!(
