@@ -179,19 +179,21 @@ fn names(rel: &Path) -> Result<Vec<&str>, Rule> {
         .collect()
 }
 
-/// The directory of an entry, reached from the release's root by handle
+/// The directory `comps` below the release's root, reached by handle
 /// (created when `create`), one component at a time without following a
-/// symlink; a symlink or a file on the way is the entry's fault.
-fn parent_dir(
+/// symlink (`None`: missing); a symlink or a file on the way is the
+/// entry's fault, told by `bad`.
+fn entry_dir(
     root: &Dir,
-    parents: &[&str],
+    comps: &[&str],
     create: bool,
-) -> Result<Option<Dir>, Result<Rule, BeneathError>> {
+    bad: &dyn Fn(Rule) -> UnpackError,
+) -> Result<Option<Dir>, UnpackError> {
     let at = if create {
-        root.walk_creating(parents.iter().copied())
+        root.walk_creating(comps.iter().copied())
             .map(|(d, _)| Some(d))
     } else {
-        root.walk(parents.iter().copied())
+        root.walk(comps.iter().copied())
     };
     at.map_err(|e| match e {
         BeneathError::Occupied { path, what } => {
@@ -199,13 +201,21 @@ fn parent_dir(
                 .strip_prefix(root.path())
                 .unwrap_or(&path)
                 .to_path_buf();
-            Ok(match what {
+            bad(match what {
                 Kind::Symlink => Rule::ThroughSymlink(rel),
                 _ => Rule::ParentIsFile(rel),
             })
         }
-        other => Err(other),
+        other => other.into(),
     })
+}
+
+/// A directory standing where an entry goes is the entry's fault.
+fn directory_there(bad: &dyn Fn(Rule) -> UnpackError) -> impl Fn(BeneathError) -> UnpackError {
+    move |e| match e {
+        BeneathError::Occupied { .. } => bad(Rule::DirectoryExists),
+        other => other.into(),
+    }
 }
 
 /// Unpacks `package` into `dest` (created; must not exist), reached from
@@ -271,8 +281,7 @@ fn unpack_inner(
         source,
     };
     let root = parent.create_dir(leaf, 0o755)?;
-    let dest = root.path().to_path_buf();
-    let dest = dest.as_path();
+    let dest = root.path();
     let mut archive = tar::Archive::new(reader);
     let mut entries_seen = 0u64;
     let mut bytes = 0u64;
@@ -303,24 +312,14 @@ fn unpack_inner(
         let Some((leaf, parents)) = parts.split_last() else {
             return Err(bad(Rule::Empty));
         };
-        let into = |create: bool| -> Result<Dir, UnpackError> {
-            match parent_dir(&root, parents, create) {
-                Ok(Some(d)) => Ok(d),
-                Ok(None) => Err(bad(Rule::Empty)),
-                Err(Ok(rule)) => Err(bad(rule)),
-                Err(Err(e)) => Err(e.into()),
-            }
-        };
+        // The entry's directory, created as needed (never missing then).
+        let into = || entry_dir(&root, parents, true, &bad)?.ok_or_else(|| bad(Rule::Empty));
         let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
         match kind {
             EntryType::Directory => {
-                let dir = match parent_dir(&root, &parts, true) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => return Err(bad(Rule::Empty)),
-                    Err(Ok(rule)) => return Err(bad(rule)),
-                    Err(Err(e)) => return Err(e.into()),
-                };
-                dir.set_mode(mode | 0o700)?;
+                entry_dir(&root, &parts, true, &bad)?
+                    .ok_or_else(|| bad(Rule::Empty))?
+                    .set_mode(mode | 0o700)?;
             }
             EntryType::Regular | EntryType::Continuous => {
                 let size = entry.header().size().map_err(format_err)?;
@@ -331,10 +330,7 @@ fn unpack_inner(
                         limits.max_bytes
                     )));
                 }
-                let dir = into(true)?;
-                if dir.entry(leaf).map_err(io_at(dest))? == Entry::Is(Kind::Directory) {
-                    return Err(bad(Rule::DirectoryExists));
-                }
+                let dir = into()?;
                 let (tmp, mut out) = dir.create_temp(leaf)?;
                 let written = io::copy(&mut (&mut entry).take(size), &mut out)
                     .map_err(|e| match e.kind() {
@@ -359,7 +355,8 @@ fn unpack_inner(
                     let _ = dir.remove_file(&tmp);
                     return Err(e);
                 }
-                dir.replace_with(&tmp, leaf)?;
+                dir.replace_with(&tmp, leaf)
+                    .map_err(directory_there(&bad))?;
             }
             EntryType::Symlink => {
                 let link = entry
@@ -370,10 +367,9 @@ fn unpack_inner(
                 if !link_stays_inside(&rel, &link) {
                     return Err(bad(Rule::SymlinkOutside(link)));
                 }
-                into(true)?.symlink(&link, leaf).map_err(|e| match e {
-                    BeneathError::Occupied { .. } => bad(Rule::DirectoryExists),
-                    other => other.into(),
-                })?;
+                into()?
+                    .symlink(&link, leaf)
+                    .map_err(directory_there(&bad))?;
             }
             EntryType::Link => {
                 let link = entry
@@ -391,21 +387,15 @@ fn unpack_inner(
                 let Some((from, from_parents)) = link_parts.split_last() else {
                     return Err(bad(Rule::HardLinkToNothing(link)));
                 };
-                let source = match parent_dir(&root, from_parents, false) {
-                    Ok(Some(d)) => d,
-                    Ok(None) => return Err(bad(Rule::HardLinkToNothing(link))),
-                    Err(Ok(rule)) => return Err(bad(rule)),
-                    Err(Err(e)) => return Err(e.into()),
+                let Some(source) = entry_dir(&root, from_parents, false, &bad)? else {
+                    return Err(bad(Rule::HardLinkToNothing(link)));
                 };
                 if source.entry(from).map_err(io_at(dest))? != Entry::Is(Kind::File) {
                     return Err(bad(Rule::HardLinkToNothing(link)));
                 }
-                into(true)?
+                into()?
                     .hard_link(&source, from, leaf)
-                    .map_err(|e| match e {
-                        BeneathError::Occupied { .. } => bad(Rule::DirectoryExists),
-                        other => other.into(),
-                    })?;
+                    .map_err(directory_there(&bad))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 return Err(bad(Rule::Device));
@@ -544,6 +534,21 @@ mod tests {
             ],
             "entry `d/x`: goes through the symlink `d`",
         );
+        // A file, a symlink or a hard link where a directory came earlier.
+        for (kind, link) in [
+            (EntryType::Regular, None),
+            (EntryType::Symlink, Some("f")),
+            (EntryType::Link, Some("f")),
+        ] {
+            refused(
+                &[
+                    ("f", EntryType::Regular, b"x", None),
+                    ("d/", EntryType::Directory, b"", None),
+                    ("d", kind, b"", link),
+                ],
+                "entry `d`: a directory with that name came earlier in the package",
+            );
+        }
     }
 
     #[test]
