@@ -34,6 +34,7 @@ pub mod clock;
 pub mod condition;
 pub mod config;
 pub mod diagnose;
+pub mod enroll;
 pub mod error;
 pub mod fetch;
 pub mod fsx;

@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
 use touchline_agent::agent::{Agent, Origin, Outcome};
 use touchline_agent::clock::SystemClock;
 use touchline_agent::config::Config;
-use touchline_agent::{diagnose, notify, status};
+use touchline_agent::{diagnose, enroll, notify, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,37 @@ enum Command {
         #[arg(long, env = "TOUCHLINE_CONFIG")]
         config: PathBuf,
     },
+    /// Enrolls this box with a one-time code from `touchline site enroll`:
+    /// writes the config, the token file (0600) and the trusted keys, then
+    /// runs `diagnose`. Exit 0 enrolled and healthy, 1 refused or not
+    /// healthy, 2 usage.
+    Enroll {
+        /// The controller's address (https://…).
+        #[arg(long)]
+        controller: String,
+        /// The code (K7QF-2MXD-9RTA-PL4C; case and dashes do not matter).
+        code: String,
+        /// Where to write the config; the token and trusted keys go beside it.
+        #[arg(long, default_value = "/etc/touchline/agent.toml")]
+        config: PathBuf,
+        /// Carry this NEOPRO site.conf's paths (VIDEOS_PATH, CONFIG_PATH,
+        /// NEOPRO_ROOT) and MAX_DOWNLOAD_SIZE over; the file is left as is.
+        #[arg(long)]
+        from_neopro: Option<PathBuf>,
+        /// A setting for this box, key=value (repeatable; overrides the
+        /// controller's and the site.conf's).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Replace an existing config and token.
+        #[arg(long)]
+        force: bool,
+        /// Trust this CA (PEM) for the controller's HTTPS.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+        /// Then enable and start the service (systemctl enable --now).
+        #[arg(long)]
+        start: bool,
+    },
     /// Checks config, clock, controller reach, token, trusted key, space.
     Diagnose {
         /// Configuration file.
@@ -96,6 +127,44 @@ fn open(cfg: Config) -> Result<Agent, ExitCode> {
         eprintln!("error: {}", touchline_agent::fetch::error_text(&e));
         ExitCode::from(2)
     })
+}
+
+async fn run_enroll(opts: &enroll::Options, start: bool) -> ExitCode {
+    let done = match enroll::enroll(opts).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    println!(
+        "enrolled as site {}: wrote {} and the token and trusted keys beside it",
+        done.site,
+        done.config.display()
+    );
+    for n in &done.notes {
+        println!("note: {n}");
+    }
+    let healthy = diagnose::run(&done.config).await == ExitCode::SUCCESS;
+    if start {
+        let ok = std::process::Command::new("systemctl")
+            .args(["enable", "--now", "touchline-agent.service"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "error: enrolled, but `systemctl enable --now touchline-agent.service` failed"
+            );
+            return ExitCode::from(1);
+        }
+        println!("started touchline-agent.service");
+    }
+    if healthy {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: enrolled, but diagnose found problems (above)");
+        ExitCode::from(1)
+    }
 }
 
 fn main() -> ExitCode {
@@ -140,6 +209,27 @@ fn main() -> ExitCode {
                 status::print(&cfg, json)
             }
             Command::Diagnose { config } => diagnose::run(&config).await,
+            Command::Enroll {
+                controller,
+                code,
+                config,
+                from_neopro,
+                set,
+                force,
+                ca_file,
+                start,
+            } => {
+                let opts = enroll::Options {
+                    controller,
+                    code,
+                    config,
+                    from_neopro,
+                    set,
+                    force,
+                    ca_file,
+                };
+                run_enroll(&opts, start).await
+            }
             Command::Rollback { config } => {
                 let mut agent = match load_and_open(&config) {
                     Ok(a) => a,

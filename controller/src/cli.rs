@@ -205,42 +205,85 @@ pub fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode,
             Ok(ExitCode::SUCCESS)
         }
         Err(StoreError::Locked(_)) => {
-            // A controller runs on this data directory: go through it.
-            let addr = std::fs::read_to_string(serve::addr_file(data))
-                .context(
-                    "the store is locked by a running controller, but its address file is missing",
-                )
-                .map_err(cannot_run)?;
-            let admin = std::fs::read_to_string(serve::admin_token_file(data))
-                .context("the store is locked by a running controller, but its local admin token is missing")
-                .map_err(cannot_run)?;
-            let url = format!(
-                "http://{}/api/sites/{site}/token?rotate={rotate}",
-                addr.trim()
-            );
-            let body: serde_json::Value = runtime()?.block_on(async {
-                let resp = reqwest::Client::new()
-                    .post(&url)
-                    .bearer_auth(admin.trim())
-                    .send()
-                    .await
-                    .with_context(|| {
-                        format!("failed to reach the running controller at {}", addr.trim())
-                    })?;
-                let status = resp.status();
-                let body: serde_json::Value = resp
-                    .json()
-                    .await
-                    .context("the controller's answer is not JSON")?;
-                if !status.is_success() {
-                    return Err(anyhow!(
-                        "{}",
-                        body["error"].as_str().unwrap_or("the controller refused")
-                    ));
-                }
-                Ok(body)
-            })?;
+            let body = through_running_controller(
+                data,
+                &format!("/api/sites/{site}/token?rotate={rotate}"),
+            )?;
             println!("{}", body["token"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(cannot_run(e)),
+    }
+}
+
+/// POSTs to the admin API of the controller that holds `data`'s store
+/// (locked by it), with its local admin token; the JSON answer.
+fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Value, Failure> {
+    let addr = std::fs::read_to_string(serve::addr_file(data))
+        .context("the store is locked by a running controller, but its address file is missing")
+        .map_err(cannot_run)?;
+    let admin = std::fs::read_to_string(serve::admin_token_file(data))
+        .context(
+            "the store is locked by a running controller, but its local admin token is missing",
+        )
+        .map_err(cannot_run)?;
+    let url = format!("http://{}{path}", addr.trim());
+    let body = runtime()?.block_on(async {
+        let resp = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth(admin.trim())
+            .send()
+            .await
+            .with_context(|| {
+                format!("failed to reach the running controller at {}", addr.trim())
+            })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .context("the controller's answer is not JSON")?;
+        if !status.is_success() {
+            return Err(anyhow!(
+                "{}",
+                body["error"].as_str().unwrap_or("the controller refused")
+            ));
+        }
+        Ok(body)
+    })?;
+    Ok(body)
+}
+
+/// `touchline site enroll`: mints a one-time enrollment code; prints the
+/// code on stdout and how to use it on stderr.
+pub fn cmd_site_enroll(
+    data: &Path,
+    site: &str,
+    ttl: Option<touchline_schemas::HumanDuration>,
+    url: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let site = parse_site(site)?;
+    match RedbStore::open(data) {
+        Ok(store) => {
+            let ttl = ttl.unwrap_or(touchline_schemas::HumanDuration::from_secs(86_400));
+            let minted = crate::enroll::mint(&store, &site, ttl.to_std(), "cli", Timestamp::now())?;
+            println!("{}", minted.code.reveal());
+            let url = url.unwrap_or("https://<controller>");
+            eprint!("{}", minted.instructions(url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(StoreError::Locked(_)) => {
+            let ttl = ttl.map(|t| format!("?ttl={t}")).unwrap_or_default();
+            let body = through_running_controller(data, &format!("/api/sites/{site}/enroll{ttl}"))?;
+            println!("{}", body["code"].as_str().unwrap_or_default());
+            let text = body["instructions"].as_str().unwrap_or_default();
+            match url {
+                // The operator knows better than the controller's own address.
+                Some(u) => {
+                    let from = body["controller_url"].as_str().unwrap_or_default();
+                    eprint!("{}", text.replace(from, u.trim_end_matches('/')));
+                }
+                None => eprint!("{text}"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(cannot_run(e)),

@@ -183,6 +183,96 @@ pub struct Config {
     /// Limits of the HTTP server against slow and numerous clients.
     #[serde(default)]
     pub http: HttpLimits,
+    /// One-time enrollment of new boxes.
+    #[serde(default)]
+    pub enrollment: Enrollment,
+}
+
+/// `[enrollment]`: what `touchline site enroll` codes give a new box.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enrollment {
+    /// The address boxes reach the controller at (`https://touchline.example.org`):
+    /// printed in the install command and written into each box's agent.toml.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// How long a code works by default (`--ttl` overrides it).
+    #[serde(default = "Enrollment::default_ttl")]
+    pub ttl: HumanDuration,
+    /// agent.toml settings every new box gets (strings, whole numbers,
+    /// lists of strings), e.g. `videos_dir`, `config_path`, `services`.
+    /// The box's identity (`site_id`, `token*`, `trusted_keys`,
+    /// `controller_url`) comes from the enrollment itself.
+    #[serde(default)]
+    pub agent: toml::Table,
+}
+
+impl Default for Enrollment {
+    fn default() -> Self {
+        Self {
+            public_url: None,
+            ttl: Self::default_ttl(),
+            agent: toml::Table::new(),
+        }
+    }
+}
+
+impl Enrollment {
+    /// Longest life of a code.
+    pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+    /// agent.toml keys an enrollment writes itself.
+    pub const IDENTITY_KEYS: [&str; 5] = [
+        "site_id",
+        "token",
+        "token_file",
+        "trusted_keys",
+        "controller_url",
+    ];
+
+    fn default_ttl() -> HumanDuration {
+        HumanDuration::from_secs(86_400)
+    }
+
+    /// The agent settings as JSON values, for the sealed answer.
+    pub fn agent_settings(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.agent
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), serde_json::to_value(v).ok()?)))
+            .collect()
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(u) = &self.public_url
+            && reqwest::Url::parse(u)
+                .ok()
+                .is_none_or(|url| !matches!(url.scheme(), "http" | "https"))
+        {
+            return Err(format!(
+                "enrollment.public_url: `{u}` is not an http:// or https:// URL"
+            ));
+        }
+        if self.ttl.as_secs() == 0 || self.ttl.as_secs() > Self::MAX_TTL_SECS {
+            return Err("enrollment.ttl must be between 1s and 30d".into());
+        }
+        for (k, v) in &self.agent {
+            if Self::IDENTITY_KEYS.contains(&k.as_str()) {
+                return Err(format!(
+                    "enrollment.agent.{k}: a box's identity comes from its enrollment, not from the config"
+                ));
+            }
+            let plain = match v {
+                toml::Value::String(_) | toml::Value::Integer(_) => true,
+                toml::Value::Array(a) => a.iter().all(toml::Value::is_str),
+                _ => false,
+            };
+            if !plain {
+                return Err(format!(
+                    "enrollment.agent.{k}: write a string, a whole number or a list of strings"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[http]`: what one client may hold of the server.
@@ -252,6 +342,7 @@ impl Default for Config {
             email: None,
             digest_at: None,
             http: HttpLimits::default(),
+            enrollment: Enrollment::default(),
         }
     }
 }
@@ -496,6 +587,7 @@ impl Config {
             ));
         }
         check_tiers(&c.history_tiers, c.history_retention).map_err(|e| invalid(e.to_string()))?;
+        c.enrollment.check().map_err(invalid)?;
         Ok(c)
     }
 

@@ -100,6 +100,8 @@ pub struct Fleet {
     manifests: RwLock<Option<Arc<Checked>>>,
     last_sync_error: RwLock<Option<(Timestamp, String)>>,
     sync_lock: Mutex<()>,
+    /// One enrollment redeemed at a time (a code works once).
+    enroll_lock: Mutex<()>,
     /// Wakes the alert loop (a report arrived).
     pub alerts_wake: tokio::sync::Notify,
 }
@@ -195,6 +197,7 @@ impl Fleet {
             manifests: RwLock::new(None),
             last_sync_error: RwLock::new(None),
             sync_lock: Mutex::new(()),
+            enroll_lock: Mutex::new(()),
             alerts_wake: tokio::sync::Notify::new(),
         };
         fleet.reload_manifests()?;
@@ -329,6 +332,33 @@ impl Fleet {
             ids.extend(m.manifests.sites.keys().cloned());
         }
         ids.into_iter().collect()
+    }
+
+    /// Marks an enrollment code used and gives its site a new token hash,
+    /// in one durable write; uses the token at once.
+    pub fn redeem_enrollment(
+        &self,
+        lookup: &str,
+        e: &crate::store::Enrollment,
+        hash: TokenHash,
+    ) -> Result<(), StoreError> {
+        self.store.redeem_enrollment(lookup, e, &hash)?;
+        if let Ok(mut t) = self.tokens.write() {
+            t.insert(e.site.clone(), hash);
+        }
+        Ok(())
+    }
+
+    /// Held while an enrollment code is redeemed.
+    pub fn enrollment_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.enroll_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The signing key's public half, an `authorized_keys` line.
+    pub fn public_key_openssh(&self) -> String {
+        self.key.public_key_openssh()
     }
 
     /// Stores a new token hash for a site (durable) and uses it at once.

@@ -33,6 +33,7 @@ pub mod config;
 pub mod content;
 pub mod demo;
 pub mod diag;
+pub mod enroll;
 pub mod example;
 pub mod explain;
 pub mod fleet;

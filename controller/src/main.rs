@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use touchline_controller::cli::{
     Failure, Format, Ident, cmd_content_add, cmd_demo, cmd_explain, cmd_generate_example,
-    cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_token, cmd_validate,
-    cmd_verify,
+    cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_enroll, cmd_site_token,
+    cmd_validate, cmd_verify,
 };
 use touchline_controller::config::Role;
 use touchline_controller::demo::{DemoOptions, default_manifests};
@@ -100,7 +100,7 @@ enum Command {
     /// Content store: add files, generate the example content.
     #[command(subcommand)]
     Content(ContentCommand),
-    /// Sites: mint tokens.
+    /// Sites: mint tokens and one-time enrollment codes.
     #[command(subcommand)]
     Site(SiteCommand),
     /// Operators: mint a token for the controller config file.
@@ -176,6 +176,27 @@ enum SiteCommand {
         /// Replace an existing token (the box must be given the new one).
         #[arg(long)]
         rotate: bool,
+    },
+    /// Mint a one-time enrollment code for a new box of a site (printed
+    /// once on stdout; how to use it on stderr). Redeeming it gives the
+    /// site a new token.
+    ///
+    /// Works whether or not `touchline serve` runs on the same data
+    /// directory.
+    Enroll {
+        /// Data directory of the controller.
+        #[arg(long)]
+        data: PathBuf,
+        /// The site.
+        site: String,
+        /// How long the code works (default: the config's
+        /// enrollment.ttl, 24h).
+        #[arg(long)]
+        ttl: Option<touchline_schemas::HumanDuration>,
+        /// The address boxes reach the controller at, for the printed
+        /// commands (default: the config's enrollment.public_url).
+        #[arg(long)]
+        url: Option<String>,
     },
 }
 
@@ -262,6 +283,12 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Site(SiteCommand::Token { data, site, rotate }) => {
             cmd_site_token(&data, &site, rotate)
         }
+        Command::Site(SiteCommand::Enroll {
+            data,
+            site,
+            ttl,
+            url,
+        }) => cmd_site_enroll(&data, &site, ttl, url.as_deref()),
         Command::Serve {
             repo,
             branch,

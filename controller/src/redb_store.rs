@@ -562,12 +562,28 @@ impl Store for RedbStore {
         })
     }
 
-    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError> {
+    fn set_site_token_with_meta(
+        &self,
+        site: &SiteId,
+        hash: &TokenHash,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<(), StoreError> {
         let (site, hash) = (site.clone(), hash.0);
         self.write(move |txn| {
             let mut t = txn.open_table(TOKENS).map_err(db_err)?;
             t.insert(site.as_str().as_bytes(), &hash[..])
                 .map_err(db_err)?;
+            let mut m = txn.open_table(META).map_err(db_err)?;
+            for (k, v) in &changes {
+                match v {
+                    Some(v) => {
+                        m.insert(k.as_bytes(), v.as_bytes()).map_err(db_err)?;
+                    }
+                    None => {
+                        m.remove(k.as_bytes()).map_err(db_err)?;
+                    }
+                }
+            }
             Ok(())
         })
     }

@@ -293,6 +293,29 @@ pub(crate) const LAST_SEEN: &str = "last_seen";
 const ALERT_PREFIX: &str = "alert/";
 const OUTBOX_PREFIX: &str = "outbox/";
 const DIGEST_DAY: &str = "digest/last";
+const ENROLL_PREFIX: &str = "enroll/";
+
+/// A one-time enrollment code, as stored: under its lookup id, never the
+/// code itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// The site the code enrolls a box into.
+    pub site: SiteId,
+    /// The key the answer is sealed with (derived from the code; hex).
+    pub seal_key: String,
+    /// When it was minted.
+    pub minted_at: Timestamp,
+    /// Who minted it.
+    pub minted_by: String,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+    /// When a box used it (a code works once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_at: Option<Timestamp>,
+    /// The host name the box gave.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_by: Option<String>,
+}
 
 /// One atomic write of the alert engine's bookkeeping.
 #[derive(Debug, Default)]
@@ -319,7 +342,17 @@ pub trait Store: Send + Sync + 'static {
     /// Every site's token hash.
     fn site_tokens(&self) -> Result<Vec<(SiteId, TokenHash)>, StoreError>;
     /// Sets (replaces) a site's token hash.
-    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError>;
+    fn set_site_token(&self, site: &SiteId, hash: &TokenHash) -> Result<(), StoreError> {
+        self.set_site_token_with_meta(site, hash, Vec::new())
+    }
+    /// Sets a site's token hash and sets (`Some`) or removes (`None`)
+    /// named values in the same atomic, durable write.
+    fn set_site_token_with_meta(
+        &self,
+        site: &SiteId,
+        hash: &TokenHash,
+        changes: Vec<(String, Option<String>)>,
+    ) -> Result<(), StoreError>;
     /// Stores reports not stored yet (by sequence within the box's report
     /// `epoch`: a new epoch restarts the sequence); durable on return.
     fn ingest(
@@ -437,6 +470,55 @@ pub trait Store: Send + Sync + 'static {
                 (OutboxId::from_stored(&k[OUTBOX_PREFIX.len()..]), item)
             })
             .collect())
+    }
+
+    /// The enrollment code stored under `lookup`.
+    fn enrollment(&self, lookup: &str) -> Result<Option<Enrollment>, StoreError> {
+        let key = format!("{ENROLL_PREFIX}{lookup}");
+        self.meta(&key)?
+            .map(|v| serde_json::from_str(&v).map_err(|e| corrupt(&key, &e)))
+            .transpose()
+    }
+
+    /// Every stored enrollment code (pending, used or expired), by lookup id.
+    fn enrollments(&self) -> Result<Vec<(String, Enrollment)>, StoreError> {
+        self.meta_scan(ENROLL_PREFIX)?
+            .into_iter()
+            .map(|(k, v)| {
+                let e = serde_json::from_str(&v).map_err(|e| corrupt(&k, &e))?;
+                Ok((k[ENROLL_PREFIX.len()..].to_owned(), e))
+            })
+            .collect()
+    }
+
+    /// Stores a new code and forgets the codes in `forget`, in one write.
+    fn put_enrollment(
+        &self,
+        lookup: &str,
+        e: &Enrollment,
+        forget: &[String],
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_string(e).map_err(|e| corrupt("enrollment", &e))?;
+        let mut changes = vec![(format!("{ENROLL_PREFIX}{lookup}"), Some(value))];
+        changes.extend(forget.iter().map(|k| (format!("{ENROLL_PREFIX}{k}"), None)));
+        self.meta_write(changes)
+    }
+
+    /// Marks a code used (`e` as it now is) and sets its site's new token
+    /// hash, in one atomic, durable write: a crash leaves either both or
+    /// neither.
+    fn redeem_enrollment(
+        &self,
+        lookup: &str,
+        e: &Enrollment,
+        hash: &TokenHash,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_string(e).map_err(|e| corrupt("enrollment", &e))?;
+        self.set_site_token_with_meta(
+            &e.site,
+            hash,
+            vec![(format!("{ENROLL_PREFIX}{lookup}"), Some(value))],
+        )
     }
 
     /// The day (`YYYY-MM-DD`, fleet time) the last daily digest was queued.

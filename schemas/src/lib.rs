@@ -22,8 +22,10 @@
 pub mod bundle;
 pub mod canonical;
 pub mod duration;
+pub mod enroll;
 pub mod id;
 pub mod manifest;
+pub mod neopro;
 pub mod path;
 pub mod report;
 pub mod schema;

@@ -9,6 +9,7 @@ mod club;
 mod convergence;
 mod crash;
 mod disk;
+mod enroll;
 mod hostile;
 mod offline;
 mod partition;

@@ -12,10 +12,14 @@
 //! - `GET|HEAD /v1/content/{sha256}`: content by hash, with `Range`;
 //! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once durable.
 //!
+//! New boxes (no token; the one-time code's lookup id):
+//! - `POST /v1/enroll`: the sealed enrollment answer (`enroll_api`).
+//!
 //! Operators (`Authorization: Bearer <operator token>`, roles from the
 //! config): `/api/sites`, `/api/sites/{id}`, `/api/sites/{id}/history`,
 //! `/api/stats`, `/api/commits`, `POST /api/sync` (or a webhook signed with
-//! `X-Hub-Signature-256`), `POST /api/sites/{id}/token` (admin).
+//! `X-Hub-Signature-256`), `POST /api/sites/{id}/token` and
+//! `POST /api/sites/{id}/enroll[?ttl=24h]` (admin).
 //! Unauthenticated: `/healthz`, `/metrics`.
 //!
 //! Every error is JSON `{"error": "...", "detail": ...}`.
@@ -39,6 +43,7 @@ use crate::status;
 
 mod agent_api;
 pub mod auth;
+mod enroll_api;
 mod operator_api;
 
 /// Longest long-poll.
@@ -128,10 +133,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sites/{id}/bundle.sig", get(agent_api::get_signature))
         .route("/v1/content/{sha256}", get(agent_api::get_content))
         .route("/v1/sites/{id}/reports", post(agent_api::post_reports))
+        .route(
+            touchline_schemas::enroll::ENROLL_PATH,
+            post(enroll_api::post_enroll).layer(DefaultBodyLimit::max(
+                touchline_schemas::enroll::MAX_REQUEST_BYTES,
+            )),
+        )
         .route("/api/sites", get(operator_api::api_sites))
         .route("/api/sites/{id}", get(operator_api::api_site))
         .route("/api/sites/{id}/history", get(operator_api::api_history))
         .route("/api/sites/{id}/token", post(operator_api::api_mint_token))
+        .route(
+            "/api/sites/{id}/enroll",
+            post(operator_api::api_mint_enrollment),
+        )
         .route("/api/history", get(operator_api::api_fleet_history))
         .route("/api/stats", get(operator_api::api_stats))
         .route("/api/releases", get(operator_api::api_releases))

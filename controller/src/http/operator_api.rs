@@ -205,6 +205,69 @@ pub(super) async fn api_mint_token(
     Ok(Json(json!({"site": site, "token": token.reveal()})))
 }
 
+#[derive(Debug, Deserialize)]
+pub(super) struct EnrollQuery {
+    ttl: Option<touchline_schemas::HumanDuration>,
+}
+
+/// `POST /api/sites/{id}/enroll[?ttl=24h]` (admin): a one-time enrollment
+/// code for the site, shown once, with the commands that use it.
+pub(super) async fn api_mint_enrollment(
+    who: Operator<Admin>,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EnrollQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    let site =
+        SiteId::new(&id).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if !state.fleet.knows_site(&site) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no site `{site}` in the manifests: add sites/{site}.yaml and push first"),
+        ));
+    }
+    let ttl = q.ttl.unwrap_or(state.fleet.config.enrollment.ttl).to_std();
+    let url = public_url(&state, &headers);
+    let fleet = state.fleet.clone();
+    let minted = tokio::task::spawn_blocking(move || {
+        crate::enroll::mint(&*fleet.store, &site, ttl, &who.name, Timestamp::now())
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| match e {
+        crate::enroll::MintError::Ttl(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        other => ApiError::internal(other),
+    })?;
+    let code = minted.code.reveal();
+    Ok(Json(json!({
+        "site": minted.site,
+        "code": code,
+        "expires_at": minted.expires_at,
+        "controller_url": url,
+        "install": format!("curl -fsSL {url}/install.sh | sudo sh -s -- {code}"),
+        "enroll": format!("sudo touchline-agent enroll --controller {url} {code} --start"),
+        "instructions": minted.instructions(&url),
+    })))
+}
+
+/// The address boxes reach this controller at: `[enrollment] public_url`,
+/// else the `Host` the request came to.
+pub(super) fn public_url(state: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &state.fleet.config.enrollment.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    format!("http://{host}")
+}
+
 pub(super) async fn api_stats(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
