@@ -574,3 +574,37 @@ pub fn cmd_generate_example(dir: &Path, out: &Path) -> Result<ExitCode, Failure>
     );
     Ok(ExitCode::SUCCESS)
 }
+
+/// `touchline import-neopro`: site.conf files into `sites/<id>.yaml`.
+pub fn cmd_import_neopro(inputs: &[PathBuf], out: &Path, force: bool) -> Result<ExitCode, Failure> {
+    let files = crate::import::inputs(inputs).map_err(|e| cannot_run(anyhow!(e)))?;
+    let refuse = |errors: Vec<String>| -> Failure {
+        let mut err = std::io::stderr().lock();
+        for e in &errors {
+            let _ = writeln!(err, "{e}");
+        }
+        anyhow!(
+            "{} error{}: nothing was written",
+            errors.len(),
+            plural(errors.len())
+        )
+        .into()
+    };
+    let sites = crate::import::read_all(&files).map_err(refuse)?;
+    let written = crate::import::write_all(out, &sites, force).map_err(refuse)?;
+    let mut stdout = std::io::stdout().lock();
+    for (s, path) in sites.iter().zip(&written) {
+        writeln!(stdout, "{} -> {}", s.from.display(), path.display()).map_err(cannot_run)?;
+        for n in &s.notes {
+            writeln!(stdout, "  {n}").map_err(cannot_run)?;
+        }
+    }
+    writeln!(
+        stdout,
+        "wrote {} site{}; review them (coordinates are 0, 0), run `touchline validate`, and open a pull request",
+        written.len(),
+        plural(written.len())
+    )
+    .map_err(cannot_run)?;
+    Ok(ExitCode::SUCCESS)
+}

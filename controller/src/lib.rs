@@ -43,6 +43,7 @@ pub mod history;
 pub mod html;
 pub mod http;
 pub mod i18n;
+pub mod import;
 pub mod keys;
 pub mod listen;
 pub mod merge;

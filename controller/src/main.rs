@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use touchline_controller::cli::{
     Failure, Format, Ident, cmd_content_add, cmd_demo, cmd_explain, cmd_generate_example,
-    cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_enroll, cmd_site_token,
-    cmd_validate, cmd_verify,
+    cmd_import_neopro, cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_enroll,
+    cmd_site_token, cmd_validate, cmd_verify,
 };
 use touchline_controller::config::Role;
 use touchline_controller::demo::{DemoOptions, default_manifests};
@@ -106,6 +106,20 @@ enum Command {
     /// Operators: mint a token for the controller config file.
     #[command(subcommand)]
     Operator(OperatorCommand),
+    /// Turn NEOPRO site.conf files (KEY=VALUE or INI) into sites/<id>.yaml
+    /// manifests, and report what did not map. Nothing is written when a
+    /// file is wrong.
+    ImportNeopro {
+        /// site.conf files, or directories of them.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The manifests directory (sites/ is created in it).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace site files that exist.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the whole system on this machine with the example fleet: a git
     /// repository, content, keys, tokens and the controller on a free
     /// loopback port. Ctrl-C stops it.
@@ -271,6 +285,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             files,
         }) => cmd_content_add(&data, catalog_entry, &files),
         Command::Operator(OperatorCommand::Token { name, role }) => cmd_operator_token(&name, role),
+        Command::ImportNeopro { inputs, out, force } => cmd_import_neopro(&inputs, &out, force),
         Command::Demo {
             manifests,
             workspace,

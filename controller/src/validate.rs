@@ -74,6 +74,22 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
                 format!("longitude {} is out of range (-180 to 180)", loc.longitude),
             );
         }
+        if loc.latitude == 0.0 && loc.longitude == 0.0 {
+            d.warning(
+                &s.file,
+                s.at(&["location".into(), "latitude".into()]),
+                "latitude and longitude are 0, 0 (the Gulf of Guinea): set the site's coordinates, the status page's map uses them",
+            );
+        }
+        for (key, v) in [("city", &loc.city), ("region", &loc.region)] {
+            if v.trim().is_empty() {
+                d.warning(
+                    &s.file,
+                    s.at(&["location".into(), key.into()]),
+                    format!("location.{key} is empty"),
+                );
+            }
+        }
         if let Some(tz) = &s.value.timezone {
             check_timezone(d, s, tz, &["timezone".into()]);
         }

@@ -149,7 +149,15 @@ fn a_box_enrolls_with_a_one_time_code_and_its_first_pass_converges() {
         );
     }
 
-    let first = agent(&["once"], &cfg);
+    // The app's services are not on this machine: nothing may query
+    // systemctl here.
+    let once = || {
+        touchline_testkit::agent_box::command(&["once"], &cfg)
+            .env("TOUCHLINE_SERVICES", "")
+            .output()
+            .unwrap()
+    };
+    let first = once();
     assert!(first.status.success(), "{}", stderr(&first));
 
     // The code works once: a second box gets nothing, and writes nothing.
@@ -163,7 +171,7 @@ fn a_box_enrolls_with_a_one_time_code_and_its_first_pass_converges() {
     );
     assert!(etc_files(&other).is_empty());
     // The first box still works (its token was not replaced).
-    assert!(agent(&["once"], &cfg).status.success());
+    assert!(once().status.success());
 }
 
 #[test]
@@ -293,4 +301,64 @@ fn forging_server() -> String {
         }
     });
     url
+}
+
+#[test]
+fn three_neopro_boxes_migrate_from_their_site_conf_to_enrolled_converged_boxes() {
+    let w = World::new();
+    let neopro = touchline_testkit::data("neopro");
+    let import = run(Command::new(bin("touchline"))
+        .arg("import-neopro")
+        .arg(&neopro)
+        .arg("--out")
+        .arg(w.repo()));
+    assert!(stdout_of(&import).contains("wrote 3 sites"));
+    let validate = Command::new(bin("touchline"))
+        .arg("validate")
+        .arg(w.repo())
+        .output()
+        .unwrap();
+    assert!(validate.status.success(), "{}", text(&validate));
+    w.files.repo().commit("import the NEOPRO sites");
+    let c = w.start("127.0.0.1:0");
+    for (conf, site) in [
+        ("rennes.conf", "rennes-fc-b827eb3f9a12"),
+        ("saint-etienne.conf", "etoile-sportive-de-saint-etienne"),
+        ("chateaubriant.conf", "chateaubriant-basket"),
+    ] {
+        let (code, _) = mint(&w.files.data(), site, None);
+        let root = w.path(site);
+        let set = |k: &str, v: PathBuf| format!("{k}=\"{}\"", v.display());
+        let out = output(&mut enroll_cmd(
+            &c.url,
+            &code,
+            &root,
+            &[
+                "--from-neopro",
+                neopro.join(conf).to_str().unwrap(),
+                "--set",
+                &set("videos_dir", root.join("videos")),
+                "--set",
+                &set("config_path", root.join("app/configuration.json")),
+                "--set",
+                &set("software_root", root.join("neopro")),
+                // The app's services (carried from site.conf) are not on
+                // this machine: nothing may run systemctl here.
+                "--set",
+                "services=[]",
+            ],
+        ));
+        let said = text(&out);
+        assert!(out.status.success(), "{site}: {said}");
+        assert!(said.contains(&format!("enrolled as site {site}")), "{said}");
+        let cfg = root.join("etc/agent.toml");
+        let once = agent(&["once"], &cfg);
+        assert!(once.status.success(), "{site}: {}", stderr(&once));
+        let st = agent_status(&cfg);
+        assert_eq!(st["site"], site, "{st}");
+    }
+}
+
+fn stdout_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
