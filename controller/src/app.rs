@@ -23,6 +23,18 @@ pub struct AppState {
     pub sessions: Arc<Sessions>,
     /// Failed logins per source.
     pub logins: Arc<crate::session::LoginFailures>,
+    /// The data directory and config file (`touchline serve`), for
+    /// backups; `None` in tests that build the router alone.
+    pub files: Option<Arc<ServedFiles>>,
+}
+
+/// The files a running controller was started with.
+#[derive(Debug)]
+pub struct ServedFiles {
+    /// `--data`.
+    pub data: std::path::PathBuf,
+    /// `--config`.
+    pub config: Option<std::path::PathBuf>,
 }
 
 /// Why a read of the fleet's state failed.

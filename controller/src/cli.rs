@@ -608,3 +608,170 @@ pub fn cmd_import_neopro(inputs: &[PathBuf], out: &Path, force: bool) -> Result<
     .map_err(cannot_run)?;
     Ok(ExitCode::SUCCESS)
 }
+
+/// `touchline backup`: a consistent backup of a controller's data, key and
+/// config, through the running controller when there is one; written under
+/// a temp name, read back and checked, then renamed to `out` (0600).
+pub fn cmd_backup(
+    data: &Path,
+    out: &Path,
+    key: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<ExitCode, Failure> {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".touchline-backup-")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in `{}`", dir.display()))
+        .map_err(cannot_run)?;
+    match RedbStore::open(data) {
+        Ok(store) => {
+            let key_path = key.ok_or_else(|| {
+                cannot_run(anyhow!(
+                    "no controller runs on `{}`: pass --key <signing key> (and --config <file>) to back it up",
+                    data.display()
+                ))
+            })?;
+            let key = keys::load(key_path).map_err(cannot_run)?;
+            let src = crate::backup::Sources {
+                store: &store,
+                data,
+                key: &key,
+                config,
+            };
+            crate::backup::write(&src, std::io::BufWriter::new(tmp.as_file_mut()))?;
+        }
+        Err(StoreError::Locked(_)) => {
+            if key.is_some() || config.is_some() {
+                eprintln!(
+                    "note: a controller runs on this data directory: its own key and config are backed up"
+                );
+            }
+            let addr = std::fs::read_to_string(serve::addr_file(data))
+                .context(
+                    "the store is locked by a running controller, but its address file is missing",
+                )
+                .map_err(cannot_run)?;
+            let admin = std::fs::read_to_string(serve::admin_token_file(data))
+                .context("the store is locked by a running controller, but its local admin token is missing")
+                .map_err(cannot_run)?;
+            let file = tmp.as_file_mut();
+            runtime()?.block_on(async {
+                let mut resp = reqwest::Client::new()
+                    .get(format!("http://{}/api/backup", addr.trim()))
+                    .bearer_auth(admin.trim())
+                    .send()
+                    .await
+                    .with_context(|| {
+                        format!("failed to reach the running controller at {}", addr.trim())
+                    })?;
+                if !resp.status().is_success() {
+                    let status = resp.status();
+                    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                    return Err(anyhow!(
+                        "the controller refused ({status}): {}",
+                        body["error"].as_str().unwrap_or("no reason given")
+                    ));
+                }
+                while let Some(chunk) = resp
+                    .chunk()
+                    .await
+                    .context("the backup broke off (the controller's log says why)")?
+                {
+                    file.write_all(&chunk).context("cannot write the backup")?;
+                }
+                Ok(())
+            })?;
+        }
+        Err(e) => return Err(cannot_run(e)),
+    }
+    tmp.as_file()
+        .sync_all()
+        .context("cannot write the backup")?;
+    let m = crate::backup::verify(tmp.path())
+        .context("the backup does not read back whole; nothing was kept")?;
+    tmp.persist(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write `{}`", out.display()))?;
+    println!(
+        "wrote {}: {} store rows, {} content files ({}), the signing key{}; taken {}",
+        out.display(),
+        m.store_rows,
+        m.content_files,
+        human_bytes(m.content_bytes),
+        if m.has_config { " and the config" } else { "" },
+        m.created_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(m.created_at)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / f64::from(1u32 << 30)),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / f64::from(1u32 << 20)),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// `touchline restore`: a backup into a data directory (the controller
+/// stopped), its key and config to the paths given.
+pub fn cmd_restore(
+    file: &Path,
+    data: &Path,
+    key: &Path,
+    config: Option<&Path>,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    // Only a store that exists can be locked (opening creates one).
+    if data.join("status.redb").exists()
+        && let Err(StoreError::Locked(_)) = RedbStore::open(data).map(drop)
+    {
+        return Err(cannot_run(anyhow!(
+            "a controller runs on `{}`: stop it before restoring",
+            data.display()
+        )));
+    }
+    let config_target = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| data.join(".restored-controller.toml"));
+    let m = crate::backup::restore(
+        file,
+        &crate::backup::Targets {
+            data: data.to_path_buf(),
+            key: key.to_path_buf(),
+            config: config_target.clone(),
+            force,
+        },
+    )?;
+    println!(
+        "restored the backup of {}: {} store rows, {} content files into {}, the signing key into {}",
+        m.created_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(m.created_at),
+        m.store_rows,
+        m.content_files,
+        data.display(),
+        key.display()
+    );
+    if m.has_config {
+        match config {
+            Some(c) => println!("the config into {}", c.display()),
+            None => println!(
+                "the backup's config is in {} (no --config given)",
+                config_target.display()
+            ),
+        }
+    }
+    println!(
+        "reports received after {} are not in it; boxes keep their tokens and send what they queued",
+        m.created_at
+            .round(jiff::Unit::Second)
+            .unwrap_or(m.created_at)
+    );
+    Ok(ExitCode::SUCCESS)
+}

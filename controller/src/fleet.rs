@@ -356,6 +356,11 @@ impl Fleet {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The signing key (for backups).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The signing key's public half, an `authorized_keys` line.
     pub fn public_key_openssh(&self) -> String {
         self.key.public_key_openssh()

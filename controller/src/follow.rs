@@ -163,7 +163,14 @@ impl ManifestSource for Follower {
     }
 
     fn files(&self, id: &str) -> Result<SourceSet, FollowError> {
-        Ok(self.source_set(oid(id)?)?)
+        match self.source_set(oid(id)?) {
+            // A mirror without the commit (a fresh one, after a restore
+            // from backup): the next fetch brings it.
+            Err(GitError::Read { source, .. }) if source.code() == git2::ErrorCode::NotFound => {
+                Err(FollowError::Unknown(id.to_owned()))
+            }
+            other => Ok(other?),
+        }
     }
 }
 

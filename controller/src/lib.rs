@@ -27,6 +27,7 @@
 
 pub mod alerts;
 pub mod app;
+pub mod backup;
 pub mod bundles;
 pub mod cli;
 pub mod config;

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use touchline_controller::cli::{
-    Failure, Format, Ident, cmd_content_add, cmd_demo, cmd_explain, cmd_generate_example,
-    cmd_import_neopro, cmd_keygen, cmd_operator_token, cmd_render, cmd_serve, cmd_site_enroll,
-    cmd_site_token, cmd_validate, cmd_verify,
+    Failure, Format, Ident, cmd_backup, cmd_content_add, cmd_demo, cmd_explain,
+    cmd_generate_example, cmd_import_neopro, cmd_keygen, cmd_operator_token, cmd_render,
+    cmd_restore, cmd_serve, cmd_site_enroll, cmd_site_token, cmd_validate, cmd_verify,
 };
 use touchline_controller::config::Role;
 use touchline_controller::demo::{DemoOptions, default_manifests};
@@ -117,6 +117,39 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Replace site files that exist.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Back up a controller (store snapshot, content, signing key, config)
+    /// into one file, while it runs; checked before it is kept.
+    Backup {
+        /// Data directory of the controller.
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file to write (0600: it holds the signing key).
+        #[arg(long)]
+        out: PathBuf,
+        /// The signing key, when no controller runs on --data.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The config file, when no controller runs on --data.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Restore a backup into a data directory (the controller stopped).
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// Data directory to restore into.
+        #[arg(long)]
+        data: PathBuf,
+        /// Where to write the signing key (`.pub` beside it).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the config.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Replace a store, key or config that exists.
         #[arg(long)]
         force: bool,
     },
@@ -286,6 +319,19 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }) => cmd_content_add(&data, catalog_entry, &files),
         Command::Operator(OperatorCommand::Token { name, role }) => cmd_operator_token(&name, role),
         Command::ImportNeopro { inputs, out, force } => cmd_import_neopro(&inputs, &out, force),
+        Command::Backup {
+            data,
+            out,
+            key,
+            config,
+        } => cmd_backup(&data, &out, key.as_deref(), config.as_deref()),
+        Command::Restore {
+            file,
+            data,
+            key,
+            config,
+            force,
+        } => cmd_restore(&file, &data, &key, config.as_deref(), force),
         Command::Demo {
             manifests,
             workspace,

@@ -858,6 +858,26 @@ impl Store for RedbStore {
         })
     }
 
+    fn snapshot_to(&self, path: &Path) -> Result<u64, StoreError> {
+        let txn = self.inner.shared.db()?.begin_read().map_err(db_err)?;
+        let out = Database::create(path).map_err(db_err)?;
+        let mut w = out.begin_write().map_err(db_err)?;
+        w.set_durability(redb::Durability::Immediate)
+            .map_err(db_err)?;
+        let mut rows = 0u64;
+        for def in ALL {
+            let src = txn.open_table(def).map_err(db_err)?;
+            let mut dst = w.open_table(def).map_err(db_err)?;
+            for kv in src.iter().map_err(db_err)? {
+                let (k, v) = kv.map_err(db_err)?;
+                dst.insert(k.value(), v.value()).map_err(db_err)?;
+                rows += 1;
+            }
+        }
+        w.commit().map_err(db_err)?;
+        Ok(rows)
+    }
+
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError> {
         let body = enc(entry);
         self.write(move |txn| {

@@ -142,6 +142,10 @@ pub async fn serve(
         metrics: Arc::new(HttpMetrics::default()),
         sessions: Arc::default(),
         logins: Arc::default(),
+        files: Some(Arc::new(crate::app::ServedFiles {
+            data: opts.data.clone(),
+            config: opts.config.clone(),
+        })),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx.clone()));

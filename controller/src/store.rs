@@ -420,6 +420,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Appends to the audit log; durable on return.
     fn audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Writes a consistent copy of everything to a new store file at
+    /// `path` (one read transaction), while writers go on; returns the
+    /// rows copied.
+    fn snapshot_to(&self, path: &std::path::Path) -> Result<u64, StoreError>;
 
     // Typed bookkeeping over the named values: the only place that knows
     // their keys.

@@ -127,6 +127,7 @@ fn app() -> App {
         metrics: Arc::default(),
         sessions: Arc::default(),
         logins: Arc::default(),
+        files: None,
     };
     App {
         _tmp: tmp,

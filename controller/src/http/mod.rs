@@ -19,7 +19,7 @@
 //! config): `/api/sites`, `/api/sites/{id}`, `/api/sites/{id}/history`,
 //! `/api/stats`, `/api/commits`, `POST /api/sync` (or a webhook signed with
 //! `X-Hub-Signature-256`), `POST /api/sites/{id}/token` and
-//! `POST /api/sites/{id}/enroll[?ttl=24h]` (admin).
+//! `POST /api/sites/{id}/enroll[?ttl=24h]`, `GET /api/backup` (admin).
 //! Unauthenticated: `/healthz`, `/metrics`.
 //!
 //! Every error is JSON `{"error": "...", "detail": ...}`.
@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             "/api/sites/{id}/enroll",
             post(operator_api::api_mint_enrollment),
         )
+        .route("/api/backup", get(operator_api::api_backup))
         .route("/api/history", get(operator_api::api_fleet_history))
         .route("/api/stats", get(operator_api::api_stats))
         .route("/api/releases", get(operator_api::api_releases))

@@ -205,6 +205,70 @@ pub(super) async fn api_mint_token(
     Ok(Json(json!({"site": site, "token": token.reveal()})))
 }
 
+/// Bytes of a backup sent to the HTTP body as they are written.
+struct ChannelWriter(tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::other("the client went away"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `GET /api/backup` (admin): a backup of the running controller, as a
+/// tar stream (`crate::backup`). A failure midway breaks the stream off:
+/// `touchline backup` then keeps nothing.
+pub(super) async fn api_backup(
+    who: Operator<Admin>,
+    State(state): State<AppState>,
+) -> ApiResult<Response> {
+    let Some(files) = state.files.clone() else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "this controller has no data directory to back up",
+        ));
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    let fleet = state.fleet.clone();
+    tokio::task::spawn_blocking(move || {
+        let src = crate::backup::Sources {
+            store: &*fleet.store,
+            data: &files.data,
+            key: fleet.signing_key(),
+            config: files.config.as_deref(),
+        };
+        let out = std::io::BufWriter::with_capacity(256 * 1024, ChannelWriter(tx.clone()));
+        match crate::backup::write(&src, out) {
+            Ok(m) => {
+                tracing::info!(operator = %who.name, rows = m.store_rows, files = m.content_files, bytes = m.content_bytes, "backup sent");
+                let _ = fleet.store.audit(&AuditEntry {
+                    at: Timestamp::now(),
+                    actor: who.name,
+                    action: "backup".into(),
+                    target: format!("{} rows, {} content files", m.store_rows, m.content_files),
+                });
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::fleet::error_chain(&e), "backup failed");
+                let _ = tx.blocking_send(Err(std::io::Error::other(e.to_string())));
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/x-tar")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
 #[derive(Debug, Deserialize)]
 pub(super) struct EnrollQuery {
     ttl: Option<touchline_schemas::HumanDuration>,
