@@ -7,13 +7,28 @@ use std::process::{Child, Command, Output};
 /// A built binary of the workspace (`touchline`, `touchline-agent`), next
 /// to the running test's own directory (`target/<profile>/`). `cargo test
 /// --workspace` builds both before any test runs; a crate's tests run alone
-/// build the other crate's binary here, once.
+/// build the other crate's binary here, once; a benchmark (release)
+/// rebuilds it once per run, so that it never measures a stale one.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     // target/<profile>/deps/<test> → target/<profile>/<name>
     let dir = exe.parent().and_then(|d| d.parent()).unwrap();
     let path = dir.join(name);
-    if !path.exists() {
+    // A benchmark (release) builds the binary once per run: `cargo bench
+    // -p <crate>` does not rebuild the other crate's binary, and a stale one
+    // measures old code.
+    static FRESH: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let release = dir.file_name().is_some_and(|p| p == "release");
+    let stale = release
+        && FRESH
+            .lock()
+            .map(|mut f| {
+                let first = !f.iter().any(|n| n == name);
+                f.push(name.to_owned());
+                first
+            })
+            .unwrap_or(false);
+    if !path.exists() || stale {
         let package = match name {
             "touchline" => "touchline-controller",
             "touchline-agent" => "touchline-agent",
@@ -22,7 +37,7 @@ pub fn bin(name: &str) -> PathBuf {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         cmd.args(["build", "-p", package, "--bin", name])
             .current_dir(crate::repo_root());
-        if dir.file_name().is_some_and(|p| p == "release") {
+        if release {
             cmd.arg("--release");
         }
         let st = cmd.status().unwrap();
