@@ -51,11 +51,9 @@ pub async fn run(path: &Path) -> ExitCode {
         ("state_dir", &cfg.state_dir),
         ("videos_dir", &cfg.videos_dir),
     ] {
-        let probe = if dir.exists() {
-            dir.as_path()
-        } else {
-            dir.parent().unwrap_or(Path::new("/"))
-        };
+        // A fresh box: the first apply creates the directory, on the
+        // filesystem of its nearest existing ancestor.
+        let probe = fsx::existing_ancestor(dir);
         match fsx::available_space(probe) {
             Ok(n) => r.line(
                 n > cfg.space_reserve_bytes,

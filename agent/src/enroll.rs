@@ -111,7 +111,8 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
     let keys_path = dir.join("trusted_keys");
     if !opts.force {
         for p in [&opts.config, &token_path] {
-            if p.symlink_metadata().is_ok() {
+            // The package's commented skeleton is not an enrollment.
+            if p.symlink_metadata().is_ok() && !(p == &opts.config && is_skeleton(p)) {
                 return Err(usage(format!(
                     "`{}` exists: this box looks enrolled already; pass --force to replace it (the site's old token stops working)",
                     p.display()
@@ -232,6 +233,16 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
         config: opts.config.clone(),
         notes,
     })
+}
+
+/// Whether `path` is a config with no key set (the package's commented
+/// skeleton): regular, small, every line a comment.
+fn is_skeleton(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file() && m.len() < 64 * 1024)
+        && std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+            .is_some_and(|t| t.is_empty())
 }
 
 /// Reads a NEOPRO site.conf into agent settings; refuses a file that does

@@ -35,6 +35,8 @@ pub struct ServedFiles {
     pub data: std::path::PathBuf,
     /// `--config`.
     pub config: Option<std::path::PathBuf>,
+    /// The agent packages `/install.sh` offers.
+    pub packages: Vec<crate::install::AgentPackage>,
 }
 
 /// Why a read of the fleet's state failed.

@@ -205,6 +205,10 @@ pub struct Enrollment {
     /// `controller_url`) comes from the enrollment itself.
     #[serde(default)]
     pub agent: toml::Table,
+    /// touchline-agent packages (`touchline-agent_<version>_<arch>.deb`,
+    /// one per architecture) served to new boxes by `/install.sh`.
+    #[serde(default)]
+    pub agent_packages: Vec<std::path::PathBuf>,
 }
 
 impl Default for Enrollment {
@@ -213,6 +217,7 @@ impl Default for Enrollment {
             public_url: None,
             ttl: Self::default_ttl(),
             agent: toml::Table::new(),
+            agent_packages: Vec::new(),
         }
     }
 }

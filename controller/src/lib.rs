@@ -45,6 +45,7 @@ pub mod html;
 pub mod http;
 pub mod i18n;
 pub mod import;
+pub mod install;
 pub mod keys;
 pub mod listen;
 pub mod merge;

@@ -99,6 +99,15 @@ pub async fn serve(
         other => anyhow::Error::from(other),
     })?;
     let content = ContentStore::open(&opts.data)?;
+    let packages = {
+        let (paths, content) = (config.enrollment.agent_packages.clone(), content.clone());
+        tokio::task::spawn_blocking(move || crate::install::load(&paths, &content))
+            .await?
+            .map_err(|e| anyhow!(e))?
+    };
+    if !packages.is_empty() {
+        tracing::info!(packages = %crate::install::describe(&packages), "agent packages for /install.sh");
+    }
     let credentials = match &config.repo_credentials_file {
         None => None,
         Some(_) if crate::git::url_has_credentials(&opts.repo) => {
@@ -145,6 +154,7 @@ pub async fn serve(
         files: Some(Arc::new(crate::app::ServedFiles {
             data: opts.data.clone(),
             config: opts.config.clone(),
+            packages,
         })),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

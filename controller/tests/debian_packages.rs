@@ -110,8 +110,9 @@ fn verify_unit(root: &Path, unit: &str) {
     assert!(text(&o).trim().is_empty(), "verify {unit}: {}", text(&o));
 }
 
-#[test]
-fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root() {
+/// Whether the tools the package tests need are here (else a skip
+/// message, or a failure in CI).
+fn ready() -> bool {
     let tools = [
         ("dpkg-deb", "apt-get install dpkg"),
         ("lintian", "apt-get install lintian"),
@@ -123,11 +124,29 @@ fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root()
         .iter()
         .any(|(t, hint)| require_tool(t, hint).is_none())
     {
-        return;
+        return false;
     }
     if !rustix::process::geteuid().is_root() {
         assert!(!in_ci(), "the package test needs root in CI (chroot)");
         eprintln!("SKIPPED: installing into a Debian root needs root (chroot)");
+        return false;
+    }
+    true
+}
+
+/// A fresh copy of the cached bookworm root at `to`.
+fn fresh_root(to: &Path) {
+    let cached =
+        String::from_utf8(run(&mut Command::new(repo_root().join("packaging/debian-root"))).stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+    run(Command::new("cp").arg("-a").arg(&cached).arg(to));
+}
+
+#[test]
+fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root() {
+    if !ready() {
         return;
     }
     let bins = bin("touchline").parent().unwrap().to_path_buf();
@@ -157,13 +176,8 @@ fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root()
     assert_eq!(warnings, KEPT_WARNINGS, "lintian:\n{report}");
 
     // A fresh copy of the cached bookworm root.
-    let cached =
-        String::from_utf8(run(&mut Command::new(repo_root().join("packaging/debian-root"))).stdout)
-            .unwrap()
-            .trim()
-            .to_owned();
     let root = tmp.path().join("root");
-    run(Command::new("cp").arg("-a").arg(&cached).arg(&root));
+    fresh_root(&root);
 
     // Install.
     dpkg(&root, &["-i"], Some(&agent));
@@ -282,4 +296,110 @@ fn packages_pass_lintian_and_install_upgrade_remove_and_purge_in_a_debian_root()
             .contains("\ntouchline:"),
         "purge removes the system user"
     );
+}
+
+/// What the controller's `/install.sh` does on a new box: in a Debian
+/// root, `curl … /install.sh | sh -s -- <code>` against a real `touchline
+/// serve` installs the agent package from the controller's content store
+/// (sha256 checked), enrolls with the code (the NEOPRO site.conf carried
+/// over), and the box's first `once` converges.
+#[test]
+fn install_sh_installs_enrolls_and_converges_a_box_in_a_debian_root() {
+    if !ready() {
+        return;
+    }
+    let bins = bin("touchline").parent().unwrap().to_path_buf();
+    bin("touchline-agent");
+    let tmp = tempfile::tempdir().unwrap();
+    let (agent, _) = build(&bins, &tmp.path().join("debs"), "0.1.0");
+    let root = tmp.path().join("root");
+    fresh_root(&root);
+    // The box is a NEOPRO box: its site.conf names its paths.
+    std::fs::create_dir_all(at(&root, "/etc/neopro")).unwrap();
+    std::fs::write(
+        at(&root, "/etc/neopro/site.conf"),
+        "SITE_ID=angers-football\nSITE_API_KEY=old\nVIDEOS_PATH=/home/pi/neopro/videos\nCONFIG_PATH=/home/pi/neopro/webapp/configuration.json\n",
+    )
+    .unwrap();
+
+    let files = touchline_testkit::ControllerFiles::example();
+    files.add_example_content();
+    files.config(&format!(
+        "[enrollment]\nagent_packages = [\"{}\"]\n[enrollment.agent]\nspace_reserve_bytes = 0\n",
+        agent.display()
+    ));
+    let c = files.start();
+    let script = c.get("/install.sh", None).text().unwrap();
+    assert!(script.starts_with("#!/bin/sh"), "{script}");
+    let minted = run(Command::new(bin("touchline"))
+        .args(["site", "enroll", "--data"])
+        .arg(files.data())
+        .arg("angers-football"));
+    let code = String::from_utf8(minted.stdout).unwrap().trim().to_owned();
+
+    let install = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "sh",
+            "-c",
+            &format!("curl -fsSL {}/install.sh | sh -s -- {code}", c.url),
+        ])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
+        .unwrap();
+    let said = text(&install);
+    assert!(install.status.success(), "install.sh: {said}");
+    assert!(said.contains("enrolled as site angers-football"), "{said}");
+    assert_eq!(status(&root, "touchline-agent"), "ii  0.1.0");
+    let cfg = std::fs::read_to_string(at(&root, "/etc/touchline/agent.toml")).unwrap();
+    assert!(
+        cfg.contains("videos_dir = \"/home/pi/neopro/videos\""),
+        "{cfg}"
+    );
+    let token = at(&root, "/etc/touchline/token");
+    assert_eq!(token.metadata().unwrap().mode() & 0o777, 0o600);
+
+    // The box's first pass (services are not in this root: none queried).
+    let once = Command::new("chroot")
+        .arg(&root)
+        .args([
+            "touchline-agent",
+            "once",
+            "--config",
+            "/etc/touchline/agent.toml",
+        ])
+        .env("TOUCHLINE_SERVICES", "")
+        .output()
+        .unwrap();
+    assert!(once.status.success(), "once: {}", text(&once));
+    let videos = touchline_testkit::tree(&at(&root, "/home/pi/neopro/videos"));
+    assert!(!videos.is_empty(), "the videos arrived");
+    assert!(at(&root, "/home/pi/neopro/webapp/configuration.json").is_file());
+
+    // A tampered package is refused by the script, and nothing installed.
+    let root2 = tmp.path().join("root2");
+    fresh_root(&root2);
+    let mut bytes = std::fs::read(&agent).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(tmp.path().join("debs/tampered.deb"), &bytes).unwrap();
+    let fake = script.replace(
+        "\"$url/v1/agent-packages/$file\"",
+        "file:///tmp/tampered.deb",
+    );
+    assert_ne!(fake, script);
+    std::fs::write(at(&root2, "/tmp/tampered.deb"), &bytes).unwrap();
+    std::fs::write(at(&root2, "/tmp/install.sh"), &fake).unwrap();
+    let refused = Command::new("chroot")
+        .arg(&root2)
+        .args(["sh", "/tmp/install.sh", &code])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("does not match its sha256: not installed"),
+        "{}",
+        text(&refused)
+    );
+    assert_eq!(status(&root2, "touchline-agent"), "");
 }

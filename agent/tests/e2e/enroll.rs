@@ -92,6 +92,13 @@ fn a_box_enrolls_with_a_one_time_code_and_its_first_pass_converges() {
     let root = w.path("box");
     let conf = site_conf(&root);
     let before = std::fs::read(&conf).unwrap();
+    // The package's commented skeleton is there: it is no enrollment.
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/agent.toml"),
+        "# controller_url = \"https://touchline.example.org\"\n# site_id = \"x\"\n",
+    )
+    .unwrap();
     let out = output(&mut enroll_cmd(
         &c.url,
         &code.to_lowercase(),
@@ -229,13 +236,13 @@ fn bad_codes_are_refused_with_their_reason_and_nothing_is_written() {
 
     // A config already there: refused before the code is spent.
     std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::write(root.join("etc/agent.toml"), "# mine\n").unwrap();
+    std::fs::write(root.join("etc/agent.toml"), "site_id = \"mine\"\n").unwrap();
     let out = output(&mut enroll_cmd(&c.url, &code, &root, &neopro));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("looks enrolled already; pass --force"));
     assert_eq!(
         std::fs::read_to_string(root.join("etc/agent.toml")).unwrap(),
-        "# mine\n"
+        "site_id = \"mine\"\n"
     );
     // A site.conf that does not read: refused before the code is spent.
     std::fs::write(root.join("etc-neopro/bad.conf"), b"[site]\nid=x\n[wifi]\n").unwrap();

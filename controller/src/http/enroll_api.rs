@@ -1,7 +1,10 @@
-//! `POST /v1/enroll`: a new box trades the lookup id of its one-time code
-//! for a sealed answer (`touchline_schemas::enroll`). No token: the code
-//! is the credential, and it never crosses the wire. The body is at most
-//! [`MAX_REQUEST_BYTES`].
+//! What a new box (no token yet) may ask:
+//! - `POST /v1/enroll`: it trades the lookup id of its one-time code for a
+//!   sealed answer (`touchline_schemas::enroll`). The code is the
+//!   credential, and it never crosses the wire. The body is at most
+//!   [`MAX_REQUEST_BYTES`].
+//! - `GET /install.sh`: the install script (`crate::install`);
+//! - `GET /v1/agent-packages/{file}`: an agent package it installs.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -52,4 +55,59 @@ pub(super) async fn post_enroll(
         Err(RedeemError::Store(e)) => Err(ApiError::store(&e)),
         Err(RedeemError::Internal(e)) => Err(ApiError::internal(e)),
     }
+}
+
+/// `GET /install.sh`.
+pub(super) async fn get_install_script(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let url = super::public_url(&state, &headers);
+    let packages = state
+        .files
+        .as_ref()
+        .map(|f| f.packages.as_slice())
+        .unwrap_or_default();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/x-shellscript; charset=utf-8",
+        )],
+        crate::install::script(&url, packages),
+    )
+        .into_response()
+}
+
+/// `GET /v1/agent-packages/{file}`: the package, from the content store.
+pub(super) async fn get_agent_package(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let package = state
+        .files
+        .as_ref()
+        .and_then(|f| crate::install::find(&f.packages, &file).cloned())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no agent package `{file}` here (see /install.sh)"),
+            )
+        })?;
+    let path = state.fleet.content.path_of(&package.sha256);
+    let f = tokio::fs::File::open(&path)
+        .await
+        .map_err(|e| ApiError::internal(format!("agent package {}: {e}", package.file)))?;
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "application/vnd.debian.binary-package".to_owned(),
+            ),
+            (axum::http::header::CONTENT_LENGTH, package.size.to_string()),
+        ],
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(f)),
+    )
+        .into_response())
 }

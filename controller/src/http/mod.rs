@@ -13,7 +13,9 @@
 //! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once durable.
 //!
 //! New boxes (no token; the one-time code's lookup id):
-//! - `POST /v1/enroll`: the sealed enrollment answer (`enroll_api`).
+//! - `POST /v1/enroll`: the sealed enrollment answer (`enroll_api`);
+//! - `GET /install.sh`, `GET /v1/agent-packages/{file}`: the install
+//!   script and the agent packages it installs.
 //!
 //! Operators (`Authorization: Bearer <operator token>`, roles from the
 //! config): `/api/sites`, `/api/sites/{id}`, `/api/sites/{id}/history`,
@@ -148,6 +150,11 @@ pub fn router(state: AppState) -> Router {
             post(operator_api::api_mint_enrollment),
         )
         .route("/api/backup", get(operator_api::api_backup))
+        .route("/install.sh", get(enroll_api::get_install_script))
+        .route(
+            "/v1/agent-packages/{file}",
+            get(enroll_api::get_agent_package),
+        )
         .route("/api/history", get(operator_api::api_fleet_history))
         .route("/api/stats", get(operator_api::api_stats))
         .route("/api/releases", get(operator_api::api_releases))
@@ -186,6 +193,28 @@ pub fn router(state: AppState) -> Router {
             record_request,
         ))
         .with_state(state)
+}
+
+/// The address boxes reach this controller at: `[enrollment] public_url`,
+/// else the `Host` the request came to (`https` behind a proxy that says
+/// `X-Forwarded-Proto: https`).
+pub(crate) fn public_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if let Some(u) = &state.fleet.config.enrollment.public_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
+        .unwrap_or("localhost");
+    let https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+    format!("{}://{host}", if https { "https" } else { "http" })
 }
 
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -292,7 +292,7 @@ pub(super) async fn api_mint_enrollment(
         ));
     }
     let ttl = q.ttl.unwrap_or(state.fleet.config.enrollment.ttl).to_std();
-    let url = public_url(&state, &headers);
+    let url = super::public_url(&state, &headers);
     let fleet = state.fleet.clone();
     let minted = tokio::task::spawn_blocking(move || {
         crate::enroll::mint(&*fleet.store, &site, ttl, &who.name, Timestamp::now())
@@ -313,23 +313,6 @@ pub(super) async fn api_mint_enrollment(
         "enroll": format!("sudo touchline-agent enroll --controller {url} {code} --start"),
         "instructions": minted.instructions(&url),
     })))
-}
-
-/// The address boxes reach this controller at: `[enrollment] public_url`,
-/// else the `Host` the request came to.
-pub(super) fn public_url(state: &AppState, headers: &HeaderMap) -> String {
-    if let Some(u) = &state.fleet.config.enrollment.public_url {
-        return u.trim_end_matches('/').to_owned();
-    }
-    let host = headers
-        .get(axum::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    format!("http://{host}")
 }
 
 pub(super) async fn api_stats(
