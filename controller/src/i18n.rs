@@ -161,6 +161,24 @@ impl L10n {
             "waiting" => ("En attente sur", "Waiting on"),
             "changelog" => ("Changements", "Changes"),
             "sync" => ("Synchroniser maintenant", "Sync now"),
+            "enroll_box" => ("Enrôler un boîtier", "Enroll a box"),
+            "enroll_hint" => (
+                "un code à usage unique ; le boîtier reçoit un nouveau jeton de site",
+                "a one-time code; the box gets a new site token",
+            ),
+            "enroll_title" => ("Code d'enrôlement", "Enrollment code"),
+            "enroll_once" => (
+                "Ce code n'est affiché qu'une fois et ne sert qu'une fois. Valable jusqu'au",
+                "This code is shown once and works once. Valid until",
+            ),
+            "enroll_install" => (
+                "Sur le boîtier (installe l'agent et l'enrôle) :",
+                "On the box (installs the agent and enrolls it):",
+            ),
+            "enroll_installed" => (
+                "Ou, si le paquet touchline-agent est déjà installé :",
+                "Or, with the touchline-agent package already installed:",
+            ),
             "sync_done" => ("Synchronisation lancée.", "Sync started."),
             "no_data" => ("Pas encore de mesures.", "No measurements yet."),
             "sites_count" => ("sites", "sites"),

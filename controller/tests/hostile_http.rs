@@ -398,3 +398,52 @@ fn failed_logins_are_rate_limited_per_source() {
             .contains("too many failed logins from this address"),
     );
 }
+
+/// `POST /v1/enroll` takes no token: its body is bounded, bad bodies are
+/// refused with their reason, and the refusals never log a code (the
+/// controller never sees one: only lookup ids).
+#[test]
+fn the_enrollment_endpoint_bounds_and_checks_what_it_reads() {
+    let files = ControllerFiles::example();
+    let (url, _c) = serve_logged(&files, "", None);
+    let post = |body: Vec<u8>| {
+        http()
+            .post(format!("{url}/v1/enroll"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    let big = format!("{{\"lookup\": \"{}\"}}", "a".repeat(4096)).into_bytes();
+    let cases: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (big, StatusCode::PAYLOAD_TOO_LARGE, "at most 1024 bytes"),
+        (
+            b"{not json".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "invalid enrollment request",
+        ),
+        (
+            b"{\"lookup\": \"K7QF-2MXD-9RTA-PL4C\"}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "64 lower-case hex digits",
+        ),
+        (
+            format!("{{\"lookup\": \"{}\", \"extra\": 1}}", "a".repeat(64)).into_bytes(),
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            format!("{{\"lookup\": \"{}\"}}", "a".repeat(64)).into_bytes(),
+            StatusCode::NOT_FOUND,
+            "unknown enrollment code",
+        ),
+    ];
+    for (body, status, want) in cases {
+        let r = post(body);
+        assert_eq!(r.status(), status, "{want}");
+        let text = r.text().unwrap();
+        assert!(text.contains(want), "{want}: {text}");
+    }
+    let log = log_of(&files);
+    assert!(!log.contains("K7QF"), "{log}");
+}

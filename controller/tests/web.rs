@@ -424,3 +424,59 @@ fn the_sites_table_pages_450_sites_200_at_a_time_keeping_sort_and_filters() {
         "the filtered page holds exactly the rugby sites"
     );
 }
+
+/// The site page's "enroll a box" button: admins only, with the CSRF
+/// token; the code is shown once, never cached, and it enrolls.
+#[test]
+fn an_admin_mints_an_enrollment_code_from_the_site_page() {
+    let s = common::server::start();
+    let admin = s.files.local_admin_token();
+    let (op, ocsrf) = s.login(OPERATOR);
+    let page = s.get("/sites/angers-football", &op, "en").text().unwrap();
+    assert!(!page.contains("id=\"enroll\""), "no button for an operator");
+    let post = |cookies: &str, csrf: &str| {
+        s.http
+            .post(format!("{}/sites/angers-football/enroll", s.url))
+            .header("cookie", cookies)
+            .form(&[("csrf", csrf)])
+            .send()
+            .unwrap()
+    };
+    assert_eq!(post(&op, &ocsrf).status(), StatusCode::FORBIDDEN);
+    let (ad, acsrf) = s.login(&admin);
+    let page = s.get("/sites/angers-football", &ad, "en").text().unwrap();
+    assert!(page.contains("id=\"enroll\""), "{page}");
+    assert_eq!(post(&ad, "wrong").status(), StatusCode::FORBIDDEN);
+    let r = post(&ad, &acsrf);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().unwrap();
+    let code = html
+        .split("<code id=\"code\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_owned();
+    let parsed = touchline_schemas::enroll::EnrollCode::parse(&code).unwrap();
+    assert!(
+        html.contains(&format!("/install.sh | sudo sh -s -- {code}")),
+        "{html}"
+    );
+    // The code it shows is live: the controller answers its lookup id.
+    let r = s
+        .http
+        .post(format!("{}/v1/enroll", s.url))
+        .header("content-type", "application/json")
+        .body(json!({"lookup": parsed.lookup()}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let again = s
+        .http
+        .post(format!("{}/v1/enroll", s.url))
+        .header("content-type", "application/json")
+        .body(json!({"lookup": parsed.lookup()}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::GONE);
+}

@@ -171,6 +171,7 @@ pub fn router(state: AppState) -> Router {
         .route("/lang/{code}", get(crate::web::set_lang))
         .route("/sites", get(crate::web::sites))
         .route("/sites/{id}", get(crate::web::site))
+        .route("/sites/{id}/enroll", post(crate::web::enroll))
         .route("/sites/{id}/history.csv", get(crate::web::history_csv))
         .route("/history.csv", get(crate::web::fleet_history_csv))
         .route("/alerts", get(crate::web::alerts))

@@ -37,7 +37,7 @@ pub use alerts::alerts;
 pub use groups::groups;
 pub use overview::overview;
 pub use releases::releases;
-pub use site::{fleet_history_csv, history_csv, site};
+pub use site::{enroll, fleet_history_csv, history_csv, site};
 pub use sites::sites;
 
 /// Session lifetime.

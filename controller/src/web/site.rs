@@ -39,6 +39,77 @@ struct SitePage {
     video_rows: Vec<(String, String, String)>,
     /// `configuration.json` leaves: pointer, value, set by.
     config_rows: Vec<(String, String, String)>,
+    /// An admin: the "enroll a box" button.
+    can_enroll: bool,
+}
+
+#[derive(Template)]
+#[template(path = "enroll.html")]
+struct EnrollPage {
+    c: Chrome,
+    id: String,
+    code: String,
+    until: String,
+    install: String,
+    enroll: String,
+}
+
+/// `POST /sites/{id}/enroll` (admin): mints a one-time enrollment code
+/// and shows it once (never cached).
+pub async fn enroll(
+    LoggedIn(s): LoggedIn,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    axum::Form(f): axum::Form<super::CsrfForm>,
+) -> Response {
+    if let Err(r) = super::act(&s, &f, crate::config::Role::Admin) {
+        return *r;
+    }
+    let Ok(site) = SiteId::new(&id) else {
+        return (StatusCode::NOT_FOUND, "no such site").into_response();
+    };
+    if !state.fleet.knows_site(&site) {
+        return (StatusCode::NOT_FOUND, "no such site").into_response();
+    }
+    let path = format!("/sites/{id}");
+    let c = page(&state, &headers, &s, &path, "sites", false);
+    let url = crate::http::public_url(&state, &headers);
+    let fleet = state.fleet.clone();
+    let ttl = fleet.config.enrollment.ttl.to_std();
+    let who = s.name.clone();
+    let minted = tokio::task::spawn_blocking(move || {
+        crate::enroll::mint(&*fleet.store, &site, ttl, &who, Timestamp::now())
+    })
+    .await;
+    let minted = match minted {
+        Ok(Ok(m)) => m,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "minting an enrollment code failed");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot mint a code: the store failed",
+            )
+                .into_response();
+        }
+        Err(_) => return (StatusCode::INTERNAL_SERVER_ERROR, "cannot mint a code").into_response(),
+    };
+    tracing::info!(operator = %s.name, site = %minted.site, "enrollment code minted from the status page");
+    let code = minted.code.reveal();
+    let page = EnrollPage {
+        id: minted.site.to_string(),
+        until: c.l.time(&minted.expires_at),
+        install: format!("curl -fsSL {url}/install.sh | sudo sh -s -- {code}"),
+        enroll: format!("sudo touchline-agent enroll --controller {url} {code} --start"),
+        code,
+        c,
+    };
+    let mut resp = render(&page);
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    resp
 }
 
 /// `GET /sites/{id}` query.
@@ -292,6 +363,7 @@ pub async fn site(
             .collect(),
         charts,
         events,
+        can_enroll: s.role >= crate::config::Role::Admin,
         c,
     };
     render(&page)
