@@ -85,17 +85,33 @@ fn a_controller_behind_tls_is_reached_with_its_private_ca_and_refused_without() 
     let tls = w.path("tls");
     std::fs::create_dir_all(&tls).unwrap();
     let (ca, cert, key) = private_ca(&openssl, &tls);
-    // nginx terminates TLS in front of the controller, as a club's
-    // controller would run behind a reverse proxy; long-polls pass through.
+    // nginx terminates TLS in front of the controller with the site file
+    // docs/install.md tells operators to use; long-polls pass through.
     let port = touchline_testkit::free_port();
     let t = tls.display();
+    let site = std::fs::read_to_string(
+        touchline_testkit::repo_root().join("packaging/controller/nginx-touchline.conf"),
+    )
+    .unwrap();
+    let site = site
+        .replace("    listen [::]:443 ssl;\n", "")
+        .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
+        .replace("server_name touchline.example.org;", "server_name localhost;")
+        .replace(
+            "/etc/letsencrypt/live/touchline.example.org/fullchain.pem",
+            &cert.display().to_string(),
+        )
+        .replace(
+            "/etc/letsencrypt/live/touchline.example.org/privkey.pem",
+            &key.display().to_string(),
+        )
+        .replace("http://127.0.0.1:8080", &c.url);
+    assert!(site.contains(&c.url) && site.contains(&format!(":{port} ssl")));
+    std::fs::write(tls.join("touchline.conf"), site).unwrap();
     std::fs::write(
         tls.join("nginx.conf"),
         format!(
-            "worker_processes 1;\ndaemon off;\npid {t}/nginx.pid;\nerror_log {t}/nginx-error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {t}/nb; proxy_temp_path {t}/np; fastcgi_temp_path {t}/nf; uwsgi_temp_path {t}/nu; scgi_temp_path {t}/ns;\n  client_body_buffer_size 1m;\n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {};\n    ssl_certificate_key {};\n    location / {{ proxy_pass {}; proxy_http_version 1.1; proxy_buffering off; proxy_read_timeout 300s; }}\n  }}\n}}\n",
-            cert.display(),
-            key.display(),
-            c.url
+            "worker_processes 1;\ndaemon off;\npid {t}/nginx.pid;\nerror_log {t}/nginx-error.log warn;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {t}/nb; proxy_temp_path {t}/np; fastcgi_temp_path {t}/nf; uwsgi_temp_path {t}/nu; scgi_temp_path {t}/ns;\n  include {t}/touchline.conf;\n}}\n"
         ),
     )
     .unwrap();
@@ -195,5 +211,24 @@ fn a_controller_behind_tls_is_reached_with_its_private_ca_and_refused_without() 
         stderr(&out)
     );
     assert!(!w.path("box2/app/configuration.json").exists());
+
+    // Behind the proxy, install.sh names the https address boxes use.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let https = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let script = https
+        .get(format!("{proxy_url}/install.sh"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        script.contains(&format!("url='https://localhost:{port}'")),
+        "{script}"
+    );
     drop(proxy);
 }
