@@ -65,30 +65,23 @@ pub fn read_all(files: &[PathBuf]) -> Result<Vec<Imported>, Vec<String>> {
                 continue;
             }
         };
-        let conf = match SiteConf::parse(&bytes) {
-            Ok(c) => c,
+        let (imported, line) = match read_one(f, &bytes) {
+            Ok(x) => x,
             Err(e) => {
-                errors.push(format!("{}:{}: error: {}", f.display(), e.line, e.message));
+                errors.push(e);
                 continue;
             }
         };
-        let id = match conf.site_id() {
-            Ok(id) => id,
-            Err(e) => {
-                errors.push(format!("{}:{}: error: {}", f.display(), e.line, e.message));
-                continue;
-            }
-        };
-        let line = conf.line(Field::SiteId).unwrap_or(1);
-        if let Some((other, other_line)) = done.iter().find(|(i, _)| i.id == id) {
+        if let Some((other, other_line)) = done.iter().find(|(i, _)| i.id == imported.id) {
             errors.push(format!(
-                "{}:{line}: error: site `{id}` again: {}:{other_line} maps to the same id",
+                "{}:{line}: error: site `{}` again: {}:{other_line} maps to the same id",
                 f.display(),
+                imported.id,
                 other.from.display()
             ));
             continue;
         }
-        done.push((map(f, &conf, id), line));
+        done.push((imported, line));
     }
     if errors.is_empty() {
         Ok(done.into_iter().map(|(i, _)| i).collect())
@@ -97,9 +90,35 @@ pub fn read_all(files: &[PathBuf]) -> Result<Vec<Imported>, Vec<String>> {
     }
 }
 
-/// A YAML string scalar: JSON's quoting is YAML's double-quoted style.
+/// Reads and maps one file's bytes (`file` names it): the site and the
+/// line of its id, or the error as `file:line: error: message`.
+pub fn read_one(file: &Path, bytes: &[u8]) -> Result<(Imported, usize), String> {
+    let at = |line: usize, message: &str| format!("{}:{line}: error: {message}", file.display());
+    let conf = SiteConf::parse(bytes).map_err(|e| at(e.line, &e.message))?;
+    let id = conf.site_id().map_err(|e| at(e.line, &e.message))?;
+    let line = conf.line(Field::SiteId).unwrap_or(1);
+    Ok((map(file, &conf, id), line))
+}
+
+/// A YAML string scalar: JSON's quoting is YAML's double-quoted style,
+/// and what YAML reads otherwise than JSON is escaped too: the characters
+/// it takes for line breaks (U+2028, U+2029, folded away), a byte order
+/// mark, and those outside its printable set (U+007F-U+009F, U+FFFE,
+/// U+FFFF).
 fn q(s: &str) -> String {
-    serde_json::Value::String(s.to_owned()).to_string()
+    let json = serde_json::Value::String(s.to_owned()).to_string();
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if matches!(
+            c,
+            '\u{7f}'..='\u{9f}' | '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+        ) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn map(file: &Path, c: &SiteConf, id: SiteId) -> Imported {
@@ -255,4 +274,23 @@ pub fn write_all(out: &Path, sites: &[Imported], force: bool) -> Result<Vec<Path
             .map_err(|e| vec![format!("{}: {e}", t.display())])?;
     }
     Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_yaml_line_breaks_read_back_as_they_were() {
+        // Found by fuzzing: " \u{2029}" was folded away by YAML, and
+        // U+FFFF refused.
+        let conf =
+            "SITE_ID=x\nSITE_NAME=Ch\u{e2}teaubriant \u{2029}salle\u{2028}A\u{feff}\u{ffff}\n";
+        let (site, _) = read_one(Path::new("site.conf"), conf.as_bytes()).unwrap();
+        let back: touchline_schemas::manifest::Site = serde_yaml::from_str(&site.yaml).unwrap();
+        assert_eq!(
+            back.name,
+            "Ch\u{e2}teaubriant \u{2029}salle\u{2028}A\u{feff}\u{ffff}"
+        );
+    }
 }

@@ -188,6 +188,12 @@ impl SiteConf {
                     "`{key}` is given twice (first on line {first})"
                 )));
             }
+            if let Some(c) = l.chars().find(|c| c.is_control() && *c != '\t') {
+                return Err(err(format!(
+                    "a control character (U+{:04X}) in the line: not a site.conf",
+                    u32::from(c)
+                )));
+            }
             let text = unquote(v.trim()).to_owned();
             match KEYS.iter().find(|(name, _)| *name == key) {
                 Some((_, field)) => {
@@ -348,6 +354,10 @@ mod tests {
                 "line 1: `id` comes before the first [section]",
             ),
             (b"[site\nid=a\n", "line 1: `[site` opens a section"),
+            (
+                "SITE_ID=a\nLOCATION_REGION=R\u{12}\u{89}\n".as_bytes(),
+                "line 2: a control character (U+0012) in the line",
+            ),
         ];
         for (text, want) in cases {
             let e = SiteConf::parse(text).unwrap_err().to_string();

@@ -96,7 +96,10 @@ fn a_controller_behind_tls_is_reached_with_its_private_ca_and_refused_without() 
     let site = site
         .replace("    listen [::]:443 ssl;\n", "")
         .replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port} ssl;"))
-        .replace("server_name touchline.example.org;", "server_name localhost;")
+        .replace(
+            "server_name touchline.example.org;",
+            "server_name localhost;",
+        )
         .replace(
             "/etc/letsencrypt/live/touchline.example.org/fullchain.pem",
             &cert.display().to_string(),
@@ -215,9 +218,7 @@ fn a_controller_behind_tls_is_reached_with_its_private_ca_and_refused_without() 
     // Behind the proxy, install.sh names the https address boxes use.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let https = reqwest::blocking::Client::builder()
-        .add_root_certificate(
-            reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap(),
-        )
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
         .build()
         .unwrap();
     let script = https
