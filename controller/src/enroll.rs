@@ -1,5 +1,6 @@
-//! One-time enrollment: [`mint`] makes a code for a site (stored under its
-//! lookup id, never itself), [`redeem`] turns a box's lookup id into a
+//! One-time enrollment: [`mint`] makes a code for a site (filed under the
+//! sha256 of its lookup id, with its seal key wrapped by a key derived from
+//! the lookup id: the store holds nothing that redeems a code), [`redeem`] turns a box's lookup id into a
 //! sealed answer with a fresh site token, once. The protocol is
 //! `touchline_schemas::enroll`.
 
@@ -55,6 +56,9 @@ pub enum MintError {
     /// The OS gave no randomness.
     #[error("no randomness for a code: {0}")]
     Random(#[from] getrandom::Error),
+    /// The seal key could not be wrapped.
+    #[error("cannot wrap the code's key: {0}")]
+    Seal(String),
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -84,16 +88,21 @@ pub fn mint(
         .filter(|(_, e)| e.expires_at.as_second() + FORGET_AFTER_SECS < now.as_second())
         .map(|(k, _)| k)
         .collect();
+    let lookup = code.lookup();
+    let seal_key = code
+        .seal_key()
+        .wrap(&lookup)
+        .map_err(|e| MintError::Seal(e.to_string()))?;
     let record = Enrollment {
         site: site.clone(),
-        seal_key: code.seal_key().to_hex(),
+        seal_key,
         minted_at: now,
         minted_by: actor.to_owned(),
         expires_at,
         used_at: None,
         used_by: None,
     };
-    store.put_enrollment(code.lookup().as_str(), &record, &forget)?;
+    store.put_enrollment(&lookup.storage_key(), &record, &forget)?;
     store.audit(&AuditEntry {
         at: now,
         actor: actor.to_owned(),
@@ -159,7 +168,8 @@ pub enum RedeemError {
 /// blocking thread.
 pub fn redeem(fleet: &Fleet, req: &EnrollRequest, now: Timestamp) -> Result<Sealed, RedeemError> {
     let _one_at_a_time = fleet.enrollment_lock();
-    let lookup = req.lookup.as_str();
+    let stored_under = req.lookup.storage_key();
+    let lookup = stored_under.as_str();
     let mut e = fleet.store.enrollment(lookup)?.ok_or(Refused::Unknown)?;
     if let Some(at) = e.used_at {
         return Err(Refused::Used {
@@ -180,8 +190,11 @@ pub fn redeem(fleet: &Fleet, req: &EnrollRequest, now: Timestamp) -> Result<Seal
         }
         .into());
     }
-    let key = SealKey::from_hex(&e.seal_key)
-        .ok_or_else(|| RedeemError::Internal(format!("enrollment {lookup}: damaged seal key")))?;
+    let key = SealKey::unwrap(&req.lookup, &e.seal_key).map_err(|err| {
+        RedeemError::Internal(format!(
+            "enrollment {lookup}: the stored key does not unwrap ({err})"
+        ))
+    })?;
     let token = Token::generate().map_err(|e| RedeemError::Internal(e.to_string()))?;
     let answer = EnrollAnswer {
         site_id: e.site.clone(),

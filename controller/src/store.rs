@@ -295,13 +295,14 @@ const OUTBOX_PREFIX: &str = "outbox/";
 const DIGEST_DAY: &str = "digest/last";
 const ENROLL_PREFIX: &str = "enroll/";
 
-/// A one-time enrollment code, as stored: under its lookup id, never the
-/// code itself.
+/// A one-time enrollment code, as stored: under the sha256 of its lookup
+/// id (`LookupId::storage_key`), never the code itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     /// The site the code enrolls a box into.
     pub site: SiteId,
-    /// The key the answer is sealed with (derived from the code; hex).
+    /// The key the answer is sealed with (derived from the code), wrapped
+    /// with a key derived from the lookup id (`SealKey::wrap`; hex).
     pub seal_key: String,
     /// When it was minted.
     pub minted_at: Timestamp,
@@ -476,7 +477,7 @@ pub trait Store: Send + Sync + 'static {
             .collect())
     }
 
-    /// The enrollment code stored under `lookup`.
+    /// The enrollment code filed under `lookup` (a storage key).
     fn enrollment(&self, lookup: &str) -> Result<Option<Enrollment>, StoreError> {
         let key = format!("{ENROLL_PREFIX}{lookup}");
         self.meta(&key)?

@@ -4,10 +4,14 @@
 //! A code is 16 symbols of Crockford's base32 (80 random bits), shown as
 //! `K7QF-2MXD-9RTA-PL4C`. Neither side ever sends it: from the code, HKDF
 //! (SHA-256) derives
-//! - a **lookup id**, which the box sends and the controller stores (the
-//!   code itself is stored nowhere), and
+//! - a **lookup id**, which the box sends; the controller files the code
+//!   under the lookup id's sha256 ([`LookupId::storage_key`]), so its store
+//!   holds nothing that redeems a code, and the code itself is stored
+//!   nowhere;
 //! - a **seal key**, with which the controller encrypts and authenticates
-//!   its answer (ChaCha20-Poly1305, the lookup id as associated data).
+//!   its answer (ChaCha20-Poly1305, the lookup id as associated data); the
+//!   controller keeps it wrapped with a key derived from the lookup id
+//!   ([`SealKey::wrap`]), which only the box's request brings.
 //!
 //! A controller that did not mint the code knows neither, so it cannot
 //! answer with its own keys or settings: the box refuses any answer that
@@ -39,6 +43,8 @@ pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 const SALT: &[u8] = b"touchline enrollment v1";
 const LOOKUP_INFO: &[u8] = b"lookup";
 const SEAL_INFO: &[u8] = b"seal";
+const WRAP_INFO: &[u8] = b"wrap";
+const STORE_PREFIX: &[u8] = b"touchline enrollment store v1\0";
 
 /// A one-time enrollment code (a secret: `Debug` hides it).
 #[derive(Clone, PartialEq, Eq)]
@@ -151,6 +157,22 @@ impl LookupId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// What the controller files a code under: the sha256 of the lookup
+    /// id (64 hex digits). Whoever reads the store cannot present it.
+    pub fn storage_key(&self) -> String {
+        let mut h = <Sha256 as sha2::Digest>::new();
+        sha2::Digest::update(&mut h, STORE_PREFIX);
+        sha2::Digest::update(&mut h, self.0.as_bytes());
+        hex::encode(sha2::Digest::finalize(h))
+    }
+
+    fn wrap_cipher(&self) -> ChaCha20Poly1305 {
+        let mut k = [0u8; 32];
+        // 32 bytes is far below HKDF-SHA256's limit: cannot fail.
+        let _ = Hkdf::<Sha256>::new(Some(SALT), self.0.as_bytes()).expand(WRAP_INFO, &mut k);
+        ChaCha20Poly1305::new(&k.into())
+    }
 }
 
 impl TryFrom<String> for LookupId {
@@ -206,16 +228,34 @@ pub enum SealError {
 }
 
 impl SealKey {
-    /// Hex form, for the controller's store.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+    /// The key as the controller stores it: encrypted with a key derived
+    /// from `lookup` (hex of nonce and ciphertext).
+    pub fn wrap(&self, lookup: &LookupId) -> Result<String, SealError> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| SealError::Random(e.to_string()))?;
+        let ct = lookup
+            .wrap_cipher()
+            .encrypt(&Nonce::from(nonce), &self.0[..])
+            .map_err(|_| SealError::Malformed("too long to seal"))?;
+        Ok(format!("{}{}", hex::encode(nonce), hex::encode(ct)))
     }
 
-    /// Parses the stored hex form.
-    pub fn from_hex(s: &str) -> Option<Self> {
+    /// The stored key, unwrapped with the `lookup` a box presented.
+    pub fn unwrap(lookup: &LookupId, wrapped: &str) -> Result<Self, SealError> {
+        let bytes = hex::decode(wrapped).map_err(|_| SealError::Malformed("not hex"))?;
+        if bytes.len() != 12 + 32 + 16 {
+            return Err(SealError::Malformed("not a wrapped key"));
+        }
+        let (nonce, ct) = bytes.split_at(12);
+        let mut n = [0u8; 12];
+        n.copy_from_slice(nonce);
+        let plain = lookup
+            .wrap_cipher()
+            .decrypt(&Nonce::from(n), ct)
+            .map_err(|_| SealError::Forged)?;
         let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out).ok()?;
-        Some(Self(out))
+        out.copy_from_slice(&plain);
+        Ok(Self(out))
     }
 
     /// Encrypts and authenticates `plain`, bound to `lookup`.
@@ -372,9 +412,19 @@ mod tests {
         let key = code.seal_key();
         let sealed = key.seal(&lookup, b"{\"site_id\":\"x\"}").unwrap();
         assert_eq!(key.open(&lookup, &sealed).unwrap(), b"{\"site_id\":\"x\"}");
-        // The stored form reads back.
-        let stored = SealKey::from_hex(&key.to_hex()).unwrap();
+        // The stored form reads back with the lookup id, and only with it.
+        let wrapped = key.wrap(&lookup).unwrap();
+        let stored = SealKey::unwrap(&lookup, &wrapped).unwrap();
         assert_eq!(stored.open(&lookup, &sealed).unwrap().len(), 15);
+        let other_lookup = EnrollCode::generate().unwrap().lookup();
+        assert_eq!(
+            SealKey::unwrap(&other_lookup, &wrapped).unwrap_err(),
+            SealError::Forged
+        );
+        assert!(!wrapped.contains(&hex::encode(key.0)));
+        // The store's key is not the lookup id.
+        assert_eq!(lookup.storage_key().len(), 64);
+        assert_ne!(lookup.storage_key(), lookup.as_str());
         // Another code's key (a controller that did not mint it) is refused.
         let other = EnrollCode::generate().unwrap().seal_key();
         let forged = other.seal(&lookup, b"{\"site_id\":\"evil\"}").unwrap();
