@@ -3,8 +3,9 @@
 //! config, the token file (0600) and the trusted keys beside it.
 //!
 //! Everything that can be checked is checked before the code is spent (the
-//! code's form, files already there, the `--from-neopro` file, `--set`
-//! values). The answer is opened with the key derived from the code: an
+//! code's form, files already there, the `--from-neopro` file, that the
+//! directory takes files, and that this box's own settings make a config
+//! the agent reads). The answer is opened with the key derived from the code: an
 //! answer from any controller but the one that minted the code is refused.
 //! The files are written under temp names, the config is parsed as the
 //! agent will read it, and only then are they renamed into place, the
@@ -144,6 +145,7 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
     }
     std::fs::create_dir_all(&dir)
         .map_err(|e| usage(format!("cannot create `{}`: {e}", dir.display())))?;
+    precheck(&dir, &opts.config, &controller, &local)?;
     let client = client(opts)?;
     let answer = exchange(&client, &controller, &code).await?;
 
@@ -233,6 +235,50 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
         config: opts.config.clone(),
         notes,
     })
+}
+
+/// Before the code is spent: the directory takes files, and this box's
+/// own settings (site.conf, `--set`, the defaults) make a config the agent
+/// reads (with stand-ins for the identity the answer will bring).
+fn precheck(
+    dir: &Path,
+    config: &Path,
+    controller: &str,
+    local: &toml::Table,
+) -> Result<(), EnrollError> {
+    let not_spent = "nothing was sent: the code is not spent";
+    let key = touchline_schemas::SigningKey::generate().public_key_openssh();
+    let token = stage(&dir.join("token"), b"stand-in\n", 0o600)
+        .map_err(|e| usage(format!("{e}; {not_spent}")))?;
+    let keys = stage(&dir.join("trusted_keys"), key.as_bytes(), 0o600);
+    let result =
+        keys.map_err(|e| usage(format!("{e}; {not_spent}")))
+            .and_then(|keys| {
+                let mut t = local.clone();
+                if !t.contains_key("state_dir") {
+                    t.insert("state_dir".into(), DEFAULT_STATE_DIR.into());
+                }
+                for (key, default) in NEOPRO_PATHS {
+                    if !t.contains_key(key) {
+                        t.insert(key.into(), default.into());
+                    }
+                }
+                t.insert("controller_url".into(), controller.into());
+                t.insert("site_id".into(), "enroll-check".into());
+                t.insert("token_file".into(), token.display().to_string().into());
+                t.insert("trusted_keys".into(), keys.display().to_string().into());
+                let text = toml::to_string(&t).unwrap_or_default();
+                let checked = Config::parse(&text, config, |_| None).map(drop).map_err(|e| {
+                usage(format!(
+                    "this box's settings do not make a valid agent config ({}); {not_spent}",
+                    e.message
+                ))
+            });
+                let _ = std::fs::remove_file(&keys);
+                checked
+            });
+    let _ = std::fs::remove_file(&token);
+    result
 }
 
 /// Whether `path` is a config with no key set (the package's commented

@@ -80,6 +80,9 @@ enum Command {
         #[arg(long)]
         controller: String,
         /// The code (K7QF-2MXD-9RTA-PL4C; case and dashes do not matter).
+        /// Better from the environment than the command line, where other
+        /// users of the box can read it while the command runs.
+        #[arg(env = "TOUCHLINE_ENROLL_CODE", hide_env_values = true)]
         code: String,
         /// Where to write the config; the token and trusted keys go beside it.
         #[arg(long, default_value = "/etc/touchline/agent.toml")]

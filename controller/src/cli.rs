@@ -253,6 +253,20 @@ fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Val
     Ok(body)
 }
 
+/// Refuses a data directory without a status store: opening would make
+/// an empty one (a mistyped `--data` would back up nothing, or mint codes
+/// no controller serves).
+fn require_store(data: &Path) -> Result<(), Failure> {
+    if data.join("status.redb").exists() {
+        Ok(())
+    } else {
+        Err(cannot_run(anyhow!(
+            "`{}` holds no controller store (status.redb): check --data (the package's is /var/lib/touchline-controller)",
+            data.display()
+        )))
+    }
+}
+
 /// `touchline site enroll`: mints a one-time enrollment code; prints the
 /// code on stdout and how to use it on stderr.
 pub fn cmd_site_enroll(
@@ -262,6 +276,7 @@ pub fn cmd_site_enroll(
     url: Option<&str>,
 ) -> Result<ExitCode, Failure> {
     let site = parse_site(site)?;
+    require_store(data)?;
     match RedbStore::open(data) {
         Ok(store) => {
             let ttl = ttl.unwrap_or(touchline_schemas::HumanDuration::from_secs(86_400));
@@ -627,6 +642,7 @@ pub fn cmd_backup(
         .tempfile_in(dir)
         .with_context(|| format!("cannot write in `{}`", dir.display()))
         .map_err(cannot_run)?;
+    require_store(data)?;
     match RedbStore::open(data) {
         Ok(store) => {
             let key_path = key.ok_or_else(|| {

@@ -248,12 +248,16 @@ impl Enrollment {
 
     fn check(&self) -> Result<(), String> {
         if let Some(u) = &self.public_url
-            && reqwest::Url::parse(u)
+            && (reqwest::Url::parse(u)
                 .ok()
                 .is_none_or(|url| !matches!(url.scheme(), "http" | "https"))
+                // It is written into a shell script and printed commands.
+                || !u
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":/.-_~%[]@+".contains(&b)))
         {
             return Err(format!(
-                "enrollment.public_url: `{u}` is not an http:// or https:// URL"
+                "enrollment.public_url: `{u}` is not an http:// or https:// URL of letters, digits and :/.-_~%[]@+"
             ));
         }
         if self.ttl.as_secs() == 0 || self.ttl.as_secs() > Self::MAX_TTL_SECS {
@@ -625,6 +629,49 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enrollment_settings_are_checked() {
+        let ok = Config::parse(
+            "[enrollment]\npublic_url = \"https://touchline.example.org\"\nttl = \"2h\"\n[enrollment.agent]\nvideos_dir = \"/srv/v\"\nservices = [\"a\"]\n",
+            "c.toml",
+        )
+        .unwrap();
+        assert_eq!(ok.enrollment.ttl.as_secs(), 7200);
+        assert_eq!(
+            ok.enrollment.agent_settings()["services"],
+            serde_json::json!(["a"])
+        );
+        for (text, want) in [
+            // Written into install.sh: nothing a shell would read.
+            (
+                "public_url = \"https://x.org/$(reboot)\"",
+                "is not an http:// or https:// URL",
+            ),
+            (
+                "public_url = \"https://x.org/\\n;reboot\"",
+                "is not an http:// or https:// URL",
+            ),
+            (
+                "public_url = \"ftp://x.org\"",
+                "is not an http:// or https:// URL",
+            ),
+            ("ttl = \"60d\"", "between 1s and 30d"),
+            (
+                "[enrollment.agent]\ntoken = \"t\"",
+                "a box's identity comes from its enrollment",
+            ),
+            (
+                "[enrollment.agent]\nlimits = { a = 1 }",
+                "a string, a whole number or a list of strings",
+            ),
+        ] {
+            let e = Config::parse(&format!("[enrollment]\n{text}\n"), "c.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
 
     #[test]
     fn defaults_and_errors() {

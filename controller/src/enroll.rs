@@ -212,12 +212,16 @@ pub fn redeem(fleet: &Fleet, req: &EnrollRequest, now: Timestamp) -> Result<Seal
     e.used_at = Some(now);
     e.used_by = req.hostname.as_deref().map(clean_hostname);
     fleet.redeem_enrollment(lookup, &e, token.hash())?;
-    fleet.store.audit(&AuditEntry {
+    // The code is spent and the token stored: a failed audit write must
+    // not lose the answer (the box could not come back for it).
+    if let Err(err) = fleet.store.audit(&AuditEntry {
         at: now,
         actor: format!("enrollment ({})", e.used_by.as_deref().unwrap_or("a box")),
         action: "enroll box (new site token)".into(),
         target: e.site.to_string(),
-    })?;
+    }) {
+        tracing::error!(site = %e.site, error = %err, "a box enrolled but the audit log could not be written");
+    }
     tracing::info!(site = %e.site, host = e.used_by.as_deref().unwrap_or(""), "a box enrolled");
     Ok(sealed)
 }

@@ -155,7 +155,7 @@ fn map(file: &Path, c: &SiteConf, id: SiteId) -> Imported {
     let _ = writeln!(
         y,
         "# Imported from {} by `touchline import-neopro`: review it, set the\n# coordinates, then commit.",
-        file.display()
+        q(&file.display().to_string())
     );
     if raw_id != id.as_str() {
         let _ = writeln!(y, "# The site.conf's id was {}.", q(raw_id));

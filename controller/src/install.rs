@@ -109,17 +109,23 @@ pub fn script(url: &str, packages: &[AgentPackage]) -> String {
     format!(
         r#"#!/bin/sh
 # Touchline: installs touchline-agent on this box and enrolls it.
-#   curl -fsSL {url}/install.sh | sudo sh -s -- <enrollment code>
+#   curl -fsSL {url_q}/install.sh | sudo sh      (then type the code)
+#   curl -fsSL {url_q}/install.sh | sudo sh -s -- <enrollment code>
 # The code comes from `touchline site enroll <site>` (single use).
 set -eu
 url={url_q}
-code="${{1:-}}"
-if [ -z "$code" ]; then
-  echo "usage: curl -fsSL $url/install.sh | sudo sh -s -- <enrollment code>" >&2
+if [ "$(id -u)" != 0 ]; then
+  echo "install.sh: run it as root (... | sudo sh)" >&2
   exit 2
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "install.sh: run it as root (... | sudo sh -s -- <code>)" >&2
+code="${{1:-${{TOUCHLINE_ENROLL_CODE:-}}}}"
+if [ -z "$code" ] && [ -r /dev/tty ]; then
+  # Typed, the code never shows in the process list.
+  printf 'enrollment code: ' >/dev/tty
+  read -r code </dev/tty || code=
+fi
+if [ -z "$code" ]; then
+  echo "usage: curl -fsSL $url/install.sh | sudo sh   (then type the code), or ... | sudo sh -s -- <code>" >&2
   exit 2
 fi
 arch=$(dpkg --print-architecture)
@@ -135,14 +141,17 @@ if ! echo "$sha  $tmp/$file" | sha256sum -c --quiet - >/dev/null 2>&1; then
   exit 1
 fi
 dpkg -i "$tmp/$file"
-set -- enroll --controller "$url" "$code"
+set -- enroll --controller "$url"
 if [ -r /etc/neopro/site.conf ]; then
   set -- "$@" --from-neopro /etc/neopro/site.conf
 fi
 if [ -d /run/systemd/system ]; then
   set -- "$@" --start
 fi
-exec touchline-agent "$@"
+# The code goes in the environment (readable by root only), not argv.
+TOUCHLINE_ENROLL_CODE=$code
+export TOUCHLINE_ENROLL_CODE
+touchline-agent "$@"
 "#,
         url_q = sq(url),
     )

@@ -236,12 +236,13 @@ enum SiteCommand {
         data: PathBuf,
         /// The site.
         site: String,
-        /// How long the code works (default: the config's
-        /// enrollment.ttl, 24h).
+        /// How long the code works (default: the running controller's
+        /// enrollment.ttl; 24h when none runs).
         #[arg(long)]
         ttl: Option<touchline_schemas::HumanDuration>,
         /// The address boxes reach the controller at, for the printed
-        /// commands (default: the config's enrollment.public_url).
+        /// commands (default: the running controller's
+        /// enrollment.public_url).
         #[arg(long)]
         url: Option<String>,
     },

@@ -201,6 +201,24 @@ fn tar_of(path: &Path, entries: &[(&str, &[u8])]) {
 fn damaged_or_foreign_backups_are_refused_and_restore_nothing() {
     let files = ControllerFiles::example();
     files.add_example_content();
+    // A data directory without a store is refused (a mistyped --data).
+    let out = touchline()
+        .args(["backup", "--data"])
+        .arg(files.path("nowhere"))
+        .arg("--out")
+        .arg(files.path("none.tar"))
+        .arg("--key")
+        .arg(files.key())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no controller store"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!files.path("nowhere").exists() && !files.path("none.tar").exists());
+    files.site_token("angers-football", false);
     // Offline: the store is not locked, so the key is given.
     let good = files.path("good.tar");
     let out = touchline()

@@ -153,6 +153,12 @@ impl SiteConf {
                 continue;
             }
             let err = |message: String| ConfError { line, message };
+            if let Some(c) = l.chars().find(|c| c.is_control() && *c != '\t') {
+                return Err(err(format!(
+                    "a control character (U+{:04X}) in the line: not a site.conf",
+                    u32::from(c)
+                )));
+            }
             if let Some(rest) = l.strip_prefix('[') {
                 let name = rest
                     .strip_suffix(']')
@@ -186,12 +192,6 @@ impl SiteConf {
             if let Some(first) = seen.insert(key.clone(), line) {
                 return Err(err(format!(
                     "`{key}` is given twice (first on line {first})"
-                )));
-            }
-            if let Some(c) = l.chars().find(|c| c.is_control() && *c != '\t') {
-                return Err(err(format!(
-                    "a control character (U+{:04X}) in the line: not a site.conf",
-                    u32::from(c)
                 )));
             }
             let text = unquote(v.trim()).to_owned();

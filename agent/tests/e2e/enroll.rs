@@ -260,6 +260,25 @@ fn bad_codes_are_refused_with_their_reason_and_nothing_is_written() {
         "{}",
         text(&out)
     );
+    // Settings that make no config: refused before the code is spent.
+    for (set, want) in [
+        ("videos_dir=\"videos\"", "must be an absolute path"),
+        ("typo=1", "unknown field `typo`"),
+    ] {
+        let out = output(&mut enroll_cmd(
+            &c.url,
+            &code,
+            &w.path("box4"),
+            &["--set", set],
+        ));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            text(&out).contains(want) && text(&out).contains("the code is not spent"),
+            "{set}: {}",
+            text(&out)
+        );
+        assert!(etc_files(&w.path("box4")).is_empty(), "{set}");
+    }
     // The code was never spent (the forger only saw its lookup id): it
     // still enrolls.
     let out = output(&mut enroll_cmd(

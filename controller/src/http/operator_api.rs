@@ -227,6 +227,14 @@ pub(super) async fn api_backup(
     who: Operator<Admin>,
     State(state): State<AppState>,
 ) -> ApiResult<Response> {
+    // A backup holds the signing key: only `touchline backup` on the
+    // controller's own machine (the local admin token) takes one.
+    if who.name != "local-admin" {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "a backup holds the signing key: take it on the controller's machine with `touchline backup --data <dir>`",
+        ));
+    }
     let Some(files) = state.files.clone() else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
