@@ -17,6 +17,8 @@ use touchline_testkit::{ControllerFiles, OPERATOR, RunningController};
 use common::touchline;
 
 const SITES: [&str; 2] = ["angers-football", "brest-basket"];
+/// An admin operator's token.
+const BOSS: &str = "admin-token-for-the-backup-test-0123456789";
 
 fn report(seq: u64, at: &str) -> Value {
     json!({"seq": seq, "at": at, "status": {"phase": "converged", "applied_serial": 1, "desired_serial": 1},
@@ -69,7 +71,19 @@ fn history_len(c: &RunningController, site: &str) -> usize {
 fn a_restored_controller_serves_the_same_bundles_to_the_same_tokens() {
     let files = ControllerFiles::example();
     files.add_example_content();
+    files.config(&format!(
+        "[[operators]]\nname = \"boss\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+        touchline_testkit::controller::token_sha256(BOSS)
+    ));
     let c = files.start();
+    // A backup holds the signing key: not even an admin takes it remotely.
+    let r = c.get("/api/backup", Some(BOSS));
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().unwrap().contains("a backup holds the signing key"));
+    assert_eq!(
+        c.get("/api/backup", Some(OPERATOR)).status(),
+        StatusCode::FORBIDDEN
+    );
     let tokens: Vec<String> = SITES.iter().map(|s| files.site_token(s, false)).collect();
     post_report(&c, SITES[0], &tokens[0], 1, "2026-12-01T10:00:00Z");
     let before = served(&c, &tokens);
