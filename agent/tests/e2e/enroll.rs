@@ -168,6 +168,55 @@ fn a_box_enrolls_with_a_one_time_code_and_its_first_pass_converges() {
     let first = once();
     assert!(first.status.success(), "{}", stderr(&first));
 
+    // --start asks systemd to enable and start the service (a stand-in
+    // `systemctl` on PATH records the call: nothing touches this machine).
+    let shim = w.path("shim");
+    std::fs::create_dir_all(&shim).unwrap();
+    let calls = w.path("systemctl-calls");
+    std::fs::write(
+        shim.join("systemctl"),
+        format!("#!/bin/sh\necho \"$@\" >> '{}'\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        shim.join("systemctl"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let (code2, _) = mint(&w.files.data(), "angers-football", None);
+    let started = w.path("box-started");
+    let out = output(
+        enroll_cmd(
+            &c.url,
+            &code2,
+            &started,
+            &["--start", "--set", "services=[]"],
+        )
+        .env(
+            "PATH",
+            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()),
+        ),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("started touchline-agent.service"));
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        "enable --now touchline-agent.service\n"
+    );
+    // That enrollment gave the site a new token: the first box's is
+    // refused now, as the docs say. Re-enroll it for the rest.
+    let refused = once();
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("401"), "{}", stderr(&refused));
+    let (code3, _) = mint(&w.files.data(), "angers-football", None);
+    let out = output(&mut enroll_cmd(
+        &c.url,
+        &code3,
+        &root,
+        &["--force", "--from-neopro", conf.to_str().unwrap()],
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+
     // The code works once: a second box gets nothing, and writes nothing.
     let other = w.path("box2");
     let again = output(&mut enroll_cmd(&c.url, &code, &other, &[]));
