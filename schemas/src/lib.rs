@@ -19,6 +19,7 @@
 //! are compared against the types by `tests/json_schemas.rs`
 //! (`TOUCHLINE_BLESS=1` rewrites them).
 
+pub mod action;
 pub mod bundle;
 pub mod canonical;
 pub mod duration;

@@ -184,15 +184,21 @@ impl SigningKey {
 
     /// Signs `msg`; returns the armored signature (`bundle.json.sig`).
     pub fn sign(&self, msg: &[u8]) -> Result<String, SignatureError> {
+        self.sign_in(NAMESPACE, msg)
+    }
+
+    /// Signs `msg` in `namespace` (a signature made for one purpose never
+    /// verifies for another: `action@touchline` is not `bundle@touchline`).
+    pub fn sign_in(&self, namespace: &str, msg: &[u8]) -> Result<String, SignatureError> {
         use ed25519_dalek::Signer as _;
         let signed_data =
-            SshSig::signed_data(NAMESPACE, HashAlg::Sha512, msg).map_err(SignatureError::Sign)?;
+            SshSig::signed_data(namespace, HashAlg::Sha512, msg).map_err(SignatureError::Sign)?;
         let raw = self.dalek.sign(&signed_data);
         let signature = ssh_key::Signature::new(Algorithm::Ed25519, raw.to_bytes().to_vec())
             .map_err(SignatureError::Sign)?;
         SshSig::new(
             self.key.public_key().key_data().clone(),
-            NAMESPACE,
+            namespace,
             HashAlg::Sha512,
             signature,
         )
