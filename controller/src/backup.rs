@@ -255,7 +255,13 @@ pub fn restore(file: &Path, to: &Targets) -> Result<Manifest, BackupError> {
         .tempdir_in(&to.data)
         .map_err(io("create a staging directory in", &to.data))?;
     let manifest = extract(file, Some(staging.path()))?;
-    // Everything checked: move into place, the store last.
+    // Everything checked. The store, the key and the config cannot be
+    // replaced in one step: until the last one is in place, a marker says
+    // the restore is unfinished, and the controller refuses to start on a
+    // mix of old and new (running the restore again finishes it).
+    let marker = incomplete_marker(&to.data);
+    crate::keys::write_atomic(&marker, file.display().to_string().as_bytes(), 0o600)
+        .map_err(io("write", &marker))?;
     let content_dst = to.data.join(CONTENT);
     let content_src = staging.path().join(CONTENT);
     if content_src.is_dir() {
@@ -289,7 +295,31 @@ pub fn restore(file: &Path, to: &Targets) -> Result<Manifest, BackupError> {
     std::fs::File::open(&to.data)
         .and_then(|d| d.sync_all())
         .map_err(io("sync", &to.data))?;
+    std::fs::remove_file(&marker).map_err(io("remove", &marker))?;
+    std::fs::File::open(&to.data)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", &to.data))?;
     Ok(manifest)
+}
+
+/// `<data>/restore-incomplete`: present while a restore moves files into
+/// place (it names the backup).
+pub fn incomplete_marker(data: &Path) -> PathBuf {
+    data.join("restore-incomplete")
+}
+
+/// An error when a restore into `data` did not finish.
+pub fn check_no_unfinished_restore(data: &Path) -> Result<(), String> {
+    match std::fs::read_to_string(incomplete_marker(data)) {
+        Ok(from) => Err(format!(
+            "a restore into `{}` did not finish (from `{}`): its store, key and config may not match; run `touchline restore {} --data {} --key … --config … --force` again",
+            data.display(),
+            from.trim(),
+            from.trim(),
+            data.display()
+        )),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Reads a backup through and checks every entry (as [`restore`] does,

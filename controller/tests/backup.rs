@@ -145,6 +145,54 @@ fn a_restored_controller_serves_the_same_bundles_to_the_same_tokens() {
         std::fs::read(files.path("controller.toml")).unwrap()
     );
 
+    assert!(
+        !data.join("restore-incomplete").exists(),
+        "a finished restore leaves no marker"
+    );
+    // A restore cut short (its marker still there: the store, key and
+    // config may not match) keeps the controller from starting.
+    std::fs::write(
+        data.join("restore-incomplete"),
+        backup.display().to_string(),
+    )
+    .unwrap();
+    let cut = std::process::Command::new(touchline_testkit::bin("touchline"))
+        .arg("serve")
+        .arg("--repo")
+        .arg(files.repo_dir())
+        .arg("--data")
+        .arg(&data)
+        .arg("--key")
+        .arg(&key)
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(cut.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&cut.stderr).contains("did not finish"),
+        "{}",
+        String::from_utf8_lossy(&cut.stderr)
+    );
+    // Running the restore again finishes it.
+    let again = touchline()
+        .arg("restore")
+        .arg(&backup)
+        .arg("--data")
+        .arg(&data)
+        .arg("--key")
+        .arg(&key)
+        .arg("--config")
+        .arg(&config)
+        .arg("--force")
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(!data.join("restore-incomplete").exists());
+
     let mut cmd = std::process::Command::new(touchline_testkit::bin("touchline"));
     cmd.arg("serve")
         .arg("--repo")
