@@ -51,6 +51,28 @@ pub enum ReadError {
 }
 
 impl AppState {
+    /// The address boxes reach this controller at: `[enrollment] public_url`,
+    /// else the `Host` the request came to (`https` behind a proxy that says
+    /// `X-Forwarded-Proto: https`).
+    pub fn public_url(&self, headers: &axum::http::HeaderMap) -> String {
+        if let Some(u) = &self.fleet.config.enrollment.public_url {
+            return u.trim_end_matches('/').to_owned();
+        }
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            })
+            .unwrap_or("localhost");
+        let https = headers
+            .get("x-forwarded-proto")
+            .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
+        format!("{}://{host}", if https { "https" } else { "http" })
+    }
+
     /// Runs a read of the fleet's state (the store: blocking I/O) on the
     /// blocking pool, never on an async worker.
     pub async fn read<T: Send + 'static>(

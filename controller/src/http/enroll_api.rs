@@ -63,7 +63,7 @@ pub(super) async fn get_install_script(
     headers: axum::http::HeaderMap,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let url = super::public_url(&state, &headers);
+    let url = state.public_url(&headers);
     let packages = state
         .files
         .as_ref()

@@ -196,28 +196,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// The address boxes reach this controller at: `[enrollment] public_url`,
-/// else the `Host` the request came to (`https` behind a proxy that says
-/// `X-Forwarded-Proto: https`).
-pub(crate) fn public_url(state: &AppState, headers: &axum::http::HeaderMap) -> String {
-    if let Some(u) = &state.fleet.config.enrollment.public_url {
-        return u.trim_end_matches('/').to_owned();
-    }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            !h.is_empty()
-                && h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        })
-        .unwrap_or("localhost");
-    let https = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"https"));
-    format!("{}://{host}", if https { "https" } else { "http" })
-}
-
 async fn record_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()

@@ -300,7 +300,7 @@ pub(super) async fn api_mint_enrollment(
         ));
     }
     let ttl = q.ttl.unwrap_or(state.fleet.config.enrollment.ttl).to_std();
-    let url = super::public_url(&state, &headers);
+    let url = state.public_url(&headers);
     let fleet = state.fleet.clone();
     let minted = tokio::task::spawn_blocking(move || {
         crate::enroll::mint(&*fleet.store, &site, ttl, &who.name, Timestamp::now())

@@ -74,7 +74,7 @@ pub async fn enroll(
     }
     let path = format!("/sites/{id}");
     let c = page(&state, &headers, &s, &path, "sites", false);
-    let url = crate::http::public_url(&state, &headers);
+    let url = state.public_url(&headers);
     let fleet = state.fleet.clone();
     let ttl = fleet.config.enrollment.ttl.to_std();
     let who = s.name.clone();
