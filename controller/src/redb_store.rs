@@ -548,6 +548,25 @@ fn next_id(t: &redb::Table<&[u8], &[u8]>) -> Result<u64, StoreError> {
     })
 }
 
+/// Sets (`Some`) and removes (`None`) named values inside `txn`.
+fn apply_meta(
+    txn: &WriteTransaction,
+    changes: &[(String, Option<String>)],
+) -> Result<(), StoreError> {
+    let mut m = txn.open_table(META).map_err(db_err)?;
+    for (k, v) in changes {
+        match v {
+            Some(v) => {
+                m.insert(k.as_bytes(), v.as_bytes()).map_err(db_err)?;
+            }
+            None => {
+                m.remove(k.as_bytes()).map_err(db_err)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store for RedbStore {
     fn write_failure(&self) -> Option<String> {
         self.inner.shared.failure()
@@ -573,18 +592,7 @@ impl Store for RedbStore {
             let mut t = txn.open_table(TOKENS).map_err(db_err)?;
             t.insert(site.as_str().as_bytes(), &hash[..])
                 .map_err(db_err)?;
-            let mut m = txn.open_table(META).map_err(db_err)?;
-            for (k, v) in &changes {
-                match v {
-                    Some(v) => {
-                        m.insert(k.as_bytes(), v.as_bytes()).map_err(db_err)?;
-                    }
-                    None => {
-                        m.remove(k.as_bytes()).map_err(db_err)?;
-                    }
-                }
-            }
-            Ok(())
+            apply_meta(txn, &changes)
         })
     }
 
@@ -843,18 +851,7 @@ impl Store for RedbStore {
             for (k, v) in &rows {
                 ev.insert(k.as_slice(), v.as_slice()).map_err(db_err)?;
             }
-            let mut m = txn.open_table(META).map_err(db_err)?;
-            for (k, v) in &changes {
-                match v {
-                    Some(v) => {
-                        m.insert(k.as_bytes(), v.as_bytes()).map_err(db_err)?;
-                    }
-                    None => {
-                        m.remove(k.as_bytes()).map_err(db_err)?;
-                    }
-                }
-            }
-            Ok(())
+            apply_meta(txn, &changes)
         })
     }
 
