@@ -216,9 +216,9 @@ pub fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode,
     }
 }
 
-/// POSTs to the admin API of the controller that holds `data`'s store
-/// (locked by it), with its local admin token; the JSON answer.
-fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Value, Failure> {
+/// The address and local admin token of the controller that holds
+/// `data`'s store (locked by it), as it wrote them at start.
+fn running_controller(data: &Path) -> Result<(String, String), Failure> {
     let addr = std::fs::read_to_string(serve::addr_file(data))
         .context("the store is locked by a running controller, but its address file is missing")
         .map_err(cannot_run)?;
@@ -227,16 +227,21 @@ fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Val
             "the store is locked by a running controller, but its local admin token is missing",
         )
         .map_err(cannot_run)?;
-    let url = format!("http://{}{path}", addr.trim());
+    Ok((addr.trim().to_owned(), admin.trim().to_owned()))
+}
+
+/// POSTs to the admin API of the controller that holds `data`'s store
+/// (locked by it), with its local admin token; the JSON answer.
+fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Value, Failure> {
+    let (addr, admin) = running_controller(data)?;
+    let url = format!("http://{addr}{path}");
     let body = runtime()?.block_on(async {
         let resp = reqwest::Client::new()
             .post(&url)
-            .bearer_auth(admin.trim())
+            .bearer_auth(&admin)
             .send()
             .await
-            .with_context(|| {
-                format!("failed to reach the running controller at {}", addr.trim())
-            })?;
+            .with_context(|| format!("failed to reach the running controller at {addr}"))?;
         let status = resp.status();
         let body: serde_json::Value = resp
             .json()
@@ -666,24 +671,15 @@ pub fn cmd_backup(
                     "note: a controller runs on this data directory: its own key and config are backed up"
                 );
             }
-            let addr = std::fs::read_to_string(serve::addr_file(data))
-                .context(
-                    "the store is locked by a running controller, but its address file is missing",
-                )
-                .map_err(cannot_run)?;
-            let admin = std::fs::read_to_string(serve::admin_token_file(data))
-                .context("the store is locked by a running controller, but its local admin token is missing")
-                .map_err(cannot_run)?;
+            let (addr, admin) = running_controller(data)?;
             let file = tmp.as_file_mut();
             runtime()?.block_on(async {
                 let mut resp = reqwest::Client::new()
-                    .get(format!("http://{}/api/backup", addr.trim()))
-                    .bearer_auth(admin.trim())
+                    .get(format!("http://{addr}/api/backup"))
+                    .bearer_auth(&admin)
                     .send()
                     .await
-                    .with_context(|| {
-                        format!("failed to reach the running controller at {}", addr.trim())
-                    })?;
+                    .with_context(|| format!("failed to reach the running controller at {addr}"))?;
                 if !resp.status().is_success() {
                     let status = resp.status();
                     let body: serde_json::Value = resp.json().await.unwrap_or_default();
