@@ -49,16 +49,6 @@ const KEYS: &[(&str, Kind)] = &[
     ("ca_file", Kind::Str),
 ];
 
-/// The keys that make a box's identity: `enroll` writes them from the
-/// enrollment answer, never from settings.
-pub const IDENTITY_KEYS: [&str; 5] = [
-    "site_id",
-    "token",
-    "token_file",
-    "trusted_keys",
-    "controller_url",
-];
-
 /// The file as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

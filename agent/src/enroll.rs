@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use touchline_schemas::enroll::{
-    ENROLL_PATH, EnrollAnswer, EnrollCode, EnrollRequest, MAX_ANSWER_BYTES, Sealed,
+    ENROLL_PATH, EnrollAnswer, EnrollCode, EnrollRequest, IDENTITY_KEYS, MAX_ANSWER_BYTES, Sealed,
 };
 use touchline_schemas::neopro::{Field, SiteConf};
 
@@ -37,23 +37,49 @@ const NEOPRO_PATHS: [(&str, &str); 2] = [
 /// Where a box keeps its state unless told otherwise.
 const DEFAULT_STATE_DIR: &str = "/var/lib/touchline";
 
-/// What `enroll` was asked.
-#[derive(Debug)]
+/// What `enroll` was asked (its command-line arguments).
+#[derive(clap::Args)]
 pub struct Options {
-    /// The controller's address.
+    /// The controller's address (https://…).
+    #[arg(long)]
     pub controller: String,
-    /// The code as typed.
+    /// The code (K7QF-2MXD-9RTA-PL4C; case and dashes do not matter).
+    /// Better from the environment than the command line, where other
+    /// users of the box can read it while the command runs.
+    #[arg(env = "TOUCHLINE_ENROLL_CODE", hide_env_values = true)]
     pub code: String,
-    /// Where to write agent.toml (the token and keys go beside it).
+    /// Where to write the config; the token and trusted keys go beside it.
+    #[arg(long, default_value = "/etc/touchline/agent.toml")]
     pub config: PathBuf,
-    /// A NEOPRO site.conf whose paths and limits to carry over.
+    /// Carry this NEOPRO site.conf's paths (VIDEOS_PATH, CONFIG_PATH,
+    /// NEOPRO_ROOT) and MAX_DOWNLOAD_SIZE over; the file is left as is.
+    #[arg(long)]
     pub from_neopro: Option<PathBuf>,
-    /// `key=value` settings for this box (override the controller's).
+    /// A setting for this box, key=value (repeatable; overrides the
+    /// controller's and the site.conf's).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// Replace an existing config.
+    /// Replace an existing config and token.
+    #[arg(long)]
     pub force: bool,
-    /// Extra CA (PEM) for a controller behind a private CA.
+    /// Trust this CA (PEM) for the controller's HTTPS.
+    #[arg(long)]
     pub ca_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The code is a secret.
+        f.debug_struct("Options")
+            .field("controller", &self.controller)
+            .field("code", &"…")
+            .field("config", &self.config)
+            .field("from_neopro", &self.from_neopro)
+            .field("set", &self.set)
+            .field("force", &self.force)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
 }
 
 /// Why enrolling failed; nothing was written.
@@ -132,7 +158,7 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
             .split_once('=')
             .ok_or_else(|| usage(format!("--set `{s}`: write key=value")))?;
         let (k, v) = (k.trim(), v.trim());
-        if crate::config::IDENTITY_KEYS.contains(&k) {
+        if IDENTITY_KEYS.contains(&k) {
             return Err(usage(format!(
                 "--set {k}: the box's identity comes from the enrollment"
             )));
@@ -152,7 +178,7 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
     // Settings: the controller's for every box, then this box's own.
     let mut table = toml::Table::new();
     for (k, v) in &answer.agent {
-        if crate::config::IDENTITY_KEYS.contains(&k.as_str()) {
+        if IDENTITY_KEYS.contains(&k.as_str()) {
             continue;
         }
         if let Some(v) = json_to_toml(v) {
@@ -171,16 +197,10 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
         );
     }
     table.extend(local);
-    if !table.contains_key("state_dir") {
-        table.insert("state_dir".into(), DEFAULT_STATE_DIR.into());
-    }
-    for (key, default) in NEOPRO_PATHS {
-        if !table.contains_key(key) {
-            table.insert(key.into(), default.into());
-            notes.push(format!(
-                "neither the controller ([enrollment.agent]) nor this command (--from-neopro, --set {key}=…) gave `{key}`: using NEOPRO's {default}"
-            ));
-        }
+    for (key, default) in fill_defaults(&mut table) {
+        notes.push(format!(
+            "neither the controller ([enrollment.agent]) nor this command (--from-neopro, --set {key}=…) gave `{key}`: using NEOPRO's {default}"
+        ));
     }
     if let Some(conf) = &neopro
         && let Ok(id) = conf.site_id()
@@ -192,14 +212,8 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
         ));
     }
     let url = answer.controller_url.clone().unwrap_or(controller);
-    let identity = |token: &Path, keys: &Path| {
-        let mut t = table.clone();
-        t.insert("controller_url".into(), url.clone().into());
-        t.insert("site_id".into(), answer.site_id.to_string().into());
-        t.insert("token_file".into(), token.display().to_string().into());
-        t.insert("trusted_keys".into(), keys.display().to_string().into());
-        t
-    };
+    let site = answer.site_id.to_string();
+    let identity = |token: &Path, keys: &Path| with_identity(&table, &url, &site, token, keys);
     let final_text = render(&identity(&token_path, &keys_path), &answer);
 
     // Stage, check as the agent reads it, then rename into place.
@@ -237,6 +251,38 @@ pub async fn enroll(opts: &Options) -> Result<Enrolled, EnrollError> {
     })
 }
 
+/// Sets the keys nothing gave: `state_dir`, and NEOPRO's paths (returned,
+/// for the operator's notes).
+fn fill_defaults(t: &mut toml::Table) -> Vec<(&'static str, &'static str)> {
+    t.entry("state_dir")
+        .or_insert_with(|| DEFAULT_STATE_DIR.into());
+    let mut used = Vec::new();
+    for (key, default) in NEOPRO_PATHS {
+        if !t.contains_key(key) {
+            t.insert(key.into(), default.into());
+            used.push((key, default));
+        }
+    }
+    used
+}
+
+/// `settings` with a box's identity: controller, site, token file and
+/// trusted keys.
+fn with_identity(
+    settings: &toml::Table,
+    controller: &str,
+    site: &str,
+    token: &Path,
+    keys: &Path,
+) -> toml::Table {
+    let mut t = settings.clone();
+    t.insert("controller_url".into(), controller.into());
+    t.insert("site_id".into(), site.into());
+    t.insert("token_file".into(), token.display().to_string().into());
+    t.insert("trusted_keys".into(), keys.display().to_string().into());
+    t
+}
+
 /// Before the code is spent: the directory takes files, and this box's
 /// own settings (site.conf, `--set`, the defaults) make a config the agent
 /// reads (with stand-ins for the identity the answer will bring).
@@ -255,18 +301,8 @@ fn precheck(
         keys.map_err(|e| usage(format!("{e}; {not_spent}")))
             .and_then(|keys| {
                 let mut t = local.clone();
-                if !t.contains_key("state_dir") {
-                    t.insert("state_dir".into(), DEFAULT_STATE_DIR.into());
-                }
-                for (key, default) in NEOPRO_PATHS {
-                    if !t.contains_key(key) {
-                        t.insert(key.into(), default.into());
-                    }
-                }
-                t.insert("controller_url".into(), controller.into());
-                t.insert("site_id".into(), "enroll-check".into());
-                t.insert("token_file".into(), token.display().to_string().into());
-                t.insert("trusted_keys".into(), keys.display().to_string().into());
+                fill_defaults(&mut t);
+                let t = with_identity(&t, controller, "enroll-check", &token, &keys);
                 let text = toml::to_string(&t).unwrap_or_default();
                 let checked = Config::parse(&text, config, |_| None).map(drop).map_err(|e| {
                 usage(format!(

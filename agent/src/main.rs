@@ -76,31 +76,8 @@ enum Command {
     /// runs `diagnose`. Exit 0 enrolled and healthy, 1 refused or not
     /// healthy, 2 usage.
     Enroll {
-        /// The controller's address (https://…).
-        #[arg(long)]
-        controller: String,
-        /// The code (K7QF-2MXD-9RTA-PL4C; case and dashes do not matter).
-        /// Better from the environment than the command line, where other
-        /// users of the box can read it while the command runs.
-        #[arg(env = "TOUCHLINE_ENROLL_CODE", hide_env_values = true)]
-        code: String,
-        /// Where to write the config; the token and trusted keys go beside it.
-        #[arg(long, default_value = "/etc/touchline/agent.toml")]
-        config: PathBuf,
-        /// Carry this NEOPRO site.conf's paths (VIDEOS_PATH, CONFIG_PATH,
-        /// NEOPRO_ROOT) and MAX_DOWNLOAD_SIZE over; the file is left as is.
-        #[arg(long)]
-        from_neopro: Option<PathBuf>,
-        /// A setting for this box, key=value (repeatable; overrides the
-        /// controller's and the site.conf's).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-        /// Replace an existing config and token.
-        #[arg(long)]
-        force: bool,
-        /// Trust this CA (PEM) for the controller's HTTPS.
-        #[arg(long)]
-        ca_file: Option<PathBuf>,
+        #[command(flatten)]
+        opts: enroll::Options,
         /// Then enable and start the service (systemctl enable --now).
         #[arg(long)]
         start: bool,
@@ -212,27 +189,7 @@ fn main() -> ExitCode {
                 status::print(&cfg, json)
             }
             Command::Diagnose { config } => diagnose::run(&config).await,
-            Command::Enroll {
-                controller,
-                code,
-                config,
-                from_neopro,
-                set,
-                force,
-                ca_file,
-                start,
-            } => {
-                let opts = enroll::Options {
-                    controller,
-                    code,
-                    config,
-                    from_neopro,
-                    set,
-                    force,
-                    ca_file,
-                };
-                run_enroll(&opts, start).await
-            }
+            Command::Enroll { opts, start } => run_enroll(&opts, start).await,
             Command::Rollback { config } => {
                 let mut agent = match load_and_open(&config) {
                     Ok(a) => a,

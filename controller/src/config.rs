@@ -188,6 +188,27 @@ pub struct Config {
     pub enrollment: Enrollment,
 }
 
+/// Why an `[enrollment]` section is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnrollmentError {
+    /// Not a URL boxes can use, or one unsafe in a shell script.
+    #[error(
+        "enrollment.public_url: `{0}` is not an http:// or https:// URL of letters, digits and :/.-_~%[]@+"
+    )]
+    PublicUrl(String),
+    /// Out of range.
+    #[error("enrollment.ttl must be between 1s and 30d")]
+    Ttl,
+    /// An identity key among the settings.
+    #[error(
+        "enrollment.agent.{0}: a box's identity comes from its enrollment, not from the config"
+    )]
+    Identity(String),
+    /// A setting that is not a string, number or list of strings.
+    #[error("enrollment.agent.{0}: write a string, a whole number or a list of strings")]
+    NotPlain(String),
+}
+
 /// `[enrollment]`: what `touchline site enroll` codes give a new box.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -225,14 +246,6 @@ impl Default for Enrollment {
 impl Enrollment {
     /// Longest life of a code.
     pub const MAX_TTL_SECS: u64 = 30 * 86_400;
-    /// agent.toml keys an enrollment writes itself.
-    pub const IDENTITY_KEYS: [&str; 5] = [
-        "site_id",
-        "token",
-        "token_file",
-        "trusted_keys",
-        "controller_url",
-    ];
 
     fn default_ttl() -> HumanDuration {
         HumanDuration::from_secs(86_400)
@@ -246,7 +259,7 @@ impl Enrollment {
             .collect()
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), EnrollmentError> {
         if let Some(u) = &self.public_url
             && (reqwest::Url::parse(u)
                 .ok()
@@ -256,18 +269,14 @@ impl Enrollment {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b":/.-_~%[]@+".contains(&b)))
         {
-            return Err(format!(
-                "enrollment.public_url: `{u}` is not an http:// or https:// URL of letters, digits and :/.-_~%[]@+"
-            ));
+            return Err(EnrollmentError::PublicUrl(u.clone()));
         }
         if self.ttl.as_secs() == 0 || self.ttl.as_secs() > Self::MAX_TTL_SECS {
-            return Err("enrollment.ttl must be between 1s and 30d".into());
+            return Err(EnrollmentError::Ttl);
         }
         for (k, v) in &self.agent {
-            if Self::IDENTITY_KEYS.contains(&k.as_str()) {
-                return Err(format!(
-                    "enrollment.agent.{k}: a box's identity comes from its enrollment, not from the config"
-                ));
+            if touchline_schemas::enroll::IDENTITY_KEYS.contains(&k.as_str()) {
+                return Err(EnrollmentError::Identity(k.clone()));
             }
             let plain = match v {
                 toml::Value::String(_) | toml::Value::Integer(_) => true,
@@ -275,9 +284,7 @@ impl Enrollment {
                 _ => false,
             };
             if !plain {
-                return Err(format!(
-                    "enrollment.agent.{k}: write a string, a whole number or a list of strings"
-                ));
+                return Err(EnrollmentError::NotPlain(k.clone()));
             }
         }
         Ok(())
@@ -596,7 +603,7 @@ impl Config {
             ));
         }
         check_tiers(&c.history_tiers, c.history_retention).map_err(|e| invalid(e.to_string()))?;
-        c.enrollment.check().map_err(invalid)?;
+        c.enrollment.check().map_err(|e| invalid(e.to_string()))?;
         Ok(c)
     }
 

@@ -37,6 +37,16 @@ pub const CODE_SYMBOLS: usize = 16;
 pub const ENROLL_PATH: &str = "/v1/enroll";
 /// Largest enrollment request body the controller reads.
 pub const MAX_REQUEST_BYTES: usize = 1024;
+/// The agent.toml keys that make a box's identity: an enrollment writes
+/// them from its answer, never from settings (the controller's
+/// `[enrollment.agent]` or the box's own).
+pub const IDENTITY_KEYS: [&str; 5] = [
+    "site_id",
+    "token",
+    "token_file",
+    "trusted_keys",
+    "controller_url",
+];
 /// Largest sealed answer a box reads.
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
