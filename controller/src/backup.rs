@@ -75,6 +75,17 @@ pub enum BackupError {
         /// Why.
         why: String,
     },
+    /// A restore into this data directory was cut short.
+    #[error(
+        "a restore into `{}` did not finish (from `{}`): its store, key and config may not match; run `touchline restore {} --data {} --key … --config … --force` again",
+        data.display(), from.display(), from.display(), data.display()
+    )]
+    Unfinished {
+        /// The data directory.
+        data: PathBuf,
+        /// The backup it was restoring.
+        from: PathBuf,
+    },
     /// Refused (something would be overwritten).
     #[error("{0}")]
     Refused(String),
@@ -308,16 +319,13 @@ pub fn incomplete_marker(data: &Path) -> PathBuf {
     data.join("restore-incomplete")
 }
 
-/// An error when a restore into `data` did not finish.
-pub fn check_no_unfinished_restore(data: &Path) -> Result<(), String> {
+/// Refuses a data directory whose restore did not finish.
+pub fn check_no_unfinished_restore(data: &Path) -> Result<(), BackupError> {
     match std::fs::read_to_string(incomplete_marker(data)) {
-        Ok(from) => Err(format!(
-            "a restore into `{}` did not finish (from `{}`): its store, key and config may not match; run `touchline restore {} --data {} --key … --config … --force` again",
-            data.display(),
-            from.trim(),
-            from.trim(),
-            data.display()
-        )),
+        Ok(from) => Err(BackupError::Unfinished {
+            data: data.to_path_buf(),
+            from: from.trim().into(),
+        }),
         Err(_) => Ok(()),
     }
 }

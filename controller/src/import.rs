@@ -68,7 +68,7 @@ pub fn read_all(files: &[PathBuf]) -> Result<Vec<Imported>, Vec<String>> {
         let (imported, line) = match read_one(f, &bytes) {
             Ok(x) => x,
             Err(e) => {
-                errors.push(e);
+                errors.push(e.to_string());
                 continue;
             }
         };
@@ -90,12 +90,28 @@ pub fn read_all(files: &[PathBuf]) -> Result<Vec<Imported>, Vec<String>> {
     }
 }
 
+/// Why a site.conf does not import: its file and line.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}:{line}: error: {message}", file.display())]
+pub struct ImportError {
+    /// The file.
+    pub file: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
 /// Reads and maps one file's bytes (`file` names it): the site and the
-/// line of its id, or the error as `file:line: error: message`.
-pub fn read_one(file: &Path, bytes: &[u8]) -> Result<(Imported, usize), String> {
-    let at = |line: usize, message: &str| format!("{}:{line}: error: {message}", file.display());
-    let conf = SiteConf::parse(bytes).map_err(|e| at(e.line, &e.message))?;
-    let id = conf.site_id().map_err(|e| at(e.line, &e.message))?;
+/// line of its id.
+pub fn read_one(file: &Path, bytes: &[u8]) -> Result<(Imported, usize), ImportError> {
+    let at = |e: touchline_schemas::neopro::ConfError| ImportError {
+        file: file.to_path_buf(),
+        line: e.line,
+        message: e.message,
+    };
+    let conf = SiteConf::parse(bytes).map_err(at)?;
+    let id = conf.site_id().map_err(at)?;
     let line = conf.line(Field::SiteId).unwrap_or(1);
     Ok((map(file, &conf, id), line))
 }

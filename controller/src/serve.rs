@@ -91,7 +91,7 @@ pub async fn serve(
             opts.data.display()
         )
     })?;
-    crate::backup::check_no_unfinished_restore(&opts.data).map_err(|e| anyhow!(e))?;
+    crate::backup::check_no_unfinished_restore(&opts.data)?;
     let store = RedbStore::open(&opts.data).map_err(|e| match e {
         StoreError::Locked(_) => anyhow!(
             "another controller is already running on `{}` (its store is locked); stop it or use another --data",
