@@ -58,6 +58,25 @@ fn served(c: &RunningController, tokens: &[String]) -> Vec<(Vec<u8>, Vec<u8>, Ve
         .collect()
 }
 
+/// `touchline restore <backup> --data <data> --key <key> [extra…]`.
+fn restore(
+    backup: &Path,
+    data: &Path,
+    key: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> std::process::Output {
+    touchline()
+        .arg("restore")
+        .arg(backup)
+        .arg("--data")
+        .arg(data)
+        .arg("--key")
+        .arg(key)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
 fn history_len(c: &RunningController, site: &str) -> usize {
     let r = c.get(
         &format!("/api/sites/{site}/history?from=2000-01-01T00:00:00Z"),
@@ -119,17 +138,12 @@ fn a_restored_controller_serves_the_same_bundles_to_the_same_tokens() {
     let data = fresh.path().join("data");
     let key = fresh.path().join("etc/controller.key");
     let config = fresh.path().join("etc/controller.toml");
-    let out = touchline()
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(&key)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = restore(
+        &backup,
+        &data,
+        &key,
+        &["--config".as_ref(), config.as_os_str()],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -174,18 +188,12 @@ fn a_restored_controller_serves_the_same_bundles_to_the_same_tokens() {
         String::from_utf8_lossy(&cut.stderr)
     );
     // Running the restore again finishes it.
-    let again = touchline()
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(&key)
-        .arg("--config")
-        .arg(&config)
-        .arg("--force")
-        .output()
-        .unwrap();
+    let again = restore(
+        &backup,
+        &data,
+        &key,
+        &["--config".as_ref(), config.as_os_str(), "--force".as_ref()],
+    );
     assert!(
         again.status.success(),
         "{}",
@@ -225,15 +233,7 @@ fn a_restored_controller_serves_the_same_bundles_to_the_same_tokens() {
 
     // Restoring over it again is refused (it would replace the store).
     drop(restored);
-    let again = touchline()
-        .arg("restore")
-        .arg(&backup)
-        .arg("--data")
-        .arg(&data)
-        .arg("--key")
-        .arg(&key)
-        .output()
-        .unwrap();
+    let again = restore(&backup, &data, &key, &[]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("exists: restore into an empty place"),
@@ -349,15 +349,7 @@ fn damaged_or_foreign_backups_are_refused_and_restore_nothing() {
     ] {
         let fresh = tempfile::tempdir().unwrap();
         let data = fresh.path().join("data");
-        let out = touchline()
-            .arg("restore")
-            .arg(file)
-            .arg("--data")
-            .arg(&data)
-            .arg("--key")
-            .arg(fresh.path().join("key"))
-            .output()
-            .unwrap();
+        let out = restore(file, &data, &fresh.path().join("key"), &[]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{}: {err}", file.display());
         assert!(
