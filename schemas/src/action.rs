@@ -5,8 +5,9 @@
 //! [`verify_action`] is everything a box checks before it runs one; each
 //! refusal says why.
 //!
-//! This is the contract only: the controller's queue, the delivery on the
-//! long-poll and the box's runner build on it.
+//! The box answers with [`ActionUpdate`]s (`received` → `running` →
+//! `done` / `failed`, or `refused` with the reason), posted to
+//! `/v1/sites/{id}/actions/{action-id}`.
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -37,7 +38,204 @@ pub struct ActionArgs {
     /// `get_logs`: how many lines.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lines: Option<u32>,
+    /// `get_logs`: from when (journalctl's `--since`, e.g. `-1h`,
+    /// `2026-12-03 14:00`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
+
+/// Log lines sent when none are asked for.
+pub const DEFAULT_LOG_LINES: u32 = 200;
+/// Most log lines one action reads.
+pub const MAX_LOG_LINES: u32 = 10_000;
+/// Largest output a box sends with a result (logs are cut to their last
+/// bytes, other output too); the body goes gzip-compressed.
+pub const MAX_ACTION_OUTPUT: usize = 256 * 1024;
+/// Largest result a controller reads, once decompressed.
+pub const MAX_UPDATE_BYTES: usize = MAX_ACTION_OUTPUT + 16 * 1024;
+/// Default life of a request.
+pub const DEFAULT_LIFETIME_SECS: i64 = 15 * 60;
+
+/// Why an action's arguments were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    /// `restart-service` or `logs` without a service.
+    #[error("`{0}` needs a service name")]
+    NoService(&'static str),
+    /// Not a systemd unit name.
+    #[error(
+        "service `{0}` is not a unit name (letters, digits and `:_.@-`, at most 128, not starting with `-`)"
+    )]
+    BadService(String),
+    /// Lines out of range.
+    #[error("lines must be from 1 to {MAX_LOG_LINES}, not {0}")]
+    Lines(u32),
+    /// `since` in a form journalctl would not be given.
+    #[error(
+        "since `{0}` is not a time: write e.g. `-1h`, `today` or `2026-12-03 14:00` (letters, digits, space and `:+-.`, at most 40)"
+    )]
+    Since(String),
+    /// An argument the action does not take.
+    #[error("`{action}` takes no {arg}")]
+    Unexpected {
+        /// The action.
+        action: &'static str,
+        /// The argument.
+        arg: &'static str,
+    },
+}
+
+impl ActionArgs {
+    /// Checks the arguments against the action (both the controller, before
+    /// it signs, and the box, before it runs, call this).
+    pub fn check(&self, action: RemoteAction) -> Result<(), ArgsError> {
+        let name = action.command_name();
+        let needs_service = matches!(action, RemoteAction::RestartService | RemoteAction::GetLogs);
+        match (&self.service, needs_service) {
+            (None, true) => return Err(ArgsError::NoService(name)),
+            (Some(_), false) => {
+                return Err(ArgsError::Unexpected {
+                    action: name,
+                    arg: "service",
+                });
+            }
+            (Some(s), true) if !is_unit_name(s) => return Err(ArgsError::BadService(s.clone())),
+            _ => {}
+        }
+        let logs = action == RemoteAction::GetLogs;
+        if let Some(n) = self.lines {
+            if !logs {
+                return Err(ArgsError::Unexpected {
+                    action: name,
+                    arg: "lines",
+                });
+            }
+            if n == 0 || n > MAX_LOG_LINES {
+                return Err(ArgsError::Lines(n));
+            }
+        }
+        if let Some(t) = &self.since {
+            if !logs {
+                return Err(ArgsError::Unexpected {
+                    action: name,
+                    arg: "since",
+                });
+            }
+            let ok = !t.is_empty()
+                && t.len() <= 40
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || " :+-.".contains(c));
+            if !ok {
+                return Err(ArgsError::Since(t.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A systemd unit name as an operator may give one.
+pub fn is_unit_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && !s.starts_with('-')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || ":_.@-".contains(c))
+}
+
+/// Where an action is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionState {
+    /// Signed and waiting for the box.
+    Queued,
+    /// The box has it and checked it.
+    Received,
+    /// The box waits for the update lock (a match is on).
+    Waiting,
+    /// Running on the box.
+    Running,
+    /// Finished well.
+    Done,
+    /// Ran and failed.
+    Failed,
+    /// The box refused it (with the reason).
+    Refused,
+    /// Not delivered before its expiry.
+    Expired,
+}
+
+impl ActionState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionState::Queued => "queued",
+            ActionState::Received => "received",
+            ActionState::Waiting => "waiting",
+            ActionState::Running => "running",
+            ActionState::Done => "done",
+            ActionState::Failed => "failed",
+            ActionState::Refused => "refused",
+            ActionState::Expired => "expired",
+        }
+    }
+
+    /// No later state follows.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            ActionState::Done | ActionState::Failed | ActionState::Refused | ActionState::Expired
+        )
+    }
+}
+
+/// What a box says about an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionUpdate {
+    /// The new state (never `queued` or `expired`: those are the
+    /// controller's).
+    pub state: ActionState,
+    /// When, on the box's (corrected) clock.
+    pub at: Timestamp,
+    /// One line: why refused, what it waits for, how it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// A command's exit status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_status: Option<i32>,
+    /// Its output (at most [`MAX_ACTION_OUTPUT`] bytes; the last ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// The output was cut.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+/// One request as delivered: its signed bytes (canonical JSON, as a string)
+/// and the signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delivery {
+    /// [`ActionRequest::to_canonical_json`], as text.
+    pub request: String,
+    /// SSHSIG, armored.
+    pub signature: String,
+}
+
+/// `GET /v1/sites/{id}/actions`: what waits for the box.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inbox {
+    /// Oldest first.
+    pub actions: Vec<Delivery>,
+}
+
+/// Most requests one inbox carries.
+pub const MAX_INBOX: usize = 16;
+/// Largest inbox a box reads.
+pub const MAX_INBOX_BYTES: usize = MAX_INBOX * (MAX_ACTION_BYTES + 1024) + 64;
+/// The header on a bundle answer that says requests wait (their count).
+pub const PENDING_HEADER: &str = "touchline-actions";
 
 /// A remote action request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +299,9 @@ pub enum ActionError {
     /// Not in the box's allow-list.
     #[error("`{0}` is not allowed on this box (agent.allowed_actions in the manifests)")]
     NotAllowed(String),
+    /// Bad arguments.
+    #[error(transparent)]
+    Args(#[from] ArgsError),
 }
 
 impl ActionRequest {
@@ -159,12 +360,9 @@ pub fn verify_action(
         return Err(ActionError::Replay(req.nonce));
     }
     if !allowed.contains(&req.action) {
-        let name = serde_json::to_value(req.action)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default();
-        return Err(ActionError::NotAllowed(name));
+        return Err(ActionError::NotAllowed(req.action.as_str().to_owned()));
     }
+    req.args.check(req.action)?;
     Ok(req)
 }
 
@@ -184,7 +382,7 @@ mod tests {
             action: RemoteAction::RestartService,
             args: ActionArgs {
                 service: Some("neopro-app".into()),
-                lines: None,
+                ..ActionArgs::default()
             },
             issued_at: t(0),
             expires_at: t(900),
@@ -241,6 +439,10 @@ mod tests {
         let i = tampered.iter().position(|&b| b == b'a').unwrap();
         tampered[i] = b'b';
         assert!(check(&tampered, &sig, t(10), false).is_err());
+        // Arguments are checked after the signature.
+        let mut bad = request();
+        bad.args.service = Some("-evil".into());
+        assert!(refused(bad, t(10), false).contains("is not a unit name"));
         // Too large, before anything is parsed.
         let big = vec![b' '; MAX_ACTION_BYTES + 1];
         assert!(
@@ -249,5 +451,48 @@ mod tests {
                 .to_string()
                 .contains("over the")
         );
+    }
+
+    #[test]
+    fn arguments_fit_their_action() {
+        let a = |service: Option<&str>, lines: Option<u32>, since: Option<&str>| ActionArgs {
+            service: service.map(str::to_owned),
+            lines,
+            since: since.map(str::to_owned),
+        };
+        let logs = RemoteAction::GetLogs;
+        assert!(
+            a(Some("neopro-app"), Some(500), Some("-1h"))
+                .check(logs)
+                .is_ok()
+        );
+        assert!(
+            a(Some("neopro-app"), None, Some("2026-12-03 14:00"))
+                .check(logs)
+                .is_ok()
+        );
+        let e = |args: ActionArgs, action| args.check(action).unwrap_err().to_string();
+        assert_eq!(e(a(None, None, None), logs), "`logs` needs a service name");
+        assert!(e(a(Some("a b"), None, None), logs).contains("not a unit name"));
+        assert!(e(a(Some("app"), Some(0), None), logs).contains("from 1 to 10000"));
+        assert!(e(a(Some("app"), Some(10_001), None), logs).contains("not 10001"));
+        assert!(e(a(Some("app"), None, Some("$(reboot)")), logs).contains("is not a time"));
+        assert!(
+            e(a(Some("app"), None, None), RemoteAction::Reboot)
+                .contains("`reboot` takes no service")
+        );
+        assert!(e(a(None, Some(3), None), RemoteAction::SystemInfo).contains("takes no lines"));
+        assert!(a(None, None, None).check(RemoteAction::ReportNow).is_ok());
+        assert_eq!(
+            RemoteAction::parse("restart-service"),
+            Some(RemoteAction::RestartService)
+        );
+        assert_eq!(RemoteAction::parse("get_logs"), Some(RemoteAction::GetLogs));
+        assert_eq!(RemoteAction::parse("logs"), Some(RemoteAction::GetLogs));
+        assert_eq!(
+            RemoteAction::parse("report-now"),
+            Some(RemoteAction::ReportNow)
+        );
+        assert_eq!(RemoteAction::parse("shutdown"), None);
     }
 }

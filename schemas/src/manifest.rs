@@ -89,6 +89,64 @@ pub enum RemoteAction {
     GetLogs,
     /// Report hardware and OS details.
     SystemInfo,
+    /// Re-hash every managed file, then a normal pass.
+    Resync,
+    /// Send a full report now.
+    ReportNow,
+}
+
+impl RemoteAction {
+    /// Every action, in the order pages list them.
+    pub const ALL: [RemoteAction; 6] = [
+        RemoteAction::SystemInfo,
+        RemoteAction::ReportNow,
+        RemoteAction::GetLogs,
+        RemoteAction::RestartService,
+        RemoteAction::Resync,
+        RemoteAction::Reboot,
+    ];
+
+    /// The name in manifests (`restart_service`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteAction::Reboot => "reboot",
+            RemoteAction::RestartService => "restart_service",
+            RemoteAction::GetLogs => "get_logs",
+            RemoteAction::SystemInfo => "system_info",
+            RemoteAction::Resync => "resync",
+            RemoteAction::ReportNow => "report_now",
+        }
+    }
+
+    /// The name operators type (`restart-service`, `logs`).
+    pub fn command_name(self) -> &'static str {
+        match self {
+            RemoteAction::Reboot => "reboot",
+            RemoteAction::RestartService => "restart-service",
+            RemoteAction::GetLogs => "logs",
+            RemoteAction::SystemInfo => "system-info",
+            RemoteAction::Resync => "resync",
+            RemoteAction::ReportNow => "report-now",
+        }
+    }
+
+    /// Either name (`restart-service` or `restart_service`; `logs` or
+    /// `get_logs`).
+    pub fn parse(name: &str) -> Option<RemoteAction> {
+        RemoteAction::ALL.into_iter().find(|a| {
+            a.as_str() == name || a.command_name() == name || a.as_str().replace('_', "-") == name
+        })
+    }
+
+    /// Whether it changes what the box plays, and so waits for the update
+    /// lock (a match) unless forced: everything but reading logs, system
+    /// information and sending a report.
+    pub fn waits_for_lock(self) -> bool {
+        matches!(
+            self,
+            RemoteAction::Reboot | RemoteAction::RestartService | RemoteAction::Resync
+        )
+    }
 }
 
 /// A daily window `HH:MM-HH:MM` in local time; it may wrap past midnight
