@@ -200,6 +200,7 @@ pub fn cmd_site_token(data: &Path, site: &str, rotate: bool) -> Result<ExitCode,
                 }
                 .into(),
                 target: site.to_string(),
+                ..AuditEntry::default()
             })?;
             println!("{}", token.reveal());
             Ok(ExitCode::SUCCESS)

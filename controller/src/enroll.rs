@@ -108,6 +108,7 @@ pub fn mint(
         actor: actor.to_owned(),
         action: "mint enrollment code".into(),
         target: site.to_string(),
+        ..AuditEntry::default()
     })?;
     Ok(Minted {
         code,
@@ -219,6 +220,7 @@ pub fn redeem(fleet: &Fleet, req: &EnrollRequest, now: Timestamp) -> Result<Seal
         actor: format!("enrollment ({})", e.used_by.as_deref().unwrap_or("a box")),
         action: "enroll box (new site token)".into(),
         target: e.site.to_string(),
+        ..AuditEntry::default()
     }) {
         tracing::error!(site = %e.site, error = %err, "a box enrolled but the audit log could not be written");
     }

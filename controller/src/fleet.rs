@@ -104,6 +104,8 @@ pub struct Fleet {
     enroll_lock: Mutex<()>,
     /// Wakes the alert loop (a report arrived).
     pub alerts_wake: tokio::sync::Notify,
+    /// Remote actions waiting for their boxes.
+    pub actions: crate::actions::Queue,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -177,6 +179,7 @@ impl Fleet {
             .iter()
             .map(|s| (s.site.clone(), s.pulse()))
             .collect();
+        let actions = crate::actions::Queue::load(&*store, Timestamp::now())?;
         let mut tokens = Tokens::default();
         for (site, hash) in store.site_tokens()? {
             tokens.insert(site, hash);
@@ -199,6 +202,7 @@ impl Fleet {
             sync_lock: Mutex::new(()),
             enroll_lock: Mutex::new(()),
             alerts_wake: tokio::sync::Notify::new(),
+            actions,
         };
         fleet.reload_manifests()?;
         Ok(fleet)
@@ -229,6 +233,30 @@ impl Fleet {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
+    }
+
+    /// The action queue and its store.
+    pub fn action_ctx(&self) -> crate::actions::Ctx<'_> {
+        crate::actions::Ctx {
+            store: &*self.store,
+            queue: &self.actions,
+        }
+    }
+
+    /// Queues a remote action (checked against the site's published
+    /// allow-list, signed, audited).
+    pub fn request_action(
+        &self,
+        new: crate::actions::NewAction,
+        now: Timestamp,
+    ) -> Result<crate::actions::ActionRecord, crate::actions::RequestError> {
+        let facts = crate::actions::SiteFacts {
+            known: self.knows_site(&new.site),
+            allowed: self
+                .bundle(&new.site)
+                .and_then(|p| crate::actions::allowed_actions(&p.body)),
+        };
+        crate::actions::request(self.action_ctx(), &self.key, facts, new, now)
     }
 
     /// The published bundle of a site.

@@ -25,8 +25,10 @@
 //! process (`tests/router.rs`, `oneshot` over a directory-backed fleet);
 //! the binary end to end (`tests/`), with `touchline-testkit` as harness.
 
+pub mod actions;
 pub mod alerts;
 pub mod app;
+pub mod audit;
 pub mod backup;
 pub mod bundles;
 pub mod cli;
@@ -55,6 +57,7 @@ pub mod notify;
 pub mod outbox;
 pub mod point;
 pub mod redb_store;
+pub mod remote;
 pub mod render;
 pub mod revision;
 pub mod serve;

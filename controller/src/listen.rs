@@ -124,3 +124,17 @@ pub fn raise_open_files_limit() -> (Option<u64>, Option<u64>) {
 pub fn peer(parts: &axum::http::Extensions) -> Option<SocketAddr> {
     parts.get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
+
+/// Where a request came from: the peer, and what a proxy in front says.
+pub fn source(headers: &axum::http::HeaderMap, peer: Option<SocketAddr>) -> Option<String> {
+    let forwarded = headers
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(100).collect::<String>());
+    match (peer, forwarded) {
+        (Some(p), Some(f)) => Some(format!("{} (forwarded for {f})", p.ip())),
+        (Some(p), None) => Some(p.ip().to_string()),
+        (None, Some(f)) => Some(format!("forwarded for {f}")),
+        (None, None) => None,
+    }
+}

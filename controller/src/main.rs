@@ -153,6 +153,11 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Request a remote action on a box through a running controller (the
+    /// one on --data, or --controller with TOUCHLINE_TOKEN), then follow it
+    /// until the box is done and print its output. Exit 0 done, 1 failed,
+    /// refused or expired, 2 not queued.
+    Action(touchline_controller::remote::ActionArgs),
     /// Run the whole system on this machine with the example fleet: a git
     /// repository, content, keys, tokens and the controller on a free
     /// loopback port. Ctrl-C stops it.
@@ -320,6 +325,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }) => cmd_content_add(&data, catalog_entry, &files),
         Command::Operator(OperatorCommand::Token { name, role }) => cmd_operator_token(&name, role),
         Command::ImportNeopro { inputs, out, force } => cmd_import_neopro(&inputs, &out, force),
+        Command::Action(a) => touchline_controller::remote::cmd_action(&a),
         Command::Backup {
             data,
             out,

@@ -275,6 +275,9 @@ async fn sync_loop(
             let f = fleet.clone();
             let tiers = tiers.clone();
             let result = tokio::task::spawn_blocking(move || {
+                if let Err(e) = crate::actions::expire(f.action_ctx(), now) {
+                    tracing::warn!(error = %crate::fleet::error_chain(&e), "remote actions housekeeping failed");
+                }
                 crate::history::housekeeping(&*f.store, now, retention, &tiers)
             })
             .await;

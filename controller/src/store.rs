@@ -274,16 +274,22 @@ pub struct IngestOutcome {
 }
 
 /// An operator action, for the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When.
     pub at: Timestamp,
-    /// Who (operator name, or `local-admin`, `webhook`).
+    /// Who (operator name, or `local-admin`, `webhook`, `box:<site>`).
     pub actor: String,
     /// What.
     pub action: String,
     /// On what.
     pub target: String,
+    /// From where (the client's address), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// How it ended (`ok`, `refused: …`), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
 }
 
 /// The named value of the last published commit.
@@ -294,6 +300,8 @@ const ALERT_PREFIX: &str = "alert/";
 const OUTBOX_PREFIX: &str = "outbox/";
 const DIGEST_DAY: &str = "digest/last";
 const ENROLL_PREFIX: &str = "enroll/";
+/// Remote actions: `action/<site>/<id>` (ids sort by time).
+pub(crate) const ACTION_PREFIX: &str = "action/";
 
 /// A one-time enrollment code, as stored: under the sha256 of its lookup
 /// id (`LookupId::storage_key`), never the code itself.

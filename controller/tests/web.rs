@@ -475,3 +475,135 @@ fn an_admin_mints_an_enrollment_code_from_the_site_page() {
     assert_eq!(redeem(), StatusCode::OK);
     assert_eq!(redeem(), StatusCode::GONE, "once");
 }
+
+/// Remote actions from the pages: an operator requests one on a site and on
+/// the checked rows of the sites table (CSRF-checked); a viewer has no form
+/// and is refused; the audit page and its CSV show who did what from where.
+#[test]
+fn an_operator_requests_remote_actions_from_the_pages_and_the_audit_page_shows_them() {
+    let s = common::server::start();
+    let (viewer, vcsrf) = s.login(VIEWER);
+    let page = s
+        .get("/sites/angers-football", &viewer, "en")
+        .text()
+        .unwrap();
+    assert!(page.contains("Remote actions") && !page.contains("id=\"action-form\""));
+    let post = |path: &str, cookies: &str, form: &[(&str, &str)]| {
+        s.http
+            .post(format!("{}{path}", s.url))
+            .header("cookie", cookies)
+            .form(form)
+            .send()
+            .unwrap()
+    };
+    let r = post(
+        "/sites/angers-football/actions",
+        &viewer,
+        &[("csrf", &vcsrf), ("action", "system-info")],
+    );
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let (op, csrf) = s.login(OPERATOR);
+    let page = s.get("/sites/angers-football", &op, "fr").text().unwrap();
+    assert!(page.contains("id=\"action-form\"") && page.contains("Actions à distance"));
+    assert!(
+        page.contains("<option value=\"restart-service\">"),
+        "{page}"
+    );
+    let r = post(
+        "/sites/angers-football/actions",
+        &op,
+        &[("csrf", "wrong"), ("action", "system-info")],
+    );
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = post(
+        "/sites/angers-football/actions",
+        &op,
+        &[
+            ("csrf", &csrf),
+            ("action", "logs"),
+            ("service", "neopro-app"),
+            ("lines", "50"),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/sites/angers-football#actions");
+    let page = s.get("/sites/angers-football", &op, "en").text().unwrap();
+    assert!(
+        page.contains("<code>logs neopro-app --lines 50</code>") && page.contains(">queued<"),
+        "{page}"
+    );
+    // A bad service name never reaches a box.
+    let r = post(
+        "/sites/angers-football/actions",
+        &op,
+        &[
+            ("csrf", &csrf),
+            ("action", "restart-service"),
+            ("service", "a b"),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().unwrap().contains("is not a unit name"));
+
+    // The sites table: a checkbox per row, one action for the checked ones.
+    let table = s.get("/sites", &op, "en").text().unwrap();
+    assert!(table.contains("form=\"bulk-action\""), "{table}");
+    let r = post(
+        "/sites/actions",
+        &op,
+        &[
+            ("csrf", &csrf),
+            ("action", "restart-service"),
+            ("service", "neopro-app"),
+            ("site", "angers-football"),
+            ("site", "brest-basket"),
+            ("site", "no-such-site"),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    let done = r.text().unwrap();
+    assert!(
+        done.contains("angers-football (") && done.contains("brest-basket ("),
+        "{done}"
+    );
+    assert!(
+        done.contains("no site `no-such-site` in the manifests"),
+        "{done}"
+    );
+    let brest: serde_json::Value = s
+        .http
+        .get(format!("{}/api/sites/brest-basket/actions", s.url))
+        .bearer_auth(OPERATOR)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(brest["actions"][0]["command"], "restart-service neopro-app");
+    assert_eq!(brest["actions"][0]["state"], "queued");
+    assert_eq!(brest["actions"][0]["requested_by"], "ops");
+
+    // The audit page: every request, filtered by who and what.
+    let audit = s.get("/audit?action=remote", &viewer, "en").text().unwrap();
+    assert_eq!(audit.matches("<td>ops</td>").count(), 5, "{audit}");
+    assert!(
+        audit.contains("refused: service `a b` is not a unit name"),
+        "{audit}"
+    );
+    assert!(audit.contains("127.0.0.1"), "the source address: {audit}");
+    let audit = s.get("/audit?actor=nobody", &viewer, "en").text().unwrap();
+    assert!(!audit.contains("<td>ops</td>"));
+    let csv = s
+        .get("/audit.csv?target=brest", &viewer, "en")
+        .text()
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "at,actor,action,target,source,result");
+    assert_eq!(lines.len(), 2, "{csv}");
+    assert!(lines[1].contains(",ops,remote action,brest-basket restart-service neopro-app ("));
+    let bad = s
+        .get("/audit?since=yesterday", &viewer, "en")
+        .text()
+        .unwrap();
+    assert!(bad.contains("is not an RFC 3339 time"), "{bad}");
+}

@@ -19,12 +19,13 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::response::{AppendHeaders, IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use touchline_schemas::action::{ActionUpdate, MAX_UPDATE_BYTES, PENDING_HEADER};
 use touchline_schemas::report::{MAX_REPORT_BATCH_BYTES, REPORT_FORMAT, ReportBatch};
 use touchline_schemas::{Sha256, SiteId};
 
@@ -35,6 +36,9 @@ use crate::app::AppState;
 #[derive(Debug, Deserialize)]
 pub(super) struct WaitQuery {
     wait: Option<String>,
+    /// `1`: the box takes remote actions (an action queued for it answers
+    /// the long-poll at once, with the pending header).
+    actions: Option<String>,
 }
 
 /// How much earlier than asked a long-poll without news is answered: a
@@ -93,10 +97,24 @@ async fn serve_bundle(
     };
     let wait = Duration::from_secs(wait);
     let deadline = tokio::time::Instant::now() + wait - spread(wait);
+    let takes_actions = query.actions.as_deref() == Some("1");
     let mut rx = state.fleet.subscribe();
+    let mut actions_rx = state.fleet.actions.subscribe();
     loop {
         rx.borrow_and_update();
+        actions_rx.borrow_and_update();
         let current = state.fleet.bundle(&site);
+        let (queued, undelivered) = if takes_actions {
+            state.fleet.actions.pending(&site)
+        } else {
+            (0, 0)
+        };
+        let pending = (queued > 0).then(|| {
+            (
+                HeaderName::from_static(PENDING_HEADER),
+                HeaderValue::from(queued),
+            )
+        });
         if let Some(p) = &current
             && !matches_etag(&headers, &p.etag)
         {
@@ -111,15 +129,20 @@ async fn serve_bundle(
                     (header::CONTENT_TYPE, ctype.to_owned()),
                     (header::CACHE_CONTROL, "no-cache".to_owned()),
                 ],
+                AppendHeaders(pending),
                 Bytes::from_owner(Served(p.clone(), signature)),
             )
                 .into_response());
         }
-        if tokio::time::Instant::now() >= deadline || state.fleet.is_stopping() {
+        // An action the box has not taken yet answers at once.
+        if undelivered > 0 || tokio::time::Instant::now() >= deadline || state.fleet.is_stopping() {
             return Ok(match current {
-                Some(p) => {
-                    (StatusCode::NOT_MODIFIED, [(header::ETAG, p.etag.clone())]).into_response()
-                }
+                Some(p) => (
+                    StatusCode::NOT_MODIFIED,
+                    [(header::ETAG, p.etag.clone())],
+                    AppendHeaders(pending),
+                )
+                    .into_response(),
                 None => ApiError::new(
                     StatusCode::NOT_FOUND,
                     "no bundle has been published for this site yet",
@@ -133,6 +156,7 @@ async fn serve_bundle(
                     return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "controller is shutting down"));
                 }
             }
+            _ = actions_rx.changed(), if takes_actions => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
@@ -407,6 +431,105 @@ pub(super) async fn post_reports(
         o.insert("refused".into(), Value::Array(refused));
     }
     Ok(Json(answer).into_response())
+}
+
+/// `GET /v1/sites/{id}/actions`: the actions waiting for this box.
+pub(super) async fn get_actions(
+    SiteAuth(site): SiteAuth,
+    State(state): State<AppState>,
+) -> ApiResult<Response> {
+    let inbox = state
+        .read(move |f| crate::actions::inbox(f.action_ctx(), &site, Timestamp::now()))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(([(header::CACHE_CONTROL, "no-store")], Json(inbox)).into_response())
+}
+
+/// Reads a body that may be gzip-compressed (`Content-Encoding: gzip`),
+/// decompressed to at most `limit` bytes: a compression bomb stops there.
+fn decoded_body(headers: &HeaderMap, body: &[u8], limit: usize) -> ApiResult<Vec<u8>> {
+    use std::io::Read;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    match encoding {
+        None | Some("identity") => {
+            if body.len() > limit {
+                return Err(too_large(limit));
+            }
+            Ok(body.to_vec())
+        }
+        Some("gzip") => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .take(limit as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("the gzip body does not decompress: {e}"),
+                    )
+                })?;
+            if out.len() > limit {
+                return Err(too_large(limit));
+            }
+            Ok(out)
+        }
+        Some(other) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Content-Encoding `{other}` is not read here; send gzip or nothing"),
+        )),
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("an action update is at most {limit} bytes once decompressed"),
+    )
+}
+
+/// `POST /v1/sites/{id}/actions/{action}`: the box's update on one of its
+/// actions.
+pub(super) async fn post_action_update(
+    SiteAuth(site): SiteAuth,
+    State(state): State<AppState>,
+    Path(params): Path<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let id = params.get("action").cloned().unwrap_or_default();
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(MAX_UPDATE_BYTES)
+        } else {
+            ApiError::new(e.status(), e.body_text())
+        }
+    })?;
+    let body = decoded_body(&headers, &body, MAX_UPDATE_BYTES)?;
+    let update: ActionUpdate = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("invalid action update: {e}"),
+        )
+    })?;
+    let fleet = state.fleet.clone();
+    let record = tokio::task::spawn_blocking(move || {
+        crate::actions::update(fleet.action_ctx(), &site, &id, update, Timestamp::now())
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    match record {
+        Ok(r) => Ok(Json(json!({"id": r.id, "state": r.state})).into_response()),
+        Err(e @ crate::actions::UpdateError::Unknown(_)) => {
+            Err(ApiError::new(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e @ crate::actions::UpdateError::Transition { .. }) => {
+            Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(crate::actions::UpdateError::Store(e)) => Err(ApiError::store(&e)),
+    }
 }
 
 #[cfg(test)]

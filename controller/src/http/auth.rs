@@ -110,10 +110,15 @@ impl FromRequestParts<AppState> for SiteAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
-        let Path(id) = Path::<String>::from_request_parts(parts, state)
-            .await
-            .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such site"))?;
-        let site = parse_site(&id)?;
+        // `{id}` among the path's parameters (an action's route has two).
+        let Path(params) =
+            Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such site"))?;
+        let id = params
+            .get("id")
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such site"))?;
+        let site = parse_site(id)?;
         auth_site(state, &site, &parts.headers)?;
         Ok(Self(site))
     }

@@ -10,7 +10,11 @@
 //!   bundle exists;
 //! - `GET /v1/sites/{id}/bundle.sig`: its detached SSHSIG signature;
 //! - `GET|HEAD /v1/content/{sha256}`: content by hash, with `Range`;
-//! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once durable.
+//! - `POST /v1/sites/{id}/reports`: a report batch, acknowledged once durable;
+//! - `GET /v1/sites/{id}/actions`: the remote actions waiting for the box
+//!   (a long-poll with `actions=1` answers at once when one is queued, with
+//!   the `touchline-actions` header); `POST /v1/sites/{id}/actions/{action}`:
+//!   the box's update on one (gzip allowed, bounded once decompressed).
 //!
 //! New boxes (no token; the one-time code's lookup id):
 //! - `POST /v1/enroll`: the sealed enrollment answer (`enroll_api`);
@@ -21,7 +25,9 @@
 //! config): `/api/sites`, `/api/sites/{id}`, `/api/sites/{id}/history`,
 //! `/api/stats`, `/api/commits`, `POST /api/sync` (or a webhook signed with
 //! `X-Hub-Signature-256`), `POST /api/sites/{id}/token` and
-//! `POST /api/sites/{id}/enroll[?ttl=24h]`, `GET /api/backup` (admin).
+//! `POST /api/sites/{id}/enroll[?ttl=24h]`, `GET /api/backup` (admin);
+//! remote actions `POST|GET /api/sites/{id}/actions`, `POST /api/actions`
+//! and the audit log `GET /api/audit[.csv]` (`actions_api`).
 //! Unauthenticated: `/healthz`, `/metrics`.
 //!
 //! Every error is JSON `{"error": "...", "detail": ...}`.
@@ -43,6 +49,7 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 pub use crate::app::AppState;
 use crate::status;
 
+mod actions_api;
 mod agent_api;
 pub mod auth;
 mod enroll_api;
@@ -68,6 +75,11 @@ impl ApiError {
             error: error.into(),
             detail: Value::Null,
         }
+    }
+
+    /// The one-line error.
+    pub fn message(&self) -> &str {
+        &self.error
     }
 
     fn detail(mut self, detail: Value) -> Self {
@@ -135,6 +147,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sites/{id}/bundle.sig", get(agent_api::get_signature))
         .route("/v1/content/{sha256}", get(agent_api::get_content))
         .route("/v1/sites/{id}/reports", post(agent_api::post_reports))
+        .route("/v1/sites/{id}/actions", get(agent_api::get_actions))
+        .route(
+            "/v1/sites/{id}/actions/{action}",
+            post(agent_api::post_action_update).layer(DefaultBodyLimit::max(
+                touchline_schemas::action::MAX_UPDATE_BYTES,
+            )),
+        )
         .route(
             touchline_schemas::enroll::ENROLL_PATH,
             post(enroll_api::post_enroll).layer(DefaultBodyLimit::max(
@@ -150,6 +169,17 @@ pub fn router(state: AppState) -> Router {
             post(operator_api::api_mint_enrollment),
         )
         .route("/api/backup", get(operator_api::api_backup))
+        .route(
+            "/api/sites/{id}/actions",
+            get(actions_api::api_site_actions).post(actions_api::api_request_action),
+        )
+        .route(
+            "/api/sites/{id}/actions/{action}",
+            get(actions_api::api_site_action),
+        )
+        .route("/api/actions", post(actions_api::api_request_actions))
+        .route("/api/audit", get(actions_api::api_audit))
+        .route("/api/audit.csv", get(actions_api::api_audit_csv))
         .route("/install.sh", get(enroll_api::get_install_script))
         .route(
             "/v1/agent-packages/{file}",
@@ -172,6 +202,10 @@ pub fn router(state: AppState) -> Router {
         .route("/sites", get(crate::web::sites))
         .route("/sites/{id}", get(crate::web::site))
         .route("/sites/{id}/enroll", post(crate::web::enroll))
+        .route("/sites/{id}/actions", post(crate::web::site_action))
+        .route("/sites/actions", post(crate::web::sites_action))
+        .route("/audit", get(crate::web::audit))
+        .route("/audit.csv", get(crate::web::audit_csv))
         .route("/sites/{id}/history.csv", get(crate::web::history_csv))
         .route("/history.csv", get(crate::web::fleet_history_csv))
         .route("/alerts", get(crate::web::alerts))

@@ -197,6 +197,7 @@ pub(super) async fn api_mint_token(
             actor: who.name,
             action: "mint site token".into(),
             target: site2.to_string(),
+            ..AuditEntry::default()
         })
     })
     .await
@@ -259,6 +260,7 @@ pub(super) async fn api_backup(
                     actor: who.name,
                     action: "backup".into(),
                     target: format!("{} rows, {} content files", m.store_rows, m.content_files),
+                    ..AuditEntry::default()
                 });
             }
             Err(e) => {
@@ -419,6 +421,7 @@ pub(super) async fn api_sync(
                 .ok()
                 .flatten()
                 .unwrap_or_default(),
+            ..AuditEntry::default()
         });
         r
     })

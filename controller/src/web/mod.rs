@@ -26,6 +26,7 @@ use crate::session::{Session, random_hex};
 use crate::status::{Health, SiteView};
 use crate::tokens::Token;
 
+mod actions;
 mod alerts;
 mod groups;
 mod overview;
@@ -33,6 +34,7 @@ mod releases;
 mod site;
 mod sites;
 
+pub use actions::{audit, audit_csv, site_action, sites_action};
 pub use alerts::alerts;
 pub use groups::groups;
 pub use overview::overview;
@@ -350,10 +352,23 @@ pub async fn sync(
         return *r;
     }
     let fleet = state.fleet.clone();
+    let who = s.name.clone();
     tokio::task::spawn_blocking(move || {
-        if let Err(e) = fleet.sync(Timestamp::now()) {
-            tracing::warn!(error = %crate::fleet::error_chain(&e), "sync from the status page failed");
+        let r = fleet.sync(Timestamp::now());
+        if let Err(e) = &r {
+            tracing::warn!(error = %crate::fleet::error_chain(e), "sync from the status page failed");
         }
+        let _ = fleet.store.audit(&crate::store::AuditEntry {
+            at: Timestamp::now(),
+            actor: who,
+            action: "sync".into(),
+            target: "status page".into(),
+            source: None,
+            result: Some(match &r {
+                Ok(_) => "ok".to_owned(),
+                Err(e) => format!("failed: {e}"),
+            }),
+        });
     });
     tracing::info!(operator = %s.name, "sync requested from the status page");
     Redirect::to("/").into_response()

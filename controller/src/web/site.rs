@@ -41,6 +41,12 @@ struct SitePage {
     config_rows: Vec<(String, String, String)>,
     /// An admin: the "enroll a box" button.
     can_enroll: bool,
+    /// An operator: the remote action form.
+    can_act: bool,
+    /// The actions the site's bundle allows: value, label.
+    action_choices: Vec<(String, String)>,
+    /// Recent remote actions.
+    actions: Vec<super::actions::ActionRow>,
 }
 
 #[derive(Template)]
@@ -334,7 +340,11 @@ pub async fn site(
             .collect()
     };
     let (video_rows, config_rows) = (rows("video_rows"), rows("config_rows"));
+    let (action_choices, actions) = super::actions::for_site(&state, &site, &c.l).await;
     let page = SitePage {
+        can_act: s.role >= crate::config::Role::Operator && !action_choices.is_empty(),
+        action_choices,
+        actions,
         video_rows,
         config_rows,
         id: site.to_string(),

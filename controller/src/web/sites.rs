@@ -45,6 +45,10 @@ struct SitesPage {
     matching: usize,
     /// `page N / M`, with links (empty on a single page).
     pager: Vec<(String, String)>,
+    /// An operator: check sites and request an action on them.
+    can_act: bool,
+    /// Every remote action (the controller checks each site's list).
+    action_choices: Vec<&'static str>,
 }
 
 /// `GET /sites` query.
@@ -237,6 +241,11 @@ pub async fn sites(
         })
         .collect();
     render(&SitesPage {
+        can_act: s.role >= crate::config::Role::Operator,
+        action_choices: touchline_schemas::manifest::RemoteAction::ALL
+            .iter()
+            .map(|a| a.command_name())
+            .collect(),
         matching,
         pager,
         q: q.q.unwrap_or_default(),

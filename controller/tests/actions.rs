@@ -1,0 +1,671 @@
+//! Remote actions end to end: `touchline serve`, `touchline action` and a
+//! real `touchline-agent` whose reboot, restart and journal commands are a
+//! recording script (no test reboots or restarts anything of the machine
+//! it runs on). Forged, replayed, other-site, expired and forbidden
+//! requests are put in the controller's store by hand, as a compromised
+//! controller database or network would serve them, and the box refuses
+//! each with its reason.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use touchline_controller::actions::ActionRecord;
+use touchline_controller::redb_store::RedbStore;
+use touchline_controller::store::Store;
+use touchline_schemas::action::{ACTION_FORMAT, ActionArgs, ActionRequest, ActionState};
+use touchline_schemas::manifest::RemoteAction;
+use touchline_schemas::{SigningKey, SiteId};
+use touchline_testkit::agent_box::AgentBox;
+use touchline_testkit::{ControllerFiles, Killed, RunningController, bin};
+
+const SITE: &str = "cesson-handball";
+
+/// The recording script: appends its arguments to `record`; `reboot`
+/// writes a new boot id; `journal` prints its arguments and three lines;
+/// `restart broken-app` fails with status 3.
+fn recorder(dir: &Path) -> PathBuf {
+    let p = dir.join("host.sh");
+    std::fs::write(
+        &p,
+        format!(
+            "#!/bin/sh\necho \"$@\" >> '{rec}'\ncase \"$1\" in\n  reboot) echo \"boot-$(date +%s%N)\" > '{boot}' ;;\n  journal) shift; echo \"journalctl $*\"; for i in 1 2 3; do echo \"2026-12-03T14:00:0$i+0100 pi neopro-app[42]: line $i\"; done ;;\n  restart) if [ \"$2\" = broken-app ]; then echo 'Job for broken-app.service failed.' >&2; exit 3; fi ;;\nesac\n",
+            rec = dir.join("record").display(),
+            boot = dir.join("boot_id").display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("boot_id"), "boot-first\n").unwrap();
+    p
+}
+
+struct Rig {
+    files: ControllerFiles,
+    c: RunningController,
+    admin: String,
+    agent: AgentBox,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let files = ControllerFiles::example();
+        files.add_example_content();
+        let c = files.start();
+        let admin = files.local_admin_token();
+        c.sync(&admin);
+        let token = files.site_token(SITE, false);
+        let root = files.path("box");
+        std::fs::create_dir_all(&root).unwrap();
+        let host = recorder(&root);
+        let h = host.display();
+        let agent = AgentBox::new(
+            &root,
+            SITE,
+            &files.path("key.pub"),
+            Some((&c.url, &token)),
+            &format!(
+                "space_reserve_bytes = 0\nservices = [\"neopro-app\", \"broken-app\"]\nstop_command = [\"true\"]\nstart_command = [\"true\"]\nreboot_command = [\"{h}\", \"reboot\"]\nrestart_command = [\"{h}\", \"restart\"]\njournal_command = [\"{h}\", \"journal\"]\nboot_id_path = \"{}\"\nupdate_lock = \"{}\"\n",
+                root.join("boot_id").display(),
+                root.join("update.lock").display(),
+            ),
+        );
+        let out = agent.once();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            files,
+            c,
+            admin,
+            agent,
+        }
+    }
+
+    fn data(&self) -> PathBuf {
+        self.files.data()
+    }
+
+    fn record(&self) -> String {
+        std::fs::read_to_string(self.agent.path("record")).unwrap_or_default()
+    }
+
+    /// `touchline action --data … <site> <args>`.
+    fn action(&self, args: &[&str]) -> Output {
+        Command::new(bin("touchline"))
+            .arg("action")
+            .arg("--data")
+            .arg(self.data())
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    }
+
+    fn api(&self, path: &str) -> Value {
+        let r = self.c.get(path, Some(&self.admin));
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let r = self
+            .c
+            .http
+            .post(format!("{}{path}", self.c.url))
+            .bearer_auth(&self.admin)
+            .json(body)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap())
+    }
+
+    fn daemon(&self) -> Killed {
+        Killed(
+            Command::new(bin("touchline-agent"))
+                .args(["run", "--config"])
+                .arg(&self.agent.config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Waits until action `id` of the site is in a final state.
+    fn wait_final(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let a = self.api(&format!("/api/sites/{SITE}/actions/{id}"));
+            if matches!(
+                a["state"].as_str(),
+                Some("done" | "failed" | "refused" | "expired")
+            ) {
+                return a;
+            }
+            assert!(Instant::now() < deadline, "not final in time: {a}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn each_action_runs_on_an_online_box_within_seconds_and_reports_its_result() {
+    let rig = Rig::new();
+    let _daemon = rig.daemon();
+    // The daemon's long-poll is a minute; an action answers it at once.
+    std::thread::sleep(Duration::from_millis(500));
+
+    let t = Instant::now();
+    let out = rig.action(&[SITE, "system-info"]);
+    let took = t.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let info: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["agent_version"], env!("CARGO_PKG_VERSION"));
+    assert!(
+        info["kernel"].is_string() && info["uptime_secs"].is_u64(),
+        "{info}"
+    );
+    assert_eq!(info["boot_id"], "boot-first");
+    assert!(
+        info["disks"].as_array().is_some_and(|d| !d.is_empty()),
+        "{info}"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "request → done took {took:?}"
+    );
+    assert!(text(&out).contains("received"), "{}", text(&out));
+
+    let out = rig.action(&[SITE, "restart-service", "neopro-app"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        rig.record().contains("restart neopro-app\n"),
+        "{}",
+        rig.record()
+    );
+
+    // A failing restart: its exit status and output come back.
+    let out = rig.action(&[SITE, "restart-service", "broken-app"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("Job for broken-app.service failed."),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("exit status 3"), "{}", text(&out));
+
+    let out = rig.action(&[SITE, "logs", "neopro-app", "--lines", "3", "--since", "-1h"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains(
+            "journalctl --unit=neopro-app --lines=3 --no-pager --output=short-iso --since=-1h"
+        ),
+        "{logs}"
+    );
+    assert!(logs.contains("neopro-app[42]: line 3"), "{logs}");
+
+    let out = rig.action(&[SITE, "report-now"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = rig.action(&[SITE, "resync"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("files hashed again"), "{}", text(&out));
+
+    // A reboot is reported before it happens, then confirmed by the new
+    // boot id (the recording script wrote one).
+    let out = rig.action(&[SITE, "reboot"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("running: rebooting now"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("rebooted (new boot id)"),
+        "{}",
+        text(&out)
+    );
+    assert!(rig.record().contains("reboot\n"));
+
+    // A service that is not the box's: refused by the box.
+    let out = rig.action(&[SITE, "restart-service", "ssh"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "refused: service `ssh` is not one of this box's services (neopro-app, broken-app"
+        ),
+        "{}",
+        text(&out)
+    );
+    assert!(!rig.record().contains("restart ssh"));
+
+    // Operator-provided text is never a shell: refused before it is signed.
+    let out = rig.action(&[SITE, "restart-service", "app;reboot"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not a unit name"), "{}", text(&out));
+
+    // The list shows them, newest first; the audit log has who and what.
+    let list = rig.api(&format!("/api/sites/{SITE}/actions"));
+    let states: Vec<&str> = list["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "refused", "done", "done", "done", "done", "failed", "done", "done"
+        ]
+    );
+    let audit = rig.api("/api/audit?action=remote%20action");
+    let entries = audit["entries"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"] == "local-admin" && e["result"] == "queued"),
+        "{audit}"
+    );
+    assert!(
+        entries.iter().any(|e| e["actor"] == format!("box:{SITE}")
+            && e["result"].as_str().unwrap_or("").starts_with("failed")),
+        "{audit}"
+    );
+}
+
+#[test]
+fn the_allow_list_is_enforced_by_the_controller_and_by_the_box() {
+    let rig = Rig::new();
+    // The controller: a site whose list leaves reboot out.
+    rig.files
+        .repo()
+        .edit(
+            &format!("sites/{SITE}.yaml"),
+            "overrides:\n",
+            "overrides:\n  agent:\n    allowed_actions: [system_info, get_logs]\n",
+        )
+        .commit("cesson: no remote reboot");
+    rig.c.sync(&rig.admin);
+    let out = rig.action(&[SITE, "reboot"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("`reboot` is not allowed on site `cesson-handball` (agent.allowed_actions: get_logs, system_info)"),
+        "{}",
+        text(&out)
+    );
+    // Several sites at once: each answers on its own.
+    let (status, bulk) = rig.post(
+        "/api/actions",
+        &json!({"sites": [SITE, "brest-basket"], "action": "reboot"}),
+    );
+    assert_eq!(status, 202, "{bulk}");
+    assert_eq!(bulk["queued"], 1, "{bulk}");
+    assert!(
+        bulk["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("is not allowed on site `cesson-handball`"),
+        "{bulk}"
+    );
+    assert_eq!(bulk["results"][1]["state"], "queued", "{bulk}");
+    // A viewer cannot request anything.
+    let (status, body) = {
+        let r = rig
+            .c
+            .http
+            .post(format!("{}/api/sites/{SITE}/actions", rig.c.url))
+            .bearer_auth(touchline_testkit::VIEWER)
+            .json(&json!({"action": "system-info"}))
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    assert!(status == 401 || status == 403, "{status} {body}");
+
+    // The box: its signed bundle (the new one, after a pass) forbids reboot;
+    // a request the controller signed anyway is refused there.
+    let out = rig.agent.once();
+    assert!(out.status.success());
+    let key = touchline_controller::keys::load(&rig.files.key()).unwrap();
+    let addr = rig.c.url.trim_start_matches("http://").to_owned();
+    drop(rig.c);
+    let now = jiff::Timestamp::now();
+    let store = RedbStore::open(&rig.files.data()).unwrap();
+    let id = put(
+        &store,
+        &key,
+        SITE,
+        RemoteAction::Reboot,
+        now,
+        900,
+        "a-forbidden",
+    );
+    drop(store);
+    let c = rig.files.start_on(&addr);
+    let admin = rig.files.local_admin_token();
+    let out = rig.agent.once();
+    assert!(out.status.success());
+    let r = c.get(&format!("/api/sites/{SITE}/actions/{id}"), Some(&admin));
+    let a: Value = r.json().unwrap();
+    assert_eq!(a["state"], "refused", "{a}");
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("`reboot` is not allowed on this box"),
+        "{a}"
+    );
+    assert!(
+        !std::fs::read_to_string(rig.agent.path("record"))
+            .unwrap_or_default()
+            .contains("reboot")
+    );
+}
+
+/// Stores a queued action for `site` signed by `key` as the controller
+/// would (issued at `now`, living `life` seconds); its id.
+fn put(
+    store: &RedbStore,
+    key: &SigningKey,
+    site: &str,
+    action: RemoteAction,
+    now: jiff::Timestamp,
+    life: i64,
+    id: &str,
+) -> String {
+    put_for(store, key, SITE, site, action, now, life, id)
+}
+
+/// The same, filed under `filed` (the box that gets it) but signed for
+/// `site`.
+#[allow(clippy::too_many_arguments)]
+fn put_for(
+    store: &RedbStore,
+    key: &SigningKey,
+    filed: &str,
+    site: &str,
+    action: RemoteAction,
+    issued: jiff::Timestamp,
+    life: i64,
+    id: &str,
+) -> String {
+    let req = ActionRequest {
+        format: ACTION_FORMAT,
+        id: id.into(),
+        site: SiteId::new(site).unwrap(),
+        action,
+        args: ActionArgs::default(),
+        issued_at: issued,
+        expires_at: issued + jiff::SignedDuration::from_secs(life),
+        nonce: format!("nonce-{id}"),
+        force: false,
+    };
+    let (body, signature) = req.sign(key).unwrap();
+    let now = jiff::Timestamp::now();
+    let record = ActionRecord {
+        id: id.into(),
+        site: SiteId::new(filed).unwrap(),
+        action,
+        args: ActionArgs::default(),
+        force: false,
+        requested_by: "test".into(),
+        source: None,
+        requested_at: now,
+        // The controller's own expiry: later than the signed one, so it is
+        // the box that decides.
+        expires_at: now + jiff::SignedDuration::from_secs(3600),
+        state: ActionState::Queued,
+        delivered_at: None,
+        updates: Vec::new(),
+        exit_status: None,
+        output: None,
+        truncated: false,
+        request: String::from_utf8(body).unwrap(),
+        signature,
+    };
+    store
+        .set_meta(
+            &format!("action/{filed}/{id}"),
+            &serde_json::to_string(&record).unwrap(),
+        )
+        .unwrap();
+    id.into()
+}
+
+#[test]
+fn forged_replayed_other_site_and_expired_requests_are_refused_by_the_box_with_the_reason() {
+    let rig = Rig::new();
+    // One real action first, to replay it.
+    let out = rig.action(&[SITE, "system-info", "--no-wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let real = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(rig.agent.once().status.success());
+    assert_eq!(
+        rig.wait_final(&real, Duration::from_secs(5))["state"],
+        "done"
+    );
+
+    let key = touchline_controller::keys::load(&rig.files.key()).unwrap();
+    let data = rig.files.data();
+    let addr = rig.c.url.trim_start_matches("http://").to_owned();
+    drop(rig.c);
+    let now = jiff::Timestamp::now();
+    let store = RedbStore::open(&data).unwrap();
+    let stranger = SigningKey::generate();
+    let forged = put(
+        &store,
+        &stranger,
+        SITE,
+        RemoteAction::RestartService,
+        now,
+        900,
+        "b-forged",
+    );
+    let other = put_for(
+        &store,
+        &key,
+        SITE,
+        "brest-basket",
+        RemoteAction::SystemInfo,
+        now,
+        900,
+        "c-other",
+    );
+    let expired = put(
+        &store,
+        &key,
+        SITE,
+        RemoteAction::SystemInfo,
+        now - jiff::SignedDuration::from_secs(1200),
+        900,
+        "d-expired",
+    );
+    // The replay: the real request, queued again under its own id.
+    let key_of = format!("action/{SITE}/{real}");
+    let mut again: ActionRecord =
+        serde_json::from_str(&store.meta(&key_of).unwrap().unwrap()).unwrap();
+    again.state = ActionState::Queued;
+    again.delivered_at = None;
+    store
+        .set_meta(&key_of, &serde_json::to_string(&again).unwrap())
+        .unwrap();
+    drop(store);
+
+    let c = rig.files.start_on(&addr);
+    let admin = rig.files.local_admin_token();
+    let before = std::fs::read_to_string(rig.agent.path("record")).unwrap_or_default();
+    let out = rig.agent.once();
+    assert!(out.status.success(), "{}", text(&out));
+    let get = |id: &str| -> Value {
+        c.get(&format!("/api/sites/{SITE}/actions/{id}"), Some(&admin))
+            .json()
+            .unwrap()
+    };
+    for (id, reason) in [
+        (forged.as_str(), "not signed by a trusted key"),
+        (
+            other.as_str(),
+            "the action is for site `brest-basket`, not this box's",
+        ),
+        (expired.as_str(), "the action expired at"),
+        (real.as_str(), "a replay is not run again"),
+    ] {
+        let a = get(id);
+        assert_eq!(a["state"], "refused", "{id}: {a}");
+        assert!(a["message"].as_str().unwrap().contains(reason), "{id}: {a}");
+    }
+    // Nothing ran.
+    assert_eq!(
+        std::fs::read_to_string(rig.agent.path("record")).unwrap_or_default(),
+        before
+    );
+}
+
+#[test]
+fn an_offline_box_gets_its_action_when_back_and_an_action_past_its_expiry_shows_expired() {
+    let rig = Rig::new();
+    // No agent runs: queued.
+    let out = rig.action(&[SITE, "report-now", "--no-wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let a = rig.api(&format!("/api/sites/{SITE}/actions/{id}"));
+    assert_eq!(a["state"], "queued");
+    // The box comes back.
+    assert!(rig.agent.once().status.success());
+    let a = rig.wait_final(&id, Duration::from_secs(5));
+    assert_eq!(a["state"], "done", "{a}");
+    let states: Vec<&str> = a["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["received", "done"]);
+
+    // One the box never took before its expiry.
+    let key = touchline_controller::keys::load(&rig.files.key()).unwrap();
+    let addr = rig.c.url.trim_start_matches("http://").to_owned();
+    drop(rig.c);
+    let store = RedbStore::open(&rig.files.data()).unwrap();
+    let key_of = format!("action/{SITE}/e-late");
+    put(
+        &store,
+        &key,
+        SITE,
+        RemoteAction::SystemInfo,
+        jiff::Timestamp::now(),
+        900,
+        "e-late",
+    );
+    let mut r: ActionRecord = serde_json::from_str(&store.meta(&key_of).unwrap().unwrap()).unwrap();
+    r.expires_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+    store
+        .set_meta(&key_of, &serde_json::to_string(&r).unwrap())
+        .unwrap();
+    drop(store);
+    let c = rig.files.start_on(&addr);
+    let admin = rig.files.local_admin_token();
+    let a: Value = c
+        .get(&format!("/api/sites/{SITE}/actions/e-late"), Some(&admin))
+        .json()
+        .unwrap();
+    assert_eq!(a["state"], "expired", "{a}");
+    assert!(rig.agent.once().status.success());
+    let a: Value = c
+        .get(&format!("/api/sites/{SITE}/actions/e-late"), Some(&admin))
+        .json()
+        .unwrap();
+    assert_eq!(a["state"], "expired", "{a}");
+    assert!(
+        a["updates"].as_array().unwrap().is_empty(),
+        "never delivered: {a}"
+    );
+}
+
+#[test]
+fn a_reboot_requested_mid_match_waits_for_the_update_lock_unless_forced() {
+    if touchline_testkit::tools::require_tool("flock", "apt-get install util-linux").is_none() {
+        return;
+    }
+    let rig = Rig::new();
+    let lock = rig.agent.path("update.lock");
+    std::fs::write(&lock, "").unwrap();
+    // The app holds the lock: a match is on.
+    let mut holder = Killed(
+        Command::new("flock")
+            .arg("--close")
+            .arg(&lock)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let out = rig.action(&[SITE, "reboot", "--no-wait"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(rig.agent.once().status.success());
+    let a = rig.api(&format!("/api/sites/{SITE}/actions/{id}"));
+    assert_eq!(a["state"], "waiting", "{a}");
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("waiting for the update lock"),
+        "{a}"
+    );
+    assert!(!rig.record().contains("reboot"), "{}", rig.record());
+    // Still held: still waiting, on the next pass too.
+    assert!(rig.agent.once().status.success());
+    assert!(!rig.record().contains("reboot"));
+
+    // Forced: it goes now, and the audit log says it was forced.
+    let out = rig.action(&[
+        SITE,
+        "restart-service",
+        "neopro-app",
+        "--force",
+        "--no-wait",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let forced = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(rig.agent.once().status.success());
+    assert_eq!(
+        rig.wait_final(&forced, Duration::from_secs(5))["state"],
+        "done"
+    );
+    assert!(rig.record().contains("restart neopro-app"));
+    let audit = rig.api("/api/audit?action=forced");
+    assert_eq!(audit["count"], 1, "{audit}");
+
+    // The match ends: the waiting reboot runs at the next pass.
+    holder.0.kill().unwrap();
+    let _ = holder.0.wait();
+    assert!(rig.agent.once().status.success());
+    let a = rig.wait_final(&id, Duration::from_secs(5));
+    assert_eq!(a["state"], "done", "{a}");
+    assert!(rig.record().contains("reboot\n"));
+    // CSV export of the same log.
+    let r = rig.c.get("/api/audit.csv?action=remote", Some(&rig.admin));
+    let csv = r.text().unwrap();
+    assert!(
+        csv.starts_with("at,actor,action,target,source,result\r\n"),
+        "{csv}"
+    );
+    assert!(csv.contains("remote action (forced)"), "{csv}");
+}
