@@ -24,11 +24,12 @@ use crate::fetch::{self, Source};
 use crate::host::{Host, SystemHost};
 use crate::metrics::{self, CpuSample};
 use crate::phase::{self, Event};
-use crate::pull::{Backoff, Controller, PullError, Pulled};
+use crate::pull::{Answer, Backoff, Controller, PullError, Pulled};
 use crate::queue::Queue;
 use crate::state::{Index, Paths, State};
 use crate::transport::{ContentTransport, Transport};
 
+mod actions;
 mod execute;
 mod software;
 pub use software::{Manual, Releases};
@@ -137,6 +138,10 @@ pub struct Agent {
     last_sent: Option<String>,
     /// Software releases, when `software_root` is set.
     pub(crate) releases: Option<software::Releases>,
+    /// Remote actions the last poll said wait for the box.
+    actions_pending: usize,
+    /// The remote actions this box took (`actions.json`).
+    journal: actions::Journal,
 }
 
 impl std::fmt::Debug for Agent {
@@ -240,6 +245,8 @@ impl Agent {
             started: std::time::Instant::now(),
             retry_after: None,
             last_sent: None,
+            actions_pending: 0,
+            journal: actions::Journal::load(paths_root.join("actions.json")),
             releases: cfg
                 .software_root
                 .clone()
@@ -426,7 +433,10 @@ impl Agent {
                 let etag = self.accepted_etag();
                 let r = c.pull(etag.as_deref(), *wait, self.clock.now()).await;
                 let candidate = self.absorb_pull(r);
-                self.settle(candidate, None).await
+                let outcome = self.settle(candidate, None).await;
+                // After the pass: its bundle is the allow-list.
+                self.action_turn().await;
+                outcome
             }
         }
     }
@@ -434,11 +444,16 @@ impl Agent {
     /// Takes a poll's answer: contact bookkeeping, clock offset.
     fn absorb_pull(
         &mut self,
-        r: Result<(Pulled, Option<SignedDuration>), PullError>,
+        r: Result<Answer, PullError>,
     ) -> Result<Option<SignedPair>, PassError> {
         match r {
-            Ok((pulled, offset)) => {
+            Ok(Answer {
+                pulled,
+                offset,
+                actions,
+            }) => {
                 self.server_offset = offset.or(self.server_offset);
+                self.actions_pending = actions;
                 self.contact(true);
                 match pulled {
                     Pulled::NotModified => Ok(None),
@@ -744,7 +759,16 @@ impl Agent {
                 }
             };
             let candidate = self.absorb_pull(answer);
+            // Actions first, so a system-info does not wait for a download;
+            // after the pass when a new bundle came (its allow-list counts).
+            let fresh = matches!(candidate, Ok(Some(_)));
+            if !fresh {
+                self.action_turn().await;
+            }
             let outcome = self.settle(candidate, None).await;
+            if fresh {
+                self.action_turn().await;
+            }
             delay = match &outcome {
                 // Waiting for the window or the lock: the long-poll paces
                 // the next look.

@@ -47,6 +47,11 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_unpacked_bytes", Kind::Int),
     ("max_package_entries", Kind::Int),
     ("ca_file", Kind::Str),
+    ("reboot_command", Kind::List),
+    ("restart_command", Kind::List),
+    ("journal_command", Kind::List),
+    ("boot_id_path", Kind::Str),
+    ("lock_max_wait", Kind::Str),
 ];
 
 /// The file as written.
@@ -82,6 +87,11 @@ struct Raw {
     max_unpacked_bytes: Option<u64>,
     max_package_entries: Option<u64>,
     ca_file: Option<PathBuf>,
+    reboot_command: Option<Vec<String>>,
+    restart_command: Option<Vec<String>>,
+    journal_command: Option<Vec<String>>,
+    boot_id_path: Option<PathBuf>,
+    lock_max_wait: Option<HumanDuration>,
 }
 
 /// The agent's configuration, checked.
@@ -147,6 +157,20 @@ pub struct Config {
     pub connect_timeout: HumanDuration,
     /// Timeout between two reads of a response.
     pub read_timeout: HumanDuration,
+    /// Remote `reboot`: this argv (default `systemctl reboot`).
+    pub reboot_command: Vec<String>,
+    /// Remote `restart-service <name>`: this argv, then the name (default
+    /// `systemctl restart`).
+    pub restart_command: Vec<String>,
+    /// Remote `logs`: this program with journalctl's arguments (default
+    /// `journalctl`).
+    pub journal_command: Vec<String>,
+    /// Where the kernel's boot id is read (a reboot is confirmed by its
+    /// change).
+    pub boot_id_path: PathBuf,
+    /// How long changes that wait for the update lock (files, config,
+    /// reload, reboot, restart) wait before the status says so.
+    pub lock_max_wait: HumanDuration,
     /// Extra certificate authorities trusted for HTTPS (from `ca_file`, PEM),
     /// on top of the system's: a controller behind a private CA.
     pub extra_roots: Vec<reqwest::Certificate>,
@@ -277,10 +301,13 @@ impl Config {
         for (key, cmd) in [
             ("stop_command", &raw.stop_command),
             ("start_command", &raw.start_command),
+            ("reboot_command", &raw.reboot_command),
+            ("restart_command", &raw.restart_command),
+            ("journal_command", &raw.journal_command),
         ] {
             if cmd.as_ref().is_some_and(|c| c.is_empty()) {
                 return Err(err(format!(
-                    "key `{key}`: an empty list; leave the key out for the default (systemctl on `services`)"
+                    "key `{key}`: an empty list; leave the key out for its default"
                 )));
             }
         }
@@ -372,6 +399,19 @@ impl Config {
             keep_releases: usize::try_from(raw.keep_releases.unwrap_or(5)).unwrap_or(5),
             max_unpacked_bytes: raw.max_unpacked_bytes.unwrap_or(4 * 1024 * 1024 * 1024),
             max_package_entries: raw.max_package_entries.unwrap_or(100_000),
+            reboot_command: raw
+                .reboot_command
+                .unwrap_or_else(|| vec!["systemctl".into(), "reboot".into()]),
+            restart_command: raw
+                .restart_command
+                .unwrap_or_else(|| vec!["systemctl".into(), "restart".into()]),
+            journal_command: raw
+                .journal_command
+                .unwrap_or_else(|| vec!["journalctl".into()]),
+            boot_id_path: raw
+                .boot_id_path
+                .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
+            lock_max_wait: positive("lock_max_wait", raw.lock_max_wait, 4 * 3600)?,
         })
     }
 }

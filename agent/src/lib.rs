@@ -39,6 +39,7 @@ pub mod error;
 pub mod fetch;
 pub mod fsx;
 pub mod host;
+pub mod inventory;
 pub mod metrics;
 pub mod notify;
 pub mod observe;

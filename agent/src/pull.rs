@@ -7,6 +7,7 @@ use jiff::{SignedDuration, Timestamp};
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
 use touchline_schemas::SiteId;
+use touchline_schemas::action::{ActionUpdate, Inbox, MAX_INBOX, MAX_INBOX_BYTES, PENDING_HEADER};
 use touchline_schemas::bundle::MAX_BUNDLE_BYTES;
 use touchline_schemas::report::{REPORT_FORMAT, Report, ReportBatch};
 use touchline_schemas::sign::MAX_SIGNATURE_BYTES;
@@ -45,6 +46,26 @@ pub enum Pulled {
         /// Armored signature.
         signature: Vec<u8>,
     },
+}
+
+/// A poll's answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// The bundle, or not modified.
+    pub pulled: Pulled,
+    /// `controller clock - box clock`.
+    pub offset: Option<SignedDuration>,
+    /// Remote actions waiting for the box (the pending header).
+    pub actions: usize,
+}
+
+fn pending_actions(headers: &HeaderMap) -> usize {
+    headers
+        .get(PENDING_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(0)
+        .min(MAX_INBOX)
 }
 
 /// Why a request failed.
@@ -152,10 +173,12 @@ impl Controller {
         etag: Option<&str>,
         wait: Option<Duration>,
         box_now: Timestamp,
-    ) -> Result<(Pulled, Option<SignedDuration>), PullError> {
+    ) -> Result<Answer, PullError> {
+        // `actions=1`: this agent takes remote actions, so one queued for it
+        // ends the long-poll at once.
         let url = match wait {
-            Some(w) => format!("{}?wait={}", self.url("bundle"), w.as_secs()),
-            None => self.url("bundle"),
+            Some(w) => format!("{}?wait={}&actions=1", self.url("bundle"), w.as_secs()),
+            None => format!("{}?actions=1", self.url("bundle")),
         };
         let mut req = self
             .client
@@ -167,8 +190,14 @@ impl Controller {
         }
         let resp = req.send().await.map_err(|e| unreachable(&e))?;
         let offset = clock_offset(resp.headers(), box_now);
+        let actions = pending_actions(resp.headers());
+        let answer = |pulled| Answer {
+            pulled,
+            offset,
+            actions,
+        };
         match resp.status() {
-            StatusCode::NOT_MODIFIED => return Ok((Pulled::NotModified, offset)),
+            StatusCode::NOT_MODIFIED => return Ok(answer(Pulled::NotModified)),
             StatusCode::OK => {}
             s => return Err(classify(s, resp.headers(), "bundle")),
         }
@@ -193,7 +222,55 @@ impl Controller {
             });
         }
         let signature = read_capped(resp, MAX_SIGNATURE_BYTES, "signature").await?;
-        Ok((Pulled::New { body, signature }, offset))
+        Ok(answer(Pulled::New { body, signature }))
+    }
+
+    /// The remote actions waiting for this box (not verified yet).
+    pub async fn inbox(&self) -> Result<Inbox, PullError> {
+        let resp = self
+            .client
+            .get(self.url("actions"))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        if resp.status() != StatusCode::OK {
+            return Err(classify(resp.status(), resp.headers(), "actions"));
+        }
+        let body = read_capped(resp, MAX_INBOX_BYTES, "actions").await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| PullError::Refused(format!("the actions answer does not read: {e}")))
+    }
+
+    /// Posts an update on an action, gzip-compressed when it carries
+    /// output. `Ok(false)`: the controller will never take it (an action it
+    /// does not know, or a state it has passed): do not retry.
+    pub async fn post_action(&self, id: &str, update: &ActionUpdate) -> Result<bool, PullError> {
+        let json = serde_json::to_vec(update).unwrap_or_default();
+        let mut req = self
+            .client
+            .post(self.url(&format!("actions/{id}")))
+            .bearer_auth(&self.token)
+            .timeout(self.timeout)
+            .header(header::CONTENT_TYPE, "application/json");
+        req = if json.len() > 1024 {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let body = gz.write_all(&json).and_then(|()| gz.finish());
+            match body {
+                Ok(b) => req.header(header::CONTENT_ENCODING, "gzip").body(b),
+                Err(_) => req.body(json),
+            }
+        } else {
+            req.body(json)
+        };
+        let resp = req.send().await.map_err(|e| unreachable(&e))?;
+        match resp.status() {
+            s if s.is_success() => Ok(true),
+            StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(false),
+            s => Err(classify(s, resp.headers(), "action update")),
+        }
     }
 
     /// Sends a batch of reports; `Ok` only on a 2xx (stored durably).
