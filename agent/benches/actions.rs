@@ -65,23 +65,30 @@ fn main() {
     let all = Instant::now();
     for _ in 0..requests {
         let t = Instant::now();
-        let r: Value = http
-            .post(format!("{}/api/sites/{SITE}/actions", c.url))
-            .bearer_auth(&admin)
-            .json(&json!({"action": "system-info"}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let id = r["id"].as_str().unwrap().to_owned();
-        let done = loop {
-            let a: Value = http
-                .get(format!("{}/api/sites/{SITE}/actions/{id}", c.url))
+        let r: Value = serde_json::from_slice(
+            &http
+                .post(format!("{}/api/sites/{SITE}/actions", c.url))
                 .bearer_auth(&admin)
+                .header("content-type", "application/json")
+                .body(json!({"action": "system-info"}).to_string())
                 .send()
                 .unwrap()
-                .json()
-                .unwrap();
+                .bytes()
+                .unwrap(),
+        )
+        .unwrap();
+        let id = r["id"].as_str().unwrap().to_owned();
+        let done = loop {
+            let a: Value = serde_json::from_slice(
+                &http
+                    .get(format!("{}/api/sites/{SITE}/actions/{id}", c.url))
+                    .bearer_auth(&admin)
+                    .send()
+                    .unwrap()
+                    .bytes()
+                    .unwrap(),
+            )
+            .unwrap();
             match a["state"].as_str() {
                 Some("done") => break a,
                 Some("queued" | "received" | "running") => {}

@@ -1,5 +1,6 @@
 //! Agent benchmark: `cargo bench -p touchline-agent --bench agent`
-//! (`-- --idle-seconds N --download-mb M`; `--idle-seconds 0` skips 4).
+//! (`-- --idle-seconds N --download-mb M`; `--idle-seconds 0` skips 4,
+//! `--download-mb 0` skips 3).
 //!
 //! 1. stripped release binary size;
 //! 2. a no-op pass with 200 videos present (in process): time and bytes
@@ -257,111 +258,115 @@ fn main() {
     let controller = files.start();
     let url = controller.url.clone();
 
-    // 3. Download: agent vs curl, same URL, same run (3 rounds each).
-    let have_curl = Command::new("curl").arg("--version").output().is_ok();
-    let dl_box = tmp.path().join("dl");
-    std::fs::create_dir_all(&dl_box).unwrap();
-    let usb = tmp.path().join("usb-big");
-    std::fs::create_dir_all(&usb).unwrap();
-    let b = bundle(
-        site,
-        &[(
-            "big/big.mp4".into(),
-            Sha256::new(&big_hash).unwrap(),
-            big_size,
-        )],
-    );
-    let body = b.to_canonical_json();
-    std::fs::write(usb.join("bundle.json"), &body).unwrap();
-    std::fs::write(usb.join("bundle.json.sig"), key.sign(&body).unwrap()).unwrap();
-    let mut agent_s = Vec::new();
-    let mut curl_s = Vec::new();
-    let mut curl_sync_s = Vec::new();
-    for round in 0..3 {
-        let _ = std::fs::remove_dir_all(dl_box.join("state"));
-        let _ = std::fs::remove_dir_all(dl_box.join("videos"));
-        let cfg = write_box_config(
-            &dl_box,
+    // 3. Download: agent vs curl, same URL, same run (3 rounds each);
+    // `--download-mb 0` skips it.
+    if mb > 0 {
+        // 3. Download: agent vs curl, same URL, same run (3 rounds each).
+        let have_curl = Command::new("curl").arg("--version").output().is_ok();
+        let dl_box = tmp.path().join("dl");
+        std::fs::create_dir_all(&dl_box).unwrap();
+        let usb = tmp.path().join("usb-big");
+        std::fs::create_dir_all(&usb).unwrap();
+        let b = bundle(
             site,
-            &keys,
-            &format!("controller_url = \"{url}\"\ntoken = \"{token}\""),
+            &[(
+                "big/big.mp4".into(),
+                Sha256::new(&big_hash).unwrap(),
+                big_size,
+            )],
         );
-        let t0 = Instant::now();
-        let out = Command::new(agent_bin())
-            .args(["apply-dir"])
-            .arg(&usb)
-            .arg("--config")
-            .arg(&cfg)
-            .env("TOUCHLINE_LOG", "warn")
-            .output()
-            .unwrap();
-        agent_s.push(t0.elapsed().as_secs_f64());
-        assert!(
-            out.status.success(),
-            "round {round}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let body = b.to_canonical_json();
+        std::fs::write(usb.join("bundle.json"), &body).unwrap();
+        std::fs::write(usb.join("bundle.json.sig"), key.sign(&body).unwrap()).unwrap();
+        let mut agent_s = Vec::new();
+        let mut curl_s = Vec::new();
+        let mut curl_sync_s = Vec::new();
+        for round in 0..3 {
+            let _ = std::fs::remove_dir_all(dl_box.join("state"));
+            let _ = std::fs::remove_dir_all(dl_box.join("videos"));
+            let cfg = write_box_config(
+                &dl_box,
+                site,
+                &keys,
+                &format!("controller_url = \"{url}\"\ntoken = \"{token}\""),
+            );
+            let t0 = Instant::now();
+            let out = Command::new(agent_bin())
+                .args(["apply-dir"])
+                .arg(&usb)
+                .arg("--config")
+                .arg(&cfg)
+                .env("TOUCHLINE_LOG", "warn")
+                .output()
+                .unwrap();
+            agent_s.push(t0.elapsed().as_secs_f64());
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            if have_curl {
+                let dest = tmp.path().join("curl.out");
+                let t0 = Instant::now();
+                let st = Command::new("curl")
+                    .args(["-sf", "-o"])
+                    .arg(&dest)
+                    .arg("-H")
+                    .arg(format!("Authorization: Bearer {token}"))
+                    .arg(format!("{url}/v1/content/{big_hash}"))
+                    .status()
+                    .unwrap();
+                curl_s.push(t0.elapsed().as_secs_f64());
+                assert!(st.success());
+                // The same bytes made durable (the agent fsyncs before it
+                // renames into the store): curl's time plus `sync <file>`.
+                let t1 = Instant::now();
+                let _ = Command::new("sync").arg(&dest).status();
+                curl_sync_s
+                    .push(curl_s.last().copied().unwrap_or(0.0) + t1.elapsed().as_secs_f64());
+                let _ = std::fs::remove_file(dest);
+            }
+        }
+        agent_s.sort_by(f64::total_cmp);
+        let mbps = |s: f64| big_size as f64 / s / 1e6;
+        println!(
+            "download {} MB from the controller on loopback: agent (hash, checkpoints, fsync, rename, hard link) median {:.2} s = {:.0} MB/s",
+            big_size / 1_000_000,
+            agent_s[1],
+            mbps(agent_s[1])
         );
         if have_curl {
-            let dest = tmp.path().join("curl.out");
-            let t0 = Instant::now();
-            let st = Command::new("curl")
-                .args(["-sf", "-o"])
-                .arg(&dest)
-                .arg("-H")
-                .arg(format!("Authorization: Bearer {token}"))
-                .arg(format!("{url}/v1/content/{big_hash}"))
-                .status()
-                .unwrap();
-            curl_s.push(t0.elapsed().as_secs_f64());
-            assert!(st.success());
-            // The same bytes made durable (the agent fsyncs before it
-            // renames into the store): curl's time plus `sync <file>`.
-            let t1 = Instant::now();
-            let _ = Command::new("sync").arg(&dest).status();
-            curl_sync_s.push(curl_s.last().copied().unwrap_or(0.0) + t1.elapsed().as_secs_f64());
-            let _ = std::fs::remove_file(dest);
+            curl_s.sort_by(f64::total_cmp);
+            curl_sync_s.sort_by(f64::total_cmp);
+            println!(
+                "  curl -o of the same URL: median {:.2} s = {:.0} MB/s; agent / curl throughput: {:.0} %",
+                curl_s[1],
+                mbps(curl_s[1]),
+                100.0 * curl_s[1] / agent_s[1]
+            );
+            println!(
+                "  curl -o + sync of the file (durable, like the agent): median {:.2} s = {:.0} MB/s; agent / that: {:.0} %",
+                curl_sync_s[1],
+                mbps(curl_sync_s[1]),
+                100.0 * curl_sync_s[1] / agent_s[1]
+            );
+        } else {
+            println!("  SKIPPED curl reference: curl is not installed");
         }
-    }
-    agent_s.sort_by(f64::total_cmp);
-    let mbps = |s: f64| big_size as f64 / s / 1e6;
-    println!(
-        "download {} MB from the controller on loopback: agent (hash, checkpoints, fsync, rename, hard link) median {:.2} s = {:.0} MB/s",
-        big_size / 1_000_000,
-        agent_s[1],
-        mbps(agent_s[1])
-    );
-    if have_curl {
-        curl_s.sort_by(f64::total_cmp);
-        curl_sync_s.sort_by(f64::total_cmp);
+        // What the agent does that curl does not: SHA-256 of every byte. On
+        // loopback with two cores (controller, receive, hash+write) that CPU
+        // is the gap; a club's line is a thousand times slower than the hash.
+        let hash_s = {
+            let t0 = Instant::now();
+            let got = touchline_agent::fetch::hash_file(&big).unwrap();
+            assert_eq!(got.to_hex(), big_hash);
+            t0.elapsed().as_secs_f64()
+        };
         println!(
-            "  curl -o of the same URL: median {:.2} s = {:.0} MB/s; agent / curl throughput: {:.0} %",
-            curl_s[1],
-            mbps(curl_s[1]),
-            100.0 * curl_s[1] / agent_s[1]
+            "  SHA-256 of the same file from the page cache, one core: {hash_s:.2} s = {:.0} MB/s",
+            mbps(hash_s)
         );
-        println!(
-            "  curl -o + sync of the file (durable, like the agent): median {:.2} s = {:.0} MB/s; agent / that: {:.0} %",
-            curl_sync_s[1],
-            mbps(curl_sync_s[1]),
-            100.0 * curl_sync_s[1] / agent_s[1]
-        );
-    } else {
-        println!("  SKIPPED curl reference: curl is not installed");
     }
-    // What the agent does that curl does not: SHA-256 of every byte. On
-    // loopback with two cores (controller, receive, hash+write) that CPU
-    // is the gap; a club's line is a thousand times slower than the hash.
-    let hash_s = {
-        let t0 = Instant::now();
-        let got = touchline_agent::fetch::hash_file(&big).unwrap();
-        assert_eq!(got.to_hex(), big_hash);
-        t0.elapsed().as_secs_f64()
-    };
-    println!(
-        "  SHA-256 of the same file from the page cache, one core: {hash_s:.2} s = {:.0} MB/s",
-        mbps(hash_s)
-    );
-
     if idle == 0 {
         return;
     }

@@ -70,7 +70,7 @@ impl Rig {
             &files.path("key.pub"),
             Some((&c.url, &token)),
             &format!(
-                "space_reserve_bytes = 0\nservices = [\"neopro-app\", \"broken-app\"]\nstop_command = [\"true\"]\nstart_command = [\"true\"]\nreboot_command = [\"{h}\", \"reboot\"]\nrestart_command = [\"{h}\", \"restart\"]\njournal_command = [\"{h}\", \"journal\"]\nboot_id_path = \"{}\"\nupdate_lock = \"{}\"\n",
+                "space_reserve_bytes = 0\nservices = [\"neopro-app\", \"broken-app\"]\nstop_command = [\"true\"]\nstart_command = [\"true\"]\nreboot_command = [\"{h}\", \"reboot\"]\nrestart_command = [\"{h}\", \"restart\"]\njournal_command = [\"{h}\", \"journal\"]\nreload_command = [\"{h}\", \"reload\"]\nboot_id_path = \"{}\"\nupdate_lock = \"{}\"\n",
                 root.join("boot_id").display(),
                 root.join("update.lock").display(),
             ),
@@ -668,4 +668,166 @@ fn a_reboot_requested_mid_match_waits_for_the_update_lock_unless_forced() {
         "{csv}"
     );
     assert!(csv.contains("remote action (forced)"), "{csv}");
+}
+
+/// What a box (or a stolen site token) posts about an action is checked:
+/// the token before the body, the body bounded (also once decompressed),
+/// every case of `tests/data/bad-http/action-updates/` refused with its
+/// reason, and the action left as it was.
+#[test]
+fn hostile_action_updates_are_refused_with_their_reason_and_change_nothing() {
+    use std::io::Write;
+    let files = ControllerFiles::example();
+    files.add_example_content();
+    let c = files.start();
+    let admin = files.local_admin_token();
+    c.sync(&admin);
+    let token = files.site_token(SITE, false);
+    let other = files.site_token("brest-basket", false);
+    let r = c
+        .http
+        .post(format!("{}/api/sites/{SITE}/actions", c.url))
+        .bearer_auth(&admin)
+        .json(&json!({"action": "system-info"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{}/v1/sites/{SITE}/actions/{id}", c.url);
+    let post = |token: Option<&str>, encoding: Option<&str>, body: Vec<u8>| {
+        let mut r = c
+            .http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(e) = encoding {
+            r = r.header("content-encoding", e);
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    // The token first: a large body without one is not read.
+    let (status, _) = post(None, None, vec![b' '; 2 * 1024 * 1024]);
+    assert_eq!(status, 401);
+    let (status, body) = post(Some(&other), None, b"{}".to_vec());
+    assert_eq!(status, 403, "{body}");
+    // The corpus.
+    let dir = touchline_testkit::data("bad-http/action-updates");
+    let mut cases = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let expect = std::fs::read_to_string(p.with_extension("expect")).unwrap();
+        let mut lines = expect.lines();
+        let want_status: u16 = lines.next().unwrap().parse().unwrap();
+        let want = lines.next().unwrap();
+        let (status, body) = post(Some(&token), None, std::fs::read(&p).unwrap());
+        assert_eq!(status, want_status, "{}: {body}", p.display());
+        assert!(body.contains(want), "{}: {body}", p.display());
+        cases += 1;
+    }
+    assert!(cases >= 8, "{cases} cases");
+    // A compression bomb: 64 MiB of zeros in ~64 KiB of gzip.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(b"{\"state\":\"done\",\"at\":\"2026-12-03T14:00:00Z\",\"output\":\"")
+        .unwrap();
+    gz.write_all(&vec![b'0'; 64 * 1024 * 1024]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 1024 * 1024);
+    let (status, body) = post(Some(&token), Some("gzip"), bomb);
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("once decompressed"), "{body}");
+    let (status, body) = post(Some(&token), Some("gzip"), b"not gzip".to_vec());
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("does not decompress"), "{body}");
+    let (status, body) = post(Some(&token), Some("br"), b"{}".to_vec());
+    assert_eq!(status, 415, "{body}");
+    // An id this site does not have.
+    let r = c
+        .http
+        .post(format!("{}/v1/sites/{SITE}/actions/nope", c.url))
+        .bearer_auth(&token)
+        .body(r#"{"state":"done","at":"2026-12-03T14:00:00Z"}"#)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Nothing changed.
+    let a: Value = c
+        .get(&format!("/api/sites/{SITE}/actions/{id}"), Some(&admin))
+        .json()
+        .unwrap();
+    assert_eq!(a["state"], "queued", "{a}");
+    assert!(a["updates"].as_array().unwrap().is_empty(), "{a}");
+    // A gzip body that is fine is taken.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(br#"{"state":"received","at":"2026-12-03T14:00:00Z"}"#)
+        .unwrap();
+    let (status, body) = post(Some(&token), Some("gzip"), gz.finish().unwrap());
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Match-safe apply: while the app holds the update lock (a real `flock`
+/// holder), a configuration change is downloaded and staged but neither
+/// `configuration.json` nor the reload command is touched; it goes at the
+/// first pass after the lock is released.
+#[test]
+fn a_config_change_waits_for_the_update_lock_and_goes_when_it_is_released() {
+    if touchline_testkit::tools::require_tool("flock", "apt-get install util-linux").is_none() {
+        return;
+    }
+    let rig = Rig::new();
+    let config = rig.agent.path("app/configuration.json");
+    let before = std::fs::read_to_string(&config).unwrap();
+    let volume =
+        |text: &str| serde_json::from_str::<Value>(text).unwrap()["display"]["volume"].clone();
+    assert_eq!(volume(&before), 60, "{before}");
+    let reloads = |r: &str| r.lines().filter(|l| *l == "reload").count();
+    let reloads_before = reloads(&rig.record());
+    let lock = rig.agent.path("update.lock");
+    std::fs::write(&lock, "").unwrap();
+    let mut holder = Killed(
+        Command::new("flock")
+            .arg("--close")
+            .arg(&lock)
+            .args(["sleep", "60"])
+            .spawn()
+            .unwrap(),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    rig.files
+        .repo()
+        .edit("groups/handball.yaml", "volume: 60", "volume: 55")
+        .commit("quieter");
+    rig.c.sync(&rig.admin);
+    let out = rig.agent.once();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("configuration.json wait for the update lock"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), before);
+    assert_eq!(
+        reloads(&rig.record()),
+        reloads_before,
+        "no reload mid-match"
+    );
+    let st = rig.agent.status_json();
+    assert_eq!(st["phase"], "waiting", "{st}");
+
+    holder.0.kill().unwrap();
+    let _ = holder.0.wait();
+    let out = rig.agent.once();
+    assert!(out.status.success(), "{}", text(&out));
+    let after = std::fs::read_to_string(&config).unwrap();
+    assert_eq!(volume(&after), 55, "{after}");
+    assert_eq!(reloads(&rig.record()), reloads_before + 1);
 }

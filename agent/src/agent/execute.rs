@@ -68,13 +68,77 @@ impl Agent {
             fetch = plan.fetch.len(),
             "planned"
         );
-        self.execute_files(bundle, &plan, &observed, dir, &old_index)
+        let files_wait = self
+            .execute_files(bundle, &plan, &observed, dir, &old_index)
             .await?;
         let waiting = self.execute_release(bundle, &plan.release, dir).await;
         if let Some(r) = self.releases.as_mut() {
             r.waiting = waiting.as_ref().ok().and_then(Clone::clone);
         }
-        waiting
+        match (files_wait, waiting) {
+            (Some(files), Ok(Some(release))) => Ok(Some(format!("{files}; {release}"))),
+            (Some(files), Ok(None)) => Ok(Some(files)),
+            (None, w) => w,
+            (Some(_), Err(e)) => Err(e),
+        }
+    }
+
+    /// Whether the pass may change what plays now: the update lock (held
+    /// by the app during a match) is free, or this pass only adds files
+    /// nothing plays yet. `Err(why)`: the changes wait (downloads are done
+    /// already); past `lock_max_wait` the condition becomes a warning.
+    fn match_safe(&mut self, plan: &PassPlan) -> Result<bool, String> {
+        let held = match try_lock(&self.cfg.update_lock) {
+            Ok(Some(_)) => false,
+            Ok(None) => true,
+            Err(e) => {
+                tracing::warn!(path = %self.cfg.update_lock.display(), error = %e, "cannot check the update lock; applying");
+                false
+            }
+        };
+        if !held {
+            self.apply_wait_since = None;
+            return Ok(true);
+        }
+        let replaces = plan.files.iter().any(|f| {
+            matches!(
+                f.action,
+                plan::FileAction::Place(plan::PlaceReason::Changed | plan::PlaceReason::NotAFile)
+            )
+        });
+        if !replaces && plan.remove.is_empty() && plan.config.write.is_none() {
+            // Only new files: nothing plays them until the configuration
+            // names them. No reload while the match is on.
+            return Ok(false);
+        }
+        let now = self.now().now;
+        let since = *self.apply_wait_since.get_or_insert(now);
+        let changes = plan.place().count() + plan.remove.len();
+        let what = match (changes, plan.config.write.is_some()) {
+            (0, true) => "configuration.json".to_owned(),
+            (n, true) => format!("{n} file(s) and configuration.json"),
+            (n, false) => format!("{n} file(s)"),
+        };
+        let max = self.cfg.lock_max_wait;
+        let waited = now.duration_since(since).as_secs();
+        let over = waited >= i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        let why = format!(
+            "{what} wait for the update lock {} (a match is on) since {}{}",
+            self.cfg.update_lock.display(),
+            since.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            if over {
+                format!(": held for more than {max} (lock_max_wait)")
+            } else {
+                String::new()
+            }
+        );
+        let severity = if over {
+            Severity::Warning
+        } else {
+            Severity::Info
+        };
+        self.set_condition(&Item::Apply, severity, why.clone());
+        Err(why)
     }
 
     /// Sets the condition of a failure (when it has one).
@@ -91,7 +155,7 @@ impl Agent {
         observed: &plan::Observed,
         dir: Option<&Path>,
         old_index: &crate::state::Index,
-    ) -> Result<(), PassError> {
+    ) -> Result<Option<String>, PassError> {
         for sha in &plan.evict {
             self.store.evict(sha);
         }
@@ -169,6 +233,15 @@ impl Agent {
             );
         }
         let changed = !plan.writes_nothing();
+        // Downloads are done; what changes what plays waits for the match.
+        let reload_now = if changed {
+            match self.match_safe(plan) {
+                Ok(free) => free,
+                Err(why) => return Ok(Some(why)),
+            }
+        } else {
+            true
+        };
         let serial_changes = self.state.applied_serial != Some(bundle.serial);
         if changed {
             self.enter(Event::Apply);
@@ -211,8 +284,10 @@ impl Agent {
         if let Err(e) = self.paths.save_index(old_index, &self.index) {
             tracing::warn!(error = %e, "cannot save the stat index");
         }
-        if changed || serial_changes {
+        if (changed || serial_changes) && reload_now {
             self.run_reload().await;
+        }
+        if changed || serial_changes {
             // Keep what the bundle references (and the release package).
             let mut keep: Vec<_> = bundle.files.iter().map(|f| f.sha256).collect();
             if let Some(sw) = &bundle.software {
@@ -231,7 +306,7 @@ impl Agent {
             }
         }
         match plan.conflicts().count() + usize::from(plan.config.occupied.is_some()) {
-            0 => Ok(()),
+            0 => Ok(None),
             count => Err(PassError::Conflicts { count }),
         }
     }
