@@ -234,12 +234,30 @@ fn running_controller(data: &Path) -> Result<(String, String), Failure> {
 /// POSTs to the admin API of the controller that holds `data`'s store
 /// (locked by it), with its local admin token; the JSON answer.
 fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Value, Failure> {
+    call_running_controller(data, reqwest::Method::POST, path, None)
+}
+
+/// A request to the admin API of the controller that holds `data`'s store,
+/// with its local admin token and an optional JSON body; the JSON answer,
+/// or the controller's `error` as the failure.
+pub(crate) fn call_running_controller(
+    data: &Path,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Failure> {
     let (addr, admin) = running_controller(data)?;
     let url = format!("http://{addr}{path}");
     let body = runtime()?.block_on(async {
-        let resp = reqwest::Client::new()
-            .post(&url)
-            .bearer_auth(&admin)
+        let mut req = reqwest::Client::new()
+            .request(method, &url)
+            .bearer_auth(&admin);
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_string());
+        }
+        let resp = req
             .send()
             .await
             .with_context(|| format!("failed to reach the running controller at {addr}"))?;
@@ -262,7 +280,7 @@ fn through_running_controller(data: &Path, path: &str) -> Result<serde_json::Val
 /// Refuses a data directory without a status store: opening would make
 /// an empty one (a mistyped `--data` would back up nothing, or mint codes
 /// no controller serves).
-fn require_store(data: &Path) -> Result<(), Failure> {
+pub(crate) fn require_store(data: &Path) -> Result<(), Failure> {
     if data.join("status.redb").exists() {
         Ok(())
     } else {

@@ -83,7 +83,10 @@ impl L10n {
             "login" => ("Connexion", "Log in"),
             "login_title" => ("Connexion à Touchline", "Log in to Touchline"),
             "token" => ("Jeton d'opérateur", "Operator token"),
-            "login_failed" => ("Jeton refusé.", "Token refused."),
+            "login_failed" => (
+                "Identifiants ou jeton refusés.",
+                "Name, password, code or token refused.",
+            ),
             "online" => ("En ligne", "Online"),
             "degraded" => ("Dégradé", "Degraded"),
             "offline" => ("Hors ligne", "Offline"),
@@ -217,6 +220,17 @@ impl L10n {
             "from" => ("D'où", "From"),
             "export_csv" => ("Exporter (CSV)", "Export (CSV)"),
             "action_queued" => ("Action demandée :", "Action requested:"),
+            "account" => ("Compte", "Account"),
+            "password" => ("Mot de passe", "Password"),
+            "totp_code" => (
+                "Code à 6 chiffres (si le compte en a un)",
+                "6-digit code (when the account has one)",
+            ),
+            "with_token" => ("Avec un jeton d'opérateur", "With an operator token"),
+            "account_locked" => (
+                "Compte verrouillé après trop d'échecs, jusqu'au",
+                "Account locked after too many failures, until",
+            ),
             _ => return "??",
         };
         match self.lang {

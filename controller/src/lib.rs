@@ -66,6 +66,8 @@ pub mod source;
 pub mod status;
 pub mod store;
 pub mod tokens;
+pub mod user_cli;
+pub mod users;
 pub mod validate;
 pub mod web;
 pub mod yaml;

@@ -158,6 +158,10 @@ enum Command {
     /// until the box is done and print its output. Exit 0 done, 1 failed,
     /// refused or expired, 2 not queued.
     Action(touchline_controller::remote::ActionArgs),
+    /// Operator accounts (name, role, argon2id password, optional TOTP),
+    /// whether or not `touchline serve` runs on the data directory.
+    #[command(subcommand)]
+    User(touchline_controller::user_cli::UserCommand),
     /// Run the whole system on this machine with the example fleet: a git
     /// repository, content, keys, tokens and the controller on a free
     /// loopback port. Ctrl-C stops it.
@@ -326,6 +330,7 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Operator(OperatorCommand::Token { name, role }) => cmd_operator_token(&name, role),
         Command::ImportNeopro { inputs, out, force } => cmd_import_neopro(&inputs, &out, force),
         Command::Action(a) => touchline_controller::remote::cmd_action(&a),
+        Command::User(u) => touchline_controller::user_cli::cmd_user(u),
         Command::Backup {
             data,
             out,

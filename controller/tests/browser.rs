@@ -119,7 +119,7 @@ fn the_status_page_in_headless_chromium() {
         let c = shot("login", c).await;
         c.find(Locator::Css("#token")).await.unwrap().send_keys("wrong").await.unwrap();
         c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
-        assert_eq!(text(&c, "#login-error").await, "Jeton refusé.");
+        assert_eq!(text(&c, "#login-error").await, "Identifiants ou jeton refusés.");
         c.find(Locator::Css("#token")).await.unwrap().send_keys(VIEWER).await.unwrap();
         c.find(Locator::Css("#login-submit")).await.unwrap().click().await.unwrap();
         text(&c, "#count-total").await;

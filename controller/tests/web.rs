@@ -40,7 +40,10 @@ fn login_sessions_csrf_and_roles() {
         .unwrap();
     assert_eq!(r.headers()["location"], "/login?failed=1");
     let page = s.get("/login?failed=1", "", "fr").text().unwrap();
-    assert!(page.contains("id=\"login-error\">Jeton refusé.<"), "{page}");
+    assert!(
+        page.contains("id=\"login-error\">Identifiants ou jeton refusés.<"),
+        "{page}"
+    );
     // Behind an HTTPS proxy the cookie is Secure.
     let form = s.get("/login", "", "fr");
     let pre = value(&cookie_of(&form, "tl_login").unwrap());

@@ -38,7 +38,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
 use serde_json::{Value, json};
@@ -54,6 +54,7 @@ mod agent_api;
 pub mod auth;
 mod enroll_api;
 mod operator_api;
+mod users_api;
 
 /// Longest long-poll.
 pub const MAX_WAIT_SECS: u64 = 300;
@@ -178,6 +179,12 @@ pub fn router(state: AppState) -> Router {
             get(actions_api::api_site_action),
         )
         .route("/api/actions", post(actions_api::api_request_actions))
+        .route(
+            "/api/users",
+            get(users_api::api_users).post(users_api::api_add_user),
+        )
+        .route("/api/users/{name}", delete(users_api::api_remove_user))
+        .route("/api/users/{name}/password", post(users_api::api_passwd))
         .route("/api/audit", get(actions_api::api_audit))
         .route("/api/audit.csv", get(actions_api::api_audit_csv))
         .route("/install.sh", get(enroll_api::get_install_script))

@@ -192,11 +192,14 @@ struct LoginPage {
     l: L10n,
     csrf: String,
     failed: bool,
+    /// A locked account: until when.
+    locked: String,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     failed: Option<String>,
+    locked: Option<String>,
 }
 
 /// A session cannot start without an OS random source.
@@ -218,6 +221,11 @@ pub async fn login_form(
         l: l10n(&state, &headers),
         csrf: csrf.clone(),
         failed: q.failed.is_some(),
+        locked: q
+            .locked
+            .and_then(|t| t.parse::<Timestamp>().ok())
+            .map(|t| l10n(&state, &headers).time(&t))
+            .unwrap_or_default(),
     });
     resp.headers_mut().append(
         header::SET_COOKIE,
@@ -228,7 +236,16 @@ pub async fn login_form(
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
+    /// An operator token (scripts' way in, and the local admin).
+    #[serde(default)]
     token: String,
+    /// An account: its name, password and TOTP code.
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    code: String,
     csrf: String,
 }
 
@@ -255,8 +272,63 @@ pub async fn login(
     if cookie(&headers, LOGIN_CSRF_COOKIE).is_none_or(|c| c.is_empty() || c != f.csrf) {
         return (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response();
     }
-    let hash = Token::new(f.token.trim()).hash();
-    let who = if state.local_admin.as_ref().is_some_and(|h| h.matches(&hash)) {
+    let who = if f.name.trim().is_empty() {
+        let who = token_login(&state, &f.token);
+        let _ = state.fleet.store.audit(&crate::store::AuditEntry {
+            at: Timestamp::now(),
+            actor: who
+                .as_ref()
+                .map_or_else(|| "(unknown token)".to_owned(), |w| w.0.clone()),
+            action: "login".into(),
+            target: "status page (token)".into(),
+            source: Some(source.to_string()),
+            result: Some(
+                if who.is_some() {
+                    "ok"
+                } else {
+                    "refused: unknown token"
+                }
+                .into(),
+            ),
+        });
+        who
+    } else {
+        let fleet = state.fleet.clone();
+        let (name, password, code) = (f.name.trim().to_owned(), f.password.clone(), f.code.clone());
+        let at = Some(source.to_string());
+        let r = tokio::task::spawn_blocking(move || {
+            crate::users::login(
+                &*fleet.store,
+                &name,
+                &password,
+                Some(&code),
+                at,
+                Timestamp::now(),
+            )
+        })
+        .await;
+        match r {
+            Ok(Ok(who)) => Some(who),
+            Ok(Err(crate::users::LoginError::Locked(until))) => {
+                state.logins.failed(source);
+                tracing::warn!(%source, account = %f.name.trim(), "status page login refused: account locked");
+                return Redirect::to(&format!("/login?locked={until}")).into_response();
+            }
+            Ok(Err(_)) | Err(_) => None,
+        }
+    };
+    let Some((name, role)) = who else {
+        state.logins.failed(source);
+        tracing::warn!(%source, "status page login refused");
+        return Redirect::to("/login?failed=1").into_response();
+    };
+    start_session(&state, &headers, name, role)
+}
+
+/// The operator a token belongs to (the local admin, or the config's).
+fn token_login(state: &AppState, token: &str) -> Option<(String, Role)> {
+    let hash = Token::new(token.trim()).hash();
+    if state.local_admin.as_ref().is_some_and(|h| h.matches(&hash)) {
         Some(("local-admin".to_owned(), Role::Admin))
     } else {
         state
@@ -264,12 +336,11 @@ pub async fn login(
             .config
             .operator(&hash)
             .map(|op| (op.name.clone(), op.role))
-    };
-    let Some((name, role)) = who else {
-        state.logins.failed(source);
-        tracing::warn!(%source, "status page login refused");
-        return Redirect::to("/login?failed=1").into_response();
-    };
+    }
+}
+
+/// A new session cookie for `name`.
+fn start_session(state: &AppState, headers: &HeaderMap, name: String, role: Role) -> Response {
     let (Ok(id), Ok(csrf)) = (random_hex(), random_hex()) else {
         return no_randomness();
     };
@@ -289,11 +360,11 @@ pub async fn login(
     let mut resp = Redirect::to("/").into_response();
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&headers, SESSION_COOKIE, &id, SESSION_HOURS * 3600),
+        set_cookie(headers, SESSION_COOKIE, &id, SESSION_HOURS * 3600),
     );
     resp.headers_mut().append(
         header::SET_COOKIE,
-        set_cookie(&headers, LOGIN_CSRF_COOKIE, "", 0),
+        set_cookie(headers, LOGIN_CSRF_COOKIE, "", 0),
     );
     resp
 }
