@@ -343,6 +343,16 @@ fn pages_carry_security_headers_and_the_language_redirect_stays_on_the_site() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "same-origin");
     assert_eq!(h["x-frame-options"], "DENY");
+    // What boxes call carries no page headers: on a club's line every
+    // poll's bytes count (they were 290 of a 410-byte `304`).
+    let r = s
+        .http
+        .get(format!("{}/v1/sites/angers-football/bundle", s.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get("content-security-policy").is_none());
+    assert!(r.headers().get("x-frame-options").is_none());
     let to = |back: &str| {
         let r = s
             .http

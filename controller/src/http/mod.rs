@@ -143,7 +143,9 @@ pub fn router(state: AppState) -> Router {
     let security = |name: header::HeaderName, value: &'static str| {
         SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
     };
-    Router::new()
+    // What boxes call: no page headers (a box reads no HTML, and on a
+    // club's ADSL line every poll's bytes count).
+    let agents = Router::new()
         .route("/v1/sites/{id}/bundle", get(agent_api::get_bundle))
         .route("/v1/sites/{id}/bundle.sig", get(agent_api::get_signature))
         .route("/v1/content/{sha256}", get(agent_api::get_content))
@@ -161,6 +163,11 @@ pub fn router(state: AppState) -> Router {
                 touchline_schemas::enroll::MAX_REQUEST_BYTES,
             )),
         )
+        .route(
+            "/v1/agent-packages/{file}",
+            get(enroll_api::get_agent_package),
+        );
+    Router::new()
         .route("/api/sites", get(operator_api::api_sites))
         .route("/api/sites/{id}", get(operator_api::api_site))
         .route("/api/sites/{id}/history", get(operator_api::api_history))
@@ -188,10 +195,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/audit", get(actions_api::api_audit))
         .route("/api/audit.csv", get(actions_api::api_audit_csv))
         .route("/install.sh", get(enroll_api::get_install_script))
-        .route(
-            "/v1/agent-packages/{file}",
-            get(enroll_api::get_agent_package),
-        )
         .route("/api/history", get(operator_api::api_fleet_history))
         .route("/api/stats", get(operator_api::api_stats))
         .route("/api/releases", get(operator_api::api_releases))
@@ -222,14 +225,15 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(DefaultBodyLimit::max(MAX_REPORT_BATCH_BYTES))
-        // A body that trickles in is refused (408) instead of holding a
-        // connection and its buffer.
-        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(security(header::CONTENT_SECURITY_POLICY, CSP))
         .layer(security(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .layer(security(header::X_FRAME_OPTIONS, "DENY"))
         .layer(security(header::REFERRER_POLICY, "same-origin"))
+        .merge(agents)
+        .layer(DefaultBodyLimit::max(MAX_REPORT_BATCH_BYTES))
+        // A body that trickles in is refused (408) instead of holding a
+        // connection and its buffer.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_request,
