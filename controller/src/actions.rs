@@ -153,21 +153,22 @@ pub struct ActionBody {
     pub sites: Vec<String>,
 }
 
+/// An action name that is none of [`RemoteAction::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown action `{0}`: one of system-info, report-now, logs, restart-service, resync, reboot"
+)]
+pub struct UnknownAction(pub String);
+
 /// Turns a body into the action to queue for one site.
 pub fn new_action(
     body: &ActionBody,
     site: SiteId,
     actor: String,
     source: Option<String>,
-) -> Result<NewAction, String> {
-    let action = RemoteAction::parse(body.action.trim()).ok_or_else(|| {
-        let names: Vec<&str> = RemoteAction::ALL.iter().map(|a| a.command_name()).collect();
-        format!(
-            "unknown action `{}`: one of {}",
-            body.action.chars().take(40).collect::<String>(),
-            names.join(", ")
-        )
-    })?;
+) -> Result<NewAction, UnknownAction> {
+    let action = RemoteAction::parse(body.action.trim())
+        .ok_or_else(|| UnknownAction(body.action.chars().take(40).collect()))?;
     let ttl = body.ttl.map_or(DEFAULT_LIFETIME_SECS, |t| {
         i64::try_from(t.as_secs()).unwrap_or(i64::MAX)
     });
@@ -712,4 +713,19 @@ fn head(s: &str, n: usize) -> String {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unknown_action_message_lists_every_action() {
+        let names: Vec<&str> = RemoteAction::ALL.iter().map(|a| a.command_name()).collect();
+        assert!(
+            UnknownAction("x".into())
+                .to_string()
+                .ends_with(&names.join(", "))
+        );
+    }
 }

@@ -6,6 +6,16 @@ use serde::Deserialize;
 
 use crate::store::AuditEntry;
 
+/// A `since` filter that is not a time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("since `{given}` is not an RFC 3339 time: {why}")]
+pub struct BadSince {
+    /// What was given (cut to 40 characters).
+    pub given: String,
+    /// The parser's reason.
+    pub why: String,
+}
+
 /// Filters over the audit log.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct AuditQuery {

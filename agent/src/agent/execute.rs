@@ -26,6 +26,17 @@ use crate::plan::{self, Blocked, Desired, PassPlan, ReleaseAction, ReleaseStep, 
 use crate::release::{self, Layout, ReleaseName, SwitchResult, try_lock};
 use crate::unpack;
 
+/// What the update lock allows a pass that changes files.
+enum MatchSafe {
+    /// Apply now; run the reload command or not.
+    Apply {
+        /// The reload command runs.
+        reload: bool,
+    },
+    /// Wait for the lock: why.
+    Wait(String),
+}
+
 /// How long the reload command may run.
 const RELOAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -85,9 +96,10 @@ impl Agent {
 
     /// Whether the pass may change what plays now: the update lock (held
     /// by the app during a match) is free, or this pass only adds files
-    /// nothing plays yet. `Err(why)`: the changes wait (downloads are done
-    /// already); past `lock_max_wait` the condition becomes a warning.
-    fn match_safe(&mut self, plan: &PassPlan) -> Result<bool, String> {
+    /// nothing plays yet (then without a reload). Otherwise the changes
+    /// wait (downloads are done already); past `lock_max_wait` the
+    /// condition becomes a warning.
+    fn match_safe(&mut self, plan: &PassPlan) -> MatchSafe {
         let held = match try_lock(&self.cfg.update_lock) {
             Ok(Some(_)) => false,
             Ok(None) => true,
@@ -98,7 +110,7 @@ impl Agent {
         };
         if !held {
             self.apply_wait_since = None;
-            return Ok(true);
+            return MatchSafe::Apply { reload: true };
         }
         let replaces = plan.files.iter().any(|f| {
             matches!(
@@ -109,7 +121,7 @@ impl Agent {
         if !replaces && plan.remove.is_empty() && plan.config.write.is_none() {
             // Only new files: nothing plays them until the configuration
             // names them. No reload while the match is on.
-            return Ok(false);
+            return MatchSafe::Apply { reload: false };
         }
         let now = self.now().now;
         let since = *self.apply_wait_since.get_or_insert(now);
@@ -138,7 +150,7 @@ impl Agent {
             Severity::Info
         };
         self.set_condition(&Item::Apply, severity, why.clone());
-        Err(why)
+        MatchSafe::Wait(why)
     }
 
     /// Sets the condition of a failure (when it has one).
@@ -236,8 +248,8 @@ impl Agent {
         // Downloads are done; what changes what plays waits for the match.
         let reload_now = if changed {
             match self.match_safe(plan) {
-                Ok(free) => free,
-                Err(why) => return Ok(Some(why)),
+                MatchSafe::Apply { reload } => reload,
+                MatchSafe::Wait(why) => return Ok(Some(why)),
             }
         } else {
             true

@@ -96,7 +96,7 @@ pub(super) async fn api_request_action(
         ));
     }
     let new = new_action(&body, site, who.name, source(&headers, peer(conn)))
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     let r = queue(&state, new).await?;
     Ok((StatusCode::ACCEPTED, Json(summary(&r, Timestamp::now()))).into_response())
 }
@@ -126,7 +126,7 @@ pub(super) async fn api_request_actions(
         let answer = match parse_site(id) {
             Err(e) => json!({"site": id, "error": e.message()}),
             Ok(site) => match new_action(&body, site.clone(), who.name.clone(), from.clone()) {
-                Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e)),
+                Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
                 Ok(new) => match queue(&state, new).await {
                     Ok(r) => {
                         queued += 1;
@@ -189,7 +189,7 @@ async fn audit_entries(state: &AppState, q: &AuditQuery) -> ApiResult<Vec<AuditE
         .await
         .map_err(ApiError::internal)?;
     q.apply(all)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.to_string()))
 }
 
 /// `GET /api/audit`.

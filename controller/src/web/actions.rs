@@ -85,7 +85,12 @@ struct ActionForm {
 
 /// Reads an `application/x-www-form-urlencoded` body; `site` may repeat
 /// (the checked rows of the sites table).
-fn parse_form(body: &[u8]) -> Result<ActionForm, String> {
+/// A form field that does not read.
+#[derive(Debug, thiserror::Error)]
+#[error("lines: `{0}` is not a whole number")]
+struct BadLines(String);
+
+fn parse_form(body: &[u8]) -> Result<ActionForm, BadLines> {
     let mut f = ActionForm::default();
     for (k, v) in form_urlencoded::parse(body) {
         let v = v.trim().to_owned();
@@ -94,10 +99,7 @@ fn parse_form(body: &[u8]) -> Result<ActionForm, String> {
             "action" => f.body.action = v,
             "service" => f.body.service = Some(v),
             "lines" if !v.is_empty() => {
-                f.body.lines = Some(
-                    v.parse()
-                        .map_err(|_| format!("lines: `{v}` is not a whole number"))?,
-                );
+                f.body.lines = Some(v.parse().map_err(|_| BadLines(v.clone()))?);
             }
             "since" => f.body.since = Some(v),
             "force" => f.body.force = !v.is_empty(),
@@ -127,7 +129,8 @@ async fn queue_all(
             refused.push(format!("{id}: no such site"));
             continue;
         };
-        let new = new_action(body, site.clone(), actor.to_owned(), source.clone()).map_err(bad)?;
+        let new = new_action(body, site.clone(), actor.to_owned(), source.clone())
+            .map_err(|e| bad(e.to_string()))?;
         let fleet = state.fleet.clone();
         let r =
             tokio::task::spawn_blocking(move || fleet.request_action(new, jiff::Timestamp::now()))
@@ -161,7 +164,7 @@ pub async fn site_action(
 ) -> Response {
     let f = match parse_form(&body) {
         Ok(f) => f,
-        Err(e) => return bad(e),
+        Err(e) => return bad(e.to_string()),
     };
     if let Err(r) = act(
         &s,
@@ -202,7 +205,7 @@ pub async fn sites_action(
 ) -> Response {
     let f = match parse_form(&body) {
         Ok(f) => f,
-        Err(e) => return bad(e),
+        Err(e) => return bad(e.to_string()),
     };
     if let Err(r) = act(
         &s,
@@ -256,7 +259,7 @@ pub async fn audit(
         .unwrap_or_default();
     let (entries, error) = match q.apply(all) {
         Ok(e) => (e, String::new()),
-        Err(e) => (Vec::new(), e),
+        Err(e) => (Vec::new(), e.to_string()),
     };
     let rows = entries
         .iter()
@@ -313,6 +316,6 @@ pub async fn audit_csv(
             crate::audit::audit_csv(&e),
         )
             .into_response(),
-        Err(e) => bad(e),
+        Err(e) => bad(e.to_string()),
     }
 }
