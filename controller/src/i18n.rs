@@ -221,6 +221,22 @@ impl L10n {
             "export_csv" => ("Exporter (CSV)", "Export (CSV)"),
             "action_queued" => ("Action demandée :", "Action requested:"),
             "account" => ("Compte", "Account"),
+            "accounts" => ("Comptes", "Accounts"),
+            "role" => ("Rôle", "Role"),
+            "add_account" => ("Ajouter un compte", "Add an account"),
+            "with_totp" => ("Avec code TOTP", "With a TOTP code"),
+            "reset_password" => ("Nouveau mot de passe", "New password"),
+            "remove" => ("Supprimer", "Remove"),
+            "locked" => ("Verrouillé jusqu'au", "Locked until"),
+            "created" => ("Créé", "Created"),
+            "shown_once" => (
+                "Affiché une seule fois : transmettez-le à la personne, elle pourra le changer avec l'administrateur.",
+                "Shown once: give it to the person; an admin can set a new one at any time.",
+            ),
+            "totp_secret" => (
+                "Secret TOTP (à saisir dans l'application d'authentification) :",
+                "TOTP secret (for the authenticator app):",
+            ),
             "password" => ("Mot de passe", "Password"),
             "totp_code" => (
                 "Code à 6 chiffres (si le compte en a un)",

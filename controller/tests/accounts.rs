@@ -274,3 +274,118 @@ fn accounts_log_in_with_a_password_and_totp_lock_after_failures_and_are_audited(
     );
     assert_eq!(to, "/login?failed=1", "a removed account");
 }
+
+/// The accounts page: admins only; an account added there gets a random
+/// password shown once (never cached) that logs in; a new password and a
+/// removal from the same page, audited with the admin's name.
+#[test]
+fn an_admin_manages_accounts_from_the_accounts_page() {
+    let s = common::server::start();
+    let (op, ocsrf) = s.login(OPERATOR);
+    let page = s.get("/", &op, "en").text().unwrap();
+    assert!(
+        !page.contains("id=\"nav-users\""),
+        "no menu entry for an operator"
+    );
+    assert_eq!(s.get("/users", &op, "en").status(), StatusCode::FORBIDDEN);
+    let post = |cookies: &str, path: &str, form: &[(&str, &str)]| {
+        s.http
+            .post(format!("{}{path}", s.url))
+            .header("cookie", cookies)
+            .form(form)
+            .send()
+            .unwrap()
+    };
+    let r = post(
+        &op,
+        "/users",
+        &[("csrf", &ocsrf), ("name", "x"), ("role", "viewer")],
+    );
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    let admin = s.files.local_admin_token();
+    let (ad, csrf) = s.login(&admin);
+    let page = s.get("/users", &ad, "en").text().unwrap();
+    assert!(page.contains("id=\"add-user\""), "{page}");
+    let r = post(
+        &ad,
+        "/users",
+        &[
+            ("csrf", &csrf),
+            ("name", "lucie"),
+            ("role", "operator"),
+            ("totp", "1"),
+        ],
+    );
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let html = r.text().unwrap();
+    let between = |a: &str| {
+        html.split(a)
+            .nth(1)
+            .and_then(|r| r.split('<').next())
+            .unwrap()
+            .to_owned()
+    };
+    let (password, secret) = (
+        between("<code id=\"new-password\">"),
+        between("<code id=\"totp-secret\">"),
+    );
+    assert_eq!(password.len(), 20);
+    let now = jiff::Timestamp::now().as_second() as u64;
+    let code = touchline_controller::users::totp_code(&secret, now).unwrap();
+    let (to, _) = login(
+        &s.url,
+        &s.http,
+        &[("name", "lucie"), ("password", &password), ("code", &code)],
+    );
+    assert_eq!(to, "/");
+    let page = s.get("/users", &ad, "en").text().unwrap();
+    assert!(
+        page.contains("data-user=\"lucie\"") && page.contains("TOTP"),
+        "{page}"
+    );
+    // A bad name is refused with the reason.
+    let r = post(
+        &ad,
+        "/users",
+        &[("csrf", &csrf), ("name", "Lucie 2"), ("role", "viewer")],
+    );
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().unwrap().contains("account name `Lucie 2`"));
+    // A new password: the old one no longer works.
+    let r = post(&ad, "/users/lucie/password", &[("csrf", &csrf)]);
+    assert_eq!(r.status(), StatusCode::OK);
+    let html = r.text().unwrap();
+    let fresh = html
+        .split("<code id=\"new-password\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .unwrap()
+        .to_owned();
+    assert_ne!(fresh, password);
+    let (to, _) = login(
+        &s.url,
+        &s.http,
+        &[("name", "lucie"), ("password", &password), ("code", &code)],
+    );
+    assert_eq!(to, "/login?failed=1");
+    // Removed.
+    let r = post(&ad, "/users/lucie/remove", &[("csrf", &csrf)]);
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        !s.get("/users", &ad, "en")
+            .text()
+            .unwrap()
+            .contains("data-user=\"lucie\"")
+    );
+    let audit: serde_json::Value = s
+        .http
+        .get(format!("{}/api/audit?action=user&actor=local-admin", s.url))
+        .bearer_auth(OPERATOR)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(audit["count"], 3, "add, passwd, remove: {audit}");
+}

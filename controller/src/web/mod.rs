@@ -26,6 +26,7 @@ use crate::session::{Session, random_hex};
 use crate::status::{Health, SiteView};
 use crate::tokens::Token;
 
+mod accounts;
 mod actions;
 mod alerts;
 mod groups;
@@ -34,6 +35,7 @@ mod releases;
 mod site;
 mod sites;
 
+pub use accounts::{add_user, remove_user, reset_password, users};
 pub use actions::{audit, audit_csv, site_action, sites_action};
 pub use alerts::alerts;
 pub use groups::groups;
@@ -128,6 +130,8 @@ pub struct Chrome {
     csrf: String,
     who: String,
     refresh: bool,
+    /// An admin: the accounts page is in the menu.
+    admin: bool,
 }
 
 fn render<T: Template>(t: &T) -> Response {
@@ -183,6 +187,7 @@ fn page(
         csrf: s.csrf.clone(),
         who: format!("{} ({})", s.name, s.role.as_str()).to_lowercase(),
         refresh,
+        admin: s.role >= Role::Admin,
     }
 }
 
