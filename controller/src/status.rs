@@ -77,6 +77,8 @@ pub struct SiteView {
     pub metrics: Option<Metrics>,
     /// Software releases on the box, as reported.
     pub software: Option<touchline_schemas::report::SoftwareStatus>,
+    /// The agent version the box last reported.
+    pub agent_version: Option<String>,
 }
 
 /// What a site's published bundle asks for.
@@ -326,6 +328,7 @@ fn view_of(
         version: applied_release.or(desired_release),
         metrics: state.and_then(|s| s.metrics.clone()),
         software: state.and_then(|s| s.report.status.software.clone()),
+        agent_version: state.and_then(|s| s.report.status.agent_version.clone()),
         id,
     }
 }
@@ -505,6 +508,20 @@ pub struct Releases {
     pub latest: Option<String>,
     /// Newest first.
     pub releases: Vec<ReleaseAdoption>,
+    /// The agent versions the boxes report, newest first (`unknown`: a
+    /// site that has not reported yet).
+    pub agents: Vec<AgentAdoption>,
+}
+
+/// One agent version and the sites that run it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentAdoption {
+    /// The version (`unknown` for sites with no report).
+    pub version: String,
+    /// How many sites.
+    pub running: usize,
+    /// Which.
+    pub sites: Vec<String>,
 }
 
 /// The row of release `v`, created empty.
@@ -609,9 +626,28 @@ pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Releases {
             .cmp(&key(&a.version))
             .then_with(|| b.version.cmp(&a.version))
     });
+    let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for v in views {
+        let version = v.agent_version.clone().unwrap_or_else(|| "unknown".into());
+        agents.entry(version).or_default().push(v.id.to_string());
+    }
+    let mut agents: Vec<AgentAdoption> = agents
+        .into_iter()
+        .map(|(version, sites)| AgentAdoption {
+            version,
+            running: sites.len(),
+            sites,
+        })
+        .collect();
+    agents.sort_by(|a, b| {
+        key(&b.version)
+            .cmp(&key(&a.version))
+            .then_with(|| b.version.cmp(&a.version))
+    });
     Releases {
         latest,
         releases: list,
+        agents,
     }
 }
 

@@ -550,6 +550,16 @@ fn an_offline_box_gets_its_action_when_back_and_an_action_past_its_expiry_shows_
     assert!(rig.agent.once().status.success());
     let a = rig.wait_final(&id, Duration::from_secs(5));
     assert_eq!(a["state"], "done", "{a}");
+    // The agent versions per site, as the boxes report them.
+    let rel = rig.api("/api/releases");
+    let agents = rel["agents"].as_array().unwrap();
+    assert_eq!(agents[0]["version"], env!("CARGO_PKG_VERSION"), "{rel}");
+    assert_eq!(agents[0]["sites"], json!([SITE]), "{rel}");
+    assert_eq!(
+        agents.last().unwrap()["version"],
+        "unknown",
+        "sites never heard from"
+    );
     let states: Vec<&str> = a["updates"]
         .as_array()
         .unwrap()
