@@ -26,6 +26,51 @@ impl Report {
 
 /// Runs every check.
 pub async fn run(path: &Path) -> ExitCode {
+    checks(path, false).await
+}
+
+/// `touchline-agent self-test`: what a new agent binary proves before it
+/// replaces the running one — the config parses, the state opens (read
+/// only: nothing is written), the accepted bundle verifies with the trusted
+/// keys, and the controller answers with a bundle those keys signed —
+/// then the checks of `diagnose`.
+pub async fn self_test(path: &Path) -> ExitCode {
+    checks(path, true).await
+}
+
+/// The state files, read only: `state.json` decodes, and the accepted
+/// bundle (when there is one) verifies with the trusted keys.
+fn state_checks(cfg: &Config, r: &mut Report) {
+    let paths = crate::state::Paths {
+        root: cfg.state_dir.clone(),
+    };
+    match paths.load_state() {
+        Ok(st) => r.line(
+            true,
+            "state",
+            &format!(
+                "{} (applied serial {})",
+                paths.state().display(),
+                st.applied_serial
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string())
+            ),
+        ),
+        Err(e) => r.line(false, "state", &e.to_string()),
+    }
+    match paths.load_accepted() {
+        None => r.line(true, "accepted bundle", "none yet"),
+        Some((body, sig)) => match cfg.trusted_keys.verify(&body, &sig) {
+            Ok(_) => r.line(true, "accepted bundle", "verifies with the trusted keys"),
+            Err(e) => r.line(
+                false,
+                "accepted bundle",
+                &format!("does not verify with the trusted keys: {e}"),
+            ),
+        },
+    }
+}
+
+async fn checks(path: &Path, with_state: bool) -> ExitCode {
     let cfg = match Config::load(path) {
         Ok(c) => {
             println!("OK   config: {}", path.display());
@@ -37,6 +82,9 @@ pub async fn run(path: &Path) -> ExitCode {
         }
     };
     let mut r = Report { failed: false };
+    if with_state {
+        state_checks(&cfg, &mut r);
+    }
     let clock = SystemClock::from_env().now();
     r.line(
         clock >= build_time(),

@@ -88,6 +88,15 @@ enum Command {
         #[arg(long, env = "TOUCHLINE_CONFIG")]
         config: PathBuf,
     },
+    /// What a new agent binary proves before it replaces the running one:
+    /// the config parses, the state opens (read only), the accepted bundle
+    /// verifies, the controller answers; then the checks of `diagnose`.
+    /// Exit 0 passed, 1 failed, 2 the config does not load.
+    SelfTest {
+        /// Configuration file.
+        #[arg(long, env = "TOUCHLINE_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
@@ -189,6 +198,7 @@ fn main() -> ExitCode {
                 status::print(&cfg, json)
             }
             Command::Diagnose { config } => diagnose::run(&config).await,
+            Command::SelfTest { config } => diagnose::self_test(&config).await,
             Command::Enroll { opts, start } => run_enroll(&opts, start).await,
             Command::Rollback { config } => {
                 let mut agent = match load_and_open(&config) {

@@ -855,3 +855,70 @@ fn a_config_change_waits_for_the_update_lock_and_goes_when_it_is_released() {
     assert_eq!(volume(&after), 55, "{after}");
     assert_eq!(reloads(&rig.record()), reloads_before + 1);
 }
+
+/// `touchline-agent self-test` (what a new agent proves before it replaces
+/// the running one): config, state read only, the accepted bundle against
+/// the trusted keys, the controller. Each failure is named; nothing in the
+/// state directory is written.
+#[test]
+fn self_test_checks_config_state_keys_and_controller_and_writes_nothing() {
+    let rig = Rig::new();
+    let self_test = |cfg: &Path| {
+        Command::new(bin("touchline-agent"))
+            .args(["self-test", "--config"])
+            .arg(cfg)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    let state = rig.agent.path("state");
+    let before = touchline_testkit::tree(&state);
+    let out = self_test(&rig.agent.config);
+    assert!(out.status.success(), "{}", text(&out));
+    for line in [
+        "OK   state:",
+        "OK   accepted bundle: verifies with the trusted keys",
+        "OK   trusted key: the served bundle is signed by",
+    ] {
+        assert!(text(&out).contains(line), "{line}: {}", text(&out));
+    }
+    assert_eq!(touchline_testkit::tree(&state), before, "read only");
+
+    // Keys that did not sign what the box holds.
+    let stranger = rig.agent.path("stranger.pub");
+    std::fs::write(&stranger, SigningKey::generate().public_key_openssh()).unwrap();
+    let cfg = std::fs::read_to_string(&rig.agent.config).unwrap();
+    let other = rig.agent.path("other.toml");
+    std::fs::write(
+        &other,
+        cfg.replace(
+            &rig.files.path("key.pub").display().to_string(),
+            &stranger.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let out = self_test(&other);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("FAIL accepted bundle: does not verify with the trusted keys"),
+        "{}",
+        text(&out)
+    );
+    // A state file that does not decode.
+    std::fs::write(state.join("state.json"), "{not json").unwrap();
+    let out = self_test(&rig.agent.config);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("FAIL state:"), "{}", text(&out));
+    assert_eq!(
+        std::fs::read_to_string(state.join("state.json")).unwrap(),
+        "{not json",
+        "not repaired by a self-test"
+    );
+    // No controller.
+    drop(rig.c);
+    let out = self_test(&rig.agent.config);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    // A config that does not load: 2.
+    let out = self_test(&rig.agent.path("missing.toml"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
