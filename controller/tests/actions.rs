@@ -922,3 +922,56 @@ fn self_test_checks_config_state_keys_and_controller_and_writes_nothing() {
     let out = self_test(&rig.agent.path("missing.toml"));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+/// Killed at each step of taking an action, the box converges at its next
+/// start: killed once it has remembered the request, it runs it once at
+/// the next pass (the redelivered request is recognised, not refused);
+/// killed while the command would run, it reports `failed` and never runs
+/// it again.
+#[test]
+fn an_agent_killed_while_it_takes_an_action_runs_it_at_most_once() {
+    let rig = Rig::new();
+    let once_crashing = |at: &str| {
+        Command::new(bin("touchline-agent"))
+            .args(["once", "--config"])
+            .arg(&rig.agent.config)
+            .env("RUST_LOG", "warn")
+            .env("TOUCHLINE_TEST_CRASH_AT", format!("{at}:1"))
+            .output()
+            .unwrap()
+    };
+    let restarts = |r: &str| r.lines().filter(|l| *l == "restart neopro-app").count();
+
+    let out = rig.action(&[SITE, "restart-service", "neopro-app", "--no-wait"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = once_crashing("action-received");
+    assert!(!out.status.success(), "aborted: {}", text(&out));
+    assert_eq!(restarts(&rig.record()), 0);
+    assert_eq!(
+        rig.api(&format!("/api/sites/{SITE}/actions/{id}"))["state"],
+        "queued"
+    );
+    assert!(rig.agent.once().status.success());
+    let a = rig.wait_final(&id, Duration::from_secs(5));
+    assert_eq!(a["state"], "done", "{a}");
+    assert_eq!(restarts(&rig.record()), 1, "exactly once");
+    // Nothing runs it again.
+    assert!(rig.agent.once().status.success());
+    assert_eq!(restarts(&rig.record()), 1);
+
+    let out = rig.action(&[SITE, "restart-service", "neopro-app", "--no-wait"]);
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = once_crashing("action-running");
+    assert!(!out.status.success(), "aborted: {}", text(&out));
+    assert!(rig.agent.once().status.success());
+    let a = rig.wait_final(&id, Duration::from_secs(5));
+    assert_eq!(a["state"], "failed", "{a}");
+    assert!(
+        a["message"]
+            .as_str()
+            .unwrap()
+            .contains("the agent stopped while this ran"),
+        "{a}"
+    );
+    assert_eq!(restarts(&rig.record()), 1, "not run again");
+}

@@ -284,6 +284,7 @@ impl Agent {
         }
         tracing::info!(id = %req.id, action = req.action.as_str(), "remote action received");
         self.remember(req, update(ActionState::Received, now, None));
+        crate::fsx::crash_point("action-received");
         let i = self.journal.entries.len() - 1;
         self.send_updates(c).await;
         self.execute(i).await;
@@ -412,6 +413,7 @@ impl Agent {
             RemoteAction::GetLogs => self.logs(&req.args).await,
             RemoteAction::RestartService => {
                 self.set(i, update(ActionState::Running, now, None));
+                crate::fsx::crash_point("action-running");
                 let svc = req.args.service.clone().unwrap_or_default();
                 let mut argv = self.cfg.restart_command.clone();
                 argv.push(svc.clone());
