@@ -260,6 +260,20 @@ pub fn banner(p: &Prepared, url: &str) -> String {
         "  curl -s -H 'Authorization: Bearer {}' {url}/api/releases | head -c 600",
         p.operator_token
     );
+    let _ = writeln!(
+        s,
+        "  # ask a box for its hardware and OS: the request rides its long-poll, signed"
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -X POST -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d '{{\"action\": \"system-info\"}}' {url}/api/sites/{site}/actions",
+        p.operator_token
+    );
+    let _ = writeln!(
+        s,
+        "  curl -s -H 'Authorization: Bearer {}' {url}/api/sites/{site}/actions | head -c 600",
+        p.operator_token
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,

@@ -176,6 +176,30 @@ fn demo_runs_the_example_fleet_picks_up_commits_and_stops_on_ctrl_c() {
         let current = std::fs::read_link(ws.join("boxes/massy-rugby/software/current")).unwrap();
         let current = current.display().to_string();
         assert!(current.starts_with("releases/2.1."), "{current}");
+        // The banner's remote action: a demo box answers system-info.
+        let r: Value = http
+            .post(format!("{url}/api/sites/massy-rugby/actions"))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(r#"{"action": "system-info"}"#)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = r["id"].as_str().unwrap().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let a = get(&format!("/api/sites/massy-rugby/actions/{id}"), &token);
+            if a["state"] == "done" {
+                assert!(
+                    a["output"].as_str().unwrap().contains("\"agent_version\""),
+                    "{a}"
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "system-info not done: {a}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     } else {
         println!(
             "SKIPPED boxes: {} is not built (cargo test --workspace builds it)",
