@@ -69,19 +69,32 @@ pub struct Entry {
 pub struct Journal {
     path: PathBuf,
     entries: Vec<Entry>,
+    /// What the file holds: a turn that changed nothing writes nothing
+    /// (an SD card wears out).
+    on_disk: Vec<u8>,
 }
 
 impl Journal {
     /// Reads it (a missing or unreadable file is an empty journal, logged).
     pub fn load(path: PathBuf) -> Self {
-        let entries = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::error!(path = %path.display(), error = %e, "actions journal does not read; starting a new one");
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
+        let (entries, on_disk) = match std::fs::read(&path) {
+            Ok(b) => match serde_json::from_slice(&b) {
+                Ok(e) => (e, b),
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "actions journal does not read; starting a new one");
+                    (Vec::new(), Vec::new())
+                }
+            },
+            Err(_) => (
+                Vec::new(),
+                serde_json::to_vec(&Vec::<Entry>::new()).unwrap_or_default(),
+            ),
         };
-        let mut j = Self { path, entries };
+        let mut j = Self {
+            path,
+            entries,
+            on_disk,
+        };
         // An action the agent was running when it stopped (killed, power
         // cut) is not run again: said so. A reboot is confirmed by its boot.
         let now = Timestamp::now();
@@ -100,9 +113,14 @@ impl Journal {
         j
     }
 
-    fn save(&self) -> std::io::Result<()> {
+    fn save(&mut self) -> std::io::Result<()> {
         let body = serde_json::to_vec(&self.entries).unwrap_or_default();
-        crate::fsx::write_atomic(&self.path, &body)
+        if body == self.on_disk {
+            return Ok(());
+        }
+        crate::fsx::write_atomic(&self.path, &body)?;
+        self.on_disk = body;
+        Ok(())
     }
 
     fn find(&self, nonce: &str) -> Option<usize> {
@@ -222,7 +240,7 @@ impl Agent {
         self.save_journal();
     }
 
-    fn save_journal(&self) {
+    fn save_journal(&mut self) {
         if let Err(e) = self.journal.save() {
             tracing::error!(error = %e, "cannot save the actions journal");
         }
@@ -639,6 +657,50 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_turn_that_changes_nothing_writes_nothing() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("actions.json");
+        let mut j = Journal::load(path.clone());
+        j.save().unwrap();
+        assert!(!path.exists(), "an empty journal is not written");
+        let now = Timestamp::from_second(1_795_000_000).unwrap();
+        j.entries.push(Entry {
+            request: ActionRequest {
+                format: touchline_schemas::action::ACTION_FORMAT,
+                id: "a".into(),
+                site: touchline_schemas::SiteId::new("cesson-handball").unwrap(),
+                action: RemoteAction::SystemInfo,
+                args: ActionArgs::default(),
+                issued_at: now,
+                expires_at: now,
+                nonce: "n".into(),
+                force: false,
+            },
+            state: ActionState::Done,
+            received_at: now,
+            waiting_since: None,
+            boot_id: None,
+            started_at: None,
+            last: update(ActionState::Done, now, None),
+            acked: true,
+        });
+        j.save().unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        j.save().unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().ino(),
+            ino,
+            "not rewritten"
+        );
+        // Read back, then saved: still not rewritten.
+        let mut again = Journal::load(path.clone());
+        assert_eq!(again.entries, j.entries);
+        again.save().unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+    }
 
     #[test]
     fn an_exit_status_is_read_from_the_commands_last_line() {
