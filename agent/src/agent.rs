@@ -140,8 +140,6 @@ pub struct Agent {
     pub(crate) releases: Option<software::Releases>,
     /// Remote actions the last poll said wait for the box.
     actions_pending: usize,
-    /// Since when changes to what plays wait for the update lock.
-    apply_wait_since: Option<Timestamp>,
     /// The remote actions this box took (`actions.json`).
     journal: actions::Journal,
 }
@@ -248,7 +246,6 @@ impl Agent {
             retry_after: None,
             last_sent: None,
             actions_pending: 0,
-            apply_wait_since: None,
             journal: actions::Journal::load(paths_root.join("actions.json")),
             releases: cfg
                 .software_root

@@ -28,6 +28,10 @@ pub struct State {
     /// Highest serial ever accepted (never goes down).
     #[serde(default)]
     pub highest_serial: u64,
+    /// Since when changes to what plays wait for the update lock (kept
+    /// across restarts: `lock_max_wait` counts from the first wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_wait_since: Option<Timestamp>,
     /// Time floor (see `clock`).
     #[serde(default)]
     pub time_floor: Option<Timestamp>,

@@ -846,6 +846,19 @@ fn a_config_change_waits_for_the_update_lock_and_goes_when_it_is_released() {
     );
     let st = rig.agent.status_json();
     assert_eq!(st["phase"], "waiting", "{st}");
+    // The wait counts from the first pass that waited, across restarts.
+    let since = |o: &Output| {
+        let t = text(o);
+        t.split(" since ")
+            .nth(1)
+            .map(|r| r.chars().take(23).collect::<String>())
+            .unwrap_or_default()
+    };
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = rig.agent.once();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(!since(&out).is_empty());
+    assert_eq!(since(&again), since(&out), "{}", text(&again));
 
     holder.0.kill().unwrap();
     let _ = holder.0.wait();

@@ -109,7 +109,7 @@ impl Agent {
             }
         };
         if !held {
-            self.apply_wait_since = None;
+            self.state.apply_wait_since = None;
             return MatchSafe::Apply { reload: true };
         }
         let replaces = plan.files.iter().any(|f| {
@@ -124,7 +124,7 @@ impl Agent {
             return MatchSafe::Apply { reload: false };
         }
         let now = self.now().now;
-        let since = *self.apply_wait_since.get_or_insert(now);
+        let since = *self.state.apply_wait_since.get_or_insert(now);
         let changes = plan.place().count() + plan.remove.len();
         let what = match (changes, plan.config.write.is_some()) {
             (0, true) => "configuration.json".to_owned(),
