@@ -127,6 +127,22 @@ impl Rig {
         (r.status().as_u16(), r.json().unwrap())
     }
 
+    /// Stops the controller, lets `edit` change its store as a compromised
+    /// database or a hand with the store would (given the signing key), and
+    /// starts it again on the same address (the box's config names it).
+    fn restart_with(&mut self, edit: impl FnOnce(&RedbStore, &SigningKey)) {
+        let key = touchline_controller::keys::load(&self.files.key()).unwrap();
+        let addr = self.c.url.trim_start_matches("http://").to_owned();
+        let _ = self.c.process.0.kill();
+        let _ = self.c.process.0.wait();
+        {
+            let store = RedbStore::open(&self.files.data()).unwrap();
+            edit(&store, &key);
+        }
+        self.c = self.files.start_on(&addr);
+        self.admin = self.files.local_admin_token();
+    }
+
     fn daemon(&self) -> Killed {
         Killed(
             Command::new(bin("touchline-agent"))
@@ -291,7 +307,7 @@ fn each_action_runs_on_an_online_box_within_seconds_and_reports_its_result() {
 
 #[test]
 fn the_allow_list_is_enforced_by_the_controller_and_by_the_box() {
-    let rig = Rig::new();
+    let mut rig = Rig::new();
     // The controller: a site whose list leaves reboot out.
     rig.files
         .repo()
@@ -342,27 +358,22 @@ fn the_allow_list_is_enforced_by_the_controller_and_by_the_box() {
     // a request the controller signed anyway is refused there.
     let out = rig.agent.once();
     assert!(out.status.success());
-    let key = touchline_controller::keys::load(&rig.files.key()).unwrap();
-    let addr = rig.c.url.trim_start_matches("http://").to_owned();
-    drop(rig.c);
-    let now = jiff::Timestamp::now();
-    let store = RedbStore::open(&rig.files.data()).unwrap();
-    let id = put(
-        &store,
-        &key,
-        SITE,
-        RemoteAction::Reboot,
-        now,
-        900,
-        "a-forbidden",
-    );
-    drop(store);
-    let c = rig.files.start_on(&addr);
-    let admin = rig.files.local_admin_token();
+    let mut id = String::new();
+    rig.restart_with(|store, key| {
+        let now = jiff::Timestamp::now();
+        id = put(
+            store,
+            key,
+            SITE,
+            RemoteAction::Reboot,
+            now,
+            900,
+            "a-forbidden",
+        );
+    });
     let out = rig.agent.once();
     assert!(out.status.success());
-    let r = c.get(&format!("/api/sites/{SITE}/actions/{id}"), Some(&admin));
-    let a: Value = r.json().unwrap();
+    let a = rig.api(&format!("/api/sites/{SITE}/actions/{id}"));
     assert_eq!(a["state"], "refused", "{a}");
     assert!(
         a["message"]
@@ -376,6 +387,16 @@ fn the_allow_list_is_enforced_by_the_controller_and_by_the_box() {
             .unwrap_or_default()
             .contains("reboot")
     );
+}
+
+/// Reads the stored record of action `id` of the site, changes it, writes it.
+fn edit_record(store: &RedbStore, id: &str, change: impl FnOnce(&mut ActionRecord)) {
+    let key = format!("action/{SITE}/{id}");
+    let mut r: ActionRecord = serde_json::from_str(&store.meta(&key).unwrap().unwrap()).unwrap();
+    change(&mut r);
+    store
+        .set_meta(&key, &serde_json::to_string(&r).unwrap())
+        .unwrap();
 }
 
 /// Stores a queued action for `site` signed by `key` as the controller
@@ -450,7 +471,7 @@ fn put_for(
 
 #[test]
 fn forged_replayed_other_site_and_expired_requests_are_refused_by_the_box_with_the_reason() {
-    let rig = Rig::new();
+    let mut rig = Rig::new();
     // One real action first, to replay it.
     let out = rig.action(&[SITE, "system-info", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -461,62 +482,48 @@ fn forged_replayed_other_site_and_expired_requests_are_refused_by_the_box_with_t
         "done"
     );
 
-    let key = touchline_controller::keys::load(&rig.files.key()).unwrap();
-    let data = rig.files.data();
-    let addr = rig.c.url.trim_start_matches("http://").to_owned();
-    drop(rig.c);
-    let now = jiff::Timestamp::now();
-    let store = RedbStore::open(&data).unwrap();
-    let stranger = SigningKey::generate();
-    let forged = put(
-        &store,
-        &stranger,
-        SITE,
-        RemoteAction::RestartService,
-        now,
-        900,
-        "b-forged",
-    );
-    let other = put_for(
-        &store,
-        &key,
-        SITE,
-        "brest-basket",
-        RemoteAction::SystemInfo,
-        now,
-        900,
-        "c-other",
-    );
-    let expired = put(
-        &store,
-        &key,
-        SITE,
-        RemoteAction::SystemInfo,
-        now - jiff::SignedDuration::from_secs(1200),
-        900,
-        "d-expired",
-    );
-    // The replay: the real request, queued again under its own id.
-    let key_of = format!("action/{SITE}/{real}");
-    let mut again: ActionRecord =
-        serde_json::from_str(&store.meta(&key_of).unwrap().unwrap()).unwrap();
-    again.state = ActionState::Queued;
-    again.delivered_at = None;
-    store
-        .set_meta(&key_of, &serde_json::to_string(&again).unwrap())
-        .unwrap();
-    drop(store);
-
-    let c = rig.files.start_on(&addr);
-    let admin = rig.files.local_admin_token();
+    let (mut forged, mut other, mut expired) = (String::new(), String::new(), String::new());
+    rig.restart_with(|store, key| {
+        let now = jiff::Timestamp::now();
+        let stranger = SigningKey::generate();
+        forged = put(
+            store,
+            &stranger,
+            SITE,
+            RemoteAction::RestartService,
+            now,
+            900,
+            "b-forged",
+        );
+        other = put_for(
+            store,
+            key,
+            SITE,
+            "brest-basket",
+            RemoteAction::SystemInfo,
+            now,
+            900,
+            "c-other",
+        );
+        expired = put(
+            store,
+            key,
+            SITE,
+            RemoteAction::SystemInfo,
+            now - jiff::SignedDuration::from_secs(1200),
+            900,
+            "d-expired",
+        );
+        // The replay: the real request, queued again under its own id.
+        edit_record(store, &real, |r| {
+            r.state = ActionState::Queued;
+            r.delivered_at = None;
+        });
+    });
     let before = std::fs::read_to_string(rig.agent.path("record")).unwrap_or_default();
     let out = rig.agent.once();
     assert!(out.status.success(), "{}", text(&out));
-    let get = |id: &str| -> Value {
-        c.get(&format!("/api/sites/{SITE}/actions/{id}"), Some(&admin))
-            .json()
-            .unwrap()
-    };
+    let get = |id: &str| rig.api(&format!("/api/sites/{SITE}/actions/{id}"));
     for (id, reason) in [
         (forged.as_str(), "not signed by a trusted key"),
         (
@@ -539,7 +546,7 @@ fn forged_replayed_other_site_and_expired_requests_are_refused_by_the_box_with_t
 
 #[test]
 fn an_offline_box_gets_its_action_when_back_and_an_action_past_its_expiry_shows_expired() {
-    let rig = Rig::new();
+    let mut rig = Rig::new();
     // No agent runs: queued.
     let out = rig.action(&[SITE, "report-now", "--no-wait"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -569,38 +576,24 @@ fn an_offline_box_gets_its_action_when_back_and_an_action_past_its_expiry_shows_
     assert_eq!(states, ["received", "done"]);
 
     // One the box never took before its expiry.
-    let key = touchline_controller::keys::load(&rig.files.key()).unwrap();
-    let addr = rig.c.url.trim_start_matches("http://").to_owned();
-    drop(rig.c);
-    let store = RedbStore::open(&rig.files.data()).unwrap();
-    let key_of = format!("action/{SITE}/e-late");
-    put(
-        &store,
-        &key,
-        SITE,
-        RemoteAction::SystemInfo,
-        jiff::Timestamp::now(),
-        900,
-        "e-late",
-    );
-    let mut r: ActionRecord = serde_json::from_str(&store.meta(&key_of).unwrap().unwrap()).unwrap();
-    r.expires_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
-    store
-        .set_meta(&key_of, &serde_json::to_string(&r).unwrap())
-        .unwrap();
-    drop(store);
-    let c = rig.files.start_on(&addr);
-    let admin = rig.files.local_admin_token();
-    let a: Value = c
-        .get(&format!("/api/sites/{SITE}/actions/e-late"), Some(&admin))
-        .json()
-        .unwrap();
+    rig.restart_with(|store, key| {
+        put(
+            store,
+            key,
+            SITE,
+            RemoteAction::SystemInfo,
+            jiff::Timestamp::now(),
+            900,
+            "e-late",
+        );
+        edit_record(store, "e-late", |r| {
+            r.expires_at = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(1);
+        });
+    });
+    let a = rig.api(&format!("/api/sites/{SITE}/actions/e-late"));
     assert_eq!(a["state"], "expired", "{a}");
     assert!(rig.agent.once().status.success());
-    let a: Value = c
-        .get(&format!("/api/sites/{SITE}/actions/e-late"), Some(&admin))
-        .json()
-        .unwrap();
+    let a = rig.api(&format!("/api/sites/{SITE}/actions/e-late"));
     assert_eq!(a["state"], "expired", "{a}");
     assert!(
         a["updates"].as_array().unwrap().is_empty(),
