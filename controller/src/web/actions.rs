@@ -153,6 +153,26 @@ struct DonePage {
     back: String,
 }
 
+/// An action form from an operator: read, its CSRF token and the role
+/// checked; with where the request came from.
+fn checked_form(
+    s: &crate::session::Session,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    body: &[u8],
+) -> Result<(ActionForm, Option<String>), Box<Response>> {
+    let f = parse_form(body).map_err(|e| Box::new(bad(e.to_string())))?;
+    act(
+        s,
+        &CsrfForm {
+            csrf: f.csrf.clone(),
+        },
+        Role::Operator,
+    )?;
+    let source = crate::listen::source(headers, peer.map(|Extension(ConnectInfo(a))| a));
+    Ok((f, source))
+}
+
 /// `POST /sites/{id}/actions` (operator): one action on one site.
 pub async fn site_action(
     LoggedIn(s): LoggedIn,
@@ -162,20 +182,10 @@ pub async fn site_action(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let f = match parse_form(&body) {
-        Ok(f) => f,
-        Err(e) => return bad(e.to_string()),
+    let (f, source) = match checked_form(&s, &headers, peer, &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
-    if let Err(r) = act(
-        &s,
-        &CsrfForm {
-            csrf: f.csrf.clone(),
-        },
-        Role::Operator,
-    ) {
-        return *r;
-    }
-    let source = crate::listen::source(&headers, peer.map(|Extension(ConnectInfo(a))| a));
     match queue_all(&state, std::slice::from_ref(&id), &f.body, &s.name, source).await {
         Ok((_, refused)) if refused.is_empty() => {
             Redirect::to(&format!("/sites/{id}#actions")).into_response()
@@ -203,23 +213,13 @@ pub async fn sites_action(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Response {
-    let f = match parse_form(&body) {
-        Ok(f) => f,
-        Err(e) => return bad(e.to_string()),
+    let (f, source) = match checked_form(&s, &headers, peer, &body) {
+        Ok(x) => x,
+        Err(r) => return *r,
     };
-    if let Err(r) = act(
-        &s,
-        &CsrfForm {
-            csrf: f.csrf.clone(),
-        },
-        Role::Operator,
-    ) {
-        return *r;
-    }
     if f.body.sites.is_empty() || f.body.sites.len() > 1000 {
         return bad("check 1 to 1000 sites".into());
     }
-    let source = crate::listen::source(&headers, peer.map(|Extension(ConnectInfo(a))| a));
     match queue_all(&state, &f.body.sites, &f.body, &s.name, source).await {
         Ok((queued, refused)) => {
             let c = page(&state, &headers, &s, "/sites", "sites", false);
