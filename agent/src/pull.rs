@@ -161,6 +161,17 @@ impl Controller {
         format!("{}/v1/sites/{}/{tail}", self.base, self.site)
     }
 
+    /// `GET url` with the site token, bounded by the API timeout.
+    async fn get(&self, url: &str) -> Result<reqwest::Response, PullError> {
+        self.client
+            .get(url)
+            .bearer_auth(&self.token)
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))
+    }
+
     /// The content URL of a hash.
     pub fn content_url(&self, hex: &str) -> String {
         format!("{}/v1/content/{hex}", self.base)
@@ -203,14 +214,7 @@ impl Controller {
         }
         let body_etag = resp.headers().get(header::ETAG).cloned();
         let body = read_capped(resp, MAX_BUNDLE_BYTES, "bundle").await?;
-        let resp = self
-            .client
-            .get(self.url("bundle.sig"))
-            .bearer_auth(&self.token)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let resp = self.get(&self.url("bundle.sig")).await?;
         if resp.status() != StatusCode::OK {
             return Err(classify(resp.status(), resp.headers(), "bundle signature"));
         }
@@ -227,14 +231,7 @@ impl Controller {
 
     /// The remote actions waiting for this box (not verified yet).
     pub async fn inbox(&self) -> Result<Inbox, PullError> {
-        let resp = self
-            .client
-            .get(self.url("actions"))
-            .bearer_auth(&self.token)
-            .timeout(self.timeout)
-            .send()
-            .await
-            .map_err(|e| unreachable(&e))?;
+        let resp = self.get(&self.url("actions")).await?;
         if resp.status() != StatusCode::OK {
             return Err(classify(resp.status(), resp.headers(), "actions"));
         }
