@@ -574,6 +574,15 @@ impl Agent {
     /// A reboot whose command ran: done once the boot id changed; failed
     /// when the box is still up long after.
     fn confirm_reboots(&mut self, now: Timestamp) {
+        // Every poll comes here: the boot id is read only for a reboot to
+        // confirm.
+        let pending =
+            self.journal.entries.iter().any(|e| {
+                e.request.action == RemoteAction::Reboot && e.state == ActionState::Running
+            });
+        if !pending {
+            return;
+        }
         let current = inventory::read_boot_id(&self.cfg.boot_id_path);
         for i in 0..self.journal.entries.len() {
             let e = &self.journal.entries[i];
