@@ -679,6 +679,7 @@ mod tests {
         let rel = |v: &str| ReleaseVersion::new(v).unwrap();
         let releases = [rel("2.1.1"), rel("2.1.2"), rel("2.1.3"), rel("2.2.0")];
         let mut status = Status {
+            agent_release: None,
             phase: Phase::Converged,
             desired_serial: None,
             applied_serial: None,

@@ -38,21 +38,29 @@ pub fn text(r: &Rendered) -> String {
     }
     let _ = writeln!(out, "  sites/{}.yaml overrides", b.site);
 
-    let _ = writeln!(out, "\nsoftware:");
-    match &e.software {
-        Some(t) => {
-            let by = t
-                .set_by
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let _ = writeln!(out, "  version {}  set by {by}", t.value);
-            for (o, v) in t.overridden.iter().rev() {
-                let _ = writeln!(out, "    overrides {v} from {o}");
-            }
+    for (title, traced) in [
+        ("software", &e.software),
+        ("agent release", &e.agent_release),
+    ] {
+        if title == "agent release" && traced.is_none() {
+            continue;
         }
-        None => {
-            let _ = writeln!(out, "  none pinned (the box keeps whatever it runs)");
+        let _ = writeln!(out, "\n{title}:");
+        match traced {
+            Some(t) => {
+                let by = t
+                    .set_by
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                let _ = writeln!(out, "  version {}  set by {by}", t.value);
+                for (o, v) in t.overridden.iter().rev() {
+                    let _ = writeln!(out, "    overrides {v} from {o}");
+                }
+            }
+            None => {
+                let _ = writeln!(out, "  none pinned (the box keeps whatever it runs)");
+            }
         }
     }
 
@@ -217,6 +225,7 @@ pub fn json(r: &Rendered) -> Value {
         "serial": r.bundle.serial,
         "groups": e.groups,
         "software": e.software,
+        "agent_release": e.agent_release,
         "videos": e.videos,
         "config": config,
         "agent": e.agent,

@@ -126,7 +126,8 @@ struct Scope {
     release: Option<String>,
 }
 
-/// The hashes a bundle names (its files and its software package), and
+/// The hashes a bundle names (its files, its software package and its
+/// agent executables), and
 /// its release version.
 fn named_content(body: &[u8]) -> (HashSet<Sha256>, Option<String>) {
     Bundle::from_slice(body)
@@ -137,6 +138,11 @@ fn named_content(body: &[u8]) -> (HashSet<Sha256>, Option<String>) {
                 .iter()
                 .map(|f| f.sha256)
                 .chain(b.software.map(|s| s.sha256))
+                .chain(
+                    b.agent_release
+                        .iter()
+                        .flat_map(|a| a.binaries.values().map(|x| x.sha256)),
+                )
                 .collect();
             (named, release)
         })

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use touchline_schemas::manifest::{Catalog, Fleet, Group, Release, Site};
+use touchline_schemas::manifest::{AgentRelease, Catalog, Fleet, Group, Release, Site};
 use touchline_schemas::{GroupId, ReleaseVersion, SiteId};
 
 use crate::diag::Diagnostics;
@@ -44,6 +44,8 @@ pub struct Manifests {
     pub catalog: Option<Doc<Catalog>>,
     /// `releases/*.yaml` by version.
     pub releases: BTreeMap<ReleaseVersion, Doc<Release>>,
+    /// `agent-releases/*.yaml` by version.
+    pub agent_releases: BTreeMap<ReleaseVersion, Doc<AgentRelease>>,
     /// How many files were read.
     pub files_read: usize,
     /// Kinds of file of which at least one did not parse. References into
@@ -63,6 +65,8 @@ pub struct Broken {
     pub catalog: bool,
     /// A release file.
     pub releases: bool,
+    /// An agent release file.
+    pub agent_releases: bool,
 }
 
 /// Parses every file of `set`. Returns what parsed and every problem.
@@ -103,6 +107,7 @@ fn mark_broken(path: &str, m: &mut Manifests) {
         Some(Kind::Group) => m.broken.groups = true,
         Some(Kind::Catalog) => m.broken.catalog = true,
         Some(Kind::Release) => m.broken.releases = true,
+        Some(Kind::AgentRelease) => m.broken.agent_releases = true,
         Some(Kind::Fleet) | None => {}
     }
 }
@@ -119,6 +124,7 @@ enum AnyDoc {
     Site(Doc<Site>, String),
     Group(Doc<Group>, String),
     Release(Doc<Release>, String),
+    AgentRelease(Doc<AgentRelease>, String),
 }
 
 fn decode_all(files: &[SourceFile]) -> Vec<Decoded> {
@@ -225,6 +231,7 @@ fn decode_inner(file: &SourceFile, diags: &mut Diagnostics) -> Option<AnyDoc> {
         Kind::Site => AnyDoc::Site(typed!(Site), stem.to_owned()),
         Kind::Group => AnyDoc::Group(typed!(Group), stem.to_owned()),
         Kind::Release => AnyDoc::Release(typed!(Release), stem.to_owned()),
+        Kind::AgentRelease => AnyDoc::AgentRelease(typed!(AgentRelease), stem.to_owned()),
     })
 }
 
@@ -303,6 +310,23 @@ fn gather(doc: AnyDoc, m: &mut Manifests, diags: &mut Diagnostics) {
                 m.broken.releases = true;
             }
         }
+        AnyDoc::AgentRelease(d, stem) => {
+            let v = d.value.version.to_string();
+            let mut ok = check_name(diags, &d, "version", "agent release version", &v, &stem);
+            if m.agent_releases.contains_key(&d.value.version) {
+                diags.error(
+                    &d.file,
+                    d.at(&["version".into()]),
+                    format!("duplicate agent release `{v}`"),
+                );
+                ok = false;
+            } else {
+                m.agent_releases.insert(d.value.version.clone(), d);
+            }
+            if !ok {
+                m.broken.agent_releases = true;
+            }
+        }
     }
 }
 
@@ -313,6 +337,7 @@ enum Kind {
     Site,
     Group,
     Release,
+    AgentRelease,
 }
 
 impl Kind {
@@ -323,6 +348,7 @@ impl Kind {
             Kind::Site => "a site definition (id, name, club, location, ...)",
             Kind::Group => "a group definition (id, priority, selector or sites, desired)",
             Kind::Release => "a release definition (version, package, health_check)",
+            Kind::AgentRelease => "an agent release definition (version, binaries)",
         }
     }
 }
@@ -340,6 +366,7 @@ fn kind_of(path: &str) -> Option<(Kind, &str)> {
         "sites" => Kind::Site,
         "groups" => Kind::Group,
         "releases" => Kind::Release,
+        "agent-releases" => Kind::AgentRelease,
         _ => return None,
     };
     Some((kind, stem))

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 use serde_json::Value;
-use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, DesiredRelease};
+use touchline_schemas::bundle::{AgentSettings, BUNDLE_FORMAT, DesiredAgent, DesiredRelease};
 use touchline_schemas::manifest::{JsonObject, Layer, Video};
 use touchline_schemas::{Bundle, BundleFile, GroupId, ReleaseVersion, SiteId, TargetPath, VideoId};
 
@@ -174,6 +174,9 @@ pub struct Explanation {
     pub groups: Vec<Member>,
     /// The release.
     pub software: Option<Traced<ReleaseVersion>>,
+    /// The agent release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<Traced<ReleaseVersion>>,
     /// Videos on the box and videos removed by a layer.
     pub videos: BTreeMap<VideoId, VideoTrace>,
     /// Config pointers and their touches.
@@ -302,6 +305,7 @@ pub fn render_site(
 
     // Software: last layer wins.
     let mut software: Option<Traced<ReleaseVersion>> = None;
+    let mut agent_release: Option<Traced<ReleaseVersion>> = None;
     // Videos: ordered set with provenance.
     let mut videos: BTreeMap<VideoId, VideoTrace> = BTreeMap::new();
     // Config: merge patch.
@@ -337,6 +341,19 @@ pub fn render_site(
                 None => {
                     software = Some(Traced {
                         value: sw.version.clone(),
+                        set_by: Some(origin),
+                        overridden: Vec::new(),
+                    })
+                }
+            }
+        }
+        if let Some(a) = &l.layer.agent_release {
+            let origin = l.origin(&["agent_release".into(), "version".into()]);
+            match &mut agent_release {
+                Some(t) => t.set(a.version.clone(), origin),
+                None => {
+                    agent_release = Some(Traced {
+                        value: a.version.clone(),
                         set_by: Some(origin),
                         overridden: Vec::new(),
                     })
@@ -470,7 +487,21 @@ pub fn render_site(
         None => None,
     };
 
+    let desired_agent = match &agent_release {
+        Some(t) => {
+            let r = m.agent_releases.get(&t.value).ok_or_else(|| {
+                RenderError::Dangling(format!(
+                    "agent release {} has no agent-releases/{}.yaml",
+                    t.value, t.value
+                ))
+            })?;
+            Some(DesiredAgent::from_manifest(&r.value))
+        }
+        None => None,
+    };
+
     let bundle = Bundle {
+        agent_release: desired_agent,
         format: BUNDLE_FORMAT,
         site: site_id.clone(),
         serial: meta.serial,
@@ -493,6 +524,7 @@ pub fn render_site(
         site: site_id.clone(),
         groups: groups.clone(),
         software,
+        agent_release,
         videos,
         config: trace,
         agent: agent.into_text(),

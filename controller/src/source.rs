@@ -15,7 +15,7 @@ pub const FLEET_FILE: &str = "fleet.yaml";
 /// The video catalog.
 pub const CATALOG_FILE: &str = "videos/catalog.yaml";
 /// Directories holding one manifest per file.
-pub const DIRS: [&str; 3] = ["sites", "groups", "releases"];
+pub const DIRS: [&str; 4] = ["sites", "groups", "releases", "agent-releases"];
 
 /// One file's bytes, or why they were not read.
 #[derive(Debug, Clone)]

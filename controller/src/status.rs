@@ -79,6 +79,9 @@ pub struct SiteView {
     pub software: Option<touchline_schemas::report::SoftwareStatus>,
     /// The agent version the box last reported.
     pub agent_version: Option<String>,
+    /// Where the box's agent releases stand, as reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<touchline_schemas::report::AgentReleaseStatus>,
 }
 
 /// What a site's published bundle asks for.
@@ -88,6 +91,9 @@ pub struct DesiredState {
     pub serial: Option<u64>,
     /// The release it pins.
     pub release: Option<String>,
+    /// The agent release it pins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<String>,
     /// Its ETag.
     pub etag: Option<String>,
     /// When it expires.
@@ -276,10 +282,16 @@ fn view_of(
     #[derive(serde::Deserialize)]
     struct Desired {
         software: Option<Sw>,
+        agent_release: Option<Sw>,
     }
-    let desired_release = published
-        .and_then(|p| serde_json::from_slice::<Desired>(&p.body).ok())
-        .and_then(|d| d.software.map(|s| s.version));
+    let desired = published.and_then(|p| serde_json::from_slice::<Desired>(&p.body).ok());
+    let (desired_release, desired_agent) = match desired {
+        Some(d) => (
+            d.software.map(|s| s.version),
+            d.agent_release.map(|s| s.version),
+        ),
+        None => (None, None),
+    };
     let applied_serial = state.and_then(|s| s.report.status.applied_serial);
     let applied_release =
         state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
@@ -306,6 +318,7 @@ fn view_of(
         desired: DesiredState {
             serial: published.map(|p| p.serial),
             release: desired_release.clone(),
+            agent_release: desired_agent,
             etag: published.map(|p| p.etag.clone()),
             expires_at: published.map(|p| p.expires_at),
         },
@@ -329,6 +342,7 @@ fn view_of(
         metrics: state.and_then(|s| s.metrics.clone()),
         software: state.and_then(|s| s.report.status.software.clone()),
         agent_version: state.and_then(|s| s.report.status.agent_version.clone()),
+        agent_release: state.and_then(|s| s.report.status.agent_release.clone()),
         id,
     }
 }
@@ -513,15 +527,118 @@ pub struct Releases {
     pub agents: Vec<AgentAdoption>,
 }
 
-/// One agent version and the sites that run it.
+/// One agent version: its declaration, the sites that should run it,
+/// run it, wait to switch to it, and rolled it back.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentAdoption {
     /// The version (`unknown` for sites with no report).
     pub version: String,
-    /// How many sites.
+    /// Declared in `agent-releases/`.
+    pub in_manifests: bool,
+    /// Its file, when declared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// The architectures it has an executable for.
+    pub architectures: Vec<String>,
+    /// How many sites run it.
     pub running: usize,
     /// Which.
     pub sites: Vec<String>,
+    /// How many sites should run it.
+    pub desired: usize,
+    /// Which.
+    pub sites_desired: Vec<String>,
+    /// Sites running it on trial.
+    pub on_trial: Vec<String>,
+    /// Sites waiting to switch to it.
+    pub waiting: Vec<WaitingSite>,
+    /// Sites that rolled it back.
+    pub rolled_back: Vec<RolledBackSite>,
+    /// Sites that hold it back.
+    pub held_back: Vec<String>,
+}
+
+fn agent_row<'a>(rows: &'a mut BTreeMap<String, AgentAdoption>, v: &str) -> &'a mut AgentAdoption {
+    rows.entry(v.to_owned()).or_insert_with(|| AgentAdoption {
+        version: v.to_owned(),
+        in_manifests: false,
+        file: None,
+        architectures: Vec::new(),
+        running: 0,
+        sites: Vec::new(),
+        desired: 0,
+        sites_desired: Vec::new(),
+        on_trial: Vec::new(),
+        waiting: Vec::new(),
+        rolled_back: Vec::new(),
+        held_back: Vec::new(),
+    })
+}
+
+/// The agent rows of `/api/releases`, newest first.
+fn agent_adoption(
+    manifests: Option<&crate::validate::Checked>,
+    views: &[SiteView],
+) -> Vec<AgentAdoption> {
+    let mut rows: BTreeMap<String, AgentAdoption> = BTreeMap::new();
+    if let Some(m) = manifests {
+        for (v, doc) in &m.manifests.agent_releases {
+            let row = agent_row(&mut rows, &v.to_string());
+            row.in_manifests = true;
+            row.file = Some(doc.file.to_string());
+            row.architectures = doc.value.binaries.keys().map(ToString::to_string).collect();
+        }
+    }
+    for v in views {
+        let site = v.id.to_string();
+        let version = v.agent_version.clone().unwrap_or_else(|| "unknown".into());
+        agent_row(&mut rows, &version).sites.push(site.clone());
+        if let Some(d) = &v.desired.agent_release {
+            agent_row(&mut rows, d).sites_desired.push(site.clone());
+        }
+        let Some(a) = &v.agent_release else {
+            continue;
+        };
+        if a.trial {
+            agent_row(&mut rows, &a.running).on_trial.push(site.clone());
+        }
+        if let (Some(w), Some(d)) = (&a.waiting, &a.desired) {
+            agent_row(&mut rows, &d.to_string())
+                .waiting
+                .push(WaitingSite {
+                    site: site.clone(),
+                    reason: w.clone(),
+                });
+        }
+        if let Some(rb) = &a.last_rollback {
+            agent_row(&mut rows, &rb.from)
+                .rolled_back
+                .push(RolledBackSite {
+                    site: site.clone(),
+                    to: rb.to.clone(),
+                    at: rb.at,
+                    output: rb.output.clone(),
+                });
+        }
+        if let Some(h) = &a.held_back {
+            agent_row(&mut rows, h).held_back.push(site);
+        }
+    }
+    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
+    let mut list: Vec<AgentAdoption> = rows
+        .into_values()
+        .map(|mut r| {
+            r.running = r.sites.len();
+            r.desired = r.sites_desired.len();
+            r
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        key(&b.version)
+            .cmp(&key(&a.version))
+            .then_with(|| b.version.cmp(&a.version))
+    });
+    list
 }
 
 /// The row of release `v`, created empty.
@@ -626,24 +743,7 @@ pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Releases {
             .cmp(&key(&a.version))
             .then_with(|| b.version.cmp(&a.version))
     });
-    let mut agents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for v in views {
-        let version = v.agent_version.clone().unwrap_or_else(|| "unknown".into());
-        agents.entry(version).or_default().push(v.id.to_string());
-    }
-    let mut agents: Vec<AgentAdoption> = agents
-        .into_iter()
-        .map(|(version, sites)| AgentAdoption {
-            version,
-            running: sites.len(),
-            sites,
-        })
-        .collect();
-    agents.sort_by(|a, b| {
-        key(&b.version)
-            .cmp(&key(&a.version))
-            .then_with(|| b.version.cmp(&a.version))
-    });
+    let agents = agent_adoption(manifests.as_deref(), views);
     Releases {
         latest,
         releases: list,

@@ -968,6 +968,7 @@ mod tests {
             seq,
             at: at.parse().unwrap(),
             status: Status {
+                agent_release: None,
                 phase,
                 desired_serial: Some(3),
                 applied_serial: Some(seq),

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use touchline_schemas::bundle::MAX_FILE_SIZE;
-use touchline_schemas::manifest::{Layer, Release};
+use touchline_schemas::manifest::{AgentRelease, Layer, Release};
 use touchline_schemas::{GroupId, ReleaseVersion, SiteId, TargetPath, VideoId};
 
 use crate::diag::Diagnostics;
@@ -45,11 +45,13 @@ pub fn check(set: &SourceSet) -> Checked {
 
 fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     let releases: Vec<String> = m.releases.keys().map(ToString::to_string).collect();
+    let agent_releases: Vec<String> = m.agent_releases.keys().map(ToString::to_string).collect();
     let videos = check_catalog(m, d);
     let ctx = LayerCtx {
         m,
         videos: &videos,
         releases: &releases,
+        agent_releases: &agent_releases,
     };
 
     if let Some(f) = &m.fleet {
@@ -143,6 +145,9 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     for r in m.releases.values() {
         check_release(d, r);
     }
+    for r in m.agent_releases.values() {
+        check_agent_release(d, r);
+    }
 
     check_version_conflicts(m, members, d);
     check_downgrades(m, members, d);
@@ -214,6 +219,7 @@ struct LayerCtx<'a> {
     m: &'a Manifests,
     videos: &'a BTreeSet<VideoId>,
     releases: &'a [String],
+    agent_releases: &'a [String],
 }
 
 impl LayerCtx<'_> {
@@ -257,6 +263,20 @@ impl LayerCtx<'_> {
             d.error(&doc.file, at(&["software".into(), "version".into()]), format!(
                 "release `{}` is not defined: add releases/{}.yaml or pin a defined release ({known})",
                 sw.version, sw.version
+            ));
+        }
+        if let Some(a) = &layer.agent_release
+            && !self.m.agent_releases.contains_key(&a.version)
+            && !self.m.broken.agent_releases
+        {
+            let known = if self.agent_releases.is_empty() {
+                "none defined yet".to_owned()
+            } else {
+                self.agent_releases.join(", ")
+            };
+            d.error(&doc.file, at(&["agent_release".into(), "version".into()]), format!(
+                "agent release `{}` is not defined: add agent-releases/{}.yaml or pin a defined agent release ({known})",
+                a.version, a.version
             ));
         }
         let mut added = BTreeSet::new();
@@ -385,6 +405,43 @@ fn check_release(d: &mut Diagnostics, r: &Doc<Release>) {
         &p.urls,
         |j| r.at(&["package".into(), "urls".into(), j.into()]),
     );
+}
+
+fn check_agent_release(d: &mut Diagnostics, r: &Doc<AgentRelease>) {
+    if r.value.binaries.is_empty() {
+        d.error(
+            &r.file,
+            r.at(&["binaries".into()]),
+            "binaries is empty: give the executable of at least one architecture (arm64, armhf, amd64)",
+        );
+    }
+    for (arch, b) in &r.value.binaries {
+        let at = |rest: &[Seg]| {
+            let mut p: Vec<Seg> = vec!["binaries".into(), arch.as_str().into()];
+            p.extend_from_slice(rest);
+            r.at(&p)
+        };
+        if b.size > touchline_schemas::bundle::MAX_AGENT_BYTES {
+            d.error(
+                &r.file,
+                at(&["size".into()]),
+                format!(
+                    "the {arch} executable is {} bytes, over the {}-byte limit for an agent",
+                    b.size,
+                    touchline_schemas::bundle::MAX_AGENT_BYTES
+                ),
+            );
+        }
+        check_pinned(
+            d,
+            &r.file,
+            &format!("{arch} executable size"),
+            b.size,
+            at(&["size".into()]),
+            &b.urls,
+            |j| at(&["urls".into(), j.into()]),
+        );
+    }
 }
 
 /// A file pinned by sha256 and size (a video, a release package): not

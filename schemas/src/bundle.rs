@@ -8,7 +8,9 @@ use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{self, JsonObject, MaintenanceWindow, PackageFormat, RemoteAction};
+use crate::manifest::{
+    self, AgentBinary, Arch, JsonObject, MaintenanceWindow, PackageFormat, RemoteAction,
+};
 use crate::sign::{SignatureError, TrustedKeys};
 use crate::{HumanDuration, ReleaseVersion, Sha256, SiteId, TargetPath};
 
@@ -24,6 +26,8 @@ pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024 * 1024;
 pub const MAX_TOTAL_SIZE: u64 = 512 * 1024 * 1024 * 1024;
 /// Most source URLs per file.
 pub const MAX_URLS: usize = 16;
+/// Largest agent executable a bundle may name.
+pub const MAX_AGENT_BYTES: u64 = 256 * 1024 * 1024;
 
 /// One site's desired state, as signed and served.
 ///
@@ -35,6 +39,9 @@ pub const MAX_URLS: usize = 16;
 pub struct Bundle {
     /// Agent settings.
     pub agent: AgentSettings,
+    /// The agent release to run, if any layer pins one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<DesiredAgent>,
     /// The manifests commit that produced it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
@@ -77,6 +84,29 @@ pub struct DesiredRelease {
     pub urls: Vec<String>,
     /// Version.
     pub version: ReleaseVersion,
+}
+
+/// The desired agent release: an executable per architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DesiredAgent {
+    /// Executables by Debian architecture.
+    pub binaries: std::collections::BTreeMap<Arch, AgentBinary>,
+    /// Skip the maintenance window.
+    #[serde(default)]
+    pub urgent: bool,
+    /// Version.
+    pub version: ReleaseVersion,
+}
+
+impl DesiredAgent {
+    /// From an agent release manifest.
+    pub fn from_manifest(r: &manifest::AgentRelease) -> Self {
+        Self {
+            binaries: r.binaries.clone(),
+            urgent: r.urgent,
+            version: r.version.clone(),
+        }
+    }
 }
 
 /// The health check as carried in a bundle.
@@ -320,6 +350,22 @@ impl Bundle {
             }
             total = total.saturating_add(sw.size);
         }
+        if let Some(a) = &self.agent_release {
+            for (arch, b) in &a.binaries {
+                if b.size > MAX_AGENT_BYTES {
+                    return limit(format!(
+                        "agent release {} for {arch} is {} bytes, at most {MAX_AGENT_BYTES}",
+                        a.version, b.size
+                    ));
+                }
+                if b.urls.len() > MAX_URLS {
+                    return limit(format!(
+                        "agent release {} for {arch} lists more than {MAX_URLS} URLs",
+                        a.version
+                    ));
+                }
+            }
+        }
         if total > MAX_TOTAL_SIZE {
             return limit(format!("{total} bytes in all, at most {MAX_TOTAL_SIZE}"));
         }
@@ -385,6 +431,7 @@ mod tests {
 
     pub(crate) fn sample() -> Bundle {
         Bundle {
+            agent_release: None,
             format: BUNDLE_FORMAT,
             site: SiteId::new("cesson-handball").unwrap(),
             serial: 7,

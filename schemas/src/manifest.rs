@@ -10,6 +10,7 @@
 //! | `groups/<id>.yaml` | [`Group`] |
 //! | `videos/catalog.yaml` | [`Catalog`] |
 //! | `releases/<version>.yaml` | [`Release`] |
+//! | `agent-releases/<version>.yaml` | [`AgentRelease`] |
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,6 +32,10 @@ pub struct Layer {
     /// The software release to run. The last layer that sets it wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software: Option<SoftwarePin>,
+    /// The agent release to run (`agent-releases/<version>.yaml`). The last
+    /// layer that sets it wins; without one, boxes keep the agent they run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<AgentPin>,
     /// Video ids to add to the box (union over layers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub videos: Vec<VideoId>,
@@ -50,6 +55,14 @@ pub struct Layer {
 #[serde(deny_unknown_fields)]
 pub struct SoftwarePin {
     /// A version defined in `releases/<version>.yaml`.
+    pub version: ReleaseVersion,
+}
+
+/// `agent_release:` in a layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentPin {
+    /// A version defined in `agent-releases/<version>.yaml`.
     pub version: ReleaseVersion,
 }
 
@@ -480,6 +493,82 @@ pub struct Release {
     /// Skip the maintenance window (security fixes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub urgent: bool,
+}
+
+/// `agent-releases/<version>.yaml`: a release of `touchline-agent` itself,
+/// one executable per architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRelease {
+    /// Must equal the file name without `.yaml`.
+    pub version: ReleaseVersion,
+    /// The executable for each Debian architecture the fleet runs
+    /// (`arm64`, `armhf`, `amd64`). A box whose architecture is missing
+    /// keeps its agent and says so.
+    pub binaries: BTreeMap<Arch, AgentBinary>,
+    /// What changed, for operators.
+    #[serde(default)]
+    pub changelog: String,
+    /// Skip the maintenance window (security fixes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub urgent: bool,
+}
+
+/// One agent executable. Fields in alphabetical order (it is carried in
+/// bundles as it is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentBinary {
+    /// sha256 of the executable.
+    pub sha256: Sha256,
+    /// Size in bytes.
+    pub size: u64,
+    /// Extra download locations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+}
+
+/// A Debian architecture a box can run. Declared in alphabetical order:
+/// maps keyed by it serialize in canonical order.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// x86-64 (a lab box, a NUC).
+    Amd64,
+    /// 64-bit ARM (Raspberry Pi 3, 4, 5 on 64-bit Raspberry Pi OS).
+    Arm64,
+    /// 32-bit ARM, hard float (Raspberry Pi OS 32-bit).
+    Armhf,
+}
+
+impl Arch {
+    /// The architecture this program was built for (`None`: one no
+    /// agent release can name).
+    pub fn this() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::Amd64),
+            "aarch64" => Some(Arch::Arm64),
+            "arm" => Some(Arch::Armhf),
+            _ => None,
+        }
+    }
+
+    /// The Debian name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Armhf => "armhf",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A release package.

@@ -126,6 +126,36 @@ pub struct Status {
     /// Agent version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// Where the agent's own releases stand (absent: an agent older than
+    /// self-update).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<AgentReleaseStatus>,
+}
+
+/// The agent's own release on a box.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct AgentReleaseStatus {
+    /// The version running (an agent release, or the installed package's).
+    pub running: String,
+    /// The version of the installed package's binary.
+    pub package: String,
+    /// The agent release the accepted bundle asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<ReleaseVersion>,
+    /// The running agent release is on trial (it has not yet completed a
+    /// pass and delivered a report).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trial: bool,
+    /// Why the desired release, staged and checked, is not switched to yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
+    /// The version of a release refused or rolled back, not retried for
+    /// the current serial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_back: Option<String>,
+    /// The last rollback of an agent release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rollback: Option<RollbackReport>,
 }
 
 /// Software releases on a box.
@@ -272,6 +302,19 @@ fn cut(field: &str, text: &mut String, max: usize, out: &mut Vec<Refusal>) {
     text.push('…');
 }
 
+fn cut_rollback(field: &str, r: &mut RollbackReport, out: &mut Vec<Refusal>) {
+    cut(&format!("{field}.from"), &mut r.from, MAX_NAME_BYTES, out);
+    if let Some(to) = r.to.as_mut() {
+        cut(&format!("{field}.to"), to, MAX_NAME_BYTES, out);
+    }
+    cut(
+        &format!("{field}.output"),
+        &mut r.output,
+        MAX_TEXT_BYTES,
+        out,
+    );
+}
+
 fn cut_list<T>(field: &str, list: &mut Vec<T>, out: &mut Vec<Refusal>) {
     if list.len() > MAX_ENTRIES {
         out.push(Refusal {
@@ -349,6 +392,33 @@ impl Report {
         if let Some(v) = st.agent_version.as_mut() {
             cut("status.agent_version", v, MAX_NAME_BYTES, &mut out);
         }
+        if let Some(a) = st.agent_release.as_mut() {
+            cut(
+                "status.agent_release.running",
+                &mut a.running,
+                MAX_NAME_BYTES,
+                &mut out,
+            );
+            cut(
+                "status.agent_release.package",
+                &mut a.package,
+                MAX_NAME_BYTES,
+                &mut out,
+            );
+            for (name, text) in [("waiting", &mut a.waiting), ("held_back", &mut a.held_back)] {
+                if let Some(t) = text.as_mut() {
+                    cut(
+                        &format!("status.agent_release.{name}"),
+                        t,
+                        MAX_TEXT_BYTES,
+                        &mut out,
+                    );
+                }
+            }
+            if let Some(r) = a.last_rollback.as_mut() {
+                cut_rollback("status.agent_release.last_rollback", r, &mut out);
+            }
+        }
         if let Some(sw) = st.software.as_mut() {
             if let Some(c) = sw.current.as_mut() {
                 cut("status.software.current", c, MAX_NAME_BYTES, &mut out);
@@ -376,26 +446,7 @@ impl Report {
                 }
             }
             if let Some(r) = sw.last_rollback.as_mut() {
-                cut(
-                    "status.software.last_rollback.from",
-                    &mut r.from,
-                    MAX_NAME_BYTES,
-                    &mut out,
-                );
-                if let Some(to) = r.to.as_mut() {
-                    cut(
-                        "status.software.last_rollback.to",
-                        to,
-                        MAX_NAME_BYTES,
-                        &mut out,
-                    );
-                }
-                cut(
-                    "status.software.last_rollback.output",
-                    &mut r.output,
-                    MAX_TEXT_BYTES,
-                    &mut out,
-                );
+                cut_rollback("status.software.last_rollback", r, &mut out);
             }
         }
         if let Some(m) = self.metrics.as_mut() {

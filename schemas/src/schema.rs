@@ -7,7 +7,7 @@
 use schemars::{JsonSchema, Schema, generate::SchemaSettings};
 
 use crate::bundle::Bundle;
-use crate::manifest::{Catalog, Fleet, Group, Release, Site};
+use crate::manifest::{AgentRelease, Catalog, Fleet, Group, Release, Site};
 use crate::report::ReportBatch;
 
 fn schema_for<T: JsonSchema>(id: &str) -> Schema {
@@ -40,6 +40,10 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         (
             "release.schema.json",
             schema_for::<Release>("release.schema.json"),
+        ),
+        (
+            "agent-release.schema.json",
+            schema_for::<AgentRelease>("agent-release.schema.json"),
         ),
         (
             "bundle.schema.json",
