@@ -41,6 +41,7 @@ fn ok(cmd: &mut Command) -> String {
 fn bundle(site: &str, files: &[(String, Sha256, u64)]) -> Bundle {
     let now = jiff::Timestamp::now();
     Bundle {
+        agent_release: None,
         agent: AgentSettings::default(),
         commit: None,
         config: serde_json::json!({"volume": 80})

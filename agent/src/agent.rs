@@ -32,6 +32,7 @@ use crate::transport::{ContentTransport, Transport};
 mod actions;
 mod execute;
 mod software;
+mod upgrade;
 pub use software::{Manual, Releases};
 
 /// Report sequence numbers reserved per write of `state.json`.
@@ -142,6 +143,8 @@ pub struct Agent {
     actions_pending: usize,
     /// The remote actions this box took (`actions.json`).
     journal: actions::Journal,
+    /// The agent's own releases.
+    pub(crate) upgrade: upgrade::SelfUpdate,
 }
 
 impl std::fmt::Debug for Agent {
@@ -247,6 +250,7 @@ impl Agent {
             last_sent: None,
             actions_pending: 0,
             journal: actions::Journal::load(paths_root.join("actions.json")),
+            upgrade: upgrade::SelfUpdate::new(&paths_root),
             releases: cfg
                 .software_root
                 .clone()
@@ -617,6 +621,7 @@ impl Agent {
                 since: now.now,
             });
         }
+        let agent_release = self.agent_release_status(accepted.as_ref());
         Report {
             seq: self.next_seq(),
             at: now.now,
@@ -628,7 +633,8 @@ impl Agent {
                 software: self.software_status(accepted.as_ref()),
                 conditions,
                 last_error: self.state.last_error.clone(),
-                agent_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                agent_version: Some(agent_release.running.clone()),
+                agent_release: Some(agent_release),
             },
             metrics,
         }
@@ -709,7 +715,7 @@ impl Agent {
 
     /// The daemon loop: long-poll, reconcile, heartbeat, metrics. Each
     /// turn (and each downloaded chunk) records liveness for the watchdog.
-    pub async fn run(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) {
+    pub async fn run(&mut self, stop: &mut tokio::sync::watch::Receiver<bool>) -> RunEnd {
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval.to_std());
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let metrics_every = self.cfg.metrics_interval.to_std();
@@ -717,8 +723,9 @@ impl Agent {
         let mut delay = Duration::ZERO;
         let Some(c) = self.controller.clone() else {
             tracing::error!("run needs controller_url (a box fed by USB uses apply-dir)");
-            return;
+            return RunEnd::Stopped;
         };
+        let mut on_trial = self.on_agent_trial();
         loop {
             self.alive();
             let wait = self
@@ -731,9 +738,11 @@ impl Agent {
             let etag = self.accepted_etag();
             let box_now = self.clock.now();
             let pause = delay;
+            // A release on trial asks at once: its first pass confirms it.
+            let wait = (!on_trial).then_some(wait);
             let pull = async {
                 tokio::time::sleep(pause).await;
-                c.pull(etag.as_deref(), Some(wait), box_now).await
+                c.pull(etag.as_deref(), wait, box_now).await
             };
             tokio::pin!(pull);
             let answer = loop {
@@ -755,9 +764,10 @@ impl Agent {
                             tracing::debug!(error = %e, "report queued");
                         }
                     }
-                    _ = stop.changed() => return,
+                    _ = stop.changed() => return RunEnd::Stopped,
                 }
             };
+            let reached = answer.is_ok();
             let candidate = self.absorb_pull(answer);
             // Actions first, so a system-info does not wait for a download;
             // after the pass when a new bundle came (its allow-list counts).
@@ -781,11 +791,31 @@ impl Agent {
                     self.backoff.next(self.retry_after.take())
                 }
             };
-            if self.last_reported_phase != Some(self.phase) {
+            if on_trial && reached {
+                // A release on trial passes with a completed pass and a
+                // delivered report; the next report says so.
+                if self.report(false).await.is_ok() && self.confirm_agent_trial() {
+                    on_trial = false;
+                    let _ = self.report(false).await;
+                }
+            } else if self.last_reported_phase != Some(self.phase) {
                 let _ = self.report(false).await;
+            }
+            if self.agent_restart_wanted() {
+                let _ = self.report(false).await;
+                return RunEnd::Restart;
             }
         }
     }
+}
+
+/// Why [`Agent::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Asked to stop (SIGTERM, Ctrl-C), or cannot run.
+    Stopped,
+    /// The agent-release journal selects another agent: restart into it.
+    Restart,
 }
 
 /// Bundle bytes and their signature.

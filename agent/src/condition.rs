@@ -31,6 +31,8 @@ pub enum Item {
     Reload,
     /// The software release (staged, waiting, held back, rolled back…).
     Release,
+    /// The agent's own release (staged, refused, waiting, rolled back…).
+    Agent,
     /// A file the club put where the bundle wants one of ours.
     File(TargetPath),
 }
@@ -48,6 +50,7 @@ impl Item {
             Self::Config => "config".into(),
             Self::Reload => "reload".into(),
             Self::Release => "release".into(),
+            Self::Agent => "agent".into(),
             Self::File(p) => format!("{FILE_PREFIX}{p}"),
         }
     }

@@ -52,6 +52,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("journal_command", Kind::List),
     ("boot_id_path", Kind::Str),
     ("lock_max_wait", Kind::Str),
+    ("agent_trial", Kind::Str),
 ];
 
 /// The file as written.
@@ -92,6 +93,7 @@ struct Raw {
     journal_command: Option<Vec<String>>,
     boot_id_path: Option<PathBuf>,
     lock_max_wait: Option<HumanDuration>,
+    agent_trial: Option<HumanDuration>,
 }
 
 /// The agent's configuration, checked.
@@ -171,6 +173,9 @@ pub struct Config {
     /// How long changes that wait for the update lock (files, config,
     /// reload, reboot, restart) wait before the status says so.
     pub lock_max_wait: HumanDuration,
+    /// How long a new agent release has, from its start, to complete a
+    /// pass and deliver a report before it is rolled back (default 10 min).
+    pub agent_trial: HumanDuration,
     /// Extra certificate authorities trusted for HTTPS (from `ca_file`, PEM),
     /// on top of the system's: a controller behind a private CA.
     pub extra_roots: Vec<reqwest::Certificate>,
@@ -412,6 +417,7 @@ impl Config {
                 .boot_id_path
                 .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
             lock_max_wait: positive("lock_max_wait", raw.lock_max_wait, 4 * 3600)?,
+            agent_trial: positive("agent_trial", raw.agent_trial, 600)?,
         })
     }
 }

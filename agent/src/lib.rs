@@ -20,6 +20,8 @@
 //!   (packages and the switch journal), [`state`], [`queue`] (reports kept
 //!   while offline), [`pull`] (the controller's endpoints), [`clock`],
 //!   [`metrics`], [`config`], [`fsx`];
+//! - [`selfupdate`]: the agent's own releases (journal, launcher, trial);
+//!   `agent/upgrade.rs` is the pass step that stages and selects them;
 //! - [`status`], [`diagnose`], [`notify`]: the commands around it.
 //!
 //! Tests: unit tests beside the code (`plan/tests.rs` holds the plan's),
@@ -48,6 +50,7 @@ pub mod plan;
 pub mod pull;
 pub mod queue;
 pub mod release;
+pub mod selfupdate;
 pub mod state;
 pub mod status;
 pub mod transport;

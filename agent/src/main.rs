@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use touchline_agent::agent::{Agent, Origin, Outcome};
+use touchline_agent::agent::{Agent, Origin, Outcome, RunEnd};
 use touchline_agent::clock::SystemClock;
 use touchline_agent::config::Config;
-use touchline_agent::{diagnose, enroll, notify, status};
+use touchline_agent::{diagnose, enroll, notify, selfupdate, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -217,7 +217,20 @@ fn main() -> ExitCode {
                 manual(agent.retry_release().await)
             }
             Command::Run { config } => {
-                let mut agent = match load_and_open(&config) {
+                let cfg = match load(&config) {
+                    Ok(c) => c,
+                    Err(code) => return code,
+                };
+                // The launcher (the package's binary) hands over to a
+                // selected agent release, or watches one on trial.
+                let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+                if selfupdate::running_as().is_none()
+                    && let selfupdate::Launch::Exit(code) =
+                        selfupdate::launch(&cfg.state_dir, &args).await
+                {
+                    return code;
+                }
+                let mut agent = match open(cfg) {
                     Ok(a) => a,
                     Err(code) => return code,
                 };
@@ -256,7 +269,18 @@ fn main() -> ExitCode {
                         }
                     });
                 }
-                agent.run(&mut rx).await;
+                let end = agent.run(&mut rx).await;
+                if end == RunEnd::Restart {
+                    drop(agent);
+                    if std::env::var_os(selfupdate::ENV_SUPERVISED).is_some() {
+                        // The launcher watching this one decides again.
+                        return ExitCode::from(selfupdate::RESTART_CODE);
+                    }
+                    let e = selfupdate::relaunch(&args);
+                    eprintln!("error: cannot restart into the selected agent: {e}");
+                    // systemd (Restart=always) starts the launcher.
+                    return ExitCode::from(selfupdate::RESTART_CODE);
+                }
                 notifier.send("STOPPING=1");
                 // Give a last report a chance.
                 let _ = tokio::time::timeout(Duration::from_secs(5), agent.report(false)).await;

@@ -159,6 +159,7 @@ mod tests {
             seq,
             at: "2026-11-22T10:00:00Z".parse().unwrap(),
             status: Status {
+                agent_release: None,
                 phase: Phase::Converged,
                 desired_serial: None,
                 applied_serial: None,

@@ -57,6 +57,7 @@ impl BoxUnderTest {
         let sha = Sha256::digest(&pkg);
         let now = jiff::Timestamp::now();
         let b = Bundle {
+            agent_release: None,
             agent: AgentSettings {
                 maintenance_window: MaintenanceWindow::parse(window).unwrap(),
                 timezone: "Europe/Paris".into(),

@@ -86,6 +86,10 @@ impl Agent {
         if let Some(r) = self.releases.as_mut() {
             r.waiting = waiting.as_ref().ok().and_then(Clone::clone);
         }
+        let files_wait = match (files_wait, self.execute_agent_release(bundle, dir).await) {
+            (Some(files), Some(agent)) => Some(format!("{files}; {agent}")),
+            (files, agent) => files.or(agent),
+        };
         match (files_wait, waiting) {
             (Some(files), Ok(Some(release))) => Ok(Some(format!("{files}; {release}"))),
             (Some(files), Ok(None)) => Ok(Some(files)),
@@ -326,7 +330,7 @@ impl Agent {
     /// Downloads one blob from the bundle directory, the controller, then
     /// the bundle's URLs; each downloaded chunk counts as progress for the
     /// watchdog.
-    async fn fetch_blob(
+    pub(crate) async fn fetch_blob(
         &mut self,
         w: Wanted,
         urls: &[String],

@@ -41,6 +41,7 @@ fn obj(v: Value) -> Map<String, Value> {
 /// A bundle placing `files` (path, content id, size) with `config`.
 fn bundle(files: &[(&str, u8, u64)], config: Value) -> Bundle {
     Bundle {
+        agent_release: None,
         agent: AgentSettings::default(),
         commit: None,
         config: obj(config),
