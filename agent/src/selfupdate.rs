@@ -428,6 +428,7 @@ pub async fn launch(state_dir: &Path, args: &[OsString]) -> Launch {
             tracing::error!(error = %e, "cannot write the agent release journal; the package's agent runs");
             return Launch::Here;
         }
+        fsx::crash_point("agent-trial-start");
         tracing::info!(
             release = %cur.version,
             start = trial.starts + 1,

@@ -728,6 +728,53 @@ mod tests {
     }
 
     #[test]
+    fn the_agent_release_last_layer_wins_and_carries_every_architecture() {
+        let agent = |v: &str| {
+            format!(
+                "version: {v}\nurgent: true\nbinaries:\n  arm64:\n    sha256: {}\n    size: 7\n  armhf:\n    sha256: {}\n    size: 8\n",
+                touchline_schemas::Sha256::digest(b"arm64"),
+                touchline_schemas::Sha256::digest(b"armhf"),
+            )
+        };
+        let c = checked(&[
+            ("agent-releases/1.1.0.yaml", agent("1.1.0")),
+            ("agent-releases/1.2.0.yaml", agent("1.2.0")),
+            (
+                "fleet.yaml",
+                FLEET.replace(
+                    "defaults:\n",
+                    "defaults:\n  agent_release:\n    version: 1.1.0\n",
+                ),
+            ),
+            (
+                "sites/s1.yaml",
+                format!("{SITE}overrides:\n  agent_release:\n    version: 1.2.0\n"),
+            ),
+        ]);
+        let r = render(&c);
+        let a = r.bundle.agent_release.as_ref().unwrap();
+        assert_eq!(a.version.to_string(), "1.2.0");
+        assert!(a.urgent);
+        let arches: Vec<&str> = a.binaries.keys().map(|k| k.as_str()).collect();
+        assert_eq!(arches, ["arm64", "armhf"]);
+        assert_eq!(
+            a.binaries[&touchline_schemas::manifest::Arch::Armhf].size,
+            8
+        );
+        let t = r.explain.agent_release.as_ref().unwrap();
+        assert_eq!(t.set_by.as_ref().unwrap().to_string(), "sites/s1.yaml:8");
+        assert_eq!(t.overridden[0].1.to_string(), "1.1.0");
+        // The canonical form is what is signed: the map keys are in order.
+        let json = String::from_utf8(r.bundle.to_canonical_json()).unwrap();
+        assert!(
+            json.contains(r#""agent_release":{"binaries":{"arm64":"#),
+            "{json}"
+        );
+        // Without a pin, no agent release: boxes keep their agent.
+        assert!(render(&checked(&[])).bundle.agent_release.is_none());
+    }
+
+    #[test]
     fn software_last_layer_wins_and_site_beats_groups() {
         let beta = (
             "groups/beta.yaml",

@@ -69,6 +69,7 @@ fn report(fleet: &Fleet, seq: u64, at: Timestamp, temp: f64) {
         seq,
         at,
         status: Status {
+            agent_release: None,
             phase: Phase::Converged,
             desired_serial: Some(1),
             applied_serial: Some(1),

@@ -91,18 +91,22 @@ impl Rig {
     }
 
     fn daemon(&self) -> Daemon {
+        self.daemon_with(&[])
+    }
+
+    fn daemon_with(&self, env: &[(&str, &str)]) -> Daemon {
         use std::os::unix::process::CommandExt;
-        Daemon(
-            Command::new(bin("touchline-agent"))
-                .args(["run", "--config"])
-                .arg(&self.agent.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .process_group(0)
-                .spawn()
-                .unwrap(),
-        )
+        let mut cmd = Command::new(bin("touchline-agent"));
+        cmd.args(["run", "--config"])
+            .arg(&self.agent.config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Daemon(cmd.spawn().unwrap())
     }
 
     /// Adds `exe` to the content store and pins it as agent release
@@ -415,4 +419,57 @@ fn conditions(site: &Value) -> String {
                 .join("\n")
         })
         .unwrap_or_default()
+}
+
+/// A power cut at each step of an agent update (staged, selected in the
+/// journal, trial start counted): the next start converges on the new
+/// agent, confirmed, with nothing half-done.
+#[test]
+fn an_agent_killed_at_each_step_of_an_update_converges_when_restarted() {
+    let rig = Rig::new("60s");
+    let dir = rig.files.dir().to_owned();
+    for (i, step) in [
+        "agent-release-staged",
+        "agent-release-selected",
+        "agent-trial-start",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let version = format!("99.{i}.0");
+        let mut crashing = rig.daemon_with(&[("TOUCHLINE_TEST_CRASH_AT", &format!("{step}:1"))]);
+        rig.pin(&version, &good_copy(&dir, &version));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(st) = crashing.0.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "{step}: the agent did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            status.signal(),
+            Some(6),
+            "{step}: aborted at the step ({status})"
+        );
+        let j = rig.journal();
+        match step {
+            "agent-release-staged" => assert_ne!(j["current"]["version"], version, "{step}: {j}"),
+            "agent-release-selected" => {
+                assert_eq!(j["current"]["version"], version, "{step}: {j}");
+                assert_eq!(j["trial"]["starts"], 0, "{step}: {j}");
+            }
+            _ => assert_eq!(j["trial"]["starts"], 1, "{step}: {j}"),
+        }
+        drop(crashing);
+        // systemd starts it again.
+        let _d = rig.daemon();
+        rig.wait_report(Duration::from_secs(40), step, |s| {
+            s["agent_version"] == version.as_str() && s["agent_release"]["trial"].is_null()
+        });
+        let j = rig.journal();
+        assert_eq!(j["trial"]["confirmed"], true, "{step}: {j}");
+        assert!(j["last_rollback"].is_null(), "{step}: {j}");
+    }
 }

@@ -483,7 +483,37 @@ mod tests {
         b.files[0].urls = vec!["https://cdn.example.org/a.mp4".into()];
         b.agent.allowed_actions = vec![RemoteAction::Reboot, RemoteAction::GetLogs];
         b.agent.maintenance_window = MaintenanceWindow::parse("03:00-05:00").unwrap();
+        b.agent_release = Some(DesiredAgent {
+            binaries: [Arch::Armhf, Arch::Amd64, Arch::Arm64]
+                .into_iter()
+                .map(|a| {
+                    let bin = AgentBinary {
+                        sha256: Sha256::digest(a.as_str().as_bytes()),
+                        size: 9_000_000,
+                        urls: vec![format!("https://cdn.example/agent-{a}")],
+                    };
+                    (a, bin)
+                })
+                .collect(),
+            urgent: true,
+            version: ReleaseVersion::new("0.2.0").unwrap(),
+        });
         b
+    }
+
+    #[test]
+    fn an_agent_executable_over_the_limit_is_refused() {
+        let mut b = full();
+        if let Some(a) = b.agent_release.as_mut()
+            && let Some(x) = a.binaries.get_mut(&Arch::Arm64)
+        {
+            x.size = MAX_AGENT_BYTES + 1;
+        }
+        let e = b.check_limits().unwrap_err().to_string();
+        assert!(
+            e.contains("agent release 0.2.0 for arm64 is 268435457 bytes"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -158,6 +158,7 @@ impl Signer {
 pub fn sample_bundle(site: &str, serial: u64, files: &[(&str, &[u8])], urls: &[String]) -> Bundle {
     let now = jiff::Timestamp::now();
     Bundle {
+        agent_release: None,
         agent: AgentSettings::default(),
         commit: None,
         config: serde_json::json!({"volume": serial, "club": {"name": "Test"}})

@@ -163,6 +163,7 @@ pub fn reports(
             seq: n + 1,
             at: start + jiff::SignedDuration::from_secs(i64::try_from(n * 300).unwrap_or(0)),
             status: Status {
+                agent_release: None,
                 phase: Phase::Converged,
                 desired_serial: Some(1),
                 applied_serial: Some(1),

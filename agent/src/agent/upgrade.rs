@@ -186,6 +186,7 @@ impl Agent {
                 );
             }
         }
+        crate::fsx::crash_point("agent-release-staged");
         let exe = paths.binary(&binary.sha256);
         if let Err(why) = selfupdate::check_executable(&exe) {
             return self.hold_back_agent(
@@ -277,6 +278,7 @@ impl Agent {
                 format!("agent release {version}: cannot write the journal: {e}"),
             );
         }
+        crate::fsx::crash_point("agent-release-selected");
         drop(lock);
         paths.prune(&keep);
         tracing::info!(release = %version, "agent release selected; the agent restarts into it");
