@@ -30,6 +30,23 @@ fn release_status(cfg: &Config, paths: &Paths, accepted: Option<&Bundle>) -> ser
 }
 
 /// Prints the status; exit 0, or 2 when the state cannot be read.
+/// The agent-release part of the status, from its journal.
+fn agent_status(cfg: &Config, accepted: Option<&Bundle>) -> serde_json::Value {
+    let paths = crate::selfupdate::Paths {
+        state_dir: cfg.state_dir.clone(),
+    };
+    let j = paths.load().unwrap_or_default();
+    json!({
+        "running": crate::selfupdate::running_version(&j),
+        "package": crate::selfupdate::own_version(),
+        "desired": accepted.and_then(|b| b.agent_release.as_ref()).map(|a| a.version.to_string()),
+        "trial": j.trial.as_ref().is_some_and(|t| !t.confirmed),
+        "previous": j.previous.as_ref().map(|p| p.version.to_string()),
+        "held_back": j.blocked.as_ref().map(|b| json!({"version": b.version, "serial": b.serial, "reason": b.reason})),
+        "last_rollback": j.last_rollback,
+    })
+}
+
 pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
     let paths = Paths {
         root: cfg.state_dir.clone(),
@@ -68,6 +85,7 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
     let now = trusted_now(SystemClock::from_env().now(), floor, None);
     let stale = accepted.as_ref().is_some_and(|b| b.expires_at <= now.now);
     let release = release_status(cfg, &paths, accepted.as_ref());
+    let agent = agent_status(cfg, accepted.as_ref());
     let converged = accepted.as_ref().map(|b| b.serial) == state.applied_serial
         && state.last_error.is_none()
         && accepted.is_some();
@@ -80,6 +98,7 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
             "converged": converged,
             "phase": state.phase,
             "release": release,
+            "agent_release": agent,
             "stale": stale,
             "expires_at": accepted.as_ref().map(|b| b.expires_at),
             "files_placed": state.placed.len(),
@@ -127,6 +146,29 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
         );
     }
     println!("files placed:    {}", state.placed.len());
+    let a = |k: &str| agent[k].as_str().map_or_else(|| "none".to_owned(), str::to_owned);
+    println!(
+        "agent:           {} (package {}), desired {}{}",
+        a("running"),
+        a("package"),
+        a("desired"),
+        if agent["trial"] == true { ", on trial" } else { "" }
+    );
+    if let Some(h) = agent["held_back"].as_object() {
+        println!(
+            "agent held back: {}: {}",
+            h.get("version").and_then(|v| v.as_str()).unwrap_or_default(),
+            h.get("reason").and_then(|v| v.as_str()).unwrap_or_default()
+        );
+    }
+    if let Some(rb) = agent["last_rollback"].as_object() {
+        println!(
+            "agent rollback:  {} → {}: {}",
+            rb.get("from").and_then(|v| v.as_str()).unwrap_or_default(),
+            rb.get("to").and_then(|v| v.as_str()).unwrap_or_default(),
+            rb.get("reason").and_then(|v| v.as_str()).unwrap_or_default()
+        );
+    }
     if !release.is_null() {
         let s = |k: &str| {
             release[k]

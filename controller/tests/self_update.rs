@@ -28,6 +28,7 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = Command::new("kill")
             .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .stderr(Stdio::null())
             .status();
         let _ = self.0.wait();
     }
@@ -378,6 +379,18 @@ fn bad_agent_releases_are_refused_or_rolled_back_without_a_human() {
     assert_eq!(status["agent_release"]["held_back"], "99.3.0");
     let j = rig.journal();
     assert!(j["current"].is_null() && j["trial"].is_null(), "{j}");
+    // `status` on the box says the same.
+    let st: Value = serde_json::from_slice(&rig.agent.run(&["status", "--json"]).stdout).unwrap();
+    let a = &st["agent_release"];
+    assert_eq!(a["running"], package, "{a}");
+    assert_eq!(a["held_back"]["version"], "99.3.0", "{a}");
+    assert_eq!(a["last_rollback"]["from"], "99.3.0", "{a}");
+    let text_status = touchline_testkit::process::stdout(&rig.agent.run(&["status"]));
+    assert!(
+        text_status.contains("agent rollback:  99.3.0 → ")
+            && text_status.contains("in 3 starts (last: exited with status 1)"),
+        "{text_status}"
+    );
 
     // Passes self-test, hangs: killed after the trial time.
     let t0 = Instant::now();
