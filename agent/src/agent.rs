@@ -26,6 +26,7 @@ use crate::metrics::{self, CpuSample};
 use crate::phase::{self, Event};
 use crate::pull::{Answer, Backoff, Controller, PullError, Pulled};
 use crate::queue::Queue;
+use crate::selfupdate;
 use crate::state::{Index, Paths, State};
 use crate::transport::{ContentTransport, Transport};
 
@@ -633,8 +634,11 @@ impl Agent {
                 software: self.software_status(accepted.as_ref()),
                 conditions,
                 last_error: self.state.last_error.clone(),
-                agent_version: Some(agent_release.running.clone()),
-                agent_release: Some(agent_release),
+                agent_version: Some(agent_release.as_ref().map_or_else(
+                    || selfupdate::own_version().to_owned(),
+                    |a| a.running.clone(),
+                )),
+                agent_release,
             },
             metrics,
         }

@@ -146,18 +146,28 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
         );
     }
     println!("files placed:    {}", state.placed.len());
-    let a = |k: &str| agent[k].as_str().map_or_else(|| "none".to_owned(), str::to_owned);
+    let a = |k: &str| {
+        agent[k]
+            .as_str()
+            .map_or_else(|| "none".to_owned(), str::to_owned)
+    };
     println!(
         "agent:           {} (package {}), desired {}{}",
         a("running"),
         a("package"),
         a("desired"),
-        if agent["trial"] == true { ", on trial" } else { "" }
+        if agent["trial"] == true {
+            ", on trial"
+        } else {
+            ""
+        }
     );
     if let Some(h) = agent["held_back"].as_object() {
         println!(
             "agent held back: {}: {}",
-            h.get("version").and_then(|v| v.as_str()).unwrap_or_default(),
+            h.get("version")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default(),
             h.get("reason").and_then(|v| v.as_str()).unwrap_or_default()
         );
     }
@@ -166,7 +176,9 @@ pub fn print(cfg: &Config, as_json: bool) -> ExitCode {
             "agent rollback:  {} → {}: {}",
             rb.get("from").and_then(|v| v.as_str()).unwrap_or_default(),
             rb.get("to").and_then(|v| v.as_str()).unwrap_or_default(),
-            rb.get("reason").and_then(|v| v.as_str()).unwrap_or_default()
+            rb.get("reason")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
         );
     }
     if !release.is_null() {

@@ -890,6 +890,34 @@ fn self_test_checks_config_state_keys_and_controller_and_writes_nothing() {
     }
     assert_eq!(touchline_testkit::tree(&state), before, "read only");
 
+    // A box whose clock is a day off (no clock battery): `diagnose` fails
+    // it, `self-test` only warns — the agent copes with a wrong clock, and
+    // such a box must still take an agent fix.
+    let tomorrow = (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(26)).to_string();
+    let skewed = |cmd: &str| {
+        Command::new(bin("touchline-agent"))
+            .args([cmd, "--config"])
+            .arg(&rig.agent.config)
+            .env("RUST_LOG", "warn")
+            .env("TOUCHLINE_TEST_CLOCK", &tomorrow)
+            .output()
+            .unwrap()
+    };
+    let out = skewed("self-test");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("WARN clock vs controller: -"),
+        "{}",
+        text(&out)
+    );
+    let out = skewed("diagnose");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("FAIL clock vs controller: -"),
+        "{}",
+        text(&out)
+    );
+
     // Keys that did not sign what the box holds.
     let stranger = rig.agent.path("stranger.pub");
     std::fs::write(&stranger, SigningKey::generate().public_key_openssh()).unwrap();

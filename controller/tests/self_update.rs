@@ -114,6 +114,13 @@ impl Rig {
     /// `version` for this site (amd64 or whatever this machine is), then
     /// syncs.
     fn pin(&self, version: &str, exe: &Path) {
+        self.pin_with(version, exe, true, None);
+    }
+
+    /// [`Rig::pin`], `urgent` or not (then it waits for the maintenance
+    /// window: the example fleet's 03:00-05:00 in Europe/Paris, or the
+    /// site's `window`).
+    fn pin_with(&self, version: &str, exe: &Path, urgent: bool, window: Option<&str>) {
         let bytes = std::fs::read(exe).unwrap();
         let sha = Sha256::digest(&bytes);
         touchline_testkit::run(
@@ -127,16 +134,23 @@ impl Rig {
         repo.file(
             &format!("agent-releases/{version}.yaml"),
             format!(
-                "version: {version}\nurgent: true\nchangelog: test build\nbinaries:\n  {arch}:\n    sha256: {}\n    size: {}\n",
+                "version: {version}\nurgent: {urgent}\nchangelog: test build\nbinaries:\n  {arch}:\n    sha256: {}\n    size: {}\n",
                 sha.to_hex(),
                 bytes.len()
             ),
         );
-        let site = self.site_yaml.replacen(
+        let mut site = self.site_yaml.replacen(
             "overrides:\n",
             &format!("overrides:\n  agent_release:\n    version: {version}\n"),
             1,
         );
+        if let Some(w) = window {
+            site = site.replacen(
+                "    poll_interval: 2s\n",
+                &format!("    poll_interval: 2s\n    maintenance_window: \"{w}\"\n"),
+                1,
+            );
+        }
         repo.file(&format!("sites/{SITE}.yaml"), site);
         repo.commit(&format!("agent {version}"));
         let out = self.c.sync(&self.admin);
@@ -485,4 +499,40 @@ fn an_agent_killed_at_each_step_of_an_update_converges_when_restarted() {
         assert_eq!(j["trial"]["confirmed"], true, "{step}: {j}");
         assert!(j["last_rollback"].is_null(), "{step}: {j}");
     }
+}
+
+/// Outside the maintenance window a checked release waits, and says so;
+/// once the site's window (changed in git) holds the present, it switches.
+#[test]
+fn a_non_urgent_agent_release_waits_for_the_maintenance_window() {
+    let rig = Rig::new("60s");
+    let now = jiff::Zoned::now().in_tz("Europe/Paris").unwrap();
+    let at = |hours: i64| {
+        let t = now
+            .checked_add(jiff::SignedDuration::from_hours(hours))
+            .unwrap();
+        format!("{:02}:00", t.hour())
+    };
+    // Two hours from now for an hour: closed now, whatever the time of day.
+    let closed = format!("{}-{}", at(2), at(3));
+    let open = format!("{}-{}", at(-1), at(1));
+    let exe = good_copy(rig.files.dir(), "99.0.0");
+    rig.pin_with("99.0.0", &exe, false, Some(&closed));
+    let _d = rig.daemon();
+    let s = rig.wait_report(Duration::from_secs(30), "waiting for the window", |s| {
+        text(&s["agent_release"]["waiting"]).contains("waiting for the maintenance window")
+    });
+    let a = &s["report"]["status"]["agent_release"];
+    assert_eq!(
+        a["waiting"],
+        format!(
+            "agent release 99.0.0 staged and self-tested, waiting for the maintenance window {closed} (Europe/Paris)"
+        ),
+        "{a}"
+    );
+    assert!(rig.journal()["current"].is_null(), "{}", rig.journal());
+    rig.pin_with("99.0.0", &exe, false, Some(&open));
+    rig.wait_report(Duration::from_secs(40), "switched in the window", |s| {
+        s["agent_version"] == "99.0.0" && s["agent_release"]["trial"].is_null()
+    });
 }

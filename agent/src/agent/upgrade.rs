@@ -374,13 +374,21 @@ impl Agent {
         }
     }
 
-    /// The agent-release part of a report.
-    pub(crate) fn agent_release_status(&self, accepted: Option<&Bundle>) -> AgentReleaseStatus {
+    /// The agent-release part of a report: `None` when there is nothing
+    /// to say (no agent release pinned, none ever installed), so a quiet
+    /// box's reports do not grow.
+    pub(crate) fn agent_release_status(
+        &self,
+        accepted: Option<&Bundle>,
+    ) -> Option<AgentReleaseStatus> {
         let j = self.upgrade.paths.load().unwrap_or_default();
         let desired = accepted
             .and_then(|b| b.agent_release.as_ref())
             .map(|a| a.version.clone());
-        AgentReleaseStatus {
+        if desired.is_none() && j == Journal::default() {
+            return None;
+        }
+        Some(AgentReleaseStatus {
             running: selfupdate::running_version(&j),
             package: selfupdate::own_version().to_owned(),
             trial: j.trial.as_ref().is_some_and(|t| !t.confirmed),
@@ -393,7 +401,7 @@ impl Agent {
                 output: rb.reason.clone(),
             }),
             desired,
-        }
+        })
     }
 }
 
