@@ -250,10 +250,32 @@ fn main() {
     let big_hash = parts.next().unwrap().to_owned();
     let big_size: u64 = parts.next().unwrap().parse().unwrap();
     let site = "massy-rugby";
+    // The controller serves a box only the content its bundle names: the
+    // large file goes into another site's bundle, through git (the idle
+    // box below stays on the example's small videos).
+    let dl_site = "vannes-rugby";
+    if mb > 0 {
+        let repo = files.repo();
+        let catalog =
+            std::fs::read_to_string(files.repo_dir().join("videos/catalog.yaml")).unwrap();
+        repo.file(
+            "videos/catalog.yaml",
+            format!(
+                "{catalog}  - id: bench-big\n    title: Bench\n    file: big.mp4\n    category: Bench\n    subcategory: Big\n    sha256: {big_hash}\n    size: {big_size}\n"
+            ),
+        );
+        let site_file = format!("sites/{dl_site}.yaml");
+        let yaml = std::fs::read_to_string(files.repo_dir().join(&site_file)).unwrap();
+        repo.file(
+            &site_file,
+            yaml.replacen("overrides:\n", "overrides:\n  videos: [bench-big]\n", 1),
+        );
+        repo.commit("bench: the large file");
+    }
     let token = ok(Command::new(&t)
         .args(["site", "token", "--data"])
         .arg(&data)
-        .arg(site))
+        .arg(dl_site))
     .trim()
     .to_owned();
     let controller = files.start();
@@ -269,7 +291,7 @@ fn main() {
         let usb = tmp.path().join("usb-big");
         std::fs::create_dir_all(&usb).unwrap();
         let b = bundle(
-            site,
+            dl_site,
             &[(
                 "big/big.mp4".into(),
                 Sha256::new(&big_hash).unwrap(),
@@ -287,7 +309,7 @@ fn main() {
             let _ = std::fs::remove_dir_all(dl_box.join("videos"));
             let cfg = write_box_config(
                 &dl_box,
-                site,
+                dl_site,
                 &keys,
                 &format!("controller_url = \"{url}\"\ntoken = \"{token}\""),
             );
