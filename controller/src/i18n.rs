@@ -161,6 +161,8 @@ impl L10n {
             "adoption" => ("Adoption", "Adoption"),
             "rolled_back" => ("Annulée sur", "Rolled back on"),
             "staged" => ("Préparée sur", "Staged on"),
+            "on_trial" => ("À l'essai sur", "On trial on"),
+            "agent_releases" => ("Versions de l'agent", "Agent releases"),
             "waiting" => ("En attente sur", "Waiting on"),
             "changelog" => ("Changements", "Changes"),
             "sync" => ("Synchroniser maintenant", "Sync now"),

@@ -9,6 +9,8 @@
 //! restarts and rolls back.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -155,6 +157,32 @@ impl Rig {
         repo.commit(&format!("agent {version}"));
         let out = self.c.sync(&self.admin);
         assert_eq!(out["result"], "published", "{out}");
+    }
+
+    /// A status page, logged in with the admin's token.
+    fn page(&self, path: &str, lang: &str) -> String {
+        use common::server::{cookie_of, csrf_in, value};
+        let form = self.c.get("/login", None);
+        let pre = value(&cookie_of(&form, "tl_login").unwrap());
+        let csrf = csrf_in(&form.text().unwrap());
+        let r = self
+            .c
+            .http
+            .post(format!("{}/login", self.c.url))
+            .header("cookie", format!("tl_login={pre}"))
+            .form(&[("token", self.admin.as_str()), ("csrf", &csrf)])
+            .send()
+            .unwrap();
+        let session = value(&cookie_of(&r, "tl_session").unwrap());
+        self.c
+            .http
+            .get(format!("{}{path}", self.c.url))
+            .header("cookie", format!("tl_session={session}"))
+            .header("accept-language", lang)
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
     }
 
     fn site(&self) -> Value {
@@ -418,6 +446,17 @@ fn bad_agent_releases_are_refused_or_rolled_back_without_a_human() {
         "{rb}"
     );
     assert!(t0.elapsed() >= Duration::from_secs(4));
+    // The releases page lists the agent releases, in English and French.
+    let page = rig.page("/releases", "en");
+    assert!(page.contains("<h1>Agent releases</h1>"), "{page}");
+    assert!(
+        page.contains("Rolled back on : cesson-handball (it did not complete a pass and a report within 4s of its start)"),
+        "{page}"
+    );
+    let fr = rig.page("/releases", "fr");
+    assert!(fr.contains("<h1>Versions de l"), "{fr}");
+    assert!(fr.contains("Annulée sur : cesson-handball"), "{fr}");
+
     // The package's agent still works: a good release after all of it.
     rig.pin("99.5.0", &good_copy(&dir, "99.5.0"));
     let s = rig.wait_report(

@@ -24,6 +24,8 @@ struct ReleaseRow {
 struct ReleasesPage {
     c: Chrome,
     rows: Vec<ReleaseRow>,
+    /// The agent's own releases (`staged` holds the sites on trial).
+    agents: Vec<ReleaseRow>,
 }
 
 /// `GET /releases`.
@@ -58,18 +60,7 @@ pub async fn releases(
                 .as_ref()
                 .map(|m| m.changelog.trim().to_owned())
                 .unwrap_or_default(),
-            rolled_back: r
-                .rolled_back
-                .iter()
-                .map(|x| {
-                    format!(
-                        "{} ({})",
-                        x.site,
-                        x.output.chars().take(200).collect::<String>()
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", "),
+            rolled_back: rolled_back(&r.rolled_back),
             waiting: r
                 .waiting
                 .iter()
@@ -79,5 +70,38 @@ pub async fn releases(
             staged: r.staged.join(", "),
         })
         .collect();
-    render(&ReleasesPage { c, rows })
+    let agents = rel
+        .agents
+        .iter()
+        .filter(|a| a.in_manifests || a.running > 0)
+        .map(|a| ReleaseRow {
+            version: a.version.clone(),
+            running: a.running as u64,
+            desired: a.desired as u64,
+            changelog: String::new(),
+            rolled_back: rolled_back(&a.rolled_back),
+            waiting: a
+                .waiting
+                .iter()
+                .map(|x| x.site.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            staged: a.on_trial.join(", "),
+        })
+        .collect();
+    render(&ReleasesPage { c, rows, agents })
+}
+
+/// `site (why), …`, each reason cut at 200 characters.
+fn rolled_back(list: &[crate::status::RolledBackSite]) -> String {
+    list.iter()
+        .map(|x| {
+            format!(
+                "{} ({})",
+                x.site,
+                x.output.chars().take(200).collect::<String>()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
