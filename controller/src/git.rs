@@ -209,6 +209,44 @@ pub struct CommitInfo {
     pub summary: String,
 }
 
+/// Removes the `*.lock` files a killed fetch left in the mirror (a ref
+/// being updated, `packed-refs`, `config`): with one of them present every
+/// later fetch fails with "failed to lock file … for writing". Only this
+/// controller writes its mirror (the store's lock keeps a second one out),
+/// so at open a lock file is always a leftover.
+fn remove_stale_locks(mirror: &Path) {
+    let mut dirs = vec![mirror.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else {
+                continue;
+            };
+            let path = e.path();
+            if ft.is_dir() {
+                // Refs live in `refs/`; objects never hold locks worth a walk.
+                if path.starts_with(mirror.join("refs")) || e.file_name() == "refs" {
+                    dirs.push(path);
+                }
+            } else if ft.is_file() && e.file_name().to_string_lossy().ends_with(".lock") {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => tracing::warn!(
+                        path = %path.display(),
+                        "removed a lock file an interrupted fetch left in the mirror"
+                    ),
+                    Err(err) => tracing::warn!(
+                        path = %path.display(),
+                        error = %err,
+                        "cannot remove a stale lock file of the mirror"
+                    ),
+                }
+            }
+        }
+    }
+}
+
 impl Follower {
     /// Opens (creating) the mirror in `<data>/git` following `branch` of `url`.
     /// A local path is made absolute.
@@ -225,6 +263,7 @@ impl Follower {
         credentials: Option<RepoCredentials>,
     ) -> Result<Self, GitError> {
         let path = data.join("git");
+        remove_stale_locks(&path);
         let repo = match Repository::open_bare(&path) {
             Ok(r) => r,
             Err(_) => Repository::init_bare(&path).map_err(|e| GitError::Open(path.clone(), e))?,
@@ -459,5 +498,43 @@ impl Follower {
         }
         set.files.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(set)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fetch killed while it updated the branch's ref leaves
+    /// `refs/remotes/origin/main.lock`; reopening the mirror removes it and
+    /// fetches again (regression: the controller could not sync any more).
+    #[test]
+    fn a_lock_file_left_by_a_killed_fetch_does_not_stop_the_next_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let repo = Repository::init(&src).unwrap();
+        std::fs::write(src.join("fleet.yaml"), "name: t\n").unwrap();
+        let mut index = repo.index().unwrap();
+        index.add_path(Path::new("fleet.yaml")).unwrap();
+        let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.org").unwrap();
+        let head = repo
+            .commit(Some("HEAD"), &sig, &sig, "c", &tree, &[])
+            .unwrap();
+        let branch = repo.head().unwrap().shorthand().unwrap().to_owned();
+        let data = tmp.path().join("data");
+        let f = Follower::open(&data, &src.display().to_string(), &branch).unwrap();
+        assert_eq!(f.fetch().unwrap(), head);
+        drop(f);
+        let lock = data.join(format!("git/refs/remotes/origin/{branch}.lock"));
+        std::fs::write(&lock, "").unwrap();
+        // A new commit: the ref must move.
+        let parent = repo.find_commit(head).unwrap();
+        let next = repo
+            .commit(Some("HEAD"), &sig, &sig, "d", &tree, &[&parent])
+            .unwrap();
+        let f = Follower::open(&data, &src.display().to_string(), &branch).unwrap();
+        assert_eq!(f.fetch().unwrap(), next);
+        assert!(!lock.exists());
     }
 }
