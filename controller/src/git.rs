@@ -413,12 +413,21 @@ impl Follower {
         let e = self.read_err(id);
         let commit = self.repo.find_commit(id).map_err(&e)?;
         let tree = commit.tree().map_err(&e)?;
-        let odb = self.repo.odb().map_err(&e)?;
+        tree_source_set(&self.repo, &tree).map_err(&e)
+    }
+}
+
+/// The manifest files under `tree` (a commit's root, or the folder of a
+/// commit that holds the manifests), as [`source::read_dir`] would read
+/// them from a checkout.
+pub fn tree_source_set(repo: &Repository, tree: &git2::Tree<'_>) -> Result<SourceSet, git2::Error> {
+    {
+        let odb = repo.odb()?;
         let mut set = SourceSet::default();
         let read = |path: &str,
                     entry: &git2::TreeEntry<'_>,
                     set: &mut SourceSet|
-         -> Result<(), GitError> {
+         -> Result<(), git2::Error> {
             if entry.filemode() == 0o120_000 {
                 set.skipped.push(Skipped {
                     path: Arc::from(path),
@@ -433,16 +442,11 @@ impl Follower {
                 });
                 return Ok(());
             }
-            let (size, _) = odb.read_header(entry.id()).map_err(&e)?;
+            let (size, _) = odb.read_header(entry.id())?;
             let content = if size as u64 > MAX_MANIFEST_BYTES {
                 Err(size as u64)
             } else {
-                Ok(self
-                    .repo
-                    .find_blob(entry.id())
-                    .map_err(&e)?
-                    .content()
-                    .to_vec())
+                Ok(repo.find_blob(entry.id())?.content().to_vec())
             };
             set.files.push(SourceFile {
                 path: Arc::from(path),
@@ -474,7 +478,7 @@ impl Follower {
                 });
                 continue;
             }
-            let sub = self.repo.find_tree(entry.id()).map_err(&e)?;
+            let sub = repo.find_tree(entry.id())?;
             for child in sub.iter() {
                 let name = String::from_utf8_lossy(child.name_bytes()).into_owned();
                 if source::has_control(&name) {

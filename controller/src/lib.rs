@@ -55,6 +55,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod outbox;
+pub mod plan;
 pub mod point;
 pub mod redb_store;
 pub mod remote;

@@ -60,6 +60,32 @@ enum Command {
         #[command(flatten)]
         ident: Ident,
     },
+    /// What a change of the manifests does to each box, between two
+    /// revisions of the repository.
+    ///
+    /// Per affected site: release and agent release changes (downgrades
+    /// flagged), videos added and removed with the bytes to download,
+    /// configuration.json leaves and agent settings changed, each with the
+    /// manifest file:line behind it; then totals and warnings. Exit status:
+    /// 0 nothing changes, 1 changes, 2 could not run (a bad revision,
+    /// invalid manifests: their diagnostics as `validate` prints them).
+    Plan {
+        /// The manifests directory (a git checkout or a folder in one).
+        dir: PathBuf,
+        /// The revision the change starts from (e.g. `origin/main`).
+        #[arg(long)]
+        base: String,
+        /// The revision with the change.
+        #[arg(long, default_value = "HEAD")]
+        head: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = touchline_controller::plan::PlanFormat::Markdown)]
+        format: touchline_controller::plan::PlanFormat,
+        /// Download rate assumed for the time estimates, bytes per second
+        /// (the boxes' own caps are in their agent.toml, not in git).
+        #[arg(long, default_value_t = 1_000_000)]
+        rate: u64,
+    },
     /// Show every desired value of a site with the file:line that set it.
     Explain {
         /// The manifests directory.
@@ -308,6 +334,13 @@ fn run(cli: Cli) -> Result<ExitCode, Failure> {
             ident,
         } => cmd_render(&dir, site.as_deref(), out.as_deref(), key.as_deref(), ident),
         Command::Explain { dir, site, format } => cmd_explain(&dir, &site, format),
+        Command::Plan {
+            dir,
+            base,
+            head,
+            format,
+            rate,
+        } => touchline_controller::plan::cmd_plan(&dir, &base, &head, format, rate),
         Command::Keygen {
             out,
             comment,

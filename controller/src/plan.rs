@@ -1,0 +1,1096 @@
+//! `touchline plan`: what a change of the manifests does to each box,
+//! rendered from two revisions of the repository — per site the release
+//! and agent release changes (downgrades flagged), the videos added and
+//! removed with the bytes the box must download (what its base bundle does
+//! not already hold), the `configuration.json` leaves and agent settings
+//! that change, each with the manifest line that caused it; then totals
+//! and warnings. Markdown for a pull-request comment, or JSON.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Write as _;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+use touchline_schemas::{Bundle, Sha256, SiteId};
+
+use crate::render::{self, BundleMeta, CatalogIndex, LIBRARY_KEY, Rendered};
+use crate::validate::Checked;
+
+/// A site that downloads more than this gets a warning.
+pub const LARGE_DOWNLOAD: u64 = 1_000_000_000;
+/// Above this many changed sites, Markdown folds the details per group.
+pub const FOLD_ABOVE: usize = 20;
+
+/// One revision's rendering.
+pub struct Side {
+    /// The revision as given.
+    pub rev: String,
+    /// Its manifests, validated.
+    pub checked: Checked,
+    /// Every site's rendering.
+    pub rendered: BTreeMap<SiteId, Rendered>,
+}
+
+impl std::fmt::Debug for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Side")
+            .field("rev", &self.rev)
+            .field("sites", &self.rendered.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a side could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum SideError {
+    /// The manifests have errors (the diagnostics are in `checked`).
+    #[error("the manifests at {rev} have {errors} error(s)")]
+    Invalid {
+        /// The revision.
+        rev: String,
+        /// How many.
+        errors: usize,
+    },
+    /// Rendering failed (validation should have said why).
+    #[error("rendering {rev}: {source}")]
+    Render {
+        /// The revision.
+        rev: String,
+        /// Why.
+        source: render::RenderError,
+    },
+}
+
+impl Side {
+    /// Renders every site of `checked` (which must be valid).
+    pub fn render(rev: &str, checked: Checked) -> Result<Self, SideError> {
+        if checked.diags.has_errors() {
+            return Err(SideError::Invalid {
+                rev: rev.to_owned(),
+                errors: checked.diags.errors(),
+            });
+        }
+        let meta = BundleMeta {
+            serial: 0,
+            commit: None,
+            issued_at: Timestamp::UNIX_EPOCH,
+            expires_at: Timestamp::UNIX_EPOCH,
+        };
+        let catalog = CatalogIndex::new(&checked.manifests);
+        let mut rendered = BTreeMap::new();
+        for id in checked.manifests.sites.keys() {
+            let r = render::render_site(&checked.manifests, &checked.members, &catalog, id, &meta)
+                .map_err(|source| SideError::Render {
+                    rev: rev.to_owned(),
+                    source,
+                })?;
+            rendered.insert(id.clone(), r);
+        }
+        Ok(Self {
+            rev: rev.to_owned(),
+            checked,
+            rendered,
+        })
+    }
+}
+
+/// A version that changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionChange {
+    /// Before (`None`: none pinned).
+    pub from: Option<String>,
+    /// After (`None`: no longer pinned).
+    pub to: Option<String>,
+    /// `to` is older than `from`.
+    pub downgrade: bool,
+    /// The line that pins `to` (or pinned `from`, when unpinned).
+    pub at: Option<String>,
+}
+
+/// A video the box gains (or whose content changes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VideoAdded {
+    /// Catalog id.
+    pub id: String,
+    /// Where on the box.
+    pub path: String,
+    /// Its size.
+    pub size: u64,
+    /// Bytes to download for it (0: the box holds the content already, or
+    /// another file of this plan has the same content).
+    pub download: u64,
+    /// The box holds this content already (its base bundle names it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub on_box: bool,
+    /// Same id, other content.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replaced: bool,
+    /// The line that adds it.
+    pub at: Option<String>,
+}
+
+/// A video the box loses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VideoRemoved {
+    /// Catalog id.
+    pub id: String,
+    /// Where it was.
+    pub path: String,
+    /// The line that removes it, or `was <line>` for the line that added it.
+    pub at: Option<String>,
+}
+
+/// A `configuration.json` leaf that changes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LeafChange {
+    /// JSON pointer.
+    pub path: String,
+    /// Before (`None`: absent).
+    pub old: Option<Value>,
+    /// After (`None`: absent).
+    pub new: Option<Value>,
+    /// The line behind the new value (or the deletion).
+    pub at: Option<String>,
+}
+
+/// An agent setting that changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingChange {
+    /// Its name.
+    pub key: String,
+    /// Before.
+    pub old: String,
+    /// After.
+    pub new: String,
+    /// The line that sets it.
+    pub at: Option<String>,
+}
+
+/// What changes on one site.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SitePlan {
+    /// The site.
+    pub site: String,
+    /// `added`, `removed` or `changed`.
+    pub change: &'static str,
+    /// Its groups (head, or base when removed), in layering order.
+    pub groups: Vec<String>,
+    /// The software release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub release: Option<VersionChange>,
+    /// The agent release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent_release: Option<VersionChange>,
+    /// Videos gained.
+    pub videos_added: Vec<VideoAdded>,
+    /// Videos lost.
+    pub videos_removed: Vec<VideoRemoved>,
+    /// `configuration.json` leaves (the video library, which follows the
+    /// videos, is left out).
+    pub config: Vec<LeafChange>,
+    /// Agent settings.
+    pub agent: Vec<SettingChange>,
+    /// Bytes the box must download (videos, release package, the largest
+    /// agent executable), content it holds already not counted.
+    pub download_bytes: u64,
+    /// At the assumed rate.
+    pub download_seconds: u64,
+}
+
+/// Totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Totals {
+    /// Sites in the head revision.
+    pub sites: usize,
+    /// Sites that change.
+    pub sites_affected: usize,
+    /// Bytes in all.
+    pub download_bytes: u64,
+    /// The site that downloads the most.
+    pub largest: Option<Largest>,
+    /// The rate assumed for the time estimates, bytes per second.
+    pub rate: u64,
+}
+
+/// The site that downloads the most.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Largest {
+    /// The site.
+    pub site: String,
+    /// Bytes.
+    pub bytes: u64,
+    /// At the assumed rate.
+    pub seconds: u64,
+}
+
+/// The plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The base revision.
+    pub base: String,
+    /// The head revision.
+    pub head: String,
+    /// The sites that change, by id.
+    pub sites: Vec<SitePlan>,
+    /// Totals.
+    pub totals: Totals,
+    /// What a reviewer must look at.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Anything changes.
+    pub fn changes(&self) -> bool {
+        !self.sites.is_empty()
+    }
+}
+
+fn origin(o: Option<&crate::yaml::Origin>) -> Option<String> {
+    o.map(ToString::to_string)
+}
+
+fn version_change(
+    from: Option<&touchline_schemas::ReleaseVersion>,
+    to: Option<&touchline_schemas::ReleaseVersion>,
+    at: Option<String>,
+) -> Option<VersionChange> {
+    if from == to {
+        return None;
+    }
+    Some(VersionChange {
+        from: from.map(ToString::to_string),
+        to: to.map(ToString::to_string),
+        downgrade: matches!((from, to), (Some(f), Some(t)) if t < f),
+        at,
+    })
+}
+
+/// The content a bundle makes the box hold.
+fn held(b: &Bundle) -> HashSet<Sha256> {
+    b.files
+        .iter()
+        .map(|f| f.sha256)
+        .chain(b.software.iter().map(|s| s.sha256))
+        .chain(
+            b.agent_release
+                .iter()
+                .flat_map(|a| a.binaries.values().map(|x| x.sha256)),
+        )
+        .collect()
+}
+
+/// `configuration.json` as JSON pointer → leaf (arrays are leaves).
+fn leaves(obj: &serde_json::Map<String, Value>) -> BTreeMap<String, &Value> {
+    fn walk<'a>(prefix: &str, v: &'a Value, out: &mut BTreeMap<String, &'a Value>) {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                for (k, v) in m {
+                    let key = k.replace('~', "~0").replace('/', "~1");
+                    walk(&format!("{prefix}/{key}"), v, out);
+                }
+            }
+            _ => {
+                out.insert(prefix.to_owned(), v);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in obj {
+        if k == LIBRARY_KEY {
+            continue;
+        }
+        let key = k.replace('~', "~0").replace('/', "~1");
+        walk(&format!("/{key}"), v, &mut out);
+    }
+    out
+}
+
+/// The line behind a config pointer: the last touch of it or of the
+/// nearest ancestor that has one.
+fn config_origin(r: &Rendered, pointer: &str) -> Option<String> {
+    let mut p = pointer;
+    loop {
+        if let Some(t) = r.explain.config.touches.get(p).and_then(|t| t.last()) {
+            return Some(t.origin.to_string());
+        }
+        let i = p.rfind('/')?;
+        if i == 0 {
+            return None;
+        }
+        p = &p[..i];
+    }
+}
+
+fn site_plan(
+    id: &SiteId,
+    base: Option<&Rendered>,
+    head: Option<&Rendered>,
+    head_side: &Side,
+    base_side: &Side,
+    rate: u64,
+) -> Option<SitePlan> {
+    let groups = |r: &Rendered| {
+        r.explain
+            .groups
+            .iter()
+            .map(|m| m.group.to_string())
+            .collect()
+    };
+    let (change, r) = match (base, head) {
+        (None, Some(h)) => ("added", h),
+        (Some(b), None) => {
+            return Some(SitePlan {
+                site: id.to_string(),
+                change: "removed",
+                groups: groups(b),
+                release: None,
+                agent_release: None,
+                videos_added: Vec::new(),
+                videos_removed: Vec::new(),
+                config: Vec::new(),
+                agent: Vec::new(),
+                download_bytes: 0,
+                download_seconds: 0,
+            });
+        }
+        (Some(_), Some(h)) => ("changed", h),
+        (None, None) => return None,
+    };
+    let hb = &r.bundle;
+    let bb = base.map(|b| &b.bundle);
+    let have = bb.map(held).unwrap_or_default();
+    let mut counted: HashSet<Sha256> = HashSet::new();
+    let mut download = 0u64;
+    let mut fetch = |sha: Sha256, size: u64| -> u64 {
+        if have.contains(&sha) || !counted.insert(sha) {
+            return 0;
+        }
+        download += size;
+        size
+    };
+    // Release and agent release.
+    let release = version_change(
+        bb.and_then(|b| b.software.as_ref()).map(|s| &s.version),
+        hb.software.as_ref().map(|s| &s.version),
+        origin(
+            r.explain
+                .software
+                .as_ref()
+                .and_then(|t| t.set_by.as_ref())
+                .or_else(|| {
+                    base.and_then(|b| b.explain.software.as_ref())
+                        .and_then(|t| t.set_by.as_ref())
+                }),
+        ),
+    );
+    if release.is_some()
+        && let Some(sw) = &hb.software
+    {
+        fetch(sw.sha256, sw.size);
+    }
+    let agent_release = version_change(
+        bb.and_then(|b| b.agent_release.as_ref())
+            .map(|a| &a.version),
+        hb.agent_release.as_ref().map(|a| &a.version),
+        origin(
+            r.explain
+                .agent_release
+                .as_ref()
+                .and_then(|t| t.set_by.as_ref())
+                .or_else(|| {
+                    base.and_then(|b| b.explain.agent_release.as_ref())
+                        .and_then(|t| t.set_by.as_ref())
+                }),
+        ),
+    );
+    if agent_release.is_some()
+        && let Some(a) = &hb.agent_release
+        && let Some(x) = a.binaries.values().max_by_key(|x| x.size)
+    {
+        fetch(x.sha256, x.size);
+    }
+    // Videos, by catalog id.
+    let present = |s: &Rendered| -> BTreeMap<String, Option<String>> {
+        s.explain
+            .videos
+            .iter()
+            .filter(|(_, t)| t.removed_by.is_none())
+            .map(|(id, t)| (id.to_string(), origin(t.added_by.last())))
+            .collect()
+    };
+    let head_videos = present(r);
+    let base_videos = base.map(present).unwrap_or_default();
+    let head_cat = CatalogIndex::new(&head_side.checked.manifests);
+    let base_cat = CatalogIndex::new(&base_side.checked.manifests);
+    let mut videos_added = Vec::new();
+    for (vid, at) in &head_videos {
+        let Ok(key) = touchline_schemas::VideoId::new(vid) else {
+            continue;
+        };
+        let Some((_, v)) = head_cat.get(&key) else {
+            continue;
+        };
+        let before = base_videos
+            .contains_key(vid)
+            .then(|| base_cat.get(&key))
+            .flatten();
+        let replaced = match before {
+            Some((_, old)) if old.sha256 == v.sha256 && old.size == v.size => continue,
+            Some(_) => true,
+            None => false,
+        };
+        let path = render::target_path(v)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let on_box = have.contains(&v.sha256);
+        let dl = fetch(v.sha256, v.size);
+        videos_added.push(VideoAdded {
+            id: vid.clone(),
+            path,
+            size: v.size,
+            download: dl,
+            on_box,
+            replaced,
+            at: at.clone(),
+        });
+    }
+    let mut videos_removed = Vec::new();
+    for (vid, was) in &base_videos {
+        if head_videos.contains_key(vid) {
+            continue;
+        }
+        let key = touchline_schemas::VideoId::new(vid).ok();
+        let path = key
+            .as_ref()
+            .and_then(|k| base_cat.get(k))
+            .and_then(|(_, v)| render::target_path(v).ok())
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let removed_by = key
+            .as_ref()
+            .and_then(|k| r.explain.videos.get(k))
+            .and_then(|t| t.removed_by.as_ref())
+            .map(ToString::to_string);
+        videos_removed.push(VideoRemoved {
+            id: vid.clone(),
+            path,
+            at: removed_by.or_else(|| was.as_ref().map(|w| format!("was {w}"))),
+        });
+    }
+    // configuration.json leaves.
+    let empty = serde_json::Map::new();
+    let old_leaves = leaves(bb.map_or(&empty, |b| &b.config));
+    let new_leaves = leaves(&hb.config);
+    let mut config = Vec::new();
+    let keys: std::collections::BTreeSet<&String> =
+        old_leaves.keys().chain(new_leaves.keys()).collect();
+    for k in keys {
+        let (o, n) = (old_leaves.get(k), new_leaves.get(k));
+        if o == n {
+            continue;
+        }
+        let at = if n.is_some() {
+            config_origin(r, k)
+        } else {
+            config_origin(r, k).or_else(|| {
+                base.and_then(|b| config_origin(b, k))
+                    .map(|w| format!("was {w}"))
+            })
+        };
+        config.push(LeafChange {
+            path: k.clone(),
+            old: o.map(|v| (*v).clone()),
+            new: n.map(|v| (*v).clone()),
+            at,
+        });
+    }
+    // Agent settings.
+    let mut agent = Vec::new();
+    if let Some(b) = base {
+        for (key, t) in &r.explain.agent {
+            let old = b
+                .explain
+                .agent
+                .get(key)
+                .map(|o| o.value.clone())
+                .unwrap_or_default();
+            if old != t.value {
+                agent.push(SettingChange {
+                    key: (*key).to_owned(),
+                    old,
+                    new: t.value.clone(),
+                    at: origin(t.set_by.as_ref()),
+                });
+            }
+        }
+    }
+    let any = change == "added"
+        || release.is_some()
+        || agent_release.is_some()
+        || !videos_added.is_empty()
+        || !videos_removed.is_empty()
+        || !config.is_empty()
+        || !agent.is_empty();
+    if !any {
+        return None;
+    }
+    Some(SitePlan {
+        site: id.to_string(),
+        change,
+        groups: groups(r),
+        release,
+        agent_release,
+        videos_added,
+        videos_removed,
+        config,
+        agent,
+        download_bytes: download,
+        download_seconds: download.div_ceil(rate.max(1)),
+    })
+}
+
+/// Compares two renderings. `rate`: bytes per second assumed for the
+/// download time estimates.
+pub fn plan(base: &Side, head: &Side, rate: u64) -> Plan {
+    let ids: std::collections::BTreeSet<&SiteId> =
+        base.rendered.keys().chain(head.rendered.keys()).collect();
+    let mut sites = Vec::new();
+    for id in ids {
+        if let Some(p) = site_plan(
+            id,
+            base.rendered.get(id),
+            head.rendered.get(id),
+            head,
+            base,
+            rate,
+        ) {
+            sites.push(p);
+        }
+    }
+    let download_bytes = sites.iter().map(|s| s.download_bytes).sum();
+    let largest = sites
+        .iter()
+        .filter(|s| s.download_bytes > 0)
+        .max_by_key(|s| s.download_bytes)
+        .map(|s| Largest {
+            site: s.site.clone(),
+            bytes: s.download_bytes,
+            seconds: s.download_seconds,
+        });
+    let mut warnings = Vec::new();
+    for s in &sites {
+        for (what, c) in [("release", &s.release), ("agent release", &s.agent_release)] {
+            if let Some(c) = c
+                && c.downgrade
+            {
+                warnings.push(format!(
+                    "downgrade: {} {what} {} → {} ({})",
+                    s.site,
+                    c.from.as_deref().unwrap_or("none"),
+                    c.to.as_deref().unwrap_or("none"),
+                    c.at.as_deref().unwrap_or("?")
+                ));
+            }
+        }
+        if s.download_bytes > LARGE_DOWNLOAD {
+            warnings.push(format!(
+                "{} would download {} (over 1 GB), about {} at {}/s",
+                s.site,
+                human_bytes(s.download_bytes),
+                human_duration(s.download_seconds),
+                human_bytes(rate)
+            ));
+        }
+    }
+    let total = head.rendered.len();
+    let changed = sites.iter().filter(|s| s.change != "removed").count();
+    if total > 1 && changed == total {
+        warnings.push(format!(
+            "every site changes at once ({total} sites): consider a group first"
+        ));
+    }
+    Plan {
+        base: base.rev.clone(),
+        head: head.rev.clone(),
+        totals: Totals {
+            sites: total,
+            sites_affected: sites.len(),
+            download_bytes,
+            largest,
+            rate,
+        },
+        sites,
+        warnings,
+    }
+}
+
+/// `1.2 MB`, decimal units.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i + 1 < UNITS.len() {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+/// `3 h 20 min`, `45 s`.
+pub fn human_duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs.div_ceil(60)),
+        _ => format!("{} h {} min", secs / 3600, (secs % 3600) / 60),
+    }
+}
+
+fn json_text(v: Option<&Value>) -> String {
+    v.map_or_else(|| "(absent)".to_owned(), |v| format!("`{v}`"))
+}
+
+fn site_details(out: &mut String, s: &SitePlan) {
+    let at = |a: &Option<String>| a.as_deref().map(|a| format!(" ({a})")).unwrap_or_default();
+    let _ = writeln!(out, "#### `{}` ({})\n", s.site, s.change);
+    if s.change == "removed" {
+        let _ = writeln!(
+            out,
+            "- no longer in the manifests: the box keeps what it has\n"
+        );
+        return;
+    }
+    for (what, c) in [("release", &s.release), ("agent release", &s.agent_release)] {
+        if let Some(c) = c {
+            let _ = writeln!(
+                out,
+                "- {what} {} → {}{}{}",
+                c.from.as_deref().unwrap_or("none"),
+                c.to.as_deref().unwrap_or("none"),
+                if c.downgrade { " **(downgrade)**" } else { "" },
+                at(&c.at)
+            );
+        }
+    }
+    for v in &s.videos_added {
+        let _ = writeln!(
+            out,
+            "- video {} `{}` → `{}`, {}{}{}",
+            if v.replaced { "replaced" } else { "added" },
+            v.id,
+            v.path,
+            human_bytes(v.size),
+            match (v.on_box, v.download) {
+                (true, _) => ", already on the box",
+                (false, 0) => ", same content as another download above",
+                _ => "",
+            },
+            at(&v.at)
+        );
+    }
+    for v in &s.videos_removed {
+        let _ = writeln!(
+            out,
+            "- video removed `{}` (`{}`){}",
+            v.id,
+            v.path,
+            at(&v.at)
+        );
+    }
+    for c in &s.config {
+        let _ = writeln!(
+            out,
+            "- `configuration.json` `{}`: {} → {}{}",
+            c.path,
+            json_text(c.old.as_ref()),
+            json_text(c.new.as_ref()),
+            at(&c.at)
+        );
+    }
+    for c in &s.agent {
+        let _ = writeln!(
+            out,
+            "- agent `{}`: {} → {}{}",
+            c.key,
+            c.old,
+            c.new,
+            at(&c.at)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- download: {}{}\n",
+        human_bytes(s.download_bytes),
+        if s.download_bytes > 0 {
+            format!(", about {}", human_duration(s.download_seconds))
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// The plan as a pull-request comment: a summary line, warnings, then the
+/// sites (folded per group above [`FOLD_ABOVE`] sites).
+pub fn markdown(p: &Plan) -> String {
+    let mut out = String::new();
+    let t = &p.totals;
+    if !p.changes() {
+        let _ = writeln!(
+            out,
+            "**touchline plan** `{}` → `{}`: no box changes ({} sites).",
+            p.base, p.head, t.sites
+        );
+        return out;
+    }
+    let largest = t
+        .largest
+        .as_ref()
+        .map(|l| {
+            format!(
+                "; largest `{}` {} (about {} at {}/s)",
+                l.site,
+                human_bytes(l.bytes),
+                human_duration(l.seconds),
+                human_bytes(t.rate)
+            )
+        })
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "**touchline plan** `{}` → `{}`: {} of {} sites change, {} to download{largest}.\n",
+        p.base,
+        p.head,
+        t.sites_affected,
+        t.sites,
+        human_bytes(t.download_bytes)
+    );
+    for w in &p.warnings {
+        let _ = writeln!(out, "> ⚠️ {w}");
+    }
+    if !p.warnings.is_empty() {
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "| site | change | release | videos | config | download |"
+    );
+    let _ = writeln!(out, "| --- | --- | --- | --- | --- | --- |");
+    let shown = if p.sites.len() > FOLD_ABOVE {
+        &p.sites[..FOLD_ABOVE]
+    } else {
+        &p.sites[..]
+    };
+    for s in shown {
+        let release = s
+            .release
+            .as_ref()
+            .map(|c| {
+                format!(
+                    "{} → {}{}",
+                    c.from.as_deref().unwrap_or("none"),
+                    c.to.as_deref().unwrap_or("none"),
+                    if c.downgrade { " ⚠️" } else { "" }
+                )
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {release} | +{} −{} | {} | {} |",
+            s.site,
+            s.change,
+            s.videos_added.len(),
+            s.videos_removed.len(),
+            s.config.len(),
+            human_bytes(s.download_bytes)
+        );
+    }
+    if p.sites.len() > FOLD_ABOVE {
+        let _ = writeln!(
+            out,
+            "\n…and {} more sites, below.",
+            p.sites.len() - FOLD_ABOVE
+        );
+    }
+    out.push('\n');
+    if p.sites.len() > FOLD_ABOVE {
+        let mut by_group: BTreeMap<String, Vec<&SitePlan>> = BTreeMap::new();
+        for s in &p.sites {
+            let g = s
+                .groups
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "(no group)".into());
+            by_group.entry(g).or_default().push(s);
+        }
+        for (g, list) in by_group {
+            let _ = writeln!(
+                out,
+                "<details><summary>group <code>{g}</code>: {} sites</summary>\n",
+                list.len()
+            );
+            for s in list {
+                site_details(&mut out, s);
+            }
+            let _ = writeln!(out, "</details>\n");
+        }
+    } else {
+        for s in &p.sites {
+            site_details(&mut out, s);
+        }
+    }
+    out
+}
+
+/// Output format of `plan`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlanFormat {
+    /// A pull-request comment.
+    Markdown,
+    /// For programs.
+    Json,
+}
+
+/// Why a revision could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RevError {
+    /// Not inside a git checkout.
+    #[error("`{dir}` is not in a git checkout: {source}")]
+    NoRepo {
+        /// The directory.
+        dir: String,
+        /// Why.
+        source: git2::Error,
+    },
+    /// The revision does not name a commit.
+    #[error("cannot resolve revision `{rev}`: {source}")]
+    BadRev {
+        /// As given.
+        rev: String,
+        /// Why.
+        source: git2::Error,
+    },
+    /// The directory is not in the commit.
+    #[error("`{path}` is not in revision `{rev}`")]
+    NotInRev {
+        /// The manifests directory, relative to the checkout.
+        path: String,
+        /// As given.
+        rev: String,
+    },
+    /// Reading failed.
+    #[error("reading revision `{rev}`: {source}")]
+    Read {
+        /// As given.
+        rev: String,
+        /// Why.
+        source: anyhow::Error,
+    },
+}
+
+/// The manifest files of `rev` for the manifests directory `dir` (the
+/// root of a checkout or a folder in one), and the commit id.
+pub fn source_set_at(
+    dir: &std::path::Path,
+    rev: &str,
+) -> Result<(crate::source::SourceSet, String), RevError> {
+    let repo = git2::Repository::discover(dir).map_err(|source| RevError::NoRepo {
+        dir: dir.display().to_string(),
+        source,
+    })?;
+    let read = |e: anyhow::Error| RevError::Read {
+        rev: rev.to_owned(),
+        source: e,
+    };
+    let prefix = match (repo.workdir(), dir.canonicalize()) {
+        (Some(w), Ok(d)) => {
+            let w = w.canonicalize().map_err(|e| read(e.into()))?;
+            d.strip_prefix(&w)
+                .map(std::path::Path::to_path_buf)
+                .unwrap_or_default()
+        }
+        _ => std::path::PathBuf::new(),
+    };
+    let commit = repo
+        .revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|source| RevError::BadRev {
+            rev: rev.to_owned(),
+            source,
+        })?;
+    let tree = commit.tree().map_err(|e| read(e.into()))?;
+    let tree = if prefix.as_os_str().is_empty() {
+        tree
+    } else {
+        let entry = tree.get_path(&prefix).map_err(|_| RevError::NotInRev {
+            path: prefix.display().to_string(),
+            rev: rev.to_owned(),
+        })?;
+        repo.find_tree(entry.id()).map_err(|_| RevError::NotInRev {
+            path: prefix.display().to_string(),
+            rev: rev.to_owned(),
+        })?
+    };
+    let set = crate::git::tree_source_set(&repo, &tree).map_err(|e| read(e.into()))?;
+    Ok((set, commit.id().to_string()))
+}
+
+/// One side, read and rendered: the diagnostics when it does not validate.
+fn side(dir: &std::path::Path, rev: &str) -> Result<Side, SideFailure> {
+    let (set, _commit) = source_set_at(dir, rev).map_err(SideFailure::Rev)?;
+    let checked = crate::validate::check(&set);
+    if checked.diags.has_errors() {
+        return Err(SideFailure::Invalid(rev.to_owned(), Box::new(checked)));
+    }
+    Side::render(rev, checked).map_err(SideFailure::Render)
+}
+
+enum SideFailure {
+    Rev(RevError),
+    Invalid(String, Box<Checked>),
+    Render(SideError),
+}
+
+/// `touchline plan`. Exit 0: no box changes; 1: changes; 2: could not run
+/// (a bad revision, invalid manifests — then their diagnostics, as
+/// `validate` prints them).
+pub fn cmd_plan(
+    dir: &std::path::Path,
+    base: &str,
+    head: &str,
+    format: PlanFormat,
+    rate: u64,
+) -> Result<std::process::ExitCode, crate::cli::Failure> {
+    use std::io::Write;
+    let (b, h) = std::thread::scope(|s| {
+        let b = s.spawn(|| side(dir, base));
+        let h = side(dir, head);
+        (b.join(), h)
+    });
+    let b =
+        b.map_err(|_| crate::cli::cannot_run(anyhow::anyhow!("rendering the base panicked")))?;
+    let mut out = std::io::stdout().lock();
+    let mut fail = |f: SideFailure| -> Result<std::process::ExitCode, crate::cli::Failure> {
+        match f {
+            SideFailure::Rev(e) => Err(crate::cli::cannot_run(e)),
+            SideFailure::Render(e) => Err(crate::cli::cannot_run(e)),
+            SideFailure::Invalid(rev, checked) => {
+                let d = &checked.diags;
+                for diag in &d.0 {
+                    writeln!(out, "{diag}").map_err(crate::cli::cannot_run)?;
+                }
+                writeln!(
+                    out,
+                    "{} error(s), {} warning(s) in {} file(s)",
+                    d.errors(),
+                    d.warnings(),
+                    checked.manifests.files_read
+                )
+                .map_err(crate::cli::cannot_run)?;
+                Err(crate::cli::cannot_run(anyhow::anyhow!(
+                    "the manifests at `{rev}` do not validate: no plan"
+                )))
+            }
+        }
+    };
+    let b = match b {
+        Ok(s) => s,
+        Err(f) => return fail(f),
+    };
+    let h = match h {
+        Ok(s) => s,
+        Err(f) => return fail(f),
+    };
+    let p = plan(&b, &h, rate);
+    let text = match format {
+        PlanFormat::Markdown => markdown(&p),
+        PlanFormat::Json => {
+            let mut s = serde_json::to_string_pretty(&p).map_err(crate::cli::cannot_run)?;
+            s.push('\n');
+            s
+        }
+    };
+    out.write_all(text.as_bytes())
+        .map_err(crate::cli::cannot_run)?;
+    Ok(if p.changes() {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(i: usize, group: &str) -> SitePlan {
+        SitePlan {
+            site: format!("s{i:02}"),
+            change: "changed",
+            groups: vec!["all".into(), group.into()],
+            release: None,
+            agent_release: None,
+            videos_added: Vec::new(),
+            videos_removed: Vec::new(),
+            config: vec![LeafChange {
+                path: "/display/volume".into(),
+                old: Some(Value::from(80)),
+                new: Some(Value::from(60)),
+                at: Some("fleet.yaml:9".into()),
+            }],
+            agent: Vec::new(),
+            download_bytes: 0,
+            download_seconds: 0,
+        }
+    }
+
+    #[test]
+    fn above_twenty_sites_the_details_fold_per_group_after_a_table_of_twenty() {
+        let sites: Vec<SitePlan> = (0..25)
+            .map(|i| site(i, if i % 2 == 0 { "bretagne" } else { "paris" }))
+            .collect();
+        let p = Plan {
+            base: "main".into(),
+            head: "HEAD".into(),
+            totals: Totals {
+                sites: 30,
+                sites_affected: 25,
+                download_bytes: 0,
+                largest: None,
+                rate: 1_000_000,
+            },
+            sites,
+            warnings: Vec::new(),
+        };
+        let md = markdown(&p);
+        assert!(
+            md.starts_with(
+                "**touchline plan** `main` → `HEAD`: 25 of 30 sites change, 0 B to download.\n"
+            ),
+            "{md}"
+        );
+        assert_eq!(md.matches("| `s").count(), 20, "{md}");
+        assert!(md.contains("…and 5 more sites, below."), "{md}");
+        assert!(
+            md.contains("<details><summary>group <code>bretagne</code>: 13 sites</summary>"),
+            "{md}"
+        );
+        assert!(
+            md.contains("<details><summary>group <code>paris</code>: 12 sites</summary>"),
+            "{md}"
+        );
+        assert_eq!(md.matches("#### `s").count(), 25, "{md}");
+    }
+
+    #[test]
+    fn sizes_and_durations_read_like_people_write_them() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(2_500_000_000), "2.5 GB");
+        assert_eq!(human_duration(45), "45 s");
+        assert_eq!(human_duration(61), "2 min");
+        assert_eq!(human_duration(2 * 3600 + 30 * 60), "2 h 30 min");
+    }
+}
