@@ -46,6 +46,16 @@ fn main() {
     // Every site: a configuration leaf changes in the fleet's defaults.
     repo.edit("fleet.yaml", "volume: 80", "volume: 70");
     repo.commit("head");
+    // PLAN_BENCH_KEEP=<dir>: also leave a copy of the repository there.
+    if let Some(keep) = std::env::var_os("PLAN_BENCH_KEEP") {
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(&dir)
+            .arg(&keep)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
     let t = bin("touchline");
     let plan = |format: &'static str| {
         let t = t.clone();

@@ -22,26 +22,24 @@ pub const LARGE_DOWNLOAD: u64 = 1_000_000_000;
 /// Above this many changed sites, Markdown folds the details per group.
 pub const FOLD_ABOVE: usize = 20;
 
-/// One revision's rendering.
+/// One revision: its manifests, validated.
 pub struct Side {
     /// The revision as given.
     pub rev: String,
-    /// Its manifests, validated.
+    /// Its manifests (without errors).
     pub checked: Checked,
-    /// Every site's rendering.
-    pub rendered: BTreeMap<SiteId, Rendered>,
 }
 
 impl std::fmt::Debug for Side {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Side")
             .field("rev", &self.rev)
-            .field("sites", &self.rendered.len())
+            .field("sites", &self.checked.manifests.sites.len())
             .finish_non_exhaustive()
     }
 }
 
-/// Why a side could not be rendered.
+/// Why a plan could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SideError {
     /// The manifests have errors (the diagnostics are in `checked`).
@@ -63,13 +61,23 @@ pub enum SideError {
 }
 
 impl Side {
-    /// Renders every site of `checked` (which must be valid).
-    pub fn render(rev: &str, checked: Checked) -> Result<Self, SideError> {
+    /// `checked` at `rev`, refused when it has errors.
+    pub fn new(rev: &str, checked: Checked) -> Result<Self, SideError> {
         if checked.diags.has_errors() {
             return Err(SideError::Invalid {
                 rev: rev.to_owned(),
                 errors: checked.diags.errors(),
             });
+        }
+        Ok(Self {
+            rev: rev.to_owned(),
+            checked,
+        })
+    }
+
+    fn render(&self, cat: &CatalogIndex<'_>, id: &SiteId) -> Result<Option<Rendered>, SideError> {
+        if !self.checked.manifests.sites.contains_key(id) {
+            return Ok(None);
         }
         let meta = BundleMeta {
             serial: 0,
@@ -77,20 +85,17 @@ impl Side {
             issued_at: Timestamp::UNIX_EPOCH,
             expires_at: Timestamp::UNIX_EPOCH,
         };
-        let catalog = CatalogIndex::new(&checked.manifests);
-        let mut rendered = BTreeMap::new();
-        for id in checked.manifests.sites.keys() {
-            let r = render::render_site(&checked.manifests, &checked.members, &catalog, id, &meta)
-                .map_err(|source| SideError::Render {
-                    rev: rev.to_owned(),
-                    source,
-                })?;
-            rendered.insert(id.clone(), r);
-        }
-        Ok(Self {
-            rev: rev.to_owned(),
-            checked,
-            rendered,
+        render::render_site(
+            &self.checked.manifests,
+            &self.checked.members,
+            cat,
+            id,
+            &meta,
+        )
+        .map(Some)
+        .map_err(|source| SideError::Render {
+            rev: self.rev.clone(),
+            source,
         })
     }
 }
@@ -326,8 +331,8 @@ fn site_plan(
     id: &SiteId,
     base: Option<&Rendered>,
     head: Option<&Rendered>,
-    head_side: &Side,
-    base_side: &Side,
+    head_cat: &CatalogIndex<'_>,
+    base_cat: &CatalogIndex<'_>,
     rate: u64,
 ) -> Option<SitePlan> {
     let groups = |r: &Rendered| {
@@ -421,8 +426,6 @@ fn site_plan(
     };
     let head_videos = present(r);
     let base_videos = base.map(present).unwrap_or_default();
-    let head_cat = CatalogIndex::new(&head_side.checked.manifests);
-    let base_cat = CatalogIndex::new(&base_side.checked.manifests);
     let mut videos_added = Vec::new();
     for (vid, at) in &head_videos {
         let Ok(key) = touchline_schemas::VideoId::new(vid) else {
@@ -552,21 +555,54 @@ fn site_plan(
 
 /// Compares two renderings. `rate`: bytes per second assumed for the
 /// download time estimates.
-pub fn plan(base: &Side, head: &Side, rate: u64) -> Plan {
-    let ids: std::collections::BTreeSet<&SiteId> =
-        base.rendered.keys().chain(head.rendered.keys()).collect();
+///
+/// Sites are rendered and compared one at a time (on every core), so a
+/// 10,000-site fleet never holds 20,000 renderings at once.
+pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
+    let ids: Vec<&SiteId> = base
+        .checked
+        .manifests
+        .sites
+        .keys()
+        .chain(head.checked.manifests.sites.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let head_cat = CatalogIndex::new(&head.checked.manifests);
+    let base_cat = CatalogIndex::new(&base.checked.manifests);
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let chunk = ids.len().div_ceil(threads).max(1);
+    let parts: Vec<Result<Vec<SitePlan>, SideError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ids
+            .chunks(chunk)
+            .map(|part| {
+                let (head_cat, base_cat) = (&head_cat, &base_cat);
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    for id in part {
+                        let b = base.render(base_cat, id)?;
+                        let h = head.render(head_cat, id)?;
+                        if let Some(p) =
+                            site_plan(id, b.as_ref(), h.as_ref(), head_cat, base_cat, rate)
+                        {
+                            out.push(p);
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| match h.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            })
+            .collect()
+    });
     let mut sites = Vec::new();
-    for id in ids {
-        if let Some(p) = site_plan(
-            id,
-            base.rendered.get(id),
-            head.rendered.get(id),
-            head,
-            base,
-            rate,
-        ) {
-            sites.push(p);
-        }
+    for p in parts {
+        sites.extend(p?);
     }
     let download_bytes = sites.iter().map(|s| s.download_bytes).sum();
     let largest = sites
@@ -603,14 +639,14 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Plan {
             ));
         }
     }
-    let total = head.rendered.len();
+    let total = head.checked.manifests.sites.len();
     let changed = sites.iter().filter(|s| s.change != "removed").count();
     if total > 1 && changed == total {
         warnings.push(format!(
             "every site changes at once ({total} sites): consider a group first"
         ));
     }
-    Plan {
+    Ok(Plan {
         base: base.rev.clone(),
         head: head.rev.clone(),
         totals: Totals {
@@ -622,7 +658,7 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Plan {
         },
         sites,
         warnings,
-    }
+    })
 }
 
 /// `1.2 MB`, decimal units.
@@ -945,7 +981,7 @@ fn side(dir: &std::path::Path, rev: &str) -> Result<Side, SideFailure> {
     if checked.diags.has_errors() {
         return Err(SideFailure::Invalid(rev.to_owned(), Box::new(checked)));
     }
-    Side::render(rev, checked).map_err(SideFailure::Render)
+    Side::new(rev, checked).map_err(SideFailure::Render)
 }
 
 enum SideFailure {
@@ -1004,7 +1040,7 @@ pub fn cmd_plan(
         Ok(s) => s,
         Err(f) => return fail(f),
     };
-    let p = plan(&b, &h, rate);
+    let p = plan(&b, &h, rate).map_err(crate::cli::cannot_run)?;
     let text = match format {
         PlanFormat::Markdown => markdown(&p),
         PlanFormat::Json => {
@@ -1015,7 +1051,11 @@ pub fn cmd_plan(
     };
     out.write_all(text.as_bytes())
         .map_err(crate::cli::cannot_run)?;
-    Ok(if p.changes() {
+    let changes = p.changes();
+    // The process ends here: freeing two parsed 10,000-site fleets one
+    // allocation at a time costs a tenth of a second the exit does not.
+    std::mem::forget((b, h));
+    Ok(if changes {
         std::process::ExitCode::from(1)
     } else {
         std::process::ExitCode::SUCCESS
