@@ -246,33 +246,60 @@ fn read_bounded(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 }
 
 /// Why an executable cannot be an agent for this box.
-pub fn check_executable(path: &Path) -> Result<(), String> {
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutableError {
+    /// Not readable (or a symlink, or not a regular file).
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// This agent runs on an architecture no release names.
+    #[error("this agent's architecture `{0}` is not one agent releases name")]
+    UnknownArch(&'static str),
+    /// Not an ELF executable.
+    #[error("it is not an ELF executable ({0})")]
+    NotElf(String),
+    /// Built for another machine.
+    #[error("it is an executable for {found}, and this box is {want}")]
+    OtherArch {
+        /// What its header names.
+        found: &'static str,
+        /// This box.
+        want: Arch,
+    },
+}
+
+/// Checks that `path` is an executable for this box's architecture.
+pub fn check_executable(path: &Path) -> Result<(), ExecutableError> {
     let mut bytes = Vec::new();
     open_regular(path)
         .and_then(|f| f.take(64 * 1024).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        .map_err(|source| ExecutableError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
     let Some(want) = Arch::this() else {
-        return Err(format!(
-            "this agent's architecture `{}` is not one agent releases name",
-            std::env::consts::ARCH
-        ));
+        return Err(ExecutableError::UnknownArch(std::env::consts::ARCH));
     };
     let found = elf_arch(&bytes)?;
     if found != Some(want) {
-        return Err(format!(
-            "it is an executable for {}, and this box is {want}",
-            found.map_or("another architecture", Arch::as_str)
-        ));
+        return Err(ExecutableError::OtherArch {
+            found: found.map_or("another architecture", Arch::as_str),
+            want,
+        });
     }
     Ok(())
 }
 
 /// The architecture an ELF header names (`Ok(None)`: one agent releases
 /// do not name).
-fn elf_arch(bytes: &[u8]) -> Result<Option<Arch>, String> {
+fn elf_arch(bytes: &[u8]) -> Result<Option<Arch>, ExecutableError> {
     use object::elf;
     use object::read::elf::FileHeader;
-    let not_elf = |e: object::Error| format!("it is not an ELF executable ({e})");
+    let not_elf = |e: object::Error| ExecutableError::NotElf(e.to_string());
     let (machine, class64) = match object::FileKind::parse(bytes) {
         Ok(object::FileKind::Elf64) => {
             let h = elf::FileHeader64::<object::Endianness>::parse(bytes).map_err(not_elf)?;
@@ -284,7 +311,7 @@ fn elf_arch(bytes: &[u8]) -> Result<Option<Arch>, String> {
             let e = h.endian().map_err(not_elf)?;
             (h.e_machine(e), false)
         }
-        Ok(other) => return Err(format!("it is not an ELF executable (it is {other:?})")),
+        Ok(other) => return Err(ExecutableError::NotElf(format!("it is {other:?}"))),
         Err(e) => return Err(not_elf(e)),
     };
     Ok(match (machine, class64) {
@@ -564,7 +591,7 @@ mod tests {
         };
         other[18..20].copy_from_slice(&m.0.to_le_bytes());
         assert_ne!(elf_arch(&other).unwrap(), Arch::this());
-        let err = elf_arch(b"#!/bin/sh\nexit 0\n").unwrap_err();
+        let err = elf_arch(b"#!/bin/sh\nexit 0\n").unwrap_err().to_string();
         assert!(err.starts_with("it is not an ELF executable"), "{err}");
     }
 
