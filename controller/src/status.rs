@@ -613,18 +613,12 @@ fn agent_adoption(
         if let Some(rb) = &a.last_rollback {
             agent_row(&mut rows, &rb.from)
                 .rolled_back
-                .push(RolledBackSite {
-                    site: site.clone(),
-                    to: rb.to.clone(),
-                    at: rb.at,
-                    output: rb.output.clone(),
-                });
+                .push(RolledBackSite::of(&site, rb));
         }
         if let Some(h) = &a.held_back {
             agent_row(&mut rows, h).held_back.push(site);
         }
     }
-    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
     let mut list: Vec<AgentAdoption> = rows
         .into_values()
         .map(|mut r| {
@@ -633,12 +627,30 @@ fn agent_adoption(
             r
         })
         .collect();
-    list.sort_by(|a, b| {
-        key(&b.version)
-            .cmp(&key(&a.version))
-            .then_with(|| b.version.cmp(&a.version))
-    });
+    newest_first(&mut list, |r| &r.version);
     list
+}
+
+impl RolledBackSite {
+    /// `site`'s reported rollback.
+    fn of(site: &str, rb: &touchline_schemas::report::RollbackReport) -> Self {
+        Self {
+            site: site.to_owned(),
+            to: rb.to.clone(),
+            at: rb.at,
+            output: rb.output.clone(),
+        }
+    }
+}
+
+/// Sorts rows newest version first (a name that is not a version after
+/// the versions, then by name).
+fn newest_first<T>(list: &mut [T], version: impl Fn(&T) -> &str) {
+    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
+    list.sort_by(|a, b| {
+        let (a, b) = (version(a), version(b));
+        key(b).cmp(&key(a)).then_with(|| b.cmp(a))
+    });
 }
 
 /// The row of release `v`, created empty.
@@ -715,12 +727,7 @@ pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Releases {
         if let Some(rb) = &sw.last_rollback {
             adoption(&mut rows, &rb.from)
                 .rolled_back
-                .push(RolledBackSite {
-                    site: site.clone(),
-                    to: rb.to.clone(),
-                    at: rb.at,
-                    output: rb.output.clone(),
-                });
+                .push(RolledBackSite::of(&site, rb));
         }
         if let Some(h) = &sw.held_back {
             adoption(&mut rows, h).held_back.push(site.clone());
@@ -737,12 +744,7 @@ pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Releases {
             r
         })
         .collect();
-    let key = |v: &str| touchline_schemas::ReleaseVersion::new(v).ok();
-    list.sort_by(|a, b| {
-        key(&b.version)
-            .cmp(&key(&a.version))
-            .then_with(|| b.version.cmp(&a.version))
-    });
+    newest_first(&mut list, |r| &r.version);
     let agents = agent_adoption(manifests.as_deref(), views);
     Releases {
         latest,

@@ -302,6 +302,19 @@ fn cut(field: &str, text: &mut String, max: usize, out: &mut Vec<Refusal>) {
     text.push('…');
 }
 
+/// Cuts each optional text of `prefix` to [`MAX_TEXT_BYTES`].
+fn cut_texts<const N: usize>(
+    prefix: &str,
+    fields: [(&str, &mut Option<String>); N],
+    out: &mut Vec<Refusal>,
+) {
+    for (name, text) in fields {
+        if let Some(t) = text.as_mut() {
+            cut(&format!("{prefix}.{name}"), t, MAX_TEXT_BYTES, out);
+        }
+    }
+}
+
 fn cut_rollback(field: &str, r: &mut RollbackReport, out: &mut Vec<Refusal>) {
     cut(&format!("{field}.from"), &mut r.from, MAX_NAME_BYTES, out);
     if let Some(to) = r.to.as_mut() {
@@ -405,16 +418,11 @@ impl Report {
                 MAX_NAME_BYTES,
                 &mut out,
             );
-            for (name, text) in [("waiting", &mut a.waiting), ("held_back", &mut a.held_back)] {
-                if let Some(t) = text.as_mut() {
-                    cut(
-                        &format!("status.agent_release.{name}"),
-                        t,
-                        MAX_TEXT_BYTES,
-                        &mut out,
-                    );
-                }
-            }
+            cut_texts(
+                "status.agent_release",
+                [("waiting", &mut a.waiting), ("held_back", &mut a.held_back)],
+                &mut out,
+            );
             if let Some(r) = a.last_rollback.as_mut() {
                 cut_rollback("status.agent_release.last_rollback", r, &mut out);
             }
@@ -432,19 +440,14 @@ impl Report {
                     &mut out,
                 );
             }
-            for (name, text) in [
-                ("waiting", &mut sw.waiting),
-                ("held_back", &mut sw.held_back),
-            ] {
-                if let Some(t) = text.as_mut() {
-                    cut(
-                        &format!("status.software.{name}"),
-                        t,
-                        MAX_TEXT_BYTES,
-                        &mut out,
-                    );
-                }
-            }
+            cut_texts(
+                "status.software",
+                [
+                    ("waiting", &mut sw.waiting),
+                    ("held_back", &mut sw.held_back),
+                ],
+                &mut out,
+            );
             if let Some(r) = sw.last_rollback.as_mut() {
                 cut_rollback("status.software.last_rollback", r, &mut out);
             }
