@@ -218,7 +218,7 @@ pub fn running_as() -> Option<Installed> {
 }
 
 /// Opens `path` for reading, refusing a symlink or a non-regular file.
-fn open_regular(path: &Path) -> io::Result<std::fs::File> {
+pub(crate) fn open_regular(path: &Path) -> io::Result<std::fs::File> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)

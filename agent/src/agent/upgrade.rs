@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use touchline_schemas::bundle::DesiredAgent;
-use touchline_schemas::manifest::Arch;
+use touchline_schemas::manifest::{AgentBinary, Arch};
 use touchline_schemas::report::{AgentReleaseStatus, RollbackReport, Severity};
 use touchline_schemas::{Bundle, ReleaseVersion};
 
@@ -164,58 +164,18 @@ impl Agent {
                 ),
             );
         };
-        // Stage: the content store, then state_dir/agent/<sha256>, 0755.
-        if !paths.verify(&binary.sha256) {
-            let w = Wanted {
-                sha256: binary.sha256,
-                size: binary.size,
-            };
-            if let Err(e) = self.fetch_blob(w, &binary.urls, dir).await {
-                return Step::Problem(
-                    Severity::Error,
-                    format!(
-                        "agent release {version}: download failed: {}",
-                        crate::transport::error_text(&e)
-                    ),
-                );
+        // Staged and checked once per process: a release waiting for its
+        // window is not hashed, read and self-tested again every pass (the
+        // launcher hashes it again before it runs it).
+        if self.upgrade.tested != Some(binary.sha256) {
+            if let Err(step) = self
+                .stage_and_check(&mut j, version, arch, binary, bundle.serial, dir)
+                .await
+            {
+                return step;
             }
-            if let Err(e) = install(&self.store.blob(&binary.sha256), &paths, &binary.sha256) {
-                return Step::Problem(
-                    Severity::Error,
-                    format!("agent release {version}: cannot stage the executable: {e}"),
-                );
-            }
+            self.upgrade.tested = Some(binary.sha256);
         }
-        crate::fsx::crash_point("agent-release-staged");
-        let exe = paths.binary(&binary.sha256);
-        if let Err(why) = selfupdate::check_executable(&exe) {
-            return self.hold_back_agent(
-                &mut j,
-                version,
-                bundle.serial,
-                format!("the {arch} executable is refused: {why}"),
-            );
-        }
-        let test = if self.upgrade.tested == Some(binary.sha256) {
-            crate::host::CommandOutput {
-                ok: true,
-                output: String::new(),
-            }
-        } else {
-            self.run_self_test(&exe).await
-        };
-        if !test.ok {
-            return self.hold_back_agent(
-                &mut j,
-                version,
-                bundle.serial,
-                format!(
-                    "its self-test failed: {}",
-                    release::tail(test.output.trim(), 1500)
-                ),
-            );
-        }
-        self.upgrade.tested = Some(binary.sha256);
         // Switch: the window, then the update lock.
         let now = self.now().now;
         if !want.urgent {
@@ -283,6 +243,65 @@ impl Agent {
         paths.prune(&keep);
         tracing::info!(release = %version, "agent release selected; the agent restarts into it");
         Step::Done
+    }
+
+    /// Stages `binary` (the content store, then `state_dir/agent/<sha256>`,
+    /// 0755) unless it is in place, then checks its architecture and runs
+    /// its self-test; a refusal holds `version` back for `serial`.
+    async fn stage_and_check(
+        &mut self,
+        j: &mut Journal,
+        version: &ReleaseVersion,
+        arch: Arch,
+        binary: &AgentBinary,
+        serial: u64,
+        dir: Option<&Path>,
+    ) -> Result<(), Step> {
+        let paths = self.upgrade.paths.clone();
+        if !paths.verify(&binary.sha256) {
+            let w = Wanted {
+                sha256: binary.sha256,
+                size: binary.size,
+            };
+            if let Err(e) = self.fetch_blob(w, &binary.urls, dir).await {
+                return Err(Step::Problem(
+                    Severity::Error,
+                    format!(
+                        "agent release {version}: download failed: {}",
+                        crate::transport::error_text(&e)
+                    ),
+                ));
+            }
+            if let Err(e) = install(&self.store.blob(&binary.sha256), &paths, &binary.sha256) {
+                return Err(Step::Problem(
+                    Severity::Error,
+                    format!("agent release {version}: cannot stage the executable: {e}"),
+                ));
+            }
+        }
+        crate::fsx::crash_point("agent-release-staged");
+        let exe = paths.binary(&binary.sha256);
+        if let Err(why) = selfupdate::check_executable(&exe) {
+            return Err(self.hold_back_agent(
+                j,
+                version,
+                serial,
+                format!("the {arch} executable is refused: {why}"),
+            ));
+        }
+        let test = self.run_self_test(&exe).await;
+        if !test.ok {
+            return Err(self.hold_back_agent(
+                j,
+                version,
+                serial,
+                format!(
+                    "its self-test failed: {}",
+                    release::tail(test.output.trim(), 1500)
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// `<exe> self-test --config <this config>`.
@@ -417,10 +436,7 @@ fn install(
     let dest = paths.binary(sha);
     let tmp = crate::fsx::temp_path(&dest)?;
     let result = (|| {
-        let mut src = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(blob)?;
+        let mut src = selfupdate::open_regular(blob)?;
         let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
