@@ -59,6 +59,7 @@ fn bundle(site: &str, files: &[(String, Sha256, u64)]) -> Bundle {
             })
             .collect(),
         format: BUNDLE_FORMAT,
+        step: 0,
         issued_at: now,
         serial: 1,
         site: SiteId::new(site).unwrap(),

@@ -68,6 +68,7 @@ impl BoxUnderTest {
             expires_at: now + jiff::SignedDuration::from_hours(24 * 7),
             files: Vec::new(),
             format: BUNDLE_FORMAT,
+            step: 0,
             issued_at: now - jiff::SignedDuration::from_hours(24),
             serial: self.serial,
             site: SiteId::new("cesson-handball").unwrap(),

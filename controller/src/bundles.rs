@@ -30,6 +30,7 @@ pub struct Signed {
 pub fn desired_digest(b: &touchline_schemas::Bundle) -> touchline_schemas::Sha256 {
     let normalized = touchline_schemas::Bundle {
         serial: 0,
+        step: 0,
         commit: None,
         issued_at: jiff::Timestamp::UNIX_EPOCH,
         expires_at: jiff::Timestamp::UNIX_EPOCH,

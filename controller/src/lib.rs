@@ -61,6 +61,7 @@ pub mod redb_store;
 pub mod remote;
 pub mod render;
 pub mod revision;
+pub mod rollout;
 pub mod serve;
 pub mod session;
 pub mod source;

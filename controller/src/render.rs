@@ -503,6 +503,7 @@ pub fn render_site(
     let bundle = Bundle {
         agent_release: desired_agent,
         format: BUNDLE_FORMAT,
+        step: 0,
         site: site_id.clone(),
         serial: meta.serial,
         commit: meta.commit.clone(),

@@ -62,6 +62,15 @@ pub struct Bundle {
     /// The software release to run, if any layer sets one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software: Option<DesiredRelease>,
+    /// Orders the bundles of one serial: when a rollout wave opens, the
+    /// controller gives the wave's sites the release their bundle held
+    /// back, under the same serial and a higher step (absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub step: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The desired software release with everything needed to install it.
@@ -229,6 +238,18 @@ pub enum BundleError {
     SerialReused {
         /// The serial.
         serial: u64,
+    },
+    /// An older step of the serial last accepted (a replay).
+    #[error(
+        "bundle serial {serial} step {found} is older than step {highest}, already accepted"
+    )]
+    OldStep {
+        /// The serial.
+        serial: u64,
+        /// Its step.
+        found: u32,
+        /// The step accepted.
+        highest: u32,
     },
     /// Past its expiry.
     #[error("bundle expired at {expires_at} (now is at least {now})")]
@@ -409,7 +430,17 @@ pub fn verify_bundle(
                 highest: last.serial,
             });
         }
-        if bundle.serial == last.serial && !bundle.same_content_as(last) {
+        if bundle.serial == last.serial && bundle.step < last.step {
+            return Err(BundleError::OldStep {
+                serial: bundle.serial,
+                found: bundle.step,
+                highest: last.step,
+            });
+        }
+        if bundle.serial == last.serial
+            && bundle.step == last.step
+            && !bundle.same_content_as(last)
+        {
             return Err(BundleError::SerialReused {
                 serial: bundle.serial,
             });
@@ -433,6 +464,7 @@ mod tests {
         Bundle {
             agent_release: None,
             format: BUNDLE_FORMAT,
+            step: 0,
             site: SiteId::new("cesson-handball").unwrap(),
             serial: 7,
             commit: Some("0123abcd".into()),
@@ -678,6 +710,39 @@ mod tests {
             },
         );
         assert!(matches!(err, Err(BundleError::SerialReused { serial: 7 })));
+
+        // Same serial, a higher step (a rollout wave opened): accepted with
+        // other content; a lower step is a replay.
+        let mut stepped = b.clone();
+        stepped.step = 1;
+        stepped.files.clear();
+        let stepped_bytes = stepped.to_canonical_json();
+        let stepped_sig = key.sign(&stepped_bytes).unwrap();
+        assert!(
+            verify_bundle(
+                &stepped_bytes,
+                stepped_sig.as_bytes(),
+                &trusted,
+                Expectations {
+                    last_accepted: Some(&b),
+                    ..expect
+                }
+            )
+            .is_ok()
+        );
+        let err = verify_bundle(
+            &bytes,
+            sig.as_bytes(),
+            &trusted,
+            Expectations {
+                last_accepted: Some(&stepped),
+                ..expect
+            },
+        );
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "bundle serial 7 step 0 is older than step 1, already accepted"
+        );
 
         // Expired.
         let late = Expectations {

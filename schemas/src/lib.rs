@@ -29,6 +29,7 @@ pub mod manifest;
 pub mod neopro;
 pub mod path;
 pub mod report;
+pub mod rollout;
 pub mod schema;
 pub mod sign;
 

@@ -281,6 +281,10 @@ pub struct Fleet {
     /// Alert thresholds for the whole fleet (groups may override some).
     #[serde(default)]
     pub alerts: AlertRules,
+    /// How new software and agent releases reach the fleet, wave by wave
+    /// (absent: every box at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutPolicy>,
 }
 
 /// Alert thresholds and timing. Every key is optional: the fleet's values
@@ -493,6 +497,9 @@ pub struct Release {
     /// Skip the maintenance window (security fixes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub urgent: bool,
+    /// This release's own rollout policy, over the fleet's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutPolicy>,
 }
 
 /// `agent-releases/<version>.yaml`: a release of `touchline-agent` itself,
@@ -512,6 +519,9 @@ pub struct AgentRelease {
     /// Skip the maintenance window (security fixes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub urgent: bool,
+    /// This release's own rollout policy, over the fleet's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::RolloutPolicy>,
 }
 
 /// One agent executable. Fields in alphabetical order (it is carried in

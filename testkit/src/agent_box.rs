@@ -179,6 +179,7 @@ pub fn sample_bundle(site: &str, serial: u64, files: &[(&str, &[u8])], urls: &[S
             })
             .collect(),
         format: BUNDLE_FORMAT,
+        step: 0,
         issued_at: now,
         serial,
         site: SiteId::new(site).unwrap(),

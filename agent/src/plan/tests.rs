@@ -56,6 +56,7 @@ fn bundle(files: &[(&str, u8, u64)], config: Value) -> Bundle {
             })
             .collect(),
         format: BUNDLE_FORMAT,
+        step: 0,
         issued_at: now(),
         serial: 7,
         site: SiteId::new("cesson-handball").unwrap(),

@@ -1,0 +1,283 @@
+use serde_json::json;
+use touchline_schemas::rollout::Share;
+
+use super::*;
+
+fn site(s: &str) -> SiteId {
+    SiteId::new(s).unwrap()
+}
+
+fn target(v: &str) -> Target {
+    let sw: DesiredRelease = serde_json::from_value(json!({
+        "health_check": {"timeout": "30s"},
+        "sha256": Sha256::digest(v.as_bytes()).to_hex(),
+        "size": 10,
+        "version": v,
+    }))
+    .unwrap();
+    Target {
+        software: Some(sw),
+        agent: None,
+    }
+}
+
+fn policy(v: serde_json::Value) -> RolloutPolicy {
+    serde_json::from_value(v).unwrap()
+}
+
+/// A latest report: running `release`, with `software` extras.
+fn state(name: &str, release: Option<&str>, software: serde_json::Value) -> SiteState {
+    let report = serde_json::from_value(json!({
+        "seq": 1,
+        "at": "2026-12-01T10:00:00Z",
+        "status": {
+            "phase": "converged",
+            "release": release,
+            "software": software,
+            "conditions": [],
+        }
+    }))
+    .unwrap();
+    SiteState {
+        site: site(name),
+        last_seq: 1,
+        epoch: None,
+        received_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+        report,
+        metrics: None,
+        metrics_at: None,
+    }
+}
+
+fn at(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+fn rollout(p: RolloutPolicy, waves: Vec<WaveState>, targets: Vec<Target>) -> Rollout {
+    Rollout {
+        commit: "c1".into(),
+        serial: 3,
+        latest_commit: "c1".into(),
+        started_at: at("2026-12-01T10:00:00Z"),
+        policy: p,
+        policy_file: "fleet.yaml".into(),
+        targets,
+        waves,
+        halted: None,
+        acknowledged: BTreeSet::new(),
+        resumes: Vec::new(),
+        finished_at: None,
+        superseded_by: None,
+    }
+}
+
+#[test]
+fn sites_go_to_the_first_wave_that_selects_them_within_its_limit_and_the_rest_last() {
+    let p = policy(json!({"waves": [
+        {"name": "beta", "group": "beta"},
+        {"name": "bretagne", "match_labels": {"region": "bzh"}, "max": "50%"},
+        {"name": "empty", "group": "nobody"},
+    ]}));
+    let changing: Vec<Changing> = ["b1", "b2", "z1", "z2", "z3", "z4", "o1"]
+        .iter()
+        .map(|s| Changing {
+            site: site(s),
+            target: target(if *s == "o1" { "3.0.0" } else { "2.0.0" }),
+        })
+        .collect();
+    let (targets, waves) = assign(&p, &changing, |w, s| match w.name.as_str() {
+        "beta" => s.as_str().starts_with('b'),
+        "bretagne" => s.as_str().starts_with('z') || s.as_str() == "b1",
+        _ => false,
+    });
+    assert_eq!(targets.len(), 2, "one entry per distinct target");
+    let names: Vec<&str> = waves.iter().map(|w| w.name.as_str()).collect();
+    assert_eq!(names, ["beta", "bretagne", "rest"], "the empty wave is left out");
+    assert_eq!(waves[0].sites.len(), 2);
+    assert_eq!(waves[1].sites.len(), 2, "50% of the four bretagne sites left");
+    assert_eq!(waves[2].sites.len(), 3, "the other two and o1");
+    assert_eq!(targets[waves[2].sites[&site("o1")]].versions().0.unwrap(), "3.0.0");
+    // The same split from one commit to the next.
+    let (_, again) = assign(&p, &changing, |w, s| match w.name.as_str() {
+        "beta" => s.as_str().starts_with('b'),
+        "bretagne" => s.as_str().starts_with('z') || s.as_str() == "b1",
+        _ => false,
+    });
+    assert_eq!(again, waves);
+}
+
+#[test]
+fn what_a_report_says_about_a_target() {
+    let t = target("2.0.0");
+    assert_eq!(outcome(&t, Some(&state("a", Some("2.0.0"), json!(null))), false), Outcome::Applied);
+    assert_eq!(
+        outcome(
+            &t,
+            Some(&state("a", Some("1.0.0"), json!({"waiting": "maintenance window 02:00-05:00", "installed": []}))),
+            true
+        ),
+        Outcome::Waiting("release 2.0.0: maintenance window 02:00-05:00".into()),
+        "staged and waiting is not applied"
+    );
+    assert_eq!(
+        outcome(
+            &t,
+            Some(&state(
+                "a",
+                Some("1.0.0"),
+                json!({"installed": [], "held_back": "2.0.0", "last_rollback": {"from": "2.0.0", "to": "1.0.0", "at": "2026-12-01T09:00:00Z", "output": "GET /health: 500"}})
+            )),
+            false
+        ),
+        Outcome::RolledBack("GET /health: 500".into()),
+        "a rollback counts even from a box offline since"
+    );
+    assert_eq!(
+        outcome(&t, Some(&state("a", Some("1.0.0"), json!(null))), false),
+        Outcome::Unreachable
+    );
+    assert_eq!(outcome(&t, None, false), Outcome::Unreachable);
+    assert_eq!(
+        outcome(&t, Some(&state("a", Some("1.0.0"), json!(null))), true),
+        Outcome::InProgress("converged".into())
+    );
+}
+
+fn two_waves(bake: &str) -> Rollout {
+    let p = policy(json!({"waves": [{"name": "beta"}, {"name": "all"}], "bake": bake}));
+    let beta: BTreeMap<SiteId, usize> = ["b1", "b2", "b3"].iter().map(|s| (site(s), 0)).collect();
+    let all: BTreeMap<SiteId, usize> = ["o1", "o2"].iter().map(|s| (site(s), 0)).collect();
+    let mut r = rollout(
+        p,
+        vec![
+            WaveState {
+                name: "beta".into(),
+                sites: beta,
+                opened_at: Some(at("2026-12-01T10:00:00Z")),
+                passed_at: None,
+            },
+            WaveState {
+                name: "all".into(),
+                sites: all,
+                opened_at: None,
+                passed_at: None,
+            },
+        ],
+        vec![target("2.0.0")],
+    );
+    r.policy.success = Some(Share::Percent(90.0));
+    r
+}
+
+fn outs(r: &Rollout, f: impl Fn(&str) -> Outcome) -> Vec<Vec<(SiteId, Outcome)>> {
+    r.waves
+        .iter()
+        .map(|w| {
+            w.sites
+                .keys()
+                .map(|s| {
+                    let o = if w.opened_at.is_none() {
+                        Outcome::NotOpened
+                    } else {
+                        f(s.as_str())
+                    };
+                    (s.clone(), o)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_unreachable_box_does_not_block_its_wave_and_the_bake_time_holds_the_next() {
+    let mut r = two_waves("2h");
+    let o = outs(&r, |s| if s == "b3" { Outcome::Unreachable } else { Outcome::Applied });
+    assert_eq!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")), [Step::Passed(0)]);
+    assert_eq!(next_opening(&r), Some(at("2026-12-01T13:00:00Z")));
+    assert!(r.holds_back(&site("o1")));
+    assert_eq!(
+        summary(&r, &o),
+        "wave 1/2 beta · 2/5 applied · 2 in waves not opened · 1 unreachable"
+    );
+    assert!(advance(&mut r, &o, at("2026-12-01T12:59:59Z")).is_empty());
+    assert_eq!(advance(&mut r, &o, at("2026-12-01T13:00:00Z")), [Step::Opened(1)]);
+    assert!(!r.holds_back(&site("o1")));
+    let o = outs(&r, |_| Outcome::Applied);
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T14:00:00Z")),
+        [Step::Passed(1), Step::Finished]
+    );
+    assert!(!r.active());
+    assert_eq!(summary(&r, &o), "complete · 5/5 applied");
+}
+
+#[test]
+fn a_wave_of_boxes_none_of_which_is_heard_from_does_not_pass() {
+    let mut r = two_waves("0s");
+    let o = outs(&r, |_| Outcome::Unreachable);
+    assert!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")).is_empty());
+    let o = outs(&r, |s| match s {
+        "b1" => Outcome::Applied,
+        "b2" => Outcome::Waiting("window".into()),
+        _ => Outcome::Unreachable,
+    });
+    assert!(
+        advance(&mut r, &o, at("2026-12-01T11:00:00Z")).is_empty(),
+        "1 of 2 reachable is under 90%"
+    );
+}
+
+#[test]
+fn rollbacks_halt_the_rollout_and_a_resume_accepts_them() {
+    let mut r = two_waves("0s");
+    r.policy.halt.rolled_back = Some(Share::Count(2));
+    r.policy.success = Some(Share::Percent(60.0));
+    let o = outs(&r, |s| match s {
+        "b1" => Outcome::RolledBack("health: 500".into()),
+        _ => Outcome::Applied,
+    });
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T11:00:00Z")),
+        [Step::Passed(0), Step::Opened(1)],
+        "one rollback is under the limit of 2, and 2 of 3 is over 60%"
+    );
+    let mut r = two_waves("0s");
+    r.policy.halt.rolled_back = Some(Share::Count(2));
+    let o = outs(&r, |s| match s {
+        "b1" | "b2" => Outcome::RolledBack("health: 500".into()),
+        _ => Outcome::Applied,
+    });
+    assert_eq!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")), [Step::Halted]);
+    let halt = r.halted.clone().unwrap();
+    assert_eq!(
+        halt.reason,
+        "2 of 3 boxes in opened waves rolled the release back (limit 2)"
+    );
+    assert_eq!(halt.sites.len(), 2);
+    assert_eq!(halt.sites[0].output, "health: 500");
+    assert!(r.holds_back(&site("o1")), "a halted rollout keeps holding back");
+    assert!(advance(&mut r, &o, at("2026-12-01T12:00:00Z")).is_empty());
+    // Resuming accepts those two: they count neither way, and the wave
+    // passes on the box left.
+    r.acknowledged.extend(halt.sites.iter().map(|t| t.site.clone()));
+    r.halted = None;
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T12:00:00Z")),
+        [Step::Passed(0), Step::Opened(1)]
+    );
+    assert!(r.halted.is_none(), "accepted trouble does not halt again");
+}
+
+#[test]
+fn failures_over_the_default_ten_percent_halt() {
+    let mut r = two_waves("0s");
+    let o = outs(&r, |s| match s {
+        "b2" => Outcome::Failed("no space left".into()),
+        _ => Outcome::Applied,
+    });
+    assert_eq!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")), [Step::Halted]);
+    assert_eq!(
+        r.halted.unwrap().reason,
+        "1 of 3 boxes in opened waves failed to apply it (limit 10%)"
+    );
+}
