@@ -21,6 +21,9 @@ use crate::store::{CommitRecord, CommitState, Published, Pulse, Store, StoreErro
 use crate::tokens::TokenHash;
 use crate::validate::{self, Checked};
 
+mod waves;
+pub use waves::ResumeError;
+
 /// What a sync did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SyncOutcome {
@@ -106,6 +109,12 @@ pub struct Fleet {
     pub alerts_wake: tokio::sync::Notify,
     /// Remote actions waiting for their boxes.
     pub actions: crate::actions::Queue,
+    /// The current rollout and the one before it.
+    rollouts: RwLock<waves::Rollouts>,
+    /// Whether the opened waves' bundles were checked since the start.
+    rollout_reconciled: std::sync::atomic::AtomicBool,
+    /// Wakes the rollout loop (a report arrived, a commit was published).
+    pub rollout_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -186,6 +195,7 @@ impl Fleet {
             .map(|s| (s.site.clone(), s.pulse()))
             .collect();
         let actions = crate::actions::Queue::load(&*store, Timestamp::now())?;
+        let rollouts = waves::Rollouts::load(&*store)?;
         let mut tokens = Tokens::default();
         for (site, hash) in store.site_tokens()? {
             tokens.insert(site, hash);
@@ -209,6 +219,9 @@ impl Fleet {
             enroll_lock: Mutex::new(()),
             alerts_wake: tokio::sync::Notify::new(),
             actions,
+            rollouts: RwLock::new(rollouts),
+            rollout_reconciled: std::sync::atomic::AtomicBool::new(false),
+            rollout_wake: tokio::sync::Notify::new(),
         };
         fleet.reload_manifests()?;
         Ok(fleet)
@@ -515,12 +528,21 @@ impl Fleet {
             issued_at: now,
             expires_at: now.saturating_add(expiry).unwrap_or(now),
         };
-        let rendered =
+        let mut rendered =
             crate::bundles::render_all(&checked, &meta, None, true).map_err(SyncError::Render)?;
+        let current = self.bundles();
+        // Sites in a rollout wave not opened yet keep their release.
+        let rollouts = self.derive_rollout(
+            &checked,
+            &mut rendered,
+            &current,
+            &tip_s,
+            info.serial,
+            now,
+        )?;
         let rendered_at = started.elapsed();
         // A site whose desired state did not change keeps its bundle (same
         // bytes, same ETag): only changed sites are signed and published.
-        let current = self.bundles();
         let mut fresh: Vec<crate::bundles::Signed> = rendered
             .into_iter()
             .filter(|r| {
@@ -554,9 +576,18 @@ impl Fleet {
             processed_at: now,
             sites_changed: changed.iter().map(|p| p.site.clone()).collect(),
         };
+        // The rollout's record first: a restart before the bundles are
+        // published processes this commit again and finds it.
+        if let Some(r) = &rollouts {
+            self.persist_rollouts(r)?;
+        }
         self.store.publish(&changed, Some(&record))?;
         let sites: Vec<SiteId> = record.sites_changed.clone();
+        if let Some(r) = rollouts {
+            self.set_rollouts(r);
+        }
         self.swap_in(changed);
+        self.rollout_wake.notify_one();
         if let Ok(mut m) = self.manifests.write() {
             *m = Some(Arc::new(checked));
         }

@@ -57,6 +57,7 @@ pub mod notify;
 pub mod outbox;
 pub mod plan;
 pub mod point;
+pub mod progress;
 pub mod redb_store;
 pub mod remote;
 pub mod render;

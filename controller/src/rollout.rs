@@ -26,9 +26,6 @@ use touchline_schemas::{Sha256, SiteId};
 
 use crate::store::SiteState;
 
-/// The store's key for the current rollout.
-pub const META_KEY: &str = "rollout/current";
-
 /// The releases a rollout moves a site to (or a site's bundle held before).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {

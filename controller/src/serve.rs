@@ -160,7 +160,8 @@ pub async fn serve(
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ticker = tokio::spawn(sync_loop(fleet.clone(), config.clone(), stop_rx.clone()));
-    let alerts = tokio::spawn(alert_loop(fleet.clone(), config.clone(), stop_rx));
+    let alerts = tokio::spawn(alert_loop(fleet.clone(), config.clone(), stop_rx.clone()));
+    let waves = tokio::spawn(rollout_loop(fleet.clone(), stop_rx));
     tracing::info!(%addr, repo = %crate::git::redact_url(&opts.repo), branch = %opts.branch, "controller listening");
     on_listening(addr);
     let f2 = fleet.clone();
@@ -174,6 +175,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = ticker.await;
     let _ = alerts.await;
+    let _ = waves.await;
     let _ = std::fs::remove_file(addr_file(&opts.data));
     let _ = std::fs::remove_file(admin_token_file(&opts.data));
     tracing::info!("controller stopped");
@@ -230,6 +232,29 @@ async fn alert_loop(
             }
         }
         crate::notify::deliver(&fleet, &sender, Timestamp::now()).await;
+    }
+}
+
+/// Advances the current rollout soon after each report or commit (reports
+/// coalesced: at most one step every 200 ms) and every 10 seconds, so that
+/// a bake time ends on time.
+async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = fleet.rollout_wake.notified() => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            _ = stop.changed() => return,
+        }
+        let f = fleet.clone();
+        match tokio::task::spawn_blocking(move || f.advance_rollout(Timestamp::now())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "rollout step failed"),
+            Err(e) => tracing::warn!(error = %e, "rollout step panicked"),
+        }
     }
 }
 

@@ -299,6 +299,10 @@ pub(crate) const LAST_SEEN: &str = "last_seen";
 const ALERT_PREFIX: &str = "alert/";
 const OUTBOX_PREFIX: &str = "outbox/";
 const DIGEST_DAY: &str = "digest/last";
+/// The current rollout, and the one before it (JSON records of the
+/// `rollout` module, kept as text so that the store does not depend on it).
+const ROLLOUT_CURRENT: &str = "rollout/current";
+const ROLLOUT_PREVIOUS: &str = "rollout/previous";
 const ENROLL_PREFIX: &str = "enroll/";
 /// Remote actions: `action/<site>/<id>` (ids sort by time).
 pub(crate) const ACTION_PREFIX: &str = "action/";
@@ -532,6 +536,25 @@ pub trait Store: Send + Sync + 'static {
             hash,
             vec![(format!("{ENROLL_PREFIX}{lookup}"), Some(value))],
         )
+    }
+
+    /// The current and the previous rollout records (JSON), and the keys
+    /// they are under (to name them when they do not decode).
+    fn rollout_records(&self) -> Result<[(&'static str, Option<String>); 2], StoreError> {
+        Ok([
+            (ROLLOUT_CURRENT, self.meta(ROLLOUT_CURRENT)?),
+            (ROLLOUT_PREVIOUS, self.meta(ROLLOUT_PREVIOUS)?),
+        ])
+    }
+
+    /// Replaces the current rollout record and, when given, the previous
+    /// one, in one durable write.
+    fn write_rollout(&self, current: &str, previous: Option<&str>) -> Result<(), StoreError> {
+        let mut changes = vec![(ROLLOUT_CURRENT.to_owned(), Some(current.to_owned()))];
+        if let Some(p) = previous {
+            changes.push((ROLLOUT_PREVIOUS.to_owned(), Some(p.to_owned())));
+        }
+        self.meta_write(changes)
     }
 
     /// The day (`YYYY-MM-DD`, fleet time) the last daily digest was queued.

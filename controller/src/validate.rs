@@ -58,6 +58,19 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         check_timezone(d, f, &f.value.timezone, &["timezone".into()]);
         check_alerts(d, f, &f.value.alerts);
         ctx.check_layer(d, f, &f.value.defaults, "defaults");
+        if let Some(p) = &f.value.rollout {
+            check_rollout(m, d, f, p);
+        }
+    }
+    for r in m.releases.values() {
+        if let Some(p) = &r.value.rollout {
+            check_rollout(m, d, r, p);
+        }
+    }
+    for r in m.agent_releases.values() {
+        if let Some(p) = &r.value.rollout {
+            check_rollout(m, d, r, p);
+        }
     }
 
     for s in m.sites.values() {
@@ -523,6 +536,84 @@ fn check_version_conflicts(m: &Manifests, members: &Memberships, d: &mut Diagnos
             "ambiguous software version: groups `{ga}` ({}, {}:{}) and `{gb}` ({}) both have priority {} and both apply to {}{more}; give one group a higher priority or pin the same version",
             va.version, a.file, a.at(path).line, vb.version, b.value.priority, shown.join(", ")
         ));
+    }
+}
+
+/// A rollout policy: at least one wave and at most `MAX_WAVES`, names
+/// unique and not `rest`, groups defined, a limit that selects someone.
+fn check_rollout<T>(
+    m: &Manifests,
+    d: &mut Diagnostics,
+    doc: &crate::model::Doc<T>,
+    p: &touchline_schemas::rollout::RolloutPolicy,
+) {
+    use touchline_schemas::rollout::{MAX_WAVES, Share};
+    let at = |path: &[Seg]| {
+        let mut full: Vec<Seg> = vec!["rollout".into()];
+        full.extend_from_slice(path);
+        doc.at(&full)
+    };
+    if p.waves.is_empty() {
+        d.error(
+            &doc.file,
+            at(&["waves".into()]),
+            "rollout.waves is empty: list at least one wave (e.g. `- name: all`)",
+        );
+    }
+    if p.waves.len() > MAX_WAVES {
+        d.error(
+            &doc.file,
+            at(&["waves".into()]),
+            format!(
+                "rollout.waves has {} waves, at most {MAX_WAVES}",
+                p.waves.len()
+            ),
+        );
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for (i, w) in p.waves.iter().enumerate() {
+        let wave = |k: &str| at(&["waves".into(), Seg::Index(i), k.into()]);
+        let name = w.name.trim();
+        if name.is_empty() || name == "rest" || name.len() > 64 {
+            d.error(
+                &doc.file,
+                wave("name"),
+                format!(
+                    "wave name `{}` is not allowed: use 1 to 64 characters, not `rest` (the wave of the sites no wave selects)",
+                    w.name.chars().take(64).collect::<String>()
+                ),
+            );
+        } else if !names.insert(name) {
+            d.error(
+                &doc.file,
+                wave("name"),
+                format!("wave `{name}` is listed twice"),
+            );
+        }
+        if let Some(g) = &w.group
+            && !m.groups.contains_key(g)
+            && !m.broken.groups
+        {
+            d.error(
+                &doc.file,
+                wave("group"),
+                format!("wave `{name}`: group `{g}` is not defined (add groups/{g}.yaml)"),
+            );
+        }
+        if matches!(w.max, Some(Share::Count(0)) | Some(Share::Percent(0.0))) {
+            d.error(
+                &doc.file,
+                wave("max"),
+                format!("wave `{name}`: max 0 selects no site; remove the wave instead"),
+            );
+        }
+    }
+    if matches!(p.success, Some(Share::Count(_))) {
+        d.error(
+            &doc.file,
+            at(&["success".into()]),
+            "rollout.success must be a percentage of a wave's reachable boxes (e.g. 90%)",
+        );
     }
 }
 

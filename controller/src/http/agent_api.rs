@@ -423,6 +423,7 @@ pub(super) async fn post_reports(
         }
         // Alerts look at the new report soon (coalesced, off this request).
         state.fleet.alerts_wake.notify_one();
+        state.fleet.rollout_wake.notify_one();
     }
     let mut answer = serde_json::to_value(outcome).map_err(ApiError::internal)?;
     if !refused.is_empty()

@@ -198,6 +198,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/history", get(operator_api::api_fleet_history))
         .route("/api/stats", get(operator_api::api_stats))
         .route("/api/releases", get(operator_api::api_releases))
+        .route("/api/rollout", get(operator_api::api_rollout))
+        .route(
+            "/api/rollout/resume",
+            post(operator_api::api_rollout_resume),
+        )
         .route("/api/alerts", get(operator_api::api_alerts))
         .route("/api/commits", get(operator_api::api_commits))
         .route("/api/sync", post(operator_api::api_sync))

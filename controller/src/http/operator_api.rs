@@ -350,6 +350,48 @@ pub(super) async fn api_releases(
         .map_err(ApiError::internal)
 }
 
+pub(super) async fn api_rollout(
+    _who: Operator<Viewer>,
+    State(state): State<AppState>,
+) -> ApiResult<Json<crate::progress::Rollouts>> {
+    state
+        .read(|fleet| crate::progress::rollouts(fleet, Timestamp::now()))
+        .await
+        .map(Json)
+        .map_err(ApiError::internal)
+}
+
+/// `POST /api/rollout/resume`: an operator ends a halt (audited).
+pub(super) async fn api_rollout_resume(
+    who: Operator<super::auth::Operating>,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> ApiResult<Json<crate::progress::RolloutView>> {
+    let fleet = state.fleet.clone();
+    let source = crate::listen::source(
+        &headers,
+        peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a),
+    );
+    let result = tokio::task::spawn_blocking(move || {
+        let now = Timestamp::now();
+        fleet
+            .resume_rollout(&who.name, source, now)
+            .map_err(|e| match e {
+                crate::fleet::ResumeError::NotHalted => {
+                    ApiError::new(StatusCode::CONFLICT, e.to_string())
+                }
+                other => ApiError::internal(other),
+            })
+            .and_then(|r| {
+                crate::progress::view(&fleet, &r, now).map_err(|e| ApiError::store(&e))
+            })
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(Json(result))
+}
+
 pub(super) async fn api_alerts(
     _who: Operator<Viewer>,
     State(state): State<AppState>,
