@@ -653,8 +653,9 @@ impl Agent {
             .map(|c| (c.item.as_str(), c.message.as_str()))
             .collect();
         format!(
-            "{:?} {:?} {:?} {:?} {:?} {:?}",
+            "{:?} {:?} {:?} {:?} {:?} {:?} {:?}",
             self.phase,
+            self.running_release(),
             self.state.applied_serial,
             self.state.highest_serial,
             self.state.last_error,
@@ -802,7 +803,12 @@ impl Agent {
                     on_trial = false;
                     let _ = self.report(false).await;
                 }
-            } else if self.last_reported_phase != Some(self.phase) {
+            } else if self.last_reported_phase != Some(self.phase)
+                || self.last_sent.as_deref() != Some(self.status_fingerprint().as_str())
+            {
+                // A new phase, or what the box runs changed within one
+                // (a release switched under the same serial): say so now,
+                // not at the next heartbeat.
                 let _ = self.report(false).await;
             }
             if self.agent_restart_wanted() {

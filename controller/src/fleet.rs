@@ -532,14 +532,8 @@ impl Fleet {
             crate::bundles::render_all(&checked, &meta, None, true).map_err(SyncError::Render)?;
         let current = self.bundles();
         // Sites in a rollout wave not opened yet keep their release.
-        let rollouts = self.derive_rollout(
-            &checked,
-            &mut rendered,
-            &current,
-            &tip_s,
-            info.serial,
-            now,
-        )?;
+        let rollouts =
+            self.derive_rollout(&checked, &mut rendered, &current, &tip_s, info.serial, now)?;
         let rendered_at = started.elapsed();
         // A site whose desired state did not change keeps its bundle (same
         // bytes, same ETag): only changed sites are signed and published.

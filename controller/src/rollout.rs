@@ -124,6 +124,8 @@ pub struct Rollout {
     /// The latest commit it goes on with (a later commit that changes
     /// videos or configuration, not the releases, keeps the rollout).
     pub latest_commit: String,
+    /// Its serial.
+    pub latest_serial: u64,
     /// When it started.
     pub started_at: Timestamp,
     /// The policy.
@@ -466,11 +468,7 @@ pub fn outcomes(
 /// One step of the state machine: halts on trouble, passes the current
 /// wave, opens the next one after the bake time, finishes. Returns what
 /// changed, in order (empty: nothing).
-pub fn advance(
-    r: &mut Rollout,
-    outcomes: &[Vec<(SiteId, Outcome)>],
-    now: Timestamp,
-) -> Vec<Step> {
+pub fn advance(r: &mut Rollout, outcomes: &[Vec<(SiteId, Outcome)>], now: Timestamp) -> Vec<Step> {
     let mut steps = Vec::new();
     if !r.active() || r.halted.is_some() {
         return steps;
@@ -531,7 +529,10 @@ pub fn advance(
     if r.waves[k].passed_at.is_none() {
         let mut t = Tally::default();
         // What a resume accepted counts neither way.
-        for (_, o) in outcomes[k].iter().filter(|(s, _)| !r.acknowledged.contains(s)) {
+        for (_, o) in outcomes[k]
+            .iter()
+            .filter(|(s, _)| !r.acknowledged.contains(s))
+        {
             t.add(o);
         }
         let need = r.policy.success().of(t.reachable()).max(1);

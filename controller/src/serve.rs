@@ -239,11 +239,10 @@ async fn alert_loop(
 /// coalesced: at most one step every 200 ms) and every 10 seconds, so that
 /// a bake time ends on time.
 async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut wait = std::time::Duration::ZERO;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            () = tokio::time::sleep(wait) => {}
             () = fleet.rollout_wake.notified() => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
@@ -255,6 +254,17 @@ async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<
             Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "rollout step failed"),
             Err(e) => tracing::warn!(error = %e, "rollout step panicked"),
         }
+        // Every 10 s, or when the bake time ends if sooner.
+        let every = std::time::Duration::from_secs(10);
+        wait = fleet
+            .rollout()
+            .as_ref()
+            .and_then(crate::rollout::next_opening)
+            .map_or(every, |at| {
+                let left = at.duration_since(Timestamp::now()).as_millis().max(0);
+                let left = u64::try_from(left).unwrap_or(0);
+                every.min(std::time::Duration::from_millis(left + 50))
+            });
     }
 }
 

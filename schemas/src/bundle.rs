@@ -240,9 +240,7 @@ pub enum BundleError {
         serial: u64,
     },
     /// An older step of the serial last accepted (a replay).
-    #[error(
-        "bundle serial {serial} step {found} is older than step {highest}, already accepted"
-    )]
+    #[error("bundle serial {serial} step {found} is older than step {highest}, already accepted")]
     OldStep {
         /// The serial.
         serial: u64,
@@ -437,9 +435,7 @@ pub fn verify_bundle(
                 highest: last.step,
             });
         }
-        if bundle.serial == last.serial
-            && bundle.step == last.step
-            && !bundle.same_content_as(last)
+        if bundle.serial == last.serial && bundle.step == last.step && !bundle.same_content_as(last)
         {
             return Err(BundleError::SerialReused {
                 serial: bundle.serial,

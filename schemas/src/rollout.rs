@@ -113,7 +113,9 @@ impl Share {
 
 /// Why a share was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid share `{0}`: write a number of boxes (e.g. 3) or a percentage from 0% to 100% (e.g. 50%)")]
+#[error(
+    "invalid share `{0}`: write a number of boxes (e.g. 3) or a percentage from 0% to 100% (e.g. 50%)"
+)]
 pub struct ShareError(String);
 
 impl fmt::Display for Share {

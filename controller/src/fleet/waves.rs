@@ -54,10 +54,8 @@ impl Rollouts {
     pub(super) fn load(store: &dyn crate::store::Store) -> Result<Self, StoreError> {
         let [current, previous] = store.rollout_records()?;
         let decode = |(key, v): (&str, Option<String>)| -> Result<Option<Rollout>, StoreError> {
-            v.map(|text| {
-                serde_json::from_str(&text).map_err(|e| crate::store::corrupt(key, &e))
-            })
-            .transpose()
+            v.map(|text| serde_json::from_str(&text).map_err(|e| crate::store::corrupt(key, &e)))
+                .transpose()
         };
         Ok(Self {
             current: decode(current)?,
@@ -107,10 +105,11 @@ fn selects(checked: &Checked, wave: &Wave, site: &SiteId) -> bool {
             .is_some_and(|ms| ms.iter().any(|m| &m.group == g))
     });
     let labels = wave.match_labels.as_ref().is_none_or(|want| {
-        checked.manifests.sites.get(site).is_some_and(|d| {
-            want.iter()
-                .all(|(k, v)| d.value.labels.get(k) == Some(v))
-        })
+        checked
+            .manifests
+            .sites
+            .get(site)
+            .is_some_and(|d| want.iter().all(|(k, v)| d.value.labels.get(k) == Some(v)))
     });
     in_group && labels
 }
@@ -157,11 +156,9 @@ impl Fleet {
                 }
             }
         }
-        Ok(rollout::outcomes(
-            r,
-            &|s| states.get(s).cloned(),
-            &|s| self.reachable(s, now),
-        ))
+        Ok(rollout::outcomes(r, &|s| states.get(s).cloned(), &|s| {
+            self.reachable(s, now)
+        }))
     }
 
     /// At a commit: decides the rollout from the sites whose release
@@ -184,7 +181,11 @@ impl Fleet {
             .as_ref()
             .is_some_and(|f| f.value.rollout.is_some());
         let any_policy = fleet_policy
-            || checked.manifests.releases.values().any(|d| d.value.rollout.is_some())
+            || checked
+                .manifests
+                .releases
+                .values()
+                .any(|d| d.value.rollout.is_some())
             || checked
                 .manifests
                 .agent_releases
@@ -240,10 +241,12 @@ impl Fleet {
                         r.targets[i] = c.target.clone();
                     }
                 }
-                r.waves.retain(|w| !w.sites.is_empty() || w.opened_at.is_some());
+                r.waves
+                    .retain(|w| !w.sites.is_empty() || w.opened_at.is_some());
                 r.policy = policy;
                 r.policy_file = file;
                 r.latest_commit = commit.to_owned();
+                r.latest_serial = serial;
                 after.current = Some(r);
             }
             // Nothing changes release and no rollout moves.
@@ -264,6 +267,7 @@ impl Fleet {
                     commit: commit.to_owned(),
                     serial,
                     latest_commit: commit.to_owned(),
+                    latest_serial: serial,
                     started_at: now,
                     policy,
                     policy_file: file,
@@ -386,7 +390,15 @@ impl Fleet {
                 }
                 b.software.clone_from(&target.software);
                 b.agent_release.clone_from(&target.agent);
-                b.step = b.step.saturating_add(1);
+                // The rollout's latest commit; under the serial the box
+                // already holds, one step up.
+                if r.latest_serial > b.serial {
+                    b.serial = r.latest_serial;
+                    b.step = 0;
+                } else {
+                    b.step = b.step.saturating_add(1);
+                }
+                b.commit = Some(r.latest_commit.clone());
                 b.issued_at = now;
                 b.expires_at = now.saturating_add(expiry).unwrap_or(now);
                 let body = b.to_canonical_json();
@@ -396,8 +408,8 @@ impl Fleet {
                     .map_err(|e| SyncError::Render(e.into()))?;
                 fresh.push(Published {
                     site: site.clone(),
-                    serial: p.serial,
-                    commit: p.commit.clone(),
+                    serial: b.serial,
+                    commit: b.commit.clone(),
                     etag: etag_of(&body),
                     desired: Some(desired_digest(&b).to_hex()),
                     body,

@@ -383,9 +383,7 @@ pub(super) async fn api_rollout_resume(
                 }
                 other => ApiError::internal(other),
             })
-            .and_then(|r| {
-                crate::progress::view(&fleet, &r, now).map_err(|e| ApiError::store(&e))
-            })
+            .and_then(|r| crate::progress::view(&fleet, &r, now).map_err(|e| ApiError::store(&e)))
     })
     .await
     .map_err(ApiError::internal)??;

@@ -58,6 +58,7 @@ fn rollout(p: RolloutPolicy, waves: Vec<WaveState>, targets: Vec<Target>) -> Rol
         commit: "c1".into(),
         serial: 3,
         latest_commit: "c1".into(),
+        latest_serial: 3,
         started_at: at("2026-12-01T10:00:00Z"),
         policy: p,
         policy_file: "fleet.yaml".into(),
@@ -92,11 +93,22 @@ fn sites_go_to_the_first_wave_that_selects_them_within_its_limit_and_the_rest_la
     });
     assert_eq!(targets.len(), 2, "one entry per distinct target");
     let names: Vec<&str> = waves.iter().map(|w| w.name.as_str()).collect();
-    assert_eq!(names, ["beta", "bretagne", "rest"], "the empty wave is left out");
+    assert_eq!(
+        names,
+        ["beta", "bretagne", "rest"],
+        "the empty wave is left out"
+    );
     assert_eq!(waves[0].sites.len(), 2);
-    assert_eq!(waves[1].sites.len(), 2, "50% of the four bretagne sites left");
+    assert_eq!(
+        waves[1].sites.len(),
+        2,
+        "50% of the four bretagne sites left"
+    );
     assert_eq!(waves[2].sites.len(), 3, "the other two and o1");
-    assert_eq!(targets[waves[2].sites[&site("o1")]].versions().0.unwrap(), "3.0.0");
+    assert_eq!(
+        targets[waves[2].sites[&site("o1")]].versions().0.unwrap(),
+        "3.0.0"
+    );
     // The same split from one commit to the next.
     let (_, again) = assign(&p, &changing, |w, s| match w.name.as_str() {
         "beta" => s.as_str().starts_with('b'),
@@ -109,11 +121,18 @@ fn sites_go_to_the_first_wave_that_selects_them_within_its_limit_and_the_rest_la
 #[test]
 fn what_a_report_says_about_a_target() {
     let t = target("2.0.0");
-    assert_eq!(outcome(&t, Some(&state("a", Some("2.0.0"), json!(null))), false), Outcome::Applied);
+    assert_eq!(
+        outcome(&t, Some(&state("a", Some("2.0.0"), json!(null))), false),
+        Outcome::Applied
+    );
     assert_eq!(
         outcome(
             &t,
-            Some(&state("a", Some("1.0.0"), json!({"waiting": "maintenance window 02:00-05:00", "installed": []}))),
+            Some(&state(
+                "a",
+                Some("1.0.0"),
+                json!({"waiting": "maintenance window 02:00-05:00", "installed": []})
+            )),
             true
         ),
         Outcome::Waiting("release 2.0.0: maintenance window 02:00-05:00".into()),
@@ -191,8 +210,17 @@ fn outs(r: &Rollout, f: impl Fn(&str) -> Outcome) -> Vec<Vec<(SiteId, Outcome)>>
 #[test]
 fn an_unreachable_box_does_not_block_its_wave_and_the_bake_time_holds_the_next() {
     let mut r = two_waves("2h");
-    let o = outs(&r, |s| if s == "b3" { Outcome::Unreachable } else { Outcome::Applied });
-    assert_eq!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")), [Step::Passed(0)]);
+    let o = outs(&r, |s| {
+        if s == "b3" {
+            Outcome::Unreachable
+        } else {
+            Outcome::Applied
+        }
+    });
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T11:00:00Z")),
+        [Step::Passed(0)]
+    );
     assert_eq!(next_opening(&r), Some(at("2026-12-01T13:00:00Z")));
     assert!(r.holds_back(&site("o1")));
     assert_eq!(
@@ -200,7 +228,10 @@ fn an_unreachable_box_does_not_block_its_wave_and_the_bake_time_holds_the_next()
         "wave 1/2 beta · 2/5 applied · 2 in waves not opened · 1 unreachable"
     );
     assert!(advance(&mut r, &o, at("2026-12-01T12:59:59Z")).is_empty());
-    assert_eq!(advance(&mut r, &o, at("2026-12-01T13:00:00Z")), [Step::Opened(1)]);
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T13:00:00Z")),
+        [Step::Opened(1)]
+    );
     assert!(!r.holds_back(&site("o1")));
     let o = outs(&r, |_| Outcome::Applied);
     assert_eq!(
@@ -247,7 +278,10 @@ fn rollbacks_halt_the_rollout_and_a_resume_accepts_them() {
         "b1" | "b2" => Outcome::RolledBack("health: 500".into()),
         _ => Outcome::Applied,
     });
-    assert_eq!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")), [Step::Halted]);
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T11:00:00Z")),
+        [Step::Halted]
+    );
     let halt = r.halted.clone().unwrap();
     assert_eq!(
         halt.reason,
@@ -255,11 +289,15 @@ fn rollbacks_halt_the_rollout_and_a_resume_accepts_them() {
     );
     assert_eq!(halt.sites.len(), 2);
     assert_eq!(halt.sites[0].output, "health: 500");
-    assert!(r.holds_back(&site("o1")), "a halted rollout keeps holding back");
+    assert!(
+        r.holds_back(&site("o1")),
+        "a halted rollout keeps holding back"
+    );
     assert!(advance(&mut r, &o, at("2026-12-01T12:00:00Z")).is_empty());
     // Resuming accepts those two: they count neither way, and the wave
     // passes on the box left.
-    r.acknowledged.extend(halt.sites.iter().map(|t| t.site.clone()));
+    r.acknowledged
+        .extend(halt.sites.iter().map(|t| t.site.clone()));
     r.halted = None;
     assert_eq!(
         advance(&mut r, &o, at("2026-12-01T12:00:00Z")),
@@ -275,7 +313,10 @@ fn failures_over_the_default_ten_percent_halt() {
         "b2" => Outcome::Failed("no space left".into()),
         _ => Outcome::Applied,
     });
-    assert_eq!(advance(&mut r, &o, at("2026-12-01T11:00:00Z")), [Step::Halted]);
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T11:00:00Z")),
+        [Step::Halted]
+    );
     assert_eq!(
         r.halted.unwrap().reason,
         "1 of 3 boxes in opened waves failed to apply it (limit 10%)"

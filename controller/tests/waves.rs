@@ -1,0 +1,439 @@
+//! Rollouts in waves end to end: `touchline serve` following a git
+//! repository whose `fleet.yaml` declares waves (`beta`, then the rest),
+//! and five real `touchline-agent run` daemons installing real tar.gz
+//! releases whose health check is a command. Release 3.0.0's check fails
+//! on the boxes whose root holds a file `sick`, so one release can pass on
+//! some boxes and roll back on others.
+//!
+//! What is shown: a release that passes on the beta wave goes everywhere,
+//! with a beta box that is offline not blocking it and catching up when
+//! it comes back; the controller restarted during the bake time keeps the
+//! rollout; a release that rolls back on 2 of 3 beta boxes halts the
+//! rollout with the other boxes still on the previous release, through a
+//! restart; an operator's resume (audited) lets it go on.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use touchline_schemas::Sha256;
+use touchline_testkit::agent_box::AgentBox;
+use touchline_testkit::{ControllerFiles, Killed, RunningController, bin};
+
+const BETA: [&str; 3] = ["b1", "b2", "b3"];
+const OTHERS: [&str; 2] = ["s1", "s2"];
+
+fn site_yaml(id: &str, beta: bool) -> String {
+    format!(
+        "id: {id}\nname: Site {id}\nclub: Club {id}\nlocation:\n  city: Rennes\n  region: Bretagne\n  latitude: 48.1\n  longitude: -1.6\nlabels:\n  sport: handball\n  region: bretagne\n{}",
+        if beta { "groups:\n  - beta\n" } else { "" }
+    )
+}
+
+fn fleet_yaml(version: &str) -> String {
+    format!(
+        "name: Waves\ntimezone: Europe/Paris\ndefaults:\n  software:\n    version: {version}\n  config:\n    version: \"1.0\"\n  agent:\n    poll_interval: 2s\n    heartbeat_interval: 2s\nrollout:\n  waves:\n    - name: beta\n      group: beta\n    - name: everyone\n  bake: 6s\n"
+    )
+}
+
+/// A release package: `healthy` in it, and the health check looks for it
+/// and for the absence of `<box root>/sick` (the check runs in
+/// `<root>/software/releases/<version>`).
+fn package(version: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let gz = flate2::write::GzEncoder::new(&mut out, flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        for (path, data) in [("VERSION", version), ("healthy", "yes")] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_mtime(0);
+            b.append_data(&mut h, path, data.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    out
+}
+
+struct Rig {
+    files: ControllerFiles,
+    c: RunningController,
+    admin: String,
+    boxes: Vec<(String, AgentBox)>,
+    daemons: Vec<Option<Killed>>,
+}
+
+impl Rig {
+    fn new() -> Self {
+        let files = ControllerFiles::with_repo(|dir| {
+            std::fs::create_dir_all(dir.join("sites")).unwrap();
+            std::fs::create_dir_all(dir.join("groups")).unwrap();
+            std::fs::create_dir_all(dir.join("releases")).unwrap();
+            std::fs::write(dir.join("fleet.yaml"), fleet_yaml("1.0.0")).unwrap();
+            std::fs::write(
+                dir.join("groups/beta.yaml"),
+                "id: beta\ndescription: the beta testers\n",
+            )
+            .unwrap();
+            for s in BETA {
+                std::fs::write(dir.join(format!("sites/{s}.yaml")), site_yaml(s, true)).unwrap();
+            }
+            for s in OTHERS {
+                std::fs::write(dir.join(format!("sites/{s}.yaml")), site_yaml(s, false)).unwrap();
+            }
+        });
+        files.config("offline_after = \"5s\"");
+        add_release(&files, "1.0.0");
+        files.repo().commit("release 1.0.0");
+        let c = files.start();
+        let admin = files.local_admin_token();
+        let out = c.sync(&admin);
+        let commits: Value = c.get("/api/commits", Some(&admin)).json().unwrap();
+        assert_eq!(commits["commits"][0]["state"], "accepted", "{commits:#}");
+        let _ = out;
+        let mut boxes = Vec::new();
+        for s in BETA.iter().chain(OTHERS.iter()) {
+            let token = files.site_token(s, false);
+            let root = files.path(&format!("box-{s}"));
+            let agent = AgentBox::new(
+                &root,
+                s,
+                &files.path("key.pub"),
+                Some((&c.url, &token)),
+                &format!(
+                    "space_reserve_bytes = 0\nsoftware_root = \"{r}/software\"\nstop_command = [\"true\"]\nstart_command = [\"true\"]\nreload_command = [\"true\"]\nupdate_lock = \"{r}/update.lock\"\n",
+                    r = root.display()
+                ),
+            );
+            boxes.push((s.to_string(), agent));
+        }
+        let mut rig = Self {
+            files,
+            c,
+            admin,
+            daemons: Vec::new(),
+            boxes,
+        };
+        rig.daemons = (0..rig.boxes.len()).map(|i| Some(rig.daemon(i))).collect();
+        rig
+    }
+
+    fn daemon(&self, i: usize) -> Killed {
+        Killed(
+            Command::new(bin("touchline-agent"))
+                .args(["run", "--config"])
+                .arg(&self.boxes[i].1.config)
+                .env("RUST_LOG", "info,touchline_agent::agent=debug")
+                .stdout(Stdio::null())
+                .stderr(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(self.boxes[i].1.path("agent.log"))
+                        .unwrap(),
+                )
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn index(&self, site: &str) -> usize {
+        self.boxes.iter().position(|(s, _)| s == site).unwrap()
+    }
+
+    fn root(&self, site: &str) -> PathBuf {
+        self.boxes[self.index(site)].1.path("")
+    }
+
+    fn stop(&mut self, site: &str) {
+        let i = self.index(site);
+        self.daemons[i] = None;
+    }
+
+    fn start(&mut self, site: &str) {
+        let i = self.index(site);
+        self.daemons[i] = Some(self.daemon(i));
+    }
+
+    fn api(&self, path: &str) -> Value {
+        let r = self.c.get(path, Some(&self.admin));
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().unwrap()
+    }
+
+    /// The release a site's published bundle asks for.
+    fn desired(&self, site: &str) -> String {
+        self.api(&format!("/api/sites/{site}"))["site"]["desired"]["release"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The release a site reports running.
+    fn running(&self, site: &str) -> String {
+        self.api(&format!("/api/sites/{site}"))["site"]["applied"]["release"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn rollout(&self) -> Value {
+        self.api("/api/rollout")["current"].clone()
+    }
+
+    fn wait(&self, within: Duration, what: &str, ok: impl Fn(&Rig) -> bool) {
+        let deadline = Instant::now() + within;
+        while !ok(self) {
+            if Instant::now() >= deadline {
+                for (s, b) in &self.boxes {
+                    let log = std::fs::read_to_string(b.path("agent.log")).unwrap_or_default();
+                    let _ = std::fs::write(format!("/tmp/waves-{s}.log"), &log);
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    eprintln!(
+                        "--- {s}:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+                panic!(
+                    "{what}: not within {within:?}\nrollout: {:#}",
+                    self.rollout()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_running(&self, sites: &[&str], version: &str, within: Duration) {
+        self.wait(within, &format!("{sites:?} running {version}"), |r| {
+            sites.iter().all(|s| r.running(s) == version)
+        });
+    }
+
+    /// Pins `version` in `fleet.yaml` (the release added), commits, syncs.
+    fn pin(&self, version: &str) {
+        add_release(&self.files, version);
+        self.files.repo().file("fleet.yaml", fleet_yaml(version));
+        self.files.repo().commit(&format!("release {version}"));
+        let out = self.c.sync(&self.admin);
+        assert_eq!(out["result"], "published", "{out}");
+    }
+
+    /// Kills the controller and starts it again on the same address.
+    fn restart_controller(&mut self) {
+        let addr = self.c.url.trim_start_matches("http://").to_owned();
+        let _ = self.c.process.0.kill();
+        let _ = self.c.process.0.wait();
+        self.c = self.files.start_on(&addr);
+        self.admin = self.files.local_admin_token();
+    }
+}
+
+fn add_release(files: &ControllerFiles, version: &str) {
+    let pkg = package(version);
+    let path = files.path(&format!("pkg-{version}.tar.gz"));
+    std::fs::write(&path, &pkg).unwrap();
+    touchline_testkit::run(
+        Command::new(bin("touchline"))
+            .args(["content", "add", "--data"])
+            .arg(files.data())
+            .arg(&path),
+    );
+    files.repo().file(
+        &format!("releases/{version}.yaml"),
+        format!(
+            "version: {version}\nurgent: true\npackage:\n  sha256: {}\n  size: {}\nhealth_check:\n  command: [\"sh\", \"-c\", \"test -f healthy && test ! -e ../../../sick\"]\n  timeout: 2s\n",
+            Sha256::digest(&pkg).to_hex(),
+            pkg.len()
+        ),
+    );
+}
+
+fn waves_of(r: &Value) -> Vec<(String, bool, bool)> {
+    r["waves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["name"].as_str().unwrap().to_owned(),
+                !w["opened_at"].is_null(),
+                !w["passed_at"].is_null(),
+            )
+        })
+        .collect()
+}
+
+fn touch(dir: &Path, name: &str) {
+    std::fs::write(dir.join(name), "").unwrap();
+}
+
+#[test]
+fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
+    let mut rig = Rig::new();
+    let all: Vec<&str> = BETA.iter().chain(OTHERS.iter()).copied().collect();
+    rig.wait_running(&all, "1.0.0", Duration::from_secs(60));
+    assert!(
+        rig.api("/api/rollout")["current"].is_null(),
+        "a first release for new boxes is no rollout"
+    );
+
+    // b3 goes offline before 2.0.0 is committed.
+    rig.stop("b3");
+    rig.wait(Duration::from_secs(20), "b3 offline", |r| {
+        r.api("/api/sites/b3")["site"]["status"] == "offline"
+    });
+
+    rig.pin("2.0.0");
+    let r = rig.rollout();
+    assert_eq!(r["state"], "moving", "{r:#}");
+    assert_eq!(r["targets"][0], "release 2.0.0");
+    assert_eq!(r["policy_file"], "fleet.yaml");
+    assert_eq!(
+        waves_of(&r),
+        [
+            ("beta".into(), true, false),
+            ("everyone".into(), false, false)
+        ]
+    );
+    for s in OTHERS {
+        assert_eq!(rig.desired(s), "1.0.0", "{s} is held back until its wave");
+    }
+    for s in BETA {
+        assert_eq!(rig.desired(s), "2.0.0");
+    }
+    // The beta wave passes on its two reachable boxes; b3 does not block it.
+    rig.wait_running(&["b1", "b2"], "2.0.0", Duration::from_secs(60));
+    rig.wait(Duration::from_secs(20), "beta passed", |r| {
+        waves_of(&r.rollout())[0].2
+    });
+    let r = rig.rollout();
+    let beta = &r["waves"][0];
+    assert_eq!(beta["tally"]["applied"], 2, "{r:#}");
+    assert_eq!(beta["tally"]["unreachable"], 1, "{r:#}");
+    assert_eq!(beta["pending"][0]["site"], "b3");
+    assert_eq!(beta["pending"][0]["state"], "unreachable");
+    assert!(!r["next_opening"].is_null(), "the bake time runs: {r:#}");
+    assert!(
+        r["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("wave 1/2 beta · 2/5 applied"),
+        "{r:#}"
+    );
+    // The controller restarts during the bake time: the rollout is kept,
+    // and the next wave opens when the bake time ends.
+    rig.restart_controller();
+    let r = rig.rollout();
+    assert_eq!(waves_of(&r)[1], ("everyone".into(), false, false), "{r:#}");
+    assert_eq!(rig.desired("s1"), "1.0.0");
+    rig.wait(Duration::from_secs(30), "the second wave opened", |r| {
+        waves_of(&r.rollout())[1].1
+    });
+    let r = rig.rollout();
+    let passed: jiff::Timestamp = r["waves"][0]["passed_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let opened: jiff::Timestamp = r["waves"][1]["opened_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let waited = opened.duration_since(passed).as_secs_f64();
+    assert!(
+        (6.0..16.0).contains(&waited),
+        "bake 6s, opened after {waited}s"
+    );
+    println!("second wave opened {waited:.1}s after the beta wave passed (bake 6s)");
+    rig.wait_running(&OTHERS, "2.0.0", Duration::from_secs(60));
+    rig.wait(Duration::from_secs(20), "complete", |r| {
+        r.rollout()["state"] == "complete"
+    });
+    // b3 comes back and catches up.
+    rig.start("b3");
+    rig.wait_running(&["b3"], "2.0.0", Duration::from_secs(60));
+
+    // 3.0.0 rolls back on b1 and b2.
+    touch(&rig.root("b1"), "sick");
+    touch(&rig.root("b2"), "sick");
+    rig.pin("3.0.0");
+    rig.wait(Duration::from_secs(60), "halted", |r| {
+        r.rollout()["state"] == "halted"
+    });
+    let r = rig.rollout();
+    let halt = &r["halted"];
+    assert!(
+        halt["reason"]
+            .as_str()
+            .unwrap()
+            .contains("boxes in opened waves rolled the release back (limit 1)"),
+        "{r:#}"
+    );
+    let troubled: Vec<&str> = halt["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["site"].as_str().unwrap())
+        .collect();
+    assert!(
+        troubled.iter().all(|s| ["b1", "b2"].contains(s)),
+        "{troubled:?}"
+    );
+    assert!(
+        halt["sites"][0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("health check failed"),
+        "{r:#}"
+    );
+    assert_eq!(r["previous"], Value::Null, "only the current one here");
+    assert_eq!(rig.api("/api/rollout")["previous"]["state"], "complete");
+    for s in OTHERS {
+        assert_eq!(rig.desired(s), "2.0.0", "{s} stays on 2.0.0");
+        assert_eq!(rig.running(s), "2.0.0");
+    }
+    // Through a restart, still halted, still held back.
+    rig.restart_controller();
+    rig.wait_running(&["b3"], "3.0.0", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(1));
+    let r = rig.rollout();
+    assert_eq!(r["state"], "halted", "{r:#}");
+    for s in OTHERS {
+        assert_eq!(rig.desired(s), "2.0.0");
+    }
+    // A viewer may not resume; an operator does, and it is audited.
+    let viewer = rig
+        .c
+        .http
+        .post(format!("{}/api/rollout/resume", rig.c.url))
+        .bearer_auth(touchline_testkit::VIEWER)
+        .send()
+        .unwrap();
+    assert_eq!(viewer.status(), 403);
+    let resumed = rig
+        .c
+        .http
+        .post(format!("{}/api/rollout/resume", rig.c.url))
+        .bearer_auth(touchline_testkit::OPERATOR)
+        .send()
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let resumed: Value = resumed.json().unwrap();
+    assert_eq!(resumed["resumes"][0]["by"], "ops", "{resumed:#}");
+    let again = rig
+        .c
+        .http
+        .post(format!("{}/api/rollout/resume", rig.c.url))
+        .bearer_auth(touchline_testkit::OPERATOR)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 409, "nothing is halted any more");
+    assert!(again.text().unwrap().contains("no rollout is halted"));
+    rig.wait_running(&OTHERS, "3.0.0", Duration::from_secs(60));
+    let audit = rig.api("/api/audit").to_string();
+    assert!(audit.contains("resume rollout"), "{audit}");
+}
