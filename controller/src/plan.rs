@@ -242,6 +242,83 @@ pub struct Plan {
     pub totals: Totals,
     /// What a reviewer must look at.
     pub warnings: Vec<String>,
+    /// The waves the release changes go through, under the head's policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutPlan>,
+}
+
+/// The waves of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RolloutPlan {
+    /// Where the policy comes from.
+    pub policy_file: String,
+    /// Success share of a wave's reachable boxes.
+    pub success: String,
+    /// Bake time between waves.
+    pub bake: String,
+    /// The waves, in order.
+    pub waves: Vec<WavePlan>,
+}
+
+/// One wave of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WavePlan {
+    /// Its name.
+    pub name: String,
+    /// Its sites, by id.
+    pub sites: Vec<String>,
+}
+
+/// The waves the sites whose release changes go through (sites added have
+/// no release to protect and are left out, as the controller does).
+fn rollout_plan(head: &Side, sites: &[SitePlan]) -> Option<RolloutPlan> {
+    let changing: Vec<crate::rollout::Changing> = sites
+        .iter()
+        .filter(|s| s.change == "changed" && (s.release.is_some() || s.agent_release.is_some()))
+        .filter_map(|s| {
+            let site = SiteId::new(&s.site).ok()?;
+            let version = |c: &Option<VersionChange>| {
+                c.as_ref()
+                    .and_then(|c| c.to.as_deref())
+                    .and_then(|v| touchline_schemas::ReleaseVersion::new(v).ok())
+            };
+            let m = &head.checked.manifests;
+            let target = crate::rollout::Target {
+                software: version(&s.release)
+                    .and_then(|v| m.releases.get(&v))
+                    .map(|d| touchline_schemas::bundle::DesiredRelease::from_manifest(&d.value)),
+                agent: version(&s.agent_release).and_then(|v| {
+                    m.agent_releases
+                        .get(&v)
+                        .map(|d| touchline_schemas::bundle::DesiredAgent {
+                            binaries: d.value.binaries.clone(),
+                            urgent: d.value.urgent,
+                            version: v,
+                        })
+                }),
+            };
+            Some(crate::rollout::Changing { site, target })
+        })
+        .collect();
+    if changing.is_empty() {
+        return None;
+    }
+    let (policy, file) = crate::rollout::policy_for(&head.checked, &changing)?;
+    let (_, waves) = crate::rollout::assign(&policy, &changing, |w, s| {
+        crate::rollout::selects(&head.checked, w, s)
+    });
+    Some(RolloutPlan {
+        policy_file: file,
+        success: policy.success().to_string(),
+        bake: policy.bake().to_string(),
+        waves: waves
+            .into_iter()
+            .map(|w| WavePlan {
+                name: w.name,
+                sites: w.sites.into_keys().map(|s| s.to_string()).collect(),
+            })
+            .collect(),
+    })
 }
 
 impl Plan {
@@ -646,7 +723,9 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
             "every site changes at once ({total} sites): consider a group first"
         ));
     }
+    let rollout = rollout_plan(head, &sites);
     Ok(Plan {
+        rollout,
         base: base.rev.clone(),
         head: head.rev.clone(),
         totals: Totals {
@@ -808,6 +887,35 @@ pub fn markdown(p: &Plan) -> String {
         let _ = writeln!(out, "> ⚠️ {w}");
     }
     if !p.warnings.is_empty() {
+        out.push('\n');
+    }
+    if let Some(r) = &p.rollout {
+        let _ = writeln!(
+            out,
+            "**Rollout** ({}): success {} of each wave's reachable boxes, bake {} between waves.\n",
+            r.policy_file, r.success, r.bake
+        );
+        for (i, w) in r.waves.iter().enumerate() {
+            let shown: Vec<String> = w.sites.iter().take(5).map(|s| format!("`{s}`")).collect();
+            let more = if w.sites.len() > 5 {
+                format!(" and {} more", w.sites.len() - 5)
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                out,
+                "{}. **{}**: {} ({}{more}){}",
+                i + 1,
+                w.name,
+                if w.sites.len() == 1 {
+                    "1 site".to_owned()
+                } else {
+                    format!("{} sites", w.sites.len())
+                },
+                shown.join(", "),
+                if i == 0 { ", opens at once" } else { "" }
+            );
+        }
         out.push('\n');
     }
     let _ = writeln!(
@@ -1104,6 +1212,7 @@ mod tests {
             },
             sites,
             warnings: Vec::new(),
+            rollout: None,
         };
         let md = markdown(&p);
         assert!(

@@ -25,6 +25,7 @@ use touchline_schemas::rollout::{RolloutPolicy, Wave};
 use touchline_schemas::{Sha256, SiteId};
 
 use crate::store::SiteState;
+use crate::validate::Checked;
 
 /// The releases a rollout moves a site to (or a site's bundle held before).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -604,6 +605,56 @@ pub fn summary(r: &Rollout, outcomes: &[Vec<(SiteId, Outcome)>]) -> String {
         }
     }
     parts.join(" · ")
+}
+
+/// The policy for a commit: the first release (software, then agent, in
+/// version order) among the changing sites' targets that has its own, else
+/// the fleet's.
+pub fn policy_for(checked: &Checked, changing: &[Changing]) -> Option<(RolloutPolicy, String)> {
+    let m = &checked.manifests;
+    let mut software = std::collections::BTreeSet::new();
+    let mut agents = std::collections::BTreeSet::new();
+    for c in changing {
+        if let Some(s) = &c.target.software {
+            software.insert(s.version.clone());
+        }
+        if let Some(a) = &c.target.agent {
+            agents.insert(a.version.clone());
+        }
+    }
+    software
+        .iter()
+        .filter_map(|v| m.releases.get(v))
+        .find_map(|d| d.value.rollout.clone().map(|p| (p, d.file.to_string())))
+        .or_else(|| {
+            agents
+                .iter()
+                .filter_map(|v| m.agent_releases.get(v))
+                .find_map(|d| d.value.rollout.clone().map(|p| (p, d.file.to_string())))
+        })
+        .or_else(|| {
+            m.fleet
+                .as_ref()
+                .and_then(|f| f.value.rollout.clone().map(|p| (p, f.file.to_string())))
+        })
+}
+
+/// Whether a wave selects a site: its group and its labels, when set.
+pub fn selects(checked: &Checked, wave: &Wave, site: &SiteId) -> bool {
+    let in_group = wave.group.as_ref().is_none_or(|g| {
+        checked
+            .members
+            .get(site)
+            .is_some_and(|ms| ms.iter().any(|m| &m.group == g))
+    });
+    let labels = wave.match_labels.as_ref().is_none_or(|want| {
+        checked
+            .manifests
+            .sites
+            .get(site)
+            .is_some_and(|d| want.iter().all(|(k, v)| d.value.labels.get(k) == Some(v)))
+    });
+    in_group && labels
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
-use touchline_schemas::rollout::{RolloutPolicy, Wave};
 use touchline_schemas::{Bundle, SiteId};
 
 use super::{Fleet, SyncError, etag_of};
@@ -62,56 +61,6 @@ impl Rollouts {
             previous: decode(previous)?,
         })
     }
-}
-
-/// The policy for a commit: the first release (software, then agent, in
-/// version order) among the changing sites' targets that has its own, else
-/// the fleet's.
-fn policy_for(checked: &Checked, changing: &[Changing]) -> Option<(RolloutPolicy, String)> {
-    let m = &checked.manifests;
-    let mut software = std::collections::BTreeSet::new();
-    let mut agents = std::collections::BTreeSet::new();
-    for c in changing {
-        if let Some(s) = &c.target.software {
-            software.insert(s.version.clone());
-        }
-        if let Some(a) = &c.target.agent {
-            agents.insert(a.version.clone());
-        }
-    }
-    software
-        .iter()
-        .filter_map(|v| m.releases.get(v))
-        .find_map(|d| d.value.rollout.clone().map(|p| (p, d.file.to_string())))
-        .or_else(|| {
-            agents
-                .iter()
-                .filter_map(|v| m.agent_releases.get(v))
-                .find_map(|d| d.value.rollout.clone().map(|p| (p, d.file.to_string())))
-        })
-        .or_else(|| {
-            m.fleet
-                .as_ref()
-                .and_then(|f| f.value.rollout.clone().map(|p| (p, f.file.to_string())))
-        })
-}
-
-/// Whether a wave selects a site: its group and its labels, when set.
-fn selects(checked: &Checked, wave: &Wave, site: &SiteId) -> bool {
-    let in_group = wave.group.as_ref().is_none_or(|g| {
-        checked
-            .members
-            .get(site)
-            .is_some_and(|ms| ms.iter().any(|m| &m.group == g))
-    });
-    let labels = wave.match_labels.as_ref().is_none_or(|want| {
-        checked
-            .manifests
-            .sites
-            .get(site)
-            .is_some_and(|d| want.iter().all(|(k, v)| d.value.labels.get(k) == Some(v)))
-    });
-    in_group && labels
 }
 
 impl Fleet {
@@ -215,7 +164,7 @@ impl Fleet {
                 baselines.insert(r.site.clone(), baseline);
             }
         }
-        let policy = policy_for(checked, &changing);
+        let policy = rollout::policy_for(checked, &changing);
         let mut after = before.clone();
         match (policy, before.current.filter(Rollout::active)) {
             (None, None) => return Ok(None),
@@ -253,7 +202,7 @@ impl Fleet {
             (Some(_), None) if changing.is_empty() => return Ok(None),
             (Some((policy, file)), old) => {
                 let (targets, mut waves) =
-                    rollout::assign(&policy, &changing, |w, s| selects(checked, w, s));
+                    rollout::assign(&policy, &changing, |w, s| rollout::selects(checked, w, s));
                 if let Some(first) = waves.first_mut() {
                     first.opened_at = Some(now);
                 }
