@@ -26,6 +26,14 @@
 //! from = "Touchline <alerts@example.org>"
 //! to = ["ops@example.org"]
 //!
+//! [commit_status]              # one status per commit on the git host
+//! kind = "github"               # github | gitea (also Forgejo) | gitlab
+//! api_url = "https://api.github.com"   # gitea: https://host/api/v1, gitlab: https://host/api/v4
+//! repository = "neopro/fleet"   # owner/name (gitlab: the project path or id)
+//! token_file = "/etc/touchline/git-status.token"
+//! context = "touchline"         # the status's name (default touchline)
+//! target_url = "https://touchline.example.org/"  # where the status links to
+//!
 //! [[operators]]
 //! name = "alice"
 //! role = "admin"                # viewer | operator | admin
@@ -96,6 +104,45 @@ pub enum EmailTls {
     Tls,
     /// No encryption: only for a relay on the same machine.
     None,
+}
+
+/// The git host that receives commit statuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitHost {
+    /// GitHub (`POST /repos/{owner}/{repo}/statuses/{sha}`).
+    Github,
+    /// Gitea and Forgejo (the same statuses API under `/api/v1`).
+    Gitea,
+    /// GitLab (`POST /projects/{id}/statuses/{sha}`).
+    Gitlab,
+}
+
+/// `[commit_status]`: where each commit's status goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommitStatus {
+    /// The host's kind.
+    pub kind: GitHost,
+    /// Its API base URL.
+    pub api_url: String,
+    /// `owner/name`, or GitLab's project path or id.
+    pub repository: String,
+    /// A file holding the API token (read at each send).
+    pub token_file: std::path::PathBuf,
+    /// The status's name (default `touchline`).
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Where the status links to (the status page).
+    #[serde(default)]
+    pub target_url: Option<String>,
+}
+
+impl CommitStatus {
+    /// The status's name.
+    pub fn context(&self) -> &str {
+        self.context.as_deref().unwrap_or("touchline")
+    }
 }
 
 /// Alert email settings.
@@ -187,6 +234,9 @@ pub struct Config {
     /// Alert notifications by email.
     #[serde(default)]
     pub email: Option<Email>,
+    /// Commit statuses on the git host.
+    #[serde(default)]
+    pub commit_status: Option<CommitStatus>,
     /// Send a daily digest (fleet counts, firing alerts, the last day's
     /// alerts) at this local time of day, `HH:MM` in the fleet's time zone.
     #[serde(default)]
@@ -367,6 +417,7 @@ impl Default for Config {
             webhooks: Vec::new(),
             alerts_interval: Self::default_alerts_interval(),
             email: None,
+            commit_status: None,
             digest_at: None,
             http: HttpLimits::default(),
             enrollment: Enrollment::default(),
@@ -590,6 +641,45 @@ impl Config {
                 return Err(invalid(format!(
                     "email.password_file: `{}` is not a readable file",
                     p.display()
+                )));
+            }
+        }
+        if let Some(cs) = &c.commit_status {
+            let bad_url = |u: &str| {
+                reqwest::Url::parse(u)
+                    .ok()
+                    .is_none_or(|url| !matches!(url.scheme(), "http" | "https"))
+            };
+            if bad_url(&cs.api_url) {
+                return Err(invalid(format!(
+                    "commit_status.api_url: `{}` is not an http:// or https:// URL",
+                    cs.api_url
+                )));
+            }
+            if let Some(t) = &cs.target_url
+                && bad_url(t)
+            {
+                return Err(invalid(format!(
+                    "commit_status.target_url: `{t}` is not an http:// or https:// URL"
+                )));
+            }
+            let parts: Vec<&str> = cs.repository.split('/').collect();
+            let ok = match cs.kind {
+                GitHost::Github | GitHost::Gitea => {
+                    parts.len() == 2 && parts.iter().all(|p| !p.is_empty())
+                }
+                GitHost::Gitlab => parts.iter().all(|p| !p.is_empty()),
+            };
+            if !ok {
+                return Err(invalid(format!(
+                    "commit_status.repository: `{}` is not owner/name",
+                    cs.repository
+                )));
+            }
+            if !cs.token_file.is_file() {
+                return Err(invalid(format!(
+                    "commit_status.token_file: `{}` is not a readable file",
+                    cs.token_file.display()
                 )));
             }
         }

@@ -476,6 +476,8 @@ impl Fleet {
                 processed_at: now,
                 sites_changed: Vec::new(),
             })?;
+            // The commit status says so soon.
+            self.rollout_wake.notify_one();
             Ok(SyncOutcome::Refused {
                 commit: tip_s.clone(),
                 reason,

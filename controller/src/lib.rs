@@ -32,6 +32,7 @@ pub mod audit;
 pub mod backup;
 pub mod bundles;
 pub mod cli;
+pub mod commit_status;
 pub mod config;
 pub mod content;
 pub mod demo;

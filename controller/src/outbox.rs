@@ -17,6 +17,16 @@ pub enum Target {
         /// The JSON body.
         body: Value,
     },
+    /// A commit status on the configured git host (`[commit_status]`).
+    #[serde(rename = "commit_status")]
+    CommitStatus {
+        /// The commit.
+        commit: String,
+        /// Its state.
+        state: StatusState,
+        /// One line (at most 140 characters).
+        description: String,
+    },
     /// An email to the configured recipients.
     Email {
         /// Subject line.
@@ -26,6 +36,18 @@ pub enum Target {
         /// HTML part.
         html: String,
     },
+}
+
+/// A commit status's state, in GitHub's words (GitLab's are mapped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusState {
+    /// Boxes are still on their way.
+    Pending,
+    /// Every reachable box runs it.
+    Success,
+    /// Refused, or its rollout halted.
+    Failure,
 }
 
 /// A notification waiting in the outbox.

@@ -199,7 +199,8 @@ async fn alert_loop(
             return;
         }
     };
-    let sender = crate::notify::NetSender::new(client, fleet.config.email.clone());
+    let sender = crate::notify::NetSender::new(client, fleet.config.email.clone())
+        .with_commit_status(fleet.config.commit_status.clone());
     let every = config.alerts_interval.to_std();
     let mut last_eval: Option<std::time::Instant> = None;
     let mut second = tokio::time::interval(std::time::Duration::from_secs(1));
@@ -240,6 +241,8 @@ async fn alert_loop(
 /// a bake time ends on time.
 async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut wait = std::time::Duration::ZERO;
+    let mut status_commit: Option<String> = None;
+    let mut status_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -253,6 +256,29 @@ async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "rollout step failed"),
             Err(e) => tracing::warn!(error = %e, "rollout step panicked"),
+        }
+        // The latest commit's status on the git host: at most every 5 s
+        // (it reads every site's report), at once for a new commit.
+        let latest = fleet.store.last_seen_commit().ok().flatten();
+        if fleet.config.commit_status.is_some()
+            && (latest != status_commit
+                || status_at.is_none_or(|t: std::time::Instant| {
+                    t.elapsed() >= std::time::Duration::from_secs(5)
+                }))
+        {
+            status_commit = latest;
+            status_at = Some(std::time::Instant::now());
+            let f = fleet.clone();
+            match tokio::task::spawn_blocking(move || {
+                crate::commit_status::tick(&f, Timestamp::now())
+            })
+            .await
+            {
+                Ok(Ok(true)) => fleet.alerts_wake.notify_one(),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "commit status failed"),
+                Err(e) => tracing::warn!(error = %e, "commit status panicked"),
+            }
         }
         // Every 10 s, or when the bake time ends if sooner.
         let every = std::time::Duration::from_secs(10);

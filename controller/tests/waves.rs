@@ -306,9 +306,16 @@ fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
     }
     // The beta wave passes on its two reachable boxes; b3 does not block it.
     rig.wait_running(&["b1", "b2"], "2.0.0", Duration::from_secs(60));
+    // From the last beta report stored to the wave passing (polled every
+    // 100 ms).
+    let stored = Instant::now();
     rig.wait(Duration::from_secs(20), "beta passed", |r| {
         waves_of(&r.rollout())[0].2
     });
+    println!(
+        "beta wave passed {} ms after its last report was stored",
+        stored.elapsed().as_millis()
+    );
     let r = rig.rollout();
     let beta = &r["waves"][0];
     assert_eq!(beta["tally"]["applied"], 2, "{r:#}");

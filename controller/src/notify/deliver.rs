@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::config::{Email, EmailTls};
+use crate::config::{CommitStatus, Email, EmailTls};
 use crate::fleet::{Fleet, error_chain};
 use crate::outbox::{OutboxId, Outgoing, Target};
 use crate::store::{Bookkeeping, StoreError};
@@ -35,6 +35,9 @@ pub enum SendError {
     /// Email is not configured (any more).
     #[error("email is not configured")]
     NoEmail,
+    /// Commit statuses are not configured (any more).
+    #[error("commit statuses are not configured")]
+    NoCommitStatus,
 }
 
 /// Sends one notification.
@@ -50,12 +53,50 @@ pub trait Sender: Send + Sync {
 pub struct NetSender {
     client: reqwest::Client,
     email: Option<Email>,
+    commit_status: Option<CommitStatus>,
 }
 
 impl NetSender {
     /// With `client` for webhooks and the configured SMTP server.
     pub fn new(client: reqwest::Client, email: Option<Email>) -> Self {
-        Self { client, email }
+        Self {
+            client,
+            email,
+            commit_status: None,
+        }
+    }
+
+    /// Also sends commit statuses to `cfg`'s git host.
+    pub fn with_commit_status(mut self, cfg: Option<CommitStatus>) -> Self {
+        self.commit_status = cfg;
+        self
+    }
+}
+
+/// POSTs one commit status; the token is read from its file at each send.
+async fn send_status(
+    client: &reqwest::Client,
+    cfg: &CommitStatus,
+    commit: &str,
+    state: crate::outbox::StatusState,
+    description: &str,
+) -> Result<(), SendError> {
+    let token = std::fs::read_to_string(&cfg.token_file).map_err(|e| {
+        SendError::Message(format!("cannot read `{}`: {e}", cfg.token_file.display()))
+    })?;
+    let (url, headers, body) =
+        crate::commit_status::request(cfg, token.trim(), commit, state, description);
+    let mut req = client
+        .post(&url)
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(10));
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(SendError::Status(r.status().as_u16())),
+        Err(e) => Err(SendError::Transport(error_chain(&e))),
     }
 }
 
@@ -85,6 +126,14 @@ impl Sender for NetSender {
                     Some(cfg) => send_email(cfg, subject, text, html).await,
                     None => Err(SendError::NoEmail),
                 },
+                Target::CommitStatus {
+                    commit,
+                    state,
+                    description,
+                } => match &self.commit_status {
+                    Some(cfg) => send_status(&self.client, cfg, commit, *state, description).await,
+                    None => Err(SendError::NoCommitStatus),
+                },
             }
         })
     }
@@ -94,6 +143,10 @@ impl Sender for NetSender {
             (Target::Webhook { url, .. }, _) => url.clone(),
             (Target::Email { .. }, Some(cfg)) => format!("smtp://{}:{}", cfg.smtp_host, cfg.port()),
             (Target::Email { .. }, None) => "email".into(),
+            (Target::CommitStatus { commit, .. }, _) => match &self.commit_status {
+                Some(cfg) => format!("{} status of {commit}", cfg.api_url),
+                None => format!("status of {commit}"),
+            },
         }
     }
 }
@@ -164,8 +217,11 @@ pub async fn deliver(fleet: &Arc<Fleet>, sender: &dyn Sender, now: Timestamp) ->
         if item.next_at > now {
             continue;
         }
-        if matches!(item.target, Target::Email { .. }) && fleet.config.email.is_none() {
-            // Email was switched off since: drop it.
+        if (matches!(item.target, Target::Email { .. }) && fleet.config.email.is_none())
+            || (matches!(item.target, Target::CommitStatus { .. })
+                && fleet.config.commit_status.is_none())
+        {
+            // Email or statuses were switched off since: drop it.
             let _ = write(fleet, id, None).await;
             continue;
         }
