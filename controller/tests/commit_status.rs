@@ -7,89 +7,14 @@
 //! diagnostic; a host answering 500 gets the status again from the outbox.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+use common::recorder::Recorder;
+use touchline_testkit::ControllerFiles;
 use touchline_testkit::agent_box::AgentBox;
-use touchline_testkit::{ControllerFiles, Killed};
-
-struct Recorder {
-    _process: Killed,
-    url: String,
-    log: PathBuf,
-}
-
-impl Recorder {
-    fn start(dir: &Path, fail_first: u32) -> Option<Self> {
-        let python = Command::new("python3")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !python {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "python3 is required in CI"
-            );
-            println!("SKIPPED: python3 (the stand-in git host) is not installed");
-            return None;
-        }
-        let port_file = dir.join("recorder.port");
-        let log = dir.join("recorder.jsonl");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/status_recorder.py");
-        let process = Killed(
-            Command::new("python3")
-                .arg(script)
-                .arg(&port_file)
-                .arg(&log)
-                .env("FAIL_FIRST", fail_first.to_string())
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let port = loop {
-            if let Ok(p) = std::fs::read_to_string(&port_file) {
-                break p;
-            }
-            assert!(Instant::now() < deadline, "the recorder did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Some(Self {
-            _process: process,
-            url: format!("http://127.0.0.1:{}", port.trim()),
-            log,
-        })
-    }
-
-    fn requests(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// Waits for a recorded request whose description contains `text`.
-    fn wait_for(&self, text: &str) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(r) = self.requests().into_iter().rev().find(|r| {
-                r["body"]["description"]
-                    .as_str()
-                    .is_some_and(|d| d.contains(text))
-            }) {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no status with `{text}`: {:#?}",
-                self.requests()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
 
 fn fleet(dir: &Path) {
     std::fs::create_dir_all(dir.join("sites")).unwrap();

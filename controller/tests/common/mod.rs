@@ -2,6 +2,7 @@
 //! built `touchline` as an `assert_cmd` command, the status page server.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod recorder;
 pub mod server;
 pub mod webhook;
 
