@@ -14,7 +14,7 @@ use touchline_schemas::{Bundle, SiteId};
 use crate::config::{CommitStatus, GitHost};
 use crate::fleet::Fleet;
 use crate::outbox::{OutboxId, Outgoing, StatusState, Target};
-use crate::rollout::{Outcome, Tally, Target as ReleaseTarget};
+use crate::rollout::{Outcome, Tally};
 use crate::store::{Bookkeeping, CommitState, StoreError};
 
 /// The store's key for the last status queued (`<commit> <state>
@@ -196,8 +196,6 @@ pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreErr
     }))
 }
 
-/// What a site's latest report says about its published bundle: the files
-/// of its serial in place and its releases running.
 fn site_outcome(
     fleet: &Fleet,
     site: &SiteId,
@@ -205,20 +203,7 @@ fn site_outcome(
     reachable: bool,
 ) -> Result<Outcome, StoreError> {
     let state = fleet.store.latest(site)?;
-    let target = ReleaseTarget {
-        software: b.software.clone(),
-        agent: b.agent_release.clone(),
-    };
-    let o = crate::rollout::outcome(&target, state.as_ref(), reachable);
-    let files = state
-        .as_ref()
-        .and_then(|s| s.report.status.applied_serial)
-        .is_some_and(|s| s >= b.serial);
-    Ok(match o {
-        Outcome::Applied if !files && reachable => Outcome::InProgress("applying".into()),
-        Outcome::Applied if !files => Outcome::Unreachable,
-        other => other,
-    })
+    Ok(crate::rollout::bundle_outcome(b, state.as_ref(), reachable))
 }
 
 /// Queues `u` unless it is what was queued last; one outbox item per

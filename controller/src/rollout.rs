@@ -285,6 +285,34 @@ pub fn outcome(target: &Target, state: Option<&SiteState>, reachable: bool) -> O
     }
 }
 
+/// What a box's latest report says about its bundle `b`: applied only
+/// when the files of its serial are in place and its releases run.
+pub fn bundle_outcome(
+    b: &touchline_schemas::Bundle,
+    state: Option<&SiteState>,
+    reachable: bool,
+) -> Outcome {
+    let target = Target {
+        software: b.software.clone(),
+        agent: b.agent_release.clone(),
+    };
+    let files = state
+        .and_then(|s| s.report.status.applied_serial)
+        .is_some_and(|s| s >= b.serial);
+    match outcome(&target, state, reachable) {
+        Outcome::Applied if !files && reachable => Outcome::InProgress(state.map_or_else(
+            || "no report yet".to_owned(),
+            |s| {
+                s.report.status.last_error.clone().unwrap_or_else(|| {
+                    format!("phase {}", crate::store::phase_name(s.report.status.phase))
+                })
+            },
+        )),
+        Outcome::Applied if !files => Outcome::Unreachable,
+        other => other,
+    }
+}
+
 /// A site that changes release with a commit.
 #[derive(Debug, Clone)]
 pub struct Changing {

@@ -885,7 +885,10 @@ pub struct PendingSite {
     pub site: SiteId,
     /// The serial it runs.
     pub applied_serial: Option<u64>,
-    /// Its last error, its phase, or `never reported`.
+    /// `waiting`, `in_progress`, `rolled_back`, `failed`, `unreachable`,
+    /// `not_opened` (its rollout wave).
+    pub state: &'static str,
+    /// What it waits for, its last error, its phase, or `never reported`.
     pub reason: String,
 }
 
@@ -914,6 +917,8 @@ pub struct Commits {
 pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
     let records = fleet.store.commits(limit)?;
     let latest = latest_by_site(fleet)?;
+    let bundles = fleet.bundles();
+    let now = Timestamp::now();
     let commits = records
         .into_iter()
         .map(|record| {
@@ -927,21 +932,58 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
             }
             let mut converged = 0;
             let mut pending = Vec::new();
+            let rollout = fleet.rollout().filter(|r| {
+                r.superseded_by.is_none() && (r.latest_commit == record.id || r.commit == record.id)
+            });
             for site in &record.sites_changed {
                 let st = latest.get(site);
                 let applied = st.and_then(|s| s.report.status.applied_serial);
-                if applied.is_some_and(|a| a >= record.serial) {
-                    converged += 1;
-                } else {
-                    let reason = match st {
+                // Against the site's bundle of this commit (a later
+                // commit's bundle: its serial is enough): the files in
+                // place and the releases switched.
+                let outcome = match (bundles.get(site), &rollout) {
+                    (_, Some(r)) if r.holds_back(site) => {
+                        let wave = r
+                            .wave_of(site)
+                            .map(|(i, _)| r.waves[i].name.clone())
+                            .unwrap_or_default();
+                        crate::rollout::Outcome::Waiting(format!(
+                            "its rollout wave `{wave}` has not opened"
+                        ))
+                    }
+                    (Some(p), _) if p.commit.as_deref() == Some(record.id.as_str()) => {
+                        match Bundle::from_slice(&p.body) {
+                            Ok(b) => {
+                                crate::rollout::bundle_outcome(&b, st, fleet.reachable(site, now))
+                            }
+                            Err(_) => crate::rollout::Outcome::InProgress("no bundle".into()),
+                        }
+                    }
+                    _ if applied.is_some_and(|a| a >= record.serial) => {
+                        crate::rollout::Outcome::Applied
+                    }
+                    _ => crate::rollout::Outcome::InProgress(match st {
                         None => "never reported".to_owned(),
                         Some(s) => s.report.status.last_error.clone().unwrap_or_else(|| {
                             format!("phase {}", crate::store::phase_name(s.report.status.phase))
                         }),
-                    };
+                    }),
+                };
+                if outcome == crate::rollout::Outcome::Applied {
+                    converged += 1;
+                } else {
+                    let state = outcome.key();
+                    let reason = outcome.reason().map_or_else(
+                        || match st {
+                            None => "never reported".to_owned(),
+                            Some(_) => "offline".to_owned(),
+                        },
+                        str::to_owned,
+                    );
                     pending.push(PendingSite {
                         site: site.clone(),
                         applied_serial: applied,
+                        state,
                         reason,
                     });
                 }

@@ -514,6 +514,66 @@ fn reports_are_idempotent_durable_and_bad_bodies_store_nothing() {
     assert!(csv.starts_with("at,cpu_percent,"), "{csv}");
 }
 
+/// A commit counts as applied on a box only when the box runs all of it:
+/// files in place with the release waiting for the window is pending, with
+/// that reason (regression: it counted as applied).
+#[test]
+fn a_commit_whose_release_waits_for_the_window_is_not_applied() {
+    let w = World::new("");
+    let tok = w.site_token("levallois-basket", false);
+    let s = w.start();
+    let site = s.json("/api/sites/levallois-basket");
+    let serial = site["site"]["desired"]["serial"].as_u64().unwrap();
+    let release = site["site"]["desired"]["release"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |r: Value| {
+        let batch = json!({"format": 1, "site": "levallois-basket", "reports": [r]});
+        let r = s
+            .http
+            .post(format!("{}/v1/sites/levallois-basket/reports", s.url))
+            .bearer_auth(&tok)
+            .json(&batch)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    };
+    let pending_of = |s: &RunningController| {
+        let c = s.json("/api/commits");
+        let latest = c["commits"][0].clone();
+        let mine: Vec<Value> = latest["pending"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["site"] == "levallois-basket")
+            .cloned()
+            .collect();
+        (latest["converged"].as_u64().unwrap(), mine)
+    };
+    let mut waiting = report(1, "waiting", serial);
+    waiting["status"]["release"] = json!("0.0.1");
+    waiting["status"]["software"] = json!({"installed": ["0.0.1", release], "current": "0.0.1", "desired": release, "waiting": "maintenance window 03:00-05:00 (Europe/Paris)"});
+    post(waiting);
+    let (converged, mine) = pending_of(&s);
+    assert_eq!(
+        converged, 0,
+        "files in place, release not switched: not applied"
+    );
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["state"], "waiting");
+    assert_eq!(
+        mine[0]["reason"],
+        format!("release {release}: maintenance window 03:00-05:00 (Europe/Paris)")
+    );
+    let mut done = report(2, "converged", serial);
+    done["status"]["release"] = json!(release);
+    post(done);
+    let (converged, mine) = pending_of(&s);
+    assert_eq!(converged, 1);
+    assert!(mine.is_empty());
+}
+
 /// `/metrics` counts sites from memory: a posted report moves its site at
 /// once (no store read per scrape), and the count survives a restart.
 #[test]
