@@ -150,6 +150,13 @@ pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreErr
     let rollout = fleet
         .rollout()
         .filter(|r| r.superseded_by.is_none() && r.latest_commit == latest.id);
+    // Every latest report in one read, not one read a site.
+    let latest_reports: std::collections::HashMap<SiteId, crate::store::SiteState> = fleet
+        .store
+        .latest_all()?
+        .into_iter()
+        .map(|s| (s.site.clone(), s))
+        .collect();
     let mut tally = Tally::default();
     for (site, p) in fleet.bundles() {
         let Ok(b) = Bundle::from_slice(&p.body) else {
@@ -158,23 +165,11 @@ pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreErr
         let reachable = fleet.reachable(&site, now);
         let o = match &rollout {
             Some(r) if r.holds_back(&site) => Outcome::NotOpened,
-            _ => site_outcome(fleet, &site, &b, reachable)?,
+            _ => crate::rollout::bundle_outcome(&b, latest_reports.get(&site), reachable),
         };
         tally.add(&o);
     }
-    let mut parts = vec![format!("{}/{} applied", tally.applied, tally.sites)];
-    for (n, what) in [
-        (tally.waiting, "waiting for the window or the lock"),
-        (tally.in_progress, "in progress"),
-        (tally.not_opened, "in waves not opened"),
-        (tally.rolled_back, "rolled back"),
-        (tally.failed, "failed"),
-        (tally.unreachable, "offline"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
+    let parts = tally.parts("waiting for the window or the lock", "offline");
     let mut description = parts.join(" · ");
     let state = match rollout.as_ref().and_then(|r| r.halted.as_ref()) {
         Some(h) => {
@@ -194,16 +189,6 @@ pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreErr
         state,
         description,
     }))
-}
-
-fn site_outcome(
-    fleet: &Fleet,
-    site: &SiteId,
-    b: &Bundle,
-    reachable: bool,
-) -> Result<Outcome, StoreError> {
-    let state = fleet.store.latest(site)?;
-    Ok(crate::rollout::bundle_outcome(b, state.as_ref(), reachable))
 }
 
 /// Queues `u` unless it is what was queued last; one outbox item per

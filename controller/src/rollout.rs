@@ -300,17 +300,21 @@ pub fn bundle_outcome(
         .and_then(|s| s.report.status.applied_serial)
         .is_some_and(|s| s >= b.serial);
     match outcome(&target, state, reachable) {
-        Outcome::Applied if !files && reachable => Outcome::InProgress(state.map_or_else(
-            || "no report yet".to_owned(),
-            |s| {
-                s.report.status.last_error.clone().unwrap_or_else(|| {
-                    format!("phase {}", crate::store::phase_name(s.report.status.phase))
-                })
-            },
-        )),
+        Outcome::Applied if !files && reachable => {
+            Outcome::InProgress(state.map_or_else(|| "no report yet".to_owned(), report_reason))
+        }
         Outcome::Applied if !files => Outcome::Unreachable,
         other => other,
     }
+}
+
+/// What a box on its way says: its last error, else its phase.
+pub fn report_reason(s: &SiteState) -> String {
+    s.report
+        .status
+        .last_error
+        .clone()
+        .unwrap_or_else(|| format!("phase {}", crate::store::phase_name(s.report.status.phase)))
 }
 
 /// A site that changes release with a commit.
@@ -467,6 +471,25 @@ impl Tally {
     pub fn reachable(&self) -> usize {
         self.sites - self.unreachable - self.not_opened
     }
+
+    /// `N/M applied`, then each count that is not zero in words; the
+    /// words for waiting and unreachable boxes are the caller's.
+    pub fn parts(&self, waiting: &str, unreachable: &str) -> Vec<String> {
+        let mut parts = vec![format!("{}/{} applied", self.applied, self.sites)];
+        for (n, what) in [
+            (self.waiting, waiting),
+            (self.in_progress, "in progress"),
+            (self.not_opened, "in waves not opened"),
+            (self.rolled_back, "rolled back"),
+            (self.failed, "failed"),
+            (self.unreachable, unreachable),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {what}"));
+            }
+        }
+        parts
+    }
 }
 
 /// Each site's outcome in the rollout, by wave.
@@ -619,19 +642,8 @@ pub fn summary(r: &Rollout, outcomes: &[Vec<(SiteId, Outcome)>]) -> String {
             None => "not started".to_owned(),
         }
     };
-    let mut parts = vec![state, format!("{}/{} applied", all.applied, all.sites)];
-    for (n, what) in [
-        (all.waiting, "waiting"),
-        (all.in_progress, "in progress"),
-        (all.not_opened, "in waves not opened"),
-        (all.rolled_back, "rolled back"),
-        (all.failed, "failed"),
-        (all.unreachable, "unreachable"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {what}"));
-        }
-    }
+    let mut parts = vec![state];
+    parts.extend(all.parts("waiting", "unreachable"));
     parts.join(" · ")
 }
 

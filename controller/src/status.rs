@@ -962,12 +962,10 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
                     _ if applied.is_some_and(|a| a >= record.serial) => {
                         crate::rollout::Outcome::Applied
                     }
-                    _ => crate::rollout::Outcome::InProgress(match st {
-                        None => "never reported".to_owned(),
-                        Some(s) => s.report.status.last_error.clone().unwrap_or_else(|| {
-                            format!("phase {}", crate::store::phase_name(s.report.status.phase))
-                        }),
-                    }),
+                    _ => crate::rollout::Outcome::InProgress(st.map_or_else(
+                        || "never reported".to_owned(),
+                        crate::rollout::report_reason,
+                    )),
                 };
                 if outcome == crate::rollout::Outcome::Applied {
                     converged += 1;
