@@ -666,6 +666,36 @@ impl Fleet {
         self.generation.send_modify(|g| *g += 1);
     }
 
+    /// `b` issued at `now` and valid for `expiry`, signed, as served (its
+    /// serial and commit are the bundle's; `desired` its desired-state
+    /// digest).
+    fn sign_anew(
+        &self,
+        b: &mut Bundle,
+        now: Timestamp,
+        expiry: SignedDuration,
+        desired: Option<String>,
+    ) -> Result<Published, SyncError> {
+        b.issued_at = now;
+        b.expires_at = now.saturating_add(expiry).unwrap_or(now);
+        let body = b.to_canonical_json();
+        let signature = self
+            .key
+            .sign(&body)
+            .map_err(|e| SyncError::Render(e.into()))?;
+        Ok(Published {
+            site: b.site.clone(),
+            serial: b.serial,
+            commit: b.commit.clone(),
+            etag: etag_of(&body),
+            body,
+            signature,
+            issued_at: b.issued_at,
+            expires_at: b.expires_at,
+            desired,
+        })
+    }
+
     /// Re-signs bundles signed more than `resign_after` ago, with new issue
     /// and expiry times and the same serial and content.
     pub fn resign_due(&self, now: Timestamp) -> Result<usize, SyncError> {
@@ -685,21 +715,7 @@ impl Fleet {
             let Ok(mut b) = Bundle::from_slice(&p.body) else {
                 continue;
             };
-            b.issued_at = now;
-            b.expires_at = now.saturating_add(expiry).unwrap_or(now);
-            let body = b.to_canonical_json();
-            let signature = self
-                .key
-                .sign(&body)
-                .map_err(|e| SyncError::Render(e.into()))?;
-            fresh.push(Published {
-                etag: etag_of(&body),
-                body,
-                signature,
-                issued_at: b.issued_at,
-                expires_at: b.expires_at,
-                ..(**p).clone()
-            });
+            fresh.push(self.sign_anew(&mut b, now, expiry, p.desired.clone())?);
         }
         let n = fresh.len();
         if n > 0 {

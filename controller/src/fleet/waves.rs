@@ -11,7 +11,7 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use touchline_schemas::{Bundle, SiteId};
 
-use super::{Fleet, SyncError, etag_of};
+use super::{Fleet, SyncError};
 use crate::bundles::{Signed, desired_digest};
 use crate::rollout::{self, Changing, Outcome, Rollout, Step, Target};
 use crate::store::{AuditEntry, Published, StoreError};
@@ -348,24 +348,8 @@ impl Fleet {
                     b.step = b.step.saturating_add(1);
                 }
                 b.commit = Some(r.latest_commit.clone());
-                b.issued_at = now;
-                b.expires_at = now.saturating_add(expiry).unwrap_or(now);
-                let body = b.to_canonical_json();
-                let signature = self
-                    .key
-                    .sign(&body)
-                    .map_err(|e| SyncError::Render(e.into()))?;
-                fresh.push(Published {
-                    site: site.clone(),
-                    serial: b.serial,
-                    commit: b.commit.clone(),
-                    etag: etag_of(&body),
-                    desired: Some(desired_digest(&b).to_hex()),
-                    body,
-                    signature,
-                    issued_at: b.issued_at,
-                    expires_at: b.expires_at,
-                });
+                let desired = Some(desired_digest(&b).to_hex());
+                fresh.push(self.sign_anew(&mut b, now, expiry, desired)?);
             }
         }
         let n = fresh.len();
