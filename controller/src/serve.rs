@@ -252,14 +252,29 @@ async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<
             _ = stop.changed() => return,
         }
         let f = fleet.clone();
-        match tokio::task::spawn_blocking(move || f.advance_rollout(Timestamp::now())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %error_chain(&e), "rollout step failed"),
-            Err(e) => tracing::warn!(error = %e, "rollout step panicked"),
-        }
+        // The rollout's step, and the latest commit (a store read: off the
+        // async threads too).
+        let latest = match tokio::task::spawn_blocking(move || {
+            (
+                f.advance_rollout(Timestamp::now()),
+                f.store.last_seen_commit().ok().flatten(),
+            )
+        })
+        .await
+        {
+            Ok((step, latest)) => {
+                if let Err(e) = step {
+                    tracing::warn!(error = %error_chain(&e), "rollout step failed");
+                }
+                latest
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "rollout step panicked");
+                None
+            }
+        };
         // The latest commit's status on the git host: at most every 5 s
         // (it reads every site's report), at once for a new commit.
-        let latest = fleet.store.last_seen_commit().ok().flatten();
         if fleet.config.commit_status.is_some()
             && (latest != status_commit
                 || status_at.is_none_or(|t: std::time::Instant| {
