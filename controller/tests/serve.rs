@@ -514,6 +514,19 @@ fn reports_are_idempotent_durable_and_bad_bodies_store_nothing() {
     assert!(csv.starts_with("at,cpu_percent,"), "{csv}");
 }
 
+/// Posts one report of `levallois-basket` with its token; asserts 200.
+fn post_report(s: &RunningController, tok: &str, r: Value) {
+    let batch = json!({"format": 1, "site": "levallois-basket", "reports": [r]});
+    let r = s
+        .http
+        .post(format!("{}/v1/sites/levallois-basket/reports", s.url))
+        .bearer_auth(tok)
+        .json(&batch)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
 /// A commit counts as applied on a box only when the box runs all of it:
 /// files in place with the release waiting for the window is pending, with
 /// that reason (regression: it counted as applied).
@@ -528,17 +541,7 @@ fn a_commit_whose_release_waits_for_the_window_is_not_applied() {
         .as_str()
         .unwrap()
         .to_owned();
-    let post = |r: Value| {
-        let batch = json!({"format": 1, "site": "levallois-basket", "reports": [r]});
-        let r = s
-            .http
-            .post(format!("{}/v1/sites/levallois-basket/reports", s.url))
-            .bearer_auth(&tok)
-            .json(&batch)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-    };
+    let post = |r: Value| post_report(&s, &tok, r);
     let pending_of = |s: &RunningController| {
         let c = s.json("/api/commits");
         let latest = c["commits"][0].clone();
@@ -581,17 +584,7 @@ fn metrics_follow_posted_reports_and_survive_a_restart() {
     let w = World::new("");
     let tok = w.site_token("levallois-basket", false);
     let s = w.start();
-    let post = |r: Value| {
-        let batch = json!({"format": 1, "site": "levallois-basket", "reports": [r]});
-        let r = s
-            .http
-            .post(format!("{}/v1/sites/levallois-basket/reports", s.url))
-            .bearer_auth(&tok)
-            .json(&batch)
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::OK);
-    };
+    let post = |r: Value| post_report(&s, &tok, r);
     let scrape = |s: &RunningController| s.get("/metrics", None).text().unwrap();
     let m = scrape(&s);
     assert!(m.contains("touchline_sites{status=\"offline\"} 12"), "{m}");

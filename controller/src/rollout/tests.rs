@@ -72,6 +72,15 @@ fn rollout(p: RolloutPolicy, waves: Vec<WaveState>, targets: Vec<Target>) -> Rol
     }
 }
 
+/// `beta` selects the sites named b…, `bretagne` those named z… and b1.
+fn selects(w: &Wave, s: &SiteId) -> bool {
+    match w.name.as_str() {
+        "beta" => s.as_str().starts_with('b'),
+        "bretagne" => s.as_str().starts_with('z') || s.as_str() == "b1",
+        _ => false,
+    }
+}
+
 #[test]
 fn sites_go_to_the_first_wave_that_selects_them_within_its_limit_and_the_rest_last() {
     let p = policy(json!({"waves": [
@@ -86,11 +95,7 @@ fn sites_go_to_the_first_wave_that_selects_them_within_its_limit_and_the_rest_la
             target: target(if *s == "o1" { "3.0.0" } else { "2.0.0" }),
         })
         .collect();
-    let (targets, waves) = assign(&p, &changing, |w, s| match w.name.as_str() {
-        "beta" => s.as_str().starts_with('b'),
-        "bretagne" => s.as_str().starts_with('z') || s.as_str() == "b1",
-        _ => false,
-    });
+    let (targets, waves) = assign(&p, &changing, selects);
     assert_eq!(targets.len(), 2, "one entry per distinct target");
     let names: Vec<&str> = waves.iter().map(|w| w.name.as_str()).collect();
     assert_eq!(
@@ -110,11 +115,7 @@ fn sites_go_to_the_first_wave_that_selects_them_within_its_limit_and_the_rest_la
         "3.0.0"
     );
     // The same split from one commit to the next.
-    let (_, again) = assign(&p, &changing, |w, s| match w.name.as_str() {
-        "beta" => s.as_str().starts_with('b'),
-        "bretagne" => s.as_str().starts_with('z') || s.as_str() == "b1",
-        _ => false,
-    });
+    let (_, again) = assign(&p, &changing, selects);
     assert_eq!(again, waves);
 }
 
