@@ -513,16 +513,28 @@ impl Agent {
                 span.record("commit", c.as_str());
             }
         }
+        // A controller out of reach is no failed pass: the box keeps its
+        // accepted bundle, applied (or waiting) as far as it can tell, and
+        // says the controller is unreachable in a condition. `Some(waits)`:
+        // only the pull failed that way.
+        let mut unreachable_only: Option<bool> = None;
         let outcome = match accepted {
             None => Outcome::NotConverged(blocking.unwrap_or(PassError::NoBundle)),
             Some(b) => match (self.reconcile(&b, dir).await, blocking) {
-                (Err(e), _) | (Ok(_), Some(e)) => Outcome::NotConverged(e),
+                (Err(e), _) => Outcome::NotConverged(e),
+                (Ok(waits), Some(e)) => {
+                    if matches!(e, PassError::Pull(PullError::Unreachable { .. })) {
+                        unreachable_only = Some(waits.is_some());
+                    }
+                    Outcome::NotConverged(e)
+                }
                 (Ok(Some(w)), None) => Outcome::Waiting(w),
                 (Ok(None), None) => Outcome::Converged,
             },
         };
         self.state.last_error = match &outcome {
             Outcome::Converged | Outcome::Waiting(_) => None,
+            Outcome::NotConverged(_) if unreachable_only.is_some() => None,
             Outcome::NotConverged(e) => Some(e.to_string()),
         };
         let stale = self
@@ -530,11 +542,13 @@ impl Agent {
             .is_some_and(|b| b.expires_at <= self.now().now);
         let applied = self.state.applied_serial.is_some();
         self.enter(Event::Passed(phase::Facts {
-            converged: matches!(outcome, Outcome::Converged),
-            waiting: matches!(outcome, Outcome::Waiting(_)),
+            converged: matches!(outcome, Outcome::Converged) || unreachable_only == Some(false),
+            waiting: matches!(outcome, Outcome::Waiting(_)) || unreachable_only == Some(true),
             has_bundle: applied,
             stale,
-            failed: matches!(outcome, Outcome::NotConverged(_)) && applied,
+            failed: matches!(outcome, Outcome::NotConverged(_))
+                && applied
+                && unreachable_only.is_none(),
         }));
         self.state.phase = Some(self.phase);
         match &outcome {
@@ -668,6 +682,12 @@ impl Agent {
     /// does not take it.
     pub async fn report(&mut self, with_metrics: bool) -> Result<(), ReportError> {
         let r = self.build_report(with_metrics).await;
+        // The copy that reaches the controller cannot say it is out of
+        // reach; the copy queued when it does not get through does.
+        let mut live = r.clone();
+        live.status
+            .conditions
+            .retain(|c| c.item != Item::Controller.key());
         self.last_sent = Some(self.status_fingerprint());
         let transition = self.last_reported_phase != Some(self.phase);
         self.last_reported_phase = Some(self.phase);
@@ -694,7 +714,7 @@ impl Agent {
                 }
             }
         }
-        match c.send_reports(std::slice::from_ref(&r)).await {
+        match c.send_reports(std::slice::from_ref(&live)).await {
             Ok(()) => {
                 self.contact(true);
                 // Back online is a state change `status` must show.
@@ -752,7 +772,7 @@ impl Agent {
             tokio::pin!(pull);
             let answer = loop {
                 tokio::select! {
-                    r = &mut pull => break r,
+                    r = &mut pull => break Some(r),
                     _ = heartbeat.tick() => {
                         self.alive();
                         // The long-poll itself tells the controller the box
@@ -763,14 +783,23 @@ impl Agent {
                         if full {
                             last_metrics = Some(std::time::Instant::now());
                         }
-                        if (full || changed)
-                            && let Err(e) = self.report(full).await
-                        {
-                            tracing::debug!(error = %e, "report queued");
+                        let was_offline = self.state.offline_since.is_some();
+                        if full || changed {
+                            match self.report(full).await {
+                                // Back in touch while backing off: pull now,
+                                // not after the rest of the pause.
+                                Ok(()) if was_offline => break None,
+                                Ok(()) => {}
+                                Err(e) => tracing::debug!(error = %e, "report queued"),
+                            }
                         }
                     }
                     _ = stop.changed() => return RunEnd::Stopped,
                 }
+            };
+            let Some(answer) = answer else {
+                delay = Duration::ZERO;
+                continue;
             };
             let reached = answer.is_ok();
             let candidate = self.absorb_pull(answer);

@@ -22,6 +22,62 @@ fn read(path: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()
 }
 
+/// The first 4 KiB of a small system file, as text (these files are the
+/// system's, not the club's; still, no size is trusted).
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut buf = Vec::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(4096)
+        .read_to_end(&mut buf)
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// One line of text: NULs (the device tree ends its strings with one) and
+/// control characters out, at most 128 bytes, `None` when empty.
+fn one_line(s: &str) -> Option<String> {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut t = clean.trim().to_owned();
+    let mut end = t.len().min(128);
+    while !t.is_char_boundary(end) {
+        end -= 1;
+    }
+    t.truncate(end);
+    (!t.is_empty()).then_some(t)
+}
+
+/// The board: the device tree's model (a Pi), else the DMI product name.
+fn hardware() -> Option<String> {
+    ["/proc/device-tree/model", "/sys/class/dmi/id/product_name"]
+        .into_iter()
+        .find_map(|p| read_small(p).as_deref().and_then(one_line))
+}
+
+/// `PRETTY_NAME` of an os-release file (os-release(5): `KEY=value`, the
+/// value optionally in double or single quotes).
+fn pretty_name(text: &str) -> Option<String> {
+    let v = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("PRETTY_NAME="))?;
+    let v = v
+        .strip_prefix('"')
+        .and_then(|v| v.strip_suffix('"'))
+        .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+        .unwrap_or(v);
+    one_line(&v.replace("\\\"", "\"").replace("\\\\", "\\"))
+}
+
+fn os() -> Option<String> {
+    ["/etc/os-release", "/usr/lib/os-release"]
+        .into_iter()
+        .find_map(|p| read_small(p).as_deref().and_then(pretty_name))
+}
+
 /// `/proc/stat`'s first line.
 pub fn cpu_sample() -> Option<CpuSample> {
     let stat = read("/proc/stat")?;
@@ -217,6 +273,11 @@ pub async fn collect(
         video_count: Some(videos.0),
         video_bytes: Some(videos.1),
         local_files: Some(local_files),
+        hardware: hardware(),
+        os: os(),
+        kernel: read_small("/proc/sys/kernel/osrelease")
+            .as_deref()
+            .and_then(one_line),
     }
 }
 
@@ -267,6 +328,39 @@ mod tests {
         // wrong one.
         let m = rt.block_on(collect(&mut prev, Path::new("/"), &[], (0, 0), 0));
         assert_eq!(m.cpu_percent, None);
+    }
+
+    #[test]
+    fn the_os_name_and_the_board_read_as_one_clean_line() {
+        assert_eq!(
+            pretty_name(
+                "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n"
+            )
+            .as_deref(),
+            Some("Debian GNU/Linux 12 (bookworm)")
+        );
+        assert_eq!(
+            pretty_name("PRETTY_NAME='Raspbian 11'").as_deref(),
+            Some("Raspbian 11")
+        );
+        assert_eq!(pretty_name("PRETTY_NAME=Alpine").as_deref(), Some("Alpine"));
+        assert_eq!(pretty_name("NAME=x\n"), None);
+        assert_eq!(
+            one_line("Raspberry Pi 4 Model B Rev 1.4\0").as_deref(),
+            Some("Raspberry Pi 4 Model B Rev 1.4")
+        );
+        assert_eq!(one_line("\0\n"), None);
+        let long = "é".repeat(100);
+        let cut = one_line(&long).unwrap();
+        assert!(cut.len() <= 128 && cut.chars().all(|c| c == 'é'));
+        // This machine has an os-release and a kernel release.
+        assert!(os().is_some());
+        assert!(
+            read_small("/proc/sys/kernel/osrelease")
+                .as_deref()
+                .and_then(one_line)
+                .is_some()
+        );
     }
 
     #[test]

@@ -65,9 +65,10 @@ impl Default for Effective {
 }
 
 impl Effective {
-    /// Layers `rules` (fleet first, then groups in layering order).
-    pub fn layered<'a>(rules: impl IntoIterator<Item = &'a AlertRules>) -> Self {
-        let mut e = Self::default();
+    /// Layers `rules` (fleet first, then groups in layering order) over
+    /// `self`.
+    pub fn layered<'a>(self, rules: impl IntoIterator<Item = &'a AlertRules>) -> Self {
+        let mut e = self;
         for r in rules {
             macro_rules! take {
                 ($($f:ident),*) => { $( if let Some(v) = r.$f { e.$f = v; } )* };
@@ -168,6 +169,38 @@ pub struct Observation {
     pub value: String,
     /// One line in the fleet's language.
     pub message: String,
+    /// The value and the line in both languages (for the status page,
+    /// which speaks its reader's), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wording: Option<Wording>,
+}
+
+/// A value and its line, in one language.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Words {
+    /// `78,2 °C` / `78.2 °C`.
+    pub value: String,
+    /// One line.
+    pub message: String,
+}
+
+/// An alert's words in French and in English.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Wording {
+    /// Français.
+    pub fr: Words,
+    /// English.
+    pub en: Words,
+}
+
+impl Wording {
+    /// The words in `lang`.
+    pub fn of(&self, lang: Language) -> &Words {
+        match lang {
+            Language::Fr => &self.fr,
+            Language::En => &self.en,
+        }
+    }
 }
 
 /// What the rules look at for one site.
@@ -179,6 +212,9 @@ pub struct Input<'a> {
     pub metrics: Option<&'a Metrics>,
     /// Latest report or poll.
     pub last_seen: Option<Timestamp>,
+    /// When the controller started (silence counts from here at the
+    /// earliest).
+    pub listening_since: Timestamp,
     /// The newest release defined in the manifests.
     pub latest_release: Option<&'a ReleaseVersion>,
     /// Every release defined, to count how far behind a box is.
@@ -217,13 +253,18 @@ pub fn observe(
             level,
             value,
             message,
+            wording: None,
         });
     };
     // Offline: silent for longer than offline_after (a box never seen is
     // not offline: it was never installed).
-    if let Some(seen) = input.last_seen {
+    // Silence counts from the controller's start at the earliest: after a
+    // restart, a box gets offline_after to poll again before it is offline.
+    if let Some(seen) = input.last_seen
+        && let Some(heard) = crate::liveness::silence(Some(seen), input.listening_since, now)
+    {
         let silent = now.duration_since(seen);
-        if silent.as_secs() > i64::try_from(e.offline_after.as_secs()).unwrap_or(i64::MAX) {
+        if heard.as_secs() > i64::try_from(e.offline_after.as_secs()).unwrap_or(i64::MAX) {
             let secs = silent.as_secs();
             let span = if secs < 120 {
                 format!("{secs} s")
@@ -428,6 +469,33 @@ pub fn observe(
     out
 }
 
+/// [`observe`] in `lang`, each observation with its words in both
+/// languages.
+pub fn observe_in_both(
+    e: &Effective,
+    input: &Input<'_>,
+    now: Timestamp,
+    lang: Language,
+) -> Vec<Observation> {
+    let fr = observe(e, input, now, Language::Fr);
+    let en = observe(e, input, now, Language::En);
+    let words = |o: &Observation| Words {
+        value: o.value.clone(),
+        message: o.message.clone(),
+    };
+    let mut out = match lang {
+        Language::Fr => fr.clone(),
+        Language::En => en.clone(),
+    };
+    for (o, (f, e)) in out.iter_mut().zip(fr.iter().zip(en.iter())) {
+        o.wording = Some(Wording {
+            fr: words(f),
+            en: words(e),
+        });
+    }
+    out
+}
+
 /// Where one (site, rule) alert stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlertState {
@@ -439,6 +507,10 @@ pub struct AlertState {
     pub value: String,
     /// The latest message.
     pub message: String,
+    /// The latest value and message in both languages (older records
+    /// have none: then `value` and `message` are shown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wording: Option<Wording>,
     /// When the condition was first seen (this episode).
     pub since: Timestamp,
     /// When it started firing.
@@ -453,6 +525,19 @@ pub struct AlertState {
     /// The last firing notification (for the cooldown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notified_at: Option<Timestamp>,
+}
+
+impl AlertState {
+    /// Its value and message in `lang` (as stored when it has no wording).
+    pub fn words(&self, lang: Language) -> Words {
+        self.wording.as_ref().map_or_else(
+            || Words {
+                value: self.value.clone(),
+                message: self.message.clone(),
+            },
+            |w| w.of(lang).clone(),
+        )
+    }
 }
 
 /// The stage of an alert.
@@ -514,6 +599,7 @@ pub fn step(
                     level: o.level,
                     value: o.value.clone(),
                     message: o.message.clone(),
+                    wording: o.wording.clone(),
                     since: now,
                     fired_at: None,
                     resolved_at: None,
@@ -523,6 +609,7 @@ pub fn step(
             };
             s.value.clone_from(&o.value);
             s.message.clone_from(&o.message);
+            s.wording.clone_from(&o.wording);
             s.clear_since = None;
             match s.state {
                 Stage::Firing => {
@@ -577,6 +664,7 @@ mod tests {
             status: None,
             metrics: m,
             last_seen: Some(at(seen)),
+            listening_since: at("2026-01-01T00:00:00Z"),
             latest_release: None,
             releases: &[],
         }
@@ -619,7 +707,7 @@ mod tests {
             temperature_critical: Some(85.0),
             ..AlertRules::default()
         };
-        let e2 = Effective::layered([&fleet, &rugby]);
+        let e2 = Effective::default().layered([&fleet, &rugby]);
         let m = metrics(80.5, 10, 100_000_000_000);
         assert!(
             observe(
@@ -697,6 +785,7 @@ mod tests {
                     status: Some(s),
                     metrics: None,
                     last_seen: Some(now),
+                    listening_since: now,
                     latest_release: Some(&latest),
                     releases: &releases,
                 },
@@ -712,6 +801,86 @@ mod tests {
     }
 
     #[test]
+    fn every_rule_speaks_french_and_english() {
+        let now = at("2026-11-23T10:00:00Z");
+        let rel = |v: &str| ReleaseVersion::new(v).unwrap();
+        let releases = [rel("2.1.1"), rel("2.1.2"), rel("2.2.0")];
+        let mut m = metrics(85.5, 31_500_000_000, 32_000_000_000);
+        m.memory_percent = Some(95.5);
+        m.throttling = Some(Throttling {
+            under_voltage: true,
+            ..Throttling::default()
+        });
+        m.root_read_only = Some(true);
+        m.services.insert("neopro-app".into(), "failed".into());
+        let status = Status {
+            agent_release: None,
+            phase: Phase::Degraded,
+            desired_serial: None,
+            applied_serial: None,
+            release: Some(rel("2.1.1")),
+            software: Some(SoftwareStatus {
+                current: Some("2.1.1".into()),
+                desired: Some(rel("2.2.0")),
+                installed: Vec::new(),
+                waiting: None,
+                held_back: Some("2.2.0".into()),
+                last_rollback: Some(touchline_schemas::report::RollbackReport {
+                    from: "2.2.0".into(),
+                    to: Some("2.1.1".into()),
+                    at: now,
+                    output: "check failed".into(),
+                }),
+            }),
+            conditions: Vec::new(),
+            last_error: Some("download failed".into()),
+            agent_version: None,
+        };
+        let input = |seen| Input {
+            status: Some(&status),
+            metrics: Some(&m),
+            last_seen: Some(seen),
+            listening_since: at("2026-11-01T00:00:00Z"),
+            latest_release: releases.last(),
+            releases: &releases,
+        };
+        let mut o = observe_in_both(&Effective::default(), &input(now), now, Language::Fr);
+        o.extend(observe_in_both(
+            &Effective::default(),
+            &input(at("2026-11-23T09:00:00Z")),
+            now,
+            Language::Fr,
+        ));
+        let mut rules: Vec<Rule> = o.iter().map(|o| o.rule).collect();
+        rules.sort();
+        assert_eq!(
+            rules,
+            [
+                Rule::Temperature,
+                Rule::Disk,
+                Rule::DiskFree,
+                Rule::Memory,
+                Rule::ServiceDown,
+                Rule::Offline,
+                Rule::ApplyFailed,
+                Rule::RolledBack,
+                Rule::UnderVoltage,
+                Rule::ReadOnlyRoot,
+                Rule::ReleaseBehind
+            ],
+            "every rule is exercised"
+        );
+        let accents = |t: &str| t.chars().any(|c| "éèêàçùâîôû".contains(c));
+        for ob in &o {
+            let w = ob.wording.as_ref().unwrap();
+            assert_eq!(ob.message, w.fr.message, "the fleet's language is kept");
+            assert_ne!(w.fr.message, w.en.message, "{:?} has one text", ob.rule);
+            assert!(!accents(&w.en.message), "{:?}: {}", ob.rule, w.en.message);
+            assert!(!w.en.value.contains(','), "{:?}: {}", ob.rule, w.en.value);
+        }
+    }
+
+    #[test]
     fn hold_damps_flapping_and_resolve_waits_too() {
         let hold = HumanDuration::from_secs(120);
         let o = Observation {
@@ -719,6 +888,7 @@ mod tests {
             level: Level::Warning,
             value: "76 °C".into(),
             message: "temperature 76 °C".into(),
+            wording: None,
         };
         let t = |s: u64| at("2026-11-23T10:00:00Z") + jiff::SignedDuration::from_secs(s as i64);
         let (s, tr) = step(None, Some(&o), hold, t(0));
@@ -754,6 +924,7 @@ mod tests {
             level: Level::Critical,
             value: "6 min".into(),
             message: "offline for 6 min".into(),
+            wording: None,
         };
         let (s, tr) = step(None, Some(&off), Rule::Offline.hold(hold), t(600));
         assert_eq!(tr, Some(Transition::Fired));
@@ -770,6 +941,7 @@ mod tests {
             level: Level::Critical,
             value: String::new(),
             message: String::new(),
+            wording: None,
             since: at("2026-11-23T10:00:00Z"),
             fired_at: None,
             resolved_at: None,

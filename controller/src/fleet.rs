@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use jiff::{SignedDuration, Timestamp};
 use tokio::sync::watch;
-use touchline_schemas::{Bundle, Sha256, SigningKey, SiteId};
+use touchline_schemas::{Bundle, HumanDuration, Sha256, SigningKey, SiteId};
 
 use crate::config::Config;
 use crate::content::ContentStore;
@@ -115,6 +115,9 @@ pub struct Fleet {
     rollout_reconciled: std::sync::atomic::AtomicBool,
     /// Wakes the rollout loop (a report arrived, a commit was published).
     pub rollout_wake: tokio::sync::Notify,
+    /// When this controller started: silence counts from here at the
+    /// earliest (its own downtime is not the boxes').
+    pub started_at: Timestamp,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -133,16 +136,28 @@ struct Scope {
     previous: Arc<HashSet<Sha256>>,
     /// The current bundle's release version.
     release: Option<String>,
+    /// The current bundle's `agent.poll_interval`.
+    poll_interval: Option<SignedDuration>,
+}
+
+/// What [`named_content`] reads of a bundle.
+#[derive(Debug, Default)]
+struct Named {
+    hashes: HashSet<Sha256>,
+    release: Option<String>,
+    poll_interval: Option<SignedDuration>,
 }
 
 /// The hashes a bundle names (its files, its software package and its
-/// agent executables), and
-/// its release version.
-fn named_content(body: &[u8]) -> (HashSet<Sha256>, Option<String>) {
+/// agent executables), its release version and its poll interval.
+fn named_content(body: &[u8]) -> Named {
     Bundle::from_slice(body)
         .map(|b| {
             let release = b.software.as_ref().map(|s| s.version.to_string());
-            let named = b
+            let poll_interval = Some(SignedDuration::from_secs(
+                i64::try_from(b.agent.poll_interval.as_secs()).unwrap_or(i64::MAX),
+            ));
+            let hashes = b
                 .files
                 .iter()
                 .map(|f| f.sha256)
@@ -153,7 +168,11 @@ fn named_content(body: &[u8]) -> (HashSet<Sha256>, Option<String>) {
                         .flat_map(|a| a.binaries.values().map(|x| x.sha256)),
                 )
                 .collect();
-            (named, release)
+            Named {
+                hashes,
+                release,
+                poll_interval,
+            }
         })
         .unwrap_or_default()
 }
@@ -179,12 +198,13 @@ impl Fleet {
         let scopes = bundles
             .iter()
             .map(|(site, p)| {
-                let (named, release) = named_content(&p.body);
+                let named = named_content(&p.body);
                 let scope = Scope {
                     desired: p.desired.clone(),
-                    current: Arc::new(named),
+                    current: Arc::new(named.hashes),
                     previous: Arc::default(),
-                    release,
+                    release: named.release,
+                    poll_interval: named.poll_interval,
                 };
                 (site.clone(), scope)
             })
@@ -222,9 +242,17 @@ impl Fleet {
             rollouts: RwLock::new(rollouts),
             rollout_reconciled: std::sync::atomic::AtomicBool::new(false),
             rollout_wake: tokio::sync::Notify::new(),
+            started_at: Timestamp::now(),
         };
         fleet.reload_manifests()?;
         Ok(fleet)
+    }
+
+    /// The same, as started at `at` (a clock given by a test).
+    #[must_use]
+    pub fn started(mut self, at: Timestamp) -> Self {
+        self.started_at = at;
+        self
     }
 
     /// Re-reads the last good commit's manifests (for the API's desired
@@ -619,6 +647,53 @@ impl Fleet {
         self.scopes.read().ok()?.get(site)?.release.clone()
     }
 
+    /// The alert thresholds of a site: the built-in defaults (silence
+    /// before offline: the controller's `offline_after`), then the fleet's
+    /// `alerts:`, then its groups' in layering order.
+    pub fn thresholds(&self, checked: Option<&Checked>, site: &SiteId) -> crate::alerts::Effective {
+        let base = crate::alerts::Effective {
+            offline_after: self.config.offline_after,
+            ..crate::alerts::Effective::default()
+        };
+        let Some(c) = checked else {
+            return base;
+        };
+        let m = &c.manifests;
+        let fleet = m.fleet.iter().map(|f| &f.value.alerts);
+        let groups = c
+            .members
+            .get(site)
+            .into_iter()
+            .flatten()
+            .filter_map(|mem| m.groups.get(&mem.group))
+            .map(|g| &g.value.alerts);
+        base.layered(fleet.chain(groups))
+    }
+
+    /// What a site's silence is judged against (see [`crate::liveness`]).
+    pub fn clocks(&self, site: &SiteId, offline_after: HumanDuration) -> crate::liveness::Clocks {
+        let secs = |d: HumanDuration| {
+            SignedDuration::from_secs(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        };
+        let poll_interval = self
+            .scopes
+            .read()
+            .ok()
+            .and_then(|s| s.get(site).and_then(|s| s.poll_interval))
+            .unwrap_or(SignedDuration::from_secs(60));
+        let bundle_validity = self
+            .bundle(site)
+            .map_or(SignedDuration::from_hours(7 * 24), |p| {
+                p.expires_at.duration_since(p.issued_at)
+            });
+        crate::liveness::Clocks {
+            listening_since: self.started_at,
+            offline_after: secs(offline_after),
+            poll_interval,
+            bundle_validity,
+        }
+    }
+
     /// Every site's [`Pulse`] (those that reported).
     pub fn pulses(&self) -> HashMap<SiteId, Pulse> {
         self.pulses.read().map(|p| p.clone()).unwrap_or_default()
@@ -651,10 +726,11 @@ impl Fleet {
                 // A re-signed bundle is the same desired state: the
                 // previous set stays what it was.
                 if scope.desired.is_none() || scope.desired != p.desired {
-                    let (named, release) = named_content(&p.body);
-                    scope.previous = std::mem::replace(&mut scope.current, Arc::new(named));
+                    let named = named_content(&p.body);
+                    scope.previous = std::mem::replace(&mut scope.current, Arc::new(named.hashes));
                     scope.desired.clone_from(&p.desired);
-                    scope.release = release;
+                    scope.release = named.release;
+                    scope.poll_interval = named.poll_interval;
                 }
             }
         }

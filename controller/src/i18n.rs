@@ -59,6 +59,25 @@ impl Lang {
     }
 }
 
+/// An agent phase (`converged`…) in `lang`; anything else as it is.
+pub fn phase_word(phase: &str, lang: Lang) -> String {
+    let (fr, en) = match phase {
+        "starting" => ("démarrage", "starting"),
+        "converged" => ("à jour", "converged"),
+        "fetching" => ("téléchargement", "fetching"),
+        "applying" => ("application", "applying"),
+        "waiting" => ("en attente", "waiting"),
+        "updating" => ("mise à jour", "updating"),
+        "degraded" => ("dégradé", "degraded"),
+        "stale" => ("périmé", "stale"),
+        other => return other.to_owned(),
+    };
+    match lang {
+        Lang::Fr => fr.to_owned(),
+        Lang::En => en.to_owned(),
+    }
+}
+
 /// What a page needs to speak the reader's language.
 #[derive(Debug, Clone)]
 pub struct L10n {
@@ -91,6 +110,68 @@ impl L10n {
             "degraded" => ("Dégradé", "Degraded"),
             "offline" => ("Hors ligne", "Offline"),
             "stale" => ("Périmé", "Stale"),
+            "overdue" => ("En retard", "Overdue"),
+            "last_known" => ("dernier état connu", "last known"),
+            "now_title" => ("En ce moment", "Right now"),
+            "measured" => ("Mesuré", "Measured"),
+            "uptime" => ("Allumé depuis", "Up for"),
+            "location" => ("Lieu", "Location"),
+            "hardware" => ("Matériel", "Hardware"),
+            "os" => ("Système", "Operating system"),
+            "agent_version" => ("Version de l'agent", "Agent version"),
+            "gb" => ("Go", "GB"),
+            "chart_last" => ("dernière valeur", "latest"),
+            "chart_min" => ("min.", "lowest"),
+            "chart_max" => ("max.", "highest"),
+            "chart_points" => ("mesure(s)", "measurement(s)"),
+            "ev_phase" => ("phase", "phase"),
+            "ev_applied" => ("appliqué", "applied"),
+            "ev_release" => ("version", "release"),
+            "ev_rolled-back" => ("annulation", "rollback"),
+            "ev_error" => ("erreur", "error"),
+            "ev_alert" => ("alerte", "alert"),
+            "ev_reset" => ("réinitialisation", "reset"),
+            "colon" => (" :", ":"),
+            "rollout" => ("Déploiement en vagues", "Rollout in waves"),
+            "no_rollout" => (
+                "Aucun déploiement en cours : le dernier commit n'a changé la version d'aucun site.",
+                "No rollout: the last commit changed no site's release.",
+            ),
+            "policy_from" => ("règles de", "policy from"),
+            "ro_moving" => ("en cours", "moving"),
+            "ro_halted" => ("arrêté", "halted"),
+            "ro_complete" => ("terminé", "complete"),
+            "ro_superseded" => ("remplacé", "superseded"),
+            "halted_at" => ("Arrêté le", "Halted at"),
+            "halt_hint" => (
+                "plus aucune vague ne s'ouvre. Reprendre (action tracée) ou corriger par un nouveau commit.",
+                "no further wave opens. Resume (audited) or let a new commit decide.",
+            ),
+            "resume_rollout" => ("Reprendre le déploiement", "Resume the rollout"),
+            "resumed_by" => ("Repris par", "Resumed by"),
+            "wave" => ("Vague", "Wave"),
+            "opened" => ("Ouverte", "Opened"),
+            "passed" => ("Réussie", "Passed"),
+            "next_wave" => ("Prochaine vague à partir de", "Next wave from"),
+            "st_applied" => ("appliqué", "applied"),
+            "st_waiting" => ("attend", "waiting"),
+            "st_in_progress" => ("en cours", "in progress"),
+            "st_rolled_back" => ("version annulée", "rolled back"),
+            "st_failed" => ("en échec", "failed"),
+            "st_unreachable" => ("injoignable", "unreachable"),
+            "st_not_opened" => ("vague pas encore ouverte", "wave not opened"),
+            "st_never" => ("jamais vu", "never reported"),
+            "rule_temperature" => ("température", "temperature"),
+            "rule_disk" => ("disque", "disk"),
+            "rule_disk-free" => ("espace libre", "free space"),
+            "rule_memory" => ("mémoire", "memory"),
+            "rule_service-down" => ("service arrêté", "service down"),
+            "rule_offline" => ("hors ligne", "offline"),
+            "rule_apply-failed" => ("échec d'application", "apply failed"),
+            "rule_rolled-back" => ("version annulée", "rolled back"),
+            "rule_under-voltage" => ("sous-tension", "under-voltage"),
+            "rule_read-only-root" => ("système en lecture seule", "read-only root"),
+            "rule_release-behind" => ("version en retard", "release behind"),
             "total" => ("Sites", "Sites"),
             "versions" => ("Versions en service", "Versions running"),
             "active_alerts" => ("Alertes actives", "Active alerts"),
@@ -189,6 +270,9 @@ impl L10n {
             "sites_count" => ("sites", "sites"),
             "language" => ("English", "Français"),
             "refresh" => ("Actualisé toutes les 60 s", "Refreshed every 60 s"),
+            "refresh_paused" => ("Actualisation en pause", "Refresh paused"),
+            "refresh_pause" => ("Mettre en pause", "Pause"),
+            "refresh_resume" => ("Reprendre", "Resume"),
             "priority" => ("priorité", "priority"),
             "rule_members" => ("Règle", "Rule"),
             "members" => ("Membres", "Members"),
@@ -257,6 +341,11 @@ impl L10n {
         }
     }
 
+    /// An agent phase (`converged`…) in the reader's language.
+    pub fn phase(&self, phase: &str) -> String {
+        phase_word(phase, self.lang)
+    }
+
     /// The other language's code (for the switch link).
     pub fn other(&self) -> &'static str {
         match self.lang {
@@ -312,6 +401,28 @@ impl L10n {
         }
     }
 
+    /// `label : value` / `label: value`.
+    pub fn pair(&self, label: &str, value: &str) -> String {
+        match self.lang {
+            Lang::Fr => format!("{label} : {value}"),
+            Lang::En => format!("{label}: {value}"),
+        }
+    }
+
+    /// A length of time (`3 j 4 h` / `3 d 4 h`, `12 min`, `40 s`).
+    pub fn span(&self, secs: u64) -> String {
+        let day = match self.lang {
+            Lang::Fr => "j",
+            Lang::En => "d",
+        };
+        match secs {
+            s if s < 60 => format!("{s} s"),
+            s if s < 3600 => format!("{} min", s / 60),
+            s if s < 86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+            s => format!("{} {day} {} h", s / 86_400, s % 86_400 / 3600),
+        }
+    }
+
     /// `ago` of an optional time, or "never".
     pub fn ago_opt(&self, t: &Option<Timestamp>) -> String {
         t.as_ref()
@@ -353,6 +464,10 @@ mod tests {
         assert_eq!(l(Lang::En).time(&t), "2026-11-23 14:57");
         assert_eq!(l(Lang::Fr).ago(&t), "il y a 3 min");
         assert_eq!(l(Lang::En).ago(&t), "3 min ago");
+        assert_eq!(l(Lang::Fr).span(3 * 86_400 + 4 * 3600 + 5), "3 j 4 h");
+        assert_eq!(l(Lang::En).span(3 * 86_400 + 4 * 3600 + 5), "3 d 4 h");
+        assert_eq!(l(Lang::En).span(3725), "1 h 2 min");
+        assert_eq!(l(Lang::En).span(40), "40 s");
     }
 
     #[test]

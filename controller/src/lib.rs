@@ -14,8 +14,8 @@
 //!   tiers), [`content`], [`tokens`], [`config`];
 //! - the running controller: [`fleet`] (the commit pipeline), [`alerts`]
 //!   (pure rules and state machine), [`notify`] (engine, texts, delivery
-//!   behind [`notify::Sender`]), [`outbox`], [`status`] (the typed read
-//!   side), [`i18n`];
+//!   behind [`notify::Sender`]), [`outbox`], [`liveness`] (online, overdue,
+//!   offline, stale), [`status`] (the typed read side), [`i18n`];
 //! - HTTP: [`app`] (shared state), [`http`] (router; agents' API,
 //!   operators' API, authentication extractors), [`web`] (the status page),
 //!   [`session`], [`html`], [`metrics`]; [`serve`] (the daemon), [`demo`].
@@ -51,6 +51,7 @@ pub mod import;
 pub mod install;
 pub mod keys;
 pub mod listen;
+pub mod liveness;
 pub mod merge;
 pub mod metrics;
 pub mod model;

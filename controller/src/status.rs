@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::{Value, json};
 use touchline_schemas::report::Metrics;
@@ -19,28 +19,7 @@ use crate::render::{BundleMeta, CatalogIndex};
 use crate::store::{CommitRecord, CommitState, Published, Pulse, SiteState, StoreError};
 use crate::validate::Checked;
 
-/// A site's health as the fleet overview shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Reporting, nothing wrong.
-    Online,
-    /// Reporting, but degraded, stale, or with an error condition.
-    Degraded,
-    /// No report for `offline_after` (or never).
-    Offline,
-}
-
-impl Health {
-    /// Lowercase name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Health::Online => "online",
-            Health::Degraded => "degraded",
-            Health::Offline => "offline",
-        }
-    }
-}
+pub use crate::liveness::Health;
 
 /// One row of `/api/sites`.
 #[derive(Debug, Clone, Serialize)]
@@ -57,9 +36,13 @@ pub struct SiteView {
     pub location: Option<touchline_schemas::manifest::Location>,
     /// Groups, in layering order.
     pub groups: Vec<String>,
-    /// Online / degraded / offline.
+    /// Online, degraded, overdue, offline or stale.
     pub status: Health,
-    /// Last report received.
+    /// Whether the phase, conditions and metrics are current: `false` when
+    /// the site is overdue, offline or stale (they are its last known
+    /// state, as of `last_seen`).
+    pub current: bool,
+    /// Last report or bundle poll received.
     pub last_seen: Option<Timestamp>,
     /// What the published bundle says.
     pub desired: DesiredState,
@@ -82,6 +65,10 @@ pub struct SiteView {
     /// Where the box's agent releases stand, as reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent_release: Option<touchline_schemas::report::AgentReleaseStatus>,
+    /// Its alert thresholds (fleet, then groups), for the stats and the
+    /// page's colours.
+    #[serde(skip)]
+    pub thresholds: crate::alerts::Effective,
 }
 
 /// What a site's published bundle asks for.
@@ -120,7 +107,7 @@ pub struct SiteFilter {
     pub region: Option<String>,
     /// A group the site is a member of.
     pub group: Option<String>,
-    /// `online`, `degraded` or `offline`.
+    /// `online`, `degraded`, `overdue`, `offline` or `stale`.
     pub status: Option<String>,
     /// The running release.
     pub version: Option<String>,
@@ -168,22 +155,18 @@ fn last_seen(pulse: Option<&Pulse>, last_poll: Option<Timestamp>) -> Option<Time
         .max()
 }
 
+/// A site's state at `now` (see [`crate::liveness`]).
 fn health(
     pulse: Option<&Pulse>,
     last_poll: Option<Timestamp>,
+    clocks: &crate::liveness::Clocks,
     now: Timestamp,
-    offline_after: u64,
 ) -> Health {
-    let limit = SignedDuration::from_secs(i64::try_from(offline_after).unwrap_or(i64::MAX));
-    match last_seen(pulse, last_poll) {
-        Some(t) if t.saturating_add(limit).unwrap_or(now) >= now => {}
-        _ => return Health::Offline,
-    }
-    if pulse.is_some_and(|p| p.troubled) {
-        Health::Degraded
-    } else {
-        Health::Online
-    }
+    let said = crate::liveness::Said {
+        stale: pulse.is_some_and(|p| p.stale),
+        troubled: pulse.is_some_and(|p| p.troubled),
+    };
+    crate::liveness::judge(last_seen(pulse, last_poll), said, clocks, now)
 }
 
 /// Every site the fleet knows, sorted: published, reporting (`reported`)
@@ -212,11 +195,12 @@ pub fn site_health(fleet: &Fleet, now: Timestamp) -> Vec<(Health, Option<String>
         pulses.keys(),
         fleet.manifests().as_deref(),
     );
-    let offline_after = fleet.config.offline_after.as_secs();
+    let manifests = fleet.manifests();
     ids.into_iter()
         .map(|id| {
             let pulse = pulses.get(&id);
-            let health = health(pulse, fleet.last_poll(&id), now, offline_after);
+            let limit = fleet.thresholds(manifests.as_deref(), &id).offline_after;
+            let health = health(pulse, fleet.last_poll(&id), &fleet.clocks(&id, limit), now);
             let release = pulse
                 .and_then(|p| p.release.clone())
                 .or_else(|| fleet.desired_release(&id));
@@ -241,36 +225,47 @@ pub fn site_views(fleet: &Fleet, now: Timestamp) -> Result<Vec<SiteView>, StoreE
     let bundles = fleet.bundles();
     let manifests = fleet.manifests();
     let ids = known_sites(&bundles, latest.keys(), manifests.as_deref());
-    let offline_after = fleet.config.offline_after.as_secs();
     Ok(ids
         .into_iter()
         .map(|id| {
             let state = latest.get(&id);
             let published = bundles.get(&id).map(|p| &**p);
             let polled = fleet.last_poll(&id);
-            view_of(
-                id,
-                manifests.as_deref(),
+            let thresholds = fleet.thresholds(manifests.as_deref(), &id);
+            let clocks = fleet.clocks(&id, thresholds.offline_after);
+            let facts = Facts {
+                manifests: manifests.as_deref(),
                 state,
-                polled,
+                last_poll: polled,
                 published,
-                offline_after,
-                now,
-            )
+            };
+            view_of(id, &facts, thresholds, &clocks, now)
         })
         .collect())
+}
+
+/// What a site's row is made of.
+struct Facts<'a> {
+    manifests: Option<&'a Checked>,
+    state: Option<&'a SiteState>,
+    last_poll: Option<Timestamp>,
+    published: Option<&'a Published>,
 }
 
 /// One site's row, from its manifest, latest report and published bundle.
 fn view_of(
     id: SiteId,
-    manifests: Option<&crate::validate::Checked>,
-    state: Option<&SiteState>,
-    last_poll: Option<Timestamp>,
-    published: Option<&crate::store::Published>,
-    offline_after: u64,
+    facts: &Facts<'_>,
+    thresholds: crate::alerts::Effective,
+    clocks: &crate::liveness::Clocks,
     now: Timestamp,
 ) -> SiteView {
+    let Facts {
+        manifests,
+        state,
+        last_poll,
+        published,
+    } = *facts;
     let doc = manifests.and_then(|m| m.manifests.sites.get(&id));
     let pulse = state.map(SiteState::pulse);
     // Only the release of the bundle (parsing whole bundles for every site
@@ -295,6 +290,7 @@ fn view_of(
     let applied_serial = state.and_then(|s| s.report.status.applied_serial);
     let applied_release =
         state.and_then(|s| s.report.status.release.as_ref().map(ToString::to_string));
+    let status = health(pulse.as_ref(), last_poll, clocks, now);
     let groups = manifests
         .and_then(|m| m.members.get(&id))
         .map(|ms| ms.iter().map(|m| m.group.to_string()).collect())
@@ -313,7 +309,8 @@ fn view_of(
             .unwrap_or_default(),
         location: doc.map(|d| d.value.location.clone()),
         groups,
-        status: health(pulse.as_ref(), last_poll, now, offline_after),
+        status,
+        current: crate::liveness::fresh(last_seen(pulse.as_ref(), last_poll), clocks, now),
         last_seen: last_seen(pulse.as_ref(), last_poll),
         desired: DesiredState {
             serial: published.map(|p| p.serial),
@@ -343,6 +340,7 @@ fn view_of(
         software: state.and_then(|s| s.report.status.software.clone()),
         agent_version: state.and_then(|s| s.report.status.agent_version.clone()),
         agent_release: state.and_then(|s| s.report.status.agent_release.clone()),
+        thresholds,
         id,
     }
 }
@@ -366,15 +364,15 @@ fn site_parts(fleet: &Fleet, site: &SiteId, now: Timestamp) -> Result<Option<Par
     if state.is_none() && published.is_none() && !known {
         return Ok(None);
     }
-    let view = view_of(
-        site.clone(),
-        manifests.as_deref(),
-        state.as_ref(),
-        fleet.last_poll(site),
-        published.as_deref(),
-        fleet.config.offline_after.as_secs(),
-        now,
-    );
+    let thresholds = fleet.thresholds(manifests.as_deref(), site);
+    let clocks = fleet.clocks(site, thresholds.offline_after);
+    let facts = Facts {
+        manifests: manifests.as_deref(),
+        state: state.as_ref(),
+        last_poll: fleet.last_poll(site),
+        published: published.as_deref(),
+    };
+    let view = view_of(site.clone(), &facts, thresholds, &clocks, now);
     Ok(Some((view, state, published, manifests)))
 }
 
@@ -754,9 +752,11 @@ pub fn releases(fleet: &Fleet, views: &[SiteView]) -> Releases {
 }
 
 /// `/api/stats`, in the shape of NEOPRO's monitoring API, plus the version
-/// distribution. Thresholds: temperature > 75 °C warning, > 80 °C critical;
-/// disk > 90 % warning, > 95 % critical; memory > 90 % warning; a degraded
-/// site is critical.
+/// distribution and the late and stale counts. Each site is judged against
+/// its own alert thresholds (built-in: temperature > 75 °C warning, > 80 °C
+/// critical; disk > 90 % warning, > 95 % critical; memory > 90 % warning;
+/// then the fleet's and its groups' `alerts:`); a degraded or stale site is
+/// critical. A silent site's last metrics count in no average.
 pub fn stats(views: &[SiteView]) -> Stats {
     let mut warnings = 0;
     let mut critical = 0;
@@ -767,21 +767,25 @@ pub fn stats(views: &[SiteView]) -> Stats {
         if let Some(ver) = &v.version {
             *versions.entry(ver.clone()).or_default() += 1;
         }
-        if v.status == Health::Offline {
-            alerts += 1;
+        if !v.current {
+            // Overdue: late, not yet an alert; its metrics are old.
+            alerts += usize::from(v.status != Health::Overdue);
             continue;
         }
+        let e = &v.thresholds;
         let m = v.metrics.clone().unwrap_or_default();
         let d = disk_percent(&m);
         let crit = [
-            m.temperature_c.is_some_and(|t| t > 80.0),
-            d.is_some_and(|d| d > 95.0),
-            v.status == Health::Degraded,
+            m.temperature_c.is_some_and(|t| t > e.temperature_critical),
+            d.is_some_and(|d| d > e.disk_critical_percent),
+            matches!(v.status, Health::Degraded | Health::Stale),
         ];
         let warn = [
-            m.temperature_c.is_some_and(|t| t > 75.0 && t <= 80.0),
-            d.is_some_and(|d| d > 90.0 && d <= 95.0),
-            m.memory_percent.is_some_and(|x| x > 90.0),
+            m.temperature_c
+                .is_some_and(|t| t > e.temperature_warning && t <= e.temperature_critical),
+            d.is_some_and(|d| d > e.disk_warning_percent && d <= e.disk_critical_percent),
+            m.memory_percent
+                .is_some_and(|x| x > e.memory_warning_percent),
         ];
         let nc = crit.iter().filter(|x| **x).count();
         let nw = warn.iter().filter(|x| **x).count();
@@ -802,12 +806,14 @@ pub fn stats(views: &[SiteView]) -> Stats {
     let count = |h: Health| views.iter().filter(|v| v.status == h).count();
     Stats {
         total_sites: views.len(),
-        active_sites: count(Health::Online) + count(Health::Degraded),
+        active_sites: count(Health::Online) + count(Health::Degraded) + count(Health::Overdue),
         online_sites: count(Health::Online),
         degraded_sites: count(Health::Degraded),
+        overdue_sites: count(Health::Overdue),
+        stale_sites: count(Health::Stale),
         warnings_sites: warnings,
         critical_sites: critical,
-        offline_sites: count(Health::Offline),
+        offline_sites: count(Health::Offline) + count(Health::Stale),
         total_alerts: alerts,
         average_metrics: AverageMetrics {
             temperature: avg(&temp),
@@ -825,19 +831,24 @@ pub fn stats(views: &[SiteView]) -> Stats {
 pub struct Stats {
     /// Every site.
     pub total_sites: usize,
-    /// Online or degraded.
+    /// Online, degraded or overdue (heard from within `offline_after`).
     pub active_sites: usize,
     /// Online.
     pub online_sites: usize,
     /// Degraded.
     pub degraded_sites: usize,
+    /// Late by more than two poll intervals.
+    pub overdue_sites: usize,
+    /// Offline with an expired bundle, or saying their bundle expired
+    /// (the silent ones are also in `offline_sites`).
+    pub stale_sites: usize,
     /// With a warning (and no critical) threshold crossed.
     pub warnings_sites: usize,
     /// With a critical threshold crossed.
     pub critical_sites: usize,
-    /// Offline.
+    /// Offline (stale silent sites included).
     pub offline_sites: usize,
-    /// Thresholds crossed, offline sites included.
+    /// Thresholds crossed, offline and stale sites included.
     pub total_alerts: usize,
     /// Means over the reporting sites.
     pub average_metrics: AverageMetrics,

@@ -189,6 +189,8 @@ pub struct Pulse {
     pub received_at: Timestamp,
     /// A degraded or stale phase, or an error condition.
     pub troubled: bool,
+    /// A stale phase (its accepted bundle expired).
+    pub stale: bool,
     /// The release the box runs.
     pub release: Option<String>,
 }
@@ -206,6 +208,7 @@ impl Pulse {
         let st = &report.status;
         Self {
             received_at,
+            stale: st.phase == Phase::Stale,
             troubled: matches!(st.phase, Phase::Degraded | Phase::Stale)
                 || st
                     .conditions
@@ -258,8 +261,22 @@ pub struct Event {
     pub at: Timestamp,
     /// What kind of thing.
     pub kind: EventKind,
-    /// Plain words.
+    /// Plain words, in English.
     pub message: String,
+    /// The same in French, when the controller wrote it (a box's own
+    /// error text is the box's words).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fr: Option<String>,
+}
+
+impl Event {
+    /// Its words in `lang`.
+    pub fn text(&self, lang: crate::i18n::Lang) -> &str {
+        match (lang, &self.fr) {
+            (crate::i18n::Lang::Fr, Some(fr)) => fr,
+            _ => &self.message,
+        }
+    }
 }
 
 /// The result of storing a batch of reports.
@@ -740,6 +757,10 @@ pub fn fold_reports(
                     "the box's state was wiped (reflashed, a new SD card): its reports start again at seq {}",
                     first.seq
                 ),
+                fr: Some(format!(
+                    "l'état du boîtier a été effacé (réinstallé, nouvelle carte SD) : ses rapports reprennent au numéro {}",
+                    first.seq
+                )),
             }),
         ));
     }
@@ -794,11 +815,24 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
     let mut out = Vec::new();
     let prev_phase = prev.map(|p| p.status.phase);
     if prev_phase != Some(r.status.phase) {
-        let from = prev_phase.map_or("nothing".to_owned(), phase_name);
+        let to = phase_name(r.status.phase);
+        let from = prev_phase.map(phase_name);
+        let word = |lang, p: &str| crate::i18n::phase_word(p, lang);
         out.push(Event {
             at: r.at,
             kind: EventKind::Phase,
-            message: format!("{from} → {}", phase_name(r.status.phase)),
+            message: format!(
+                "{} → {}",
+                from.as_deref()
+                    .map_or("nothing".to_owned(), |f| word(crate::i18n::Lang::En, f)),
+                word(crate::i18n::Lang::En, &to)
+            ),
+            fr: Some(format!(
+                "{} → {}",
+                from.as_deref()
+                    .map_or("rien".to_owned(), |f| word(crate::i18n::Lang::Fr, f)),
+                word(crate::i18n::Lang::Fr, &to)
+            )),
         });
     }
     let prev_applied = prev.and_then(|p| p.status.applied_serial);
@@ -809,6 +843,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
             at: r.at,
             kind: EventKind::Applied,
             message: format!("applied serial {a}"),
+            fr: Some(format!("numéro {a} appliqué")),
         });
     }
     // Releases: a switch, and a rollback (with the health check's output).
@@ -825,6 +860,10 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
                     Some(old) => format!("applied release {cur} (was {old})"),
                     None => format!("applied release {cur}"),
                 },
+                fr: Some(match prev_sw.and_then(|p| p.current.as_deref()) {
+                    Some(old) => format!("version {cur} appliquée (avant : {old})"),
+                    None => format!("version {cur} appliquée"),
+                }),
             });
         }
         if let Some(rb) = &sw.last_rollback
@@ -839,6 +878,12 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
                     rb.to.as_deref().unwrap_or("(none)"),
                     rb.output.chars().take(2048).collect::<String>()
                 ),
+                fr: Some(format!(
+                    "retour de {} à {} : {}",
+                    rb.from,
+                    rb.to.as_deref().unwrap_or("(aucune)"),
+                    rb.output.chars().take(2048).collect::<String>()
+                )),
             });
         }
     }
@@ -850,6 +895,7 @@ fn transition_events(prev: Option<&Report>, r: &Report) -> Vec<Event> {
             at: r.at,
             kind: EventKind::Error,
             message: e.chars().take(500).collect(),
+            fr: None,
         });
     }
     out
@@ -915,6 +961,7 @@ mod tests {
             level: Level::Critical,
             value: "85 °C".into(),
             message: "too hot".into(),
+            wording: None,
             since: at,
             fired_at: Some(at),
             resolved_at: None,

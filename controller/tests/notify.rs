@@ -55,7 +55,8 @@ impl World {
                 Follower::open(&data, self.files.repo_dir().to_str().unwrap(), "main").unwrap(),
             ),
         )
-        .unwrap();
+        .unwrap()
+        .started(now);
         fleet.sync(now).unwrap();
         Arc::new(fleet)
     }
@@ -240,14 +241,24 @@ async fn cooldown_resolve_outbox_retry_and_the_daily_digest_follow_the_clock() {
     notify::deliver(&fleet, &sender, at(79)).await;
     assert_eq!(got.lock().unwrap()[4]["alert"]["state"], "resolved");
 
-    // Every transition is an event of the site, in the fleet's language.
-    let events: Vec<String> = fleet
+    // Every transition is an event of the site, in both languages (the
+    // page shows its reader's).
+    let stored: Vec<_> = fleet
         .store
         .events(&SiteId::new("cesson-handball").unwrap(), 50)
         .unwrap()
         .into_iter()
         .filter(|e| e.kind == touchline_controller::store::EventKind::Alert)
-        .map(|e| format!("{} {}", e.at, e.message))
+        .collect();
+    assert!(
+        stored[0]
+            .message
+            .starts_with("alert resolved: offline for "),
+        "{stored:#?}"
+    );
+    let events: Vec<String> = stored
+        .iter()
+        .map(|e| format!("{} {}", e.at, e.text(touchline_controller::i18n::Lang::Fr)))
         .collect();
     assert_eq!(events.len(), 7, "{events:#?}");
     assert!(

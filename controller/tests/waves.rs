@@ -13,6 +13,8 @@
 //! restart; an operator's resume (audited) lets it go on.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -231,6 +233,38 @@ impl Rig {
     }
 }
 
+/// A status page session of the operator: a client that does not follow
+/// redirects, its cookies and its CSRF token.
+fn operator_session(url: &str) -> (reqwest::blocking::Client, String, String) {
+    use common::server::{cookie_of, csrf_in, value};
+    let web = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = web.get(format!("{url}/login")).send().unwrap();
+    let pre = value(&cookie_of(&form, "tl_login").unwrap());
+    let r = web
+        .post(format!("{url}/login"))
+        .header("cookie", format!("tl_login={pre}"))
+        .form(&[
+            ("token", touchline_testkit::OPERATOR),
+            ("csrf", pre.as_str()),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookies = cookie_of(&r, "tl_session").unwrap();
+    let cookies = cookies.split(';').next().unwrap().to_owned();
+    let home = web
+        .get(format!("{url}/releases"))
+        .header("cookie", &cookies)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    (web, cookies, csrf_in(&home))
+}
+
 fn add_release(files: &ControllerFiles, version: &str) {
     let pkg = package(version);
     let path = files.path(&format!("pkg-{version}.tar.gz"));
@@ -421,16 +455,44 @@ fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
         .send()
         .unwrap();
     assert_eq!(viewer.status(), 403);
-    let resumed = rig
-        .c
-        .http
-        .post(format!("{}/api/rollout/resume", rig.c.url))
-        .bearer_auth(touchline_testkit::OPERATOR)
+    // The releases page shows the halt, in the reader's language, with
+    // the boxes behind it and the resume button; the operator resumes
+    // there.
+    let (web, cookies, csrf) = operator_session(&rig.c.url);
+    let page = |lang: &str| {
+        web.get(format!("{}/releases", rig.c.url))
+            .header("cookie", format!("{cookies}; tl_lang={lang}"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    let html = page("en");
+    assert!(html.contains("id=\"rollout-state\">halted<"), "{html}");
+    assert!(html.contains("<strong>release 3.0.0</strong>"), "{html}");
+    for s in ["b1", "b2"] {
+        assert!(
+            html.contains(&format!(
+                "<td><a href=\"/sites/{s}\">{s}</a></td><td>rolled back</td>"
+            )),
+            "{s} in {html}"
+        );
+    }
+    assert!(html.contains("id=\"rollout-resume\""), "{html}");
+    assert!(page("fr").contains("id=\"rollout-state\">arrêté<"));
+    let r = web
+        .post(format!("{}/rollout/resume", rig.c.url))
+        .header("cookie", &cookies)
+        .form(&[("csrf", csrf.as_str())])
         .send()
         .unwrap();
-    assert_eq!(resumed.status(), 200);
-    let resumed: Value = resumed.json().unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().unwrap());
+    assert_eq!(r.headers()["location"], "/releases");
+    let resumed = rig.api("/api/rollout")["current"].clone();
     assert_eq!(resumed["resumes"][0]["by"], "ops", "{resumed:#}");
+    let html = page("en");
+    assert!(html.contains("Resumed by ops · "), "{html}");
+    assert!(!html.contains("id=\"rollout-resume\""), "{html}");
     let again = rig
         .c
         .http

@@ -251,7 +251,10 @@ fn pages_speak_french_and_english_escape_names_filter_and_chart() {
         html.contains("<strong id=\"health\">100</strong>"),
         "{html}"
     );
-    assert!(html.contains("applied serial 1"), "events");
+    assert!(
+        html.contains("numéro 1 appliqué"),
+        "events, in the reader's language"
+    );
     // What the bundle wants, each with the manifest line that set it.
     assert!(html.contains("Vidéos voulues (11)"), "{html}");
     assert!(

@@ -243,6 +243,16 @@ pub struct Metrics {
     /// Files in the videos directory the agent did not place (the club's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_files: Option<u64>,
+    /// The board (`Raspberry Pi 4 Model B Rev 1.4`, from the device tree
+    /// or the DMI product name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<String>,
+    /// The operating system (`PRETTY_NAME` of `/etc/os-release`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    /// The kernel release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
 }
 
 /// A network interface.
@@ -526,6 +536,15 @@ impl Report {
                 10_000_000,
                 &mut out,
             );
+            for (field, v) in [
+                ("metrics.hardware", &mut m.hardware),
+                ("metrics.os", &mut m.os),
+                ("metrics.kernel", &mut m.kernel),
+            ] {
+                if let Some(v) = v {
+                    cut(field, v, MAX_NAME_BYTES, &mut out);
+                }
+            }
             cut_list("metrics.interfaces", &mut m.interfaces, &mut out);
             for (i, n) in m.interfaces.iter_mut().enumerate() {
                 cut(

@@ -74,21 +74,20 @@ impl Fleet {
         self.rollouts.read().ok()?.previous.clone()
     }
 
-    /// Whether the box was heard from within the offline limit.
+    /// Whether the box was heard from within its offline limit (counted
+    /// from the controller's start at the earliest).
     pub fn reachable(&self, site: &SiteId, now: Timestamp) -> bool {
-        let limit = SignedDuration::from_secs(
-            i64::try_from(self.config.offline_after.as_secs()).unwrap_or(i64::MAX),
-        );
+        let limit = self
+            .thresholds(self.manifests().as_deref(), site)
+            .offline_after;
+        let limit = SignedDuration::from_secs(i64::try_from(limit.as_secs()).unwrap_or(i64::MAX));
         let report = self
             .pulses
             .read()
             .ok()
             .and_then(|p| p.get(site).map(|p| p.received_at));
-        report
-            .into_iter()
-            .chain(self.last_poll(site))
-            .max()
-            .is_some_and(|t| t.saturating_add(limit).unwrap_or(now) >= now)
+        let seen = report.into_iter().chain(self.last_poll(site)).max();
+        crate::liveness::reachable(seen, self.started_at, limit, now)
     }
 
     /// Each site's outcome in `r`, by wave, from the latest reports.

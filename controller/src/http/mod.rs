@@ -133,9 +133,10 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The page's Content-Security-Policy: no script at all, styles from the
-/// controller's own stylesheet only, never framed.
-pub const CSP: &str = "default-src 'self'; script-src 'none'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+/// The page's Content-Security-Policy: scripts and styles from the
+/// controller's own files only (one script: the pausable refresh; nothing
+/// inline), never framed.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
 /// The router.
 pub fn router(state: AppState) -> Router {
@@ -229,7 +230,9 @@ pub fn router(state: AppState) -> Router {
         .route("/alerts", get(crate::web::alerts))
         .route("/groups", get(crate::web::groups))
         .route("/releases", get(crate::web::releases))
+        .route("/rollout/resume", post(crate::web::resume_rollout))
         .route("/static/app.css", get(crate::web::css))
+        .route("/static/refresh.js", get(crate::web::refresh_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })

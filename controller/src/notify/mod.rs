@@ -17,9 +17,10 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
+use touchline_schemas::manifest::Language;
 use touchline_schemas::{ReleaseVersion, SiteId};
 
-use crate::alerts::{self, AlertState, Effective, Input, Observation, Rule, Stage, Transition};
+use crate::alerts::{self, AlertState, Input, Observation, Rule, Stage, Transition};
 use crate::fleet::Fleet;
 use crate::i18n::Notices;
 use crate::outbox::{OutboxId, Outgoing, Target};
@@ -62,18 +63,7 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
     let mut transitions = 0;
     for (site, doc) in &m.sites {
         let _site = tracing::info_span!("site", site = %site).entered();
-        let mut rules = vec![&fleet_doc.value.alerts];
-        for mem in checked
-            .members
-            .get(site)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            if let Some(g) = m.groups.get(&mem.group) {
-                rules.push(&g.value.alerts);
-            }
-        }
-        let eff = Effective::layered(rules);
+        let eff = fleet.thresholds(Some(&checked), site);
         let state = latest_states.get(site);
         let last_seen = state
             .map(|s| s.received_at)
@@ -84,10 +74,11 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
             status: state.map(|s| &s.report.status),
             metrics: state.and_then(|s| s.metrics.as_ref()),
             last_seen,
+            listening_since: fleet.started_at,
             latest_release: latest,
             releases: &releases,
         };
-        let observed: BTreeMap<Rule, Observation> = alerts::observe(&eff, &input, now, n.0)
+        let observed: BTreeMap<Rule, Observation> = alerts::observe_in_both(&eff, &input, now, n.0)
             .into_iter()
             .map(|o| (o.rule, o))
             .collect();
@@ -124,7 +115,8 @@ pub fn evaluate(fleet: &Fleet, now: Timestamp) -> Result<usize, StoreError> {
                     crate::store::Event {
                         at: now,
                         kind: crate::store::EventKind::Alert,
-                        message: event_message(&next, tr, n),
+                        message: event_message(&next, tr, Notices(Language::En)),
+                        fr: Some(event_message(&next, tr, Notices(Language::Fr))),
                     },
                 ));
                 let notify = match tr {

@@ -16,15 +16,14 @@ use crate::i18n::Notices;
 use crate::outbox::Target;
 use crate::store::StoreError;
 
-/// The site event of an alert that fired or resolved, in the fleet's
-/// language.
+/// The site event of an alert that fired or resolved, in `n`'s language.
 pub(super) fn event_message(s: &AlertState, tr: Transition, n: Notices) -> String {
     let what = n.t(match (tr, s.level) {
         (Transition::Fired, Level::Critical) => "event_critical",
         (Transition::Fired, Level::Warning) => "event_warning",
         (Transition::Resolved, _) => "event_resolved",
     });
-    n.pair(what, &s.message)
+    n.pair(what, &s.words(n.0).message)
 }
 
 /// The Slack-compatible body: `text` plus the structured alert.

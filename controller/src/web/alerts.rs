@@ -45,8 +45,13 @@ pub(super) async fn alert_rows(state: &AppState, l: &L10n, only_active: bool) ->
     if only_active {
         rows.retain(|(_, _, a)| a.state == Stage::Firing);
     }
+    let lang = match l.lang {
+        crate::i18n::Lang::Fr => touchline_schemas::manifest::Language::Fr,
+        crate::i18n::Lang::En => touchline_schemas::manifest::Language::En,
+    };
     rows.into_iter()
-        .map(|(site, rule, a)| AlertRow {
+        .map(|(site, rule, a)| (site, rule, a.words(lang), a))
+        .map(|(site, rule, words, a)| AlertRow {
             site_name: names
                 .get(&site)
                 .cloned()
@@ -74,9 +79,9 @@ pub(super) async fn alert_rows(state: &AppState, l: &L10n, only_active: bool) ->
                     Stage::Resolved => "resolved",
                 })
                 .to_owned(),
-            rule: rule.name().to_owned(),
-            value: a.value,
-            message: a.message,
+            rule: l.t(&format!("rule_{}", rule.name())).to_owned(),
+            value: words.value,
+            message: words.message,
             since: l.ago(&a.since),
         })
         .collect()

@@ -40,7 +40,7 @@ pub use actions::{audit, audit_csv, site_action, sites_action};
 pub use alerts::alerts;
 pub use groups::groups;
 pub use overview::overview;
-pub use releases::releases;
+pub use releases::{releases, resume_rollout};
 pub use site::{enroll, fleet_history_csv, history_csv, site};
 pub use sites::sites;
 
@@ -496,6 +496,19 @@ pub fn same_site_path(back: &str) -> bool {
             })
 }
 
+/// `GET /static/refresh.js`: the pausable auto-refresh (the only script;
+/// the pages work without it).
+pub async fn refresh_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../static/refresh.js"),
+    )
+        .into_response()
+}
+
 /// `GET /static/app.css`.
 pub async fn css() -> Response {
     (
@@ -509,22 +522,23 @@ pub async fn css() -> Response {
 }
 
 /// The health score of a site, 0–100 (documented in docs/operators.md):
-/// 100, minus 100 offline; 30 degraded; 20 stale; 15 / 30 for a
-/// temperature over the warning / critical level; 10 / 25 for the disk;
-/// 10 for memory; 20 per failed service (at most 40); 20 for a rolled-back
-/// release; 10 when the last report is older than 2 minutes.
-pub fn health_score(v: &SiteView, now: Timestamp) -> u8 {
-    if v.status == Health::Offline {
+/// 100, minus 100 offline (or silent with an expired bundle); 30 degraded;
+/// 20 stale; 15 / 30 for a temperature over the site's warning / critical
+/// level; 10 / 25 for the disk; 10 for memory; 20 per failed service (at
+/// most 40); 20 for a rolled-back release; 10 when overdue (late by more
+/// than two poll intervals).
+pub fn health_score(v: &SiteView) -> u8 {
+    if !v.status.is_reachable() {
         return 0;
     }
     let mut score: i32 = 100;
     if v.status == Health::Degraded {
         score -= 30;
     }
-    if v.phase.as_deref() == Some("stale") {
+    if v.status == Health::Stale {
         score -= 20;
     }
-    let e = crate::alerts::Effective::default();
+    let e = &v.thresholds;
     if let Some(m) = &v.metrics {
         if let Some(t) = m.temperature_c {
             if t > e.temperature_critical {
@@ -562,12 +576,23 @@ pub fn health_score(v: &SiteView, now: Timestamp) -> u8 {
     {
         score -= 20;
     }
-    if v.last_seen
-        .is_some_and(|t| now.duration_since(t) > SignedDuration::from_mins(2))
-    {
+    if v.status == Health::Overdue {
         score -= 10;
     }
     u8::try_from(score.clamp(0, 100)).unwrap_or(0)
+}
+
+/// A site's phase in the reader's language, marked as its last known one
+/// when the site is late or silent.
+fn phase_shown(l: &L10n, v: &SiteView) -> String {
+    let Some(p) = &v.phase else {
+        return String::new();
+    };
+    if v.current {
+        l.phase(p)
+    } else {
+        format!("{} ({})", l.phase(p), l.t("last_known"))
+    }
 }
 
 fn status_label(l: &L10n, h: Health) -> &'static str {

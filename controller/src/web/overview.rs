@@ -22,6 +22,7 @@ struct OverviewPage {
     total: usize,
     online: usize,
     degraded: usize,
+    overdue: usize,
     offline: usize,
     stale: usize,
     alerts: Vec<AlertRow>,
@@ -84,7 +85,7 @@ fn map_svg(views: &[SiteView]) -> String {
         })
         .collect();
     let mut s = format!(
-        "<svg id=\"map\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"map\" xmlns=\"http://www.w3.org/2000/svg\"><style>circle{{stroke:#fff}}.online{{fill:#1a7f37}}.degraded{{fill:#b35900}}.offline{{fill:#c62828}}</style><polygon points=\"{}\" fill=\"#f3f4f6\" stroke=\"#9aa4af\"/>",
+        "<svg id=\"map\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"map\" xmlns=\"http://www.w3.org/2000/svg\"><style>circle{{stroke:#fff}}.online{{fill:#1a7f37}}.degraded{{fill:#b35900}}.overdue{{fill:#8a6d00}}.offline{{fill:#c62828}}.stale{{fill:#6e4aa8}}</style><polygon points=\"{}\" fill=\"#f3f4f6\" stroke=\"#9aa4af\"/>",
         pts.join(" ")
     );
     for v in views {
@@ -123,7 +124,7 @@ pub async fn overview(
         *versions
             .entry(v.version.clone().unwrap_or_else(|| "–".into()))
             .or_default() += 1;
-        let band = match health_score(v, now) {
+        let band = match health_score(v) {
             90..=100 => 0,
             70..=89 => 1,
             40..=69 => 2,
@@ -160,21 +161,25 @@ pub async fn overview(
             .unwrap_or_default()
             .iter()
             .take(5)
-            .map(|b| format!("{} ({})", b.site, b.reason))
+            .map(|b| {
+                let state = if b.reason == "never reported" {
+                    "st_never".to_owned()
+                } else {
+                    format!("st_{}", b.state)
+                };
+                format!("{} ({})", b.site, c.l.t(&state))
+            })
             .collect::<Vec<_>>()
             .join(", "),
     })
     .collect();
-    let stale = views
-        .iter()
-        .filter(|v| v.phase.as_deref() == Some("stale"))
-        .count();
     let page = OverviewPage {
         total: views.len(),
         online: count(Health::Online),
         degraded: count(Health::Degraded),
+        overdue: count(Health::Overdue),
         offline: count(Health::Offline),
-        stale,
+        stale: count(Health::Stale),
         alerts: alert_rows(&state, &c.l, true).await,
         versions: versions.into_iter().collect(),
         health_dist: dist

@@ -12,7 +12,7 @@ use touchline_schemas::SiteId;
 use crate::app::AppState;
 use crate::i18n::L10n;
 
-use super::{Chrome, LoggedIn, health_score, page, render, status_label};
+use super::{Chrome, LoggedIn, health_score, page, phase_shown, render, status_label};
 
 #[derive(Template)]
 #[template(path = "site.html")]
@@ -29,6 +29,12 @@ struct SitePage {
     labels: String,
     groups: String,
     desired: Vec<(String, String, String, String)>,
+    /// What the box says now (or last said): label, value.
+    now_rows: Vec<(String, String)>,
+    /// When the metrics were measured, and whether that is current.
+    measured: String,
+    /// Whether the box is heard from within two poll intervals.
+    current: bool,
     conditions: Vec<String>,
     last_error: String,
     /// Range and whether it is shown.
@@ -124,9 +130,14 @@ pub struct SiteQuery {
     range: Option<String>,
 }
 
-/// A line chart of `(t, value)` as an SVG (server-rendered; each point has
-/// a `<title>` so that hovering shows the value without JavaScript).
+/// A line chart of `(t, value)` as an SVG, server-rendered: a value axis
+/// (0, half, top, with the unit) and a time axis (start, middle, end), the
+/// latest value written next to its point, a `<title>` per point (hovering
+/// shows the value without JavaScript) and a text alternative that says
+/// what the chart shows (latest, lowest, highest). One point is a marker
+/// with its value, not an empty box.
 fn chart_svg(
+    name: &str,
     points: &[(Timestamp, f64)],
     from: Timestamp,
     to: Timestamp,
@@ -134,33 +145,159 @@ fn chart_svg(
     l: &L10n,
     unit: &str,
 ) -> String {
-    let (w, h) = (600.0_f64, 140.0_f64);
+    let (w, h) = (600.0_f64, 170.0_f64);
+    let (left, right, top, bottom) = (58.0_f64, 70.0_f64, 10.0_f64, 24.0_f64);
+    let (pw, ph) = (w - left - right, h - top - bottom);
     #[allow(clippy::cast_precision_loss)]
     let span = (to.as_second() - from.as_second()).max(1) as f64;
     #[allow(clippy::cast_precision_loss)]
-    let x = |t: Timestamp| (t.as_second() - from.as_second()) as f64 / span * w;
-    let y = |v: f64| h - (v / max).clamp(0.0, 1.0) * h;
-    let line: Vec<String> = points
-        .iter()
-        .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-        .collect();
+    let x = |t: Timestamp| left + (t.as_second() - from.as_second()) as f64 / span * pw;
+    let y = |v: f64| top + ph - (v / max).clamp(0.0, 1.0) * ph;
+    let value = |v: f64| format!("{} {unit}", l.num(v, 1));
+    let summary = match points.last() {
+        None => l.pair(name, l.t("no_data")),
+        Some((t, last)) => {
+            let lo = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+            let hi = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+            let figures = format!(
+                "{} {} ({}) · {} {} · {} {} · {} {}",
+                l.t("chart_last"),
+                value(*last),
+                l.time(t),
+                l.t("chart_min"),
+                value(lo),
+                l.t("chart_max"),
+                value(hi),
+                points.len(),
+                l.t("chart_points"),
+            );
+            l.pair(name, &figures)
+        }
+    };
+    let summary = crate::html::escape(&summary);
     let mut s = format!(
-        "<svg viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\"><rect width=\"{w}\" height=\"{h}\" fill=\"#fafbfc\" stroke=\"#d0d7de\"/><polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" points=\"{}\"/>",
-        line.join(" ")
+        "<svg viewBox=\"0 0 {w} {h}\" xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-label=\"{summary}\"><title>{summary}</title><rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"#fafbfc\" stroke=\"#d0d7de\"/>"
     );
-    // At most ~150 hover targets.
+    // The value axis: 0, half, top.
+    for frac in [0.0, 0.5, 1.0] {
+        let v = max * frac;
+        let yy = y(v);
+        s.push_str(&format!(
+            "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#d0d7de\" stroke-dasharray=\"3 3\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\" fill=\"#3d444d\">{}</text>",
+            left + pw,
+            left - 4.0,
+            yy + 4.0,
+            crate::html::escape(&format!("{} {unit}", l.num(v, 0)))
+        ));
+    }
+    // The time axis: start, middle, end.
+    #[allow(clippy::cast_possible_truncation)]
+    let mid = Timestamp::from_second(from.as_second() + (to.as_second() - from.as_second()) / 2)
+        .unwrap_or(from);
+    for (t, anchor) in [(from, "start"), (mid, "middle"), (to, "end")] {
+        s.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"{anchor}\" fill=\"#3d444d\">{}</text>",
+            x(t),
+            h - 6.0,
+            l.time(&t)
+        ));
+    }
+    if points.len() > 1 {
+        let line: Vec<String> = points
+            .iter()
+            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
+            .collect();
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"#0969da\" stroke-width=\"1.5\" points=\"{}\"/>",
+            line.join(" ")
+        ));
+    }
+    // At most ~150 hover targets; one point is a visible marker.
+    let r = if points.len() == 1 { 4 } else { 2 };
     let step = (points.len() / 150).max(1);
     for (t, v) in points.iter().step_by(step) {
         s.push_str(&format!(
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"2\" fill=\"#0969da\"><title>{} — {} {unit}</title></circle>",
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{r}\" fill=\"#0969da\"><title>{} — {}</title></circle>",
             x(*t),
             y(*v),
             l.time(t),
-            l.num(*v, 1)
+            value(*v)
+        ));
+    }
+    if let Some((t, v)) = points.last() {
+        s.push_str(&format!(
+            "<text class=\"last\" x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" font-weight=\"600\" fill=\"#0550ae\">{}</text>",
+            x(*t) + 6.0,
+            y(*v) + 4.0,
+            value(*v)
         ));
     }
     s.push_str("</svg>");
     s
+}
+
+/// The site's figures as its last report gives them, with their units,
+/// and where and what it is.
+fn now_rows(v: &crate::status::SiteView, l: &L10n) -> Vec<(String, String)> {
+    let m = v.metrics.as_ref();
+    let text = |s: Option<&str>| s.filter(|s| !s.is_empty()).unwrap_or("–").to_owned();
+    #[allow(clippy::cast_precision_loss)]
+    let gb = |b: u64| l.num(b as f64 / 1e9, 1);
+    let disk = match m.map(|m| (m.disk_used_bytes, m.disk_total_bytes)) {
+        Some((Some(u), Some(t))) if t > 0 => {
+            #[allow(clippy::cast_precision_loss)]
+            let pct = u as f64 * 100.0 / t as f64;
+            format!("{} / {} {} ({} %)", gb(u), gb(t), l.t("gb"), l.num(pct, 0))
+        }
+        _ => "–".to_owned(),
+    };
+    let location = v.location.as_ref().map(|loc| {
+        [loc.city.as_str(), loc.region.as_str()]
+            .into_iter()
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    let os = m.and_then(|m| match (&m.os, &m.kernel) {
+        (Some(os), Some(k)) => Some(format!("{os} · Linux {k}")),
+        (Some(os), None) => Some(os.clone()),
+        (None, Some(k)) => Some(format!("Linux {k}")),
+        (None, None) => None,
+    });
+    vec![
+        (
+            l.t("cpu").to_owned(),
+            l.opt(m.and_then(|m| m.cpu_percent), 1, "%"),
+        ),
+        (
+            l.t("memory").to_owned(),
+            l.opt(m.and_then(|m| m.memory_percent), 1, "%"),
+        ),
+        (
+            l.t("temperature").to_owned(),
+            l.opt(m.and_then(|m| m.temperature_c), 1, "°C"),
+        ),
+        (l.t("disk").to_owned(), disk),
+        (
+            l.t("uptime").to_owned(),
+            m.and_then(|m| m.uptime_secs)
+                .map_or_else(|| "–".to_owned(), |s| l.span(s)),
+        ),
+        (l.t("location").to_owned(), text(location.as_deref())),
+        (
+            l.t("hardware").to_owned(),
+            text(m.and_then(|m| m.hardware.as_deref())),
+        ),
+        (l.t("os").to_owned(), text(os.as_deref())),
+        (
+            l.t("agent_version").to_owned(),
+            text(v.agent_version.as_deref()),
+        ),
+        (
+            l.t("release").to_owned(),
+            text(v.applied.release.as_deref()),
+        ),
+    ]
 }
 
 /// A chart: metric id, label key, how to read it from a point, top of
@@ -240,6 +377,10 @@ pub async fn site(
             String::new(),
         ),
     ];
+    let now_rows = now_rows(v, &c.l);
+    let measured = detail
+        .metrics_at
+        .map_or_else(|| c.l.t("never").to_owned(), |t| c.l.ago(&t));
     let conditions: Vec<String> = v.conditions.clone();
     let range = match q.range.as_deref() {
         Some("7d") => "7d",
@@ -313,7 +454,7 @@ pub async fn site(
             charts.push((
                 metric.to_owned(),
                 c.l.t(key).to_owned(),
-                chart_svg(&s, from, now, max, &c.l, unit),
+                chart_svg(c.l.t(key), &s, from, now, max, &c.l, unit),
             ));
         }
     }
@@ -323,8 +464,8 @@ pub async fn site(
         .map(|e| {
             (
                 c.l.time(&e.at),
-                e.kind.as_str().to_owned(),
-                e.message.clone(),
+                c.l.t(&format!("ev_{}", e.kind.as_str())).to_owned(),
+                e.text(c.l.lang).to_owned(),
             )
         })
         .collect();
@@ -352,9 +493,9 @@ pub async fn site(
         club: v.club.clone(),
         status: v.status.as_str().to_owned(),
         status_label: status_label(&c.l, v.status).to_owned(),
-        health: health_score(v, now),
+        health: health_score(v),
         last_seen: c.l.ago_opt(&v.last_seen),
-        phase: v.phase.clone().unwrap_or_default(),
+        phase: phase_shown(&c.l, v),
         labels: v
             .labels
             .iter()
@@ -363,6 +504,9 @@ pub async fn site(
             .join(", "),
         groups: v.groups.join(", "),
         desired,
+        now_rows,
+        measured,
+        current: v.current,
         conditions,
         last_error: report
             .and_then(|r| r.last_error.clone())

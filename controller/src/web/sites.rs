@@ -7,15 +7,15 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::status::SiteView;
+use crate::status::{Health, SiteView};
 
-use super::{Chrome, LoggedIn, health_score, page, render, status_label, urlencode};
+use super::{Chrome, LoggedIn, health_score, page, phase_shown, render, status_label, urlencode};
 
 struct Filter {
     name: &'static str,
     label: String,
-    /// Value and whether it is selected.
-    options: Vec<(String, bool)>,
+    /// Value, whether it is selected, and its label.
+    options: Vec<(String, bool, String)>,
 }
 
 struct SiteRow {
@@ -95,11 +95,11 @@ pub async fn sites(
         v
     };
     let label = |v: &SiteView, k: &str| v.labels.get(k).cloned();
-    let mark = |opts: Vec<String>, sel: &Option<String>| -> Vec<(String, bool)> {
+    let mark = |opts: Vec<String>, sel: &Option<String>| -> Vec<(String, bool, String)> {
         opts.into_iter()
             .map(|o| {
                 let on = sel.as_ref() == Some(&o);
-                (o, on)
+                (o.clone(), on, o)
             })
             .collect()
     };
@@ -129,9 +129,15 @@ pub async fn sites(
             name: "status",
             label: c.l.t("status").into(),
             options: mark(
-                vec!["online".into(), "degraded".into(), "offline".into()],
+                Health::ALL.iter().map(|h| h.as_str().to_owned()).collect(),
                 &status,
-            ),
+            )
+            .into_iter()
+            .map(|(v, on, _)| {
+                let label = c.l.t(&v).to_owned();
+                (v, on, label)
+            })
+            .collect(),
         },
         Filter {
             name: "version",
@@ -154,8 +160,9 @@ pub async fn sites(
     let sort = q.sort.clone().unwrap_or_else(|| "name".into());
     let temp = |v: &SiteView| v.metrics.as_ref().and_then(|m| m.temperature_c);
     match sort.as_str() {
-        "status" => list.sort_by_key(|v| std::cmp::Reverse(v.status.as_str() == "offline")),
-        "health" => list.sort_by_key(|v| health_score(v, now)),
+        // The worst first: stale, offline, overdue, degraded, online.
+        "status" => list.sort_by_key(|v| std::cmp::Reverse(v.status)),
+        "health" => list.sort_by_key(|v| health_score(v)),
         "seen" => list.sort_by_key(|v| std::cmp::Reverse(v.last_seen)),
         "version" => list.sort_by(|a, b| a.version.cmp(&b.version)),
         "temp" => list.sort_by(|a, b| {
@@ -230,13 +237,13 @@ pub async fn sites(
                 club: v.club.clone(),
                 status: v.status.as_str().to_owned(),
                 status_label: status_label(&c.l, v.status).to_owned(),
-                health: health_score(v, now),
+                health: health_score(v),
                 last_seen: c.l.ago_opt(&v.last_seen),
                 version: v.version.clone().unwrap_or_else(|| "–".into()),
                 cpu: c.l.opt(m.and_then(|m| m.cpu_percent), 0, "%"),
                 temp: c.l.opt(m.and_then(|m| m.temperature_c), 1, "°C"),
                 disk: c.l.opt(disk, 0, "%"),
-                phase: v.phase.clone().unwrap_or_default(),
+                phase: phase_shown(&c.l, v),
             }
         })
         .collect();

@@ -1,0 +1,158 @@
+//! A box that loses its controller and finds it again: a real
+//! `touchline-agent run` daemon and `touchline serve`, the controller
+//! killed for longer than the fleet's `offline_after` and started again on
+//! the same address.
+//!
+//! What is shown: while it is cut off the box keeps its applied state (its
+//! phase stays `converged`, not `degraded`); when the controller comes back
+//! neither the controller's own downtime (offline) nor the box's passes
+//! without a controller (apply-failed) raise an alert, not even a pending
+//! one, and the box's first report says nothing of a controller out of
+//! reach; the box is `online`, `converged`, with no condition. Then the
+//! box stopped for real does go offline: the alerts do run.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use touchline_testkit::agent_box::AgentBox;
+use touchline_testkit::{ControllerFiles, Killed, RunningController, bin};
+
+const FLEET: &str = "name: Reconnect\ntimezone: Europe/Paris\ndefaults:\n  config:\n    version: \"1.0\"\n  agent:\n    poll_interval: 2s\n    heartbeat_interval: 1s\nalerts:\n  offline_after: 4s\n  hold: 1s\n";
+
+const SITE: &str = "id: s1\nname: Site s1\nclub: Club s1\nlocation:\n  city: Rennes\n  region: Bretagne\n  latitude: 48.1\n  longitude: -1.6\nlabels:\n  sport: handball\n  region: bretagne\n";
+
+fn api(c: &RunningController, admin: &str, path: &str) -> Value {
+    let r = c.get(path, Some(admin));
+    assert!(r.status().is_success(), "{path}: {}", r.status());
+    r.json().unwrap()
+}
+
+fn wait(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The alerts of `/api/alerts`, as `rule state`.
+fn alerts(c: &RunningController, admin: &str) -> Vec<String> {
+    api(c, admin, "/api/alerts")["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["rule"].as_str().unwrap(),
+                a["state"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_box_that_finds_its_controller_again_raises_no_alert_and_says_nothing_stale() {
+    let files = ControllerFiles::with_repo(|dir| {
+        std::fs::create_dir_all(dir.join("sites")).unwrap();
+        std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
+        std::fs::write(dir.join("sites/s1.yaml"), SITE).unwrap();
+    });
+    files.config("alerts_interval = \"1s\"");
+    let mut c = files.start();
+    let mut admin = files.local_admin_token();
+    c.sync(&admin);
+    let commits = api(&c, &admin, "/api/commits");
+    assert_eq!(commits["commits"][0]["state"], "accepted", "{commits:#}");
+    let token = files.site_token("s1", false);
+    let root = files.path("box-s1");
+    let agent = AgentBox::new(
+        &root,
+        "s1",
+        &files.path("key.pub"),
+        Some((&c.url, &token)),
+        "space_reserve_bytes = 0\nheartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"\n",
+    );
+    let log = agent.path("agent.log");
+    let _daemon = Killed(
+        Command::new(bin("touchline-agent"))
+            .args(["run", "--config"])
+            .arg(&agent.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let site = |c: &RunningController, admin: &str| api(c, admin, "/api/sites/s1")["site"].clone();
+    wait(Duration::from_secs(30), "s1 converged and online", || {
+        let s = site(&c, &admin);
+        s["phase"] == "converged" && s["status"] == "online"
+    });
+    assert!(alerts(&c, &admin).is_empty(), "{:?}", alerts(&c, &admin));
+
+    // The controller goes away for longer than offline_after.
+    let addr = c.url.trim_start_matches("http://").to_owned();
+    let _ = c.process.0.kill();
+    let _ = c.process.0.wait();
+    std::thread::sleep(Duration::from_secs(6));
+    let status = agent.status_json();
+    assert_eq!(
+        status["phase"], "converged",
+        "cut off from its controller, the box keeps its applied state: {status:#}"
+    );
+    c = files.start_on(&addr);
+    admin = files.local_admin_token();
+    let restarted = jiff::Timestamp::now();
+
+    // Watch every 100 ms until the box is back: no alert at any stage,
+    // and nothing it says once heard again is about the outage.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut back = false;
+    while Instant::now() < deadline {
+        let seen = alerts(&c, &admin);
+        assert!(
+            seen.is_empty(),
+            "a reconnect raised {seen:?}\nagent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let s = site(&c, &admin);
+        let heard = s["last_seen"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| t >= restarted);
+        if heard {
+            assert_ne!(s["status"], "degraded", "{s:#}");
+            assert_ne!(s["status"], "offline", "{s:#}");
+            let conditions = s["conditions"].to_string();
+            assert!(!conditions.contains("unreachable"), "{s:#}");
+            if s["status"] == "online" && s["phase"] == "converged" && s["current"] == true {
+                back = true;
+                // A few more evaluations (hold 1 s, every second).
+                if Instant::now() + Duration::from_secs(3) > deadline {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if back && alerts(&c, &admin).is_empty() {
+            std::thread::sleep(Duration::from_secs(3));
+            let seen = alerts(&c, &admin);
+            assert!(seen.is_empty(), "after the reconnect: {seen:?}");
+            break;
+        }
+    }
+    assert!(back, "s1 did not come back online: {:#}", site(&c, &admin));
+    let report = api(&c, &admin, "/api/sites/s1")["report"].clone();
+    assert_eq!(report["status"]["last_error"], Value::Null, "{report:#}");
+
+    // The control: the box really stopped goes offline and alerts.
+    drop(_daemon);
+    wait(Duration::from_secs(20), "s1 offline and alerting", || {
+        alerts(&c, &admin).iter().any(|a| a == "offline firing")
+    });
+    assert_eq!(site(&c, &admin)["status"], "offline");
+    assert_eq!(site(&c, &admin)["current"], false);
+}
