@@ -450,7 +450,7 @@ fn bad_agent_releases_are_refused_or_rolled_back_without_a_human() {
     let page = rig.page("/releases", "en");
     assert!(page.contains("<h1>Agent releases</h1>"), "{page}");
     assert!(
-        page.contains("Rolled back on : cesson-handball (it did not complete a pass and a report within 4s of its start)"),
+        page.contains("Rolled back on: cesson-handball (it did not complete a pass and a report within 4s of its start)"),
         "{page}"
     );
     let fr = rig.page("/releases", "fr");
