@@ -321,6 +321,22 @@ fn rollout_plan(head: &Side, sites: &[SitePlan]) -> Option<RolloutPlan> {
     })
 }
 
+/// Whether a site's change reaches it as soon as the commit lands: videos,
+/// configuration, agent settings and new sites always do; a release change
+/// does unless a rollout holds the site back for a later wave.
+fn at_once(s: &SitePlan, rollout: Option<&RolloutPlan>) -> bool {
+    if s.change == "removed" {
+        return false;
+    }
+    let content = s.change == "added"
+        || !s.videos_added.is_empty()
+        || !s.videos_removed.is_empty()
+        || !s.config.is_empty()
+        || !s.agent.is_empty();
+    let held = rollout.is_some_and(|r| r.waves.iter().skip(1).any(|w| w.sites.contains(&s.site)));
+    content || !held
+}
+
 impl Plan {
     /// Anything changes.
     pub fn changes(&self) -> bool {
@@ -717,13 +733,16 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
         }
     }
     let total = head.checked.manifests.sites.len();
-    let changed = sites.iter().filter(|s| s.change != "removed").count();
-    if total > 1 && changed == total {
+    let rollout = rollout_plan(head, &sites);
+    let at_once = sites
+        .iter()
+        .filter(|s| at_once(s, rollout.as_ref()))
+        .count();
+    if total > 1 && at_once == total {
         warnings.push(format!(
             "every site changes at once ({total} sites): consider a group first"
         ));
     }
-    let rollout = rollout_plan(head, &sites);
     Ok(Plan {
         rollout,
         base: base.rev.clone(),
