@@ -6,10 +6,11 @@
 //! controller accepts.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use touchline_schemas::bundle::MAX_FILE_SIZE;
 use touchline_schemas::manifest::{AgentRelease, Layer, Release};
-use touchline_schemas::{GroupId, ReleaseVersion, SiteId, TargetPath, VideoId};
+use touchline_schemas::{GroupId, HumanDuration, ReleaseVersion, SiteId, TargetPath, VideoId};
 
 use crate::diag::Diagnostics;
 use crate::model::{Doc, Manifests};
@@ -119,6 +120,8 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         );
         ctx.check_layer(d, s, &s.value.overrides, "overrides");
     }
+
+    check_liveness(m, members, d);
 
     for (gid, g) in &m.groups {
         check_refs(
@@ -238,13 +241,7 @@ struct LayerCtx<'a> {
 impl LayerCtx<'_> {
     /// Whether the catalog defines `v`; reports it when not (unless the
     /// catalog itself failed to parse).
-    fn known_video(
-        &self,
-        d: &mut Diagnostics,
-        file: &std::sync::Arc<str>,
-        pos: Pos,
-        v: &VideoId,
-    ) -> bool {
+    fn known_video(&self, d: &mut Diagnostics, file: &Arc<str>, pos: Pos, v: &VideoId) -> bool {
         if self.videos.contains(v) {
             return true;
         }
@@ -461,7 +458,7 @@ fn check_agent_release(d: &mut Diagnostics, r: &Doc<AgentRelease>) {
 /// empty, within the limit, extra sources over http(s) only.
 fn check_pinned(
     d: &mut Diagnostics,
-    file: &std::sync::Arc<str>,
+    file: &Arc<str>,
     what: &str,
     size: u64,
     size_at: Pos,
@@ -621,7 +618,7 @@ fn check_rollout<T>(
 /// back, a rollback by commit): allowed, and flagged so that a reviewer
 /// sees it. One warning per pinning line, naming the sites.
 fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
-    type Setter<'a> = (&'a std::sync::Arc<str>, Pos, &'a ReleaseVersion);
+    type Setter<'a> = (&'a Arc<str>, Pos, &'a ReleaseVersion);
     let Some(fleet) = &m.fleet else {
         return;
     };
@@ -633,7 +630,7 @@ fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     };
     // (file, line, col) → (pinned, newer, where the newer one is set, sites)
     type Found<'a> = (
-        &'a std::sync::Arc<str>,
+        &'a Arc<str>,
         Pos,
         &'a ReleaseVersion,
         &'a ReleaseVersion,
@@ -697,6 +694,93 @@ fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
 
 /// Alert thresholds that cannot be meant: a percentage outside 0–100, a
 /// warning above its critical level.
+/// Where a layered value was set: file and position.
+type SetAt = Option<(Arc<str>, Pos)>;
+
+/// A site is overdue once silent for two poll intervals, offline after
+/// `alerts.offline_after`: when the second is not longer than the first,
+/// a late box goes from online straight to offline (and back at its next
+/// poll). One warning per pair of lines that set the two, at the poll
+/// interval (or at offline_after when the poll interval is the default).
+/// Sites whose offline_after comes from the controller's configuration
+/// are not known here.
+fn check_liveness(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
+    type Found = (HumanDuration, HumanDuration, Vec<SiteId>);
+    let mut found: BTreeMap<(SetAt, SetAt), Found> = BTreeMap::new();
+    let poll_at: [Seg; 3] = ["".into(), "agent".into(), "poll_interval".into()];
+    let offline_at: [Seg; 2] = ["alerts".into(), "offline_after".into()];
+    for (id, s) in &m.sites {
+        let mut poll: (HumanDuration, SetAt) = (HumanDuration::from_secs(60), None);
+        let mut offline: Option<(HumanDuration, SetAt)> = None;
+        let mut take_poll = |layer: &Layer, file: &Arc<str>, at: Pos| {
+            if let Some(v) = layer.agent.as_ref().and_then(|a| a.poll_interval) {
+                poll = (v, Some((file.clone(), at)));
+            }
+        };
+        let under = |key: &str| {
+            let mut p = poll_at.clone();
+            p[0] = key.into();
+            p
+        };
+        if let Some(f) = &m.fleet {
+            take_poll(&f.value.defaults, &f.file, f.at(&under("defaults")));
+            if let Some(v) = f.value.alerts.offline_after {
+                offline = Some((v, Some((f.file.clone(), f.at(&offline_at)))));
+            }
+        }
+        for g in members
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|mem| m.groups.get(&mem.group))
+        {
+            take_poll(&g.value.desired, &g.file, g.at(&under("desired")));
+            if let Some(v) = g.value.alerts.offline_after {
+                offline = Some((v, Some((g.file.clone(), g.at(&offline_at)))));
+            }
+        }
+        take_poll(&s.value.overrides, &s.file, s.at(&under("overrides")));
+        let Some((off, off_at)) = offline else {
+            continue;
+        };
+        let (p, p_at) = poll;
+        if p.as_secs().saturating_mul(2) >= off.as_secs() {
+            found
+                .entry((p_at, off_at))
+                .or_insert_with(|| (p, off, Vec::new()))
+                .2
+                .push(id.clone());
+        }
+    }
+    for ((p_at, off_at), (p, off, sites)) in found {
+        let Some((file, pos)) = p_at.clone().or_else(|| off_at.clone()) else {
+            continue;
+        };
+        let line = |a: &SetAt| {
+            a.as_ref()
+                .map_or("the default".to_owned(), |(f, p)| format!("{f}:{}", p.line))
+        };
+        let shown: Vec<String> = sites.iter().take(3).map(|s| format!("`{s}`")).collect();
+        let more = if sites.len() > 3 {
+            format!(" and {} more", sites.len() - 3)
+        } else {
+            String::new()
+        };
+        d.warning(
+            &file,
+            pos,
+            format!(
+                "poll_interval {p} ({}) and offline_after {off} ({}): a box is overdue only when silent for two poll intervals ({}), not before offline_after, so a late box goes straight from online to offline and back at its next poll; make offline_after longer than twice the poll interval (site{} {}{more})",
+                line(&p_at),
+                line(&off_at),
+                HumanDuration::from_secs(p.as_secs().saturating_mul(2)),
+                if sites.len() == 1 { "" } else { "s" },
+                shown.join(", "),
+            ),
+        );
+    }
+}
+
 fn check_alerts<T>(d: &mut Diagnostics, doc: &Doc<T>, a: &touchline_schemas::manifest::AlertRules) {
     let at = |k: &str| doc.at(&["alerts".into(), k.into()]);
     for (k, v) in [
