@@ -133,6 +133,9 @@ pub struct Agent {
     /// Monotonic seconds of the last sign of progress (loop turn,
     /// downloaded bytes): the systemd watchdog is pinged only while it moves.
     pub liveness: Arc<AtomicU64>,
+    /// Seconds between looks at the bundle during a long pass: the
+    /// accepted bundle's poll interval (see [`keep_alive`]).
+    poll_secs: Arc<AtomicU64>,
     pub(crate) started: std::time::Instant,
     /// The controller's last `Retry-After`.
     retry_after: Option<Duration>,
@@ -246,6 +249,7 @@ impl Agent {
             last_reported_phase: None,
             backoff: Backoff::default(),
             liveness: Arc::default(),
+            poll_secs: Arc::new(AtomicU64::new(cfg.poll_interval.as_secs())),
             started: std::time::Instant::now(),
             retry_after: None,
             last_sent: None,
@@ -383,6 +387,8 @@ impl Agent {
                 }
                 self.state.highest_serial = self.state.highest_serial.max(b.serial);
                 self.state.time_floor = Some(now.max(b.issued_at));
+                self.poll_secs
+                    .store(b.agent.poll_interval.as_secs(), Ordering::Relaxed);
                 self.state.last_rejected = None;
                 self.clear_condition(&Item::Bundle);
                 self.save();
@@ -761,6 +767,7 @@ impl Agent {
             // The backoff sleep and the long-poll race the heartbeat timer;
             // fetch and apply (in `settle`) are never interrupted.
             let etag = self.accepted_etag();
+            self.poll_secs.store(wait.as_secs(), Ordering::Relaxed);
             let box_now = self.clock.now();
             let pause = delay;
             // A release on trial asks at once: its first pass confirms it.
@@ -809,7 +816,21 @@ impl Agent {
             if !fresh {
                 self.action_turn().await;
             }
-            let outcome = self.settle(candidate, None).await;
+            // A pass can download for longer than the controller waits
+            // before it calls a box offline: meanwhile an empty look at
+            // the bundle every poll interval says the box is alive.
+            let outcome = {
+                let etag = match &candidate {
+                    Ok(Some((body, _))) => Some(format!("\"{}\"", Sha256::digest(body).to_hex())),
+                    _ => self.accepted_etag(),
+                };
+                let keepalive = keep_alive(&c, etag, self.poll_secs.clone(), box_now);
+                let settle = self.settle(candidate, None);
+                tokio::select! {
+                    o = settle => o,
+                    never = keepalive => match never {},
+                }
+            };
             if fresh {
                 self.action_turn().await;
             }
@@ -844,6 +865,32 @@ impl Agent {
                 let _ = self.report(false).await;
                 return RunEnd::Restart;
             }
+        }
+    }
+}
+
+/// Looks at the bundle every poll interval (`poll_secs`: the accepted
+/// bundle's, read at each turn, so a pass that accepts a new bundle uses
+/// its interval), asking at once with the ETag of the bundle being
+/// applied, so the answer is an empty 304, and drops the answer: the
+/// controller counts the look as contact. Runs until dropped.
+async fn keep_alive(
+    c: &Controller,
+    etag: Option<String>,
+    poll_secs: Arc<AtomicU64>,
+    box_now: Timestamp,
+) -> std::convert::Infallible {
+    let mut last = tokio::time::Instant::now();
+    loop {
+        // A second at a time: the interval can change under it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let every = Duration::from_secs(poll_secs.load(Ordering::Relaxed).clamp(1, 300));
+        if last.elapsed() < every {
+            continue;
+        }
+        last = tokio::time::Instant::now();
+        if let Err(e) = c.pull(etag.as_deref(), None, box_now).await {
+            tracing::debug!(error = %e, "keep-alive look at the bundle failed");
         }
     }
 }

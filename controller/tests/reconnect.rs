@@ -156,3 +156,111 @@ fn a_box_that_finds_its_controller_again_raises_no_alert_and_says_nothing_stale(
     assert_eq!(site(&c, &admin)["status"], "offline");
     assert_eq!(site(&c, &admin)["current"], false);
 }
+
+/// A box whose download outlasts `offline_after` (a 1.5 MB video at
+/// 150 kB/s: about 10 s, against 4 s) stays reachable: while it downloads
+/// it looks at its bundle every poll interval, so it is never shown
+/// offline and raises no alert.
+#[test]
+fn a_box_downloading_longer_than_offline_after_stays_online() {
+    let bytes: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
+    let hash = touchline_schemas::Sha256::digest(&bytes).to_hex();
+    let files = ControllerFiles::with_repo(|dir| {
+        std::fs::create_dir_all(dir.join("sites")).unwrap();
+        std::fs::create_dir_all(dir.join("videos")).unwrap();
+        std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
+        std::fs::write(
+            dir.join("sites/s1.yaml"),
+            format!("{SITE}overrides:\n  videos:\n    - clip\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("videos/catalog.yaml"),
+            format!("videos:\n  - id: clip\n    title: Clip\n    file: clip.mp4\n    category: Tests\n    subcategory: Long\n    sha256: {hash}\n    size: 1500000\n    duration: 10\n"),
+        )
+        .unwrap();
+    });
+    files.config("alerts_interval = \"1s\"");
+    let clip = files.path("clip.mp4");
+    std::fs::write(&clip, &bytes).unwrap();
+    let out = Command::new(bin("touchline"))
+        .args(["content", "add", "--data"])
+        .arg(files.data())
+        .arg(&clip)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = files.start();
+    let admin = files.local_admin_token();
+    c.sync(&admin);
+    let token = files.site_token("s1", false);
+    let root = files.path("box-s1");
+    let agent = AgentBox::new(
+        &root,
+        "s1",
+        &files.path("key.pub"),
+        Some((&c.url, &token)),
+        "space_reserve_bytes = 0\nheartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"\nmax_download_rate = 150000\n",
+    );
+    let log = agent.path("agent.log");
+    let started = Instant::now();
+    let _daemon = Killed(
+        Command::new(bin("touchline-agent"))
+            .args(["run", "--config"])
+            .arg(&agent.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut seen_downloading = false;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "s1 did not converge\nagent log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let s = api(&c, &admin, "/api/sites/s1")["site"].clone();
+        let raised = alerts(&c, &admin);
+        assert!(
+            raised.is_empty(),
+            "a download raised {raised:?} after {:?}: {s:#}",
+            started.elapsed()
+        );
+        if s["last_seen"].is_string() {
+            assert!(
+                s["status"] == "online",
+                "downloading for {:?}, shown {}: {s:#}\nagent log:\n{}",
+                started.elapsed(),
+                s["status"],
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        if s["phase"] == "converged" {
+            break;
+        }
+        seen_downloading |= s["last_seen"].is_string();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let took = started.elapsed();
+    assert!(
+        seen_downloading,
+        "the box was never seen while it downloaded"
+    );
+    assert!(
+        took > Duration::from_secs(6),
+        "the download took {took:?}: not longer than offline_after (4 s), nothing was shown"
+    );
+    // The video is in place, whole.
+    let placed = touchline_testkit::tree(&agent.path("videos"));
+    assert!(
+        placed.values().any(|h| *h == hash),
+        "the clip is not in place: {placed:?}"
+    );
+}
