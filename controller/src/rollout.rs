@@ -201,12 +201,67 @@ impl Outcome {
     }
 }
 
+/// Reason of a site that never reported.
+pub const NEVER_REPORTED: &str = "never reported";
+/// Reason of a reachable site that has not reported since its bundle.
+pub const NO_REPORT_YET: &str = "no report yet";
+/// Reason of a silent site with no word of its own.
+pub const OFFLINE: &str = "offline";
+
+/// Reason of a site its rollout holds back.
+pub fn wave_not_opened(wave: &str) -> String {
+    format!("its rollout wave `{wave}` has not opened")
+}
+
+/// A pending site's reason read back for a page in the reader's
+/// language: the controller's own words (made here) as what they are, the
+/// box's words as it said them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason<'a> {
+    /// Never reported, or not since its bundle.
+    NoReport,
+    /// Silent.
+    Offline,
+    /// Held back: the wave has not opened.
+    WaveNotOpened(&'a str),
+    /// On its way, in this phase.
+    Phase(&'a str),
+    /// What the box said (its error or what it waits for).
+    Box(&'a str),
+}
+
+impl<'a> Reason<'a> {
+    /// Reads a reason made by this module or by [`report_reason`].
+    pub fn read(r: &'a str) -> Self {
+        if r == NEVER_REPORTED || r == NO_REPORT_YET {
+            return Reason::NoReport;
+        }
+        if r == OFFLINE {
+            return Reason::Offline;
+        }
+        if let Some(w) = r
+            .strip_prefix("its rollout wave `")
+            .and_then(|x| x.strip_suffix("` has not opened"))
+        {
+            return Reason::WaveNotOpened(w);
+        }
+        if let Some(p) = r.strip_prefix("phase ")
+            && !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b'-')
+        {
+            return Reason::Phase(p);
+        }
+        Reason::Box(r)
+    }
+}
+
 /// What a box's latest report says about `target`; `reachable`: heard from
 /// within the offline limit.
 pub fn outcome(target: &Target, state: Option<&SiteState>, reachable: bool) -> Outcome {
     let Some(state) = state else {
         return if reachable {
-            Outcome::InProgress("no report yet".into())
+            Outcome::InProgress(NO_REPORT_YET.into())
         } else {
             Outcome::Unreachable
         };
@@ -301,7 +356,7 @@ pub fn bundle_outcome(
         .is_some_and(|s| s >= b.serial);
     match outcome(&target, state, reachable) {
         Outcome::Applied if !files && reachable => {
-            Outcome::InProgress(state.map_or_else(|| "no report yet".to_owned(), report_reason))
+            Outcome::InProgress(state.map_or_else(|| NO_REPORT_YET.to_owned(), report_reason))
         }
         Outcome::Applied if !files => Outcome::Unreachable,
         other => other,

@@ -958,9 +958,7 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
                             .wave_of(site)
                             .map(|(i, _)| r.waves[i].name.clone())
                             .unwrap_or_default();
-                        crate::rollout::Outcome::Waiting(format!(
-                            "its rollout wave `{wave}` has not opened"
-                        ))
+                        crate::rollout::Outcome::Waiting(crate::rollout::wave_not_opened(&wave))
                     }
                     (Some(p), _) if p.commit.as_deref() == Some(record.id.as_str()) => {
                         match Bundle::from_slice(&p.body) {
@@ -974,7 +972,7 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
                         crate::rollout::Outcome::Applied
                     }
                     _ => crate::rollout::Outcome::InProgress(st.map_or_else(
-                        || "never reported".to_owned(),
+                        || crate::rollout::NEVER_REPORTED.to_owned(),
                         crate::rollout::report_reason,
                     )),
                 };
@@ -984,8 +982,8 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
                     let state = outcome.key();
                     let reason = outcome.reason().map_or_else(
                         || match st {
-                            None => "never reported".to_owned(),
-                            Some(_) => "offline".to_owned(),
+                            None => crate::rollout::NEVER_REPORTED.to_owned(),
+                            Some(_) => crate::rollout::OFFLINE.to_owned(),
                         },
                         str::to_owned,
                     );

@@ -161,14 +161,7 @@ pub async fn overview(
             .unwrap_or_default()
             .iter()
             .take(5)
-            .map(|b| {
-                let state = if b.reason == "never reported" {
-                    "st_never".to_owned()
-                } else {
-                    format!("st_{}", b.state)
-                };
-                format!("{} ({})", b.site, c.l.t(&state))
-            })
+            .map(|b| c.l.pending(b.site.as_str(), b.state, Some(&b.reason)))
             .collect::<Vec<_>>()
             .join(", "),
     })
