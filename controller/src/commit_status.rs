@@ -17,8 +17,9 @@ use crate::outbox::{OutboxId, Outgoing, StatusState, Target};
 use crate::rollout::{Outcome, Tally};
 use crate::store::{Bookkeeping, CommitState, StoreError};
 
-/// The store's key for the last status queued (`<commit> <state>
-/// <description>`), so that an unchanged status is not sent again.
+/// The store's key for the last progress status queued (`<commit>
+/// <state> <description>`), so that an unchanged status is not sent
+/// again.
 const LAST_KEY: &str = "status/last";
 
 /// Longest description the hosts take (GitHub: 140).
@@ -61,6 +62,10 @@ pub fn request(
                 StatusState::Pending => "pending",
                 StatusState::Success => "success",
                 StatusState::Failure => "failure",
+                // GitHub has no state of its own for it; Gitea's
+                // `warning` is final and not a failure.
+                StatusState::Superseded if cfg.kind == GitHost::Gitea => "warning",
+                StatusState::Superseded => "error",
             };
             let mut body = json!({
                 "state": state,
@@ -92,6 +97,7 @@ pub fn request(
                 StatusState::Pending => "running",
                 StatusState::Success => "success",
                 StatusState::Failure => "failed",
+                StatusState::Superseded => "canceled",
             };
             let mut body = json!({
                 "state": state,
@@ -124,13 +130,30 @@ pub fn request(
     }
 }
 
-/// What the latest commit's status is now: refused, or its boxes'
-/// progress. `None`: no commit yet.
-pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreError> {
-    let Some(latest) = fleet.store.commits(1)?.into_iter().next() else {
-        return Ok(None);
-    };
-    if latest.state == CommitState::Refused {
+/// How far back the commit the boxes run is looked for behind refused
+/// commits.
+const RECENT: usize = 100;
+
+/// The store's key for the last refused commit given its status.
+const REFUSED_KEY: &str = "status/refused";
+
+/// The statuses to show now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Statuses {
+    /// The latest commit, if it was refused.
+    pub refused: Option<Update>,
+    /// The progress of the latest accepted commit: the one the boxes move
+    /// to, still reported while later commits are refused.
+    pub progress: Option<Update>,
+}
+
+/// What the commits' statuses are now (nothing before the first commit).
+pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Statuses, StoreError> {
+    let recent = fleet.store.commits(RECENT)?;
+    let mut out = Statuses::default();
+    if let Some(latest) = recent.first()
+        && latest.state == CommitState::Refused
+    {
         let first = latest
             .diagnostics
             .iter()
@@ -141,15 +164,23 @@ pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreErr
             Some(d) => format!("refused: {d}"),
             None => format!("refused: {why}"),
         };
-        return Ok(Some(Update {
-            commit: latest.id,
+        out.refused = Some(Update {
+            commit: latest.id.clone(),
             state: StatusState::Failure,
             description,
-        }));
+        });
     }
+    if let Some(accepted) = recent.iter().find(|c| c.state == CommitState::Accepted) {
+        out.progress = Some(progress(fleet, &accepted.id, now)?);
+    }
+    Ok(out)
+}
+
+/// The progress of `commit`, the accepted commit the boxes move to.
+fn progress(fleet: &Fleet, commit: &str, now: Timestamp) -> Result<Update, StoreError> {
     let rollout = fleet
         .rollout()
-        .filter(|r| r.superseded_by.is_none() && r.latest_commit == latest.id);
+        .filter(|r| r.superseded_by.is_none() && r.latest_commit == commit);
     // Every latest report in one read, not one read a site.
     let latest_reports: std::collections::HashMap<SiteId, crate::store::SiteState> = fleet
         .store
@@ -184,16 +215,17 @@ pub fn current(fleet: &Fleet, now: Timestamp) -> Result<Option<Update>, StoreErr
         }
         None => StatusState::Pending,
     };
-    Ok(Some(Update {
-        commit: latest.id,
+    Ok(Update {
+        commit: commit.to_owned(),
         state,
         description,
-    }))
+    })
 }
 
-/// Queues `u` unless it is what was queued last; one outbox item per
-/// commit (a newer update replaces one not delivered yet).
-pub fn queue(fleet: &Fleet, u: &Update, now: Timestamp) -> Result<bool, StoreError> {
+/// Queues `u` unless it is what was queued last under `last_key`; one
+/// outbox item per commit (a newer update replaces one not delivered
+/// yet).
+fn queue(fleet: &Fleet, u: &Update, last_key: &str, now: Timestamp) -> Result<bool, StoreError> {
     if fleet.config.commit_status.is_none() {
         return Ok(false);
     }
@@ -202,7 +234,7 @@ pub fn queue(fleet: &Fleet, u: &Update, now: Timestamp) -> Result<bool, StoreErr
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let key = format!("{} {state} {}", u.commit, u.description);
-    if fleet.store.meta(LAST_KEY)?.as_deref() == Some(key.as_str()) {
+    if fleet.store.meta(last_key)?.as_deref() == Some(key.as_str()) {
         return Ok(false);
     }
     let item = Outgoing {
@@ -222,19 +254,49 @@ pub fn queue(fleet: &Fleet, u: &Update, now: Timestamp) -> Result<bool, StoreErr
         outbox: vec![(id, Some(item))],
         ..Bookkeeping::default()
     })?;
-    fleet.store.set_meta(LAST_KEY, &key)?;
+    fleet.store.set_meta(last_key, &key)?;
     Ok(true)
 }
 
-/// Computes the latest commit's status and queues it if it changed.
+/// The final status of a commit whose last one was still pending when
+/// `newer` took its place: `last` is what was queued for it
+/// (`<commit> <state> <description>`).
+pub fn superseded(last: &str, newer: &str) -> Option<Update> {
+    let (commit, rest) = last.split_once(' ')?;
+    let description = rest.strip_prefix("pending ")?;
+    if commit == newer {
+        return None;
+    }
+    let short: String = newer.chars().take(10).collect();
+    Some(Update {
+        commit: commit.to_owned(),
+        state: StatusState::Superseded,
+        description: cut(&format!("superseded by {short} · {description}")),
+    })
+}
+
+/// Computes the latest commit's status and queues it if it changed;
+/// first, a commit left pending by a newer one gets its final status.
 pub fn tick(fleet: &Fleet, now: Timestamp) -> Result<bool, StoreError> {
     if fleet.config.commit_status.is_none() {
         return Ok(false);
     }
-    match current(fleet, now)? {
-        Some(u) => queue(fleet, &u, now),
-        None => Ok(false),
+    let mut sent = false;
+    let now_shown = current(fleet, now)?;
+    if let Some(u) = &now_shown.refused {
+        sent |= queue(fleet, u, REFUSED_KEY, now)?;
     }
+    if let Some(u) = &now_shown.progress {
+        if let Some(old) = fleet
+            .store
+            .meta(LAST_KEY)?
+            .and_then(|last| superseded(&last, &u.commit))
+        {
+            sent |= queue(fleet, &old, LAST_KEY, now)?;
+        }
+        sent |= queue(fleet, u, LAST_KEY, now)?;
+    }
+    Ok(sent)
 }
 
 #[cfg(test)]
@@ -250,6 +312,41 @@ mod tests {
             context: None,
             target_url: Some("https://tl.example.org/".into()),
         }
+    }
+
+    #[test]
+    fn a_pending_commit_is_finalised_when_a_newer_one_replaces_it() {
+        let u = superseded("aaa pending 3/5 applied · 2 offline", "bbbbbbbbbbbbbbbb").unwrap();
+        assert_eq!(u.commit, "aaa");
+        assert_eq!(u.state, StatusState::Superseded);
+        assert_eq!(
+            u.description,
+            "superseded by bbbbbbbbbb · 3/5 applied · 2 offline"
+        );
+        // Final already, or the same commit: nothing to do.
+        assert_eq!(superseded("aaa success 5/5 applied", "bbb"), None);
+        assert_eq!(superseded("aaa failure refused: x", "bbb"), None);
+        assert_eq!(superseded("aaa pending 3/5 applied", "aaa"), None);
+        let host = |kind, api| {
+            request(
+                &cfg(kind, api, "neopro/fleet"),
+                "tok",
+                "aaa",
+                StatusState::Superseded,
+                "x",
+            )
+            .2["state"]
+                .clone()
+        };
+        assert_eq!(host(GitHost::Github, "https://api.github.com"), "error");
+        assert_eq!(
+            host(GitHost::Gitea, "https://git.example.org/api/v1"),
+            "warning"
+        );
+        assert_eq!(
+            host(GitHost::Gitlab, "https://gitlab.example.org/api/v4"),
+            "canceled"
+        );
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub enum StatusState {
     Success,
     /// Refused, or its rollout halted.
     Failure,
+    /// A newer commit took its place before it was final (GitHub:
+    /// `error`, Gitea: `warning`, GitLab: `canceled`).
+    Superseded,
 }
 
 /// A notification waiting in the outbox.

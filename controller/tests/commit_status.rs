@@ -4,7 +4,9 @@
 //! the hosts, which cannot run here): each request's method, path, auth
 //! header and body are asserted. A real `touchline-agent` reports, and the
 //! aggregated status follows; a refused commit is reported with its first
-//! diagnostic; a host answering 500 gets the status again from the outbox.
+//! diagnostic while the commit before it keeps its progress; a commit
+//! replaced before it was final gets a final status that says so; a host
+//! answering 500 gets the status again from the outbox.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -118,6 +120,17 @@ fn each_git_host_gets_one_aggregated_status_per_commit() {
             .map(|r| r["body"][name].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names.len(), 1);
+        // A second commit: its boxes are on their way.
+        files
+            .repo()
+            .file("fleet.yaml", "name: Statuses\ntimezone: Europe/Paris\ndefaults:\n  config:\n    version: \"1.0\"\n    volume: 20\n")
+            .commit("louder");
+        let second = files.repo().head();
+        c.sync(&admin);
+        let r = rec.wait_for_commit(&second);
+        assert_eq!(r["body"]["state"], pending, "{kind}: {r}");
+        let second_said = r["body"]["description"].as_str().unwrap().to_owned();
+        assert!(second_said.starts_with("0/2 applied"), "{r}");
         // A refused commit says why.
         files
             .repo()
@@ -145,7 +158,30 @@ fn each_git_host_gets_one_aggregated_status_per_commit() {
         assert_eq!(
             rec.requests().len(),
             sent,
-            "an unchanged status is not sent again"
+            "an unchanged status is not sent again (the refusal, nor the second commit's progress)"
         );
+        // A third commit takes the second's place before it was final:
+        // the second gets a final status that says so.
+        files
+            .repo()
+            .file("sites/two.yaml", "id: two\nname: Site two\nclub: Club\nlocation:\n  city: Rennes\n  region: Bretagne\n  latitude: 48.1\n  longitude: -1.6\n")
+            .commit("fix two");
+        let third = files.repo().head();
+        c.sync(&admin);
+        let r = rec.wait_for("superseded by ");
+        assert!(r["path"].as_str().unwrap().ends_with(&second), "{r}");
+        let final_state = match kind {
+            "github" => "error",
+            "gitea" => "warning",
+            _ => "canceled",
+        };
+        assert_eq!(r["body"]["state"], final_state, "{kind}");
+        assert_eq!(
+            r["body"]["description"],
+            format!("superseded by {} · {second_said}", &third[..10]),
+            "{kind}"
+        );
+        let r = rec.wait_for_commit(&third);
+        assert_eq!(r["body"]["state"], pending, "{kind}: {r}");
     }
 }

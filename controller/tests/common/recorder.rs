@@ -71,18 +71,29 @@ impl Recorder {
 
     /// Waits for a recorded request whose description contains `text`.
     pub fn wait_for(&self, text: &str) -> Value {
+        self.wait_until(text, |r| {
+            r["body"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(text))
+        })
+    }
+
+    /// Waits for a recorded status of `commit` (the latest one).
+    pub fn wait_for_commit(&self, commit: &str) -> Value {
+        self.wait_until(commit, |r| {
+            r["path"].as_str().is_some_and(|p| p.ends_with(commit))
+        })
+    }
+
+    fn wait_until(&self, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Some(r) = self.requests().into_iter().rev().find(|r| {
-                r["body"]["description"]
-                    .as_str()
-                    .is_some_and(|d| d.contains(text))
-            }) {
+            if let Some(r) = self.requests().into_iter().rev().find(|r| ok(r)) {
                 return r;
             }
             assert!(
                 Instant::now() < deadline,
-                "no status with `{text}`: {:#?}",
+                "no status with `{what}`: {:#?}",
                 self.requests()
             );
             std::thread::sleep(Duration::from_millis(100));
