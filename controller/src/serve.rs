@@ -237,40 +237,45 @@ async fn alert_loop(
 }
 
 /// Advances the current rollout soon after each report or commit (reports
-/// coalesced: at most one step every 200 ms) and every 10 seconds, so that
-/// a bake time ends on time.
+/// coalesced: at most one step every 200 ms), every 10 seconds, when a
+/// bake time ends and when a silent box of the current wave stops counting
+/// as reachable (the wave may pass then).
 async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut wait = std::time::Duration::ZERO;
     let mut status_commit: Option<String> = None;
     let mut status_at: Option<std::time::Instant> = None;
     loop {
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
+        let woken = tokio::select! {
+            () = tokio::time::sleep(wait) => "timer",
             () = fleet.rollout_wake.notified() => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                "report or commit"
             }
             _ = stop.changed() => return,
-        }
+        };
+        tracing::debug!(woken, "rollout step");
         let f = fleet.clone();
         // The rollout's step, and the latest commit (a store read: off the
         // async threads too).
-        let latest = match tokio::task::spawn_blocking(move || {
+        let (latest, crossing) = match tokio::task::spawn_blocking(move || {
+            let step = f.advance_rollout(Timestamp::now());
             (
-                f.advance_rollout(Timestamp::now()),
+                step,
                 f.store.last_seen_commit().ok().flatten(),
+                f.next_unreachable(Timestamp::now()),
             )
         })
         .await
         {
-            Ok((step, latest)) => {
+            Ok((step, latest, crossing)) => {
                 if let Err(e) = step {
                     tracing::warn!(error = %error_chain(&e), "rollout step failed");
                 }
-                latest
+                (latest, crossing)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "rollout step panicked");
-                None
+                (None, None)
             }
         };
         // The latest commit's status on the git host: at most every 5 s
@@ -295,17 +300,19 @@ async fn rollout_loop(fleet: Arc<Fleet>, mut stop: tokio::sync::watch::Receiver<
                 Err(e) => tracing::warn!(error = %e, "commit status panicked"),
             }
         }
-        // Every 10 s, or when the bake time ends if sooner.
+        // Every 10 s, or sooner when the bake time ends or a box of the
+        // current wave stops counting as reachable.
         let every = std::time::Duration::from_secs(10);
-        wait = fleet
+        let now = Timestamp::now();
+        let next = fleet
             .rollout()
             .as_ref()
-            .and_then(crate::rollout::next_opening)
-            .map_or(every, |at| {
-                let left = at.duration_since(Timestamp::now()).as_millis().max(0);
-                let left = u64::try_from(left).unwrap_or(0);
-                every.min(std::time::Duration::from_millis(left + 50))
-            });
+            .and_then(crate::rollout::next_opening);
+        wait = next.into_iter().chain(crossing).min().map_or(every, |at| {
+            let left = at.duration_since(now).as_millis().max(0);
+            let left = u64::try_from(left).unwrap_or(0);
+            every.min(std::time::Duration::from_millis(left + 50))
+        });
     }
 }
 

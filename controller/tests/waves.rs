@@ -320,6 +320,18 @@ fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
         r.api("/api/sites/b3")["site"]["status"] == "offline"
     });
 
+    // s2's app holds its update lock (a match is on): it will wait in the
+    // second wave.
+    let mut lock = Killed(
+        // --no-fork: the lock is held by the process killed below.
+        Command::new("flock")
+            .arg("--no-fork")
+            .arg(rig.root("s2").join("update.lock"))
+            .args(["sleep", "600"])
+            .spawn()
+            .unwrap(),
+    );
+
     rig.pin("2.0.0");
     let r = rig.rollout();
     assert_eq!(r["state"], "moving", "{r:#}");
@@ -390,10 +402,63 @@ fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
         "bake 6s, opened after {waited}s"
     );
     println!("second wave opened {waited:.1}s after the beta wave passed (bake 6s)");
-    rig.wait_running(&OTHERS, "2.0.0", Duration::from_secs(60));
-    rig.wait(Duration::from_secs(20), "complete", |r| {
+    // s1 runs it; s2 waits for its lock, reachable: the wave waits for it.
+    rig.wait_running(&["s1"], "2.0.0", Duration::from_secs(60));
+    rig.wait(Duration::from_secs(20), "s2 waiting for its lock", |r| {
+        let p = &r.rollout()["waves"][1]["pending"];
+        p[0]["site"] == "s2" && p[0]["state"] == "waiting"
+    });
+    let r = rig.rollout();
+    assert_eq!(r["state"], "moving", "{r:#}");
+    assert!(
+        r["waves"][1]["pending"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("update lock"),
+        "{r:#}"
+    );
+    // The releases page gives s2's reason in its own words, the state in
+    // the reader's language.
+    let (web, cookies, _) = operator_session(&rig.c.url);
+    for (lang, state) in [("en", "waiting: "), ("fr", "attend : ")] {
+        let html = web
+            .get(format!("{}/releases", rig.c.url))
+            .header("cookie", format!("{cookies}; tl_lang={lang}"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let said = format!(
+            "s2 ({state}\u{201c}release 2.0.0: release 2.0.0 staged, waiting: update lock held since"
+        );
+        assert!(html.contains(&said), "{lang}: no `{said}` in {html}");
+    }
+    // s2 goes offline while it waits: the wave passes once s2 counts as
+    // unreachable (silent for offline_after, 5 s), not at a later timer.
+    rig.stop("s2");
+    rig.wait(Duration::from_secs(30), "complete", |r| {
         r.rollout()["state"] == "complete"
     });
+    let r = rig.rollout();
+    let seen: jiff::Timestamp = rig.api("/api/sites/s2")["site"]["last_seen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let finished: jiff::Timestamp = r["finished_at"].as_str().unwrap().parse().unwrap();
+    // The record keeps whole seconds: -1 s is on time.
+    let late = finished.duration_since(seen).as_secs_f64() - 5.0;
+    println!("second wave passed {late:.1}s after s2 became unreachable");
+    assert!(
+        late < 3.0,
+        "the wave passed {late:.1}s after s2 became unreachable: the rollout did not look when it did"
+    );
+    assert_eq!(r["waves"][1]["tally"]["unreachable"], 1, "{r:#}");
+    // The match ends, s2 comes back and catches up.
+    let _ = lock.0.kill();
+    let _ = lock.0.wait();
+    rig.start("s2");
+    rig.wait_running(&["s2"], "2.0.0", Duration::from_secs(60));
     // b3 comes back and catches up.
     rig.start("b3");
     rig.wait_running(&["b3"], "2.0.0", Duration::from_secs(60));

@@ -151,7 +151,12 @@ impl ControllerFiles {
             .arg(self.key())
             .args(["--listen", listen, "--config"])
             .arg(self.path("controller.toml"))
-            .env("RUST_LOG", "warn")
+            // TOUCHLINE_TEST_LOG: the controllers' log filter in a test
+            // run (`touchline_controller=debug` to follow one).
+            .env(
+                "RUST_LOG",
+                std::env::var("TOUCHLINE_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .stdout(Stdio::piped());
         cmd
     }

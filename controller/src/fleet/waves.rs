@@ -77,6 +77,12 @@ impl Fleet {
     /// Whether the box was heard from within its offline limit (counted
     /// from the controller's start at the earliest).
     pub fn reachable(&self, site: &SiteId, now: Timestamp) -> bool {
+        let (seen, limit) = self.contact(site);
+        crate::liveness::reachable(seen, self.started_at, limit, now)
+    }
+
+    /// A site's last contact (report or poll) and its offline limit.
+    fn contact(&self, site: &SiteId) -> (Option<Timestamp>, SignedDuration) {
         let limit = self
             .thresholds(self.manifests().as_deref(), site)
             .offline_after;
@@ -86,8 +92,30 @@ impl Fleet {
             .read()
             .ok()
             .and_then(|p| p.get(site).map(|p| p.received_at));
-        let seen = report.into_iter().chain(self.last_poll(site)).max();
-        crate::liveness::reachable(seen, self.started_at, limit, now)
+        (report.into_iter().chain(self.last_poll(site)).max(), limit)
+    }
+
+    /// When the next box of the current rollout wave (opened, not passed)
+    /// stops counting as reachable if it stays silent: the wave may pass
+    /// then, so the rollout looks again at that moment.
+    pub fn next_unreachable(&self, now: Timestamp) -> Option<Timestamp> {
+        let r = self.rollout()?;
+        if !r.active() || r.halted.is_some() {
+            return None;
+        }
+        let k = r.current_wave()?;
+        if r.waves[k].passed_at.is_some() {
+            return None;
+        }
+        r.waves[k]
+            .sites
+            .keys()
+            .filter_map(|site| {
+                let (seen, limit) = self.contact(site);
+                let at = seen?.max(self.started_at).saturating_add(limit).ok()?;
+                (at > now).then_some(at)
+            })
+            .min()
     }
 
     /// Each site's outcome in `r`, by wave, from the latest reports.
@@ -273,8 +301,12 @@ impl Fleet {
     /// passes and opens waves, and gives the sites of opened waves their
     /// release (also what a restart between the record and the bundles
     /// left undone). Blocking.
-    pub fn advance_rollout(&self, now: Timestamp) -> Result<Vec<Step>, SyncError> {
-        let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
+    pub fn advance_rollout(&self, at: Timestamp) -> Result<Vec<Step>, SyncError> {
+        // The record keeps whole seconds; reachability is judged at the
+        // exact time, as the status page does (judged at the whole second,
+        // a box silent for 5.3 s of a 5 s limit counted as reachable for
+        // up to a second more, and its wave waited for the 10 s timer).
+        let now = Timestamp::from_second(at.as_second()).unwrap_or(at);
         let _one_at_a_time = self
             .sync_lock
             .lock()
@@ -285,7 +317,10 @@ impl Fleet {
         if !r.active() {
             return Ok(Vec::new());
         }
-        let outcomes = self.rollout_outcomes(&r, now)?;
+        let outcomes = self.rollout_outcomes(&r, at)?;
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(summary = %rollout::summary(&r, &outcomes), "rollout before the step");
+        }
         let steps = rollout::advance(&mut r, &outcomes, now);
         if !steps.is_empty() {
             let mut all = self.rollouts.read().map(|g| g.clone()).unwrap_or_default();
