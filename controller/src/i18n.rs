@@ -347,28 +347,6 @@ impl L10n {
         phase_word(phase, self.lang)
     }
 
-    /// A pending site as a page lists it: `site (state: reason)`, the
-    /// state and the controller's own reasons in the reader's language,
-    /// the box's words as it said them (cut at 120 characters).
-    pub fn pending(&self, site: &str, state: &str, reason: Option<&str>) -> String {
-        use crate::rollout::Reason;
-        let why = match reason.map(Reason::read) {
-            None | Some(Reason::Offline) => None,
-            Some(Reason::NoReport) => return format!("{site} ({})", self.t("st_never")),
-            Some(Reason::WaveNotOpened(w)) => Some(format!("`{w}`")),
-            Some(Reason::Phase(p)) => Some(format!("{} {}", self.t("reason_phase"), self.phase(p))),
-            Some(Reason::Box(said)) => Some(format!(
-                "\u{201c}{}\u{201d}",
-                said.chars().take(120).collect::<String>()
-            )),
-        };
-        let state = self.t(&format!("st_{state}"));
-        match why {
-            Some(w) => format!("{site} ({state}{} {w})", self.t("colon").trim_end()),
-            None => format!("{site} ({state})"),
-        }
-    }
-
     /// The other language's code (for the switch link).
     pub fn other(&self) -> &'static str {
         match self.lang {
@@ -463,55 +441,6 @@ mod tests {
             tz: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
             now: "2026-11-23T14:00:00Z".parse().unwrap(),
         }
-    }
-
-    #[test]
-    fn a_pending_site_gives_its_reason_in_the_readers_language() {
-        let (en, fr) = (l(Lang::En), l(Lang::Fr));
-        let wave = crate::rollout::wave_not_opened("bretagne");
-        assert_eq!(
-            fr.pending("s1", "not_opened", Some(&wave)),
-            "s1 (vague pas encore ouverte : `bretagne`)"
-        );
-        assert_eq!(
-            en.pending("s1", "in_progress", Some("phase fetching")),
-            "s1 (in progress: phase fetching)"
-        );
-        assert_eq!(
-            fr.pending("s1", "in_progress", Some("phase fetching")),
-            format!("s1 (en cours : phase {})", phase_word("fetching", Lang::Fr))
-        );
-        // The box's own words, quoted and cut.
-        let said = format!(
-            "waiting for the maintenance window 03:00-05:00{}",
-            "x".repeat(200)
-        );
-        let shown = en.pending("s1", "waiting", Some(&said));
-        assert!(
-            shown.starts_with(
-                "s1 (waiting: \u{201c}waiting for the maintenance window 03:00-05:00xx"
-            ),
-            "{shown}"
-        );
-        assert_eq!(
-            shown.chars().count(),
-            "s1 (waiting: \u{201c}\u{201d})".chars().count() + 120
-        );
-        // Nothing to add to the state itself.
-        assert_eq!(
-            fr.pending("s1", "in_progress", Some(crate::rollout::NEVER_REPORTED)),
-            "s1 (jamais vu)"
-        );
-        assert_eq!(
-            en.pending("s1", "unreachable", Some(crate::rollout::OFFLINE)),
-            "s1 (unreachable)"
-        );
-        assert_eq!(en.pending("s1", "unreachable", None), "s1 (unreachable)");
-        // A box cannot pass its words off as ours.
-        assert_eq!(
-            crate::rollout::Reason::read("phase <b>x</b>"),
-            crate::rollout::Reason::Box("phase <b>x</b>")
-        );
     }
 
     #[test]

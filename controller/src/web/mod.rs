@@ -584,6 +584,28 @@ pub fn health_score(v: &SiteView) -> u8 {
 
 /// A site's phase in the reader's language, marked as its last known one
 /// when the site is late or silent.
+/// A pending site as a page lists it: `site (state: reason)`, the
+/// state and the controller's own reasons in the reader's language,
+/// the box's words as it said them (cut at 120 characters).
+pub(crate) fn pending(l: &L10n, site: &str, state: &str, reason: Option<&str>) -> String {
+    use crate::rollout::Reason;
+    let why = match reason.map(Reason::read) {
+        None | Some(Reason::Offline) => None,
+        Some(Reason::NoReport) => return format!("{site} ({})", l.t("st_never")),
+        Some(Reason::WaveNotOpened(w)) => Some(format!("`{w}`")),
+        Some(Reason::Phase(p)) => Some(format!("{} {}", l.t("reason_phase"), l.phase(p))),
+        Some(Reason::Box(said)) => Some(format!(
+            "\u{201c}{}\u{201d}",
+            said.chars().take(120).collect::<String>()
+        )),
+    };
+    let state = l.t(&format!("st_{state}"));
+    match why {
+        Some(w) => format!("{site} ({state}{} {w})", l.t("colon").trim_end()),
+        None => format!("{site} ({state})"),
+    }
+}
+
 fn phase_shown(l: &L10n, v: &SiteView) -> String {
     let Some(p) = &v.phase else {
         return String::new();
@@ -597,4 +619,74 @@ fn phase_shown(l: &L10n, v: &SiteView) -> String {
 
 fn status_label(l: &L10n, h: Health) -> &'static str {
     l.t(h.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn l10n_for(lang: Lang) -> L10n {
+        L10n {
+            lang,
+            tz: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
+            now: "2026-11-23T14:00:00Z".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn a_pending_site_gives_its_reason_in_the_readers_language() {
+        let (en, fr) = (l10n_for(Lang::En), l10n_for(Lang::Fr));
+        let wave = crate::rollout::wave_not_opened("bretagne");
+        assert_eq!(
+            pending(&fr, "s1", "not_opened", Some(&wave)),
+            "s1 (vague pas encore ouverte : `bretagne`)"
+        );
+        assert_eq!(
+            pending(&en, "s1", "in_progress", Some("phase fetching")),
+            "s1 (in progress: phase fetching)"
+        );
+        assert_eq!(
+            pending(&fr, "s1", "in_progress", Some("phase fetching")),
+            format!(
+                "s1 (en cours : phase {})",
+                crate::i18n::phase_word("fetching", Lang::Fr)
+            )
+        );
+        // The box's own words, quoted and cut.
+        let said = format!(
+            "waiting for the maintenance window 03:00-05:00{}",
+            "x".repeat(200)
+        );
+        let shown = pending(&en, "s1", "waiting", Some(&said));
+        assert!(
+            shown.starts_with(
+                "s1 (waiting: \u{201c}waiting for the maintenance window 03:00-05:00xx"
+            ),
+            "{shown}"
+        );
+        assert_eq!(
+            shown.chars().count(),
+            "s1 (waiting: \u{201c}\u{201d})".chars().count() + 120
+        );
+        // Nothing to add to the state itself.
+        assert_eq!(
+            pending(
+                &fr,
+                "s1",
+                "in_progress",
+                Some(crate::rollout::NEVER_REPORTED)
+            ),
+            "s1 (jamais vu)"
+        );
+        assert_eq!(
+            pending(&en, "s1", "unreachable", Some(crate::rollout::OFFLINE)),
+            "s1 (unreachable)"
+        );
+        assert_eq!(pending(&en, "s1", "unreachable", None), "s1 (unreachable)");
+        // A box cannot pass its words off as ours.
+        assert_eq!(
+            crate::rollout::Reason::read("phase <b>x</b>"),
+            crate::rollout::Reason::Box("phase <b>x</b>")
+        );
+    }
 }

@@ -161,7 +161,7 @@ pub async fn overview(
             .unwrap_or_default()
             .iter()
             .take(5)
-            .map(|b| c.l.pending(b.site.as_str(), b.state, Some(&b.reason)))
+            .map(|b| super::pending(&c.l, b.site.as_str(), b.state, Some(&b.reason)))
             .collect::<Vec<_>>()
             .join(", "),
     })

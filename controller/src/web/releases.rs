@@ -165,7 +165,7 @@ fn shown(r: &crate::progress::RolloutView, l: &crate::i18n::L10n) -> RolloutShow
                     .pending
                     .iter()
                     .take(20)
-                    .map(|p| l.pending(p.site.as_str(), p.state, p.reason.as_deref()))
+                    .map(|p| super::pending(l, p.site.as_str(), p.state, p.reason.as_deref()))
                     .collect::<Vec<_>>()
                     .join(", "),
             })
