@@ -13,7 +13,10 @@
 //!   changed, the outbox write);
 //! - `overview`: [`status::commits`] for 5 commits, the overview's table.
 //!
-//! Printed with the sync (render + sign every site) timed once, for scale.
+//! Printed with the sync (render + sign every site) timed once, for scale,
+//! and the parts: reading every latest report, every site's reachability,
+//! and what parsing every bundle whole would cost (the progress counted
+//! from each bundle's head, kept when it is published, instead).
 //!
 //! Run: `cargo bench -p touchline-controller --bench commit_status`
 //! (`-- --sites N --runs N`).
@@ -113,6 +116,19 @@ fn main() {
         assert_eq!(sent, first);
         first = false;
     });
+    let (l_med, l_best) = time(runs, || {
+        fleet.store.latest_all().unwrap();
+    });
+    let (b_med, b_best) = time(runs, || {
+        for (_, p) in fleet.bundles() {
+            touchline_schemas::Bundle::from_slice(&p.body).unwrap();
+        }
+    });
+    let (r_med, r_best) = time(runs, || {
+        for site in fleet.bundle_heads().keys() {
+            fleet.reachable(site, now);
+        }
+    });
     let (o_med, o_best) = time(runs, || {
         status::commits(&fleet, 5).unwrap();
     });
@@ -125,6 +141,21 @@ fn main() {
         ("progress (commit_status::current)", p_med, p_best),
         ("tick (progress + compare + queue)", t_med, t_best),
         ("overview commits table (5 commits)", o_med, o_best),
+        (
+            "of which: every latest report read (store.latest_all)",
+            l_med,
+            l_best,
+        ),
+        (
+            "every bundle parsed whole (Bundle::from_slice), which the progress no longer does",
+            b_med,
+            b_best,
+        ),
+        (
+            "of which: every site's reachability (its thresholds, its last contact)",
+            r_med,
+            r_best,
+        ),
     ] {
         println!(
             "| {what} | {:.0} ms | {:.0} ms | {:.1} % |",

@@ -9,7 +9,7 @@
 
 use jiff::Timestamp;
 use serde_json::{Value, json};
-use touchline_schemas::{Bundle, SiteId};
+use touchline_schemas::SiteId;
 
 use crate::config::{CommitStatus, GitHost};
 use crate::fleet::Fleet;
@@ -189,10 +189,7 @@ fn progress(fleet: &Fleet, commit: &str, now: Timestamp) -> Result<Update, Store
         .map(|s| (s.site.clone(), s))
         .collect();
     let mut tally = Tally::default();
-    for (site, p) in fleet.bundles() {
-        let Ok(b) = Bundle::from_slice(&p.body) else {
-            continue;
-        };
+    for (site, b) in fleet.bundle_heads() {
         let reachable = fleet.reachable(&site, now);
         let o = match &rollout {
             Some(r) if r.holds_back(&site) => Outcome::NotOpened,

@@ -138,6 +138,9 @@ struct Scope {
     release: Option<String>,
     /// The current bundle's `agent.poll_interval`.
     poll_interval: Option<SignedDuration>,
+    /// The current bundle's serial and releases (of every bundle served,
+    /// a re-signed one too).
+    head: Arc<crate::rollout::BundleHead>,
 }
 
 /// What [`named_content`] reads of a bundle.
@@ -205,6 +208,7 @@ impl Fleet {
                     previous: Arc::default(),
                     release: named.release,
                     poll_interval: named.poll_interval,
+                    head: Arc::new(crate::rollout::BundleHead::of(&p.body).unwrap_or_default()),
                 };
                 (site.clone(), scope)
             })
@@ -309,6 +313,15 @@ impl Fleet {
     /// The published bundle of a site.
     pub fn bundle(&self, site: &SiteId) -> Option<Arc<Published>> {
         self.bundles.read().ok()?.get(site).cloned()
+    }
+
+    /// Every site's current bundle head (serial and releases), for
+    /// counting progress without parsing bundles.
+    pub fn bundle_heads(&self) -> HashMap<SiteId, Arc<crate::rollout::BundleHead>> {
+        self.scopes
+            .read()
+            .map(|s| s.iter().map(|(k, v)| (k.clone(), v.head.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Every published bundle, by site.
@@ -732,6 +745,7 @@ impl Fleet {
                     scope.release = named.release;
                     scope.poll_interval = named.poll_interval;
                 }
+                scope.head = Arc::new(crate::rollout::BundleHead::of(&p.body).unwrap_or_default());
             }
         }
         if let Ok(mut b) = self.bundles.write() {

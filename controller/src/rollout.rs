@@ -340,16 +340,34 @@ pub fn outcome(target: &Target, state: Option<&SiteState>, reachable: bool) -> O
     }
 }
 
+/// What a published bundle asks of its box, as progress counts it: its
+/// serial and its releases. Read from the body once, when it is published
+/// ([`BundleHead::of`]), not at each count.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct BundleHead {
+    /// Its serial.
+    pub serial: u64,
+    /// The software release.
+    #[serde(default)]
+    pub software: Option<DesiredRelease>,
+    /// The agent release.
+    #[serde(default, rename = "agent_release")]
+    pub agent: Option<DesiredAgent>,
+}
+
+impl BundleHead {
+    /// Reads the head of a bundle's body (the rest is skipped, not built).
+    pub fn of(body: &[u8]) -> Option<Self> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
 /// What a box's latest report says about its bundle `b`: applied only
 /// when the files of its serial are in place and its releases run.
-pub fn bundle_outcome(
-    b: &touchline_schemas::Bundle,
-    state: Option<&SiteState>,
-    reachable: bool,
-) -> Outcome {
+pub fn bundle_outcome(b: &BundleHead, state: Option<&SiteState>, reachable: bool) -> Outcome {
     let target = Target {
         software: b.software.clone(),
-        agent: b.agent_release.clone(),
+        agent: b.agent.clone(),
     };
     let files = state
         .and_then(|s| s.report.status.applied_serial)

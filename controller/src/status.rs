@@ -929,6 +929,7 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
     let records = fleet.store.commits(limit)?;
     let latest = latest_by_site(fleet)?;
     let bundles = fleet.bundles();
+    let heads = fleet.bundle_heads();
     let now = Timestamp::now();
     let commits = records
         .into_iter()
@@ -961,11 +962,11 @@ pub fn commits(fleet: &Fleet, limit: usize) -> Result<Commits, StoreError> {
                         crate::rollout::Outcome::Waiting(crate::rollout::wave_not_opened(&wave))
                     }
                     (Some(p), _) if p.commit.as_deref() == Some(record.id.as_str()) => {
-                        match Bundle::from_slice(&p.body) {
-                            Ok(b) => {
-                                crate::rollout::bundle_outcome(&b, st, fleet.reachable(site, now))
+                        match heads.get(site) {
+                            Some(b) => {
+                                crate::rollout::bundle_outcome(b, st, fleet.reachable(site, now))
                             }
-                            Err(_) => crate::rollout::Outcome::InProgress("no bundle".into()),
+                            None => crate::rollout::Outcome::InProgress("no bundle".into()),
                         }
                     }
                     _ if applied.is_some_and(|a| a >= record.serial) => {
