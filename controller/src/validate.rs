@@ -692,8 +692,6 @@ fn check_downgrades(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     }
 }
 
-/// Alert thresholds that cannot be meant: a percentage outside 0–100, a
-/// warning above its critical level.
 /// Where a layered value was set: file and position.
 type SetAt = Option<(Arc<str>, Pos)>;
 
@@ -781,6 +779,8 @@ fn check_liveness(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     }
 }
 
+/// Alert thresholds that cannot be meant: a percentage outside 0–100, a
+/// warning above its critical level.
 fn check_alerts<T>(d: &mut Diagnostics, doc: &Doc<T>, a: &touchline_schemas::manifest::AlertRules) {
     let at = |k: &str| doc.at(&["alerts".into(), k.into()]);
     for (k, v) in [
