@@ -134,8 +134,6 @@ struct Scope {
     desired: Option<String>,
     current: Arc<HashSet<Sha256>>,
     previous: Arc<HashSet<Sha256>>,
-    /// The current bundle's release version.
-    release: Option<String>,
     /// The current bundle's `agent.poll_interval`.
     poll_interval: Option<SignedDuration>,
     /// The current bundle's serial and releases (of every bundle served,
@@ -147,16 +145,14 @@ struct Scope {
 #[derive(Debug, Default)]
 struct Named {
     hashes: HashSet<Sha256>,
-    release: Option<String>,
     poll_interval: Option<SignedDuration>,
 }
 
 /// The hashes a bundle names (its files, its software package and its
-/// agent executables), its release version and its poll interval.
+/// agent executables) and its poll interval.
 fn named_content(body: &[u8]) -> Named {
     Bundle::from_slice(body)
         .map(|b| {
-            let release = b.software.as_ref().map(|s| s.version.to_string());
             let poll_interval = Some(SignedDuration::from_secs(
                 i64::try_from(b.agent.poll_interval.as_secs()).unwrap_or(i64::MAX),
             ));
@@ -173,7 +169,6 @@ fn named_content(body: &[u8]) -> Named {
                 .collect();
             Named {
                 hashes,
-                release,
                 poll_interval,
             }
         })
@@ -206,7 +201,6 @@ impl Fleet {
                     desired: p.desired.clone(),
                     current: Arc::new(named.hashes),
                     previous: Arc::default(),
-                    release: named.release,
                     poll_interval: named.poll_interval,
                     head: Arc::new(crate::rollout::BundleHead::of(&p.body).unwrap_or_default()),
                 };
@@ -657,7 +651,9 @@ impl Fleet {
 
     /// The release the site's current bundle names.
     pub fn desired_release(&self, site: &SiteId) -> Option<String> {
-        self.scopes.read().ok()?.get(site)?.release.clone()
+        let scopes = self.scopes.read().ok()?;
+        let software = scopes.get(site)?.head.target.software.as_ref()?;
+        Some(software.version.to_string())
     }
 
     /// The alert thresholds of a site: the built-in defaults (silence
@@ -742,7 +738,6 @@ impl Fleet {
                     let named = named_content(&p.body);
                     scope.previous = std::mem::replace(&mut scope.current, Arc::new(named.hashes));
                     scope.desired.clone_from(&p.desired);
-                    scope.release = named.release;
                     scope.poll_interval = named.poll_interval;
                 }
                 scope.head = Arc::new(crate::rollout::BundleHead::of(&p.body).unwrap_or_default());

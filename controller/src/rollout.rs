@@ -343,36 +343,43 @@ pub fn outcome(target: &Target, state: Option<&SiteState>, reachable: bool) -> O
 /// What a published bundle asks of its box, as progress counts it: its
 /// serial and its releases. Read from the body once, when it is published
 /// ([`BundleHead::of`]), not at each count.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BundleHead {
     /// Its serial.
     pub serial: u64,
-    /// The software release.
-    #[serde(default)]
-    pub software: Option<DesiredRelease>,
-    /// The agent release.
-    #[serde(default, rename = "agent_release")]
-    pub agent: Option<DesiredAgent>,
+    /// The releases it asks for.
+    pub target: Target,
 }
 
 impl BundleHead {
     /// Reads the head of a bundle's body (the rest is skipped, not built).
     pub fn of(body: &[u8]) -> Option<Self> {
-        serde_json::from_slice(body).ok()
+        #[derive(Deserialize)]
+        struct Head {
+            serial: u64,
+            #[serde(default)]
+            software: Option<DesiredRelease>,
+            #[serde(default)]
+            agent_release: Option<DesiredAgent>,
+        }
+        let h: Head = serde_json::from_slice(body).ok()?;
+        Some(BundleHead {
+            serial: h.serial,
+            target: Target {
+                software: h.software,
+                agent: h.agent_release,
+            },
+        })
     }
 }
 
 /// What a box's latest report says about its bundle `b`: applied only
 /// when the files of its serial are in place and its releases run.
 pub fn bundle_outcome(b: &BundleHead, state: Option<&SiteState>, reachable: bool) -> Outcome {
-    let target = Target {
-        software: b.software.clone(),
-        agent: b.agent.clone(),
-    };
     let files = state
         .and_then(|s| s.report.status.applied_serial)
         .is_some_and(|s| s >= b.serial);
-    match outcome(&target, state, reachable) {
+    match outcome(&b.target, state, reachable) {
         Outcome::Applied if !files && reachable => {
             Outcome::InProgress(state.map_or_else(|| NO_REPORT_YET.to_owned(), report_reason))
         }
