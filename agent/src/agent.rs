@@ -295,7 +295,7 @@ impl Agent {
 
     fn accepted_etag(&self) -> Option<String> {
         let (body, _) = self.paths.load_accepted()?;
-        Some(format!("\"{}\"", Sha256::digest(&body).to_hex()))
+        Some(etag_of(&body))
     }
 
     /// Records progress for the watchdog.
@@ -821,7 +821,7 @@ impl Agent {
             // the bundle every poll interval says the box is alive.
             let outcome = {
                 let etag = match &candidate {
-                    Ok(Some((body, _))) => Some(format!("\"{}\"", Sha256::digest(body).to_hex())),
+                    Ok(Some((body, _))) => Some(etag_of(body)),
                     _ => self.accepted_etag(),
                 };
                 let keepalive = keep_alive(&c, etag, self.poll_secs.clone(), box_now);
@@ -867,6 +867,11 @@ impl Agent {
             }
         }
     }
+}
+
+/// A bundle body's ETag, as the controller makes it.
+fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", Sha256::digest(body).to_hex())
 }
 
 /// Looks at the bundle every poll interval (`poll_secs`: the accepted
