@@ -18,19 +18,23 @@ use common::recorder::Recorder;
 use touchline_testkit::ControllerFiles;
 use touchline_testkit::agent_box::AgentBox;
 
+fn fleet_yaml(volume: u32) -> String {
+    format!(
+        "name: Statuses\ntimezone: Europe/Paris\ndefaults:\n  config:\n    version: \"1.0\"\n    volume: {volume}\n"
+    )
+}
+
+fn site_yaml(s: &str) -> String {
+    format!(
+        "id: {s}\nname: Site {s}\nclub: Club\nlocation:\n  city: Rennes\n  region: Bretagne\n  latitude: 48.1\n  longitude: -1.6\n"
+    )
+}
+
 fn fleet(dir: &Path) {
     std::fs::create_dir_all(dir.join("sites")).unwrap();
-    std::fs::write(
-        dir.join("fleet.yaml"),
-        "name: Statuses\ntimezone: Europe/Paris\ndefaults:\n  config:\n    version: \"1.0\"\n    volume: 10\n",
-    )
-    .unwrap();
+    std::fs::write(dir.join("fleet.yaml"), fleet_yaml(10)).unwrap();
     for s in ["one", "two"] {
-        std::fs::write(
-            dir.join(format!("sites/{s}.yaml")),
-            format!("id: {s}\nname: Site {s}\nclub: Club\nlocation:\n  city: Rennes\n  region: Bretagne\n  latitude: 48.1\n  longitude: -1.6\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.join(format!("sites/{s}.yaml")), site_yaml(s)).unwrap();
     }
 }
 
@@ -120,24 +124,21 @@ fn each_git_host_gets_one_aggregated_status_per_commit() {
             .map(|r| r["body"][name].as_str().unwrap().to_owned())
             .collect();
         assert_eq!(names.len(), 1);
+        // Commits `text` to `path`, syncs; the commit's id.
+        let commit = |path: &str, text: &str, message: &str| {
+            files.repo().file(path, text).commit(message);
+            let id = files.repo().head();
+            c.sync(&admin);
+            id
+        };
         // A second commit: its boxes are on their way.
-        files
-            .repo()
-            .file("fleet.yaml", "name: Statuses\ntimezone: Europe/Paris\ndefaults:\n  config:\n    version: \"1.0\"\n    volume: 20\n")
-            .commit("louder");
-        let second = files.repo().head();
-        c.sync(&admin);
+        let second = commit("fleet.yaml", &fleet_yaml(20), "louder");
         let r = rec.wait_for_commit(&second);
         assert_eq!(r["body"]["state"], pending, "{kind}: {r}");
         let second_said = r["body"]["description"].as_str().unwrap().to_owned();
         assert!(second_said.starts_with("0/2 applied"), "{r}");
         // A refused commit says why.
-        files
-            .repo()
-            .file("sites/two.yaml", "id: two\nname: [unclosed\n")
-            .commit("break two");
-        let bad = files.repo().head();
-        c.sync(&admin);
+        let bad = commit("sites/two.yaml", "id: two\nname: [unclosed\n", "break two");
         let r = rec.wait_for("refused: ");
         assert!(r["path"].as_str().unwrap().ends_with(&bad), "{r}");
         let failure = if kind == "gitlab" {
@@ -162,12 +163,7 @@ fn each_git_host_gets_one_aggregated_status_per_commit() {
         );
         // A third commit takes the second's place before it was final:
         // the second gets a final status that says so.
-        files
-            .repo()
-            .file("sites/two.yaml", "id: two\nname: Site two\nclub: Club\nlocation:\n  city: Rennes\n  region: Bretagne\n  latitude: 48.1\n  longitude: -1.6\n")
-            .commit("fix two");
-        let third = files.repo().head();
-        c.sync(&admin);
+        let third = commit("sites/two.yaml", &site_yaml("two"), "fix two");
         let r = rec.wait_for("superseded by ");
         assert!(r["path"].as_str().unwrap().ends_with(&second), "{r}");
         let final_state = match kind {

@@ -53,6 +53,38 @@ fn alerts(c: &RunningController, admin: &str) -> Vec<String> {
         .collect()
 }
 
+/// Box `s1` of `files` (reports every second, plus `extra` config) as a
+/// real `touchline-agent run` daemon against `c`, logging to the returned
+/// path.
+fn run_box(
+    files: &ControllerFiles,
+    c: &RunningController,
+    extra: &str,
+) -> (AgentBox, Killed, std::path::PathBuf) {
+    let token = files.site_token("s1", false);
+    let agent = AgentBox::new(
+        &files.path("box-s1"),
+        "s1",
+        &files.path("key.pub"),
+        Some((&c.url, &token)),
+        &format!(
+            "space_reserve_bytes = 0\nheartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"\n{extra}"
+        ),
+    );
+    let log = agent.path("agent.log");
+    let daemon = Killed(
+        Command::new(bin("touchline-agent"))
+            .args(["run", "--config"])
+            .arg(&agent.config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    (agent, daemon, log)
+}
+
 #[test]
 fn a_box_that_finds_its_controller_again_raises_no_alert_and_says_nothing_stale() {
     let files = ControllerFiles::with_repo(|dir| {
@@ -66,26 +98,7 @@ fn a_box_that_finds_its_controller_again_raises_no_alert_and_says_nothing_stale(
     c.sync(&admin);
     let commits = api(&c, &admin, "/api/commits");
     assert_eq!(commits["commits"][0]["state"], "accepted", "{commits:#}");
-    let token = files.site_token("s1", false);
-    let root = files.path("box-s1");
-    let agent = AgentBox::new(
-        &root,
-        "s1",
-        &files.path("key.pub"),
-        Some((&c.url, &token)),
-        "space_reserve_bytes = 0\nheartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"\n",
-    );
-    let log = agent.path("agent.log");
-    let _daemon = Killed(
-        Command::new(bin("touchline-agent"))
-            .args(["run", "--config"])
-            .arg(&agent.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (agent, _daemon, log) = run_box(&files, &c, "");
     let site = |c: &RunningController, admin: &str| api(c, admin, "/api/sites/s1")["site"].clone();
     wait(Duration::from_secs(30), "s1 converged and online", || {
         let s = site(&c, &admin);
@@ -183,41 +196,12 @@ fn a_box_downloading_longer_than_offline_after_stays_online() {
     files.config("alerts_interval = \"1s\"");
     let clip = files.path("clip.mp4");
     std::fs::write(&clip, &bytes).unwrap();
-    let out = Command::new(bin("touchline"))
-        .args(["content", "add", "--data"])
-        .arg(files.data())
-        .arg(&clip)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    files.add_content(&[clip]);
     let c = files.start();
     let admin = files.local_admin_token();
     c.sync(&admin);
-    let token = files.site_token("s1", false);
-    let root = files.path("box-s1");
-    let agent = AgentBox::new(
-        &root,
-        "s1",
-        &files.path("key.pub"),
-        Some((&c.url, &token)),
-        "space_reserve_bytes = 0\nheartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"\nmax_download_rate = 150000\n",
-    );
-    let log = agent.path("agent.log");
     let started = Instant::now();
-    let _daemon = Killed(
-        Command::new(bin("touchline-agent"))
-            .args(["run", "--config"])
-            .arg(&agent.config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (agent, _daemon, log) = run_box(&files, &c, "max_download_rate = 150000\n");
     let mut seen_downloading = false;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {

@@ -76,10 +76,16 @@ impl ControllerFiles {
             .keys()
             .map(|k| content.join(k))
             .collect();
+        self.add_content(&files)
+    }
+
+    /// Adds `files` to the controller's content store
+    /// (`touchline content add`).
+    pub fn add_content(&self, files: &[PathBuf]) -> &Self {
         run(Command::new(bin("touchline"))
             .args(["content", "add", "--data"])
             .arg(self.data())
-            .args(&files));
+            .args(files));
         self
     }
 
