@@ -582,8 +582,6 @@ pub fn health_score(v: &SiteView) -> u8 {
     u8::try_from(score.clamp(0, 100)).unwrap_or(0)
 }
 
-/// A site's phase in the reader's language, marked as its last known one
-/// when the site is late or silent.
 /// A pending site as a page lists it: `site (state: reason)`, the
 /// state and the controller's own reasons in the reader's language,
 /// the box's words as it said them (cut at 120 characters).
@@ -601,11 +599,13 @@ pub(crate) fn pending(l: &L10n, site: &str, state: &str, reason: Option<&str>) -
     };
     let state = l.t(&format!("st_{state}"));
     match why {
-        Some(w) => format!("{site} ({state}{} {w})", l.t("colon").trim_end()),
+        Some(w) => format!("{site} ({state}{} {w})", l.t("colon")),
         None => format!("{site} ({state})"),
     }
 }
 
+/// A site's phase in the reader's language, marked as its last known one
+/// when the site is late or silent.
 fn phase_shown(l: &L10n, v: &SiteView) -> String {
     let Some(p) = &v.phase else {
         return String::new();
