@@ -76,6 +76,17 @@ pub fn render_all(
     desired: bool,
 ) -> anyhow::Result<Vec<Signed>> {
     let sites: Vec<&SiteId> = checked.manifests.sites.keys().collect();
+    render_sites(checked, &sites, meta, key, desired)
+}
+
+/// [`render_all`] for `sites` alone, in their order.
+pub fn render_sites(
+    checked: &Checked,
+    sites: &[&SiteId],
+    meta: &BundleMeta,
+    key: Option<&SigningKey>,
+    desired: bool,
+) -> anyhow::Result<Vec<Signed>> {
     let catalog = CatalogIndex::new(&checked.manifests);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())

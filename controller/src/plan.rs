@@ -256,6 +256,10 @@ pub struct RolloutPlan {
     pub success: String,
     /// Bake time between waves.
     pub bake: String,
+    /// Videos, configuration and agent settings go through the waves too
+    /// (`rollout.content: waves`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub content_in_waves: bool,
     /// The waves, in order.
     pub waves: Vec<WavePlan>,
 }
@@ -269,12 +273,26 @@ pub struct WavePlan {
     pub sites: Vec<String>,
 }
 
-/// The waves the sites whose release changes go through (sites added have
-/// no release to protect and are left out, as the controller does).
+/// Whether the head's `fleet.yaml` sends every change through the waves.
+fn content_in_waves(head: &Side) -> bool {
+    head.checked
+        .manifests
+        .fleet
+        .as_ref()
+        .and_then(|f| f.value.rollout.as_ref())
+        .is_some_and(touchline_schemas::rollout::RolloutPolicy::content_in_waves)
+}
+
+/// The waves the sites whose release changes go through (with content in
+/// waves: every site that changes). Sites added have nothing to protect
+/// and are left out, as the controller does.
 fn rollout_plan(head: &Side, sites: &[SitePlan]) -> Option<RolloutPlan> {
+    let content = content_in_waves(head);
     let changing: Vec<crate::rollout::Changing> = sites
         .iter()
-        .filter(|s| s.change == "changed" && (s.release.is_some() || s.agent_release.is_some()))
+        .filter(|s| {
+            s.change == "changed" && (content || s.release.is_some() || s.agent_release.is_some())
+        })
         .filter_map(|s| {
             let site = SiteId::new(&s.site).ok()?;
             let version = |c: &Option<VersionChange>| {
@@ -296,6 +314,7 @@ fn rollout_plan(head: &Side, sites: &[SitePlan]) -> Option<RolloutPlan> {
                             version: v,
                         })
                 }),
+                serial: None,
             };
             Some(crate::rollout::Changing { site, target })
         })
@@ -311,6 +330,7 @@ fn rollout_plan(head: &Side, sites: &[SitePlan]) -> Option<RolloutPlan> {
         policy_file: file,
         success: policy.success().to_string(),
         bake: policy.bake().to_string(),
+        content_in_waves: content,
         waves: waves
             .into_iter()
             .map(|w| WavePlan {
@@ -321,20 +341,23 @@ fn rollout_plan(head: &Side, sites: &[SitePlan]) -> Option<RolloutPlan> {
     })
 }
 
-/// Whether a site's change reaches it as soon as the commit lands: videos,
-/// configuration, agent settings and new sites always do; a release change
-/// does unless a rollout holds the site back for a later wave.
-fn at_once(s: &SitePlan, rollout: Option<&RolloutPlan>) -> bool {
+/// Whether a site's change reaches it as soon as the commit lands: new
+/// sites always do; videos, configuration and agent settings do unless
+/// the content goes through the waves too; a release change does unless a
+/// rollout holds the site back for a later wave.
+fn at_once(s: &SitePlan, rollout: Option<&RolloutPlan>, content_in_waves: bool) -> bool {
     if s.change == "removed" {
         return false;
     }
-    let content = s.change == "added"
-        || !s.videos_added.is_empty()
+    if s.change == "added" {
+        return true;
+    }
+    let content = !s.videos_added.is_empty()
         || !s.videos_removed.is_empty()
         || !s.config.is_empty()
         || !s.agent.is_empty();
     let held = rollout.is_some_and(|r| r.waves.iter().skip(1).any(|w| w.sites.contains(&s.site)));
-    content || !held
+    (content && !content_in_waves) || !held
 }
 
 impl Plan {
@@ -736,7 +759,7 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
     let rollout = rollout_plan(head, &sites);
     let at_once = sites
         .iter()
-        .filter(|s| at_once(s, rollout.as_ref()))
+        .filter(|s| at_once(s, rollout.as_ref(), content_in_waves(head)))
         .count();
     if total > 1 && at_once == total {
         warnings.push(format!(
@@ -911,8 +934,15 @@ pub fn markdown(p: &Plan) -> String {
     if let Some(r) = &p.rollout {
         let _ = writeln!(
             out,
-            "**Rollout** ({}): success {} of each wave's reachable boxes, bake {} between waves.\n",
-            r.policy_file, r.success, r.bake
+            "**Rollout** ({}): success {} of each wave's reachable boxes, bake {} between waves{}.\n",
+            r.policy_file,
+            r.success,
+            r.bake,
+            if r.content_in_waves {
+                "; videos, configuration and agent settings go through the waves too"
+            } else {
+                ""
+            }
         );
         for (i, w) in r.waves.iter().enumerate() {
             let shown: Vec<String> = w.sites.iter().take(5).map(|s| format!("`{s}`")).collect();

@@ -2,7 +2,10 @@
 //! release, under a `rollout:` policy (`fleet.yaml`, or the release's own),
 //! starts a rollout. Its sites are split into the policy's waves; the
 //! first wave opens at once, and a site in a wave not yet opened keeps the
-//! release its bundle had (its files and configuration go out at once). A
+//! release its bundle had (its files and configuration go out at once,
+//! unless the fleet's policy says `content: waves`: then any change of a
+//! site's bundle starts or joins a rollout, and a site held back keeps its
+//! whole previous bundle). A
 //! wave passes when the success share of its **reachable** boxes runs the
 //! release; after the bake time the next wave opens. Boxes that roll the
 //! release back or fail to apply it halt the rollout; an operator resumes
@@ -36,6 +39,12 @@ pub struct Target {
     /// The agent release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<DesiredAgent>,
+    /// With content in waves: the serial of the commit whose files and
+    /// configuration the site must have in place (a box that runs the
+    /// releases but has not applied a bundle of this serial yet is on its
+    /// way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
 }
 
 impl Target {
@@ -48,7 +57,8 @@ impl Target {
         )
     }
 
-    /// `release 2.0.0 · agent 1.3.0`.
+    /// `release 2.0.0 · agent 1.3.0` (`· serial 7` with content in
+    /// waves).
     pub fn describe(&self) -> String {
         let (sw, agent) = self.versions();
         let mut parts = Vec::new();
@@ -57,6 +67,9 @@ impl Target {
         }
         if let Some(v) = agent {
             parts.push(format!("agent {v}"));
+        }
+        if let Some(n) = self.serial {
+            parts.push(format!("serial {n}"));
         }
         if parts.is_empty() {
             "no release".into()
@@ -153,6 +166,10 @@ pub struct Rollout {
     /// The commit that replaced it with a rollout of other releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub superseded_by: Option<String>,
+    /// Its policy sends every change of a bundle through the waves (not
+    /// only releases): a site held back keeps its whole previous bundle.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub content_waves: bool,
 }
 
 /// What a box's latest report says about its target.
@@ -259,6 +276,17 @@ impl<'a> Reason<'a> {
 /// What a box's latest report says about `target`; `reachable`: heard from
 /// within the offline limit.
 pub fn outcome(target: &Target, state: Option<&SiteState>, reachable: bool) -> Outcome {
+    outcome_with_files(target, target.serial, state, reachable)
+}
+
+/// [`outcome`], and applied only once the files of `serial` (when given)
+/// are in place.
+fn outcome_with_files(
+    target: &Target,
+    serial: Option<u64>,
+    state: Option<&SiteState>,
+    reachable: bool,
+) -> Outcome {
     let Some(state) = state else {
         return if reachable {
             Outcome::InProgress(NO_REPORT_YET.into())
@@ -322,11 +350,16 @@ pub fn outcome(target: &Target, state: Option<&SiteState>, reachable: bool) -> O
             );
         }
     }
-    if pending.is_empty() {
+    let files = serial.is_none_or(|n| st.applied_serial.is_some_and(|s| s >= n));
+    if pending.is_empty() && files {
         return Outcome::Applied;
     }
     if !reachable {
         return Outcome::Unreachable;
+    }
+    if pending.is_empty() {
+        // The releases run; the files of its serial are not in place yet.
+        return Outcome::InProgress(report_reason(state));
     }
     let waits: Vec<String> = pending.into_iter().flatten().collect();
     if waits.is_empty() {
@@ -368,6 +401,7 @@ impl BundleHead {
             target: Target {
                 software: h.software,
                 agent: h.agent_release,
+                serial: None,
             },
         })
     }
@@ -376,16 +410,7 @@ impl BundleHead {
 /// What a box's latest report says about its bundle `b`: applied only
 /// when the files of its serial are in place and its releases run.
 pub fn bundle_outcome(b: &BundleHead, state: Option<&SiteState>, reachable: bool) -> Outcome {
-    let files = state
-        .and_then(|s| s.report.status.applied_serial)
-        .is_some_and(|s| s >= b.serial);
-    match outcome(&b.target, state, reachable) {
-        Outcome::Applied if !files && reachable => {
-            Outcome::InProgress(state.map_or_else(|| NO_REPORT_YET.to_owned(), report_reason))
-        }
-        Outcome::Applied if !files => Outcome::Unreachable,
-        other => other,
-    }
+    outcome_with_files(&b.target, Some(b.serial), state, reachable)
 }
 
 /// What a box on its way says: its last error, else its phase.
@@ -490,6 +515,46 @@ impl Rollout {
     /// The last opened wave.
     pub fn current_wave(&self) -> Option<usize> {
         self.waves.iter().rposition(|w| w.opened_at.is_some())
+    }
+
+    /// Moves `site` to `target` (shared with the sites that have the same
+    /// one), leaving the others' targets as they are.
+    pub fn retarget(&mut self, site: &SiteId, target: &Target) {
+        let i = match self.targets.iter().position(|t| t == target) {
+            Some(i) => i,
+            None => {
+                self.targets.push(target.clone());
+                self.targets.len() - 1
+            }
+        };
+        for w in &mut self.waves {
+            if let Some(t) = w.sites.get_mut(site) {
+                *t = i;
+            }
+        }
+    }
+
+    /// Drops the targets no site names any more (after [`Rollout::retarget`]).
+    pub fn drop_unused_targets(&mut self) {
+        let used: Vec<usize> = self
+            .waves
+            .iter()
+            .flat_map(|w| w.sites.values().copied())
+            .collect::<BTreeSet<usize>>()
+            .into_iter()
+            .collect();
+        if used.len() == self.targets.len() {
+            return;
+        }
+        self.targets = used
+            .iter()
+            .filter_map(|&k| self.targets.get(k).cloned())
+            .collect();
+        for w in &mut self.waves {
+            for t in w.sites.values_mut() {
+                *t = used.binary_search(t).unwrap_or(0);
+            }
+        }
     }
 
     /// Every site in it.

@@ -66,11 +66,13 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
     for r in m.releases.values() {
         if let Some(p) = &r.value.rollout {
             check_rollout(m, d, r, p);
+            check_content_in_fleet_only(d, r, p);
         }
     }
     for r in m.agent_releases.values() {
         if let Some(p) = &r.value.rollout {
             check_rollout(m, d, r, p);
+            check_content_in_fleet_only(d, r, p);
         }
     }
 
@@ -610,6 +612,22 @@ fn check_rollout<T>(
             &doc.file,
             at(&["success".into()]),
             "rollout.success must be a percentage of a wave's reachable boxes (e.g. 90%)",
+        );
+    }
+}
+
+/// `rollout.content` says whether videos and configuration go through the
+/// waves: the fleet's choice, not a release's (a release carries neither).
+fn check_content_in_fleet_only<T>(
+    d: &mut Diagnostics,
+    doc: &crate::model::Doc<T>,
+    p: &touchline_schemas::rollout::RolloutPolicy,
+) {
+    if p.content.is_some() {
+        d.error(
+            &doc.file,
+            doc.at(&["rollout".into(), "content".into()]),
+            "rollout.content is read from fleet.yaml only: whether videos and configuration go through the waves is the fleet's choice, not a release's (remove it here)",
         );
     }
 }

@@ -34,9 +34,20 @@ fn site_yaml(id: &str, beta: bool) -> String {
     )
 }
 
-fn fleet_yaml(version: &str) -> String {
+/// The fleet: `version` everywhere, waves `beta` then `everyone`, 6 s
+/// apart. With a `volume`, `configuration.json` says it, the content goes
+/// through the waves too, and they are 12 s apart (room for a restart).
+fn fleet_yaml(version: &str, volume: Option<u32>) -> String {
+    let (display, content, bake) = match volume {
+        Some(v) => (
+            format!("    display:\n      volume: {v}\n"),
+            "  content: waves\n",
+            12,
+        ),
+        None => (String::new(), "", 6),
+    };
     format!(
-        "name: Waves\ntimezone: Europe/Paris\ndefaults:\n  software:\n    version: {version}\n  config:\n    version: \"1.0\"\n  agent:\n    poll_interval: 2s\n    heartbeat_interval: 2s\nrollout:\n  waves:\n    - name: beta\n      group: beta\n    - name: everyone\n  bake: 6s\n"
+        "name: Waves\ntimezone: Europe/Paris\ndefaults:\n  software:\n    version: {version}\n  config:\n    version: \"1.0\"\n{display}  agent:\n    poll_interval: 2s\n    heartbeat_interval: 2s\nrollout:\n  waves:\n    - name: beta\n      group: beta\n    - name: everyone\n  bake: {bake}s\n{content}"
     )
 }
 
@@ -69,12 +80,13 @@ struct Rig {
 }
 
 impl Rig {
-    fn new() -> Self {
+    /// Five boxes on release 1.0.0; `volume`: see [`fleet_yaml`].
+    fn new(volume: Option<u32>) -> Self {
         let files = ControllerFiles::with_repo(|dir| {
             std::fs::create_dir_all(dir.join("sites")).unwrap();
             std::fs::create_dir_all(dir.join("groups")).unwrap();
             std::fs::create_dir_all(dir.join("releases")).unwrap();
-            std::fs::write(dir.join("fleet.yaml"), fleet_yaml("1.0.0")).unwrap();
+            std::fs::write(dir.join("fleet.yaml"), fleet_yaml("1.0.0", volume)).unwrap();
             std::fs::write(
                 dir.join("groups/beta.yaml"),
                 "id: beta\ndescription: the beta testers\n",
@@ -217,7 +229,9 @@ impl Rig {
     /// Pins `version` in `fleet.yaml` (the release added), commits, syncs.
     fn pin(&self, version: &str) {
         add_release(&self.files, version);
-        self.files.repo().file("fleet.yaml", fleet_yaml(version));
+        self.files
+            .repo()
+            .file("fleet.yaml", fleet_yaml(version, None));
         self.files.repo().commit(&format!("release {version}"));
         let out = self.c.sync(&self.admin);
         assert_eq!(out["result"], "published", "{out}");
@@ -306,7 +320,7 @@ fn touch(dir: &Path, name: &str) {
 
 #[test]
 fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
-    let mut rig = Rig::new();
+    let mut rig = Rig::new(None);
     let all: Vec<&str> = BETA.iter().chain(OTHERS.iter()).copied().collect();
     rig.wait_running(&all, "1.0.0", Duration::from_secs(60));
     assert!(
@@ -570,4 +584,114 @@ fn releases_go_out_in_waves_halt_on_rollbacks_and_survive_restarts() {
     rig.wait_running(&OTHERS, "3.0.0", Duration::from_secs(60));
     let audit = rig.api("/api/audit").to_string();
     assert!(audit.contains("resume rollout"), "{audit}");
+}
+
+/// The volume in a box's `configuration.json` (0 before the first).
+fn volume(rig: &Rig, site: &str) -> u64 {
+    std::fs::read(rig.root(site).join("app/configuration.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .and_then(|v| v["display"]["volume"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn with_content_in_waves_a_configuration_change_goes_through_the_waves() {
+    let mut rig = Rig::new(Some(80));
+    let all: Vec<&str> = BETA.iter().chain(OTHERS.iter()).copied().collect();
+    rig.wait_running(&all, "1.0.0", Duration::from_secs(60));
+    rig.wait(Duration::from_secs(30), "volume 80 everywhere", |r| {
+        all.iter().all(|s| volume(r, s) == 80)
+    });
+    let serials = |rig: &Rig| -> Vec<u64> {
+        OTHERS
+            .iter()
+            .map(|s| {
+                rig.api(&format!("/api/sites/{s}"))["site"]["desired"]["serial"]
+                    .as_u64()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    let before = serials(&rig);
+
+    // Only the configuration changes: no release, yet a rollout.
+    rig.files
+        .repo()
+        .file("fleet.yaml", fleet_yaml("1.0.0", Some(70)));
+    rig.files.repo().commit("volume 70");
+    let out = rig.c.sync(&rig.admin);
+    assert_eq!(out["result"], "published", "{out}");
+    let changed: Vec<&str> = out["sites_changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(changed, BETA, "only the beta bundles are published: {out}");
+    let r = rig.rollout();
+    assert_eq!(r["state"], "moving", "{r:#}");
+    assert_eq!(r["policy"]["content"], "waves", "{r:#}");
+    assert!(
+        r["targets"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("release 1.0.0 · serial "),
+        "{r:#}"
+    );
+    assert_eq!(
+        waves_of(&r),
+        [
+            ("beta".into(), true, false),
+            ("everyone".into(), false, false)
+        ]
+    );
+    assert_eq!(serials(&rig), before, "s1 and s2 keep their whole bundle");
+
+    // The beta boxes apply it, the wave passes; during the bake time the
+    // others still show 80.
+    rig.wait(Duration::from_secs(60), "beta passed", |r| {
+        waves_of(&r.rollout())[0].2
+    });
+    let passed = Instant::now();
+    for s in BETA {
+        assert_eq!(volume(&rig, s), 70, "{s}");
+    }
+    for s in OTHERS {
+        assert_eq!(volume(&rig, s), 80, "{s} is held back during the bake");
+    }
+    let (web, cookies, _) = operator_session(&rig.c.url);
+    let page = web
+        .get(format!("{}/releases", rig.c.url))
+        .header("cookie", &cookies)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    for s in OTHERS {
+        assert!(
+            page.contains(&format!("{s} (vague pas encore ouverte)")),
+            "{page}"
+        );
+    }
+
+    // A controller restarted during the bake keeps holding them back,
+    // then the second wave opens and the rollout completes.
+    rig.restart_controller();
+    assert!(
+        passed.elapsed() < Duration::from_secs(10),
+        "restart within the bake"
+    );
+    assert_eq!(serials(&rig), before, "still held back after the restart");
+    rig.wait(Duration::from_secs(60), "rollout complete", |r| {
+        r.rollout()["state"] == "complete"
+    });
+    for s in all {
+        assert_eq!(volume(&rig, s), 70, "{s}");
+    }
+    let after = serials(&rig);
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "{after:?} {before:?}"
+    );
 }

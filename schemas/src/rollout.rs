@@ -1,6 +1,7 @@
 //! The rollout policy of `fleet.yaml` (`rollout:`), which a release manifest
 //! may override: the ordered waves a new software or agent release goes
-//! through, the share of a wave's reachable boxes that must run it before
+//! through (and, when `fleet.yaml` says so, every other change of a site's
+//! bundle), the share of a wave's reachable boxes that must run it before
 //! the next wave opens, the bake time between waves, and when to halt.
 
 use std::borrow::Cow;
@@ -35,6 +36,23 @@ pub struct RolloutPolicy {
     /// When the rollout stops opening waves by itself.
     #[serde(default)]
     pub halt: HaltRules,
+    /// What else goes through the waves: `at_once` (the default: videos,
+    /// `configuration.json` and agent settings reach every box as soon as
+    /// the commit lands) or `waves` (they go through the waves too: a box
+    /// in a wave not opened keeps its whole previous bundle). Read from
+    /// `fleet.yaml` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentRollout>,
+}
+
+/// How videos, configuration and agent settings reach the boxes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContentRollout {
+    /// As soon as the commit lands, on every box.
+    AtOnce,
+    /// Through the waves, as releases do.
+    Waves,
 }
 
 /// One wave.
@@ -186,6 +204,12 @@ impl RolloutPolicy {
     pub fn halt_failed(&self) -> Share {
         self.halt.failed.unwrap_or(Share::Percent(10.0))
     }
+
+    /// Whether every change of a site's bundle goes through the waves, not
+    /// only its releases.
+    pub fn content_in_waves(&self) -> bool {
+        self.content == Some(ContentRollout::Waves)
+    }
 }
 
 #[cfg(test)]
@@ -213,9 +237,11 @@ mod tests {
                 {"name": "bretagne", "match_labels": {"region": "bretagne"}, "max": "50%"},
                 {"name": "all"}
             ],
-            "success": "95%", "bake": "2h", "halt": {"rolled_back": 2, "failed": "10%"}
+            "success": "95%", "bake": "2h", "halt": {"rolled_back": 2, "failed": "10%"},
+            "content": "waves"
         }))
         .unwrap();
+        assert!(p.content_in_waves());
         assert_eq!(p.waves.len(), 3);
         assert_eq!(p.waves[1].max, Some(Share::Percent(50.0)));
         assert_eq!(p.success(), Share::Percent(95.0));

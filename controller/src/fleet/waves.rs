@@ -1,9 +1,11 @@
 //! The fleet's rollouts (see the `rollout` module for the state machine):
-//! at each commit, which sites change release and whether that continues
-//! the current rollout or starts a new one; the bundles derived from it (a
-//! site in a wave not opened keeps its previous release); opening waves as
-//! boxes report; an operator's resume. The state is one store record,
-//! written before the bundles it implies, so a restart converges.
+//! at each commit, which sites change release (with content in waves: any
+//! part of their bundle) and whether that continues the current rollout or
+//! starts a new one; the bundles derived from it (a site in a wave not
+//! opened keeps its previous release, or its whole previous bundle);
+//! opening waves as boxes report; an operator's resume. The state is one
+//! store record, written before the bundles it implies, so a restart
+//! converges.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use touchline_schemas::{Bundle, SiteId};
 
 use super::{Fleet, SyncError};
 use crate::bundles::{Signed, desired_digest};
-use crate::rollout::{self, Changing, Outcome, Rollout, Step, Target};
+use crate::rollout::{self, BundleHead, Changing, Outcome, Rollout, Step, Target};
 use crate::store::{AuditEntry, Published, StoreError};
 use crate::validate::Checked;
 
@@ -42,7 +44,29 @@ fn target_of(b: &Bundle) -> Target {
     Target {
         software: b.software.clone(),
         agent: b.agent_release.clone(),
+        serial: None,
     }
+}
+
+/// Whether a commit goes on with the rollout `r` rather than starting a
+/// new one. Releases in waves: every site that changes release is in `r`
+/// and moves to the same releases. Content in waves: every site that
+/// changes is held back by `r` (its wave will bring it this commit's
+/// bundle) or moves to what `r` gives it (the same commit, processed
+/// again after a restart). A policy that changed its `content` does not.
+fn goes_on(r: &Rollout, changing: &[Changing], content_waves: bool) -> bool {
+    if r.content_waves != content_waves {
+        return false;
+    }
+    changing.iter().all(|c| {
+        r.wave_of(&c.site).is_some_and(|(_, t)| {
+            if content_waves {
+                r.holds_back(&c.site) || t.serial == c.target.serial
+            } else {
+                t.versions() == c.target.versions()
+            }
+        })
+    })
 }
 
 fn render_error(site: &SiteId, e: impl std::fmt::Display) -> SyncError {
@@ -144,7 +168,7 @@ impl Fleet {
     pub(super) fn derive_rollout(
         &self,
         checked: &Checked,
-        rendered: &mut [Signed],
+        rendered: &mut Vec<Signed>,
         current: &BTreeMap<SiteId, Arc<Published>>,
         commit: &str,
         serial: u64,
@@ -155,7 +179,9 @@ impl Fleet {
             .manifests
             .fleet
             .as_ref()
-            .is_some_and(|f| f.value.rollout.is_some());
+            .and_then(|f| f.value.rollout.as_ref());
+        let content_waves = fleet_policy.is_some_and(|p| p.content_in_waves());
+        let fleet_policy = fleet_policy.is_some();
         let any_policy = fleet_policy
             || checked
                 .manifests
@@ -171,22 +197,41 @@ impl Fleet {
         if !any_policy && !moving {
             return Ok(None);
         }
-        // Which sites change release, and what they had.
+        // Which sites change release (with content in waves: anything of
+        // their bundle), and what they had. Only the heads are read; the
+        // whole bundle only of a site whose release changes.
         let mut changing = Vec::new();
         let mut new_bundles: BTreeMap<SiteId, Bundle> = BTreeMap::new();
         let mut baselines: BTreeMap<SiteId, Target> = BTreeMap::new();
+        let head = |site: &SiteId, body: &[u8]| {
+            BundleHead::of(body).ok_or_else(|| render_error(site, "no serial or releases"))
+        };
         for r in rendered.iter() {
             let Some(old) = current.get(&r.site) else {
                 continue;
             };
-            let nb = Bundle::from_slice(&r.body).map_err(|e| render_error(&r.site, e))?;
-            let ob = Bundle::from_slice(&old.body).map_err(|e| render_error(&r.site, e))?;
-            let (target, baseline) = (target_of(&nb), target_of(&ob));
-            if target.versions() != baseline.versions() {
+            let (target, baseline) = (
+                head(&r.site, &r.body)?.target,
+                head(&r.site, &old.body)?.target,
+            );
+            if content_waves {
+                let same = old.desired.is_some() && old.desired == r.desired.map(|d| d.to_hex());
+                if !same {
+                    changing.push(Changing {
+                        site: r.site.clone(),
+                        target: Target {
+                            serial: Some(serial),
+                            ..target
+                        },
+                    });
+                    baselines.insert(r.site.clone(), baseline);
+                }
+            } else if target.versions() != baseline.versions() {
                 changing.push(Changing {
                     site: r.site.clone(),
                     target,
                 });
+                let nb = Bundle::from_slice(&r.body).map_err(|e| render_error(&r.site, e))?;
                 new_bundles.insert(r.site.clone(), nb);
                 baselines.insert(r.site.clone(), baseline);
             }
@@ -200,23 +245,22 @@ impl Fleet {
                 r.superseded_by = Some(commit.to_owned());
                 after.current = Some(r);
             }
-            (Some((policy, file)), Some(mut r))
-                if changing.iter().all(|c| {
-                    r.wave_of(&c.site)
-                        .is_some_and(|(_, t)| t.versions() == c.target.versions())
-                }) =>
-            {
-                // Same releases: the rollout goes on with this commit.
+            (Some((policy, file)), Some(mut r)) if goes_on(&r, &changing, content_waves) => {
+                // Same releases (or, with content in waves, sites still
+                // held back): the rollout goes on with this commit.
                 for w in &mut r.waves {
                     if w.opened_at.is_none() {
                         w.sites.retain(|s, _| baselines.contains_key(s));
                     }
                 }
                 for c in &changing {
-                    if let Some(&i) = r.waves.iter().find_map(|w| w.sites.get(&c.site)) {
+                    if r.content_waves {
+                        r.retarget(&c.site, &c.target);
+                    } else if let Some(&i) = r.waves.iter().find_map(|w| w.sites.get(&c.site)) {
                         r.targets[i] = c.target.clone();
                     }
                 }
+                r.drop_unused_targets();
                 r.waves
                     .retain(|w| !w.sites.is_empty() || w.opened_at.is_some());
                 r.policy = policy;
@@ -227,6 +271,12 @@ impl Fleet {
             }
             // Nothing changes release and no rollout moves.
             (Some(_), None) if changing.is_empty() => return Ok(None),
+            // The policy now sends content another way, and nothing changes
+            // under it: the rollout ends here.
+            (Some(_), Some(mut r)) if changing.is_empty() => {
+                r.superseded_by = Some(commit.to_owned());
+                after.current = Some(r);
+            }
             (Some((policy, file)), old) => {
                 let (targets, mut waves) =
                     rollout::assign(&policy, &changing, |w, s| rollout::selects(checked, w, s));
@@ -254,11 +304,15 @@ impl Fleet {
                     resumes: Vec::new(),
                     finished_at: None,
                     superseded_by: None,
+                    content_waves,
                 });
                 tracing::info!(commit, sites = changing.len(), "rollout started");
             }
         }
-        if let Some(r) = &after.current {
+        if let Some(r) = after.current.as_ref().filter(|r| r.content_waves) {
+            // Held back: its whole previous bundle stays as published.
+            rendered.retain(|s| !r.holds_back(&s.site));
+        } else if let Some(r) = &after.current {
             for s in rendered.iter_mut() {
                 if !r.holds_back(&s.site) {
                     continue;
@@ -356,17 +410,26 @@ impl Fleet {
 
     /// Gives every site of an opened wave whose bundle still holds its
     /// previous release the rollout's target, under the same serial and a
-    /// higher step.
+    /// higher step. With content in waves, a site whose bundle is older
+    /// than its target's serial gets its bundle of the rollout's latest
+    /// commit, rendered anew.
     fn release_opened_waves(&self, r: &Rollout, now: Timestamp) -> Result<usize, SyncError> {
         let expiry = self
             .manifests()
             .map_or(SignedDuration::from_hours(24 * 7), |c| self.expiry(&c));
         let mut fresh = Vec::new();
+        let mut to_render = Vec::new();
         for w in r.waves.iter().filter(|w| w.opened_at.is_some()) {
             for (site, &t) in &w.sites {
                 let (Some(p), Some(target)) = (self.bundle(site), r.targets.get(t)) else {
                     continue;
                 };
+                if r.content_waves {
+                    if target.serial.is_some_and(|n| p.serial < n) {
+                        to_render.push(site);
+                    }
+                    continue;
+                }
                 let mut b = Bundle::from_slice(&p.body).map_err(|e| render_error(site, e))?;
                 if target_of(&b).versions() == target.versions() {
                     continue;
@@ -386,12 +449,56 @@ impl Fleet {
                 fresh.push(self.sign_anew(&mut b, now, expiry, desired)?);
             }
         }
+        if !to_render.is_empty() {
+            fresh.extend(self.render_latest(r, &to_render, now, expiry)?);
+        }
         let n = fresh.len();
         if n > 0 {
             self.store.publish(&fresh, None)?;
             self.swap_in(fresh);
         }
         Ok(n)
+    }
+
+    /// The bundles of `sites` at the rollout's latest commit, signed. None
+    /// while the manifests in memory are another commit's (a restart
+    /// between the rollout's record and the commit's bundles: the commit is
+    /// processed again, and its bundles follow).
+    fn render_latest(
+        &self,
+        r: &Rollout,
+        sites: &[&SiteId],
+        now: Timestamp,
+        expiry: SignedDuration,
+    ) -> Result<Vec<Published>, SyncError> {
+        let checked = match self.manifests() {
+            Some(c) if self.store.last_good_commit()?.as_deref() == Some(&r.latest_commit) => c,
+            _ => return Ok(Vec::new()),
+        };
+        let meta = crate::render::BundleMeta {
+            serial: r.latest_serial,
+            commit: Some(r.latest_commit.clone()),
+            issued_at: now,
+            expires_at: now.saturating_add(expiry).unwrap_or(now),
+        };
+        // On every core: a wave may open for thousands of sites.
+        let signed = crate::bundles::render_sites(&checked, sites, &meta, Some(&self.key), true)
+            .map_err(SyncError::Render)?;
+        let out = signed
+            .into_iter()
+            .map(|s| Published {
+                etag: super::etag_of(&s.body),
+                site: s.site,
+                serial: meta.serial,
+                commit: meta.commit.clone(),
+                body: s.body,
+                signature: s.signature.unwrap_or_default(),
+                issued_at: meta.issued_at,
+                expires_at: meta.expires_at,
+                desired: s.desired.map(|d| d.to_hex()),
+            })
+            .collect();
+        Ok(out)
     }
 
     /// Resumes a halted rollout: the boxes behind the halt no longer count

@@ -18,6 +18,7 @@ fn target(v: &str) -> Target {
     Target {
         software: Some(sw),
         agent: None,
+        serial: None,
     }
 }
 
@@ -69,6 +70,7 @@ fn rollout(p: RolloutPolicy, waves: Vec<WaveState>, targets: Vec<Target>) -> Rol
         resumes: Vec::new(),
         finished_at: None,
         superseded_by: None,
+        content_waves: false,
     }
 }
 
@@ -322,4 +324,71 @@ fn failures_over_the_default_ten_percent_halt() {
         r.halted.unwrap().reason,
         "1 of 3 boxes in opened waves failed to apply it (limit 10%)"
     );
+}
+
+#[test]
+fn with_content_in_waves_a_box_counts_once_the_files_of_its_serial_are_in_place() {
+    let t = Target {
+        serial: Some(7),
+        ..target("2.0.0")
+    };
+    let mut s = state("b1", Some("2.0.0"), json!({}));
+    // Runs the release, its files are those of serial 6.
+    s.report.status.applied_serial = Some(6);
+    s.report.status.last_error = Some("fetch: connection reset".into());
+    assert_eq!(
+        outcome(&t, Some(&s), true),
+        Outcome::InProgress("fetch: connection reset".into())
+    );
+    assert_eq!(outcome(&t, Some(&s), false), Outcome::Unreachable);
+    s.report.status.applied_serial = Some(7);
+    assert_eq!(outcome(&t, Some(&s), true), Outcome::Applied);
+    // A release waiting still says why, whatever the files.
+    let s = state("b1", Some("1.0.0"), json!({"waiting": "update lock held"}));
+    assert_eq!(
+        outcome(&t, Some(&s), true),
+        Outcome::Waiting("release 2.0.0: update lock held".into())
+    );
+    assert_eq!(t.describe(), "release 2.0.0 · serial 7");
+}
+
+#[test]
+fn retargeting_a_site_leaves_the_others_and_drops_what_no_site_names() {
+    let p = policy(json!({"waves": [{"name": "beta"}]}));
+    let old = Target {
+        serial: Some(3),
+        ..target("1.0.0")
+    };
+    let new = Target {
+        serial: Some(4),
+        ..target("1.0.0")
+    };
+    let mut r = rollout(
+        p,
+        vec![
+            WaveState {
+                name: "beta".into(),
+                sites: [(site("b1"), 0)].into(),
+                opened_at: Some(at("2026-12-01T10:00:00Z")),
+                passed_at: None,
+            },
+            WaveState {
+                name: "rest".into(),
+                sites: [(site("s1"), 0), (site("s2"), 0)].into(),
+                opened_at: None,
+                passed_at: None,
+            },
+        ],
+        vec![old.clone()],
+    );
+    r.retarget(&site("s1"), &new);
+    r.retarget(&site("s2"), &new);
+    r.drop_unused_targets();
+    assert_eq!(r.wave_of(&site("b1")).unwrap().1, &old);
+    assert_eq!(r.wave_of(&site("s1")).unwrap().1, &new);
+    assert_eq!(r.targets.len(), 2);
+    r.retarget(&site("b1"), &new);
+    r.drop_unused_targets();
+    assert_eq!(r.targets, vec![new.clone()]);
+    assert!(r.waves.iter().all(|w| w.sites.values().all(|&t| t == 0)));
 }
