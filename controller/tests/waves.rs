@@ -615,10 +615,16 @@ fn with_content_in_waves_a_configuration_change_goes_through_the_waves() {
     };
     let before = serials(&rig);
 
-    // Only the configuration changes: no release, yet a rollout.
-    rig.files
-        .repo()
-        .file("fleet.yaml", fleet_yaml("1.0.0", Some(70)));
+    // Only the configuration changes: no release, yet a rollout. Release
+    // 1.0.0 has a policy of its own (everyone at once), which is for boxes
+    // moving to it: these boxes stay on it, the fleet's waves apply.
+    let repo = rig.files.repo();
+    let own = std::fs::read_to_string(repo.path().join("releases/1.0.0.yaml")).unwrap();
+    repo.file(
+        "releases/1.0.0.yaml",
+        format!("{own}rollout:\n  waves:\n    - name: at-once\n"),
+    );
+    repo.file("fleet.yaml", fleet_yaml("1.0.0", Some(70)));
     rig.files.repo().commit("volume 70");
     let out = rig.c.sync(&rig.admin);
     assert_eq!(out["result"], "published", "{out}");
@@ -632,6 +638,7 @@ fn with_content_in_waves_a_configuration_change_goes_through_the_waves() {
     let r = rig.rollout();
     assert_eq!(r["state"], "moving", "{r:#}");
     assert_eq!(r["policy"]["content"], "waves", "{r:#}");
+    assert_eq!(r["policy_file"], "fleet.yaml", "{r:#}");
     assert!(
         r["targets"][0]
             .as_str()

@@ -53,10 +53,12 @@ fn target_of(b: &Bundle) -> Target {
 /// and moves to the same releases. Content in waves: every site that
 /// changes is held back by `r` (its wave will bring it this commit's
 /// bundle) or moves to what `r` gives it (the same commit, processed
-/// again after a restart). A policy that changed its `content` does not.
+/// again after a restart). After a change of the policy's `content`, a
+/// commit goes on with `r` only when nothing changes under the new one
+/// (then `r` keeps holding back what it held, under its own policy).
 fn goes_on(r: &Rollout, changing: &[Changing], content_waves: bool) -> bool {
     if r.content_waves != content_waves {
-        return false;
+        return changing.is_empty();
     }
     changing.iter().all(|c| {
         r.wave_of(&c.site).is_some_and(|(_, t)| {
@@ -236,7 +238,23 @@ impl Fleet {
                 baselines.insert(r.site.clone(), baseline);
             }
         }
-        let policy = rollout::policy_for(checked, &changing);
+        // A release's own policy is for the sites moving to it; with
+        // content in waves, a site that only changes videos or
+        // configuration is under the fleet's.
+        let policy = if content_waves {
+            let moving_release: Vec<Changing> = changing
+                .iter()
+                .filter(|c| {
+                    baselines
+                        .get(&c.site)
+                        .is_some_and(|b| b.versions() != c.target.versions())
+                })
+                .cloned()
+                .collect();
+            rollout::policy_for(checked, &moving_release)
+        } else {
+            rollout::policy_for(checked, &changing)
+        };
         let mut after = before.clone();
         match (policy, before.current.filter(Rollout::active)) {
             (None, None) => return Ok(None),
@@ -263,20 +281,16 @@ impl Fleet {
                 r.drop_unused_targets();
                 r.waves
                     .retain(|w| !w.sites.is_empty() || w.opened_at.is_some());
-                r.policy = policy;
-                r.policy_file = file;
+                if r.content_waves == content_waves {
+                    r.policy = policy;
+                    r.policy_file = file;
+                }
                 r.latest_commit = commit.to_owned();
                 r.latest_serial = serial;
                 after.current = Some(r);
             }
             // Nothing changes release and no rollout moves.
             (Some(_), None) if changing.is_empty() => return Ok(None),
-            // The policy now sends content another way, and nothing changes
-            // under it: the rollout ends here.
-            (Some(_), Some(mut r)) if changing.is_empty() => {
-                r.superseded_by = Some(commit.to_owned());
-                after.current = Some(r);
-            }
             (Some((policy, file)), old) => {
                 let (targets, mut waves) =
                     rollout::assign(&policy, &changing, |w, s| rollout::selects(checked, w, s));
