@@ -60,11 +60,7 @@ fn main() {
     let manifests = tmp.path().join("manifests");
     touchline_testkit::synthetic::generate(
         &manifests,
-        &touchline_testkit::synthetic::Size {
-            sites,
-            groups: 60,
-            videos: 500,
-        },
+        &touchline_testkit::synthetic::Size::bench(sites),
     );
     let data = tmp.path().join("data");
     let store = RedbStore::open(&data).unwrap();

@@ -73,11 +73,7 @@ fn run(sites: usize, content: &str) -> Figures {
     let manifests = tmp.path().join("manifests");
     touchline_testkit::synthetic::generate(
         &manifests,
-        &touchline_testkit::synthetic::Size {
-            sites,
-            groups: 60,
-            videos: 500,
-        },
+        &touchline_testkit::synthetic::Size::bench(sites),
     );
     fleet_yaml(&manifests, 80, content);
     let data = tmp.path().join("data");

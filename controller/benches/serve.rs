@@ -184,14 +184,7 @@ fn main() {
     let have_wrk = which("wrk");
     let have_nginx = which("nginx") || Path::new("/usr/sbin/nginx").exists();
     let files = ControllerFiles::with_repo(|repo| {
-        generate(
-            repo,
-            &Size {
-                sites,
-                groups: 60,
-                videos: 500,
-            },
-        );
+        generate(repo, &Size::bench(sites));
     });
     let tmp = files.dir();
     let repo = files.repo_dir();

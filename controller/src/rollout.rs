@@ -431,6 +431,15 @@ pub struct Changing {
     pub target: Target,
 }
 
+/// The index of `target` in `targets`, added at the end when not there
+/// (sites with equal targets share one).
+fn index_of(targets: &mut Vec<Target>, target: &Target) -> usize {
+    targets.iter().position(|t| t == target).unwrap_or_else(|| {
+        targets.push(target.clone());
+        targets.len() - 1
+    })
+}
+
 /// Splits `changing` into the policy's waves. Within a wave's selection,
 /// sites are taken in the order of the sha256 of their id (stable from one
 /// commit to the next, and not by name), up to its `max`; sites no wave
@@ -443,14 +452,7 @@ pub fn assign(
     let mut targets: Vec<Target> = Vec::new();
     let mut index: Vec<(SiteId, usize)> = Vec::with_capacity(changing.len());
     for c in changing {
-        let i = match targets.iter().position(|t| *t == c.target) {
-            Some(i) => i,
-            None => {
-                targets.push(c.target.clone());
-                targets.len() - 1
-            }
-        };
-        index.push((c.site.clone(), i));
+        index.push((c.site.clone(), index_of(&mut targets, &c.target)));
     }
     index.sort_by_cached_key(|(s, _)| Sha256::digest(s.as_str().as_bytes()).to_hex());
     let mut left: Vec<Option<(SiteId, usize)>> = index.into_iter().map(Some).collect();
@@ -520,13 +522,7 @@ impl Rollout {
     /// Moves `site` to `target` (shared with the sites that have the same
     /// one), leaving the others' targets as they are.
     pub fn retarget(&mut self, site: &SiteId, target: &Target) {
-        let i = match self.targets.iter().position(|t| t == target) {
-            Some(i) => i,
-            None => {
-                self.targets.push(target.clone());
-                self.targets.len() - 1
-            }
-        };
+        let i = index_of(&mut self.targets, target);
         for w in &mut self.waves {
             if let Some(t) = w.sites.get_mut(site) {
                 *t = i;

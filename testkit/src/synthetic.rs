@@ -32,6 +32,17 @@ pub struct Size {
     pub videos: usize,
 }
 
+impl Size {
+    /// The fleet the benchmarks measure: `sites`, 60 groups, 500 videos.
+    pub fn bench(sites: usize) -> Self {
+        Self {
+            sites,
+            groups: 60,
+            videos: 500,
+        }
+    }
+}
+
 /// Writes the fleet into `dir` (which must not hold one already).
 ///
 /// # Panics

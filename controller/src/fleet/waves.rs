@@ -200,22 +200,25 @@ impl Fleet {
             return Ok(None);
         }
         // Which sites change release (with content in waves: anything of
-        // their bundle), and what they had. Only the heads are read; the
-        // whole bundle only of a site whose release changes.
+        // their bundle), and what they had. Only the heads are read (the
+        // published bundles' are kept); the whole bundle only of a site
+        // whose release changes.
         let mut changing = Vec::new();
         let mut new_bundles: BTreeMap<SiteId, Bundle> = BTreeMap::new();
         let mut baselines: BTreeMap<SiteId, Target> = BTreeMap::new();
         let head = |site: &SiteId, body: &[u8]| {
             BundleHead::of(body).ok_or_else(|| render_error(site, "no serial or releases"))
         };
+        let kept = self.bundle_heads();
         for r in rendered.iter() {
             let Some(old) = current.get(&r.site) else {
                 continue;
             };
-            let (target, baseline) = (
-                head(&r.site, &r.body)?.target,
-                head(&r.site, &old.body)?.target,
-            );
+            let target = head(&r.site, &r.body)?.target;
+            let baseline = match kept.get(&r.site) {
+                Some(h) => h.target.clone(),
+                None => head(&r.site, &old.body)?.target,
+            };
             if content_waves {
                 let same = old.desired.is_some() && old.desired == r.desired.map(|d| d.to_hex());
                 if !same {
