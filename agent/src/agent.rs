@@ -700,41 +700,37 @@ impl Agent {
         let Some(c) = self.controller.clone() else {
             return Ok(());
         };
-        // Drain the queue first, in order.
+        // Drain the queue first, in order. The last batch carries the live
+        // report too: the controller stores one request in one write, so
+        // the reports queued while it was out of reach (which say so) are
+        // never the box's latest state, not even between two requests.
         loop {
             let batch = self.queue.peek(BATCH, 512 * 1024);
-            if batch.is_empty() {
-                break;
+            let last = batch.len() >= self.queue.len();
+            let mut reports: Vec<Report> = batch.iter().map(|b| b.0.clone()).collect();
+            if last {
+                reports.push(live.clone());
             }
-            let reports: Vec<Report> = batch.iter().map(|b| b.0.clone()).collect();
             match c.send_reports(&reports).await {
                 Ok(()) => {
                     let paths: Vec<PathBuf> = batch.into_iter().map(|b| b.1).collect();
                     self.queue.remove(&paths);
+                    if last {
+                        self.contact(true);
+                        // Back online is a state change `status` must show.
+                        self.save();
+                        return Ok(());
+                    }
                 }
                 Err(send) => {
+                    if matches!(send, PullError::Unreachable { .. }) {
+                        self.contact(false);
+                    }
                     if let Err(queue) = self.queue.push(&r, transition) {
                         return Err(ReportError::Lost { send, queue });
                     }
                     return Err(ReportError::Queued(send));
                 }
-            }
-        }
-        match c.send_reports(std::slice::from_ref(&live)).await {
-            Ok(()) => {
-                self.contact(true);
-                // Back online is a state change `status` must show.
-                self.save();
-                Ok(())
-            }
-            Err(send) => {
-                if matches!(send, PullError::Unreachable { .. }) {
-                    self.contact(false);
-                }
-                if let Err(queue) = self.queue.push(&r, transition) {
-                    return Err(ReportError::Lost { send, queue });
-                }
-                Err(ReportError::Queued(send))
             }
         }
     }

@@ -140,7 +140,11 @@ fn a_box_that_finds_its_controller_again_raises_no_alert_and_says_nothing_stale(
             assert_ne!(s["status"], "degraded", "{s:#}");
             assert_ne!(s["status"], "offline", "{s:#}");
             let conditions = s["conditions"].to_string();
-            assert!(!conditions.contains("unreachable"), "{s:#}");
+            assert!(
+                !conditions.contains("unreachable"),
+                "{s:#}\nagent log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             if s["status"] == "online" && s["phase"] == "converged" && s["current"] == true {
                 back = true;
                 // A few more evaluations (hold 1 s, every second).

@@ -39,6 +39,7 @@ pub mod git;
 pub mod memory_transport;
 pub mod mirrors;
 pub mod process;
+pub mod proxy;
 #[cfg(feature = "synthetic")]
 pub mod synthetic;
 pub mod tmpfs;

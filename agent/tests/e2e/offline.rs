@@ -91,3 +91,80 @@ fn a_reflashed_box_with_the_same_token_is_heard_again_from_its_first_report() {
     assert!(agent(&["once"], &cfg).status.success());
     assert!(site()["report"]["seq"].as_u64().unwrap() > seq);
 }
+
+/// Back from an outage, the reports queued while the controller was out of
+/// reach (each says so) and the box's live report go in one request: the
+/// controller never holds a queued report as the box's latest state, not
+/// even between two requests (it showed the box with "controller
+/// unreachable" just after it reconnected). A recording proxy in front of
+/// the real controller takes the controller away and sees every request.
+#[test]
+fn the_queued_reports_and_the_live_one_reach_the_controller_together() {
+    let w = World::new();
+    let c = w.start("127.0.0.1:0");
+    let proxy = touchline_testkit::proxy::RecordingProxy::start(&c.url);
+    let cfg = w.agent_config(
+        "box",
+        "nantes-handball",
+        Some(&proxy.url),
+        "heartbeat_interval = \"1s\"\nmetrics_interval = \"1s\"",
+    );
+    let daemon = Killed(
+        Command::new(bin("touchline-agent"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env("TOUCHLINE_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while agent_status(&cfg)["phase"] != "converged" {
+        assert!(Instant::now() < deadline, "{}", agent_status(&cfg));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    proxy.set_down(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent_status(&cfg)["queued_reports"].as_u64().unwrap_or(0) < 4 {
+        assert!(Instant::now() < deadline, "{}", agent_status(&cfg));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let cut = proxy.exchanges().len();
+    proxy.set_down(false);
+    wait_until_drained(&cfg, Duration::from_secs(30));
+    drop(daemon);
+
+    let batches: Vec<serde_json::Value> = proxy.exchanges()[cut..]
+        .iter()
+        .filter(|e| e.method == "POST" && e.path.ends_with("/reports") && e.status < 300)
+        .map(|e| serde_json::from_slice(&e.body).unwrap())
+        .collect();
+    let says_unreachable = |r: &serde_json::Value| {
+        r["status"]["conditions"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(|c| c["item"] == "controller"))
+    };
+    let queued: usize = batches
+        .iter()
+        .flat_map(|b| b["reports"].as_array().unwrap())
+        .filter(|r| says_unreachable(r))
+        .count();
+    // The first report queued was built before the box knew.
+    assert!(
+        queued >= 2,
+        "the reports queued during the outage arrived, saying so: {batches:#?}"
+    );
+    for b in &batches {
+        let newest = b["reports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .max_by_key(|r| r["seq"].as_u64())
+            .unwrap();
+        assert!(
+            !says_unreachable(newest),
+            "a request whose newest report says the controller is unreachable \
+             made that the box's latest state: {b:#}"
+        );
+    }
+}
