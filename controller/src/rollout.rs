@@ -359,6 +359,17 @@ fn outcome_with_files(
     }
     if pending.is_empty() {
         // The releases run; the files of its serial are not in place yet.
+        // A box that has that serial and cannot write it (its own error,
+        // not the line's: a fetch error is retried) failed to apply it, as
+        // a release fails; an error from before it saw the serial is not
+        // about this change.
+        let trying = serial.is_some_and(|n| st.desired_serial.is_some_and(|d| d >= n));
+        if let Some(e) = error_on("apply")
+            .or_else(|| error_on("disk"))
+            .filter(|_| trying)
+        {
+            return Outcome::Failed(e);
+        }
         return Outcome::InProgress(report_reason(state));
     }
     let waits: Vec<String> = pending.into_iter().flatten().collect();

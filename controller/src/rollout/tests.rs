@@ -352,6 +352,69 @@ fn with_content_in_waves_a_box_counts_once_the_files_of_its_serial_are_in_place(
     assert_eq!(t.describe(), "release 2.0.0 · serial 7");
 }
 
+/// A box that has the new serial and cannot write its files failed to
+/// apply it: that counts towards the halt, as a failed release does. The
+/// same error from before it saw the serial, or a download error (the
+/// club's line, retried), does not.
+#[test]
+fn with_content_in_waves_a_box_that_cannot_write_the_files_of_its_serial_failed() {
+    let t = Target {
+        serial: Some(7),
+        ..target("2.0.0")
+    };
+    let failing = |desired: u64, item: &str| {
+        let mut s = state("b1", Some("2.0.0"), json!({}));
+        s.report.status.applied_serial = Some(6);
+        s.report.status.desired_serial = Some(desired);
+        s.report.status.conditions = vec![
+            serde_json::from_value(json!({
+                "item": item,
+                "severity": "error",
+                "message": "the app's reload command failed: exit 1",
+                "since": "2026-12-01T10:00:00Z",
+            }))
+            .unwrap(),
+        ];
+        s
+    };
+    let failed = Outcome::Failed("the app's reload command failed: exit 1".into());
+    assert_eq!(outcome(&t, Some(&failing(7, "apply")), true), failed);
+    assert_eq!(outcome(&t, Some(&failing(7, "disk")), true), failed);
+    assert!(matches!(
+        outcome(&t, Some(&failing(6, "apply")), true),
+        Outcome::InProgress(_)
+    ));
+    assert!(matches!(
+        outcome(&t, Some(&failing(7, "fetch")), true),
+        Outcome::InProgress(_)
+    ));
+    // One of the three beta boxes failing is over the default 10 %: the
+    // rollout halts and says which box and why.
+    let mut r = two_waves("0s");
+    r.targets[0].serial = Some(7);
+    let o = outs(&r, |name| {
+        if name == "b2" {
+            outcome(&r.targets[0], Some(&failing(7, "apply")), true)
+        } else {
+            Outcome::Applied
+        }
+    });
+    assert_eq!(
+        advance(&mut r, &o, at("2026-12-01T11:00:00Z")),
+        [Step::Halted]
+    );
+    let halted = r.halted.expect("halted");
+    assert_eq!(
+        halted.reason,
+        "1 of 3 boxes in opened waves failed to apply it (limit 10%)"
+    );
+    assert_eq!(halted.sites[0].site, site("b2"));
+    assert_eq!(
+        halted.sites[0].output,
+        "the app's reload command failed: exit 1"
+    );
+}
+
 #[test]
 fn retargeting_a_site_leaves_the_others_and_drops_what_no_site_names() {
     let p = policy(json!({"waves": [{"name": "beta"}]}));
