@@ -90,6 +90,17 @@ pub struct L10n {
 }
 
 impl L10n {
+    /// A fixed reader for tests: `lang`, Paris time, 2026-11-23 14:00 UTC.
+    #[cfg(test)]
+    pub(crate) fn for_tests(lang: Lang) -> Self {
+        Self {
+            lang,
+            tz: jiff::tz::TimeZone::get("Europe/Paris")
+                .expect("Europe/Paris is in the tz database"),
+            now: "2026-11-23T14:00:00Z".parse().expect("a valid timestamp"),
+        }
+    }
+
     /// The string for `key` (the key itself when unknown, so a missing
     /// translation shows up in tests).
     pub fn t(&self, key: &str) -> &'static str {
@@ -436,11 +447,7 @@ mod tests {
     use super::*;
 
     fn l(lang: Lang) -> L10n {
-        L10n {
-            lang,
-            tz: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
-            now: "2026-11-23T14:00:00Z".parse().unwrap(),
-        }
+        L10n::for_tests(lang)
     }
 
     #[test]

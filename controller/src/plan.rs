@@ -757,9 +757,10 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
     }
     let total = head.checked.manifests.sites.len();
     let rollout = rollout_plan(head, &sites);
+    let content_in_waves = content_in_waves(head);
     let at_once = sites
         .iter()
-        .filter(|s| at_once(s, rollout.as_ref(), content_in_waves(head)))
+        .filter(|s| at_once(s, rollout.as_ref(), content_in_waves))
         .count();
     if total > 1 && at_once == total {
         warnings.push(format!(

@@ -626,11 +626,7 @@ mod tests {
     use super::*;
 
     fn l10n_for(lang: Lang) -> L10n {
-        L10n {
-            lang,
-            tz: jiff::tz::TimeZone::get("Europe/Paris").unwrap(),
-            now: "2026-11-23T14:00:00Z".parse().unwrap(),
-        }
+        L10n::for_tests(lang)
     }
 
     #[test]
