@@ -352,7 +352,16 @@ fn outcome_with_files(
     }
     let files = serial.is_none_or(|n| st.applied_serial.is_some_and(|s| s >= n));
     if pending.is_empty() && files {
-        return Outcome::Applied;
+        // The files are in place; the app runs them only if it reloaded.
+        let reload = serial.and_then(|_| {
+            st.conditions
+                .iter()
+                .find(|c| c.item == "reload" && c.severity >= Severity::Warning)
+        });
+        return match reload {
+            Some(c) => Outcome::Failed(c.message.clone()),
+            None => Outcome::Applied,
+        };
     }
     if !reachable {
         return Outcome::Unreachable;

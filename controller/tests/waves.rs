@@ -10,7 +10,9 @@
 //! it comes back; the controller restarted during the bake time keeps the
 //! rollout; a release that rolls back on 2 of 3 beta boxes halts the
 //! rollout with the other boxes still on the previous release, through a
-//! restart; an operator's resume (audited) lets it go on.
+//! restart; an operator's resume (audited) lets it go on. With content in
+//! waves, a configuration change goes through the waves (through a restart),
+//! and one whose reload fails on a beta box halts them.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -701,4 +703,70 @@ fn with_content_in_waves_a_configuration_change_goes_through_the_waves() {
         after.iter().zip(&before).all(|(a, b)| a > b),
         "{after:?} {before:?}"
     );
+}
+
+/// With content in waves, a configuration the app does not take (its
+/// reload fails on one beta box) halts the rollout: the halt names the box
+/// and what its app said, and the boxes beyond the beta keep their whole
+/// bundle past the bake time.
+#[test]
+fn with_content_in_waves_a_change_the_app_does_not_take_halts_the_rollout() {
+    let mut rig = Rig::new(Some(80));
+    let all: Vec<&str> = BETA.iter().chain(OTHERS.iter()).copied().collect();
+    rig.wait_running(&all, "1.0.0", Duration::from_secs(60));
+    rig.wait(Duration::from_secs(30), "volume 80 everywhere", |r| {
+        all.iter().all(|s| volume(r, s) == 80)
+    });
+    // From now on b2's app refuses what it is given.
+    rig.stop("b2");
+    let config = rig.boxes[rig.index("b2")].1.config.clone();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "reload_command = [\"true\"]",
+        "reload_command = [\"sh\", \"-c\", \"echo configuration refused >&2; exit 1\"]",
+    );
+    assert!(text.contains("configuration refused"), "{text}");
+    std::fs::write(&config, text).unwrap();
+    rig.start("b2");
+    let serial = |rig: &Rig, s: &str| {
+        rig.api(&format!("/api/sites/{s}"))["site"]["desired"]["serial"]
+            .as_u64()
+            .unwrap_or_default()
+    };
+    let before: Vec<u64> = OTHERS.iter().map(|s| serial(&rig, s)).collect();
+
+    rig.files
+        .repo()
+        .file("fleet.yaml", fleet_yaml("1.0.0", Some(70)));
+    rig.files.repo().commit("volume 70");
+    let out = rig.c.sync(&rig.admin);
+    assert_eq!(out["result"], "published", "{out}");
+    rig.wait(Duration::from_secs(60), "halted", |r| {
+        r.rollout()["state"] == "halted"
+    });
+    let halted = Instant::now();
+    let r = rig.rollout();
+    let halt = &r["halted"];
+    assert_eq!(
+        halt["reason"], "1 of 3 boxes in opened waves failed to apply it (limit 10%)",
+        "{r:#}"
+    );
+    assert_eq!(halt["sites"][0]["site"], "b2", "{r:#}");
+    assert_eq!(halt["sites"][0]["kind"], "failed", "{r:#}");
+    assert!(
+        halt["sites"][0]["output"]
+            .as_str()
+            .unwrap()
+            .contains("reload_command failed: configuration refused"),
+        "{r:#}"
+    );
+    assert_eq!(volume(&rig, "b2"), 70, "the files are in place on b2");
+    // Past the bake time (12 s) the second wave is still shut.
+    std::thread::sleep(Duration::from_secs(14).saturating_sub(halted.elapsed()));
+    let r = rig.rollout();
+    assert_eq!(r["state"], "halted", "{r:#}");
+    assert_eq!(waves_of(&r)[1], ("everyone".into(), false, false), "{r:#}");
+    for (s, b) in OTHERS.iter().zip(&before) {
+        assert_eq!(volume(&rig, s), 80, "{s} keeps its configuration");
+        assert_eq!(serial(&rig, s), *b, "{s} keeps its whole bundle");
+    }
 }

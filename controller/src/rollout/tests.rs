@@ -352,12 +352,12 @@ fn with_content_in_waves_a_box_counts_once_the_files_of_its_serial_are_in_place(
     assert_eq!(t.describe(), "release 2.0.0 · serial 7");
 }
 
-/// A box that has the new serial and cannot write its files failed to
-/// apply it: that counts towards the halt, as a failed release does. The
-/// same error from before it saw the serial, or a download error (the
-/// club's line, retried), does not.
+/// A box that has the new serial and cannot write its files, or whose app
+/// does not reload them, failed to apply it: that counts towards the halt,
+/// as a failed release does. The same error from before it saw the
+/// serial, or a download error (the club's line, retried), does not.
 #[test]
-fn with_content_in_waves_a_box_that_cannot_write_the_files_of_its_serial_failed() {
+fn with_content_in_waves_a_box_that_cannot_write_or_reload_the_files_of_its_serial_failed() {
     let t = Target {
         serial: Some(7),
         ..target("2.0.0")
@@ -388,6 +388,27 @@ fn with_content_in_waves_a_box_that_cannot_write_the_files_of_its_serial_failed(
         outcome(&t, Some(&failing(7, "fetch")), true),
         Outcome::InProgress(_)
     ));
+    // Files in place and the app did not reload them: it does not run the
+    // change. A release rollout (no serial) leaves that to the health check.
+    let mut reloaded = state("b1", Some("2.0.0"), json!({}));
+    reloaded.report.status.applied_serial = Some(7);
+    reloaded.report.status.conditions = vec![
+        serde_json::from_value(json!({
+            "item": "reload",
+            "severity": "warning",
+            "message": "reload_command failed: exit 1",
+            "since": "2026-12-01T10:00:00Z",
+        }))
+        .unwrap(),
+    ];
+    assert_eq!(
+        outcome(&t, Some(&reloaded), true),
+        Outcome::Failed("reload_command failed: exit 1".into())
+    );
+    assert_eq!(
+        outcome(&target("2.0.0"), Some(&reloaded), true),
+        Outcome::Applied
+    );
     // One of the three beta boxes failing is over the default 10 %: the
     // rollout halts and says which box and why.
     let mut r = two_waves("0s");
