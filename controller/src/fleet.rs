@@ -266,7 +266,7 @@ impl Fleet {
             Err(crate::follow::FollowError::Unknown(_)) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
-        let checked = validate::check(&set);
+        let checked = validate::check_with(&set, Some(self.config.offline_after));
         if let Ok(mut m) = self.manifests.write() {
             *m = Some(Arc::new(checked));
         }
@@ -546,7 +546,7 @@ impl Fleet {
         }
         let set = follower.files(tip)?;
         drop(follower);
-        let checked = validate::check(&set);
+        let checked = validate::check_with(&set, Some(self.config.offline_after));
         let validated = started.elapsed();
         if checked.diags.has_errors() {
             let diags: Vec<String> = checked.diags.0.iter().map(ToString::to_string).collect();

@@ -100,6 +100,14 @@ pub async fn serve(
         other => anyhow::Error::from(other),
     })?;
     let content = ContentStore::open(&opts.data)?;
+    // What validation cannot point at (no manifest line sets either): a
+    // site with the default poll interval judged against this limit.
+    if config.offline_after.as_secs() <= 2 * 60 {
+        tracing::warn!(
+            offline_after = %config.offline_after,
+            "offline_after is not longer than twice the default poll interval (60s): a late box of a site that sets neither goes straight from online to offline; set it longer, or set alerts.offline_after in fleet.yaml"
+        );
+    }
     let packages = {
         let (paths, content) = (config.enrollment.agent_packages.clone(), content.clone());
         tokio::task::spawn_blocking(move || crate::install::load(&paths, &content))

@@ -34,9 +34,16 @@ pub struct Checked {
 
 /// Parses and validates a set of manifest files.
 pub fn check(set: &SourceSet) -> Checked {
+    check_with(set, None)
+}
+
+/// [`check`], knowing the controller's own `offline_after` (what a site
+/// whose manifests set none is judged against): the controller checks each
+/// commit with it, `touchline validate` cannot.
+pub fn check_with(set: &SourceSet, controller_offline_after: Option<HumanDuration>) -> Checked {
     let (m, mut diags) = crate::model::parse(set);
     let members = memberships(&m);
-    semantic(&m, &members, &mut diags);
+    semantic(&m, &members, controller_offline_after, &mut diags);
     Checked {
         manifests: m,
         members,
@@ -44,7 +51,12 @@ pub fn check(set: &SourceSet) -> Checked {
     }
 }
 
-fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
+fn semantic(
+    m: &Manifests,
+    members: &Memberships,
+    controller_offline_after: Option<HumanDuration>,
+    d: &mut Diagnostics,
+) {
     let releases: Vec<String> = m.releases.keys().map(ToString::to_string).collect();
     let agent_releases: Vec<String> = m.agent_releases.keys().map(ToString::to_string).collect();
     let videos = check_catalog(m, d);
@@ -123,7 +135,7 @@ fn semantic(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         ctx.check_layer(d, s, &s.value.overrides, "overrides");
     }
 
-    check_liveness(m, members, d);
+    check_liveness(m, members, controller_offline_after, d);
 
     for (gid, g) in &m.groups {
         check_refs(
@@ -718,16 +730,22 @@ type SetAt = Option<(Arc<str>, Pos)>;
 /// a late box goes from online straight to offline (and back at its next
 /// poll). One warning per pair of lines that set the two, at the poll
 /// interval (or at offline_after when the poll interval is the default).
-/// Sites whose offline_after comes from the controller's configuration
-/// are not known here.
-fn check_liveness(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
+/// A site whose manifests set no offline_after is judged against the
+/// controller's (`controller_offline_after`), when known.
+fn check_liveness(
+    m: &Manifests,
+    members: &Memberships,
+    controller_offline_after: Option<HumanDuration>,
+    d: &mut Diagnostics,
+) {
     type Found = (HumanDuration, HumanDuration, Vec<SiteId>);
     let mut found: BTreeMap<(SetAt, SetAt), Found> = BTreeMap::new();
     let poll_at: [Seg; 3] = ["".into(), "agent".into(), "poll_interval".into()];
     let offline_at: [Seg; 2] = ["alerts".into(), "offline_after".into()];
     for (id, s) in &m.sites {
         let mut poll: (HumanDuration, SetAt) = (HumanDuration::from_secs(60), None);
-        let mut offline: Option<(HumanDuration, SetAt)> = None;
+        let mut offline: Option<(HumanDuration, SetAt)> =
+            controller_offline_after.map(|v| (v, None));
         let mut take_poll = |layer: &Layer, file: &Arc<str>, at: Pos| {
             if let Some(v) = layer.agent.as_ref().and_then(|a| a.poll_interval) {
                 poll = (v, Some((file.clone(), at)));
@@ -772,9 +790,9 @@ fn check_liveness(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
         let Some((file, pos)) = p_at.clone().or_else(|| off_at.clone()) else {
             continue;
         };
-        let line = |a: &SetAt| {
+        let line = |a: &SetAt, unset: &str| {
             a.as_ref()
-                .map_or("the default".to_owned(), |(f, p)| format!("{f}:{}", p.line))
+                .map_or(unset.to_owned(), |(f, p)| format!("{f}:{}", p.line))
         };
         let shown: Vec<String> = sites.iter().take(3).map(|s| format!("`{s}`")).collect();
         let more = if sites.len() > 3 {
@@ -787,8 +805,8 @@ fn check_liveness(m: &Manifests, members: &Memberships, d: &mut Diagnostics) {
             pos,
             format!(
                 "poll_interval {p} ({}) and offline_after {off} ({}): a box is overdue only when silent for two poll intervals ({}), not before offline_after, so a late box goes straight from online to offline and back at its next poll; make offline_after longer than twice the poll interval (site{} {}{more})",
-                line(&p_at),
-                line(&off_at),
+                line(&p_at, "the default"),
+                line(&off_at, "the controller's config"),
                 HumanDuration::from_secs(p.as_secs().saturating_mul(2)),
                 if sites.len() == 1 { "" } else { "s" },
                 shown.join(", "),

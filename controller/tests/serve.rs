@@ -189,6 +189,43 @@ fn invalid_commits_and_force_pushes_are_refused_and_the_old_bundle_stays() {
     assert_eq!(s.bundle("massy-rugby", &tok).1, etag);
 }
 
+/// `touchline validate` cannot know the controller's own `offline_after`;
+/// the controller checks each commit against it: a poll interval of 3m
+/// with no `alerts.offline_after` in the manifests (the controller's 5m
+/// applies) is accepted with a warning that says where each value comes
+/// from.
+#[test]
+fn a_commit_whose_poll_interval_meets_the_controllers_offline_after_is_accepted_with_a_warning() {
+    let w = World::new("offline_after = \"5m\"");
+    let s = w.start();
+    w.files
+        .repo()
+        .edit("fleet.yaml", "  offline_after: 5m\n", "");
+    w.edit(
+        "fleet.yaml",
+        "poll_interval: 60s",
+        "poll_interval: 3m",
+        "poll every 3 minutes",
+    );
+    let out = s.sync(OPERATOR);
+    assert_eq!(out["result"], "published", "{out}");
+    let top = &s.json("/api/commits")["commits"][0];
+    assert_eq!(top["state"], "accepted");
+    let diags: Vec<&str> = top["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        diags.iter().any(|d| d.starts_with("fleet.yaml:23:")
+            && d.contains(
+                "warning: poll_interval 3m (fleet.yaml:23) and offline_after 5m (the controller's config): a box is overdue only when silent for two poll intervals (6m)"
+            )),
+        "{diags:?}"
+    );
+}
+
 #[test]
 fn long_poll_wakes_within_a_second_of_a_commit() {
     let w = World::new("");
