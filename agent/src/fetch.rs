@@ -123,6 +123,14 @@ pub struct Limits {
     pub window: Duration,
 }
 
+/// The lower of two caps in bytes per second, where 0 is none.
+pub fn lower_cap(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (0, x) | (x, 0) => x,
+        (a, b) => a.min(b),
+    }
+}
+
 /// Saved between runs next to a partial file.
 #[derive(Debug, Serialize, Deserialize)]
 struct Resume {
@@ -599,6 +607,15 @@ pub fn hash_reader(f: &mut impl Read) -> io::Result<Sha256> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lower_cap_wins_and_zero_is_none() {
+        assert_eq!(lower_cap(0, 0), 0);
+        assert_eq!(lower_cap(250_000, 0), 250_000);
+        assert_eq!(lower_cap(0, 150_000), 150_000);
+        assert_eq!(lower_cap(250_000, 150_000), 150_000);
+        assert_eq!(lower_cap(100_000, 150_000), 100_000);
+    }
 
     #[test]
     fn the_hash_state_round_trips_through_the_resume_file() {

@@ -359,16 +359,7 @@ pub fn cmd_validate(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
             for diag in &d.0 {
                 writeln!(out, "{diag}").map_err(cannot_run)?;
             }
-            writeln!(
-                out,
-                "{} error{}, {} warning{} in {files} file{}",
-                d.errors(),
-                plural(d.errors()),
-                d.warnings(),
-                plural(d.warnings()),
-                plural(files)
-            )
-            .map_err(cannot_run)?;
+            writeln!(out, "{}", d.summary(files)).map_err(cannot_run)?;
         }
         Format::Json => {
             let list: Vec<_> = d

@@ -48,6 +48,19 @@ impl fmt::Display for Diagnostic {
 pub struct Diagnostics(pub Vec<Diagnostic>);
 
 impl Diagnostics {
+    /// The closing line `validate` prints: `1 error, 2 warnings in 8 files`.
+    pub fn summary(&self, files: usize) -> String {
+        let plural = |n: usize| if n == 1 { "" } else { "s" };
+        format!(
+            "{} error{}, {} warning{} in {files} file{}",
+            self.errors(),
+            plural(self.errors()),
+            self.warnings(),
+            plural(self.warnings()),
+            plural(files)
+        )
+    }
+
     /// Records an error.
     pub fn error(&mut self, file: &Arc<str>, pos: Pos, message: impl Into<String>) {
         self.push(file, pos, Severity::Error, message.into());

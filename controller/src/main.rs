@@ -81,8 +81,8 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = touchline_controller::plan::PlanFormat::Markdown)]
         format: touchline_controller::plan::PlanFormat,
-        /// Download rate assumed for the time estimates, bytes per second
-        /// (the boxes' own caps are in their agent.toml, not in git).
+        /// Download rate assumed for the time estimates, bytes per second,
+        /// for the sites whose manifests set no `agent.max_download_rate`.
         #[arg(long, default_value_t = 1_000_000)]
         rate: u64,
     },

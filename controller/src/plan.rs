@@ -199,8 +199,12 @@ pub struct SitePlan {
     /// Bytes the box must download (videos, release package, the largest
     /// agent executable), content it holds already not counted.
     pub download_bytes: u64,
-    /// At the assumed rate.
+    /// At the site's cap, else at the assumed rate.
     pub download_seconds: u64,
+    /// The site's download cap from its manifests
+    /// (`agent.max_download_rate`), bytes per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_cap: Option<u64>,
 }
 
 /// Totals.
@@ -225,8 +229,11 @@ pub struct Largest {
     pub site: String,
     /// Bytes.
     pub bytes: u64,
-    /// At the assumed rate.
+    /// At its cap, else at the assumed rate.
     pub seconds: u64,
+    /// Its download cap, bytes per second.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_cap: Option<u64>,
 }
 
 /// The plan.
@@ -473,6 +480,7 @@ fn site_plan(
                 agent: Vec::new(),
                 download_bytes: 0,
                 download_seconds: 0,
+                rate_cap: None,
             });
         }
         (Some(_), Some(h)) => ("changed", h),
@@ -480,6 +488,7 @@ fn site_plan(
     };
     let hb = &r.bundle;
     let bb = base.map(|b| &b.bundle);
+    let rate_cap = hb.agent.max_download_rate.filter(|&v| v > 0);
     let have = bb.map(held).unwrap_or_default();
     let mut counted: HashSet<Sha256> = HashSet::new();
     let mut download = 0u64;
@@ -665,7 +674,8 @@ fn site_plan(
         config,
         agent,
         download_bytes: download,
-        download_seconds: download.div_ceil(rate.max(1)),
+        download_seconds: download.div_ceil(rate_cap.unwrap_or(rate).max(1)),
+        rate_cap,
     })
 }
 
@@ -729,6 +739,7 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
             site: s.site.clone(),
             bytes: s.download_bytes,
             seconds: s.download_seconds,
+            rate_cap: s.rate_cap,
         });
     let mut warnings = Vec::new();
     for s in &sites {
@@ -747,11 +758,11 @@ pub fn plan(base: &Side, head: &Side, rate: u64) -> Result<Plan, SideError> {
         }
         if s.download_bytes > LARGE_DOWNLOAD {
             warnings.push(format!(
-                "{} would download {} (over 1 GB), about {} at {}/s",
+                "{} would download {} (over 1 GB), about {} {}",
                 s.site,
                 human_bytes(s.download_bytes),
                 human_duration(s.download_seconds),
-                human_bytes(rate)
+                at_rate(s.rate_cap, rate)
             ));
         }
     }
@@ -883,12 +894,24 @@ fn site_details(out: &mut String, s: &SitePlan) {
         out,
         "- download: {}{}\n",
         human_bytes(s.download_bytes),
-        if s.download_bytes > 0 {
-            format!(", about {}", human_duration(s.download_seconds))
-        } else {
-            String::new()
+        match (s.download_bytes, s.rate_cap) {
+            (0, _) => String::new(),
+            (_, None) => format!(", about {}", human_duration(s.download_seconds)),
+            (_, Some(cap)) => format!(
+                ", about {} {}",
+                human_duration(s.download_seconds),
+                at_rate(Some(cap), 0)
+            ),
         }
     );
+}
+
+/// `at 250.0 kB/s, its cap` (the site's own) or `at 1.0 MB/s` (assumed).
+fn at_rate(cap: Option<u64>, assumed: u64) -> String {
+    match cap {
+        Some(c) => format!("at {}/s, its cap", human_bytes(c)),
+        None => format!("at {}/s", human_bytes(assumed)),
+    }
 }
 
 /// The plan as a pull-request comment: a summary line, warnings, then the
@@ -909,11 +932,11 @@ pub fn markdown(p: &Plan) -> String {
         .as_ref()
         .map(|l| {
             format!(
-                "; largest `{}` {} (about {} at {}/s)",
+                "; largest `{}` {} (about {} {})",
                 l.site,
                 human_bytes(l.bytes),
                 human_duration(l.seconds),
-                human_bytes(t.rate)
+                at_rate(l.rate_cap, t.rate)
             )
         })
         .unwrap_or_default();
@@ -1176,14 +1199,8 @@ pub fn cmd_plan(
                 for diag in &d.0 {
                     writeln!(out, "{diag}").map_err(crate::cli::cannot_run)?;
                 }
-                writeln!(
-                    out,
-                    "{} error(s), {} warning(s) in {} file(s)",
-                    d.errors(),
-                    d.warnings(),
-                    checked.manifests.files_read
-                )
-                .map_err(crate::cli::cannot_run)?;
+                writeln!(out, "{}", d.summary(checked.manifests.files_read))
+                    .map_err(crate::cli::cannot_run)?;
                 Err(crate::cli::cannot_run(anyhow::anyhow!(
                     "the manifests at `{rev}` do not validate: no plan"
                 )))
@@ -1242,6 +1259,7 @@ mod tests {
             agent: Vec::new(),
             download_bytes: 0,
             download_seconds: 0,
+            rate_cap: None,
         }
     }
 

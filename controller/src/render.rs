@@ -402,6 +402,11 @@ pub fn render_site(
                 v.dedup();
                 agent.allowed_actions.set(v, at("allowed_actions"));
             }
+            if let Some(v) = a.max_download_rate {
+                agent
+                    .max_download_rate
+                    .set(Some(v), at("max_download_rate"));
+            }
         }
     }
 
@@ -519,6 +524,7 @@ pub fn render_site(
             maintenance_window: agent.maintenance_window.value,
             timezone: agent.timezone.value.clone(),
             allowed_actions: agent.allowed_actions.value.clone(),
+            max_download_rate: agent.max_download_rate.value,
         },
     };
     let explain = Explanation {
@@ -549,6 +555,7 @@ struct AgentTrace {
     maintenance_window: Traced<touchline_schemas::manifest::MaintenanceWindow>,
     timezone: Traced<String>,
     allowed_actions: Traced<Vec<touchline_schemas::manifest::RemoteAction>>,
+    max_download_rate: Traced<Option<u64>>,
 }
 
 impl AgentTrace {
@@ -560,6 +567,7 @@ impl AgentTrace {
             maintenance_window: Traced::default_value(d.maintenance_window),
             timezone: Traced::default_value(d.timezone.clone()),
             allowed_actions: Traced::default_value(d.allowed_actions.clone()),
+            max_download_rate: Traced::default_value(d.max_download_rate),
         }
     }
 
@@ -600,6 +608,13 @@ impl AgentTrace {
             ),
             ("timezone", self.timezone),
             ("allowed_actions", text(self.allowed_actions, actions)),
+            (
+                "max_download_rate",
+                text(self.max_download_rate, |r| match r {
+                    Some(v) if *v > 0 => format!("{v} B/s"),
+                    _ => "none".into(),
+                }),
+            ),
         ])
     }
 }

@@ -175,9 +175,10 @@ fn a_box_that_finds_its_controller_again_raises_no_alert_and_says_nothing_stale(
 }
 
 /// A box whose download outlasts `offline_after` (a 1.5 MB video at
-/// 150 kB/s: about 10 s, against 4 s) stays reachable: while it downloads
-/// it looks at its bundle every poll interval, so it is never shown
-/// offline and raises no alert.
+/// 150 kB/s, the cap its site's manifest sets: about 10 s, against 4 s)
+/// stays reachable: while it downloads it looks at its bundle every poll
+/// interval, so it is never shown offline and raises no alert. The time it
+/// takes also shows the box keeps to the cap from git.
 #[test]
 fn a_box_downloading_longer_than_offline_after_stays_online() {
     let bytes: Vec<u8> = (0..1_500_000u32).map(|i| (i % 251) as u8).collect();
@@ -188,7 +189,9 @@ fn a_box_downloading_longer_than_offline_after_stays_online() {
         std::fs::write(dir.join("fleet.yaml"), FLEET).unwrap();
         std::fs::write(
             dir.join("sites/s1.yaml"),
-            format!("{SITE}overrides:\n  videos:\n    - clip\n"),
+            format!(
+                "{SITE}overrides:\n  videos:\n    - clip\n  agent:\n    max_download_rate: 150000\n"
+            ),
         )
         .unwrap();
         std::fs::write(
@@ -205,7 +208,7 @@ fn a_box_downloading_longer_than_offline_after_stays_online() {
     let admin = files.local_admin_token();
     c.sync(&admin);
     let started = Instant::now();
-    let (agent, _daemon, log) = run_box(&files, &c, "max_download_rate = 150000\n");
+    let (agent, _daemon, log) = run_box(&files, &c, "");
     let mut seen_downloading = false;
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
@@ -243,7 +246,7 @@ fn a_box_downloading_longer_than_offline_after_stays_online() {
     );
     assert!(
         took > Duration::from_secs(6),
-        "the download took {took:?}: not longer than offline_after (4 s), nothing was shown"
+        "the download took {took:?}: not longer than offline_after (4 s), nothing was shown (is the cap from the manifest kept to?)"
     );
     // The video is in place, whole.
     let placed = touchline_testkit::tree(&agent.path("videos"));

@@ -179,6 +179,10 @@ pub struct AgentSettings {
     pub poll_interval: HumanDuration,
     /// IANA time zone of the box.
     pub timezone: String,
+    /// Download cap from the manifests, bytes per second (`0` or absent:
+    /// none); the box keeps to the lower of this and its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_download_rate: Option<u64>,
 }
 
 impl Default for AgentSettings {
@@ -190,6 +194,7 @@ impl Default for AgentSettings {
             maintenance_window: MaintenanceWindow::ANY_TIME,
             timezone: "UTC".into(),
             allowed_actions: Vec::new(),
+            max_download_rate: None,
         }
     }
 }

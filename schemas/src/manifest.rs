@@ -86,6 +86,11 @@ pub struct AgentPatch {
     /// Remote actions an operator may request on this box.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_actions: Option<Vec<RemoteAction>>,
+    /// The most the box downloads, bytes per second (what the club's line
+    /// can spare); `0`: no cap. The box keeps to the lower of this and
+    /// the `max_download_rate` of its own `agent.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_download_rate: Option<u64>,
 }
 
 /// A remote action an operator can request.

@@ -337,7 +337,7 @@ impl Agent {
         dir: Option<&Path>,
     ) -> Result<(), crate::fetch::FetchError> {
         let limits = Limits {
-            max_rate: self.cfg.max_download_rate,
+            max_rate: self.download_cap(),
             min_rate: self.cfg.min_download_rate,
             window: self.cfg.download_watchdog.to_std(),
         };
@@ -349,6 +349,16 @@ impl Agent {
         self.store
             .fetch(self.transport.as_ref(), w, &sources, limits, &mut progress)
             .await
+    }
+
+    /// The download cap: the lower of the box's own (`agent.toml`) and
+    /// the one its manifests set (in the accepted bundle); 0 for none.
+    fn download_cap(&self) -> u64 {
+        let set = self
+            .accepted()
+            .and_then(|b| b.agent.max_download_rate)
+            .unwrap_or(0);
+        crate::fetch::lower_cap(self.cfg.max_download_rate, set)
     }
 
     async fn run_reload(&mut self) {
