@@ -12,7 +12,9 @@
 //! rollout with the other boxes still on the previous release, through a
 //! restart; an operator's resume (audited) lets it go on. With content in
 //! waves, a configuration change goes through the waves (through a restart),
-//! and one whose reload fails on a beta box halts them.
+//! and one whose reload fails on a beta box halts them; the commit's one
+//! status on the git host (a stand-in, `support/status_recorder.py`) turns
+//! to a final failure that says why.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::recorder::Recorder;
 use serde_json::Value;
 use touchline_schemas::Sha256;
 use touchline_testkit::agent_box::AgentBox;
@@ -75,6 +78,8 @@ fn package(version: &str) -> Vec<u8> {
 
 struct Rig {
     files: ControllerFiles,
+    /// The stand-in git host the commit statuses go to, when asked for.
+    status: Option<Recorder>,
     c: RunningController,
     admin: String,
     boxes: Vec<(String, AgentBox)>,
@@ -84,6 +89,16 @@ struct Rig {
 impl Rig {
     /// Five boxes on release 1.0.0; `volume`: see [`fleet_yaml`].
     fn new(volume: Option<u32>) -> Self {
+        Self::open(volume, false)
+    }
+
+    /// [`Rig::new`], with the commits' statuses sent to a GitHub stand-in
+    /// (none without python3 outside CI).
+    fn with_commit_status(volume: Option<u32>) -> Self {
+        Self::open(volume, true)
+    }
+
+    fn open(volume: Option<u32>, commit_status: bool) -> Self {
         let files = ControllerFiles::with_repo(|dir| {
             std::fs::create_dir_all(dir.join("sites")).unwrap();
             std::fs::create_dir_all(dir.join("groups")).unwrap();
@@ -101,7 +116,19 @@ impl Rig {
                 std::fs::write(dir.join(format!("sites/{s}.yaml")), site_yaml(s, false)).unwrap();
             }
         });
-        files.config("offline_after = \"5s\"");
+        let status = commit_status
+            .then(|| Recorder::start(files.dir(), 0))
+            .flatten();
+        let status_config = status.as_ref().map_or(String::new(), |rec| {
+            let token = files.path("status.token");
+            std::fs::write(&token, "tok\n").unwrap();
+            format!(
+                "\n[commit_status]\nkind = \"github\"\napi_url = \"{}\"\nrepository = \"neopro/fleet\"\ntoken_file = \"{}\"\n",
+                rec.url,
+                token.display()
+            )
+        });
+        files.config(&format!("offline_after = \"5s\"\n{status_config}"));
         add_release(&files, "1.0.0");
         files.repo().commit("release 1.0.0");
         let c = files.start();
@@ -128,6 +155,7 @@ impl Rig {
         }
         let mut rig = Self {
             files,
+            status,
             c,
             admin,
             daemons: Vec::new(),
@@ -711,7 +739,7 @@ fn with_content_in_waves_a_configuration_change_goes_through_the_waves() {
 /// bundle past the bake time.
 #[test]
 fn with_content_in_waves_a_change_the_app_does_not_take_halts_the_rollout() {
-    let mut rig = Rig::new(Some(80));
+    let mut rig = Rig::with_commit_status(Some(80));
     let all: Vec<&str> = BETA.iter().chain(OTHERS.iter()).copied().collect();
     rig.wait_running(&all, "1.0.0", Duration::from_secs(60));
     rig.wait(Duration::from_secs(30), "volume 80 everywhere", |r| {
@@ -738,12 +766,27 @@ fn with_content_in_waves_a_change_the_app_does_not_take_halts_the_rollout() {
         .repo()
         .file("fleet.yaml", fleet_yaml("1.0.0", Some(70)));
     rig.files.repo().commit("volume 70");
+    let commit = rig.files.repo().head();
     let out = rig.c.sync(&rig.admin);
     assert_eq!(out["result"], "published", "{out}");
     rig.wait(Duration::from_secs(60), "halted", |r| {
         r.rollout()["state"] == "halted"
     });
     let halted = Instant::now();
+    // The git host hears it: the commit's one status, final, failed.
+    if let Some(rec) = &rig.status {
+        let r = rec.wait_for("rollout halted: 1 of 3 boxes in opened waves failed to apply it");
+        assert_eq!(r["path"], format!("/repos/neopro/fleet/statuses/{commit}"));
+        assert_eq!(r["body"]["state"], "failure", "{r}");
+        let said = r["body"]["description"].as_str().unwrap();
+        assert!(
+            said.starts_with(
+                "rollout halted: 1 of 3 boxes in opened waves failed to apply it (limit 10%) · "
+            ) && said.contains(" · 2 in waves not opened")
+                && said.ends_with(" · 1 failed"),
+            "{r}"
+        );
+    }
     let r = rig.rollout();
     let halt = &r["halted"];
     assert_eq!(
