@@ -4,7 +4,9 @@
 //! site gone silent. Each page is read in English and in French; once the
 //! fleet's own data (names, clubs, cities, descriptions, video titles…) is
 //! taken out of the text, the English page holds no French word and the
-//! French page no English one, and no page shows a missing key (`??`).
+//! French page no English one, and no page shows a missing key (`??`) or
+//! a table header with nothing to announce (axe rates that one minor, so
+//! the browser test's critical/serious gate would let it through).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -154,6 +156,32 @@ fn data_strings(repo: &Path) -> Vec<String> {
     out
 }
 
+/// The opening tags of the table headers with no text and no
+/// `aria-label` (a screen reader announces nothing for their column).
+fn empty_headers(html: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = html;
+    while let Some(i) = rest.find("<th") {
+        rest = &rest[i + 3..];
+        if !(rest.starts_with('>') || rest.starts_with(' ')) {
+            continue; // <thead>
+        }
+        let Some(open_end) = rest.find('>') else {
+            break;
+        };
+        let Some(close) = rest.find("</th>") else {
+            break;
+        };
+        let open = &rest[..open_end];
+        let inner = text_of(&rest[open_end + 1..close.max(open_end + 1)]);
+        if inner.trim().is_empty() && !open.contains("aria-label") {
+            out.push(format!("<th{open}>"));
+        }
+        rest = &rest[close..];
+    }
+    out
+}
+
 fn post(s: &common::server::Server, site: &str, reports: Vec<Value>) {
     let token = s.files.site_token(site, false);
     let r = s
@@ -271,6 +299,9 @@ fn every_page_speaks_only_its_readers_language() {
             };
             let switch = format!("lang=\"{other}\" hreflang=\"{other}\">{name}</a>");
             assert!(html.contains(&switch), "{page}: {html}");
+            for th in empty_headers(&html) {
+                problems.push(format!("{lang} {page}: an empty table header {th}"));
+            }
             let mut text = text_of(&html.replace(&switch, ">"));
             for d in &data {
                 text = text.replace(d.as_str(), " ");
@@ -293,4 +324,12 @@ fn every_page_speaks_only_its_readers_language() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn an_empty_table_header_is_found_and_a_labelled_or_worded_one_is_not() {
+    let html = "<table><thead><tr><th>Site</th><th class=\"x\"></th>\
+        <th aria-label=\"Actions\"></th><th><span> </span></th>\
+        <th><abbr title=\"Temperature\">T</abbr></th></tr></thead></table>";
+    assert_eq!(empty_headers(html), ["<th class=\"x\">", "<th>"], "{html}");
 }
