@@ -773,6 +773,43 @@ fn the_fleet_history_exports_every_site_streamed_as_jsonl_or_csv() {
     assert_eq!(r.text().unwrap().lines().count(), 3);
 }
 
+/// `/api/stats` judges each site against its own thresholds: a group that
+/// lowers the temperature warning to 60 °C makes its 65 °C box a warning,
+/// while the same 65 °C elsewhere (the fleet's 75 °C) is not.
+#[test]
+fn stats_judge_each_site_against_its_groups_alert_thresholds() {
+    let w = World::new("");
+    let s = w.start();
+    w.files.repo().file(
+        "groups/bretagne.yaml",
+        format!(
+            "{}alerts:\n  temperature_warning: 60\n",
+            std::fs::read_to_string(w.repo().join("groups/bretagne.yaml")).unwrap()
+        ),
+    );
+    w.files.repo().commit("bretagne: warn from 60 °C");
+    assert_eq!(s.sync(OPERATOR)["result"], "published");
+    for site in ["cesson-handball", "massy-rugby"] {
+        let mut r = report(1, "converged", 2);
+        r["metrics"]["temperature_c"] = json!(65.0);
+        let got = s
+            .http
+            .post(format!("{}/v1/sites/{site}/reports", s.url))
+            .bearer_auth(w.site_token(site, false))
+            .json(&json!({"format": 1, "site": site, "reports": [r]}))
+            .send()
+            .unwrap();
+        assert_eq!(got.status(), StatusCode::OK);
+    }
+    let stats = s.json("/api/stats");
+    assert_eq!(
+        stats["warningsSites"], 1,
+        "only cesson-handball, in bretagne: {stats:#}"
+    );
+    assert_eq!(stats["criticalSites"], 0, "{stats:#}");
+    assert_eq!(stats["averageMetrics"]["temperature"], 65.0, "{stats:#}");
+}
+
 #[test]
 fn restart_keeps_bundles_tokens_and_commits() {
     let w = World::new("");
