@@ -310,7 +310,10 @@ fn view_of(
         location: doc.map(|d| d.value.location.clone()),
         groups,
         status,
-        current: crate::liveness::fresh(last_seen(pulse.as_ref(), last_poll), clocks, now),
+        // An offline site's state is never current, even when its
+        // offline_after is shorter than two poll intervals.
+        current: status != Health::Offline
+            && crate::liveness::fresh(last_seen(pulse.as_ref(), last_poll), clocks, now),
         last_seen: last_seen(pulse.as_ref(), last_poll),
         desired: DesiredState {
             serial: published.map(|p| p.serial),
