@@ -165,6 +165,77 @@ fn what_a_report_says_about_a_target() {
     );
 }
 
+/// An agent release is followed as a software release is: applied once
+/// the box runs it, waiting with the box's words, rolled back or held
+/// back from what the box says, and a failure of the agent's step fails.
+#[test]
+fn what_a_report_says_about_an_agent_release_target() {
+    let t = Target {
+        software: None,
+        agent: Some(serde_json::from_value(json!({"binaries": {}, "version": "0.2.0"})).unwrap()),
+        serial: None,
+    };
+    let with_agent = |agent: serde_json::Value| {
+        let mut s = state("a", None, json!(null));
+        s.report.status.agent_release = Some(serde_json::from_value(agent).unwrap());
+        s
+    };
+    assert_eq!(
+        outcome(
+            &t,
+            Some(&with_agent(json!({"running": "0.2.0", "package": "0.1.0"}))),
+            true
+        ),
+        Outcome::Applied
+    );
+    assert_eq!(
+        outcome(
+            &t,
+            Some(&with_agent(
+                json!({"running": "0.1.0", "package": "0.1.0", "waiting": "maintenance window 03:00-05:00"})
+            )),
+            true
+        ),
+        Outcome::Waiting("agent 0.2.0: maintenance window 03:00-05:00".into())
+    );
+    assert_eq!(
+        outcome(
+            &t,
+            Some(&with_agent(json!({"running": "0.1.0", "package": "0.1.0",
+                "last_rollback": {"from": "0.2.0", "to": "0.1.0", "at": "2026-12-01T09:00:00Z",
+                    "output": "the new agent did not report within 10m"}}))),
+            false
+        ),
+        Outcome::RolledBack("the new agent did not report within 10m".into()),
+        "a rollback counts even from a box offline since"
+    );
+    assert_eq!(
+        outcome(
+            &t,
+            Some(&with_agent(
+                json!({"running": "0.1.0", "package": "0.1.0", "held_back": "0.2.0"})
+            )),
+            true
+        ),
+        Outcome::RolledBack("agent release 0.2.0 is held back on the box".into())
+    );
+    let mut failing = with_agent(json!({"running": "0.1.0", "package": "0.1.0"}));
+    failing.report.status.conditions = vec![
+        serde_json::from_value(json!({"item": "agent", "severity": "error",
+            "message": "agent 0.2.0: sha256 mismatch", "since": "2026-12-01T10:00:00Z"}))
+        .unwrap(),
+    ];
+    assert_eq!(
+        outcome(&t, Some(&failing), true),
+        Outcome::Failed("agent 0.2.0: sha256 mismatch".into())
+    );
+    // Without an agent release report, the agent's own version counts.
+    let mut old = state("a", None, json!(null));
+    old.report.status.agent_version = Some("0.2.0".into());
+    assert_eq!(outcome(&t, Some(&old), true), Outcome::Applied);
+    assert_eq!(t.describe(), "agent 0.2.0");
+}
+
 fn two_waves(bake: &str) -> Rollout {
     let p = policy(json!({"waves": [{"name": "beta"}, {"name": "all"}], "bake": bake}));
     let beta: BTreeMap<SiteId, usize> = ["b1", "b2", "b3"].iter().map(|s| (site(s), 0)).collect();
