@@ -352,14 +352,29 @@ pub fn cmd_validate(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
     let set = source::read_dir(dir).map_err(cannot_run)?;
     let checked = validate::check(&set);
     let d = &checked.diags;
-    let files = checked.manifests.files_read;
     let mut out = std::io::stdout().lock();
+    print_diagnostics(&mut out, d, checked.manifests.files_read, format).map_err(cannot_run)?;
+    Ok(if d.has_errors() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The diagnostics of `files` manifest files as `validate` prints them:
+/// one per line and the summary, or one JSON document.
+pub fn print_diagnostics(
+    out: &mut impl Write,
+    d: &crate::diag::Diagnostics,
+    files: usize,
+    format: Format,
+) -> std::io::Result<()> {
     match format {
         Format::Text => {
             for diag in &d.0 {
-                writeln!(out, "{diag}").map_err(cannot_run)?;
+                writeln!(out, "{diag}")?;
             }
-            writeln!(out, "{}", d.summary(files)).map_err(cannot_run)?;
+            writeln!(out, "{}", d.summary(files))
         }
         Format::Json => {
             let list: Vec<_> = d
@@ -377,14 +392,9 @@ pub fn cmd_validate(dir: &Path, format: Format) -> Result<ExitCode, Failure> {
                 "valid": !d.has_errors(), "errors": d.errors(), "warnings": d.warnings(),
                 "files": files, "diagnostics": list,
             });
-            writeln!(out, "{doc:#}").map_err(cannot_run)?;
+            writeln!(out, "{doc:#}")
         }
     }
-    Ok(if d.has_errors() {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 fn plural(n: usize) -> &'static str {

@@ -1195,12 +1195,17 @@ pub fn cmd_plan(
             SideFailure::Rev(e) => Err(crate::cli::cannot_run(e)),
             SideFailure::Render(e) => Err(crate::cli::cannot_run(e)),
             SideFailure::Invalid(rev, checked) => {
-                let d = &checked.diags;
-                for diag in &d.0 {
-                    writeln!(out, "{diag}").map_err(crate::cli::cannot_run)?;
-                }
-                writeln!(out, "{}", d.summary(checked.manifests.files_read))
-                    .map_err(crate::cli::cannot_run)?;
+                let as_validate = match format {
+                    PlanFormat::Markdown => crate::cli::Format::Text,
+                    PlanFormat::Json => crate::cli::Format::Json,
+                };
+                crate::cli::print_diagnostics(
+                    &mut out,
+                    &checked.diags,
+                    checked.manifests.files_read,
+                    as_validate,
+                )
+                .map_err(crate::cli::cannot_run)?;
                 Err(crate::cli::cannot_run(anyhow::anyhow!(
                     "the manifests at `{rev}` do not validate: no plan"
                 )))
