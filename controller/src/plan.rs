@@ -21,6 +21,10 @@ use crate::validate::Checked;
 pub const LARGE_DOWNLOAD: u64 = 1_000_000_000;
 /// Above this many changed sites, Markdown folds the details per group.
 pub const FOLD_ABOVE: usize = 20;
+/// The most characters of site details the Markdown holds: with the
+/// summary, warnings, waves and table it still fits a pull-request comment
+/// (65,536 characters on GitHub); the sites beyond are counted per group.
+pub const DETAILS_BUDGET: usize = 56_000;
 
 /// One revision: its manifests, validated.
 pub struct Side {
@@ -1043,16 +1047,41 @@ pub fn markdown(p: &Plan) -> String {
                 .unwrap_or_else(|| "(no group)".into());
             by_group.entry(g).or_default().push(s);
         }
+        let mut budget = DETAILS_BUDGET;
+        let mut left_out = 0;
         for (g, list) in by_group {
             let _ = writeln!(
                 out,
                 "<details><summary>group <code>{g}</code>: {} sites</summary>\n",
                 list.len()
             );
-            for s in list {
-                site_details(&mut out, s);
+            let mut skipped = 0;
+            for s in &list {
+                let mut one = String::new();
+                site_details(&mut one, s);
+                if one.len() <= budget {
+                    budget -= one.len();
+                    out.push_str(&one);
+                } else {
+                    budget = 0;
+                    skipped += 1;
+                }
+            }
+            if skipped > 0 {
+                let _ = writeln!(
+                    out,
+                    "…the details of {skipped} more site{} of this group are left out to fit a comment.\n",
+                    if skipped == 1 { "" } else { "s" }
+                );
+                left_out += skipped;
             }
             let _ = writeln!(out, "</details>\n");
+        }
+        if left_out > 0 {
+            let _ = writeln!(
+                out,
+                "The details of {left_out} sites are left out to fit a comment: `touchline plan --format json` lists every site."
+            );
         }
     } else {
         for s in &p.sites {
@@ -1305,6 +1334,51 @@ mod tests {
             "{md}"
         );
         assert_eq!(md.matches("#### `s").count(), 25, "{md}");
+        assert!(!md.contains("left out"), "{md}");
+    }
+
+    /// 10,000 sites changing: the comment still fits GitHub's 65,536
+    /// characters, every group says how many of its sites change, and the
+    /// sites whose details did not fit are counted, not silently cut.
+    #[test]
+    fn a_plan_of_ten_thousand_sites_fits_a_comment_and_counts_what_it_leaves_out() {
+        let groups = ["bretagne", "paris", "lyon", "nantes"];
+        let sites: Vec<SitePlan> = (0..10_000).map(|i| site(i, groups[i % 4])).collect();
+        let p = Plan {
+            base: "main".into(),
+            head: "HEAD".into(),
+            totals: Totals {
+                sites: 10_000,
+                sites_affected: 10_000,
+                download_bytes: 0,
+                largest: None,
+                rate: 1_000_000,
+            },
+            sites,
+            warnings: Vec::new(),
+            rollout: None,
+        };
+        let md = markdown(&p);
+        assert!(md.chars().count() < 65_000, "{} characters", md.len());
+        for g in groups {
+            assert!(
+                md.contains(&format!(
+                    "<details><summary>group <code>{g}</code>: 2500 sites</summary>"
+                )),
+                "{g}"
+            );
+        }
+        let shown = md.matches("#### `s").count();
+        assert!(shown > 100, "{shown} sites' details shown");
+        let left: usize = md
+            .lines()
+            .filter_map(|l| l.strip_prefix("…the details of "))
+            .map(|l| l.split(' ').next().unwrap().parse::<usize>().unwrap())
+            .sum();
+        assert_eq!(shown + left, 10_000, "each site is shown or counted");
+        assert!(md.ends_with(&format!(
+            "The details of {left} sites are left out to fit a comment: `touchline plan --format json` lists every site.\n"
+        )));
     }
 
     #[test]
