@@ -1297,17 +1297,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn above_twenty_sites_the_details_fold_per_group_after_a_table_of_twenty() {
-        let sites: Vec<SitePlan> = (0..25)
-            .map(|i| site(i, if i % 2 == 0 { "bretagne" } else { "paris" }))
-            .collect();
-        let p = Plan {
+    /// A plan from `main` to `HEAD` of a fleet of `total` sites in which
+    /// `sites` change, downloading nothing.
+    fn plan_of(sites: Vec<SitePlan>, total: usize) -> Plan {
+        Plan {
             base: "main".into(),
             head: "HEAD".into(),
             totals: Totals {
-                sites: 30,
-                sites_affected: 25,
+                sites: total,
+                sites_affected: sites.len(),
                 download_bytes: 0,
                 largest: None,
                 rate: 1_000_000,
@@ -1315,8 +1313,15 @@ mod tests {
             sites,
             warnings: Vec::new(),
             rollout: None,
-        };
-        let md = markdown(&p);
+        }
+    }
+
+    #[test]
+    fn above_twenty_sites_the_details_fold_per_group_after_a_table_of_twenty() {
+        let sites: Vec<SitePlan> = (0..25)
+            .map(|i| site(i, if i % 2 == 0 { "bretagne" } else { "paris" }))
+            .collect();
+        let md = markdown(&plan_of(sites, 30));
         assert!(
             md.starts_with(
                 "**touchline plan** `main` → `HEAD`: 25 of 30 sites change, 0 B to download.\n"
@@ -1344,21 +1349,7 @@ mod tests {
     fn a_plan_of_ten_thousand_sites_fits_a_comment_and_counts_what_it_leaves_out() {
         let groups = ["bretagne", "paris", "lyon", "nantes"];
         let sites: Vec<SitePlan> = (0..10_000).map(|i| site(i, groups[i % 4])).collect();
-        let p = Plan {
-            base: "main".into(),
-            head: "HEAD".into(),
-            totals: Totals {
-                sites: 10_000,
-                sites_affected: 10_000,
-                download_bytes: 0,
-                largest: None,
-                rate: 1_000_000,
-            },
-            sites,
-            warnings: Vec::new(),
-            rollout: None,
-        };
-        let md = markdown(&p);
+        let md = markdown(&plan_of(sites, 10_000));
         assert!(md.chars().count() < 65_000, "{} characters", md.len());
         for g in groups {
             assert!(

@@ -1,10 +1,12 @@
 //! The pull-request job of `docs/ci.md`, its script run for real: a git
-//! repository with a base and a head commit, `touchline validate` and
-//! `touchline plan` as the job runs them, then `packaging/ci/plan-comment.sh`
-//! posting the Markdown to the stand-in host (`support/status_recorder.py`;
-//! GitHub, Gitea and GitLab cannot run here). Asserts method, path, auth
-//! header and body for each host, a retry after a 500, and the script's
-//! refusals.
+//! repository with a base and a head commit, `packaging/ci/plan-job.sh`
+//! (what both the GitHub Actions and the GitLab CI job run: `touchline
+//! validate`, `touchline plan`, the exit-status gate, then
+//! `plan-comment.sh`) posting the Markdown to the stand-in host
+//! (`support/status_recorder.py`; GitHub, Gitea and GitLab cannot run
+//! here). Asserts method, path, auth header and body for each host, a retry
+//! after a 500, a job that stops before posting (bad base revision, invalid
+//! head), and the comment script's refusals.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -15,8 +17,20 @@ use std::process::{Command, Output};
 use common::recorder::Recorder;
 use touchline_testkit::bin;
 
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/ci/plan-comment.sh")
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packaging/ci")
+        .join(name)
+}
+
+/// The host variables of the scripts: the test's and none of the caller's.
+fn host_env(cmd: &mut Command, env: &[(&str, &str)]) {
+    for v in ["GIT_HOST", "API_URL", "REPOSITORY", "PR_NUMBER", "TOKEN"] {
+        cmd.env_remove(v);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
 }
 
 fn tools_or_skip() -> bool {
@@ -38,38 +52,29 @@ fn tools_or_skip() -> bool {
 
 fn comment(plan: &Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("sh");
-    cmd.arg(script()).arg(plan);
-    for v in ["GIT_HOST", "API_URL", "REPOSITORY", "PR_NUMBER", "TOKEN"] {
-        cmd.env_remove(v);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    cmd.arg(script("plan-comment.sh")).arg(plan);
+    host_env(&mut cmd, env);
     cmd.output().unwrap()
 }
 
-/// The job's two steps: validate the head, plan against the base (exit 1,
-/// changes, is not a failure of the job).
-fn job(repo: &Path, out: &Path) {
-    let v = Command::new(bin("touchline"))
-        .arg("validate")
-        .arg(repo.join("fleet"))
-        .output()
-        .unwrap();
-    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
-    let p = Command::new(bin("touchline"))
-        .args(["plan"])
-        .arg(repo.join("fleet"))
-        .args(["--base", "HEAD~1", "--format", "markdown"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        p.status.code(),
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&p.stderr)
+/// The whole job, as the CI runner runs it: in `cwd` (where it writes
+/// `plan.md`), with the built `touchline` first on the `PATH`.
+fn plan_job(repo: &Path, base: &str, cwd: &Path, env: &[(&str, &str)]) -> Output {
+    let bins = bin("touchline").parent().unwrap().to_owned();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    std::fs::write(out, &p.stdout).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg(script("plan-job.sh"))
+        .arg(repo.join("fleet"))
+        .arg(base)
+        .current_dir(cwd)
+        .env("PATH", path)
+        .env("RUST_LOG", "warn");
+    host_env(&mut cmd, env);
+    cmd.output().unwrap()
 }
 
 #[test]
@@ -85,10 +90,6 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
     git.commit("base");
     git.edit("fleet/fleet.yaml", "volume: 80", "volume: 60");
     git.commit("quieter");
-    let plan = tmp.path().join("plan.md");
-    job(&repo, &plan);
-    let markdown = std::fs::read_to_string(&plan).unwrap();
-    assert!(markdown.starts_with("**touchline plan**"), "{markdown}");
 
     for (host, prefix, fail_first) in [
         ("github", "", 1),
@@ -102,8 +103,10 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
         };
         let api = format!("{}{prefix}", rec.url);
         let token = format!("tok-{host}");
-        let out = comment(
-            &plan,
+        let out = plan_job(
+            &repo,
+            "HEAD~1",
+            &dir,
             &[
                 ("GIT_HOST", host),
                 ("API_URL", &api),
@@ -114,8 +117,18 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
         );
         assert!(
             out.status.success(),
-            "{host}: {}",
+            "{host}: a plan that changes boxes (exit 1) is not a failure of the job: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        let markdown = std::fs::read_to_string(dir.join("plan.md")).unwrap();
+        assert!(
+            markdown.starts_with("**touchline plan** `HEAD~1` → `HEAD`: 2 of 2 sites change"),
+            "{markdown}"
+        );
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            log.starts_with("0 errors, 0 warnings in ") && log.contains(&markdown),
+            "the log holds validate's line and the whole plan: {log}"
         );
         let reqs = rec.requests();
         assert_eq!(reqs.len(), 1 + fail_first as usize, "{host}: {reqs:#?}");
@@ -151,12 +164,49 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
         }
     }
 
+    // The job stops before posting: a base revision that does not resolve
+    // (plan cannot run), then a head whose manifests do not validate.
+    let dir = tmp.path().join("stops");
+    std::fs::create_dir_all(&dir).unwrap();
+    let Some(rec) = Recorder::start(&dir, 0) else {
+        return;
+    };
+    let url = rec.url.clone();
+    let env = [
+        ("GIT_HOST", "github"),
+        ("API_URL", url.as_str()),
+        ("REPOSITORY", "neopro/fleet"),
+        ("PR_NUMBER", "42"),
+        ("TOKEN", "t"),
+    ];
+    let out = plan_job(&repo, "no-such-branch", &dir, &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("plan-job: touchline plan could not run (exit 2); nothing posted"),
+        "{err}"
+    );
+    std::fs::remove_file(dir.join("plan.md")).unwrap();
+    git.edit("fleet/fleet.yaml", "version: 1.0.0", "version: 9.9.9");
+    git.commit("a release nobody defined");
+    let out = plan_job(&repo, "HEAD~1", &dir, &env);
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "validate's exit status: {log}");
+    assert!(
+        log.contains("error: release `9.9.9` is not defined"),
+        "the diagnostics are in the log: {log}"
+    );
+    assert!(!dir.join("plan.md").exists(), "no plan was made");
+    assert!(rec.requests().is_empty(), "{:#?}", rec.requests());
+    drop(rec);
+
     // Refusals, each with its reason and nothing posted.
     let dir = tmp.path().join("refusals");
     std::fs::create_dir_all(&dir).unwrap();
     let Some(rec) = Recorder::start(&dir, 0) else {
         return;
     };
+    let plan = tmp.path().join("github/plan.md");
     let url = rec.url.clone();
     let good = [
         ("GIT_HOST", "github"),

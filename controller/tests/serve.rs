@@ -138,6 +138,16 @@ fn a_commit_becomes_a_new_signed_bundle_and_unchanged_sites_keep_their_etag() {
     assert_eq!(s.sync(OPERATOR)["result"], "unchanged");
 }
 
+/// A commit's diagnostics as `/api/commits` lists them.
+fn diagnostics(commit: &Value) -> Vec<&str> {
+    commit["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn invalid_commits_and_force_pushes_are_refused_and_the_old_bundle_stays() {
     let w = World::new("");
@@ -154,12 +164,7 @@ fn invalid_commits_and_force_pushes_are_refused_and_the_old_bundle_stays() {
     let top = &commits["commits"][0];
     assert_eq!(top["id"], bad);
     assert_eq!(top["state"], "refused");
-    let diags: Vec<&str> = top["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap())
-        .collect();
+    let diags = diagnostics(top);
     assert!(
         diags
             .iter()
@@ -211,12 +216,7 @@ fn a_commit_whose_poll_interval_meets_the_controllers_offline_after_is_accepted_
     assert_eq!(out["result"], "published", "{out}");
     let top = &s.json("/api/commits")["commits"][0];
     assert_eq!(top["state"], "accepted");
-    let diags: Vec<&str> = top["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap())
-        .collect();
+    let diags = diagnostics(top);
     assert!(
         diags.iter().any(|d| d.starts_with("fleet.yaml:23:")
             && d.contains(
