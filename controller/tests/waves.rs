@@ -10,7 +10,8 @@
 //! it comes back; the controller restarted during the bake time keeps the
 //! rollout; a release that rolls back on 2 of 3 beta boxes halts the
 //! rollout with the other boxes still on the previous release, through a
-//! restart; an operator's resume (audited) lets it go on. With content in
+//! restart; an operator's resume (audited) lets it go on, or a revert (the
+//! next commit decides) supersedes it and brings the beta back. With content in
 //! waves, a configuration change goes through the waves (through a restart),
 //! and one whose reload fails on a beta box halts them; the commit's one
 //! status on the git host (a stand-in, `support/status_recorder.py`) turns
@@ -811,5 +812,47 @@ fn with_content_in_waves_a_change_the_app_does_not_take_halts_the_rollout() {
     for (s, b) in OTHERS.iter().zip(&before) {
         assert_eq!(volume(&rig, s), 80, "{s} keeps its configuration");
         assert_eq!(serial(&rig, s), *b, "{s} keeps its whole bundle");
+    }
+}
+
+/// After a halt, the next commit decides: reverting the pin starts a new
+/// rollout that takes the beta boxes back to the previous release (the box
+/// that had switched switches back; the two that rolled back already run
+/// it), supersedes the halted one and completes; the boxes beyond the beta
+/// never left the previous release.
+#[test]
+fn a_revert_after_a_halt_supersedes_it_and_brings_the_beta_back() {
+    let rig = Rig::new(None);
+    let all: Vec<&str> = BETA.iter().chain(OTHERS.iter()).copied().collect();
+    rig.wait_running(&all, "1.0.0", Duration::from_secs(60));
+    touch(&rig.root("b1"), "sick");
+    touch(&rig.root("b2"), "sick");
+    rig.pin("3.0.0");
+    let halted_commit = rig.files.repo().head();
+    rig.wait(Duration::from_secs(60), "halted", |r| {
+        r.rollout()["state"] == "halted"
+    });
+    rig.wait_running(&["b3"], "3.0.0", Duration::from_secs(60));
+
+    rig.files
+        .repo()
+        .file("fleet.yaml", fleet_yaml("1.0.0", None));
+    rig.files.repo().commit("revert to 1.0.0");
+    let revert = rig.files.repo().head();
+    let out = rig.c.sync(&rig.admin);
+    assert_eq!(out["result"], "published", "{out}");
+    let api = rig.api("/api/rollout");
+    assert_eq!(api["current"]["commit"], revert.as_str(), "{api:#}");
+    assert_eq!(api["previous"]["commit"], halted_commit.as_str(), "{api:#}");
+    assert_eq!(api["previous"]["state"], "superseded", "{api:#}");
+    rig.wait(
+        Duration::from_secs(60),
+        "the revert's rollout complete",
+        |r| r.rollout()["state"] == "complete",
+    );
+    rig.wait_running(&BETA, "1.0.0", Duration::from_secs(60));
+    for s in all {
+        assert_eq!(rig.desired(s), "1.0.0", "{s}");
+        assert_eq!(rig.running(s), "1.0.0", "{s}");
     }
 }
