@@ -1006,18 +1006,24 @@ pub fn markdown(p: &Plan) -> String {
         &p.sites[..]
     };
     for s in shown {
-        let release = s
-            .release
-            .as_ref()
-            .map(|c| {
-                format!(
-                    "{} → {}{}",
-                    c.from.as_deref().unwrap_or("none"),
-                    c.to.as_deref().unwrap_or("none"),
-                    if c.downgrade { " ⚠️" } else { "" }
-                )
-            })
-            .unwrap_or_default();
+        let change = |c: &VersionChange| {
+            format!(
+                "{} → {}{}",
+                c.from.as_deref().unwrap_or("none"),
+                c.to.as_deref().unwrap_or("none"),
+                if c.downgrade { " ⚠️" } else { "" }
+            )
+        };
+        let release = [
+            s.release.as_ref().map(change),
+            s.agent_release
+                .as_ref()
+                .map(|c| format!("agent {}", change(c))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
         let _ = writeln!(
             out,
             "| `{}` | {} | {release} | +{} −{} | {} | {} |",
