@@ -295,12 +295,14 @@ fn outcome_with_files(
         };
     };
     let st = &state.report.status;
-    let error_on = |item: &str| {
+    // What the box says of `item`, at `at_least` or worse.
+    let said = |item: &str, at_least: Severity| {
         st.conditions
             .iter()
-            .find(|c| c.item == item && c.severity == Severity::Error)
+            .find(|c| c.item == item && c.severity >= at_least)
             .map(|c| c.message.clone())
     };
+    let error_on = |item: &str| said(item, Severity::Error);
     // One entry per release not running yet: why it waits, if it says.
     let mut pending: Vec<Option<String>> = Vec::new();
     if let Some(want) = &target.software {
@@ -353,15 +355,8 @@ fn outcome_with_files(
     let files = serial.is_none_or(|n| st.applied_serial.is_some_and(|s| s >= n));
     if pending.is_empty() && files {
         // The files are in place; the app runs them only if it reloaded.
-        let reload = serial.and_then(|_| {
-            st.conditions
-                .iter()
-                .find(|c| c.item == "reload" && c.severity >= Severity::Warning)
-        });
-        return match reload {
-            Some(c) => Outcome::Failed(c.message.clone()),
-            None => Outcome::Applied,
-        };
+        let reload = serial.and_then(|_| said("reload", Severity::Warning));
+        return reload.map_or(Outcome::Applied, Outcome::Failed);
     }
     if !reachable {
         return Outcome::Unreachable;
@@ -373,10 +368,7 @@ fn outcome_with_files(
         // a release fails; an error from before it saw the serial is not
         // about this change.
         let trying = serial.is_some_and(|n| st.desired_serial.is_some_and(|d| d >= n));
-        if let Some(e) = error_on("apply")
-            .or_else(|| error_on("disk"))
-            .filter(|_| trying)
-        {
+        if trying && let Some(e) = error_on("apply").or_else(|| error_on("disk")) {
             return Outcome::Failed(e);
         }
         return Outcome::InProgress(report_reason(state));
