@@ -898,24 +898,28 @@ fn site_details(out: &mut String, s: &SitePlan) {
         out,
         "- download: {}{}\n",
         human_bytes(s.download_bytes),
-        match (s.download_bytes, s.rate_cap) {
-            (0, _) => String::new(),
-            (_, None) => format!(", about {}", human_duration(s.download_seconds)),
-            (_, Some(cap)) => format!(
-                ", about {} {}",
+        if s.download_bytes == 0 {
+            String::new()
+        } else {
+            format!(
+                ", about {}{}",
                 human_duration(s.download_seconds),
-                at_rate(Some(cap), 0)
-            ),
+                s.rate_cap
+                    .map(|c| format!(" {}", its_cap(c)))
+                    .unwrap_or_default()
+            )
         }
     );
 }
 
 /// `at 250.0 kB/s, its cap` (the site's own) or `at 1.0 MB/s` (assumed).
 fn at_rate(cap: Option<u64>, assumed: u64) -> String {
-    match cap {
-        Some(c) => format!("at {}/s, its cap", human_bytes(c)),
-        None => format!("at {}/s", human_bytes(assumed)),
-    }
+    cap.map_or_else(|| format!("at {}/s", human_bytes(assumed)), its_cap)
+}
+
+/// `at 250.0 kB/s, its cap`.
+fn its_cap(cap: u64) -> String {
+    format!("at {}/s, its cap", human_bytes(cap))
 }
 
 /// The plan as a pull-request comment: a summary line, warnings, then the
