@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use touchline_schemas::Sha256;
 
-/// Reads a request's head (up to the blank line), byte by byte.
-fn read_head(s: &mut TcpStream) -> Vec<u8> {
+/// Reads a request's head (up to the blank line), byte by byte; what came
+/// before the connection ended when it ends first.
+pub(crate) fn read_head(s: &mut TcpStream) -> Vec<u8> {
     let mut req = Vec::new();
     let mut b = [0u8; 1];
     while !req.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {

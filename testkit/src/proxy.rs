@@ -94,13 +94,9 @@ fn forward(
     upstream: &str,
     seen: &Mutex<Vec<Exchange>>,
 ) {
-    let mut head = Vec::new();
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if s.read(&mut b).unwrap_or(0) != 1 {
-            return;
-        }
-        head.push(b[0]);
+    let head = crate::mirrors::read_head(&mut s);
+    if !head.ends_with(b"\r\n\r\n") {
+        return;
     }
     let text = String::from_utf8_lossy(&head).into_owned();
     let mut lines = text.split("\r\n");
