@@ -164,22 +164,24 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
         }
     }
 
-    // The job stops before posting: a base revision that does not resolve
-    // (plan cannot run), then a head whose manifests do not validate.
-    let dir = tmp.path().join("stops");
+    // Refusals, each with its reason and nothing posted; first the job's,
+    // then the comment script's.
+    let dir = tmp.path().join("refusals");
     std::fs::create_dir_all(&dir).unwrap();
     let Some(rec) = Recorder::start(&dir, 0) else {
         return;
     };
     let url = rec.url.clone();
-    let env = [
+    let good = [
         ("GIT_HOST", "github"),
         ("API_URL", url.as_str()),
         ("REPOSITORY", "neopro/fleet"),
         ("PR_NUMBER", "42"),
         ("TOKEN", "t"),
     ];
-    let out = plan_job(&repo, "no-such-branch", &dir, &env);
+    // The job stops before posting: a base revision that does not resolve
+    // (plan cannot run), then a head whose manifests do not validate.
+    let out = plan_job(&repo, "no-such-branch", &dir, &good);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -189,7 +191,7 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
     std::fs::remove_file(dir.join("plan.md")).unwrap();
     git.edit("fleet/fleet.yaml", "version: 1.0.0", "version: 9.9.9");
     git.commit("a release nobody defined");
-    let out = plan_job(&repo, "HEAD~1", &dir, &env);
+    let out = plan_job(&repo, "HEAD~1", &dir, &good);
     let log = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "validate's exit status: {log}");
     assert!(
@@ -198,23 +200,7 @@ fn the_pull_request_job_posts_the_plan_to_each_host() {
     );
     assert!(!dir.join("plan.md").exists(), "no plan was made");
     assert!(rec.requests().is_empty(), "{:#?}", rec.requests());
-    drop(rec);
-
-    // Refusals, each with its reason and nothing posted.
-    let dir = tmp.path().join("refusals");
-    std::fs::create_dir_all(&dir).unwrap();
-    let Some(rec) = Recorder::start(&dir, 0) else {
-        return;
-    };
     let plan = tmp.path().join("github/plan.md");
-    let url = rec.url.clone();
-    let good = [
-        ("GIT_HOST", "github"),
-        ("API_URL", url.as_str()),
-        ("REPOSITORY", "neopro/fleet"),
-        ("PR_NUMBER", "42"),
-        ("TOKEN", "t"),
-    ];
     for (change, expect) in [
         (("TOKEN", ""), "plan-comment: TOKEN is not set"),
         (
